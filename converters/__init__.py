@@ -1,0 +1,1 @@
+"""Converters between foreign checkpoint formats and swinzoo's canonical (official) keys."""

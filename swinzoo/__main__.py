@@ -1,0 +1,3 @@
+from swinzoo.cli import main
+
+main()

@@ -1,0 +1,170 @@
+"""One typed config for Swin V1 and V2, with the geometry rules of the official code.
+
+The official code fixes the input resolution at construction: masks, windows and shifts are derived from it.
+`SwinConfig` carries that resolution and the helpers below derive, per stage, what the official `BasicLayer`
+and `SwinTransformerBlock` derive (token grid, effective window, shift).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from swinzoo.errors import SwinzooError
+
+
+@dataclass
+class SwinConfig:
+    """Architecture and head of a Swin Transformer V1 or V2.
+
+    `window_size` is the configured window; a stage whose token grid is no larger than it uses the grid size as
+    its window and no shift (official rule). `pretrained_window_sizes` (V2 only) is the window each stage's
+    continuous position bias was trained with; 0 means "this model's own effective window".
+    """
+
+    version: int = 1
+    img_size: int = 224
+    patch_size: int = 4
+    in_chans: int = 3
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    ape: bool = False
+    patch_norm: bool = True
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    num_classes: int = 1000
+    class_names: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.depths = tuple(int(d) for d in self.depths)
+        self.num_heads = tuple(int(h) for h in self.num_heads)
+        self.pretrained_window_sizes = tuple(int(w) for w in self.pretrained_window_sizes)
+        if self.version not in (1, 2):
+            raise SwinzooError(f"version must be 1 or 2, got {self.version}")
+        if len(self.depths) != len(self.num_heads):
+            raise SwinzooError(f"depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
+        if len(self.pretrained_window_sizes) != len(self.depths):
+            raise SwinzooError(
+                f"pretrained_window_sizes {self.pretrained_window_sizes} needs one entry per stage ({len(self.depths)})"
+            )
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2**i) % heads:
+                raise SwinzooError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by its {heads} heads")
+        if self.class_names is not None:
+            self.class_names = [str(c) for c in self.class_names]
+            if len(self.class_names) != self.num_classes:
+                raise SwinzooError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+
+    # ---------------------------------------------------------------- geometry
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim * 2 ** (self.num_stages - 1)
+
+    @property
+    def patch_grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    def stage_resolution(self, stage: int) -> int:
+        """Side of the token grid stage `stage` works on (the official `input_resolution`)."""
+        return self.patch_grid // 2**stage
+
+    def stage_window(self, stage: int) -> int:
+        """Effective window of a stage: the grid itself when it is no larger than the window (official rule)."""
+        return min(self.window_size, self.stage_resolution(stage))
+
+    def stage_shift(self, stage: int) -> int:
+        """Shift of the odd blocks of a stage; 0 when the stage fits in one window."""
+        return 0 if self.stage_resolution(stage) <= self.window_size else self.window_size // 2
+
+    def validate_geometry(self) -> None:
+        """Raise a one-line error when the patch size or the window cannot tile the resolution."""
+        problem = geometry_problem(self.img_size, self.window_size, self.patch_size, self.num_stages)
+        if problem:
+            hint = suggest_geometry(self.img_size, self.window_size, self.patch_size, self.num_stages)
+            raise SwinzooError(f"{problem}; {hint}")
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["depths"] = list(self.depths)
+        d["num_heads"] = list(self.num_heads)
+        d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SwinConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SwinzooError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> SwinConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> SwinConfig:
+        d = self.to_dict()
+        d.update(changes)
+        return SwinConfig.from_dict(d)
+
+
+def geometry_problem(img_size: int, window: int, patch_size: int = 4, num_stages: int = 4) -> str | None:
+    """What stops (img_size, window) from tiling, or None. Mirrors the official asserts and views."""
+    if window < 1:
+        return f"window {window} must be positive"
+    if img_size % patch_size:
+        return f"resolution {img_size} is not a multiple of the patch size {patch_size}"
+    grid = img_size // patch_size
+    for stage in range(num_stages):
+        res = grid // 2**stage
+        if stage < num_stages - 1 and res % 2:
+            return f"resolution {img_size}: stage {stage} is {res}x{res} tokens, which patch merging cannot halve"
+        if res > window and res % window:
+            return f"resolution {img_size}: stage {stage} is {res}x{res} tokens, not a multiple of window {window}"
+        if res == 0:
+            return f"resolution {img_size} is too small for {num_stages} stages"
+    return None
+
+
+def suggest_geometry(img_size: int, window: int, patch_size: int = 4, num_stages: int = 4) -> str:
+    """A hint naming resolutions near `img_size` that tile with `window`, and windows that tile `img_size`."""
+    step = patch_size * 2 ** (num_stages - 1)
+    base = round(img_size / step) * step
+    near = [r for r in range(max(step, base - 8 * step), base + 8 * step + 1, step)
+            if not geometry_problem(r, window, patch_size, num_stages)]
+    near = sorted(near, key=lambda r: abs(r - img_size))[:2]
+    windows = []
+    if not geometry_problem(img_size, 1, patch_size, num_stages) or img_size % step == 0:
+        windows = [w for w in range(2, img_size // patch_size + 1)
+                   if not geometry_problem(img_size, w, patch_size, num_stages)]
+        windows = sorted(windows, key=lambda w: abs(w - window))[:3]
+    parts = []
+    if near:
+        parts.append(f"--res {' or '.join(map(str, sorted(near)))} with window {window}")
+    if windows:
+        parts.append(f"--window {' or '.join(map(str, sorted(windows)))} at {img_size}")
+    return "use " + ", or ".join(parts) if parts else f"use a resolution that is a multiple of {step}"
+
+
+def scaled_window(src: SwinConfig, img_size: int) -> int:
+    """The window for `img_size` that keeps the source's window-to-image ratio (the official 224/w7 -> 384/w12 and
+    192/w12 -> 256/w16 -> 384/w24 choices), moved to the nearest window that tiles when it does not."""
+    target = max(1, round(src.window_size * img_size / src.img_size))
+    candidates = [w for w in range(1, img_size // src.patch_size + 1)
+                  if not geometry_problem(img_size, w, src.patch_size, src.num_stages)]
+    if not candidates:
+        return target
+    return min(candidates, key=lambda w: (abs(w - target), -w))

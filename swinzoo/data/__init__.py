@@ -1,0 +1,1 @@
+"""Package data: map22kto1k.txt."""

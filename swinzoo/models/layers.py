@@ -1,0 +1,120 @@
+"""Pieces Swin V1 and V2 share: window partition, shift mask, patch embedding, MLP, patch merging, drop path.
+
+Feature maps travel as channels-last `(B, H, W, C)` tensors; the official code keeps `(B, H*W, C)` and reshapes
+inside every block, which gives the same numbers with more copies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# The official shift mask uses -100, not -inf: after softmax the masked weights are ~e-44, not exactly zero,
+# and matching the official logits to the last digit needs the same constant.
+SHIFT_MASK_VALUE = -100.0
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * H/window * W/window, window*window, C), windows in batch-major, row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """(B * nW, window*window, C) -> (B, H, W, C); the inverse of `window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(N, N) int64 index into a ((2w-1)^2, heads) table: (dh + w-1) * (2w-1) + (dw + w-1), N = w*w."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shift_mask(resolution: int, window: int, shift: int) -> torch.Tensor:
+    """(nW, N, N) additive mask for a cyclically shifted grid: 0 inside a region, -100 across regions.
+
+    The rolled grid is cut into 3x3 regions (0:-w, -w:-s, -s:) per axis; tokens of different regions that land
+    in the same window must not attend to each other.
+    """
+    region = torch.zeros(1, resolution, resolution, 1)
+    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for hs in cuts:
+        for ws in cuts:
+            region[:, hs, ws, :] = label
+            label += 1
+    ids = window_partition(region, window).squeeze(-1)
+    mask = ids[:, None, :] - ids[:, :, None]
+    return mask.masked_fill(mask != 0, SHIFT_MASK_VALUE).masked_fill(mask == 0, 0.0)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's residual branch with probability p, rescale the survivors."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class PatchEmbed(nn.Module):
+    """(B, 3, H, W) -> (B, H/p, W/p, C): a stride-p convolution, then LayerNorm when `patch_norm`."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, patch_norm: bool) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class Mlp(nn.Module):
+    """(..., C) -> (..., C): fc1 -> exact-erf GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class PatchMerging(nn.Module):
+    """(B, H, W, C) -> (B, H/2, W/2, 2C).
+
+    Each 2x2 patch is concatenated as [x(0,0), x(1,0), x(0,1), x(1,1)] (row, col) on channels: the official
+    order, which the reduction weights depend on. V1 normalises the 4C vector then reduces; V2 reduces then
+    normalises the 2C result (`post_norm`).
+    """
+
+    def __init__(self, dim: int, post_norm: bool) -> None:
+        super().__init__()
+        self.post_norm = post_norm
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim if post_norm else 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        # (B, H/2, row, W/2, col, C) -> (B, H/2, W/2, col, row, C): flattening (col, row) gives the official order.
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        if self.post_norm:
+            return self.norm(self.reduction(x))
+        return self.reduction(self.norm(x))

@@ -1,0 +1,164 @@
+"""Move canonical weights from one config to another, as the official `utils.load_pretrained` does.
+
+`transfer(state_dict, src, dst)` is pure: it returns the new state dict, the target config (V2 gets its
+`pretrained_window_sizes` from the source) and a `TransferReport` of everything it touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+
+BUFFER_NAMES = ("relative_position_index", "attn_mask", "relative_coords_table")
+IN22K_CLASSES = 21841
+
+
+@dataclass
+class TransferReport:
+    """What a transfer did, key by key."""
+
+    interpolated: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    kept: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.interpolated or self.mapped or self.reinitialized or self.notes)
+
+    def to_dict(self) -> dict:
+        return {
+            "interpolated": [[k, list(a), list(b)] for k, a, b in self.interpolated],
+            "mapped": self.mapped, "reinitialized": self.reinitialized, "dropped": self.dropped,
+            "notes": self.notes, "kept": self.kept,
+        }
+
+    def lines(self) -> list[str]:
+        out = list(self.notes)
+        if self.interpolated:
+            k, a, b = self.interpolated[0]
+            out.append(f"interpolated {len(self.interpolated)} tensors bicubically, e.g. {k} {a} -> {b}")
+        out.extend(f"mapped {k}" for k in self.mapped)
+        out.extend(f"re-initialised {k} to zeros (as the official code does)" for k in self.reinitialized)
+        if self.dropped:
+            out.append(f"dropped {len(self.dropped)} buffers (rebuilt for the target geometry)")
+        out.append(f"kept {self.kept} tensors unchanged")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def drop_buffers(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove the buffers the official code persists; the model rebuilds them for its own geometry."""
+    kept = {k: v for k, v in state_dict.items() if not k.endswith(BUFFER_NAMES)}
+    return kept, [k for k in state_dict if k not in kept]
+
+
+def map22kto1k() -> torch.Tensor:
+    """Row of the 21841-way ImageNet-22k head for each ImageNet-1k class (official data/map22kto1k.txt)."""
+    text = resources.files("swinzoo.data").joinpath("map22kto1k.txt").read_text()
+    return torch.tensor([int(line) for line in text.split()], dtype=torch.long)
+
+
+def resize_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """((2w-1)^2, heads) -> (size^2, heads), official bicubic (align_corners=False) in the table's dtype."""
+    side = int(round(table.shape[0] ** 0.5))
+    heads = table.shape[1]
+    dtype = table.dtype
+    work = table if dtype in (torch.float32, torch.float64) else table.float()  # CPU bicubic needs fp32/fp64
+    grid = work.permute(1, 0).reshape(1, heads, side, side)
+    out = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
+    return out.reshape(heads, size * size).permute(1, 0).contiguous().to(dtype)
+
+
+def resize_abs_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, L, C) -> (1, grid^2, C), bicubic over the square token grid."""
+    side = int(round(pos.shape[1] ** 0.5))
+    dtype = pos.dtype
+    work = pos if dtype in (torch.float32, torch.float64) else pos.float()
+    out = F.interpolate(work.reshape(1, side, side, -1).permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic",
+                        align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).contiguous().to(dtype)
+
+
+def source_windows(src: SwinConfig) -> tuple[int, ...]:
+    """The window each stage's CPB coordinates were normalised by in the source model (V2)."""
+    return tuple(p if p > 0 else src.stage_window(i) for i, p in enumerate(src.pretrained_window_sizes))
+
+
+def check_compatible(src: SwinConfig, dst: SwinConfig) -> None:
+    for name in ("version", "embed_dim", "depths", "num_heads", "patch_size", "in_chans", "mlp_ratio", "qkv_bias",
+                 "patch_norm", "ape"):
+        a, b = getattr(src, name), getattr(dst, name)
+        if a != b:
+            what = "head counts" if name == "num_heads" else name
+            raise SwinzooError(
+                f"cannot transfer between different {what} ({name} {a} -> {b}); only resolution, window and classes "
+                "may change: pick a target of the same architecture"
+            )
+
+
+def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConfig,
+             class_map: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig, TransferReport]:
+    """Move `state_dict` (canonical keys, a model of config `src`) to config `dst`.
+
+    - V1: each `relative_position_bias_table` is resized bicubically when the (effective) window changes;
+      `absolute_pos_embed` likewise when the grid changes.
+    - V2: weights carry over unchanged; `dst.pretrained_window_sizes` becomes the windows the source normalised
+      its log-spaced coordinates by, so the CPB MLP sees the same inputs for the offsets both windows share.
+    - Head: kept when the class count matches, gathered 21841 -> 1000 with the official map, else zeroed.
+    """
+    check_compatible(src, dst)
+    dst.validate_geometry()
+    report = TransferReport()
+    state_dict, report.dropped = drop_buffers(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    if dst.version == 2:
+        pws = source_windows(src)
+        if pws != dst.pretrained_window_sizes:
+            report.notes.append(f"pretrained_window_sizes {list(pws)} (the source's effective windows)")
+        dst = dst.replace(pretrained_window_sizes=pws)
+    for key, value in state_dict.items():
+        if key.endswith("relative_position_bias_table"):
+            stage = int(key.split(".")[1])
+            size = 2 * dst.stage_window(stage) - 1
+            if value.shape[0] != size * size:
+                out[key] = resize_bias_table(value, size)
+                report.interpolated.append((key, tuple(value.shape), tuple(out[key].shape)))
+                continue
+        elif key == "absolute_pos_embed" and value.shape[1] != dst.patch_grid**2:
+            out[key] = resize_abs_pos_embed(value, dst.patch_grid)
+            report.interpolated.append((key, tuple(value.shape), tuple(out[key].shape)))
+            continue
+        elif key in ("head.weight", "head.bias") and src.num_classes != dst.num_classes:
+            if src.num_classes == IN22K_CLASSES and dst.num_classes == 1000:
+                out[key] = value[class_map if class_map is not None else map22kto1k()].clone()
+                report.mapped.append(f"{key} 21841 -> 1000 rows with map22kto1k.txt")
+            elif dst.num_classes > 0:
+                shape = (dst.num_classes,) + tuple(value.shape[1:])
+                out[key] = torch.zeros(shape, dtype=value.dtype)
+                report.reinitialized.append(f"{key} {tuple(value.shape)} -> {shape}")
+            else:
+                report.dropped.append(key)
+            continue
+        out[key] = value
+        report.kept += 1
+    if dst.num_classes > 0 and "head.weight" not in out:  # a headless source gets a fresh head
+        for key, shape in (("head.weight", (dst.num_classes, dst.num_features)), ("head.bias", (dst.num_classes,))):
+            out[key] = torch.zeros(shape, dtype=state_dict["norm.weight"].dtype)
+            report.reinitialized.append(f"{key} (absent) -> {shape}")
+    if src.img_size != dst.img_size or src.window_size != dst.window_size:
+        report.notes.insert(0, f"resolution {src.img_size} -> {dst.img_size}, window {src.window_size} -> "
+                               f"{dst.window_size}")
+    if src.class_names != dst.class_names and dst.class_names is None and src.num_classes == dst.num_classes:
+        dst = dst.replace(class_names=src.class_names)
+    return out, dst, report

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1 = "swin_v1_tiny_w7_224"
+V2 = "swin_v2_tiny_w8_256"
+
+
+def fixture_pth(name: str) -> Path:
+    return FIXTURES / f"{name}.pth"
+
+
+def expected(name: str) -> dict[str, torch.Tensor]:
+    return load_file(FIXTURES / f"{name}.expected.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype():
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in process; returns (exit code, stdout, stderr)."""
+    from swinzoo.cli import cli_main
+
+    code = cli_main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

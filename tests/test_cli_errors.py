@@ -1,0 +1,125 @@
+"""Bad input: one line on stderr naming the problem and the fix, exit code != 0, and no output file left."""
+
+import argparse
+
+import pytest
+import torch
+
+from converters.official import from_official, read_official, to_official
+from swinzoo import SwinzooError, create_model
+from swinzoo.transfer import transfer
+
+from .conftest import V1, V2, fixture_pth, run_cli
+
+
+def assert_clean_failure(tmp_path, code, out_name, err, *needles):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not (tmp_path / out_name).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def convert(tmp_path, capsys, src, *extra):
+    return run_cli(["convert", src, "-o", tmp_path / "out.safetensors", *extra], capsys)
+
+
+def test_missing_file(tmp_path, capsys):
+    code, _, err = convert(tmp_path, capsys, tmp_path / "nope.pth")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "nope.pth", "does not exist")
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "notes.pth"
+    bad.write_text("just some text\n")
+    code, _, err = convert(tmp_path, capsys, bad)
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "not a PyTorch checkpoint")
+
+
+def test_truncated_file(tmp_path, capsys):
+    data = fixture_pth(V1).read_bytes()
+    bad = tmp_path / "cut.pth"
+    bad.write_bytes(data[: len(data) // 2])
+    code, _, err = convert(tmp_path, capsys, bad)
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "truncated", "download it again")
+
+
+def test_training_checkpoint_needs_trust_flag(tmp_path, capsys):
+    ckpt = torch.load(fixture_pth(V1), weights_only=True)
+    ckpt["config"] = argparse.Namespace(MODEL="swin")  # what the official save_checkpoint stores (a yacs node)
+    src = tmp_path / "ckpt_epoch_3.pth"
+    torch.save(ckpt, src)
+    code, _, err = convert(tmp_path, capsys, src)
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "--trust-checkpoint")
+    code, _, err = convert(tmp_path, capsys, src, "--trust-checkpoint")
+    assert code == 0, err
+    assert (tmp_path / "out.safetensors").exists()
+
+
+def test_arch_contradicts_file(tmp_path, capsys):
+    code, _, err = convert(tmp_path, capsys, fixture_pth(V1), "--arch", "swin_t_224")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "--arch swin_t_224", "patch_embed.proj.weight",
+                         "(24, 3, 4, 4)", "(96, 3, 4, 4)")
+
+
+def test_arch_with_other_head_counts(tmp_path, capsys):
+    """swin_t_c24_256 differs from swin_t only in heads (and window): the first differing key is named."""
+    sd = {k: v.to(torch.bfloat16) for k, v in create_model("swin_t_224").state_dict().items()}
+    src = tmp_path / "t.pth"
+    torch.save({"model": sd}, src)
+    code, _, err = convert(tmp_path, capsys, src, "--arch", "swin_t_c24_256")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err,
+                         "layers.0.blocks.0.attn.relative_position_bias_table", "(169, 3)", "(225, 4)")
+
+
+def test_resolution_patch_cannot_tile(tmp_path, capsys):
+    code, _, err = convert(tmp_path, capsys, fixture_pth(V1), "--res", 230)
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "patch size 4", "--res")
+
+
+def test_resolution_window_cannot_tile(tmp_path, capsys):
+    code, _, err = convert(tmp_path, capsys, fixture_pth(V1), "--res", 384, "--window", 7)
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "not a multiple of window 7", "--window", "--res")
+
+
+def test_transfer_between_head_counts(tmp_path, capsys):
+    sd, cfg = from_official(read_official(fixture_pth(V2)))
+    with pytest.raises(SwinzooError, match="different head counts") as e:
+        transfer(sd, cfg, cfg.replace(num_heads=(2, 4, 8, 16)))
+    assert "\n" not in str(e.value)
+    # the same through the CLI: an official file whose heads contradict --arch never reaches a transfer
+    src = tmp_path / "v2.pth"
+    torch.save(to_official(sd, cfg), src)
+    code, _, err = convert(tmp_path, capsys, src, "--arch", "swinv2_t_256_w8")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "contradicts")
+
+
+def test_unknown_zoo_name(tmp_path, capsys):
+    code, _, err = run_cli(["info", "swin_b_2244"], capsys)
+    assert code != 0 and "did you mean swin_b_224" in err and len(err.strip().splitlines()) == 1
+    code, _, err = convert(tmp_path, capsys, fixture_pth(V1), "--arch", "swinv2_t_265_w8")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "unknown model name", "swinv2_t_256_w8")
+
+
+def test_failed_write_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import swinzoo.io
+
+    def explode(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(swinzoo.io, "save_file", explode)
+    with pytest.raises(OSError):
+        run_cli(["convert", fixture_pth(V1), "-o", tmp_path / "out.safetensors"], capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_survives_a_failed_convert(tmp_path, capsys):
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"old")
+    code, _, _ = run_cli(["convert", tmp_path / "missing.pth", "-o", out], capsys)
+    assert code != 0 and out.read_bytes() == b"old"

@@ -1,0 +1,122 @@
+"""transfer(): V1 bicubic tables, APE, V2 pretrained windows, the 22k -> 1k head map, head re-init, the report."""
+
+import hashlib
+from importlib import resources
+
+import pytest
+import torch
+
+from converters.official import from_official, read_official, to_official
+from swinzoo import SwinConfig, SwinTransformer, SwinzooError, create_model, load_model
+from swinzoo.transfer import map22kto1k, transfer
+
+from .conftest import V1, fixture_pth, run_cli
+
+TINY = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+def test_map_file_is_the_official_one():
+    text = resources.files("swinzoo.data").joinpath("map22kto1k.txt").read_bytes()
+    assert hashlib.md5(text).hexdigest() == "15de4ae09bca0d5310c4a421b95dc723"
+    rows = map22kto1k()
+    assert rows.shape == (1000,) and len(set(rows.tolist())) == 1000 and int(rows.min()) == 359
+
+
+def test_identity_transfer_changes_nothing():
+    sd, cfg = from_official(read_official(fixture_pth(V1)))
+    moved, dst, report = transfer(sd, cfg, cfg)
+    assert dst == cfg and not report.changed and report.kept == len(sd)
+    assert all(moved[k] is sd[k] for k in sd)
+
+
+def test_22k_to_1k_head_is_row_gathered(tmp_path, capsys):
+    cfg = SwinConfig(version=1, img_size=224, window_size=7, num_classes=21841, **TINY)
+    model = SwinTransformer(cfg)
+    src = tmp_path / "ckpt_22k.pth"
+    torch.save(to_official(model.state_dict(), cfg), src)
+    out = tmp_path / "1k.safetensors"
+    code, stdout, err = run_cli(["convert", src, "--num-classes", 1000, "-o", out], capsys)
+    assert code == 0, err
+    assert "21841 -> 1000" in stdout
+    head = load_model(out).head
+    rows = map22kto1k()
+    torch.testing.assert_close(head.weight, model.head.weight[rows], rtol=0, atol=0)
+    torch.testing.assert_close(head.bias, model.head.bias[rows], rtol=0, atol=0)
+
+
+def test_22k_to_1k_with_arch_on_a_bufferless_checkpoint(tmp_path, capsys):
+    """The README example: `swinzoo convert ckpt_22k.pth --arch swin_t_224 --num-classes 1000 -o t1k.safetensors`."""
+    model = create_model("swin_t_224.in22k")
+    sd = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    src = tmp_path / "ckpt_22k.pth"
+    torch.save({"model": sd}, src)
+    code, _, err = run_cli(["convert", src, "-o", tmp_path / "x.safetensors"], capsys)
+    assert code != 0 and "--arch" in err
+    out = tmp_path / "t1k.safetensors"
+    code, stdout, err = run_cli(["convert", src, "--arch", "swin_t_224", "--num-classes", 1000, "-o", out], capsys)
+    assert code == 0, err
+    loaded = load_model(out)
+    assert loaded.config.num_classes == 1000 and loaded.config.embed_dim == 96
+    assert torch.equal(loaded.head.bias, sd["head.bias"][map22kto1k()])
+
+
+def test_other_class_counts_zero_the_head():
+    sd, cfg = from_official(read_official(fixture_pth(V1)))
+    moved, dst, report = transfer(sd, cfg, cfg.replace(num_classes=5))
+    assert moved["head.weight"].shape == (5, 192) and not moved["head.weight"].any() and not moved["head.bias"].any()
+    assert len(report.reinitialized) == 2 and "zeros" in str(report)
+    model = SwinTransformer(dst)
+    model.load_state_dict(moved)
+
+
+def test_v2_pretrained_windows_come_from_the_source():
+    src = SwinConfig(version=2, img_size=192, window_size=12, **TINY)
+    sd = SwinTransformer(src).state_dict()
+    _, dst, report = transfer(sd, src, src.replace(img_size=384, window_size=24))
+    assert dst.pretrained_window_sizes == (12, 12, 12, 6)  # as the official 22k -> 1k 384 configs
+    assert "pretrained_window_sizes" in str(report)
+    # a model that already carries pretrained windows keeps them: its coordinates were normalised by those
+    src2 = dst.replace(img_size=256, window_size=16)
+    _, dst2, _ = transfer(sd, src2, src2.replace(img_size=384, window_size=24))
+    assert dst2.pretrained_window_sizes == (12, 12, 12, 6)
+
+
+def test_v2_weights_carry_over_verbatim():
+    src = SwinConfig(version=2, img_size=256, window_size=8, **TINY)
+    sd = SwinTransformer(src).state_dict()
+    moved, dst, report = transfer(sd, src, src.replace(img_size=384, window_size=12))
+    assert not report.interpolated and all(torch.equal(moved[k], sd[k]) for k in sd)
+
+
+def test_shared_offsets_get_the_same_v2_bias():
+    """With pretrained windows from the source, the CPB of the bigger window extends the smaller one."""
+    src = SwinConfig(version=2, img_size=256, window_size=8, **TINY)
+    small = SwinTransformer(src)
+    moved, dst, _ = transfer(small.state_dict(), src, src.replace(img_size=512, window_size=16))
+    big = SwinTransformer(dst)
+    big.load_state_dict(moved)
+    a = small.layers[0].blocks[0].attn
+    b = big.layers[0].blocks[0].attn
+    torch.testing.assert_close(b.relative_coords_table[:, 8:-8, 8:-8], a.relative_coords_table, rtol=0, atol=0)
+
+
+def test_ape_is_interpolated():
+    src = SwinConfig(version=1, img_size=224, window_size=7, ape=True, **TINY)
+    model = SwinTransformer(src)
+    moved, dst, report = transfer(model.state_dict(), src, src.replace(img_size=448, window_size=14))
+    assert moved["absolute_pos_embed"].shape == (1, 112 * 112, 24)
+    assert any(k == "absolute_pos_embed" for k, _, _ in report.interpolated)
+    SwinTransformer(dst).load_state_dict(moved)
+
+
+def test_clamped_stage_tables_are_sized_for_the_clamped_window():
+    src = SwinConfig(version=1, img_size=224, window_size=7, **TINY)
+    moved, dst, _ = transfer(SwinTransformer(src).state_dict(), src, src.replace(img_size=192, window_size=12))
+    assert moved["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (11 * 11, 8)  # 6x6 map, window 6
+    SwinTransformer(dst).load_state_dict(moved)
+
+
+def test_architecture_changes_are_refused():
+    src = SwinConfig(version=1, **TINY)
+    with pytest.raises(SwinzooError, match="embed_dim"):
+        transfer(SwinTransformer(src).state_dict(), src, src.replace(embed_dim=48))

@@ -1,0 +1,123 @@
+"""Every zoo entry against the official model's exact parameter count and `flops()` (official_swin_facts §5.4)."""
+
+import math
+
+import pytest
+import torch
+
+import swinzoo
+from swinzoo import SwinzooError
+from swinzoo.models import count_macs, parameter_shapes
+from swinzoo.zoo import ENTRIES, get_entry, list_models
+
+# Computed by instantiating the official Microsoft classes (params) and calling their flops() (in 1e9 MACs).
+OFFICIAL = {
+    "swin_t_224.in1k": (28_288_354, 4.494),
+    "swin_t_224.in22k": (44_315_083, 4.510),
+    "swin_s_224.in1k": (49_606_258, 8.747),
+    "swin_b_224.in1k": (87_768_224, 15.438),
+    "swin_b_224.in22k": (109_130_249, 15.460),
+    "swin_b_384.in1k": (87_903_584, 47.105),
+    "swin_l_224.in22k_ft_in1k": (196_532_476, 34.487),
+    "swin_l_224.in22k": (228_565_093, 34.519),
+    "swin_l_384.in22k_ft_in1k": (196_735_516, 103.952),
+    "swin_t_c24_256.in1k": (28_306_432, 5.926),
+    "swinv2_t_256_w8.in1k": (28_347_154, 5.926),
+    "swinv2_t_256_w16.in1k": (28_347_154, 6.605),
+    "swinv2_s_256_w8.in1k": (49_728_418, 11.515),
+    "swinv2_s_256_w16.in1k": (49_728_418, 12.647),
+    "swinv2_b_256_w8.in1k": (87_918_816, 20.286),
+    "swinv2_b_256_w16.in1k": (87_918_816, 21.796),
+    "swinv2_b_256_w16.in22k_ft_in1k": (87_918_816, 21.796),
+    "swinv2_b_384_w24.in22k_ft_in1k": (87_918_816, 54.748),
+    "swinv2_b_192_w12.in22k": (109_280_841, 11.782),
+    "swinv2_l_256_w16.in22k_ft_in1k": (196_739_932, 47.491),
+    "swinv2_l_384_w24.in22k_ft_in1k": (196_739_932, 115.417),
+    "swinv2_l_192_w12.in22k": (228_772_549, 25.997),
+}
+# Entries whose official count is implied by one above (same architecture and head).
+SAME_AS = {
+    "swin_t_224.in22k_ft_in1k": "swin_t_224.in1k",
+    "swin_s_224.in22k_ft_in1k": "swin_s_224.in1k",
+    "swin_b_224.in22k_ft_in1k": "swin_b_224.in1k",
+    "swin_b_384.in22k_ft_in1k": "swin_b_384.in1k",
+}
+
+
+def official_numbers(name: str) -> tuple[int, float] | None:
+    return OFFICIAL.get(SAME_AS.get(name, name))
+
+
+TAGGED = [n for n in list_models() if "." in n]
+
+
+@pytest.mark.parametrize("name", TAGGED)
+def test_every_entry_builds_with_official_params_and_gmacs(name):
+    entry, tag = get_entry(name)
+    cfg = entry.config(tag)
+    with torch.device("meta"):
+        model = swinzoo.create_model(name)
+    params = sum(p.numel() for p in model.parameters())
+    assert params == sum(math.prod(s) for s in parameter_shapes(cfg).values())
+    numbers = official_numbers(name)
+    if numbers is None:  # no official count recorded: the paper's rounded figures, within 1%
+        assert abs(params / 1e6 - entry.params_m) / entry.params_m < 0.01 or entry.weights_for(tag).num_classes > 1000
+        assert abs(count_macs(cfg) / 1e9 - entry.gmacs) / entry.gmacs < 0.01
+        return
+    official_params, official_gmacs = numbers
+    assert params == official_params
+    assert abs(count_macs(cfg) / 1e9 - official_gmacs) / official_gmacs < 0.01
+    assert count_macs(cfg) / 1e9 == pytest.approx(official_gmacs, abs=6e-4)  # the printed digits
+
+
+def test_every_tag_has_official_numbers_or_paper_numbers():
+    missing = [n for n in TAGGED if official_numbers(n) is None]
+    assert missing == ["swin_s_224.in22k", "swin_b_384.in22k", "swin_l_384.in22k"]
+
+
+def test_paper_table_close_to_exact_counts():
+    for entry in ENTRIES:
+        cfg = entry.config(entry.default_tag)
+        if cfg.num_classes != 1000:
+            continue
+        params = sum(math.prod(s) for s in parameter_shapes(cfg).values())
+        assert abs(params / 1e6 - entry.params_m) / entry.params_m < 0.01, entry.name
+        assert abs(count_macs(cfg) / 1e9 - entry.gmacs) / entry.gmacs < 0.01, entry.name
+
+
+def test_names_follow_design():
+    names = list_models()
+    for n in ["swin_t_224", "swin_b_384", "swin_l_224.in22k", "swin_b_224.in22k_ft_in1k", "swinv2_t_256_w8",
+              "swinv2_b_192_w12", "swinv2_b_256_w16", "swinv2_b_384_w24", "swinv2_l_384_w24"]:
+        assert n in names
+
+
+def test_default_tag_is_best_in1k():
+    assert get_entry("swin_b_224")[0].default_tag == "in22k_ft_in1k"
+    assert get_entry("swin_t_224")[0].default_tag == "in1k"  # the tiny 22k fine-tune scores lower (80.9 < 81.2)
+
+
+def test_22k_finetunes_carry_pretrained_windows():
+    cfg = swinzoo.create_model("swinv2_b_384_w24").config
+    assert cfg.pretrained_window_sizes == (12, 12, 12, 6)
+    assert swinzoo.create_model("swinv2_t_256_w8").config.pretrained_window_sizes == (0, 0, 0, 0)
+
+
+def test_hub_sources():
+    entry, tag = get_entry("swin_b_224.in22k_ft_in1k")
+    assert entry.weights_for(tag).hub_repo == "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k"
+    entry, tag = get_entry("swinv2_l_384_w24")
+    assert entry.weights_for(tag).hub_repo == "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k"
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(SwinzooError, match="swin_b_224"):
+        get_entry("swin_b_244")
+    with pytest.raises(SwinzooError, match="no weights tagged"):
+        get_entry("swin_l_224.in1k")
+
+
+def test_create_model_overrides():
+    model = swinzoo.create_model("swin_t_224", num_classes=10, img_size=384, window_size=12)
+    assert model.head.out_features == 10 and model.config.window_size == 12
+    assert model(torch.randn(1, 3, 384, 384)).shape == (1, 10)
