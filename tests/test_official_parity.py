@@ -79,3 +79,18 @@ def test_align_corners_would_fail():
     wrong = torch.nn.functional.interpolate(grid, size=(23, 23), mode="bicubic", align_corners=True)
     diff = (wrong.reshape(1, 529).T.double() - expected(V1)["transfer_rpb_first_block"]).abs().max()
     assert diff > 1e-4
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = official_model(V2).double().train()
+    x = expected(V2)["input"][:1].double()
+    torch.manual_seed(1)  # same drop-path draws in both passes
+    model(x).square().sum().backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    torch.manual_seed(1)
+    model(x).square().sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[n], rtol=0, atol=1e-10, msg=n)

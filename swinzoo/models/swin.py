@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
 from swinzoo.models.layers import (
@@ -182,10 +183,15 @@ class SwinStage(nn.Module):
         shift = cfg.stage_shift(stage)
         mask = shift_mask(cfg.stage_resolution(stage), cfg.stage_window(stage), shift) if shift else None
         self.register_buffer("attn_mask", mask, persistent=False)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, self.attn_mask)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                # recompute the block in backward instead of keeping its activations
+                x = checkpoint(block, x, self.attn_mask, use_reentrant=False)
+            else:
+                x = block(x, self.attn_mask)
         return self.downsample(x) if self.downsample is not None else x
 
 
@@ -234,6 +240,11 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block: activations are recomputed in backward (less memory, ~30% slower)."""
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
 
     def no_weight_decay_keywords(self) -> set[str]:
         """Names whose parameters the official optimizer leaves undecayed (besides 1-D tensors and biases)."""
