@@ -1,0 +1,197 @@
+"""Push a model to the Hugging Face Hub as a folder timm and swinzoo both load, with a model card.
+
+The folder: `model.safetensors` in timm's key layout, `config.json` that timm reads (architecture, num_classes,
+num_features, pretrained_cfg, model_args) carrying the full swinzoo config under `swinzoo`, and `README.md`.
+One commit through huggingface_hub (`create_repo(exist_ok=True)`, `upload_folder`); the token comes from the
+environment or the huggingface_hub login, the endpoint from `HF_ENDPOINT`. Nothing local is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class PushSource:
+    """What gets pushed: weights (canonical keys), config, provenance and the measured metrics, if any."""
+
+    state_dict: dict
+    config: SwinConfig
+    provenance: dict
+    metrics: dict | None
+    path: Path
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith((".git", "-", ".")):
+        raise SwinzooError(f"repo id {repo_id!r} is not ORG/NAME; use e.g. --repo my-org/swin-b-384-pets")
+    return repo_id
+
+
+def read_push_source(src: str) -> PushSource:
+    """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format."""
+    from swinzoo.sources import load_source
+
+    path = Path(src)
+    if not path.exists():
+        raise SwinzooError(f"{src} does not exist; give a fine-tuning output folder or a model file")
+    try:
+        source = load_source(str(path))
+    except SwinzooError as e:
+        raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
+    metrics = None
+    folder = path if path.is_dir() else path.parent
+    if (folder / "metrics.json").exists():
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except json.JSONDecodeError:
+            raise SwinzooError(f"{folder / 'metrics.json'} is not valid JSON; fix or remove it") from None
+    return PushSource(source.state_dict, source.config, source.provenance, metrics, path)
+
+
+# ---------------------------------------------------------------------------------------------- model card
+def base_model(provenance: dict) -> str | None:
+    """The Hub repo the weights came from, when known (a hf-hub: source or a zoo name)."""
+    from swinzoo.zoo import get_entry, is_zoo_name
+
+    for key in ("hub_repo", "source", "from"):
+        value = str(provenance.get(key) or "")
+        if value.startswith("hf-hub:"):
+            return value[len("hf-hub:"):].split("@")[0]
+        if value and is_zoo_name(value):
+            entry, tag = get_entry(value)
+            return entry.weights_for(tag).hub_repo if entry.weights else None
+    return None
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "".join(f"\n- {item}" for item in items)
+
+
+def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None) -> str:
+    """README.md: YAML header for the Hub, then how the model was made and how to load it."""
+    name = repo_id.split("/")[1]
+    dataset = provenance.get("dataset") or (provenance.get("data") if isinstance(provenance.get("data"), str) else None)
+    base = base_model(provenance)
+    header = ["---", "library_name: timm", "pipeline_tag: image-classification",
+              "tags:" + _yaml_list(["image-classification", "timm", "swinzoo", f"swin-transformer-v{cfg.version}"]),
+              "license: mit"]
+    if base:
+        header.append(f"base_model: {base}")
+    if dataset:
+        header.append("datasets:" + _yaml_list([str(dataset)]))
+    if metrics and "top1" in metrics:
+        results = [f"    - type: accuracy\n      name: top-1 accuracy\n      value: {float(metrics['top1']):.4f}"]
+        if "top5" in metrics:
+            results.append(f"    - type: top_5_accuracy\n      name: top-5 accuracy\n      value: "
+                           f"{float(metrics['top5']):.4f}")
+        header.append(
+            "model-index:\n- name: " + name + "\n  results:\n  - task:\n      type: image-classification\n"
+            "    dataset:\n      name: " + str(dataset or "validation set") + "\n      type: "
+            + str(dataset or "custom") + "\n    metrics:\n" + "\n".join(results)
+        )
+    header.append("---")
+    made = [f"- architecture: Swin Transformer V{cfg.version}, embed dim {cfg.embed_dim}, depths "
+            f"{list(cfg.depths)}, heads {list(cfg.num_heads)}, {cfg.num_classes} classes",
+            f"- resolution {cfg.img_size} px, window {cfg.window_size}"
+            + (f", pretrained windows {list(cfg.pretrained_window_sizes)}" if cfg.version == 2 else "")]
+    if provenance.get("source"):
+        made.append(f"- source: `{provenance['source']}`" + (f" (Hub: `{base}`)" if base else ""))
+    transfer = provenance.get("transfer")
+    if transfer:
+        src = transfer.get("from", {})
+        made.append(f"- transferred from {src.get('img_size')} px / window {src.get('window_size')}: "
+                    f"{len(transfer.get('interpolated', []))} tensors interpolated (bicubic), "
+                    f"{len(transfer.get('reinitialized', []))} re-initialised, "
+                    f"{len(transfer.get('mapped', []))} mapped; " + "; ".join(transfer.get("notes", [])))
+    if provenance.get("recipe"):
+        made.append(f"- recipe: `{provenance['recipe'] if isinstance(provenance['recipe'], str) else 'custom'}`")
+    if dataset:
+        made.append(f"- data: `{dataset}`")
+    body = [f"# {name}", "", "Made with [swinzoo](https://pypi.org/project/swinzoo/).", "", "## How it was made", "",
+            *made, ""]
+    if metrics:
+        body += ["## Results", "", "| metric | value |", "|---|---:|"]
+        body += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+        body.append("")
+    body += ["## How to use", "", "swinzoo:", "", "```python", "import swinzoo", "",
+             f'model = swinzoo.load_model("hf-hub:{repo_id}")', "```", "", "timm:", "", "```python", "import timm", "",
+             f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)', "```", "",
+             f"Preprocessing: bicubic resize, center crop (see `pretrained_cfg` in config.json), {cfg.img_size} px, "
+             "ImageNet mean and std.", ""]
+    return "\n".join(header) + "\n\n" + "\n".join(body)
+
+
+# ---------------------------------------------------------------------------------------------- folder
+def write_push_folder(source: PushSource, repo_id: str, out_dir: Path) -> None:
+    """Fill `out_dir` with model.safetensors (timm layout), config.json and README.md."""
+    from converters.timm import write_timm_folder
+
+    extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": source.provenance,
+                         "metrics": source.metrics}}
+    write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
+    (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics))
+
+
+def dry_run(src: str, repo_id: str, out: str | Path) -> Path:
+    """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
+    check_repo_id(repo_id)
+    source = read_push_source(src)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_push_folder(source, repo_id, tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def push(src: str, repo_id: str, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, overwrite_card: bool = False) -> str:
+    """Upload `src` to `repo_id` in one commit; returns the commit URL."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.utils import HfHubHTTPError
+
+    check_repo_id(repo_id)
+    source = read_push_source(src)
+    token = get_token()
+    if not token:
+        raise SwinzooError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    with tempfile.TemporaryDirectory(prefix="swinzoo-push-") as tmp:
+        folder = Path(tmp)
+        write_push_folder(source, repo_id, folder)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):
+                (folder / "README.md").unlink()  # keep the card already on the Hub
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
+                                     commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else "no"
+            reason = e.response.reason if e.response is not None else str(e).splitlines()[0]
+            hint = " (check the token's write access to it)" if status in (401, 403) else ""
+            raise SwinzooError(f"push to {repo_id} failed: the Hub answered {status} {reason}{hint}") from None
+        except OSError as e:
+            raise SwinzooError(f"push to {repo_id} failed: cannot reach the Hub ({str(e).splitlines()[0][:120]})"
+                               ) from None
+    return str(info.commit_url if hasattr(info, "commit_url") else info)
