@@ -125,6 +125,16 @@ def from_canonical(sd: dict[str, torch.Tensor], version: int, layout: str = "4")
     return KEYS[version, layout].to_foreign(sd)
 
 
+def buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
+    """The persistent buffer a transformers 4.x Swin V1 keeps (and the microsoft/swin-* repos ship): the index."""
+    if cfg.version == 2:
+        return {}  # Swinv2's buffers are non-persistent
+    from swinzoo.models.layers import relative_position_index
+
+    return {f"swin.encoder.layers.{i}.blocks.{j}.attention.self.relative_position_index":
+            relative_position_index(cfg.stage_window(i)) for i in range(cfg.num_stages) for j in range(cfg.depths[i])}
+
+
 # ---------------------------------------------------------------------------------------------- config
 def config_from_hf(d: dict, source: str = "config.json") -> dict:
     """SwinConfig fields (geometry and class names) of an HF config.json; another model type is an error."""
@@ -203,6 +213,7 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
 
     cfg_json = config_to_hf(config)
     tensors = {k: v.detach().contiguous().cpu() for k, v in from_canonical(state_dict, config.version).items()}
+    tensors.update(buffers(config))  # so transformers 4 loads it without "newly initialized" warnings
     with atomic_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
         (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(config), indent=2) + "\n")

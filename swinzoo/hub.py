@@ -57,10 +57,10 @@ def _download(repo: str, filename: str, revision: str | None) -> Path | None:
     try:
         return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
                                     local_files_only=offline()))
+    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError, so first)
+        raise  # the caller decides: a missing optional file, or the repo is not cached at all
     except EntryNotFoundError:
         return None
-    except LocalEntryNotFoundError:
-        raise  # the caller decides: a missing optional file, or the repo is not cached at all
     except GatedRepoError:
         raise SwinzooError(f"{ref} is gated: accept its terms on huggingface.co and set HF_TOKEN") from None
     except RevisionNotFoundError:

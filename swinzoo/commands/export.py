@@ -41,7 +41,11 @@ def export(state_dict, cfg, to: str, out: str, allow_numeric_change: bool = Fals
     from converters.common import save_torch
 
     if to == "official":
-        save_torch(official.to_official(state_dict, cfg), out)
+        from swinzoo.models import parameter_shapes
+
+        # the official key order (a safetensors source comes back sorted by name)
+        ordered = {k: state_dict[k] for k in parameter_shapes(cfg) if k in state_dict}
+        save_torch(official.to_official({**ordered, **state_dict}, cfg), out)
         return "the official SwinTransformer(...).load_state_dict(torch.load(OUT)['model'])"
     if to == "timm":
         timm.write_timm_folder(state_dict, cfg, out)
