@@ -42,7 +42,7 @@ def cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _download(repo: str, filename: str, revision: str | None) -> Path | None:
+def _download(repo: str, filename: str, revision: str | None, local_only: bool) -> Path | None:
     """The cached path of one file, downloading it unless offline; None when the repo has no such file."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -56,7 +56,7 @@ def _download(repo: str, filename: str, revision: str | None) -> Path | None:
     ref = f"hf-hub:{repo}" + (f"@{revision}" if revision else "")
     try:
         return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
-                                    local_files_only=offline()))
+                                    local_files_only=local_only))
     except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError, so first)
         raise  # the caller decides: a missing optional file, or the repo is not cached at all
     except EntryNotFoundError:
@@ -79,19 +79,22 @@ def fetch(src: str) -> Path:
     repo, revision = parse_ref(src)
     found: list[Path] = []
     missing_locally = False
+    local_only = offline()
     for name in ("config.json", *WEIGHT_FILES):
         if name in WEIGHT_FILES and any(p.name in WEIGHT_FILES for p in found):
             break
         try:
-            path = _download(repo, name, revision)
+            path = _download(repo, name, revision, local_only)
         except LocalEntryNotFoundError:
-            missing_locally = True
+            # online, this means the Hub did not answer: use the cache for the other files instead of retrying
+            missing_locally = local_only = True
             continue
         if path is not None:
             found.append(path)
     if not any(p.name in WEIGHT_FILES for p in found):
         if missing_locally:
-            how = ("HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached")
+            how = ("HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached (set HF_HUB_OFFLINE=1 to "
+                   "skip trying)")
             raise SwinzooError(f"{src}: {repo} is not in the Hugging Face cache ({cache_dir()}) and {how}; run "
                                f"`swinzoo download {src}` with network access, or set HF_HOME to a cache that has it")
         raise SwinzooError(f"{src}: {repo} has no {' or '.join(WEIGHT_FILES)}; it is not a timm or transformers "
