@@ -13,6 +13,8 @@ resolutions of every torchvision Swin weight). Two torchvision behaviours bound 
 - its V2 has no pretrained window: the CPB coordinates are always divided by (window - 1). A V2 model with
   non-zero `pretrained_window_sizes` (the 12to16 / 12to24 fine-tunes, or any V2 moved to a new window) would
   compute different position biases in torchvision, so exporting one is refused unless `allow_numeric_change`.
+A smaller difference: torchvision clamps V2 logit scales at math.log(100), the official code at log(100) rounded to
+float32; a head whose scale sits at the clamp differs by ~1e-6 in float64 (the parity tests keep scales below it).
 
 Run as a script: `python -m converters.torchvision SRC.pth OUT.safetensors` or
 `python -m converters.torchvision --export SRC.safetensors OUT.pth`.
