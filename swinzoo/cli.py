@@ -15,6 +15,8 @@ from swinzoo.errors import SwinzooError
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
     "swinzoo.commands.convert",  # convert
+    "swinzoo.commands.export",  # export
+    "swinzoo.commands.download",  # download
 )
 
 

@@ -1,7 +1,9 @@
 """Anything a user may name as a checkpoint -> (canonical state dict, config, provenance).
 
 This is the first arrow of the one path every weight takes: file -> converter -> canonical state dict.
-Formats: `swinzoo` (.safetensors with a config) and `official` (.pth). `auto` tells them apart by content.
+Formats: `swinzoo` (.safetensors with a config), `official` (.pth), and through `swinzoo.formats` the foreign
+ones (`timm`, `hf`, `torchvision`); `auto` tells them apart by content. `hf-hub:ORG/NAME[@REV]` and zoo names
+whose weights are not local are fetched from the Hub first (`swinzoo.hub`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-
-FORMATS = ("auto", "official", "swinzoo")
+from swinzoo.formats import FOREIGN, FORMATS
 
 
 @dataclass
@@ -25,39 +26,41 @@ class Source:
 
 
 def detect_format(path: Path) -> str:
-    """`swinzoo` for a safetensors file (or a folder holding model.safetensors), else `official`."""
-    if path.is_dir():
-        return "swinzoo" if (path / "model.safetensors").exists() else "official"
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors starts with an 8-byte little-endian header length, then the JSON header '{'
-    if len(head) == 9 and head[8:9] == b"{":
-        return "swinzoo"
-    return "official"
+    """The format of a local file or folder (see `swinzoo.formats`)."""
+    from swinzoo.formats import detect_format as detect
+
+    return detect(path)[0]
 
 
 def load_source(src: str, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Source:
     """Read `src` in format `fmt`; `arch` (a zoo name) gives the architecture where the file cannot."""
     from converters import official
-    from swinzoo import io
+    from swinzoo import formats, hub, io
     from swinzoo.zoo import get_entry, zoo_config
 
     if fmt not in FORMATS:
         raise SwinzooError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if hub.is_hub_ref(src):
+        return hub.load_hub_source(src, fmt, arch, trust_checkpoint)
     path = Path(src)
     if not path.exists():
         if looks_like_name(src):
             get_entry(src)  # an unknown name fails here, with the closest names
-            raise SwinzooError(f"{src} is a zoo name but its weights are not on this machine; give a checkpoint path")
+            return hub.load_zoo_weights(src, trust_checkpoint)
         raise SwinzooError(f"{src} does not exist; check the path")
     if arch is not None:
         get_entry(arch)  # unknown names fail here, with suggestions
+    raw = None
     if fmt == "auto":
-        fmt = detect_format(path)
+        fmt, raw = formats.detect_format(path, trust_checkpoint)
+    if fmt in FOREIGN:
+        arch_cfg = zoo_config(arch) if arch else None
+        state_dict, config = formats.read_foreign(path, fmt, arch_cfg, arch or "", trust_checkpoint, raw)
+        return Source(state_dict, config, {"source": str(src), "format": fmt})
     if fmt == "swinzoo":
         state_dict, config, provenance = io.read_checkpoint(path)
         return Source(state_dict, config, provenance)
-    sd = official.read_official(path, trust_checkpoint)
+    sd = official.unwrap(raw, str(path)) if raw is not None else official.read_official(path, trust_checkpoint)
     arch_cfg = zoo_config(arch) if arch else None
     state_dict, config = official.from_official(sd, arch_cfg, arch or "", str(src))
     return Source(state_dict, config, {"source": str(src), "format": "official"})

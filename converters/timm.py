@@ -1,0 +1,265 @@
+"""timm Swin V1/V2 (`swin_transformer.py`, `swin_transformer_v2.py`, timm >= 0.9 layout) <-> canonical keys.
+
+timm differs from the official layout in three ways: patch merging sits at the START of the next stage
+(`layers.{s+1}.downsample`, stage 0 has none), the classifier is `head.fc`, and every buffer is non-persistent
+(a timm state dict holds parameters only, so V2 weights do not reveal the window: it comes from config.json).
+A timm Hub folder is `config.json` (`architecture`, `num_classes`, `model_args`, `pretrained_cfg`) +
+`model.safetensors`; `write_timm_folder` writes one that `timm.create_model("local-dir:DIR", pretrained=True)`
+and `hf-hub:` load, with non-zoo geometry carried by `model_args`.
+
+Run as a script: `python -m converters.timm SRC OUT.safetensors` (SRC: a timm folder or weight file) or
+`python -m converters.timm --export SRC.safetensors OUT_DIR` (a swinzoo checkpoint -> a timm folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from converters.common import (
+    KeyMap,
+    atomic_dir,
+    build_config,
+    default_class_names,
+    read_config_json,
+    read_weights,
+    weights_in_folder,
+)
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+
+# canonical (official) -> timm; blocks keep their names
+TABLE = {
+    "patch_embed.proj.{p}": "patch_embed.proj.{p}",
+    "patch_embed.norm.{p}": "patch_embed.norm.{p}",
+    "layers.{s}.blocks.{b}.norm1.{p}": "layers.{s}.blocks.{b}.norm1.{p}",
+    "layers.{s}.blocks.{b}.attn.qkv.{p}": "layers.{s}.blocks.{b}.attn.qkv.{p}",
+    "layers.{s}.blocks.{b}.attn.relative_position_bias_table": (
+        "layers.{s}.blocks.{b}.attn.relative_position_bias_table"),
+    "layers.{s}.blocks.{b}.attn.q_bias": "layers.{s}.blocks.{b}.attn.q_bias",
+    "layers.{s}.blocks.{b}.attn.v_bias": "layers.{s}.blocks.{b}.attn.v_bias",
+    "layers.{s}.blocks.{b}.attn.logit_scale": "layers.{s}.blocks.{b}.attn.logit_scale",
+    "layers.{s}.blocks.{b}.attn.cpb_mlp.0.{p}": "layers.{s}.blocks.{b}.attn.cpb_mlp.0.{p}",
+    "layers.{s}.blocks.{b}.attn.cpb_mlp.2.weight": "layers.{s}.blocks.{b}.attn.cpb_mlp.2.weight",
+    "layers.{s}.blocks.{b}.attn.proj.{p}": "layers.{s}.blocks.{b}.attn.proj.{p}",
+    "layers.{s}.blocks.{b}.norm2.{p}": "layers.{s}.blocks.{b}.norm2.{p}",
+    "layers.{s}.blocks.{b}.mlp.fc1.{p}": "layers.{s}.blocks.{b}.mlp.fc1.{p}",
+    "layers.{s}.blocks.{b}.mlp.fc2.{p}": "layers.{s}.blocks.{b}.mlp.fc2.{p}",
+    "layers.{s}.downsample.reduction.weight": "layers.{s1}.downsample.reduction.weight",  # end of s -> start of s+1
+    "layers.{s}.downsample.norm.{p}": "layers.{s1}.downsample.norm.{p}",
+    "norm.{p}": "norm.{p}",
+    "head.{p}": "head.fc.{p}",
+}
+KEYS = KeyMap(TABLE, "timm")
+
+# timm architectures swinzoo maps, as (version, size, img_size, window, pretrained windows); sizes are zoo.ARCHS
+_PWS = (12, 12, 12, 6)
+ARCHS = {
+    "swin_tiny_patch4_window7_224": (1, "t", 224, 7, None),
+    "swin_small_patch4_window7_224": (1, "s", 224, 7, None),
+    "swin_base_patch4_window7_224": (1, "b", 224, 7, None),
+    "swin_base_patch4_window12_384": (1, "b", 384, 12, None),
+    "swin_large_patch4_window7_224": (1, "l", 224, 7, None),
+    "swin_large_patch4_window12_384": (1, "l", 384, 12, None),
+    "swinv2_tiny_window8_256": (2, "t", 256, 8, None),
+    "swinv2_tiny_window16_256": (2, "t", 256, 16, None),
+    "swinv2_small_window8_256": (2, "s", 256, 8, None),
+    "swinv2_small_window16_256": (2, "s", 256, 16, None),
+    "swinv2_base_window8_256": (2, "b", 256, 8, None),
+    "swinv2_base_window16_256": (2, "b", 256, 16, None),
+    "swinv2_base_window12_192": (2, "b", 192, 12, None),
+    "swinv2_large_window12_192": (2, "l", 192, 12, None),
+    "swinv2_base_window12to16_192to256": (2, "b", 256, 16, _PWS),
+    "swinv2_base_window12to24_192to384": (2, "b", 384, 24, _PWS),
+    "swinv2_large_window12to16_192to256": (2, "l", 256, 16, _PWS),
+    "swinv2_large_window12to24_192to384": (2, "l", 384, 24, _PWS),
+}
+# model_args swinzoo carries; others that change the network (act_layer, head_dim, always_partition, ...) are refused
+GEOMETRY_ARGS = ("embed_dim", "depths", "num_heads", "img_size", "window_size", "pretrained_window_sizes",
+                 "mlp_ratio", "qkv_bias", "patch_size", "in_chans")
+HARMLESS_ARGS = ("num_classes", "global_pool", "drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
+                 "strict_img_size", "dynamic_img_size", "weight_init")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def to_canonical(sd: dict[str, torch.Tensor], source: str = "timm state dict") -> dict[str, torch.Tensor]:
+    require_timm(sd, source)
+    return KEYS.to_canonical(sd, source)
+
+
+def from_canonical(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if "absolute_pos_embed" in sd:
+        raise SwinzooError("timm's Swin has no absolute position embedding (ape); export this model as official")
+    return KEYS.to_foreign(sd)
+
+
+def looks_timm(sd: dict) -> bool:
+    """timm: Swin block keys with the downsample at the start of stage 1 (or `head.fc` when there is none)."""
+    return ("patch_embed.proj.weight" in sd and "layers.0.downsample.reduction.weight" not in sd
+            and ("layers.1.downsample.reduction.weight" in sd or "head.fc.weight" in sd))
+
+
+def require_timm(sd: dict, source: str) -> None:
+    if not looks_timm(sd):
+        raise SwinzooError(f"{source} is not a timm Swin state dict (expected patch_embed.proj.weight and "
+                           f"layers.1.downsample.* or head.fc.*; first keys seen: {', '.join(list(sd)[:4])})")
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _square(value, what: str) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise SwinzooError(f"timm {what} {list(value)} is not square; swinzoo supports square {what}s only")
+        value = value[0]
+    return int(value)
+
+
+def arch_defaults(name: str) -> dict:
+    from swinzoo.zoo import ARCHS as SIZES
+
+    if name not in ARCHS:
+        known = ", ".join(sorted(a for a in ARCHS if a.endswith(("224", "256"))))
+        raise SwinzooError(f"timm architecture {name!r} is not a Swin V1/V2 model swinzoo maps (e.g. {known}); "
+                           "swinv2_cr_* and swin_s3_* are different networks")
+    version, size, img, window, pws = ARCHS[name]
+    return dict(version=version, img_size=img, window_size=window, pretrained_window_sizes=pws or (0, 0, 0, 0),
+                **SIZES[size])
+
+
+def config_from_timm(d: dict, source: str = "config.json") -> dict:
+    """SwinConfig fields of a timm config.json (architecture defaults, then model_args, then pretrained_cfg)."""
+    if "architecture" not in d:
+        raise SwinzooError(f"{source} has no 'architecture'; it is not a timm config.json")
+    fields = arch_defaults(d["architecture"])
+    args = dict(d.get("model_args") or {})
+    cfg = d.get("pretrained_cfg") or {}
+    if "img_size" not in args and cfg.get("input_size"):
+        args["img_size"] = cfg["input_size"][-2:]
+    for key, value in args.items():
+        if key in ("img_size", "window_size"):
+            fields[key] = _square(value, key.replace("_size", ""))
+        elif key in GEOMETRY_ARGS:
+            fields[key] = tuple(value) if isinstance(value, list) else value
+        elif key not in HARMLESS_ARGS:
+            raise SwinzooError(f"{source}: model_args {key}={value!r} changes the network in a way swinzoo does not "
+                               "model; only geometry arguments are supported")
+    if d.get("global_pool", "avg") != "avg":
+        raise SwinzooError(f"{source}: global_pool {d['global_pool']!r}; swinzoo models pool by averaging ('avg')")
+    fields["class_names"] = default_class_names(d.get("label_names"))
+    return fields
+
+
+def pick_arch(cfg: SwinConfig) -> tuple[str, dict]:
+    """The timm architecture closest to `cfg` and the model_args that turn it into `cfg`."""
+    want = cfg.to_dict()
+    best = None
+    for name, row in ARCHS.items():
+        if row[0] != cfg.version:
+            continue
+        base = arch_defaults(name)
+        diff = {k: want[k] for k in base if k != "version" and _norm(base[k]) != _norm(want[k])}
+        if cfg.version == 1:
+            diff.pop("pretrained_window_sizes", None)
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    name, diff = best
+    for key in ("mlp_ratio", "qkv_bias", "patch_size", "in_chans"):  # the timm defaults are the official ones
+        if want[key] != SwinConfig.__dataclass_fields__[key].default:
+            diff[key] = want[key]
+    return name, {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in diff.items()}
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def config_to_timm(cfg: SwinConfig) -> dict:
+    """A timm config.json for `cfg`."""
+    if cfg.ape or not cfg.patch_norm:
+        raise SwinzooError("timm's Swin always normalises the patch embedding and has no absolute position "
+                           "embedding; export this model as official")
+    arch, model_args = pick_arch(cfg)
+    out = {"architecture": arch, "num_classes": cfg.num_classes, "num_features": cfg.num_features,
+           "global_pool": "avg"}
+    if model_args:
+        out["model_args"] = model_args
+    out["pretrained_cfg"] = {
+        "input_size": [cfg.in_chans, cfg.img_size, cfg.img_size], "fixed_input_size": True,
+        "interpolation": "bicubic", "crop_pct": 0.9 if cfg.img_size < 384 else 1.0, "crop_mode": "center",
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "num_classes": cfg.num_classes,
+        "first_conv": "patch_embed.proj", "classifier": "head.fc",
+    }
+    if cfg.class_names:
+        out["label_names"] = list(cfg.class_names)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- files
+def read_timm(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "",
+              trust_checkpoint: bool = False, raw: dict | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig]:
+    """A timm folder (config.json + weights) or a bare timm weight file -> (canonical state dict, config)."""
+    path = Path(path)
+    fields: dict = {}
+    if path.is_dir():
+        fields = config_from_timm(read_config_json(path), str(path / "config.json"))
+        path = weights_in_folder(path)
+    sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
+    if arch is not None:
+        return sd, build_config(sd, str(path), arch=arch, arch_name=arch_name)
+    if fields:
+        return sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"])
+    return sd, build_config(sd, str(path))
+
+
+def geometry_args(fields: dict) -> dict:
+    """What a format's config adds to the weights: window, resolution, V2 pretrained windows."""
+    pws = fields.get("pretrained_window_sizes")
+    if pws is not None and not any(pws):
+        pws = None  # all zero: let build_config size it to the stage count
+    return dict(window=fields["window_size"], img_size=fields["img_size"], pretrained_window_sizes=pws)
+
+
+def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
+                      extra_config: dict | None = None) -> Path:
+    """Canonical weights -> `out_dir/{config.json, model.safetensors}` in timm's layout, written atomically.
+
+    `extra_config` is merged into config.json (e.g. a Hub push adds `pretrained_cfg` details or a model card's
+    fields). The folder loads with `timm.create_model("local-dir:OUT", pretrained=True)`.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in from_canonical(state_dict).items()}
+    cfg_json = config_to_timm(config)
+    for key, value in (extra_config or {}).items():
+        if isinstance(value, dict) and isinstance(cfg_json.get(key), dict):
+            cfg_json[key] = {**cfg_json[key], **value}
+        else:
+            cfg_json[key] = value
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from swinzoo.io import read_checkpoint, save_state_dict
+
+    p = argparse.ArgumentParser(description="timm Swin folder/file <-> swinzoo .safetensors")
+    p.add_argument("src")
+    p.add_argument("out")
+    p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write a timm folder to OUT")
+    args = p.parse_args(argv)
+    if args.export:
+        sd, cfg, _ = read_checkpoint(args.src)
+        write_timm_folder(sd, cfg, args.out)
+    else:
+        sd, cfg = read_timm(args.src)
+        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": "timm"})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

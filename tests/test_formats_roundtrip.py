@@ -1,0 +1,105 @@
+"""The official fixtures survive official -> timm -> hf -> torchvision -> official through `swinzoo export`,
+bit for bit, and each intermediate loads in its own library with the official logits (float64, 1e-6)."""
+
+import pytest
+import torch
+
+from converters import torchvision as tv_format
+from converters.official import from_official, read_official
+from swinzoo import SwinTransformer
+
+from .conftest import V1, V2, expected, fixture_pth, run_cli
+from .formats_helpers import assert_logits_close
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+
+def export(capsys, src, to, out):
+    code, stdout, err = run_cli(["export", src, "--to", to, "-o", out], capsys)
+    assert code == 0, err
+    assert "load it with" in stdout
+    return out
+
+
+@pytest.mark.parametrize("name", [V1, V2])
+def test_official_timm_hf_torchvision_official(name, tmp_path, capsys):
+    exp = expected(name)
+    x = exp["input"].double()
+    timm_dir = export(capsys, fixture_pth(name), "timm", tmp_path / "timm")
+    model = timm.create_model(f"local-dir:{timm_dir}", pretrained=True).double().eval()
+    with torch.no_grad():
+        assert_logits_close(model(x), exp["logits"])
+
+    hf_dir = export(capsys, timm_dir, "hf", tmp_path / "hf")
+    model = transformers.AutoModelForImageClassification.from_pretrained(hf_dir).double().eval()
+    with torch.no_grad():
+        assert_logits_close(model(x).logits, exp["logits"])
+
+    tv_file = export(capsys, hf_dir, "torchvision", tmp_path / "tv.pth")
+    sd, cfg = from_official(read_official(fixture_pth(name)))
+    model = tv_format.build_model(cfg)
+    model.load_state_dict(torch.load(tv_file, weights_only=True), strict=True)
+    with torch.no_grad():
+        assert_logits_close(model.double().eval()(x), exp["logits"])
+
+    back = export(capsys, tv_file, "official", tmp_path / "back.pth")
+    original = read_official(fixture_pth(name))
+    again = read_official(back)
+    assert list(again) == list(original)  # same keys, same order, buffers included: strict-clean officially
+    for key, value in original.items():
+        assert torch.equal(again[key].to(value.dtype), value), key
+    sd2, cfg2 = from_official(again)
+    assert cfg2 == cfg
+    ours = SwinTransformer(cfg2).double().eval()
+    ours.load_state_dict(sd2, strict=True)
+    with torch.no_grad():
+        assert_logits_close(ours(x), exp["logits"])
+
+
+def test_convert_from_each_format_is_identical(tmp_path, capsys):
+    """`convert --from-format auto` and the explicit format agree, and equal the official tensors."""
+    from swinzoo.io import read_checkpoint
+    from swinzoo.transfer import source_windows
+
+    timm_dir = export(capsys, fixture_pth(V2), "timm", tmp_path / "timm")
+    hf_dir = export(capsys, fixture_pth(V2), "hf", tmp_path / "hf")
+    tv_file = export(capsys, fixture_pth(V2), "torchvision", tmp_path / "tv.pth")
+    ref, cfg = from_official(read_official(fixture_pth(V2)))
+    for src, fmt in ((timm_dir, "timm"), (hf_dir, "hf"), (tv_file, "torchvision")):
+        for given in ("auto", fmt):
+            out = tmp_path / f"{fmt}-{given}.safetensors"
+            code, _, err = run_cli(["convert", src, "--from-format", given, "-o", out], capsys)
+            assert code == 0, err
+            sd, cfg2, prov = read_checkpoint(out)
+            # convert records the windows the CPB was normalised by (8 = this model's own): same numerics
+            assert cfg2 == cfg.replace(pretrained_window_sizes=source_windows(cfg)) and prov["format"] == fmt
+            assert sd.keys() == ref.keys() and all(torch.equal(sd[k], ref[k]) for k in ref)
+
+
+def test_info_reads_foreign_folders(tmp_path, capsys):
+    import json
+
+    hf_dir = export(capsys, fixture_pth(V1), "hf", tmp_path / "hf")
+    code, out, err = run_cli(["info", hf_dir, "--json"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["config"]["window_size"] == 7 and info["provenance"]["format"] == "hf"
+
+
+def test_converters_run_as_scripts(tmp_path, capsys):
+    """`python -m converters.{timm,hf,torchvision}` both ways (their main() in process)."""
+    from converters import hf
+    from converters import timm as timm_format
+    from converters import torchvision as tv_format
+    from swinzoo.io import read_checkpoint
+
+    ref = tmp_path / "ref.safetensors"
+    assert run_cli(["convert", fixture_pth(V1), "-o", ref], capsys)[0] == 0
+    ref_sd, ref_cfg, _ = read_checkpoint(ref)
+    for module, out in ((timm_format, tmp_path / "timm"), (hf, tmp_path / "hf"), (tv_format, tmp_path / "tv.pth")):
+        module.main(["--export", str(ref), str(out)])
+        back = tmp_path / f"{out.stem}.back.safetensors"
+        module.main([str(out), str(back)])
+        sd, cfg, _ = read_checkpoint(back)
+        assert cfg == ref_cfg and all(torch.equal(sd[k], ref_sd[k]) for k in ref_sd) and sd.keys() == ref_sd.keys()

@@ -1,0 +1,92 @@
+"""timm <-> swinzoo: real timm models (random weights, small geometry) in float64 to 1e-6, both directions."""
+
+import json
+
+import pytest
+import torch
+
+from converters import timm as timm_format
+from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.sources import load_source
+from swinzoo.zoo import ENTRIES
+
+from .conftest import run_cli
+from .formats_helpers import SMALL, assert_logits_close, randomize
+
+timm = pytest.importorskip("timm")
+
+CASES = {  # timm architecture, extra kwargs
+    "v1": ("swin_tiny_patch4_window7_224", {}),
+    "v2": ("swinv2_tiny_window8_256", {}),
+    "v2_pretrained_windows": ("swinv2_tiny_window8_256", {"pretrained_window_sizes": (6, 6, 6, 2)}),
+}
+
+
+def timm_model(arch: str, **kwargs):
+    model = timm.create_model(arch, img_size=64, window_size=4, num_classes=5, **SMALL, **kwargs)
+    return randomize(model).double().eval()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_timm_folder_to_swinzoo(case, tmp_path):
+    """timm's own save_for_hf folder (config.json with model_args) -> load_source -> same logits."""
+    from timm.models._hub import save_for_hf
+
+    arch, kwargs = CASES[case]
+    model = timm_model(arch, **kwargs)
+    save_for_hf(model, tmp_path / "m", safe_serialization=True)
+    source = load_source(str(tmp_path / "m"))
+    assert source.provenance["format"] == "timm"
+    cfg = source.config
+    assert (cfg.img_size, cfg.window_size, cfg.num_classes, cfg.depths) == (64, 4, 5, (2, 2, 2, 2))
+    if case == "v2_pretrained_windows":
+        assert cfg.pretrained_window_sizes == (6, 6, 6, 2)
+    ours = SwinTransformer(cfg).double().eval()
+    ours.load_state_dict(source.state_dict, strict=True)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), model(x))
+
+
+@pytest.mark.parametrize("version,pws", [(1, (0, 0, 0, 0)), (2, (0, 0, 0, 0)), (2, (8, 8, 8, 2))])
+def test_swinzoo_to_timm_local_dir(version, pws, tmp_path):
+    """write_timm_folder -> timm.create_model("local-dir:...", pretrained=True) -> same logits."""
+    cfg = SwinConfig(version=version, img_size=64, window_size=4, num_classes=5, pretrained_window_sizes=pws,
+                     class_names=list("abcde"), **SMALL)
+    ours = randomize(SwinTransformer(cfg)).double().eval()
+    out = timm_format.write_timm_folder(ours.state_dict(), cfg, tmp_path / "timm")
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["model_args"]["embed_dim"] == 24 and meta["label_names"] == list("abcde")
+    theirs = timm.create_model(f"local-dir:{out}", pretrained=True).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), theirs(x))
+    assert load_source(str(out)).config == cfg  # and back, config included
+
+
+def test_zoo_geometry_needs_no_model_args():
+    """Every zoo entry with timm weights maps to its timm architecture by name alone."""
+    for entry in ENTRIES:
+        for w in entry.weights:
+            if w.hub_format != "timm":
+                continue
+            arch, model_args = timm_format.pick_arch(entry.config(w.tag))
+            assert arch == w.hub_repo.split("/")[1].split(".")[0], entry.name
+            assert model_args == {}, (entry.name, model_args)
+
+
+def test_bare_v2_file_needs_arch(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    model = timm_model("swinv2_tiny_window8_256")
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    code, _, err = run_cli(["convert", tmp_path / "w.safetensors", "-o", tmp_path / "o.safetensors"], capsys)
+    assert code == 2 and "cannot tell the window" in err and "--arch" in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_unknown_timm_architecture(tmp_path):
+    from swinzoo.errors import SwinzooError
+
+    with pytest.raises(SwinzooError, match="swinv2_cr_tiny_ns_224.*not a Swin V1/V2 model swinzoo maps"):
+        timm_format.config_from_timm({"architecture": "swinv2_cr_tiny_ns_224"})
