@@ -15,6 +15,7 @@ from swinzoo.errors import SwinzooError
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
     "swinzoo.commands.convert",  # convert
+    "swinzoo.commands.push",  # push
     "swinzoo.commands.export",  # export
     "swinzoo.commands.download",  # download
 )

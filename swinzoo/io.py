@@ -80,15 +80,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], SwinConf
 
 
 def load_model(path: str | Path, **config_overrides):
-    """Load a swinzoo checkpoint; the returned model carries `.config` and `.provenance`."""
+    """Load a model from anything `swinzoo.sources.load_source` reads: a swinzoo .safetensors file, an official
+    .pth, a timm / transformers / torchvision checkpoint or folder, `hf-hub:ORG/NAME`, or a zoo name. The model
+    carries `.config` and `.provenance`."""
     from swinzoo.models import SwinTransformer
+    from swinzoo.sources import load_source
 
-    state_dict, config, provenance = read_checkpoint(path)
-    if config_overrides:
-        config = config.replace(**config_overrides)
+    source = load_source(str(path))
+    config = source.config.replace(**config_overrides) if config_overrides else source.config
     model = SwinTransformer(config)
-    load_strict(model, state_dict, str(path))
-    model.provenance = provenance
+    load_strict(model, source.state_dict, str(path))
+    model.provenance = source.provenance
     return model
 
 

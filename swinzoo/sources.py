@@ -16,6 +16,7 @@ import torch
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.formats import FOREIGN, FORMATS
+from swinzoo.models import parameter_shapes
 
 
 @dataclass
@@ -56,7 +57,13 @@ def load_source(src: str, fmt: str = "auto", arch: str | None = None, trust_chec
     if fmt in FOREIGN:
         arch_cfg = zoo_config(arch) if arch else None
         state_dict, config = formats.read_foreign(path, fmt, arch_cfg, arch or "", trust_checkpoint, raw)
-        return Source(state_dict, config, {"source": str(src), "format": fmt})
+        provenance = {"source": str(src), "format": fmt}
+        block = swinzoo_block(path) if arch is None else None
+        if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
+            config = SwinConfig.from_dict(block["config"])
+            io.verify_state_dict(parameter_shapes(config), state_dict, str(src))
+            provenance = {**block.get("provenance", {}), "loaded_from": str(src)}
+        return Source(state_dict, config, provenance)
     if fmt == "swinzoo":
         state_dict, config, provenance = io.read_checkpoint(path)
         return Source(state_dict, config, provenance)
@@ -64,6 +71,17 @@ def load_source(src: str, fmt: str = "auto", arch: str | None = None, trust_chec
     arch_cfg = zoo_config(arch) if arch else None
     state_dict, config = official.from_official(sd, arch_cfg, arch or "", str(src))
     return Source(state_dict, config, {"source": str(src), "format": "official"})
+
+
+def swinzoo_block(path: Path) -> dict | None:
+    """The `swinzoo` block (config, provenance, metrics) of a pushed folder's config.json, if any."""
+    import json
+
+    config_json = path / "config.json" if path.is_dir() else None
+    if config_json is None or not config_json.exists():
+        return None
+    block = json.loads(config_json.read_text()).get("swinzoo")
+    return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
 
 
 def looks_like_name(src: str) -> bool:

@@ -1,0 +1,162 @@
+"""swinzoo push: the dry-run folder loads in swinzoo and timm with the same logits; a real push to the loopback Hub
+loads back through hf-hub:; bad input fails in one line and changes nothing local."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import swinzoo
+from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.io import save_model
+
+from .conftest import run_cli
+from .hub_emulator import HubEmulator
+
+TINY = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+@pytest.fixture
+def finetune_dir(tmp_path):
+    """What `swinzoo finetune` leaves: model.safetensors (with provenance) and metrics.json."""
+    torch.manual_seed(0)
+    cfg = SwinConfig(version=2, img_size=128, window_size=8, pretrained_window_sizes=(4, 4, 4, 2), num_classes=3,
+                     class_names=["circle", "square", "star"], **TINY)
+    model = SwinTransformer(cfg)
+    for p in model.parameters():  # non-trivial weights everywhere (V2 post-norms start at zero)
+        p.data.normal_(0, 0.05)
+    out = tmp_path / "run"
+    provenance = {"source": "swinv2_t_256_w8", "dataset": "shapes", "recipe": "nano.yaml",
+                  "transfer": {"from": {"img_size": 64, "window_size": 4}, "interpolated": [], "mapped": [],
+                               "reinitialized": [], "notes": ["pretrained_window_sizes [4, 4, 4, 2]"]}}
+    save_model(model, out / "model.safetensors", provenance=provenance)
+    (out / "metrics.json").write_text(json.dumps({"top1": 0.91, "top5": 1.0}))
+    return out
+
+
+def tree_digest(folder) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model.double().eval()(x)
+
+
+def test_dry_run_folder_loads_in_swinzoo_and_timm(finetune_dir, tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    out = tmp_path / "D"
+    code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", out], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    expected = logits(swinzoo.load_model(finetune_dir / "model.safetensors"), x)
+    ours = swinzoo.load_model(out)
+    assert ours.config.class_names == ["circle", "square", "star"]
+    assert ours.config.pretrained_window_sizes == (4, 4, 4, 2)
+    torch.testing.assert_close(logits(ours, x), expected, rtol=0, atol=1e-6)
+    theirs = timm.create_model(f"local-dir:{out}", pretrained=True)
+    torch.testing.assert_close(logits(theirs, x), expected, rtol=0, atol=1e-6)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"].startswith("swinv2") and config["num_classes"] == 3
+    assert config["num_features"] == 192 and config["pretrained_cfg"]["input_size"] == [3, 128, 128]
+    assert config["pretrained_cfg"]["interpolation"] == "bicubic" and "crop_pct" in config["pretrained_cfg"]
+    assert config["model_args"]["pretrained_window_sizes"] == [4, 4, 4, 2]
+    assert config["swinzoo"]["config"] == SwinConfig.from_dict(config["swinzoo"]["config"]).to_dict()
+
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["library_name"] == "timm" and header["pipeline_tag"] == "image-classification"
+    assert header["license"] == "mit" and "swinzoo" in header["tags"] and header["datasets"] == ["shapes"]
+    assert header["base_model"] == "timm/swinv2_tiny_window8_256.ms_in1k"
+    metrics = header["model-index"][0]["results"][0]["metrics"]
+    assert [m["value"] for m in metrics] == [0.91, 1.0]
+    assert "hf-hub:acme/x" in card and "timm.create_model" in card and "64 px / window 4" in card
+
+
+def test_dry_run_refuses_a_non_empty_folder(finetune_dir, tmp_path, capsys):
+    out = tmp_path / "D"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", out], capsys)
+    assert code != 0 and "not empty" in err and (out / "keep.txt").read_text() == "mine"
+
+
+def _cli(args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "swinzoo", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _env(hub, tmp_path, token="hf_test"):
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_TOKEN", None)
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def test_push_to_loopback_hub_and_load_back(finetune_dir, tmp_path):
+    with HubEmulator(token="hf_test") as hub:
+        env = _env(hub, tmp_path)
+        run = _cli(["push", finetune_dir, "--repo", "acme/x", "--commit-message", "first"], env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert hub.calls.count("commit") == 1  # one commit
+        files = hub.files("acme/x")
+        assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+        # load back through hf-hub: from the same server, into a fresh cache
+        code = ("import sys, torch, swinzoo; m = swinzoo.load_model('hf-hub:acme/x'); "
+                "torch.save(m.state_dict(), sys.argv[1])")
+        dump = tmp_path / "back.pt"
+        back = subprocess.run([sys.executable, "-c", code, str(dump)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert back.returncode == 0, back.stderr[-3000:]
+        original = swinzoo.load_model(finetune_dir / "model.safetensors").state_dict()
+        loaded = torch.load(dump, weights_only=True)
+        assert loaded.keys() == original.keys()
+        assert all(torch.equal(loaded[k], original[k]) for k in original)
+
+        # a second push keeps the card on the Hub unless asked, and can go to a branch
+        hub.repos["acme/x"].commits[hub.repos["acme/x"].branches["main"]]["README.md"] = b"---\nlicense: mit\n---\nmine"
+        run = _cli(["push", finetune_dir, "--repo", "acme/x", "--revision", "v2"], env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert hub.files("acme/x", "v2")["README.md"].endswith(b"mine")
+        run = _cli(["push", finetune_dir, "--repo", "acme/x", "--overwrite-card"], env)
+        assert run.returncode == 0 and b"hf-hub:acme/x" in hub.files("acme/x")["README.md"]
+
+
+@pytest.mark.parametrize("case", ["no_token", "bad_repo_id", "refused", "not_a_model"])
+def test_bad_input_fails_cleanly(case, finetune_dir, tmp_path):
+    before = tree_digest(finetune_dir)
+    src, repo, token = finetune_dir, "acme/x", "hf_test"
+    with HubEmulator(token="hf_test") as hub:
+        if case == "no_token":
+            token = None
+        elif case == "bad_repo_id":
+            repo = "just-a-name"
+        elif case == "refused":
+            hub.refuse["commit"] = 403
+        else:
+            src = tmp_path / "notes.txt"
+            src.write_text("not a model")
+        run = _cli(["push", src, "--repo", repo], _env(hub, tmp_path, token))
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+        expected = {"no_token": "login", "bad_repo_id": "not ORG/NAME", "refused": "403",
+                    "not_a_model": "not a model"}[case]
+        assert expected in lines[0]
+        if case == "refused":
+            assert "acme/x" in lines[0]
+        assert "commit" not in hub.calls or case == "refused"
+    assert tree_digest(finetune_dir) == before
