@@ -15,6 +15,7 @@ from swinzoo.errors import SwinzooError
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
     "swinzoo.commands.convert",  # convert
+    "swinzoo.commands.bench",  # bench
 )
 
 
