@@ -199,13 +199,16 @@ def memory_probe(spec: Spec) -> tuple[float, str]:
     base = _rss_bytes()
     step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return max(0, peak - base) / 2**20, "peak RSS growth during one step, fresh process"
+    return max(0, peak - base) / 2**20, "peak RSS growth during one step (fresh process, glibc mmap threshold 64 KiB)"
 
 
 def measure_memory(spec: Spec) -> tuple[float, str]:
     """Run `memory_probe` in a subprocess (the peak RSS of this process is polluted by everything before)."""
     code = "import json,sys; from swinzoo.bench import _probe_main; _probe_main(sys.argv[1])"
     env = dict(os.environ)
+    # glibc raises its mmap threshold after frees, so freed activations would stay in the RSS; a fixed threshold
+    # keeps every large tensor in its own mapping, returned on free: the RSS peak then tracks the live peak
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 16))
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
     out = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(spec))], capture_output=True, text=True,
                          env=env)

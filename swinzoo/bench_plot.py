@@ -59,7 +59,7 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
     resolutions = sorted({res for pts in series.values() for res, _ in pts})
     x_max = max(resolutions) ** 2
     measured = [ms for k, pts in series.items() if not k.startswith("global") for _, ms in pts]
-    y_max = _nice_max(max(measured) * 1.6)  # the quadratic reference is clipped at the top
+    y_max = _nice_max(max(measured) * 2.5)  # the quadratic reference leaves the frame: clipped at the top
 
     def xy(res: int, ms: float) -> tuple[float, float]:
         x = left + (w - left - right) * res**2 / x_max
@@ -88,7 +88,7 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
         ly = top + 10 + 22 * i
         d.line([w - right + 10, ly + 6, w - right + 34, ly + 6], fill=color, width=3)
-        d.text((w - right + 40, ly), label[:34], fill="black")
+        d.text((w - right + 40, ly), label[:40], fill="black")
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -58,14 +58,22 @@ def dense_reference(block, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("hw", [(14, 14), (10, 17), (5, 9), (16, 12)])
-def test_window_attention_matches_dense_reference(version, shifted, hw):
+@pytest.mark.parametrize("grad", [False, True], ids=["grouped-sdpa", "autograd-eager"])
+def test_window_attention_matches_dense_reference(version, shifted, hw, grad):
     model = randomized(SwinTransformer(tiny(version)).double().eval())
     block = model.layers[0].blocks[int(shifted)]
-    x = torch.randn(2, *hw, 16, dtype=torch.float64)
+    x = torch.randn(2, *hw, 16, dtype=torch.float64, requires_grad=grad)
     plan = WindowPlan(*hw, block.window, block.shift)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         ours = block.attention_branch(x, plan)
+    with torch.no_grad():
         torch.testing.assert_close(ours, dense_reference(block, x), rtol=0, atol=1e-10)
+    if grad:  # the gathers' backward (a gather with the inverse index) against autograd's own
+        ours.square().sum().backward()
+        mine = x.grad.clone()
+        x.grad = None
+        dense_reference(block, x).square().sum().backward()
+        torch.testing.assert_close(mine, x.grad, rtol=0, atol=1e-9)
 
 
 def test_plan_groups_shifted_windows_by_mask():

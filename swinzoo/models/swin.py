@@ -73,10 +73,11 @@ class WindowAttentionV1(nn.Module):
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2], None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
+        q, k, v = qkv.unbind(0)  # one stack in backward; indexing would zero-fill and add three full-size grads
+        return q, k, v, None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
 
-    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        return window_attention(self, x, plan)
+    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
+        return window_attention(self, x, plan, grouped)
 
 
 class WindowAttentionV2(nn.Module):
@@ -122,13 +123,13 @@ class WindowAttentionV2(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
 
-    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        return window_attention(self, x, plan)
+    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
+        return window_attention(self, x, plan, grouped)
 
 
 class TermCache:
@@ -169,16 +170,29 @@ def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan
     return term
 
 
-def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-    """Shared V1/V2 attention core on windows in `plan`'s grouped order: (B*nW, N, C) -> (B*nW, N, C).
+def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan,
+                     grouped: bool) -> torch.Tensor:
+    """Shared V1/V2 attention core on windows in `plan` order: (B*nW, N, C) -> (B*nW, N, C).
 
-    One SDPA call per window group, with a (1, heads, N, N) additive term (position bias + the group's shift /
-    padding mask) that broadcasts over the group's windows. A 4-D broadcast mask lets CPU inference use the
-    fused flash kernel; the output comes back in (windows, N, heads, d) order, so no transpose copy is needed.
+    grouped (inference): windows laid out by mask group; one SDPA call per group with a (1, heads, N, N)
+    additive term (position bias + the group's shift/padding mask) broadcast over the group's windows. A 4-D
+    broadcast mask lets CPU inference use the fused flash kernel, whose output comes back in (windows, N,
+    heads, d) order, so no transpose copy is needed.
+    not grouped (autograd): official window order and an eager softmax(q k^T + term) v with the (nW, heads,
+    N, N) term broadcast over the batch, as SDPA's math fallback (the only one with a mask gradient on CPU)
+    would do, minus its extra scaling and NaN guards.
     """
     bw, n, c = x.shape
     q, k, v, scale = attn.qkv_heads(x)
     term = attention_term(attn, plan, q.dtype)
+    if not grouped:
+        nw = len(plan.window_group)
+        logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+        if plan.masked:
+            term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
+        logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
+        out = logits.softmax(-1).view(bw, -1, n, n) @ v
+        return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
     batch = bw // sum(plan.group_sizes)
     outs, start = [], 0
     for g, size in enumerate(plan.group_sizes):
@@ -212,8 +226,9 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
     def attention_branch(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        into, back = plan.indices(x.shape[0], x.device)
-        return plan.reverse(self.attn(plan.partition(x, into), plan), back, x.shape[0])
+        grouped = not torch.is_grad_enabled()  # fused kernel for inference, mask gradients for training
+        idx = plan.indices(x.shape[0], x.device, grouped)
+        return plan.reverse(self.attn(plan.partition(x, idx), plan, grouped), idx, x.shape[0])
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         if self.post_norm:

@@ -64,28 +64,13 @@ class WindowPlan:
         padded = (src_r >= h) | (src_c >= w)
         masks = masks + torch.where(padded, PAD_MASK_VALUE, 0.0)[:, None, :]
         uniq, group = torch.unique(masks.view(masks.shape[0], -1), dim=0, return_inverse=True)
-        order = torch.sort(group, stable=True).indices
         self.group_sizes = tuple(torch.bincount(group, minlength=uniq.shape[0]).tolist())
-        self.group_masks = uniq.view(-1, n, n)
-        # (nW*N,) source position (in the padded grid, row-major) of each token, windows sorted by group
-        self.source = (src_r * self.wp + src_c)[order].reshape(-1)
-        # for each real position (row-major in h x w): where it sits in the grouped window order of one image
-        sorted_group = group[order]
-        starts = torch.tensor([0, *self.group_sizes]).cumsum(0)[:-1]
-        slot = torch.empty_like(order)
-        slot[order] = torch.arange(order.numel())
-        within = slot - starts[group]  # index of each window inside its group
-        real_row = torch.empty(self.hp * self.wp, dtype=torch.long)
-        real_row[self.source] = torch.arange(self.source.numel())
-        real = (torch.arange(h)[:, None] * self.wp + torch.arange(w)[None, :]).reshape(-1)
-        row = real_row[real]  # position in the grouped order of one image
-        win_sorted, tok = row // n, row % n
-        win = order[win_sorted]
-        g = sorted_group[win_sorted]
-        self.out_first = starts[g] * n  # tokens of the groups before this one, per image (times B in a batch)
-        self.out_stride = torch.tensor(self.group_sizes)[g] * n  # tokens of this group per image
-        self.out_local = within[win] * n + tok
-        self._batch_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.group_masks = uniq.view(-1, n, n)  # (G, N, N)
+        self.window_group = group  # (nW,) group of each window, official (row-major) window order
+        self.masked = bool(uniq.any())  # False: no shift and no padding, the term is the position bias alone
+        self.order = torch.sort(group, stable=True).indices  # windows sorted by group
+        self.source = src_r * self.wp + src_c  # (nW, N) padded-grid position of each token, official order
+        self._batch_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     @property
     def padded(self) -> bool:
@@ -95,38 +80,76 @@ class WindowPlan:
     def key(self) -> tuple[int, int, int, int, int]:
         return (self.h, self.w, self.window, self.shift_h, self.shift_w)
 
-    def indices(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B*nW*N,) rows of the padded (B*Hp*Wp, C) grid in window order, and (B*h*w,) the window-order row of
-        each real token (row-major)."""
-        key = (batch, device)
+    def indices(self, batch: int, device: torch.device, grouped: bool) -> tuple[torch.Tensor, ...]:
+        """Gather indices for a batch: (into, into_inverse, back, back_inverse).
+
+        `into` (B*nW*N,): rows of the padded (B*Hp*Wp, C) grid in window order, laid out (group, batch, window)
+        when `grouped`, else (batch, window) in the official order. `back` (B*h*w,): the window-order row of
+        each real token. The inverses make the backward of each gather another gather (`RowGather`); the last
+        one points padded windows rows at an extra zero row.
+        """
+        key = (batch, device, grouped)
         if not torch.compiler.is_compiling() and key in self._batch_cache:
             return self._batch_cache[key]
-        lp, ntok = self.hp * self.wp, self.source.numel()
+        lp = self.hp * self.wp
         b = torch.arange(batch)
-        gather, start = [], 0
-        for size in self.group_sizes:
-            part = self.source[start : start + size * self.window**2]
-            gather.append((b[:, None] * lp + part[None, :]).reshape(-1))
-            start += size * self.window**2
-        into = torch.cat(gather)
-        back = (self.out_first[None, :] * batch + b[:, None] * self.out_stride[None, :] + self.out_local[None, :])
-        out = into.to(device), back.reshape(-1).to(device)
-        assert out[0].numel() == batch * ntok
+        if grouped:
+            parts, start = [], 0
+            for size in self.group_sizes:
+                wins = self.order[start : start + size]
+                parts.append((b[:, None] * lp + self.source[wins].reshape(1, -1)).reshape(-1))
+                start += size
+            into = torch.cat(parts)
+        else:
+            into = (b[:, None] * lp + self.source.reshape(1, -1)).reshape(-1)
+        into_inverse = torch.empty_like(into)
+        into_inverse[into] = torch.arange(into.numel())
+        real = (torch.arange(self.h)[:, None] * self.wp + torch.arange(self.w)[None, :]).reshape(-1)
+        back = into_inverse.view(batch, lp)[:, real].reshape(-1)
+        back_inverse = torch.full((batch * lp,), back.numel(), dtype=torch.long)
+        back_inverse[back] = torch.arange(back.numel())
+        out = tuple(t.to(device) for t in (into, into_inverse, back, back_inverse))
         if not torch.compiler.is_compiling():
-            self._batch_cache = {key: out}  # one batch size at a time: indices are cheap to rebuild
+            self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
         return out
 
-    def partition(self, x: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, C) -> (B*nW, N, C) in grouped window order (pad, roll and partition as one gather)."""
-        b, _, _, c = x.shape
+    def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
+        c = x.shape[-1]
         if self.padded:
             x = F.pad(x, (0, 0, 0, self.wp - self.w, 0, self.hp - self.h))
-        return x.reshape(-1, c).index_select(0, into).view(-1, self.window**2, c)
+        return row_gather(x.reshape(-1, c), idx[0], idx[1]).view(-1, self.window**2, c)
 
-    def reverse(self, windows: torch.Tensor, back: torch.Tensor, batch: int) -> torch.Tensor:
+    def reverse(self, windows: torch.Tensor, idx: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
         """(B*nW, N, C) -> (B, h, w, C): un-partition, un-roll and crop as one gather."""
         c = windows.shape[-1]
-        return windows.reshape(-1, c).index_select(0, back).view(batch, self.h, self.w, c)
+        return row_gather(windows.reshape(-1, c), idx[2], idx[3]).view(batch, self.h, self.w, c)
+
+
+class RowGather(torch.autograd.Function):
+    """x.index_select(0, index) whose backward is a gather too (autograd's default is a zero fill + index_add).
+
+    `inverse[i]` is the output row that input row i went to, or len(index) for rows that were not gathered.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.full = index.numel() == x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        if not ctx.full:
+            grad = torch.cat([grad, grad.new_zeros(1, grad.shape[1])])
+        return grad.index_select(0, inverse), None, None
+
+
+def row_gather(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return RowGather.apply(x, index, inverse)
+    return x.index_select(0, index)
 
 
 class PlanCache:
