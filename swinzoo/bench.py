@@ -54,6 +54,7 @@ class Result:
     latency_ms_p95: float
     matmul_peak_gflops: float
     peak_share: float  # model FLOP/s (2 * MACs, x3 for a training step) / measured matmul peak
+    load_corrected_ms: float = 0.0  # median per-batch time, each round rescaled by its matmul's slowdown
     peak_mem_mb: float | None = None
     mem_method: str | None = None
     extra: dict = field(default_factory=dict)
@@ -78,7 +79,7 @@ def build(spec: Spec) -> tuple[torch.nn.Module, int, int]:
         try:
             import timm
         except ImportError as e:
-            raise SwinzooError("--vs-timm needs timm: pip install 'swinzoo[test]' (or pip install timm)") from e
+            raise SwinzooError("--vs-timm needs timm: pip install 'swinzoo[bench]' (or pip install timm)") from e
         kwargs = dict(pretrained=False, num_classes=cfg.num_classes, img_size=res, window_size=cfg.window_size)
         if cfg.version == 2:
             kwargs["pretrained_window_sizes"] = cfg.pretrained_window_sizes
@@ -166,9 +167,11 @@ def summarize(spec: Spec, res: int, params: int, times: list[float], mm_times: l
     flops = 2 * macs * spec.batch * (3 if spec.train else 1)  # backward ~ 2x forward
     shares = [flops / t / (mm_flops / m) for t, m in zip(times, mm_times)]
     peak = max(mm_flops / m for m in mm_times) / 1e9
+    best_mm = min(mm_times)
+    corrected = statistics.median(t * best_mm / m for t, m in zip(times, mm_times))
     return Result(spec.name, spec.impl, res, spec.batch, "train" if spec.train else "eval", spec.precision, params,
                   macs / 1e9, spec.batch / p50, 1e3 * p50, 1e3 * percentile(times, 0.95), peak,
-                  statistics.median(shares))
+                  statistics.median(shares), 1e3 * corrected)
 
 
 # ---------------------------------------------------------------- peak memory, one step in a fresh process

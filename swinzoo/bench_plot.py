@@ -1,7 +1,9 @@
 """The resolution-sweep plot of `swinzoo bench --plot`, drawn with Pillow (already a torchvision dependency).
 
 x: pixels per image (R^2, so window attention, linear in the token count, is a straight line); y: milliseconds
-per image. The reference is the same model with global attention in every stage (window = the stage's whole
+per image, load-corrected (each round's time rescaled by how much slower than its best the interleaved matmul
+of that round ran), so other processes on a shared machine bend the curves less.
+The reference is the same model with global attention in every stage (window = the stage's whole
 grid), its analytic MACs scaled to seconds by the first measured point of the first swinzoo curve: quadratic
 in the token count.
 """
@@ -31,20 +33,24 @@ def sweep_series(results: list[Result]) -> dict[str, list[tuple[int, float]]]:
     """{label: [(res, ms per image)]} for every (name, impl, mode), plus the global-attention reference."""
     series: dict[str, list[tuple[int, float]]] = {}
     for r in results:
-        series.setdefault(f"{r.impl} {r.name} ({r.mode})", []).append((r.res, 1e3 / r.images_per_s))
+        series.setdefault(f"{r.impl} {r.name} ({r.mode})", []).append((r.res, ms_per_image(r)))
     ours = [r for r in results if r.impl == "swinzoo"] or results
     if ours:
         first = min((r for r in ours if r.name == ours[0].name), key=lambda r: r.res)
-        ms_per_mac = 1e3 / first.images_per_s / (first.gmacs * 1e9)
+        ms_per_mac = ms_per_image(first) / (first.gmacs * 1e9)
         resolutions = sorted({r.res for r in results})
         series[f"global attention, analytic ({first.name})"] = [
             (res, ms_per_mac * global_attention_macs(first.name, res)) for res in resolutions]
     return {k: sorted(v) for k, v in series.items()}
 
 
+def ms_per_image(r: Result) -> float:
+    return (r.load_corrected_ms or 1e3 * r.batch / r.images_per_s) / r.batch
+
+
 def _nice_max(v: float) -> float:
-    for step in (1, 2, 5):
-        for exp in range(-2, 9):
+    for exp in range(-2, 9):
+        for step in (1, 2, 5):
             if step * 10**exp >= v:
                 return step * 10**exp
     return v
@@ -77,8 +83,8 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
         d.line([x, h - bottom, x, h - bottom + 4], fill="black")
         d.text((x - 12, h - bottom + 8), str(res), fill="black")
     d.text((left + 120, h - 24), "input resolution R (px; x axis is linear in R^2 = tokens)", fill="black")
-    d.text((8, top - 28), "ms / image", fill="black")
-    d.text((left + 10, 10), title, fill="black")
+    d.text((8, top - 28), "ms / image (load-corrected)", fill="black")
+    d.text((left + 220, 10), title, fill="black")
     for i, (label, pts) in enumerate(series.items()):
         color = REF_COLOR if label.startswith("global") else COLORS[i % len(COLORS)]
         coords = [xy(res, ms) for res, ms in pts]

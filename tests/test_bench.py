@@ -12,7 +12,8 @@ from swinzoo.zoo import zoo_config
 from .conftest import run_cli
 
 KEYS = {"name", "impl", "res", "batch", "mode", "precision", "params", "gmacs", "images_per_s", "latency_ms_p50",
-        "latency_ms_p95", "matmul_peak_gflops", "peak_share", "peak_mem_mb", "mem_method", "extra"}
+        "latency_ms_p95", "matmul_peak_gflops", "peak_share", "load_corrected_ms", "peak_mem_mb", "mem_method",
+        "extra"}
 
 
 def test_bench_json_vs_timm(capsys):
