@@ -39,7 +39,7 @@ def sweep_series(results: list[Result]) -> dict[str, list[tuple[int, float]]]:
         first = min((r for r in ours if r.name == ours[0].name), key=lambda r: r.res)
         ms_per_mac = ms_per_image(first) / (first.gmacs * 1e9)
         resolutions = sorted({r.res for r in results})
-        series[f"global attention, analytic ({first.name})"] = [
+        series[f"global attention, analytic ({first.name}; clipped)"] = [
             (res, ms_per_mac * global_attention_macs(first.name, res)) for res in resolutions]
     return {k: sorted(v) for k, v in series.items()}
 
@@ -94,7 +94,7 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
         ly = top + 10 + 22 * i
         d.line([w - right + 10, ly + 6, w - right + 34, ly + 6], fill=color, width=3)
-        d.text((w - right + 40, ly), label[:40], fill="black")
+        d.text((w - right + 40, ly), label[:48], fill="black")
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
