@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "swinzoo.commands.push",  # push
     "swinzoo.commands.export",  # export
     "swinzoo.commands.download",  # download
+    "swinzoo.commands.bench",  # bench
 )
 
 

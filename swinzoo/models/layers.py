@@ -7,6 +7,7 @@ inside every block, which gives the same numbers with more copies.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # The official shift mask uses -100, not -inf: after softmax the masked weights are ~e-44, not exactly zero,
@@ -72,7 +73,10 @@ class DropPath(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """(B, 3, H, W) -> (B, H/p, W/p, C): a stride-p convolution, then LayerNorm when `patch_norm`."""
+    """(B, 3, H, W) -> (B, ceil(H/p), ceil(W/p), C): a stride-p convolution, then LayerNorm when `patch_norm`.
+
+    A side that is not a multiple of p is zero-padded at the bottom/right first (as timm's dynamic_img_pad).
+    """
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int, patch_norm: bool) -> None:
         super().__init__()
@@ -80,6 +84,10 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.proj.stride[0]
+        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -94,11 +102,33 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and _fused_gelu_ok(x, self.fc1.weight):
+            # oneDNN runs the exact-erf GELU in the GEMM epilogue: same numbers, one pass less over 4C activations
+            shape = x.shape
+            h = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.fc1.weight, self.fc1.bias,
+                                                   "gelu", [], "none")
+            return self.fc2(h.view(*shape[:-1], -1))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def _fused_gelu_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Inference on CPU in float32 only: the fused op has no autograd formula and autocast does not cover it."""
+    return (
+        _HAS_LINEAR_POINTWISE
+        and not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor does its own fusion
+    )
+
+
+_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 class PatchMerging(nn.Module):
-    """(B, H, W, C) -> (B, H/2, W/2, 2C).
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C); an odd side is zero-padded at the bottom/right first.
 
     Each 2x2 patch is concatenated as [x(0,0), x(1,0), x(0,1), x(1,1)] (row, col) on channels: the official
     order, which the reduction weights depend on. V1 normalises the 4C vector then reduces; V2 reduces then
@@ -113,6 +143,9 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
         # (B, H/2, row, W/2, col, C) -> (B, H/2, W/2, col, row, C): flattening (col, row) gives the official order.
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
         if self.post_norm:

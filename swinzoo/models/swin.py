@@ -15,16 +15,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import (
     DropPath,
     Mlp,
     PatchEmbed,
     PatchMerging,
     relative_position_index,
-    shift_mask,
-    window_partition,
-    window_reverse,
 )
+from swinzoo.models.windows import PlanCache, WindowPlan
 
 # The official clamp is `torch.log(torch.tensor(1. / 0.01))`: log(100) rounded to float32, which differs from
 # math.log(100) in the 8th digit and so moves float64 logits by ~1e-6 when a logit scale sits at the clamp.
@@ -56,6 +55,14 @@ class WindowAttentionV1(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.term_cache = TermCache()
+
+    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
+        return (self.relative_position_bias_table,)
+
+    def train(self, mode: bool = True):
+        self.term_cache.clear()
+        return super().train(mode)
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive bias."""
@@ -66,10 +73,11 @@ class WindowAttentionV1(nn.Module):
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2], None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
+        q, k, v = qkv.unbind(0)  # one stack in backward; indexing would zero-fill and add three full-size grads
+        return q, k, v, None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return window_attention(self, x, mask)
+    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
+        return window_attention(self, x, plan, grouped)
 
 
 class WindowAttentionV2(nn.Module):
@@ -93,6 +101,14 @@ class WindowAttentionV2(nn.Module):
             self.q_bias = self.v_bias = None
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.term_cache = TermCache()
+
+    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
+        return (*self.cpb_mlp.parameters(), self.relative_coords_table)
+
+    def train(self, mode: bool = True):
+        self.term_cache.clear()
+        return super().train(mode)
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive bias 16 * sigmoid(cpb_mlp(log-spaced offsets))."""
@@ -107,31 +123,85 @@ class WindowAttentionV2(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return window_attention(self, x, mask)
+    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
+        return window_attention(self, x, plan, grouped)
 
 
-def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, mask: torch.Tensor | None):
-    """Shared V1/V2 attention core: one additive term (position bias + shift mask) per block, fed to SDPA.
+class TermCache:
+    """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
 
-    With a mask, the windows of an image are folded into the head axis, (B, nW*heads, N, d), so the
-    (nW*heads, N, N) term broadcasts over the batch without being materialised per image.
+    Entries are keyed on the data pointers and in-place version counters of the parameters the bias is made of,
+    so an optimizer step, `load_state_dict`, `.to()` or `.double()` invalidates them; `train()` clears them. The
+    cache is bypassed in training, whenever autograd records (the term must carry gradients) and under
+    `torch.compile` (the compiled graph computes the term itself).
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple = ()
+        self.terms: dict[tuple, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.key, self.terms = (), {}
+
+
+def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan, dtype: torch.dtype) -> torch.Tensor:
+    """(G, heads, N, N): position bias + the mask of each window group of `plan`."""
+    cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+    if cacheable:
+        params = attn.bias_parameters()
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cache = attn.term_cache
+        if cache.key != key:
+            cache.key, cache.terms = key, {}
+        entry = cache.terms.get((plan.key, dtype))
+        if entry is not None:
+            return entry
+    bias = attn.position_bias()
+    term = (bias.unsqueeze(0) + plan.group_masks.to(bias.device, bias.dtype).unsqueeze(1)).to(dtype)
+    if cacheable:
+        if len(cache.terms) >= 8:
+            cache.terms.pop(next(iter(cache.terms)))
+        cache.terms[(plan.key, dtype)] = term.contiguous()
+    return term
+
+
+def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan,
+                     grouped: bool) -> torch.Tensor:
+    """Shared V1/V2 attention core on windows in `plan` order: (B*nW, N, C) -> (B*nW, N, C).
+
+    grouped (inference): windows laid out by mask group; one SDPA call per group with a (1, heads, N, N)
+    additive term (position bias + the group's shift/padding mask) broadcast over the group's windows. A 4-D
+    broadcast mask lets CPU inference use the fused flash kernel, whose output comes back in (windows, N,
+    heads, d) order, so no transpose copy is needed.
+    not grouped (autograd): official window order and an eager softmax(q k^T + term) v with the (nW, heads,
+    N, N) term broadcast over the batch, as SDPA's math fallback (the only one with a mask gradient on CPU)
+    would do, minus its extra scaling and NaN guards.
     """
     bw, n, c = x.shape
     q, k, v, scale = attn.qkv_heads(x)
-    term = attn.position_bias().to(q.dtype)
-    if mask is not None:
-        nw = mask.shape[0]
-        term = (term.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)).reshape(nw * attn.num_heads, n, n)
-        q, k, v = (t.reshape(bw // nw, nw * attn.num_heads, n, -1) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=term, scale=scale)
-    out = out.reshape(bw, attn.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c)
-    return attn.proj_drop(attn.proj(out))
+    term = attention_term(attn, plan, q.dtype)
+    if not grouped:
+        nw = len(plan.window_group)
+        logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+        if plan.masked:
+            term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
+        logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
+        out = logits.softmax(-1).view(bw, -1, n, n) @ v
+        return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
+    batch = bw // sum(plan.group_sizes)
+    outs, start = [], 0
+    for g, size in enumerate(plan.group_sizes):
+        sl = slice(start, start + batch * size)
+        start += batch * size
+        out = F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=term[g : g + 1], scale=scale)
+        outs.append(out.transpose(1, 2))
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return attn.proj_drop(attn.proj(out.reshape(bw, n, c)))
 
 
 class SwinBlock(nn.Module):
@@ -141,7 +211,9 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.post_norm = cfg.version == 2
         self.window = cfg.stage_window(stage)
-        self.shift = cfg.stage_shift(stage) if shifted else 0
+        # applied only along axes that span more than one window (see models/windows.py): at the configured
+        # resolution this is exactly cfg.stage_shift(stage)
+        self.shift = self.window // 2 if shifted else 0
         heads = cfg.num_heads[stage]
         self.norm1 = nn.LayerNorm(dim)
         if cfg.version == 1:
@@ -153,20 +225,16 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
-    def attention_branch(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, h, w, c = x.shape
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        x = window_reverse(self.attn(window_partition(x, self.window), mask if self.shift else None), self.window, h, w)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        return x
+    def attention_branch(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        grouped = not torch.is_grad_enabled()  # fused kernel for inference, mask gradients for training
+        idx = plan.indices(x.shape[0], x.device, grouped)
+        return plan.reverse(self.attn(plan.partition(x, idx), plan, grouped), idx, x.shape[0])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         if self.post_norm:
-            x = x + self.drop_path(self.norm1(self.attention_branch(x, mask)))
+            x = x + self.drop_path(self.norm1(self.attention_branch(x, plan)))
             return x + self.drop_path(self.norm2(self.mlp(x)))
-        x = x + self.drop_path(self.attention_branch(self.norm1(x), mask))
+        x = x + self.drop_path(self.attention_branch(self.norm1(x), plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -180,23 +248,28 @@ class SwinStage(nn.Module):
             SwinBlock(cfg, stage, dim, shifted=j % 2 == 1, drop_path=drop_paths[j]) for j in range(cfg.depths[stage])
         )
         self.downsample = PatchMerging(dim, post_norm=cfg.version == 2) if stage < cfg.num_stages - 1 else None
-        shift = cfg.stage_shift(stage)
-        mask = shift_mask(cfg.stage_resolution(stage), cfg.stage_window(stage), shift) if shift else None
-        self.register_buffer("attn_mask", mask, persistent=False)
+        self.window = cfg.stage_window(stage)
+        self.plans = PlanCache()
+        res = cfg.stage_resolution(stage)
+        for block in self.blocks[:2]:  # the configured geometry is planned up front
+            self.plans.get(res, res, self.window, block.shift)
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
         for block in self.blocks:
+            plan = self.plans.get(h, w, self.window, block.shift)
             if self.grad_checkpointing and torch.is_grad_enabled():
                 # recompute the block in backward instead of keeping its activations
-                x = checkpoint(block, x, self.attn_mask, use_reentrant=False)
+                x = checkpoint(block, x, plan, use_reentrant=False)
             else:
-                x = block(x, self.attn_mask)
+                x = block(x, plan)
         return self.downsample(x) if self.downsample is not None else x
 
 
 class SwinTransformer(nn.Module):
-    """(B, 3, R, R) -> (B, num_classes) logits, R = `config.img_size`. `config` travels with the module."""
+    """(B, 3, H, W) -> (B, num_classes) logits; H = W = `config.img_size` is the native size, any other size works
+    through masked padding. `config` travels with the module."""
 
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
@@ -229,9 +302,17 @@ class SwinTransformer(nn.Module):
                     nn.init.zeros_(norm.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, R, R) -> (B, num_features): the token mean after the final norm."""
+        """(B, 3, H, W) -> (B, num_features): the token mean after the final norm.
+
+        Any H, W: the configured `img_size` runs the official geometry; other sizes are padded to the patch and
+        window grids with the padding masked out of attention (see `swinzoo.models.windows`).
+        """
         x = self.patch_embed(x)
         if self.absolute_pos_embed is not None:
+            g = self.config.patch_grid
+            if x.shape[1:3] != (g, g):
+                raise SwinzooError(f"this model has an absolute position embedding for {self.config.img_size} px "
+                                   f"inputs only; got {tuple(x.shape[1:3])} patches: convert it with --res first")
             x = x + self.absolute_pos_embed.view(1, x.shape[1], x.shape[2], -1)
         x = self.pos_drop(x)
         for stage in self.layers:

@@ -1,0 +1,263 @@
+"""Benchmarks: throughput, latency, peak memory and matmul-peak share of zoo models, optionally against timm.
+
+Everything is measured in one process with the competitors interleaved (ours, timm, ours, timm, ...), so a
+machine that is busy with other work slows both alike and the printed ratios stay meaningful. Peak memory is
+measured per model in a fresh subprocess (CPU: growth of the peak resident set size during one step, since
+tracemalloc does not see torch's allocations; GPU: `torch.cuda.max_memory_allocated`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from swinzoo.errors import SwinzooError
+from swinzoo.models import SwinTransformer, count_macs
+from swinzoo.zoo import get_entry, zoo_config
+
+
+@dataclass
+class Spec:
+    """One thing to measure: a zoo model (ours or timm's build of the same architecture) at a resolution."""
+
+    name: str
+    impl: str = "swinzoo"  # swinzoo | timm
+    res: int | None = None  # None: the model's configured resolution
+    batch: int = 8
+    train: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False
+    grad_ckpt: bool = False  # activation checkpointing per block (both implementations support it)
+    device: str = "cpu"
+
+
+@dataclass
+class Result:
+    name: str
+    impl: str
+    res: int
+    batch: int
+    mode: str
+    precision: str
+    params: int
+    gmacs: float  # per image, analytic (official flops() counting; padding not counted)
+    images_per_s: float
+    latency_ms_p50: float  # per batch
+    latency_ms_p95: float
+    matmul_peak_gflops: float
+    peak_share: float  # model FLOP/s (2 * MACs, x3 for a training step) / measured matmul peak
+    load_corrected_ms: float = 0.0  # median per-batch time, each round rescaled by its matmul's slowdown
+    peak_mem_mb: float | None = None
+    mem_method: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def timm_arch(name: str) -> str:
+    """The timm model name of a zoo entry's architecture, e.g. swin_t_224 -> swin_tiny_patch4_window7_224."""
+    entry, _ = get_entry(name)
+    repos = [w.hub_repo for w in entry.weights if w.hub_repo and w.hub_format == "timm"]
+    if not repos:
+        raise SwinzooError(f"{name} has no timm counterpart to compare with; drop --vs-timm for it")
+    return repos[0].split("/", 1)[1].split(".", 1)[0]
+
+
+def build(spec: Spec) -> tuple[torch.nn.Module, int, int]:
+    """(model on spec.device in train/eval mode, resolution, params)."""
+    cfg = zoo_config(spec.name)
+    res = spec.res or cfg.img_size
+    if spec.impl == "swinzoo":
+        model = SwinTransformer(cfg)  # configured geometry; another res runs through the any-size path
+    else:
+        try:
+            import timm
+        except ImportError as e:
+            raise SwinzooError("--vs-timm needs timm: pip install 'swinzoo[bench]' (or pip install timm)") from e
+        kwargs = dict(pretrained=False, num_classes=cfg.num_classes, img_size=res, window_size=cfg.window_size)
+        if cfg.version == 2:
+            kwargs["pretrained_window_sizes"] = cfg.pretrained_window_sizes
+        model = timm.create_model(timm_arch(spec.name), **kwargs)
+    if spec.grad_ckpt:
+        model.set_grad_checkpointing(True)
+    model = model.to(spec.device).train(spec.train)
+    params = sum(p.numel() for p in model.parameters())
+    if spec.compile:
+        model = torch.compile(model)
+    return model, res, params
+
+
+def macs_at(name: str, res: int) -> int:
+    return count_macs(zoo_config(name).replace(img_size=res))
+
+
+def _autocast(spec: Spec):
+    return torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+
+
+def make_step(model: torch.nn.Module, spec: Spec, res: int):
+    """A closure running one batch: inference (eval, inference_mode) or a training step (fwd, bwd, SGD step)."""
+    x = torch.randn(spec.batch, 3, res, res, device=spec.device)
+    if not spec.train:
+        def step():
+            with torch.inference_mode(), _autocast(spec):
+                model(x)
+        return step
+    y = torch.randint(0, zoo_config(spec.name).num_classes, (spec.batch,), device=spec.device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)  # stateless: the same work for every implementation
+
+    def step():
+        with _autocast(spec):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_step(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048):
+    """(step, FLOPs): an n x n x n torch.mm, the reference for this machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def step():
+        torch.mm(a, b)
+    return step, 2 * n**3
+
+
+def time_interleaved(steps: list, device: str, reps: int, warmup: int, progress=None) -> list[list[float]]:
+    """Run each step `warmup` times, then `reps` rounds of one call of each step; seconds per call, per step."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(reps):
+        for i, step in enumerate(steps):
+            _sync(device)
+            t = time.perf_counter()
+            step()
+            _sync(device)
+            times[i].append(time.perf_counter() - t)
+        if progress is not None:
+            progress()
+    return times
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def summarize(spec: Spec, res: int, params: int, times: list[float], mm_times: list[float], mm_flops: int) -> Result:
+    """Peak share is taken round by round (model FLOP/s over the matmul FLOP/s of the same round), so load from
+    other processes that comes and goes affects both sides of each ratio alike; the median round is reported."""
+    p50 = statistics.median(times)
+    macs = macs_at(spec.name, res)
+    flops = 2 * macs * spec.batch * (3 if spec.train else 1)  # backward ~ 2x forward
+    shares = [flops / t / (mm_flops / m) for t, m in zip(times, mm_times)]
+    peak = max(mm_flops / m for m in mm_times) / 1e9
+    best_mm = min(mm_times)
+    corrected = statistics.median(t * best_mm / m for t, m in zip(times, mm_times))
+    return Result(spec.name, spec.impl, res, spec.batch, "train" if spec.train else "eval", spec.precision, params,
+                  macs / 1e9, spec.batch / p50, 1e3 * p50, 1e3 * percentile(times, 0.95), peak,
+                  statistics.median(shares), 1e3 * corrected)
+
+
+# ---------------------------------------------------------------- peak memory, one step in a fresh process
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_probe(spec: Spec) -> tuple[float, str]:
+    """Peak memory (MiB) of one step of `spec`, measured in this process (call it in a fresh one)."""
+    torch.manual_seed(0)
+    model, res, _ = build(spec)
+    step = make_step(model, spec, res)
+    if spec.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda max_memory_allocated growth"
+    import resource
+
+    base = _rss_bytes()
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return max(0, peak - base) / 2**20, "peak RSS growth during one step (fresh process, glibc mmap threshold 64 KiB)"
+
+
+def measure_memory(spec: Spec) -> tuple[float, str]:
+    """Run `memory_probe` in a subprocess (the peak RSS of this process is polluted by everything before)."""
+    code = "import json,sys; from swinzoo.bench import _probe_main; _probe_main(sys.argv[1])"
+    env = dict(os.environ)
+    # glibc raises its mmap threshold after frees, so freed activations would stay in the RSS; a fixed threshold
+    # keeps every large tensor in its own mapping, returned on free: the RSS peak then tracks the live peak
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 16))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(spec))], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise SwinzooError(f"memory probe for {spec.impl} {spec.name} failed: {out.stderr.strip().splitlines()[-1:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return data["mb"], data["method"]
+
+
+def _probe_main(spec_json: str) -> None:
+    mb, method = memory_probe(Spec(**json.loads(spec_json)))
+    print(json.dumps({"mb": mb, "method": method}))
+
+
+# ---------------------------------------------------------------- a whole run
+def run(specs: list[Spec], reps: int = 10, warmup: int = 2, memory: bool = False, progress=None) -> list[Result]:
+    """Measure `specs` in groups of the same (name, res): each group is timed interleaved."""
+    if not specs:
+        return []
+    device = specs[0].device
+    dtype = torch.bfloat16 if specs[0].precision == "bf16" else torch.float32
+    mm_step, mm_flops = matmul_step(device, dtype)
+    groups: dict[tuple, list[Spec]] = {}
+    for s in specs:
+        groups.setdefault((s.name, s.res, s.train), []).append(s)
+    results: list[Result] = []
+    for group in groups.values():
+        built = [build(s) for s in group]
+        steps = [make_step(m, s, res) for (m, res, _), s in zip(built, group)]
+        times = time_interleaved([*steps, mm_step], device, reps, warmup, progress)
+        for s, (_, res, params), t in zip(group, built, times):
+            results.append(summarize(s, res, params, t, times[-1], mm_flops))
+        del built, steps
+        if memory:
+            for s, r in zip(group, results[-len(group):]):
+                r.peak_mem_mb, r.mem_method = measure_memory(s)
+    add_ratios(results)
+    return results
+
+
+def add_ratios(results: list[Result]) -> None:
+    """Ours vs timm at the same (name, res, mode): speedup (throughput ratio) and memory ratio."""
+    timm = {(r.name, r.res, r.mode): r for r in results if r.impl == "timm"}
+    for r in results:
+        other = timm.get((r.name, r.res, r.mode))
+        if r.impl == "swinzoo" and other is not None:
+            r.extra["speedup_vs_timm"] = r.images_per_s / other.images_per_s
+            if r.peak_mem_mb and other.peak_mem_mb:
+                r.extra["mem_ratio_vs_timm"] = r.peak_mem_mb / other.peak_mem_mb

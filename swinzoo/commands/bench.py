@@ -1,0 +1,104 @@
+"""`swinzoo bench`: throughput, latency, peak memory and matmul-peak share, optionally against timm."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from swinzoo.errors import SwinzooError
+from swinzoo.zoo import get_entry
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmark zoo models (images/s, latency, memory), optionally vs timm")
+    p.add_argument("names", nargs="*", metavar="NAME", default=["swin_t_224"], help="zoo names (default swin_t_224)")
+    p.add_argument("--res", type=int, nargs="+", help="resolutions (default: each model's own); several = a sweep")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
+    p.add_argument("--eval-and-train", action="store_true", help="time both inference and a training step")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast to bfloat16")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (timm's too)")
+    p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing for the swinzoo models")
+    p.add_argument("--vs-timm", action="store_true", help="also run timm's build of each model, interleaved")
+    p.add_argument("--memory", action="store_true", help="measure peak memory of one step (subprocess per model)")
+    p.add_argument("--reps", type=int, default=10, help="timed rounds per model (default 10)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--plot", metavar="FILE.png", help="draw ms/image against resolution (use several --res)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from swinzoo import bench
+
+    for name in args.names:
+        get_entry(name)  # unknown names fail before anything runs
+    if args.batch < 1 or args.reps < 1:
+        raise SwinzooError("--batch and --reps must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SwinzooError("--device cuda but no GPU is visible; use --device cpu")
+    modes = [False, True] if args.eval_and_train else [args.train]
+    impls = ["swinzoo", "timm"] if args.vs_timm else ["swinzoo"]
+    specs = [bench.Spec(name, impl, res, args.batch, train, args.precision, args.compile,
+                        args.grad_ckpt and impl == "swinzoo", args.device)
+             for name in args.names for res in (args.res or [None]) for train in modes for impl in impls]
+    if args.vs_timm:
+        for name in args.names:
+            bench.timm_arch(name)
+    groups = len({(s.name, s.res, s.train) for s in specs})
+    console = Console(stderr=True)
+    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  disable=args.json) as progress:
+        task = progress.add_task("bench", total=groups * args.reps)
+        results = bench.run(specs, args.reps, args.warmup, args.memory, lambda: progress.advance(task))
+    if args.plot:
+        from swinzoo.bench_plot import draw_sweep
+
+        title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
+        draw_sweep(results, args.plot, title)
+    if args.json:
+        print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "results": [asdict(r) for r in results]}, indent=1))
+        return 0
+    print_table(results, args)
+    return 0
+
+
+def print_table(results, args) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    peak = max((r.matmul_peak_gflops for r in results), default=0.0)
+    table = Table(title=f"swinzoo bench: {args.device}, {args.precision}, batch {args.batch}, "
+                        f"{torch.get_num_threads()} threads; measured matmul peak {peak:.0f} GFLOP/s")
+    cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms", "% peak"]
+    if args.memory:
+        cols.append("peak MiB")
+    if args.vs_timm:
+        cols += ["speed vs timm", "mem vs timm"] if args.memory else ["speed vs timm"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("model", "impl", "mode") else "right")
+    for r in results:
+        row = [r.name, r.impl, str(r.res), r.mode, f"{r.params / 1e6:.1f}", f"{r.gmacs:.2f}",
+               f"{r.images_per_s:.2f}", f"{r.latency_ms_p50:.0f}", f"{r.latency_ms_p95:.0f}",
+               f"{100 * r.peak_share:.0f}%"]
+        if args.memory:
+            row.append("-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}")
+        if args.vs_timm:
+            s = r.extra.get("speedup_vs_timm")
+            row.append(f"{s:.2f}x" if s else "")
+            if args.memory:
+                m = r.extra.get("mem_ratio_vs_timm")
+                row.append(f"{100 * m:.0f}%" if m else "")
+        table.add_row(*row)
+    console.print(table)
+    if args.memory and results:
+        console.print(f"peak memory: {results[0].mem_method}")
+    if args.plot:
+        console.print(f"plot written to {args.plot}")

@@ -1,0 +1,174 @@
+"""Window plans: where each token of a (possibly padded, possibly shifted) grid goes, as gather indices.
+
+A block's attention needs its tokens grouped by window. The official code gets there with roll -> partition
+(two strided copies) and back with reverse -> roll (two more). A `WindowPlan` replaces each pair with one
+row gather (`index_select` over contiguous C-vectors, several times faster than a strided permute on CPU).
+
+The plan also sorts windows by their mask. A shifted grid has at most a handful of distinct window masks
+(interior, bottom edge, right edge, corner; a few more with padding), so windows with the same mask are laid
+out next to each other, batch by batch, and each group runs one SDPA call with a (1, heads, N, N) additive term
+that broadcasts over its windows: no (B*nW, heads, N, N) mask is ever materialised.
+
+Geometry rule for any input size (the configured resolution gives exactly the official geometry):
+- a block keeps the window it was built with (`SwinConfig.stage_window` at the configured resolution), so its
+  position bias never changes;
+- the grid is zero-padded at the bottom/right to a multiple of the window and the padded tokens are masked out
+  as keys (`PAD_MASK_VALUE`), so they never reach a real token; a stage smaller than the window is padded up
+  to it, which is the official clamp (window = grid) seen through the same bias table;
+- odd blocks shift by window // 2 along each axis whose padded grid spans more than one window (the official
+  rule on a square grid: no shift once the stage fits in one window). Padding happens before the roll, and
+  the shift regions are cut on the padded grid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from swinzoo.models.layers import SHIFT_MASK_VALUE
+
+# Large enough that exp() underflows to exactly 0 next to any real logit (even in float64), finite so that a
+# window made only of padding still has a well-defined softmax (no NaN to leak through 0 * NaN).
+PAD_MASK_VALUE = -1.0e4
+
+
+def _region_labels(size: int, window: int, shift: int) -> torch.Tensor:
+    """(size,) official shift regions along one rolled axis: 0 for [0, -w), 1 for [-w, -s), 2 for [-s, size)."""
+    labels = torch.zeros(size, dtype=torch.long)
+    if shift:
+        labels[size - window :] = 1
+        labels[size - shift :] = 2
+    return labels
+
+
+class WindowPlan:
+    """Gather indices and grouped masks for one block geometry (grid h x w, window, shift).
+
+    Tokens in window order are laid out (group, batch, window in group, token in window); `group_sizes` counts
+    windows per image in each group and `group_masks` is (G, N, N), the additive shift/padding mask of a group.
+    """
+
+    def __init__(self, h: int, w: int, window: int, shift: int) -> None:
+        self.h, self.w, self.window = h, w, window
+        self.hp, self.wp = -(-h // window) * window, -(-w // window) * window
+        self.shift_h = shift if self.hp > window else 0
+        self.shift_w = shift if self.wp > window else 0
+        n, nh, nw = window * window, self.hp // window, self.wp // window
+        # rolled-grid coordinates of every window-order token, (nW, N) each, windows row-major
+        r = torch.arange(self.hp).view(nh, window)[:, None, :, None].expand(nh, nw, window, window).reshape(-1, n)
+        c = torch.arange(self.wp).view(nw, window)[None, :, None, :].expand(nh, nw, window, window).reshape(-1, n)
+        # torch.roll(x, -s)[i] = x[(i + s) % size]: the padded-grid position each rolled token comes from
+        src_r, src_c = (r + self.shift_h) % self.hp, (c + self.shift_w) % self.wp
+        label = _region_labels(self.hp, window, self.shift_h)[r] * 3 + _region_labels(self.wp, window, self.shift_w)[c]
+        masks = torch.where(label[:, :, None] == label[:, None, :], 0.0, SHIFT_MASK_VALUE)
+        padded = (src_r >= h) | (src_c >= w)
+        masks = masks + torch.where(padded, PAD_MASK_VALUE, 0.0)[:, None, :]
+        uniq, group = torch.unique(masks.view(masks.shape[0], -1), dim=0, return_inverse=True)
+        self.group_sizes = tuple(torch.bincount(group, minlength=uniq.shape[0]).tolist())
+        self.group_masks = uniq.view(-1, n, n)  # (G, N, N)
+        self.window_group = group  # (nW,) group of each window, official (row-major) window order
+        self.masked = bool(uniq.any())  # False: no shift and no padding, the term is the position bias alone
+        self.order = torch.sort(group, stable=True).indices  # windows sorted by group
+        self.source = src_r * self.wp + src_c  # (nW, N) padded-grid position of each token, official order
+        self._batch_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def padded(self) -> bool:
+        return self.hp != self.h or self.wp != self.w
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int]:
+        return (self.h, self.w, self.window, self.shift_h, self.shift_w)
+
+    def indices(self, batch: int, device: torch.device, grouped: bool) -> tuple[torch.Tensor, ...]:
+        """Gather indices for a batch: (into, into_inverse, back, back_inverse).
+
+        `into` (B*nW*N,): rows of the padded (B*Hp*Wp, C) grid in window order, laid out (group, batch, window)
+        when `grouped`, else (batch, window) in the official order. `back` (B*h*w,): the window-order row of
+        each real token. The inverses make the backward of each gather another gather (`RowGather`); the last
+        one points padded windows rows at an extra zero row.
+        """
+        key = (batch, device, grouped)
+        if not torch.compiler.is_compiling() and key in self._batch_cache:
+            return self._batch_cache[key]
+        lp = self.hp * self.wp
+        b = torch.arange(batch)
+        if grouped:
+            parts, start = [], 0
+            for size in self.group_sizes:
+                wins = self.order[start : start + size]
+                parts.append((b[:, None] * lp + self.source[wins].reshape(1, -1)).reshape(-1))
+                start += size
+            into = torch.cat(parts)
+        else:
+            into = (b[:, None] * lp + self.source.reshape(1, -1)).reshape(-1)
+        into_inverse = torch.empty_like(into)
+        into_inverse[into] = torch.arange(into.numel())
+        real = (torch.arange(self.h)[:, None] * self.wp + torch.arange(self.w)[None, :]).reshape(-1)
+        back = into_inverse.view(batch, lp)[:, real].reshape(-1)
+        back_inverse = torch.full((batch * lp,), back.numel(), dtype=torch.long)
+        back_inverse[back] = torch.arange(back.numel())
+        out = tuple(t.to(device) for t in (into, into_inverse, back, back_inverse))
+        if not torch.compiler.is_compiling():
+            self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
+        return out
+
+    def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
+        c = x.shape[-1]
+        if self.padded:
+            x = F.pad(x, (0, 0, 0, self.wp - self.w, 0, self.hp - self.h))
+        return row_gather(x.reshape(-1, c), idx[0], idx[1]).view(-1, self.window**2, c)
+
+    def reverse(self, windows: torch.Tensor, idx: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
+        """(B*nW, N, C) -> (B, h, w, C): un-partition, un-roll and crop as one gather."""
+        c = windows.shape[-1]
+        return row_gather(windows.reshape(-1, c), idx[2], idx[3]).view(batch, self.h, self.w, c)
+
+
+class RowGather(torch.autograd.Function):
+    """x.index_select(0, index) whose backward is a gather too (autograd's default is a zero fill + index_add).
+
+    `inverse[i]` is the output row that input row i went to, or len(index) for rows that were not gathered.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.full = index.numel() == x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        if not ctx.full:
+            grad = torch.cat([grad, grad.new_zeros(1, grad.shape[1])])
+        return grad.index_select(0, inverse), None, None
+
+
+def row_gather(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return RowGather.apply(x, index, inverse)
+    return x.index_select(0, index)
+
+
+class PlanCache:
+    """Plans per geometry; they depend on shapes only, never on weights, so they are kept in train and eval."""
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[int, int, int, int], WindowPlan] = {}
+
+    def get(self, h: int, w: int, window: int, shift: int) -> WindowPlan:
+        key = (h, w, window, shift)
+        plan = self.plans.get(key)
+        if plan is None:
+            if len(self.plans) >= 16:  # many input sizes in one process: keep the newest
+                self.plans.pop(next(iter(self.plans)))
+            plan = self.plans[key] = _build_plan(h, w, window, shift)
+        return plan
+
+
+@torch.compiler.disable  # data-dependent (torch.unique): built eagerly, once per geometry, outside any graph
+def _build_plan(h: int, w: int, window: int, shift: int) -> WindowPlan:
+    with torch.device("cpu"):  # index arithmetic, even for a model built on the meta device
+        return WindowPlan(h, w, window, shift)

@@ -1,0 +1,64 @@
+"""`swinzoo bench` runs and reports what it promises (a smoke test on a tiny input: no timing is asserted)."""
+
+import json
+
+from PIL import Image
+
+from swinzoo.bench import Result, Spec, memory_probe, timm_arch
+from swinzoo.bench_plot import draw_sweep, global_attention_macs
+from swinzoo.models import count_macs
+from swinzoo.zoo import zoo_config
+
+from .conftest import run_cli
+
+KEYS = {"name", "impl", "res", "batch", "mode", "precision", "params", "gmacs", "images_per_s", "latency_ms_p50",
+        "latency_ms_p95", "matmul_peak_gflops", "peak_share", "load_corrected_ms", "peak_mem_mb", "mem_method",
+        "extra"}
+
+
+def test_bench_json_vs_timm(capsys):
+    code, out, err = run_cli(["bench", "swin_t_224", "--res", 32, "--batch", 1, "--reps", 2, "--warmup", 0,
+                              "--vs-timm", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    rows = data["results"]
+    assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
+    for r in rows:
+        assert set(r) == KEYS
+        assert r["res"] == 32 and r["mode"] == "eval" and r["images_per_s"] > 0 and r["matmul_peak_gflops"] > 0
+        assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
+    assert rows[0]["params"] == 28288354
+    assert rows[0]["extra"]["speedup_vs_timm"] > 0
+
+
+def test_bench_table_and_errors(capsys):
+    code, out, _ = run_cli(["bench", "swinv2_t_256_w8", "--res", 32, "--batch", 1, "--reps", 1, "--warmup", 0,
+                            "--train"], capsys)
+    assert code == 0 and "swinv2_t_256_w8" in out and "train" in out
+    code, _, err = run_cli(["bench", "swin_q_224"], capsys)
+    assert code == 2 and err.startswith("error: unknown model name")
+    code, _, err = run_cli(["bench", "swin_t_c24_256", "--vs-timm"], capsys)
+    assert code == 2 and "no timm counterpart" in err
+
+
+def test_timm_names():
+    assert timm_arch("swin_t_224") == "swin_tiny_patch4_window7_224"
+    assert timm_arch("swinv2_t_256_w8") == "swinv2_tiny_window8_256"
+    assert timm_arch("swin_b_384") == "swin_base_patch4_window12_384"
+
+
+def test_memory_probe_runs():
+    mb, method = memory_probe(Spec("swin_t_224", res=32, batch=1, train=True, grad_ckpt=True))
+    assert mb >= 0 and "RSS" in method
+
+
+def test_sweep_plot(tmp_path):
+    results = [Result("swin_t_224", impl, res, 8, "eval", "fp32", 1, count_macs(zoo_config("swin_t_224",
+                      img_size=res)) / 1e9, 100 / (res / 224) ** 2 / (2 if impl == "timm" else 1), 1, 1, 1, 0.5)
+               for impl in ("swinzoo", "timm") for res in (224, 448, 896)]
+    path = draw_sweep(results, tmp_path / "sweep.png", "test")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > 400
+    # the reference is quadratic in tokens: 4x the side, ~256x the attention MACs once attention dominates
+    ratio = global_attention_macs("swin_t_224", 896) / global_attention_macs("swin_t_224", 224)
+    assert ratio > 16 * 4

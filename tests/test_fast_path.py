@@ -1,0 +1,200 @@
+"""The fast path: grouped-window attention against a dense reference, any input size, the eval term cache,
+torch.compile without graph breaks, bf16 autocast."""
+
+import math
+
+import pytest
+import torch
+
+from swinzoo import SwinTransformer
+from swinzoo.config import SwinConfig
+from swinzoo.models.windows import WindowPlan
+
+
+def tiny(version: int = 1, img_size: int = 56, window: int = 7, **kw) -> SwinConfig:
+    return SwinConfig(version=version, img_size=img_size, window_size=window, embed_dim=16, depths=(2, 2),
+                      num_heads=(2, 4), pretrained_window_sizes=(0, 0), num_classes=5, drop_path_rate=0.0, **kw)
+
+
+def randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights everywhere (V2 starts its post-norms at zero, which would hide the attention)."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    return model
+
+
+def dense_reference(block, x: torch.Tensor) -> torch.Tensor:
+    """Attention branch of a block computed densely over the real tokens only (float64).
+
+    Written from the semantics, not from the plan code: pad the grid to the window multiple, roll by -shift
+    along every axis that spans more than one window, and let a real token attend to the real tokens in its
+    window and shift region, with the bias of their in-window offset.
+    """
+    attn, win = block.attn, block.window
+    b, h, w, c = x.shape
+    hp, wp = math.ceil(h / win) * win, math.ceil(w / win) * win
+    sh = block.shift if hp > win else 0
+    sw = block.shift if wp > win else 0
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    r, col = ((i - sh) % hp).reshape(-1), ((j - sw) % wp).reshape(-1)  # rolled-grid coordinates
+
+    def region(v, size, s):
+        return torch.zeros_like(v) if not s else (v >= size - win).long() + (v >= size - s).long()
+
+    same = ((r[:, None] // win == r[None, :] // win) & (col[:, None] // win == col[None, :] // win)
+            & (region(r, hp, sh)[:, None] == region(r, hp, sh)[None, :])
+            & (region(col, wp, sw)[:, None] == region(col, wp, sw)[None, :]))
+    pos = (r % win) * win + col % win
+    q, k, v, scale = attn.qkv_heads(x.reshape(b, h * w, c))
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    logits = q @ k.transpose(-1, -2) * scale + attn.position_bias()[:, pos[:, None], pos[None, :]]
+    logits = logits.masked_fill(~same, float("-inf"))
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
+    return attn.proj(out).view(b, h, w, c)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("hw", [(14, 14), (10, 17), (5, 9), (16, 12)])
+@pytest.mark.parametrize("grad", [False, True], ids=["grouped-sdpa", "autograd-eager"])
+def test_window_attention_matches_dense_reference(version, shifted, hw, grad):
+    model = randomized(SwinTransformer(tiny(version)).double().eval())
+    block = model.layers[0].blocks[int(shifted)]
+    x = torch.randn(2, *hw, 16, dtype=torch.float64, requires_grad=grad)
+    plan = WindowPlan(*hw, block.window, block.shift)
+    with torch.set_grad_enabled(grad):
+        ours = block.attention_branch(x, plan)
+    with torch.no_grad():
+        torch.testing.assert_close(ours, dense_reference(block, x), rtol=0, atol=1e-10)
+    if grad:  # the gathers' backward (a gather with the inverse index) against autograd's own
+        ours.square().sum().backward()
+        mine = x.grad.clone()
+        x.grad = None
+        dense_reference(block, x).square().sum().backward()
+        torch.testing.assert_close(mine, x.grad, rtol=0, atol=1e-9)
+
+
+def test_plan_groups_shifted_windows_by_mask():
+    plan = WindowPlan(56, 56, 7, 3)  # interior, bottom edge, right edge, corner
+    assert sorted(plan.group_sizes) == [1, 7, 7, 49] and not plan.padded
+    assert WindowPlan(56, 56, 7, 0).group_sizes == (64,)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_on_grid_input_same_logits_through_any_size_path(version):
+    """A model configured for 2x the size runs a native-size input through the dynamic geometry: same logits."""
+    native = randomized(SwinTransformer(tiny(version, img_size=112)).double().eval())
+    bigger = SwinTransformer(tiny(version, img_size=224)).double().eval()
+    bigger.load_state_dict(native.state_dict())
+    x = torch.randn(2, 3, 112, 112, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(bigger(x), native(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_any_size_inputs(version):
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    with torch.no_grad():
+        for size in [(56, 56), (60, 90), (33, 47), (120, 64)]:
+            out = model(torch.randn(2, 3, *size))
+            assert out.shape == (2, 5) and torch.isfinite(out).all(), size
+
+
+def test_padding_is_masked_not_attended():
+    """10 x 11 tokens in 7-windows: the padded run equals the dense reference over real tokens only (above),
+    and differs from running the same tokens zero-padded as if the zeros were real (torchvision's padding)."""
+    model = randomized(SwinTransformer(tiny(1)).double().eval())
+    block = model.layers[0].blocks[0]
+    x = torch.randn(1, 10, 11, 16, dtype=torch.float64)
+    with torch.no_grad():
+        masked = block.attention_branch(x, WindowPlan(10, 11, 7, 0))
+        grown = torch.nn.functional.pad(x, (0, 0, 0, 3, 0, 4))  # 14 x 14: on the grid, the zeros count as tokens
+        zeros_attended = block.attention_branch(grown, WindowPlan(14, 14, 7, 0))
+        torch.testing.assert_close(masked, dense_reference(block, x), rtol=0, atol=1e-10)
+    assert (masked - zeros_attended[:, :10, :11]).abs().max() > 1e-3
+
+
+def test_eval_term_cache_follows_weights():
+    model = randomized(SwinTransformer(tiny(1)).eval())
+    attn = model.layers[0].blocks[1].attn
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        model(x)
+        cached = dict(attn.term_cache.terms)
+        assert cached
+        model(x)
+        assert all(attn.term_cache.terms[k] is v for k, v in cached.items())  # reused, not rebuilt
+        attn.relative_position_bias_table.add_(1.0)  # what an optimizer step does: in place
+        after = model(x)
+    fresh = SwinTransformer(tiny(1)).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after, fresh(x))
+    model.train()
+    assert not attn.term_cache.terms
+    model(x).sum().backward()  # training: no cache, gradients reach the bias table
+    assert attn.relative_position_bias_table.grad.abs().sum() > 0
+    assert not attn.term_cache.terms
+
+
+def test_v2_cache_survives_dtype_moves():
+    model = randomized(SwinTransformer(tiny(2)).eval())
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        f32 = model(x)
+        f64 = model.double()(x.double())
+    torch.testing.assert_close(f64.float(), f32, rtol=0, atol=1e-4)
+    assert f64.dtype == torch.float64
+
+
+def test_bf16_autocast_cpu():
+    model = randomized(SwinTransformer(tiny(2)).eval())
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+def test_eval_uses_the_fused_cpu_attention_kernel():
+    model = SwinTransformer(tiny(1)).eval()
+    x = torch.randn(1, 3, 56, 56)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        model(x)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert "aten::roll" not in names
+
+
+compile_ok = pytest.mark.skipif(not hasattr(torch, "compile") or not hasattr(torch, "_dynamo"),
+                                reason="torch.compile unavailable")
+
+
+@compile_ok
+@pytest.mark.parametrize("version", [1, 2])
+def test_compile_without_graph_breaks_and_parity(version):
+    import torch._dynamo
+
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    x = torch.randn(2, 3, 56, 56)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        ref = model(x)
+        explained = torch._dynamo.explain(model)(x)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # fullgraph: a break is an error
+        torch.testing.assert_close(compiled(x), ref, rtol=1e-5, atol=1e-5)
+    # training step under compile: same loss and gradients as eager
+    model.train()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled(x).square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model(x).square().sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
