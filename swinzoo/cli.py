@@ -15,6 +15,9 @@ from swinzoo.errors import SwinzooError
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
     "swinzoo.commands.convert",  # convert
+    "swinzoo.commands.finetune",  # finetune
+    "swinzoo.commands.eval",  # eval
+    "swinzoo.commands.predict",  # predict
 )
 
 
