@@ -62,3 +62,31 @@ def test_warmup_cosine_schedule():
 
 def test_lr_scaling_per_512():
     assert scaled_lrs(2e-5, 2e-8, 2e-7, 1024) == pytest.approx((4e-5, 4e-8, 4e-7))
+
+
+def test_soft_target_loss_matches_label_smoothing_ce():
+    import torch
+    import torch.nn.functional as F
+
+    from swinzoo.train.module import soft_target_loss
+
+    logits, labels = torch.randn(6, 10, dtype=torch.float64), torch.arange(6)
+    soft = F.one_hot(labels, 10).double()
+    assert soft_target_loss(logits, soft, 0.1) == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+def test_mixup_cutmix_and_ema_come_from_the_recipe():
+    import torch
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from swinzoo.train.module import batch_mixer, ema_callback, trainer_kwargs
+    from swinzoo.train.recipes import Recipe
+
+    images, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    mixed, soft = batch_mixer(Recipe(), 5)(images, labels)
+    assert mixed.shape == images.shape and soft.shape == (4, 5) and torch.allclose(soft.sum(-1), torch.ones(4))
+    assert batch_mixer(Recipe(mixup=0, cutmix=0), 5) is None
+    assert ema_callback(Recipe()) is None and isinstance(ema_callback(Recipe(ema_decay=0.99)), EMAWeightAveraging)
+    kw = trainer_kwargs(Recipe(accumulate_grad_batches=2))
+    assert kw["gradient_clip_val"] == 5.0 and kw["gradient_clip_algorithm"] == "norm"
+    assert kw["accumulate_grad_batches"] == 2
