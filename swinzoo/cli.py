@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "swinzoo.commands.export",  # export
     "swinzoo.commands.download",  # download
     "swinzoo.commands.bench",  # bench
+    "swinzoo.commands.finetune",  # finetune
+    "swinzoo.commands.eval",  # eval
+    "swinzoo.commands.predict",  # predict
 )
 
 

@@ -116,7 +116,10 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
                     f"{len(transfer.get('reinitialized', []))} re-initialised, "
                     f"{len(transfer.get('mapped', []))} mapped; " + "; ".join(transfer.get("notes", [])))
     if provenance.get("recipe"):
-        made.append(f"- recipe: `{provenance['recipe'] if isinstance(provenance['recipe'], str) else 'custom'}`")
+        recipe = provenance["recipe"]
+        made.append(f"- recipe: `{recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe}`")
+    if isinstance(provenance.get("finetune"), dict) and provenance["finetune"].get("command"):
+        made.append(f"- command: `{provenance['finetune']['command']}`")
     if dataset:
         made.append(f"- data: `{dataset}`")
     body = [f"# {name}", "", "Made with [swinzoo](https://pypi.org/project/swinzoo/).", "", "## How it was made", "",

@@ -43,7 +43,7 @@ def load_source(src: str, fmt: str = "auto", arch: str | None = None, trust_chec
         raise SwinzooError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if hub.is_hub_ref(src):
         return hub.load_hub_source(src, fmt, arch, trust_checkpoint)
-    path = Path(src)
+    path = packaged_file(src) or Path(src)
     if not path.exists():
         if looks_like_name(src):
             get_entry(src)  # an unknown name fails here, with the closest names
@@ -82,6 +82,22 @@ def swinzoo_block(path: Path) -> dict | None:
         return None
     block = json.loads(config_json.read_text()).get("swinzoo")
     return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
+
+
+def packaged_file(src: str) -> Path | None:
+    """The file shipped inside swinzoo for a zoo name whose weights are package data (the nano models), or None."""
+    from importlib import resources
+
+    from swinzoo.zoo import ZOO, split_name
+
+    if not looks_like_name(src) or Path(src).exists() or split_name(src)[0] not in ZOO:
+        return None
+    entry, tag = ZOO[split_name(src)[0]], split_name(src)[1]
+    weights = next((w for w in entry.weights if w.tag == (tag or entry.default_tag)), None)
+    if weights is None or weights.package_file is None:
+        return None
+    path = Path(str(resources.files("swinzoo.data").joinpath(weights.package_file)))
+    return path if path.exists() else None
 
 
 def looks_like_name(src: str) -> bool:

@@ -21,6 +21,8 @@ ARCHS: dict[str, dict] = {
     "b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     "l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
     "t_c24": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(4, 8, 16, 32)),
+    # swinzoo's own nano models (not official): trained on the built-in `shapes` data, shipped in the wheel
+    "n": dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
 }
 
 IN22K_CLASSES = 21841
@@ -38,6 +40,7 @@ class Weights:
     top1: float | None  # ImageNet-1k top-1 from the official README (None for 22k-only heads)
     num_classes: int = 1000
     pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    package_file: str | None = None  # a file in swinzoo/data shipped with the package (swinzoo's own models)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class ZooEntry:
     gmacs: float  # paper "FLOPs" = multiply-adds, G
     weights: tuple[Weights, ...] = field(default_factory=tuple)
     default_tag: str = "in1k"
+    official: bool = True  # False for swinzoo's own models: params/GMACs are ours, top-1 is on `shapes`
 
     def config(self, tag: str | None = None, **overrides) -> SwinConfig:
         w = self.weights_for(tag) if self.weights else None
@@ -133,6 +137,20 @@ ENTRIES: list[ZooEntry] = [
         "swinv2_base_window12_192"),
     _v2("l", 192, 12, 228.8, 26.0, "in22k", None, "swinv2_large_patch4_window12_192_22k.pth",
         "swinv2_large_window12_192"),
+]
+
+
+
+def _nano(name: str, version: int, params_m: float, gmacs: float, top1: float) -> ZooEntry:
+    """A swinzoo nano model: 64 px, window 4, 10 `shapes` classes; weights in swinzoo/data/NAME.safetensors."""
+    w = Weights("shapes", None, "swinzoo", "", top1, 10, package_file=f"{name}.safetensors")
+    return ZooEntry(name, version, "n", 64, 4, params_m, gmacs, (w,), "shapes", official=False)
+
+
+# top-1 here is on the `shapes` val split at 64 px (README "Fine-tuning"), not ImageNet
+ENTRIES += [
+    _nano("swin_n_64", 1, 2.28, 0.0282, None),
+    _nano("swinv2_n_64_w4", 2, 2.31, 0.0281, None),
 ]
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in ENTRIES}

@@ -160,3 +160,30 @@ def test_bad_input_fails_cleanly(case, finetune_dir, tmp_path):
             assert "acme/x" in lines[0]
         assert "commit" not in hub.calls or case == "refused"
     assert tree_digest(finetune_dir) == before
+
+
+def test_finetune_push_to(tmp_path):
+    """`swinzoo finetune ... --push-to ORG/NAME` pushes OUT when training ends (one commit)."""
+    from .test_finetune import FAST, image_folder
+
+    src = tmp_path / "tiny.safetensors"
+    cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                     pretrained_window_sizes=(0, 0), num_classes=2)
+    save_model(SwinTransformer(cfg), src, {"source": "test"})
+    data = image_folder(tmp_path / "data")
+    with HubEmulator(token="hf_test") as hub:
+        env = _env(hub, tmp_path)
+        env["OMP_NUM_THREADS"] = "1"
+        args = ["finetune", "--from", src, "--data", data, "--recipe", "nano_finetune", "--max-steps", "2",
+                "--out", tmp_path / "run", "--push-to", "acme/tiny", *FAST]
+        run = _cli(args, env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert hub.calls.count("commit") == 1
+        files = hub.files("acme/tiny")
+        assert {"README.md", "config.json", "model.safetensors"} <= set(files)
+        card = files["README.md"].decode()
+        assert "top-1 accuracy" in card and "recipe: `nano_finetune`" in card
+        # no token: refused before any training output exists
+        env.pop("HF_TOKEN")
+        run = _cli([*args[:-len(FAST) - 2], "--out", tmp_path / "run2", "--push-to", "acme/tiny", *FAST], env)
+        assert run.returncode != 0 and "token" in run.stderr and not (tmp_path / "run2").exists()

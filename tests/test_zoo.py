@@ -48,7 +48,7 @@ def official_numbers(name: str) -> tuple[int, float] | None:
     return OFFICIAL.get(SAME_AS.get(name, name))
 
 
-TAGGED = [n for n in list_models() if "." in n]
+TAGGED = [n for n in list_models() if "." in n and get_entry(n)[0].official]
 
 
 @pytest.mark.parametrize("name", TAGGED)
@@ -121,3 +121,15 @@ def test_create_model_overrides():
     model = swinzoo.create_model("swin_t_224", num_classes=10, img_size=384, window_size=12)
     assert model.head.out_features == 10 and model.config.window_size == 12
     assert model(torch.randn(1, 3, 384, 384)).shape == (1, 10)
+
+
+def test_nano_entries_are_swinzoo_models():
+    for name in ("swin_n_64", "swinv2_n_64_w4"):
+        entry, _ = get_entry(name)
+        w = entry.weights_for(None)
+        assert not entry.official and w.hub_repo is None and w.package_file == f"{name}.safetensors"
+        cfg = entry.config()
+        assert (cfg.img_size, cfg.window_size, cfg.num_classes) == (64, 4, 10)
+        params = sum(math.prod(s) for s in parameter_shapes(cfg).values())
+        assert abs(params / 1e6 - entry.params_m) / entry.params_m < 0.01
+        assert abs(count_macs(cfg) / 1e9 - entry.gmacs) / entry.gmacs < 0.01

@@ -34,7 +34,8 @@ def run_list(args) -> int:
         for w in e.weights:
             rows.append(dict(name=f"{e.name}.{w.tag}", default=w.tag == e.default_tag, version=e.version,
                              res=e.img_size, window=e.window_size, params_m=e.params_m, gmacs=e.gmacs, top1=w.top1,
-                             classes=w.num_classes, hub=w.hub_repo or w.official_url))
+                             classes=w.num_classes,
+                             hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}"))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

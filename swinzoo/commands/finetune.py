@@ -1,0 +1,54 @@
+"""`swinzoo finetune`: fine-tune any swinzoo-loadable model at a new resolution/window on a dataset, with Lightning.
+
+Trainer options beyond the named flags pass through as `--trainer KEY=VALUE` (repeatable), e.g.
+`--trainer limit_val_batches=10 --trainer log_every_n_steps=5`.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from swinzoo.sources import FORMATS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune a model (zoo name or file) at a resolution, on a dataset")
+    p.add_argument("--from", dest="source", metavar="SRC", help="zoo name (swin_n_64), .safetensors or official .pth")
+    p.add_argument("--res", type=int, help="target resolution (default: the recipe's, else the source's)")
+    p.add_argument("--window", type=int, help="target window (default: the official choice for --res)")
+    p.add_argument("--data", help="folder with train/ and val/ class folders, hf:NAME, or shapes (built in); "
+                                  "default: the dataset the source was trained on when it is built in")
+    p.add_argument("--recipe", help="packaged recipe name or YAML path (default: the source's fine-tune recipe, "
+                                    "else swin_224to384)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int)
+    length.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (warmup and cosine "
+                                                      "span them in the recipe's proportions)")
+    p.add_argument("--batch-size", type=int, help="images per device per step (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="peak lr, used as is (default: recipe base_lr x total batch / 512)")
+    p.add_argument("--devices", default="auto", help="Lightning devices (default auto)")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (default auto)")
+    p.add_argument("--strategy", default="auto", help="ddp, fsdp, ddp_spawn, ... (default auto)")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--precision", help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
+    p.add_argument("--out", help="output folder (default runs/SRC-RES)")
+    p.add_argument("--resume", metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
+    p.add_argument("--num-workers", type=int, help="data loader workers per device (default: half the CPUs)")
+    p.add_argument("--ckpt-every", type=int, help="also write OUT/last.ckpt every N optimizer steps")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    p.add_argument("--scratch", action="store_true", help="start from fresh weights of SRC's architecture")
+    p.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of the weights in OUT/model.safetensors")
+    p.add_argument("--from-format", default="auto", choices=FORMATS)
+    p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow torch.load(weights_only=False) for checkpoints holding Python objects")
+    p.add_argument("--trainer", action="append", metavar="KEY=VALUE", help="any other lightning.Trainer option")
+    p.add_argument("--push-to", metavar="ORG/NAME", help="push OUT to this Hugging Face Hub repo when training ends")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from swinzoo.train.run import finetune
+
+    return finetune(args, Console())

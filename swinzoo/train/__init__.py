@@ -1,0 +1,1 @@
+"""Fine-tuning: LightningModule (`module`), data (`data`, `shapes`), recipes (`recipes`), optimizer (`optim`), runs."""

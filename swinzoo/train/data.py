@@ -1,0 +1,211 @@
+"""Data for fine-tuning and evaluation: image folders, Hugging Face datasets (`hf:NAME`) and the built-in `shapes`.
+
+`--data` forms:
+- a folder with `train/` and `val/`, each holding one sub-folder of images per class (torchvision ImageFolder
+  layout). Every file is checked when the data is set up: a file that is not a readable image stops the run
+  with its name (nothing is skipped silently), as does an empty class folder.
+- `hf:NAME` (optional extra `pip install swinzoo[hf]`): a Hugging Face dataset with an image and a label column.
+- `shapes`: the built-in procedural dataset (`swinzoo.train.shapes`), drawn at the run's resolution.
+
+Transforms are the official ones (`data/build.py`), with torchvision `transforms.v2`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from swinzoo.errors import SwinzooError
+from swinzoo.train.shapes import ShapesDataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+BUILTIN = ("shapes",)
+BICUBIC = v2.InterpolationMode.BICUBIC
+
+
+def eval_transform(res: int, test_crop: bool | None = None) -> v2.Compose:
+    """Official eval: bicubic resize to int(res/0.875) + center crop; at 384 px and above a plain resize."""
+    crop = res < 384 if test_crop is None else test_crop
+    resize = [v2.Resize(int(res / 0.875), interpolation=BICUBIC, antialias=True), v2.CenterCrop(res)] if crop \
+        else [v2.Resize((res, res), interpolation=BICUBIC, antialias=True)]
+    return v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None = 9,
+                    random_erasing: float = 0.25, hflip: float = 0.5) -> v2.Compose:
+    """Official train aug: RandomResizedCrop (bicubic), flip, RandAugment, normalise, RandomErasing."""
+    ops = [v2.ToImage(), v2.RandomResizedCrop(res, scale=tuple(crop_scale), interpolation=BICUBIC, antialias=True),
+           v2.RandomHorizontalFlip(hflip)]
+    if rand_augment is not None:
+        ops.append(v2.RandAugment(num_ops=2, magnitude=rand_augment, interpolation=v2.InterpolationMode.BILINEAR))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if random_erasing > 0:
+        ops.append(v2.RandomErasing(p=random_erasing, value=0))
+    return v2.Compose(ops)
+
+
+class TransformedDataset(Dataset):
+    """(sample, label) pairs of `base` with `transform` applied to the sample."""
+
+    def __init__(self, base: Dataset, transform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+class ImageFolderSplit(Dataset):
+    """One split (`root/train` or `root/val`) of a class-per-folder image tree, checked up front."""
+
+    def __init__(self, root: Path, classes: list[str] | None = None) -> None:
+        if not root.is_dir():
+            raise SwinzooError(f"data folder {root} does not exist; --data needs train/ and val/ folders with one "
+                               "sub-folder of images per class")
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not found:
+            raise SwinzooError(f"data folder {root} has no class folders; put each class's images in {root}/<class>/")
+        if classes is not None and found != classes:
+            raise SwinzooError(f"{root} has classes {found} but the train split has {classes}; use the same folders")
+        self.classes = found
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(found):
+            files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise SwinzooError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}); "
+                                   "add images or remove the folder")
+            for path in files:
+                check_image(path)
+                self.samples.append((path, label))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB"), label
+        except (OSError, UnidentifiedImageError) as e:
+            raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
+
+
+def check_image(path: Path) -> None:
+    """Read the header and verify the file structure: unreadable images stop the run, named."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
+
+
+class HFSplit(Dataset):
+    """A split of a Hugging Face dataset with an image column and a class-label column."""
+
+    def __init__(self, name: str, split: str) -> None:
+        try:
+            import datasets
+        except ImportError:
+            raise SwinzooError("hf: datasets need the optional `datasets` package: pip install 'swinzoo[hf]'") from None
+        try:
+            ds = datasets.load_dataset(name)
+        except Exception as e:  # the library raises many types (network, missing repo, ...)
+            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {e}") from None
+        names = {"train": ("train",), "val": ("validation", "val", "valid", "test")}[split]
+        chosen = next((s for s in names if s in ds), None)
+        if chosen is None:
+            raise SwinzooError(f"Hugging Face dataset {name!r} has splits {list(ds)}; need one of {names}")
+        self.ds = ds[chosen]
+        cols = self.ds.column_names
+        self.image_key = next((c for c in ("image", "img", "pixel_values") if c in cols), None)
+        self.label_key = next((c for c in ("label", "labels", "fine_label") if c in cols), None)
+        if self.image_key is None or self.label_key is None:
+            raise SwinzooError(f"Hugging Face dataset {name!r} needs an image and a label column; it has {cols}")
+        feature = self.ds.features[self.label_key]
+        self.classes = list(getattr(feature, "names", None) or sorted(set(self.ds[self.label_key])))
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        row = self.ds[index]
+        return row[self.image_key].convert("RGB"), int(row[self.label_key])
+
+
+def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None):
+    """The untransformed dataset `split` ("train" or "val") named by `--data`; it has `.classes`."""
+    if data == "shapes":
+        return ShapesDataset(split, res, size)
+    if data.startswith("hf:"):
+        return HFSplit(data[3:], split)
+    root = Path(data)
+    if not root.exists():
+        raise SwinzooError(f"--data {data}: no such folder (built-in datasets: {', '.join(BUILTIN)}; "
+                           "Hugging Face: hf:NAME)")
+    if not (root / "train").is_dir() and not (root / "val").is_dir():
+        raise SwinzooError(f"data folder {root} is empty of train/ and val/; --data needs {root}/train/<class>/ "
+                           f"and {root}/val/<class>/ image folders")
+    return ImageFolderSplit(root / split, classes)
+
+
+def default_workers() -> int:
+    return min(8, max(0, (os.cpu_count() or 1) // 2))
+
+
+class SwinDataModule(L.LightningDataModule):
+    """Train/val loaders for `data` at resolution `res` with the recipe's augmentation."""
+
+    def __init__(self, data: str, res: int, batch_size: int, recipe=None, num_workers: int | None = None,
+                 train_size: int | None = None, val_size: int | None = None) -> None:
+        super().__init__()
+        from swinzoo.train.recipes import Recipe
+
+        self.data, self.res, self.batch_size = data, res, batch_size
+        self.recipe = recipe or Recipe()
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.train_size, self.val_size = train_size, val_size
+        self.train_base = self.val_base = None
+
+    def check(self) -> list[str]:
+        """Open both splits (every image checked), before anything is written; returns the class names."""
+        if self.train_base is None:
+            self.train_base = open_split(self.data, "train", self.res, size=self.train_size)
+            self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size)
+            if len(self.train_base) < self.batch_size:
+                raise SwinzooError(f"{self.data} has {len(self.train_base)} training images, fewer than one batch "
+                                   f"of {self.batch_size}; lower --batch-size")
+        return list(self.train_base.classes)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.check()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.check()
+
+    def train_dataloader(self) -> DataLoader:
+        r = self.recipe
+        tf = train_transform(self.res, r.crop_scale, r.rand_augment, r.random_erasing, r.hflip)
+        return DataLoader(TransformedDataset(self.train_base, tf), batch_size=self.batch_size, shuffle=True,
+                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def val_dataloader(self) -> DataLoader:
+        return eval_loader(self.val_base, self.res, self.batch_size, self.num_workers, self.recipe.test_crop)
+
+
+def eval_loader(base: Dataset, res: int, batch_size: int, num_workers: int, test_crop: bool | None) -> DataLoader:
+    return DataLoader(TransformedDataset(base, eval_transform(res, test_crop)), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -1,0 +1,123 @@
+"""`SwinClassifier`: a LightningModule around any swinzoo `SwinTransformer`, with the official fine-tuning recipe.
+
+Loss: soft-target cross-entropy after MixUp/CutMix (label smoothing folded into the targets, as the official
+Mixup does), else cross-entropy with label smoothing. AdamW over the official weight-decay groups (optionally
+with layer-wise lr decay), lr per optimizer step: linear warmup then cosine. Validation logs torchmetrics micro
+top-1 / top-5 once per epoch. Gradient clipping and precision are Trainer settings (see `trainer_kwargs`).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
+
+from swinzoo.config import SwinConfig
+from swinzoo.models import SwinTransformer
+from swinzoo.train.optim import param_groups, scaled_lrs, warmup_cosine
+from swinzoo.train.recipes import Recipe, recipe_from_dict
+
+
+def batch_mixer(recipe: Recipe, num_classes: int):
+    """MixUp and/or CutMix (one picked per batch when both are on, the official switch prob 0.5), or None."""
+    mixers = []
+    if recipe.mixup > 0:
+        mixers.append(v2.MixUp(alpha=recipe.mixup, num_classes=num_classes))
+    if recipe.cutmix > 0:
+        mixers.append(v2.CutMix(alpha=recipe.cutmix, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def soft_target_loss(logits: torch.Tensor, soft: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """(B, K) logits and (B, K) mixed one-hot targets -> mean CE against targets smoothed by `smoothing`."""
+    k = logits.shape[-1]
+    target = soft * (1.0 - smoothing) + smoothing / k
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class SwinClassifier(L.LightningModule):
+    """Fine-tunes `SwinTransformer(config)`; `total_batch` (batch x devices x nodes x accumulation) scales the lr.
+
+    `lr` overrides the scaled peak rate (warmup and min rates keep their recipe ratios to it).
+    """
+
+    def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.recipe = recipe_from_dict(recipe, "checkpoint recipe")
+        cfg = SwinConfig.from_dict(config)
+        self.model = SwinTransformer(cfg)
+        if self.recipe.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        peak, warm, low = scaled_lrs(self.recipe.base_lr, self.recipe.warmup_lr, self.recipe.min_lr, total_batch)
+        if lr is not None:
+            peak, warm, low = lr, lr * warm / peak, lr * low / peak
+        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+        self.mixer = batch_mixer(self.recipe, cfg.num_classes)
+        top5 = min(5, cfg.num_classes)
+        self.val_top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(cfg.num_classes, top_k=top5, average="micro")
+        self.val_n = SumMetric()  # images validated, over all devices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, R, R) -> (B, num_classes) logits."""
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.mixer is not None:
+            images, soft = self.mixer(images, labels)
+            loss = soft_target_loss(self(images), soft, self.recipe.label_smoothing)
+        else:
+            loss = F.cross_entropy(self(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images).float()
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+        self.log("val/top1", self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
+        self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))
+        self.log("val/n", self.val_n, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        r = self.recipe
+        groups = param_groups(self.model, self.peak_lr, r.weight_decay, r.layer_decay)
+        for g in groups:
+            g.pop("names")
+        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(r.betas), eps=r.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(round(r.warmup_fraction * total))
+        schedule = LambdaLR(optimizer, warmup_cosine(total, warmup, self.peak_lr, self.warmup_lr, self.min_lr))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def trainer_kwargs(recipe: Recipe) -> dict:
+    """The Trainer settings a recipe implies: clipping (official 5.0, by norm), accumulation, precision."""
+    precision = recipe.precision
+    if precision == "auto":
+        precision = "16-mixed" if torch.cuda.is_available() else "32-true"
+    kw = dict(precision=precision, accumulate_grad_batches=recipe.accumulate_grad_batches)
+    if recipe.clip_grad:
+        kw.update(gradient_clip_val=recipe.clip_grad, gradient_clip_algorithm="norm")
+    return kw
+
+
+def ema_callback(recipe: Recipe):
+    """Lightning's EMA weight averaging when the recipe asks for it (the official recipes do not)."""
+    if not recipe.ema_decay:
+        return None
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging(decay=recipe.ema_decay)

@@ -1,0 +1,152 @@
+"""Fine-tuning recipes: typed hyper-parameters, read from the commented YAML files in `recipes/`.
+
+A recipe file sets any subset of the `Recipe` fields; the rest keep the defaults below, which are the official
+fine-tuning defaults (`config.py` of the official code plus the 224->384 fine-tune). Learning rates are per 512
+images, as in the official configs: the run scales them by its total batch (batch x devices x nodes x accumulation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from swinzoo.errors import SwinzooError
+
+RECIPES_PACKAGE = "recipes"  # top-level `recipes/` folder, shipped as package data
+
+
+@dataclass
+class Recipe:
+    """Every knob of a fine-tuning run. Field comments say what the official code does."""
+
+    name: str = "custom"
+    description: str = ""
+    # --- schedule (official: 30 epochs, 5 of linear warmup, cosine per optimizer step)
+    epochs: int = 30
+    max_steps: int | None = None  # when set, the run stops after this many optimizer steps instead
+    warmup_epochs: float = 5.0  # warmup is this fraction (warmup_epochs / epochs) of all optimizer steps
+    batch_size: int = 64  # per device
+    accumulate_grad_batches: int = 1
+    official_total_batch: int | None = None  # what the official run used (informative; the lr follows yours)
+    base_lr: float = 2e-5  # per 512 images
+    warmup_lr: float = 2e-8  # per 512 images
+    min_lr: float = 2e-7  # per 512 images
+    weight_decay: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    layer_decay: float = 1.0  # < 1: SimMIM layer-wise lr decay
+    clip_grad: float | None = 5.0
+    # --- regularisation and augmentation (official defaults)
+    drop_path_rate: float = 0.2
+    label_smoothing: float = 0.1
+    mixup: float = 0.8  # Beta(alpha) for MixUp; 0 disables
+    cutmix: float = 1.0  # Beta(alpha) for CutMix; 0 disables (with both on, each batch picks one)
+    rand_augment: int | None = 9  # RandAugment magnitude (2 ops); null disables
+    random_erasing: float = 0.25
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
+    hflip: float = 0.5  # horizontal flip probability (0 when a flip changes the class, as in `shapes`)
+    test_crop: bool | None = None  # eval: resize to res/0.875 + center crop; None = crop below 384 px (official)
+    ema_decay: float | None = None  # the official code has no EMA; set e.g. 0.9998 to average weights
+    grad_checkpointing: bool = False
+    # --- target and run
+    res: int | None = None
+    window: int | None = None
+    data: str | None = None
+    precision: str = "auto"  # auto: 16-mixed on CUDA (official AMP), 32-true on CPU
+    seed: int = 0
+    finetune_recipe: str | None = None  # the recipe later fine-tunes of a model trained with this one default to
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"], d["crop_scale"] = list(self.betas), list(self.crop_scale)
+        return d
+
+    def replace(self, **changes) -> Recipe:
+        return recipe_from_dict({**self.to_dict(), **changes}, self.name)
+
+    @property
+    def warmup_fraction(self) -> float:
+        return min(1.0, self.warmup_epochs / self.epochs) if self.epochs > 0 else 0.0
+
+
+def valid_keys() -> list[str]:
+    return [f.name for f in fields(Recipe)]
+
+
+def _coerce(name: str, kind, value, source: str):
+    """Cast a YAML value to the field type (YAML reads `2e-5` as a string); one-line error otherwise."""
+    if value is None:
+        if type(None) in typing.get_args(kind):
+            return None
+        raise SwinzooError(f"{source}: {name} cannot be null")
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    origin = typing.get_origin(kind)
+    try:
+        if origin is tuple:
+            items = list(value)
+            if len(items) != len(typing.get_args(kind)):
+                raise ValueError(f"needs {len(typing.get_args(kind))} values")
+            return tuple(float(v) for v in items)
+        target = args[0] if args else kind
+        if target is bool:
+            if not isinstance(value, bool):
+                raise ValueError("needs true or false")
+            return value
+        if target is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError("needs an integer")
+            return int(float(value))
+        return target(value)
+    except (TypeError, ValueError) as e:
+        raise SwinzooError(f"{source}: {name}={value!r} is invalid ({e})") from None
+
+
+def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
+    if not isinstance(d, dict):
+        raise SwinzooError(f"{source} must be a YAML mapping of recipe keys; valid keys: {', '.join(valid_keys())}")
+    unknown = sorted(set(d) - set(valid_keys()))
+    if unknown:
+        raise SwinzooError(f"{source}: unknown recipe key {', '.join(map(repr, unknown))}; valid keys: "
+                           f"{', '.join(valid_keys())}")
+    hints = typing.get_type_hints(Recipe)
+    recipe = Recipe(**{k: _coerce(k, hints[k], v, source) for k, v in d.items()})
+    if recipe.epochs < 1 and recipe.max_steps is None:
+        raise SwinzooError(f"{source}: epochs must be >= 1 (or give max_steps)")
+    return recipe
+
+
+def packaged_recipes() -> dict[str, str]:
+    """Recipe name -> YAML text of every recipe shipped with swinzoo."""
+    root = resources.files(RECIPES_PACKAGE)
+    return {p.name[:-5]: p.read_text() for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A packaged recipe by name (`swin_224to384`) or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SwinzooError(f"recipe file {path} does not exist; packaged recipes: {', '.join(packaged_recipes())}")
+        text, default_name = path.read_text(), path.stem
+    else:
+        shipped = packaged_recipes()
+        if name_or_path not in shipped:
+            raise SwinzooError(f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(sorted(shipped))} "
+                               "(or give a .yaml path)")
+        text, default_name = shipped[name_or_path], name_or_path
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise SwinzooError(f"{name_or_path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if isinstance(data, dict):
+        data.setdefault("name", default_name)
+    return recipe_from_dict(data, str(name_or_path))
+
+
+DEFAULT_RECIPE = "swin_224to384"
+__all__ = ["DEFAULT_RECIPE", "Recipe", "load_recipe", "packaged_recipes", "recipe_from_dict", "valid_keys"]

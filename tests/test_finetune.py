@@ -1,0 +1,126 @@
+"""`swinzoo finetune / eval / predict` end to end on tiny models and data (CPU, a few steps each)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import swinzoo
+from swinzoo.config import SwinConfig
+from swinzoo.train.shapes import render
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer", "limit_val_batches=2",
+        "--trainer", "enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A 2-stage, 32 px, window 4 V1 model with 3 classes, saved in swinzoo format."""
+    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
+    cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                     pretrained_window_sizes=(0, 0), num_classes=3)
+    swinzoo.save_model(swinzoo.SwinTransformer(cfg), path, {"source": "test"})
+    return path
+
+
+def image_folder(root: Path, classes=("a", "b"), per_class=6) -> Path:
+    for split in ("train", "val"):
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = render(label, 24, seed=i + (100 if split == "val" else 0))
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_finetune_eval_predict(tiny, tmp_path, capsys):
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["finetune", "--from", tiny, "--res", "64", "--data", data, "--recipe", "nano_finetune",
+                                 "--max-steps", "3", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    assert "resolution 32 -> 64, window 4 -> 8" in stdout and "re-initialised head.weight" in stdout
+    assert '"img_size": 64' in stdout and "total batch 4" in stdout
+    for name in ("model.safetensors", "metrics.json", "last.ckpt", "run.json", "logs/metrics.csv"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"top1", "top5"} and metrics["global_step"] == 3 and metrics["n"] == 8  # 2 val batches of 4
+    model = swinzoo.load_model(out)
+    assert model.config.img_size == 64 and model.config.window_size == 8 and model.config.class_names == ["a", "b"]
+    assert model.provenance["recipe"]["name"] == "nano_finetune" and model.provenance["transfer"]["interpolated"]
+    code, stdout, err = run_cli(["eval", out / "model.safetensors", "--data", data, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert list(result) == ["top1", "top5", "n"] and result["n"] == 12
+    code, stdout, err = run_cli(["predict", out, data / "val/a/0.png", "--topk", "2", "--json"], capsys)
+    assert code == 0, err
+    pred = json.loads(stdout)[0]["predictions"]
+    assert {c for c, _ in pred} == {"a", "b"} and sum(p for _, p in pred) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embedded_nano_models_load_offline():
+    for name in ("swin_n_64", "swinv2_n_64_w4"):
+        from swinzoo.sources import load_source
+
+        src = load_source(name)
+        assert src.config.img_size == 64 and src.config.window_size == 4 and len(src.config.class_names) == 10
+        assert src.provenance["dataset"] == "shapes" and src.provenance["recipe"]["name"] == "nano"
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "swinzoo", *map(str, args)]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_ddp_two_cpu_processes(tiny, tmp_path):
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "ddp"
+    proc = subprocess.run(cli("finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune", "--max-steps",
+                              "2", "--out", out, "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", *FAST),
+                          env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "total batch 8" in proc.stdout  # 4 per device x 2 devices
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["n"] == 12  # both ranks' val batches, synced
+
+
+def checkpoint_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_killed_run_resumes_at_same_step(tiny, tmp_path):
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli("finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune", "--max-steps",
+                                "100000", "--ckpt-every", "1", "--out", out, *FAST),
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "last.ckpt").exists() and checkpoint_step(out / "last.ckpt") >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+    step = checkpoint_step(out / "last.ckpt")
+    resumed = subprocess.run(cli("finetune", "--resume", out, "--max-steps", step + 2, "--trainer",
+                                 "limit_val_batches=2"), env=env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at global step {step}" in resumed.stdout
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == step + 2
+    steps = [int(line.split(",")[2]) for line in (out / "logs/metrics.csv").read_text().splitlines()[1:]
+             if line.split(",")[2]]
+    assert steps and max(steps) <= step + 2

@@ -1,0 +1,81 @@
+"""Bad input to finetune / eval: one-line errors, exit code 2, and no output folder or model left behind."""
+
+import pytest
+
+import swinzoo
+from swinzoo.config import SwinConfig
+from tests.conftest import run_cli
+from tests.test_finetune import image_folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
+    cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                     pretrained_window_sizes=(0, 0), num_classes=3)
+    swinzoo.save_model(swinzoo.SwinTransformer(cfg), path)
+    return path
+
+
+def finetune_fails(tiny, tmp_path, capsys, *extra) -> str:
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["finetune", "--from", tiny, "--max-steps", "1", "--out", out, "--batch-size", "2",
+                                 "--num-workers", "0", *extra], capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not out.exists()
+    return err
+
+
+def test_missing_data_folder(tiny, tmp_path, capsys):
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "nope")
+    assert "no such folder" in err and "shapes" in err
+
+
+def test_empty_data_folder(tiny, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert "empty of train/ and val/" in finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "empty")
+    (tmp_path / "empty2" / "train").mkdir(parents=True)
+    assert "has no class folders" in finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "empty2")
+
+
+def test_class_folder_without_images(tiny, tmp_path, capsys):
+    data = image_folder(tmp_path / "data", per_class=2)
+    (data / "train" / "c").mkdir()
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data)
+    assert "class folder" in err and "train/c has no images" in err
+
+
+def test_unreadable_image_stops_with_its_name(tiny, tmp_path, capsys):
+    data = image_folder(tmp_path / "data", per_class=2)
+    (data / "val" / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data)
+    assert "val/b/broken.png is not a readable image" in err
+
+
+def test_unknown_recipe_key(tiny, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 1\nwarmup: 3\n")
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", "shapes", "--recipe", recipe)
+    assert "unknown recipe key 'warmup'; valid keys:" in err and "warmup_epochs" in err
+
+
+def test_resolution_the_window_cannot_tile(tiny, tmp_path, capsys):
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", "shapes", "--res", "40", "--window", "4")
+    assert "not a multiple of window 4" in err and "use --res" in err
+
+
+def test_unknown_trainer_option_and_missing_data(tiny, tmp_path, capsys):
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", "shapes", "--trainer", "max_epoch=3")
+    assert "not a Trainer option" in err and "max_epochs" in err
+    assert "--data is required" in finetune_fails(tiny, tmp_path, capsys)
+
+
+def test_eval_class_count_mismatch(tiny, tmp_path, capsys):
+    code, _, err = run_cli(["eval", tiny, "--data", "shapes"], capsys)
+    assert code == 2 and "the model has 3 classes but shapes has 10" in err
+
+
+def test_resume_needs_a_run(tmp_path, capsys):
+    code, _, err = run_cli(["finetune", "--resume", tmp_path], capsys)
+    assert code == 2 and "needs" in err and "last.ckpt" in err
