@@ -45,8 +45,9 @@ def target_config(src: SwinConfig, res: int | None, window: int | None, num_clas
     return src.replace(**changes)
 
 
-def run(args) -> int:
-    console = Console()
+def load_and_transfer(args, console: Console):
+    """Read SRC, move it to the target the flags describe and print the transfer report.
+    Returns (source, target config, state dict, report); shared by convert and export."""
     source = load_source(args.src, args.from_format, args.arch, args.trust_checkpoint)
     dst = target_config(source.config, args.res, args.window, args.num_classes)
     state_dict, dst, report = transfer(source.state_dict, source.config, dst)
@@ -54,6 +55,12 @@ def run(args) -> int:
         console.print("[bold]transfer[/bold]")
         for line in report.lines():
             console.print(f"  {line}", soft_wrap=True)
+    return source, dst, state_dict, report
+
+
+def run(args) -> int:
+    console = Console()
+    source, dst, state_dict, report = load_and_transfer(args, console)
     verify_state_dict(parameter_shapes(dst), state_dict, args.src)
     provenance = dict(source.provenance)
     provenance.setdefault("source", args.src)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from swinzoo.commands.convert import add_target_arguments, target_config
+from swinzoo.commands.convert import add_target_arguments, load_and_transfer
 from swinzoo.formats import FORMATS
-from swinzoo.sources import load_source
-from swinzoo.transfer import transfer
 
 TARGETS = ("official", "timm", "hf", "torchvision")
 
@@ -61,13 +59,7 @@ def export(state_dict, cfg, to: str, out: str, allow_numeric_change: bool = Fals
 
 def run(args) -> int:
     console = Console()
-    source = load_source(args.src, args.from_format, args.arch, args.trust_checkpoint)
-    dst = target_config(source.config, args.res, args.window, args.num_classes)
-    state_dict, dst, report = transfer(source.state_dict, source.config, dst)
-    if report.changed:
-        console.print("[bold]transfer[/bold]")
-        for line in report.lines():
-            console.print(f"  {line}", soft_wrap=True)
+    _, dst, state_dict, _ = load_and_transfer(args, console)
     how = export(state_dict, dst, args.to, args.output, args.allow_numeric_change)
     console.print(f"wrote {args.output} ({args.to}, V{dst.version}, {dst.img_size} px, window {dst.window_size}, "
                   f"{dst.num_classes} classes)", soft_wrap=True)
