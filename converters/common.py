@@ -256,3 +256,26 @@ def default_class_names(names: list[str] | None) -> list[str] | None:
     if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
         return None
     return [str(n) for n in names]
+
+
+def script_main(fmt: str, description: str, read, write, argv: list[str] | None = None, extra_flags=()) -> None:
+    """The thin script every foreign-format converter runs: `SRC OUT` reads `fmt` into a swinzoo checkpoint,
+    `--export SRC OUT` writes a swinzoo checkpoint out as `fmt` with `write(state_dict, config, out, args)`."""
+    import argparse
+
+    from swinzoo.io import read_checkpoint, save_state_dict
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("src")
+    p.add_argument("out")
+    p.add_argument("--export", action="store_true", help=f"SRC is a swinzoo checkpoint; write {fmt} to OUT")
+    for flag in extra_flags:
+        p.add_argument(flag, action="store_true")
+    args = p.parse_args(argv)
+    if args.export:
+        sd, cfg, _ = read_checkpoint(args.src)
+        write(sd, cfg, args.out, args)
+    else:
+        sd, cfg = read(args.src)
+        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": fmt})
+    print(f"wrote {args.out}")

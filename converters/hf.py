@@ -16,7 +16,6 @@ Run as a script: `python -m converters.hf SRC_DIR OUT.safetensors` or
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from converters.common import (
     first_keys,
     read_config_json,
     read_weights,
+    script_main,
     weights_in_folder,
 )
 from swinzoo.config import SwinConfig
@@ -222,20 +222,8 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
 
 
 def main(argv: list[str] | None = None) -> None:
-    from swinzoo.io import read_checkpoint, save_state_dict
-
-    p = argparse.ArgumentParser(description="transformers Swin/Swinv2 folder <-> swinzoo .safetensors")
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write an HF folder to OUT")
-    args = p.parse_args(argv)
-    if args.export:
-        sd, cfg, _ = read_checkpoint(args.src)
-        write_hf_folder(sd, cfg, args.out)
-    else:
-        sd, cfg = read_hf(args.src)
-        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": "hf"})
-    print(f"wrote {args.out}")
+    script_main("hf", "transformers Swin/Swinv2 folder <-> swinzoo .safetensors", read_hf,
+                lambda sd, cfg, out, _: write_hf_folder(sd, cfg, out), argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Run as a script: `python -m converters.timm SRC OUT.safetensors` (SRC: a timm fo
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from converters.common import (
     default_class_names,
     read_config_json,
     read_weights,
+    script_main,
     weights_in_folder,
 )
 from swinzoo.config import SwinConfig
@@ -245,20 +245,8 @@ def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, o
 
 
 def main(argv: list[str] | None = None) -> None:
-    from swinzoo.io import read_checkpoint, save_state_dict
-
-    p = argparse.ArgumentParser(description="timm Swin folder/file <-> swinzoo .safetensors")
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write a timm folder to OUT")
-    args = p.parse_args(argv)
-    if args.export:
-        sd, cfg, _ = read_checkpoint(args.src)
-        write_timm_folder(sd, cfg, args.out)
-    else:
-        sd, cfg = read_timm(args.src)
-        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": "timm"})
-    print(f"wrote {args.out}")
+    script_main("timm", "timm Swin folder/file <-> swinzoo .safetensors", read_timm,
+                lambda sd, cfg, out, _: write_timm_folder(sd, cfg, out), argv)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ Run as a script: `python -m converters.torchvision SRC.pth OUT.safetensors` or
 
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 from pathlib import Path
 
 import torch
 
-from converters.common import KeyMap, build_config, first_keys, read_weights, save_torch
+from converters.common import KeyMap, build_config, first_keys, read_weights, save_torch, script_main
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import relative_position_index
@@ -193,21 +192,9 @@ def read_torchvision(path: str | Path, arch: SwinConfig | None = None, arch_name
 
 
 def main(argv: list[str] | None = None) -> None:
-    from swinzoo.io import read_checkpoint, save_state_dict
-
-    p = argparse.ArgumentParser(description="torchvision Swin .pth <-> swinzoo .safetensors")
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write a torchvision .pth")
-    p.add_argument("--allow-numeric-change", action="store_true")
-    args = p.parse_args(argv)
-    if args.export:
-        sd, cfg, _ = read_checkpoint(args.src)
-        save_torch(from_canonical(sd, cfg, args.allow_numeric_change), args.out)
-    else:
-        sd, cfg = read_torchvision(args.src)
-        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": "torchvision"})
-    print(f"wrote {args.out}")
+    script_main("torchvision", "torchvision Swin .pth <-> swinzoo .safetensors", read_torchvision,
+                lambda sd, cfg, out, args: save_torch(from_canonical(sd, cfg, args.allow_numeric_change), out), argv,
+                extra_flags=("--allow-numeric-change",))
 
 
 if __name__ == "__main__":

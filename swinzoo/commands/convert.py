@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
     add_target_arguments(p)
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow torch.load(weights_only=False) for checkpoints holding Python objects")
+                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
     p.set_defaults(func=run)
 
 

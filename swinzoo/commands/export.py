@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--allow-numeric-change", action="store_true",
                    help="torchvision only: export a V2 model with pretrained windows anyway (its biases change)")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow torch.load(weights_only=False) for checkpoints holding Python objects")
+                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
     p.set_defaults(func=run)
 
 

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--from-format", default="auto", choices=FORMATS)
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow torch.load(weights_only=False) for checkpoints holding Python objects")
+                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
     p.add_argument("--trainer", action="append", metavar="KEY=VALUE", help="any other lightning.Trainer option")
     p.add_argument("--push-to", metavar="ORG/NAME", help="push OUT to this Hugging Face Hub repo when training ends")
     p.set_defaults(func=run)
