@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,20 +148,15 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path) -> None:
 
 def dry_run(src: str, repo_id: str, out: str | Path) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
+    from converters.common import atomic_dir
+
     check_repo_id(repo_id)
     source = read_push_source(src)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         write_push_folder(source, repo_id, tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
