@@ -20,8 +20,9 @@ import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index, shift_mask
-from swinzoo.models.swin import log_spaced_coords, parameter_shapes
+from swinzoo.models.swin import parameter_shapes
 from swinzoo.transfer import drop_buffers
 
 BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")

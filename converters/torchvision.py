@@ -31,8 +31,8 @@ import torch
 from converters.common import KeyMap, build_config, first_keys, read_weights, save_torch, script_main
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index
-from swinzoo.models.swin import log_spaced_coords
 
 _B = "features.{f}.{b}."
 # canonical (official) -> torchvision; {f} = 2s+1 (stage), {g} = 2s+2 (merging after stage s)

@@ -1,4 +1,5 @@
-"""The fast path: grouped-window attention against a dense reference, any input size, the eval term cache,
+"""The fast path: the inference block (chunks of mask-grouped windows) and the training block against a dense
+reference, any input size, the eval term cache,
 torch.compile without graph breaks, bf16 autocast."""
 
 import math
@@ -8,6 +9,7 @@ import torch
 
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
+from swinzoo.models import swin
 from swinzoo.models.windows import WindowPlan
 
 
@@ -55,25 +57,42 @@ def dense_reference(block, x: torch.Tensor) -> torch.Tensor:
     return attn.proj(out).view(b, h, w, c)
 
 
+def dense_block(block, x: torch.Tensor) -> torch.Tensor:
+    """The whole block around `dense_reference`: V1 pre-norm, V2 res-post-norm residuals."""
+    if block.post_norm:
+        x = x + block.norm1(dense_reference(block, x))
+        return x + block.norm2(block.mlp(x))
+    x = x + dense_reference(block, block.norm1(x))
+    return x + block.mlp(block.norm2(x))
+
+
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("hw", [(14, 14), (10, 17), (5, 9), (16, 12)])
-@pytest.mark.parametrize("grad", [False, True], ids=["grouped-sdpa", "autograd-eager"])
-def test_window_attention_matches_dense_reference(version, shifted, hw, grad):
+@pytest.mark.parametrize("grad", [False, True], ids=["inference-chunks", "autograd-eager"])
+def test_block_matches_dense_reference(version, shifted, hw, grad, monkeypatch):
     model = randomized(SwinTransformer(tiny(version)).double().eval())
     block = model.layers[0].blocks[int(shifted)]
-    x = torch.randn(2, *hw, 16, dtype=torch.float64, requires_grad=grad)
+    # a few windows per chunk, so that runs split inside mask groups as they do on big batches
+    monkeypatch.setattr(swin, "EVAL_CHUNK_BYTES", 8 * 64 * 49 * 3)
+    x = torch.randn(3, *hw, 16, dtype=torch.float64, requires_grad=grad)
     plan = WindowPlan(*hw, block.window, block.shift)
     with torch.set_grad_enabled(grad):
-        ours = block.attention_branch(x, plan)
+        ours = block(x, plan)
     with torch.no_grad():
-        torch.testing.assert_close(ours, dense_reference(block, x), rtol=0, atol=1e-10)
+        torch.testing.assert_close(ours, dense_block(block, x), rtol=0, atol=1e-10)
     if grad:  # the gathers' backward (a gather with the inverse index) against autograd's own
         ours.square().sum().backward()
         mine = x.grad.clone()
         x.grad = None
-        dense_reference(block, x).square().sum().backward()
+        dense_block(block, x).square().sum().backward()
         torch.testing.assert_close(mine, x.grad, rtol=0, atol=1e-9)
+
+
+def test_inference_chunks_split_groups():
+    plan = WindowPlan(14, 14, 7, 3)  # 2 x 2 windows: four groups of one window each
+    assert plan.chunks(batch=3, max_windows=2) == [(0, 98, 0), (98, 147, 0), (147, 245, 1), (245, 294, 1),
+                                                   (294, 392, 2), (392, 441, 2), (441, 539, 3), (539, 588, 3)]
 
 
 def test_plan_groups_shifted_windows_by_mask():

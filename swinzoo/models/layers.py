@@ -102,29 +102,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and _fused_gelu_ok(x, self.fc1.weight):
-            # oneDNN runs the exact-erf GELU in the GEMM epilogue: same numbers, one pass less over 4C activations
-            shape = x.shape
-            h = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.fc1.weight, self.fc1.bias,
-                                                   "gelu", [], "none")
-            return self.fc2(h.view(*shape[:-1], -1))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-def _fused_gelu_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Inference on CPU in float32 only: the fused op has no autograd formula and autocast does not cover it."""
-    return (
-        _HAS_LINEAR_POINTWISE
-        and not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # inductor does its own fusion
-    )
-
-
-_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 class PatchMerging(nn.Module):

@@ -7,8 +7,6 @@ as it is once its buffers are dropped; buffers here are non-persistent and rebui
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,193 +14,14 @@ from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.models.layers import (
-    DropPath,
-    Mlp,
-    PatchEmbed,
-    PatchMerging,
-    relative_position_index,
-)
+from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2, attention_term, group_attention
+from swinzoo.models.layers import DropPath, Mlp, PatchEmbed, PatchMerging
 from swinzoo.models.windows import PlanCache, WindowPlan
 
-# The official clamp is `torch.log(torch.tensor(1. / 0.01))`: log(100) rounded to float32, which differs from
-# math.log(100) in the 8th digit and so moves float64 logits by ~1e-6 when a logit scale sits at the clamp.
-LOGIT_SCALE_MAX = float(torch.log(torch.tensor(1.0 / 0.01)))
-
-
-def log_spaced_coords(window: int, pretrained_window: int) -> torch.Tensor:
-    """(1, 2w-1, 2w-1, 2) float32 CPB input: offsets / (pretrained_window-1 or w-1) * 8, then sign*log2(1+|x|)/3.
-
-    Computed in float32 in the official order of operations, as the official buffer is.
-    """
-    offsets = torch.arange(-(window - 1), window, dtype=torch.float32)
-    table = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
-    # A 1x1 window has only the zero offset; the official 0/0 would give NaN, any divisor gives the same 0.
-    table /= max((pretrained_window if pretrained_window > 0 else window) - 1, 1)
-    table *= 8
-    return torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / math.log2(8)
-
-
-class WindowAttentionV1(nn.Module):
-    """(B*nW, N, C) -> (B*nW, N, C): softmax(q k^T / sqrt(d) + B[index] + mask) v with a learned bias table."""
-
-    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool, proj_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.window = window
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.term_cache = TermCache()
-
-    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
-        return (self.relative_position_bias_table,)
-
-    def train(self, mode: bool = True):
-        self.term_cache.clear()
-        return super().train(mode)
-
-    def position_bias(self) -> torch.Tensor:
-        """(heads, N, N) additive bias."""
-        n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, -1).permute(2, 0, 1)
-
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
-        b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # one stack in backward; indexing would zero-fill and add three full-size grads
-        return q, k, v, None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
-
-    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
-        return window_attention(self, x, plan, grouped)
-
-
-class WindowAttentionV2(nn.Module):
-    """(B*nW, N, C) -> (B*nW, N, C): softmax(cos(q, k) * exp(min(s, log 100)) + 16 sigmoid(cpb) + mask) v."""
-
-    def __init__(
-        self, dim: int, window: int, num_heads: int, qkv_bias: bool, proj_drop: float, pretrained_window: int
-    ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.window = window
-        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
-        self.register_buffer("relative_coords_table", log_spaced_coords(window, pretrained_window), persistent=False)
-        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        if qkv_bias:  # no k bias: a key bias shifts every logit of a query equally, softmax cancels it
-            self.q_bias = nn.Parameter(torch.zeros(dim))
-            self.v_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.q_bias = self.v_bias = None
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.term_cache = TermCache()
-
-    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
-        return (*self.cpb_mlp.parameters(), self.relative_coords_table)
-
-    def train(self, mode: bool = True):
-        self.term_cache.clear()
-        return super().train(mode)
-
-    def position_bias(self) -> torch.Tensor:
-        """(heads, N, N) additive bias 16 * sigmoid(cpb_mlp(log-spaced offsets))."""
-        n = self.window * self.window
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        return 16 * torch.sigmoid(bias)
-
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
-        b, n, c = x.shape
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
-        return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
-
-    def forward(self, x: torch.Tensor, plan: WindowPlan, grouped: bool) -> torch.Tensor:
-        return window_attention(self, x, plan, grouped)
-
-
-class TermCache:
-    """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
-
-    Entries are keyed on the data pointers and in-place version counters of the parameters the bias is made of,
-    so an optimizer step, `load_state_dict`, `.to()` or `.double()` invalidates them; `train()` clears them. The
-    cache is bypassed in training, whenever autograd records (the term must carry gradients) and under
-    `torch.compile` (the compiled graph computes the term itself).
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple = ()
-        self.terms: dict[tuple, torch.Tensor] = {}
-
-    def clear(self) -> None:
-        self.key, self.terms = (), {}
-
-
-def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan, dtype: torch.dtype) -> torch.Tensor:
-    """(G, heads, N, N): position bias + the mask of each window group of `plan`."""
-    cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
-    if cacheable:
-        params = attn.bias_parameters()
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cache = attn.term_cache
-        if cache.key != key:
-            cache.key, cache.terms = key, {}
-        entry = cache.terms.get((plan.key, dtype))
-        if entry is not None:
-            return entry
-    bias = attn.position_bias()
-    term = (bias.unsqueeze(0) + plan.group_masks.to(bias.device, bias.dtype).unsqueeze(1)).to(dtype)
-    if cacheable:
-        if len(cache.terms) >= 8:
-            cache.terms.pop(next(iter(cache.terms)))
-        cache.terms[(plan.key, dtype)] = term.contiguous()
-    return term
-
-
-def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan,
-                     grouped: bool) -> torch.Tensor:
-    """Shared V1/V2 attention core on windows in `plan` order: (B*nW, N, C) -> (B*nW, N, C).
-
-    grouped (inference): windows laid out by mask group; one SDPA call per group with a (1, heads, N, N)
-    additive term (position bias + the group's shift/padding mask) broadcast over the group's windows. A 4-D
-    broadcast mask lets CPU inference use the fused flash kernel, whose output comes back in (windows, N,
-    heads, d) order, so no transpose copy is needed.
-    not grouped (autograd): official window order and an eager softmax(q k^T + term) v with the (nW, heads,
-    N, N) term broadcast over the batch, as SDPA's math fallback (the only one with a mask gradient on CPU)
-    would do, minus its extra scaling and NaN guards.
-    """
-    bw, n, c = x.shape
-    q, k, v, scale = attn.qkv_heads(x)
-    term = attention_term(attn, plan, q.dtype)
-    if not grouped:
-        nw = len(plan.window_group)
-        logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-        if plan.masked:
-            term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
-        logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
-        out = logits.softmax(-1).view(bw, -1, n, n) @ v
-        return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
-    batch = bw // sum(plan.group_sizes)
-    outs, start = [], 0
-    for g, size in enumerate(plan.group_sizes):
-        sl = slice(start, start + batch * size)
-        start += batch * size
-        out = F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=term[g : g + 1], scale=scale)
-        outs.append(out.transpose(1, 2))
-    out = torch.cat(outs) if len(outs) > 1 else outs[0]
-    return attn.proj_drop(attn.proj(out.reshape(bw, n, c)))
-
+# Inference runs a block over runs of windows whose widest activation (the MLP hidden) stays under this size:
+# glibc hands allocations over 32 MiB straight to mmap, so whole-batch activations of the first stages are
+# page-faulted in anew at every call, and a chunk this size also stays in the last-level cache.
+EVAL_CHUNK_BYTES = 16 << 20
 
 class SwinBlock(nn.Module):
     """(B, H, W, C) -> (B, H, W, C). V1 pre-norm: x + attn(norm1(x)); V2 res-post-norm: x + norm1(attn(x))."""
@@ -226,16 +45,46 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
     def attention_branch(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        grouped = not torch.is_grad_enabled()  # fused kernel for inference, mask gradients for training
-        idx = plan.indices(x.shape[0], x.device, grouped)
-        return plan.reverse(self.attn(plan.partition(x, idx), plan, grouped), idx, x.shape[0])
+        """(B, h, w, C) -> (B, h, w, C): gather into windows, attend, gather back (autograd-friendly)."""
+        idx = plan.indices(x.shape[0], x.device, grouped=False)
+        return plan.reverse(self.attn(plan.partition(x, idx), plan), idx, x.shape[0])
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        if not (self.training or torch.is_grad_enabled()):
+            return self.forward_inference(x, plan)
         if self.post_norm:
             x = x + self.drop_path(self.norm1(self.attention_branch(x, plan)))
             return x + self.drop_path(self.norm2(self.mlp(x)))
         x = x + self.drop_path(self.attention_branch(self.norm1(x), plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_inference(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        """The same block, computed run by run over windows grouped by mask (see models/windows.py).
+
+        Every op after the gather is token- or window-local, so a run of windows goes through attention, both
+        residuals and the MLP while it is small and hot in cache, and is written once to its rows of the output.
+        """
+        b, h, w, c = x.shape
+        n = plan.window**2
+        into = plan.indices(b, x.device, grouped=True)[0]
+        if plan.padded:
+            x = F.pad(x, (0, 0, 0, plan.wp - w, 0, plan.hp - h))
+        rows_in, out = x.reshape(-1, c), torch.empty(b * plan.hp * plan.wp, c, dtype=x.dtype, device=x.device)
+        term = attention_term(self.attn, plan, x.dtype)
+        max_windows = max(1, EVAL_CHUNK_BYTES // (x.element_size() * self.mlp.fc1.out_features * n))
+        mlp = self.mlp
+        for start, end, group in plan.chunks(b, max_windows):
+            rows = into[start:end]
+            t = rows_in.index_select(0, rows)
+            if self.post_norm:
+                t = t + self.norm1(group_attention(self.attn, t.view(-1, n, c), term[group : group + 1]))
+                t = t + self.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t))))
+            else:
+                t = t + group_attention(self.attn, self.norm1(t).view(-1, n, c), term[group : group + 1])
+                t = t + mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(self.norm2(t))))
+            out.index_copy_(0, rows, t)
+        out = out.view(b, plan.hp, plan.wp, c)
+        return out[:, :h, :w].contiguous() if plan.padded else out
 
 
 class SwinStage(nn.Module):

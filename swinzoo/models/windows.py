@@ -113,6 +113,17 @@ class WindowPlan:
             self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
         return out
 
+    def chunks(self, batch: int, max_windows: int) -> list[tuple[int, int, int]]:
+        """(first row, end row, group) of each run of at most `max_windows` windows of one group, in the
+        grouped layout of `indices(batch, ..., grouped=True)`."""
+        n, out, start = self.window**2, [], 0
+        for g, size in enumerate(self.group_sizes):
+            total = size * batch
+            out += [((start + a) * n, (start + min(total, a + max_windows)) * n, g)
+                    for a in range(0, total, max_windows)]
+            start += total
+        return out
+
     def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
         c = x.shape[-1]

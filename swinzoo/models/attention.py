@@ -1,0 +1,190 @@
+"""Window attention, V1 and V2: one shared core, and the two ways the papers compute logits and position bias.
+
+V1: scaled dot product + a learned relative position bias table. V2: cosine similarity times a clamped learned
+scale + 16*sigmoid of a continuous position bias MLP over log-spaced offsets. Both add one term per block
+(position bias + shift/padding mask), cached in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swinzoo.models.layers import relative_position_index
+from swinzoo.models.windows import WindowPlan
+
+# The official clamp is `torch.log(torch.tensor(1. / 0.01))`: log(100) rounded to float32, which differs from
+# math.log(100) in the 8th digit and so moves float64 logits by ~1e-6 when a logit scale sits at the clamp.
+LOGIT_SCALE_MAX = float(torch.log(torch.tensor(1.0 / 0.01)))
+
+
+def log_spaced_coords(window: int, pretrained_window: int) -> torch.Tensor:
+    """(1, 2w-1, 2w-1, 2) float32 CPB input: offsets / (pretrained_window-1 or w-1) * 8, then sign*log2(1+|x|)/3.
+
+    Computed in float32 in the official order of operations, as the official buffer is.
+    """
+    offsets = torch.arange(-(window - 1), window, dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+    # A 1x1 window has only the zero offset; the official 0/0 would give NaN, any divisor gives the same 0.
+    table /= max((pretrained_window if pretrained_window > 0 else window) - 1, 1)
+    table *= 8
+    return torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / math.log2(8)
+
+
+class WindowAttentionV1(nn.Module):
+    """(B*nW, N, C) -> (B*nW, N, C): softmax(q k^T / sqrt(d) + B[index] + mask) v with a learned bias table."""
+
+    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool, proj_drop: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window = window
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.term_cache = TermCache()
+
+    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
+        return (self.relative_position_bias_table,)
+
+    def train(self, mode: bool = True):
+        self.term_cache.clear()
+        return super().train(mode)
+
+    def position_bias(self) -> torch.Tensor:
+        """(heads, N, N) additive bias."""
+        n = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, -1).permute(2, 0, 1)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        b, n, c = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # one stack in backward; indexing would zero-fill and add three full-size grads
+        return q, k, v, None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
+
+    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        return window_attention(self, x, plan)
+
+
+class WindowAttentionV2(nn.Module):
+    """(B*nW, N, C) -> (B*nW, N, C): softmax(cos(q, k) * exp(min(s, log 100)) + 16 sigmoid(cpb) + mask) v."""
+
+    def __init__(
+        self, dim: int, window: int, num_heads: int, qkv_bias: bool, proj_drop: float, pretrained_window: int
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window = window
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        self.register_buffer("relative_coords_table", log_spaced_coords(window, pretrained_window), persistent=False)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        if qkv_bias:  # no k bias: a key bias shifts every logit of a query equally, softmax cancels it
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.term_cache = TermCache()
+
+    def bias_parameters(self) -> tuple[torch.Tensor, ...]:
+        return (*self.cpb_mlp.parameters(), self.relative_coords_table)
+
+    def train(self, mode: bool = True):
+        self.term_cache.clear()
+        return super().train(mode)
+
+    def position_bias(self) -> torch.Tensor:
+        """(heads, N, N) additive bias 16 * sigmoid(cpb_mlp(log-spaced offsets))."""
+        n = self.window * self.window
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        return 16 * torch.sigmoid(bias)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        b, n, c = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
+        return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
+
+    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        return window_attention(self, x, plan)
+
+
+class TermCache:
+    """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
+
+    Entries are keyed on the data pointers and in-place version counters of the parameters the bias is made of,
+    so an optimizer step, `load_state_dict`, `.to()` or `.double()` invalidates them; `train()` clears them. The
+    cache is bypassed in training, whenever autograd records (the term must carry gradients) and under
+    `torch.compile` (the compiled graph computes the term itself).
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple = ()
+        self.terms: dict[tuple, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.key, self.terms = (), {}
+
+
+def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan, dtype: torch.dtype) -> torch.Tensor:
+    """(G, heads, N, N): position bias + the mask of each window group of `plan`."""
+    cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+    if cacheable:
+        params = attn.bias_parameters()
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cache = attn.term_cache
+        if cache.key != key:
+            cache.key, cache.terms = key, {}
+        entry = cache.terms.get((plan.key, dtype))
+        if entry is not None:
+            return entry
+    bias = attn.position_bias()
+    term = (bias.unsqueeze(0) + plan.group_masks.to(bias.device, bias.dtype).unsqueeze(1)).to(dtype)
+    if cacheable:
+        if len(cache.terms) >= 8:
+            cache.terms.pop(next(iter(cache.terms)))
+        cache.terms[(plan.key, dtype)] = term.contiguous()
+    return term
+
+
+def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+    """(B*nW, N, C) -> (B*nW, N, C) on windows in the official order, for training (autograd records).
+
+    An eager softmax(q k^T + term) v with the (nW, heads, N, N) term broadcast over the batch, as SDPA's math
+    fallback (the only one with a mask gradient on CPU) would do, minus its extra scaling and NaN guards.
+    """
+    bw, n, c = x.shape
+    q, k, v, scale = attn.qkv_heads(x)
+    term = attention_term(attn, plan, q.dtype)
+    nw = len(plan.window_group)
+    logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+    if plan.masked:
+        term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
+    logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
+    out = logits.softmax(-1).view(bw, -1, n, n) @ v
+    return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
+
+
+def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """(windows, N, C) -> (windows * N, C) for inference on windows that share one mask group.
+
+    `term` (1, heads, N, N) broadcasts over the windows, which lets CPU inference use the fused flash kernel;
+    its output comes back in (windows, N, heads, d) memory order, so the head merge needs no transpose copy.
+    """
+    q, k, v, scale = attn.qkv_heads(x)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=term, scale=scale)
+    return attn.proj(out.transpose(1, 2).reshape(-1, x.shape[-1]))
