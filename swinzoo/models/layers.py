@@ -88,7 +88,8 @@ class PatchEmbed(nn.Module):
         pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        # a channels-last input makes the convolution write (B, H, W, C) directly: the permute is then free
+        return self.norm(self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1))
 
 
 class Mlp(nn.Module):
