@@ -33,19 +33,33 @@ def sweep_series(results: list[Result]) -> dict[str, list[tuple[int, float]]]:
     """{label: [(res, ms per image)]} for every (name, impl, mode), plus the global-attention reference."""
     series: dict[str, list[tuple[int, float]]] = {}
     for r in results:
-        series.setdefault(f"{r.impl} {r.name} ({r.mode})", []).append((r.res, ms_per_image(r)))
+        series.setdefault(f"{r.impl} / {r.name} ({r.mode})", []).append((r.res, ms_per_image(r)))
     ours = [r for r in results if r.impl == "swinzoo"] or results
     if ours:
         first = min((r for r in ours if r.name == ours[0].name), key=lambda r: r.res)
         ms_per_mac = ms_per_image(first) / (first.gmacs * 1e9)
         resolutions = sorted({r.res for r in results})
-        series[f"global attention, analytic ({first.name}; clipped)"] = [
+        series[f"global attention / {first.name} (analytic)"] = [
             (res, ms_per_mac * global_attention_macs(first.name, res)) for res in resolutions]
     return {k: sorted(v) for k, v in series.items()}
 
 
 def ms_per_image(r: Result) -> float:
     return (r.load_corrected_ms or 1e3 * r.batch / r.images_per_s) / r.batch
+
+
+def _inside(pts: list[tuple[int, float]], y_max: float) -> list[tuple[float, float]]:
+    """The points up to where the curve leaves the top of the frame, ending on the crossing (x linear in R^2)."""
+    out: list[tuple[float, float]] = []
+    for (r0, m0), (r1, m1) in zip([(0, 0.0)] + pts[:-1], pts):
+        if m1 <= y_max:
+            out.append((r1, m1))
+            continue
+        if out:
+            f = (y_max - m0) / (m1 - m0)
+            out.append(((r0**2 + f * (r1**2 - r0**2)) ** 0.5, y_max))
+        break
+    return out
 
 
 def _nice_max(v: float) -> float:
@@ -65,7 +79,7 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
     resolutions = sorted({res for pts in series.values() for res, _ in pts})
     x_max = max(resolutions) ** 2
     measured = [ms for k, pts in series.items() if not k.startswith("global") for _, ms in pts]
-    y_max = _nice_max(max(measured) * 2.5)  # the quadratic reference leaves the frame: clipped at the top
+    y_max = _nice_max(max(measured) * 1.5)  # the quadratic reference leaves the frame: clipped at the top
 
     def xy(res: int, ms: float) -> tuple[float, float]:
         x = left + (w - left - right) * res**2 / x_max
@@ -87,10 +101,10 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
     d.text((left + 220, 10), title, fill="black")
     for i, (label, pts) in enumerate(series.items()):
         color = REF_COLOR if label.startswith("global") else COLORS[i % len(COLORS)]
-        coords = [xy(res, ms) for res, ms in pts]
+        coords = [xy(res, ms) for res, ms in _inside(pts, y_max)]
         if len(coords) > 1:
             d.line(coords, fill=color, width=3 if not label.startswith("global") else 2)
-        for x, y in coords:
+        for x, y in (xy(res, ms) for res, ms in pts if ms <= y_max):  # measured points; not the frame crossing
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
         ly = top + 10 + 22 * i
         d.line([w - right + 10, ly + 6, w - right + 34, ly + 6], fill=color, width=3)
