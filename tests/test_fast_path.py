@@ -10,6 +10,7 @@ import torch
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import swin
+from swinzoo.models.layers import Mlp, _gelu_recompute_ok
 from swinzoo.models.windows import WindowPlan
 
 
@@ -217,3 +218,23 @@ def test_compile_without_graph_breaks_and_parity(version):
     model(x).square().sum().backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("frozen_weights", [False, True])
+def test_mlp_gelu_recompute_matches_autograd(frozen_weights):
+    """The training MLP node (GELU recomputed in backward) gives autograd's own gradients."""
+    torch.manual_seed(0)
+    mlp = Mlp(8, 32).double().train()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    mlp.requires_grad_(not frozen_weights)
+    assert _gelu_recompute_ok(mlp, x)
+    out = mlp(x)
+    assert out.grad_fn.name() == "MlpGeluRecomputeBackward"
+    grads = torch.autograd.grad(out.sin().sum(), [x, *(p for p in mlp.parameters() if p.requires_grad)])
+    plain = mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
+    expected = torch.autograd.grad(plain.sin().sum(), [x, *(p for p in mlp.parameters() if p.requires_grad)])
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-14)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _gelu_recompute_ok(mlp, x)  # autocast keeps the plain path
