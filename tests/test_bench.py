@@ -2,9 +2,10 @@
 
 import json
 
+import torch
 from PIL import Image
 
-from swinzoo.bench import Result, Spec, memory_probe, timm_arch
+from swinzoo.bench import Result, Spec, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
 from swinzoo.models import count_macs
 from swinzoo.zoo import zoo_config
@@ -50,6 +51,14 @@ def test_timm_names():
 def test_memory_probe_runs():
     mb, method = memory_probe(Spec("swin_t_224", res=32, batch=1, train=True, grad_ckpt=True))
     assert mb >= 0 and "RSS" in method
+
+
+def test_memory_probe_ignores_the_parents_peak():
+    """The probe's subprocess must not inherit this process's high-water mark (ru_maxrss survives exec)."""
+    big = torch.ones(768 * 2**20 // 4)  # touch 768 MiB here first
+    del big
+    mb, _ = measure_memory(Spec("swin_t_224", res=32, batch=1, train=True))
+    assert 0 <= mb < 200
 
 
 def test_sweep_plot(tmp_path):
