@@ -90,10 +90,12 @@ def test_block_matches_dense_reference(version, shifted, hw, grad, monkeypatch):
         torch.testing.assert_close(mine, x.grad, rtol=0, atol=1e-9)
 
 
-def test_inference_chunks_split_groups():
-    plan = WindowPlan(14, 14, 7, 3)  # 2 x 2 windows: four groups of one window each
-    assert plan.chunks(batch=3, max_windows=2) == [(0, 98, 0), (98, 147, 0), (147, 245, 1), (245, 294, 1),
-                                                   (294, 392, 2), (392, 441, 2), (441, 539, 3), (539, 588, 3)]
+def test_inference_chunks_balance_runs_and_split_them_by_group():
+    plan = WindowPlan(14, 14, 7, 3)  # 2 x 2 windows: four mask groups of one window each
+    runs = plan.chunks(batch=3, max_windows=5)  # 12 windows in runs of at most 5: 4 + 4 + 4
+    assert [(a, b) for a, b, _ in runs] == [(0, 196), (196, 392), (392, 588)]
+    assert [segments for _, _, segments in runs] == [((0, 3, 0), (3, 4, 1)), ((0, 2, 1), (2, 4, 2)),
+                                                     ((0, 1, 2), (1, 4, 3))]
 
 
 def test_plan_groups_shifted_windows_by_mask():

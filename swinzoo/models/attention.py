@@ -179,12 +179,17 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
 
 
-def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
-    """(windows, N, C) -> (windows * N, C) for inference on windows that share one mask group.
+def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, term: torch.Tensor,
+                    segments: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+    """(windows, N, C) -> (windows * N, C) for inference on windows laid out by mask group.
 
-    `term` (1, heads, N, N) broadcasts over the windows, which lets CPU inference use the fused flash kernel;
-    its output comes back in (windows, N, heads, d) memory order, so the head merge needs no transpose copy.
+    `segments` are (first window, end window, group) runs that share one mask: each is one SDPA call with the
+    (1, heads, N, N) term of its group broadcast over its windows, which lets CPU inference use the fused flash
+    kernel; its output comes back in (windows, N, heads, d) memory order, so the head merge needs no transpose
+    copy. qkv and proj run once over all the windows.
     """
     q, k, v, scale = attn.qkv_heads(x)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=term, scale=scale)
+    outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
+            for a, b, g in segments]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
     return attn.proj(out.transpose(1, 2).reshape(-1, x.shape[-1]))

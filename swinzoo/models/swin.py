@@ -74,15 +74,15 @@ class SwinBlock(nn.Module):
         term = attention_term(self.attn, plan, x.dtype)
         max_windows = max(1, EVAL_CHUNK_BYTES // (x.element_size() * self.mlp.fc1.out_features * n))
         mlp = self.mlp
-        for start, end, group in plan.chunks(b, max_windows):
+        for start, end, segments in plan.chunks(b, max_windows):
             rows = into[start:end]
             t = rows_in.index_select(0, rows)
             # in place: t is this loop's own gathered copy, and nothing records autograd here
             if self.post_norm:
-                t.add_(self.norm1(group_attention(self.attn, t.view(-1, n, c), term[group : group + 1])))
+                t.add_(self.norm1(group_attention(self.attn, t.view(-1, n, c), term, segments)))
                 t.add_(self.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t)))))
             else:
-                t.add_(group_attention(self.attn, self.norm1(t).view(-1, n, c), term[group : group + 1]))
+                t.add_(group_attention(self.attn, self.norm1(t).view(-1, n, c), term, segments))
                 t.add_(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))))
             out.index_copy_(0, rows, t)
         out = out.view(b, plan.hp, plan.wp, c)

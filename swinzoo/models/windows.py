@@ -71,6 +71,7 @@ class WindowPlan:
         self.order = torch.sort(group, stable=True).indices  # windows sorted by group
         self.source = src_r * self.wp + src_c  # (nW, N) padded-grid position of each token, official order
         self._batch_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._chunk_cache: dict[tuple[int, int], list] = {}
 
     @property
     def padded(self) -> bool:
@@ -113,16 +114,29 @@ class WindowPlan:
             self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
         return out
 
-    def chunks(self, batch: int, max_windows: int) -> list[tuple[int, int, int]]:
-        """(first row, end row, group) of each run of at most `max_windows` windows of one group, in the
-        grouped layout of `indices(batch, ..., grouped=True)`."""
-        n, out, start = self.window**2, [], 0
-        for g, size in enumerate(self.group_sizes):
-            total = size * batch
-            out += [((start + a) * n, (start + min(total, a + max_windows)) * n, g)
-                    for a in range(0, total, max_windows)]
-            start += total
-        return out
+    def chunks(self, batch: int, max_windows: int) -> list[tuple[int, int, tuple[tuple[int, int, int], ...]]]:
+        """Runs of at most `max_windows` consecutive windows of the grouped layout (`indices(..., grouped=True)`),
+        as (first row, end row, segments); a segment (first window, end window, group) is the part of the run in
+        one mask group, windows counted from the run's start. Runs are balanced (equal sizes up to one window)
+        and may span groups: only attention needs a single mask, the token-wise ops run on the whole run.
+        """
+        key = (batch, max_windows)
+        if key not in self._chunk_cache:
+            total = sum(self.group_sizes) * batch
+            count = -(-total // max_windows)
+            bounds = [total * i // count for i in range(count + 1)]
+            group_ends = [batch * sum(self.group_sizes[: g + 1]) for g in range(len(self.group_sizes))]
+            n, runs = self.window**2, []
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                segments, start = [], lo
+                for g, end in enumerate(group_ends):
+                    if start < hi and start < end:
+                        stop = min(hi, end)
+                        segments.append((start - lo, stop - lo, g))
+                        start = stop
+                runs.append((lo * n, hi * n, tuple(segments)))
+            self._chunk_cache[key] = runs
+        return self._chunk_cache[key]
 
     def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
