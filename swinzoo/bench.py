@@ -267,26 +267,25 @@ def run(specs: list[Spec], reps: int = 10, warmup: int = 2, memory: bool = False
         times = time_interleaved([*steps, mm_step], device, reps, warmup, progress)
         for s, (_, res, params), t in zip(group, built, times):
             results.append(summarize(s, res, params, t, times[-1], mm_flops))
-        timm_times = next((t for s, t in zip(group, times) if s.impl == "timm"), None)
-        for s, r, t in zip(group, results[-len(group):], times):
-            if s.impl == "swinzoo" and timm_times is not None:
-                # round by round: both ran back to back, so load that comes and goes cancels in each ratio
-                r.extra["speedup_vs_timm"] = statistics.median(b / a for a, b in zip(t, timm_times))
         del built, steps
+        rows = results[-len(group):]
         if memory:
-            for s, r in zip(group, results[-len(group):]):
+            for s, r in zip(group, rows):
                 r.peak_mem_mb, r.mem_method = measure_memory(s)
-    add_ratios(results)
+        add_ratios(rows, times)
     return results
 
 
-def add_ratios(results: list[Result]) -> None:
-    """Ours vs timm at the same (name, res, mode): speedup (the median per-round time ratio that `run` records,
-    else the throughput ratio) and memory ratio."""
-    timm = {(r.name, r.res, r.mode): r for r in results if r.impl == "timm"}
-    for r in results:
-        other = timm.get((r.name, r.res, r.mode))
-        if r.impl == "swinzoo" and other is not None:
-            r.extra.setdefault("speedup_vs_timm", r.images_per_s / other.images_per_s)
+def add_ratios(rows: list[Result], times: list[list[float]]) -> None:
+    """Ours vs timm within one interleaved group (`times`: seconds per round, per row): speedup as the median
+    per-round time ratio (both ran back to back, so load that comes and goes cancels in each ratio) and the
+    peak-memory ratio."""
+    timm = next(((r, t) for r, t in zip(rows, times) if r.impl == "timm"), None)
+    if timm is None:
+        return
+    other, other_times = timm
+    for r, t in zip(rows, times):
+        if r.impl == "swinzoo":
+            r.extra["speedup_vs_timm"] = statistics.median(b / a for a, b in zip(t, other_times))
             if r.peak_mem_mb and other.peak_mem_mb:
                 r.extra["mem_ratio_vs_timm"] = r.peak_mem_mb / other.peak_mem_mb
