@@ -114,8 +114,6 @@ def _gelu_recompute_ok(mlp: Mlp, x: torch.Tensor) -> bool:
     return (
         torch.is_grad_enabled()
         and not (mlp.training and mlp.drop.p > 0)
-        and mlp.fc1.bias is not None
-        and mlp.fc2.bias is not None
         and not torch.is_autocast_enabled(x.device.type)
         and not torch.compiler.is_compiling()
     )

@@ -8,7 +8,6 @@ as it is once its buffers are dropped; buffers here are non-persistent and rebui
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -23,6 +22,7 @@ from swinzoo.models.windows import PlanCache, WindowPlan
 # page-faulted in anew at every call; runs this size are recycled from the heap and stay in the last-level
 # cache, and are still large enough GEMMs (8 MiB: ~5k tokens at C=96). Measured best of 4/6/8/12/16/24 MiB.
 EVAL_CHUNK_BYTES = 8 << 20
+
 
 class SwinBlock(nn.Module):
     """(B, H, W, C) -> (B, H, W, C). V1 pre-norm: x + attn(norm1(x)); V2 res-post-norm: x + norm1(attn(x))."""
@@ -68,9 +68,8 @@ class SwinBlock(nn.Module):
         b, h, w, c = x.shape
         n = plan.window**2
         into = plan.indices(b, x.device, grouped=True)[0]
-        if plan.padded:
-            x = F.pad(x, (0, 0, 0, plan.wp - w, 0, plan.hp - h))
-        rows_in, out = x.reshape(-1, c), torch.empty(b * plan.hp * plan.wp, c, dtype=x.dtype, device=x.device)
+        rows_in = plan.pad(x).reshape(-1, c)
+        out = torch.empty_like(rows_in)
         term = attention_term(self.attn, plan, x.dtype)
         max_windows = max(1, EVAL_CHUNK_BYTES // (x.element_size() * self.mlp.fc1.out_features * n))
         mlp = self.mlp

@@ -23,6 +23,8 @@ Geometry rule for any input size (the configured resolution gives exactly the of
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -126,7 +128,7 @@ class WindowPlan:
             total = sum(self.group_sizes) * batch
             count = -(-total // max_windows)
             bounds = [total * i // count for i in range(count + 1)]
-            group_ends = [batch * sum(self.group_sizes[: g + 1]) for g in range(len(self.group_sizes))]
+            group_ends = [batch * end for end in itertools.accumulate(self.group_sizes)]
             n, runs = self.window**2, []
             for lo, hi in zip(bounds[:-1], bounds[1:]):
                 segments, start = [], lo
@@ -139,12 +141,14 @@ class WindowPlan:
             self._chunk_cache[key] = runs
         return self._chunk_cache[key]
 
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, C) -> (B, Hp, Wp, C), zeros at the bottom/right: the grid `indices` rows point into."""
+        return F.pad(x, (0, 0, 0, self.wp - self.w, 0, self.hp - self.h)) if self.padded else x
+
     def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
         c = x.shape[-1]
-        if self.padded:
-            x = F.pad(x, (0, 0, 0, self.wp - self.w, 0, self.hp - self.h))
-        return row_gather(x.reshape(-1, c), idx[0], idx[1]).view(-1, self.window**2, c)
+        return row_gather(self.pad(x).reshape(-1, c), idx[0], idx[1]).view(-1, self.window**2, c)
 
     def reverse(self, windows: torch.Tensor, idx: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
         """(B*nW, N, C) -> (B, h, w, C): un-partition, un-roll and crop as one gather."""
