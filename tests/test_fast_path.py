@@ -9,7 +9,8 @@ import torch
 
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
-from swinzoo.models import swin
+from swinzoo.models import layers, swin
+from swinzoo.models.attention import split_heads
 from swinzoo.models.layers import Mlp, _gelu_recompute_ok
 from swinzoo.models.windows import WindowPlan
 
@@ -222,21 +223,46 @@ def test_compile_without_graph_breaks_and_parity(version):
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
 
 
-@pytest.mark.parametrize("frozen_weights", [False, True])
-def test_mlp_gelu_recompute_matches_autograd(frozen_weights):
-    """The training MLP node (GELU recomputed in backward) gives autograd's own gradients."""
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+@pytest.mark.parametrize("frozen", ["none", "weights", "input"])
+def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
+    """The training MLP node (GELU recomputed in backward, run over row chunks) gives autograd's own gradients,
+    with one chunk and with several (10 rows in chunks of 3: the last one ragged)."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(layers, "TRAIN_CHUNK_BYTES", chunk_rows * 32 * 8)  # hidden 32 wide, float64
     torch.manual_seed(0)
     mlp = Mlp(8, 32).double().train()
-    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
-    mlp.requires_grad_(not frozen_weights)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=frozen != "input")
+    mlp.requires_grad_(frozen != "weights")
     assert _gelu_recompute_ok(mlp, x)
     out = mlp(x)
     assert out.grad_fn.name() == "MlpGeluRecomputeBackward"
-    grads = torch.autograd.grad(out.sin().sum(), [x, *(p for p in mlp.parameters() if p.requires_grad)])
+    wrt = [t for t in (x, *mlp.parameters()) if t.requires_grad]
+    grads = torch.autograd.grad(out.sin().sum(), wrt)
     plain = mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
-    expected = torch.autograd.grad(plain.sin().sum(), [x, *(p for p in mlp.parameters() if p.requires_grad)])
+    expected = torch.autograd.grad(plain.sin().sum(), wrt)
     torch.testing.assert_close(out, plain, rtol=0, atol=1e-14)
     for g, e in zip(grads, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _gelu_recompute_ok(mlp, x)  # autocast keeps the plain path
+
+
+@pytest.mark.parametrize("used", ["qkv", "qv", "k"])
+def test_split_heads_gradient_matches_autograd(used):
+    """SplitHeads writes the head gradients into one (B, N, 3C) tensor; heads that get no gradient are zeros."""
+    torch.manual_seed(0)
+    qkv = torch.randn(4, 6, 3 * 12, dtype=torch.float64, requires_grad=True)
+    weights = [torch.randn(4, 3, 6, 4, dtype=torch.float64) for _ in range(3)]
+
+    def loss(parts):
+        return sum((p * w).sum() for name, p, w in zip("qkv", parts, weights) if name in used)
+
+    q, k, v = split_heads(qkv, 3)
+    assert q.grad_fn.name() == "SplitHeadsBackward" and q.shape == (4, 3, 6, 4)
+    (grad,) = torch.autograd.grad(loss((q, k, v)), qkv)
+    reference = qkv.view(4, 6, 3, 3, 4).permute(2, 0, 3, 1, 4).unbind(0)
+    (expected,) = torch.autograd.grad(loss(reference), qkv)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    for ours, ref in zip((q, k, v), reference):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from swinzoo.models.layers import relative_position_index
 from swinzoo.models.windows import WindowPlan
@@ -61,11 +62,12 @@ class WindowAttentionV1(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
-        b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # one stack in backward; indexing would zero-fill and add three full-size grads
-        return q, k, v, None  # SDPA's default 1/sqrt(d) scale is the official qk_scale
+    def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        """(B, N, C) -> q, k, v (B, heads, N, d) and the logit scale (None: SDPA's default 1/sqrt(d), the official
+        qk_scale). `contiguous` packs the three for SDPA, which runs ~25% faster on packed heads."""
+        q, k, v = split_heads(self.qkv(x), self.num_heads, contiguous)
+        return q, k, v, None
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         return window_attention(self, x, plan)
@@ -108,19 +110,55 @@ class WindowAttentionV2(nn.Module):
         bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
         return 16 * torch.sigmoid(bias)
 
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
-        b, n, c = x.shape
+    def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        """(B, N, C) -> cosine-ready q * logit scale, k (both unit rows), v (B, heads, N, d), and scale 1."""
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(F.linear(x, self.qkv.weight, bias), self.num_heads, contiguous)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         return window_attention(self, x, plan)
+
+
+def split_heads(qkv: torch.Tensor, heads: int, contiguous: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, N, 3C) -> q, k, v (B, heads, N, d), views of `qkv` (or one packed copy when `contiguous`)."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return SplitHeads.apply(qkv, heads)
+    b, n, c3 = qkv.shape
+    qkv = qkv.view(b, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+    return (qkv.contiguous() if contiguous else qkv).unbind(0)
+
+
+class SplitHeads(torch.autograd.Function):
+    """split_heads whose backward writes the three head gradients straight into one (B, N, 3C) tensor.
+
+    Autograd's unbind would stack them (one copy) and then make the permuted stack contiguous for qkv's
+    backward (a second, strided copy of 3C per token, the slowest copy of a training step).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, heads):
+        b, n, c3 = qkv.shape
+        ctx.shape = (b, n, 3, heads, c3 // (3 * heads))
+        return qkv.view(ctx.shape).permute(2, 0, 3, 1, 4).unbind(0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        b, n, three, heads, d = ctx.shape
+        like = next(g for g in grads if g is not None)
+        grad = like.new_empty(ctx.shape) if all(g is not None for g in grads) else like.new_zeros(ctx.shape)
+        parts = grad.permute(2, 0, 3, 1, 4)
+        for i, g in enumerate(grads):
+            if g is not None:
+                parts[i].copy_(g)
+        return grad.view(b, n, three * heads * d), None
 
 
 class TermCache:
@@ -188,7 +226,7 @@ def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor
     kernel; its output comes back in (windows, N, heads, d) memory order, so the head merge needs no transpose
     copy. qkv and proj run once over all the windows.
     """
-    q, k, v, scale = attn.qkv_heads(x)
+    q, k, v, scale = attn.qkv_heads(x, contiguous=True)
     outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
             for a, b, g in segments]
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
