@@ -278,14 +278,17 @@ def run(specs: list[Spec], reps: int = 10, warmup: int = 2, memory: bool = False
 
 def add_ratios(rows: list[Result], times: list[list[float]]) -> None:
     """Ours vs timm within one interleaved group (`times`: seconds per round, per row): speedup as the median
-    per-round time ratio (both ran back to back, so load that comes and goes cancels in each ratio) and the
-    peak-memory ratio."""
+    per-round time ratio (both ran back to back, so load that comes and goes cancels in each ratio) with its
+    quartiles, and the peak-memory ratio."""
     timm = next(((r, t) for r, t in zip(rows, times) if r.impl == "timm"), None)
     if timm is None:
         return
     other, other_times = timm
     for r, t in zip(rows, times):
         if r.impl == "swinzoo":
-            r.extra["speedup_vs_timm"] = statistics.median(b / a for a, b in zip(t, other_times))
+            ratios = [b / a for a, b in zip(t, other_times)]
+            r.extra["speedup_vs_timm"] = statistics.median(ratios)
+            # the spread of the per-round ratios says how much one run on a shared machine can be trusted
+            r.extra["speedup_vs_timm_quartiles"] = [percentile(ratios, 0.25), percentile(ratios, 0.75)]
             if r.peak_mem_mb and other.peak_mem_mb:
                 r.extra["mem_ratio_vs_timm"] = r.peak_mem_mb / other.peak_mem_mb

@@ -5,7 +5,7 @@ import json
 import torch
 from PIL import Image
 
-from swinzoo.bench import Result, Spec, measure_memory, memory_probe, timm_arch
+from swinzoo.bench import Result, Spec, add_ratios, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
 from swinzoo.models import count_macs
 from swinzoo.zoo import zoo_config
@@ -30,6 +30,20 @@ def test_bench_json_vs_timm(capsys):
         assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
     assert rows[0]["params"] == 28288354
     assert rows[0]["extra"]["speedup_vs_timm"] > 0
+    low, high = rows[0]["extra"]["speedup_vs_timm_quartiles"]
+    assert 0 < low <= rows[0]["extra"]["speedup_vs_timm"] <= high
+
+
+def test_ratios_are_per_round():
+    """Speedup = median of per-round time ratios, with quartiles: a round where the machine was slow for both
+    leaves the ratio alone, while the ratio of medians would mix rounds."""
+    rows = [Result("m", impl, 224, 8, "eval", "fp32", 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5) for impl in ("swinzoo", "timm")]
+    ours = [1.0, 2.0, 1.0, 4.0, 1.0]
+    timm = [1.2, 2.6, 1.1, 4.4, 1.5]  # per round: 1.2, 1.3, 1.1, 1.1, 1.5
+    add_ratios(rows, [ours, timm])
+    assert rows[0].extra["speedup_vs_timm"] == 1.2
+    assert rows[0].extra["speedup_vs_timm_quartiles"] == [1.1, 1.3]
+    assert "speedup_vs_timm" not in rows[1].extra
 
 
 def test_bench_table_and_errors(capsys):

@@ -81,7 +81,8 @@ def print_table(results, args) -> None:
     if args.memory:
         cols.append("peak MiB")
     if args.vs_timm:
-        cols += ["speed vs timm", "mem vs timm"] if args.memory else ["speed vs timm"]
+        speed = "speed vs timm (quartiles)"
+        cols += [speed, "mem vs timm"] if args.memory else [speed]
     for c in cols:
         table.add_column(c, justify="left" if c in ("model", "impl", "mode") else "right")
     for r in results:
@@ -91,8 +92,8 @@ def print_table(results, args) -> None:
         if args.memory:
             row.append("-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}")
         if args.vs_timm:
-            s = r.extra.get("speedup_vs_timm")
-            row.append(f"{s:.2f}x" if s else "")
+            s, q = r.extra.get("speedup_vs_timm"), r.extra.get("speedup_vs_timm_quartiles")
+            row.append(f"{s:.2f}x ({q[0]:.2f}-{q[1]:.2f})" if s else "")
             if args.memory:
                 m = r.extra.get("mem_ratio_vs_timm")
                 row.append(f"{100 * m:.0f}%" if m else "")
