@@ -124,3 +124,16 @@ def test_killed_run_resumes_at_same_step(tiny, tmp_path):
     steps = [int(line.split(",")[2]) for line in (out / "logs/metrics.csv").read_text().splitlines()[1:]
              if line.split(",")[2]]
     assert steps and max(steps) <= step + 2
+
+
+def test_progress_bar_titles_a_step_bound_run():
+    """Lightning's rich bar would title a max_steps run "Epoch 0/-2" (max_epochs = -1)."""
+    from types import SimpleNamespace
+
+    from swinzoo.train.module import StepBoundProgressBar
+
+    bar = StepBoundProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1)
+    assert bar._get_train_description(0).strip() == "Epoch 0"
+    bar._trainer = SimpleNamespace(max_epochs=3)
+    assert bar._get_train_description(1).strip() == "Epoch 1/2"

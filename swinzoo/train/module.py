@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -112,6 +113,15 @@ def trainer_kwargs(recipe: Recipe) -> dict:
     if recipe.clip_grad:
         kw.update(gradient_clip_val=recipe.clip_grad, gradient_clip_algorithm="norm")
     return kw
+
+
+class StepBoundProgressBar(RichProgressBar):
+    """Lightning's rich bar titles a step-bound run (max_epochs = -1) "Epoch 0/-2"; this one says "Epoch 0"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+            return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
+        return super()._get_train_description(current_epoch)
 
 
 def ema_callback(recipe: Recipe):

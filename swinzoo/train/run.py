@@ -174,13 +174,13 @@ def is_rank_zero() -> bool:
 
 def build_trainer(plan: Plan, recipe: Recipe):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from swinzoo.train.module import ema_callback, trainer_kwargs
+    from swinzoo.train.module import StepBoundProgressBar, ema_callback, trainer_kwargs
 
     out = Path(plan.out)
-    callbacks = [RichProgressBar(leave=True),
+    callbacks = [StepBoundProgressBar(leave=True),
                  ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
     ema = ema_callback(recipe)
     if ema is not None:
