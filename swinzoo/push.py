@@ -185,7 +185,10 @@ def push(src: str, repo_id: str, private: bool = False, revision: str | None = N
                                      commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "no"
-            reason = e.response.reason if e.response is not None else str(e).splitlines()[0]
+            # requests' Response has .reason, httpx's (huggingface_hub >= 1.0) .reason_phrase
+            response = e.response
+            reason = (getattr(response, "reason", None) or getattr(response, "reason_phrase", None)
+                      if response is not None else None) or str(e).splitlines()[0]
             hint = " (check the token's write access to it)" if status in (401, 403) else ""
             raise SwinzooError(f"push to {repo_id} failed: the Hub answered {status} {reason}{hint}") from None
         except OSError as e:

@@ -59,8 +59,8 @@ class HubEmulator:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: bytes | dict = b"", headers: dict | None = None) -> None:
-                if isinstance(body, dict):
+            def _send(self, status: int, body: bytes | dict | list = b"", headers: dict | None = None) -> None:
+                if isinstance(body, (dict, list)):
                     body = json.dumps(body).encode()
                 self.send_response(status)
                 for k, v in (headers or {}).items():
@@ -170,6 +170,18 @@ class HubEmulator:
                     return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": sha,
                                             "private": hub.repos[repo_id].private,
                                             "siblings": [{"rfilename": p} for p in sorted(files)]})
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+                if m:  # huggingface_hub >= 1.0 lists a snapshot's files here (one page, no Link header)
+                    repo_id, revision, prefix = m.group(1), m.group(2), (m.group(3) or "").strip("/")
+                    files = self._files(repo_id, revision)
+                    if files is None:
+                        return
+                    inside = {p: c for p, c in files.items() if not prefix or p.startswith(prefix + "/")}
+                    dirs = {"/".join(p.split("/")[:i]) for p in inside for i in range(1, p.count("/") + 1)}
+                    return self._send(200, [{"type": "directory", "oid": _sha({}), "size": 0, "path": d}
+                                            for d in sorted(dirs)] +
+                                           [{"type": "file", "oid": hashlib.sha1(c).hexdigest(), "size": len(c),
+                                             "path": p} for p, c in sorted(inside.items())])
                 m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
                 if not m:
                     return self._error(404, "EntryNotFound", f"no route {path}")
