@@ -161,3 +161,20 @@ def test_finetune_with_ema_and_layer_decay(tiny, tmp_path, capsys):
     assert any(not torch.equal(plain[k], ema[k]) for k in plain)
     ckpt = torch.load(tmp_path / "ema" / "last.ckpt", map_location="cpu", weights_only=False)  # written above
     assert len({g["lr"] for g in ckpt["optimizer_states"][0]["param_groups"]}) >= 3
+
+
+def test_finetune_on_a_hugging_face_dataset(tiny, tmp_path):
+    """`--data hf:NAME` through the `datasets` library (optional: CI's second phase installs it), offline: a local
+    image-folder dataset with a `validation` split, in an empty HF_HOME."""
+    pytest.importorskip("datasets")
+    data = image_folder(tmp_path / "hf", classes=("cat", "dog"))
+    (data / "val").rename(data / "validation")
+    out = tmp_path / "run"
+    hf_env = {**env(), "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cli("finetune", "--from", tiny, "--data", f"hf:{data}", "--recipe", "nano_finetune",
+                              "--max-steps", "2", "--out", out, *FAST),
+                          env=hf_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = swinzoo.load_model(out)
+    assert model.config.class_names == ["cat", "dog"] and model.config.num_classes == 2
+    assert json.loads((out / "metrics.json").read_text())["n"] == 8  # 2 val batches of 4
