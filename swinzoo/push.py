@@ -184,9 +184,9 @@ def push(src: str, repo_id: str, private: bool = False, revision: str | None = N
             info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
                                      commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
         except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else "no"
-            # requests' Response has .reason, httpx's (huggingface_hub >= 1.0) .reason_phrase
             response = e.response
+            status = response.status_code if response is not None else "no"
+            # requests' Response has .reason, httpx's (huggingface_hub >= 1.0) .reason_phrase
             reason = (getattr(response, "reason", None) or getattr(response, "reason_phrase", None)
                       if response is not None else None) or str(e).splitlines()[0]
             hint = " (check the token's write access to it)" if status in (401, 403) else ""
