@@ -16,8 +16,9 @@ from swinzoo.models.windows import WindowPlan
 
 
 def tiny(version: int = 1, img_size: int = 56, window: int = 7, **kw) -> SwinConfig:
-    return SwinConfig(version=version, img_size=img_size, window_size=window, embed_dim=16, depths=(2, 2),
-                      num_heads=(2, 4), pretrained_window_sizes=(0, 0), num_classes=5, drop_path_rate=0.0, **kw)
+    kw = {"depths": (2, 2), "num_heads": (2, 4), **kw}
+    return SwinConfig(version=version, img_size=img_size, window_size=window, embed_dim=16,
+                      pretrained_window_sizes=(0, 0), num_classes=5, drop_path_rate=0.0, **kw)
 
 
 def randomized(model: torch.nn.Module) -> torch.nn.Module:
@@ -89,6 +90,23 @@ def test_block_matches_dense_reference(version, shifted, hw, grad, monkeypatch):
         x.grad = None
         dense_block(block, x).square().sum().backward()
         torch.testing.assert_close(mine, x.grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("hw", [(56, 56), (40, 68), (60, 36), (52, 44)])
+def test_inference_stages_match_the_autograd_path(version, hw, monkeypatch):
+    """Whole model: inference stages (tokens kept in window order across blocks, patch merging fused into the
+    last gather on even grids, padded rows never reset) against the training-path blocks, on grids that are on
+    the window grid, padded, and odd at a merge (60 x 36 -> 15 x 9 patches -> 8 x 5)."""
+    model = randomized(SwinTransformer(tiny(version, depths=(3, 2), num_heads=(2, 4))).double().eval())
+    monkeypatch.setattr(swin, "EVAL_CHUNK_BYTES", 8 * 64 * 49 * 3)  # several runs per block
+    x = torch.randn(2, 3, *hw, dtype=torch.float64)
+    with torch.no_grad():
+        fast = model(x)
+    with torch.enable_grad():
+        slow = model(x)
+    assert slow.grad_fn is not None
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-10)
 
 
 def test_inference_chunks_balance_runs_and_split_them_by_group():

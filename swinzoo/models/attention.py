@@ -218,8 +218,12 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
 
 
 def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, term: torch.Tensor,
-                    segments: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+                    segments: tuple[tuple[int, int, int], ...], accumulate: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """(windows, N, C) -> (windows * N, C) for inference on windows laid out by mask group.
+
+    With `accumulate` ((windows * N, C)), the output projection's product is added into it in place, without
+    the projection's bias (the caller adds that), and it is returned.
 
     `segments` are (first window, end window, group) runs that share one mask: each is one SDPA call with the
     (1, heads, N, N) term of its group broadcast over its windows, which lets CPU inference use the fused flash
@@ -230,4 +234,7 @@ def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor
     outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
             for a, b, g in segments]
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return attn.proj(out.transpose(1, 2).reshape(-1, x.shape[-1]))
+    out = out.transpose(1, 2).reshape(-1, x.shape[-1])
+    if accumulate is None:
+        return attn.proj(out)
+    return accumulate.addmm_(out, attn.proj.weight.t())

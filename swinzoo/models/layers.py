@@ -198,8 +198,21 @@ class PatchMerging(nn.Module):
         if h % 2 or w % 2:
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
             h, w = h + h % 2, w + w % 2
-        # (B, H/2, row, W/2, col, C) -> (B, H/2, W/2, col, row, C): flattening (col, row) gives the official order.
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduce(self.merge_order(x).flatten(3))
+
+    @staticmethod
+    def merge_order(x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, ...) -> (B, H/2, W/2, 4, ...), each 2x2 patch in the official concatenation order.
+
+        Works on features and on (B, H, W) grids of row indices alike (inference gathers with the latter).
+        """
+        b, h, w = x.shape[:3]
+        # (B, H/2, row, W/2, col, ...) -> (B, H/2, W/2, col, row, ...): flattening (col, row) gives the official order
+        x = x.reshape(b, h // 2, 2, w // 2, 2, *x.shape[3:]).permute(0, 1, 3, 4, 2, *range(5, x.ndim + 2))
+        return x.reshape(b, h // 2, w // 2, 4, *x.shape[5:])
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H/2, W/2, 4C) -> (B, H/2, W/2, 2C): norm and reduction in the V1 or V2 order."""
         if self.post_norm:
             return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))

@@ -52,40 +52,44 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         if not (self.training or torch.is_grad_enabled()):
-            return self.forward_inference(x, plan)
+            b, h, w, c = x.shape
+            into, _, back, _ = plan.indices(b, x.device, grouped=True)
+            rows = self.forward_windows(plan.pad(x).reshape(-1, c), into, plan, b)
+            return rows.index_select(0, back).view(b, h, w, c)
         if self.post_norm:
             x = x + self.drop_path(self.norm1(self.attention_branch(x, plan)))
             return x + self.drop_path(self.norm2(self.mlp(x)))
         x = x + self.drop_path(self.attention_branch(self.norm1(x), plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def forward_inference(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        """The same block, computed run by run over windows grouped by mask (see models/windows.py).
+    def forward_windows(self, src: torch.Tensor, gather: torch.Tensor, plan: WindowPlan, batch: int) -> torch.Tensor:
+        """Inference: (rows, C) -> (B*Hp*Wp, C) in `plan`'s grouped window order; row i of the result is the block
+        output of the padded-grid token that `src` holds in row `gather[i]`.
 
         Every op after the gather is token- or window-local, so a run of windows goes through attention, both
-        residuals and the MLP while it is small and hot in cache, and is written once to its rows of the output.
+        residuals and the MLP while it is small and hot in cache, in place in its rows of the output. Tokens stay
+        in window order: a stage gathers once per block and puts tokens back in grid order only at its end.
         """
-        b, h, w, c = x.shape
-        n = plan.window**2
-        into = plan.indices(b, x.device, grouped=True)[0]
-        rows_in = plan.pad(x).reshape(-1, c)
-        out = torch.empty_like(rows_in)
-        term = attention_term(self.attn, plan, x.dtype)
-        max_windows = max(1, EVAL_CHUNK_BYTES // (x.element_size() * self.mlp.fc1.out_features * n))
+        c, n = src.shape[-1], plan.window**2
+        out = src.new_empty(gather.shape[0], c)
+        term = attention_term(self.attn, plan, src.dtype)
+        max_windows = max(1, EVAL_CHUNK_BYTES // (src.element_size() * self.mlp.fc1.out_features * n))
         mlp = self.mlp
-        for start, end, segments in plan.chunks(b, max_windows):
-            rows = into[start:end]
-            t = rows_in.index_select(0, rows)
-            # in place: t is this loop's own gathered copy, and nothing records autograd here
+        proj_bias = self.attn.proj.bias
+        for start, end, segments in plan.chunks(batch, max_windows):
+            t = torch.index_select(src, 0, gather[start:end], out=out[start:end])
+            # in place: t is this run's own rows of the output, and nothing records autograd here
             if self.post_norm:
                 t.add_(self.norm1(group_attention(self.attn, t.view(-1, n, c), term, segments)))
                 t.add_(self.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t)))))
             else:
-                t.add_(group_attention(self.attn, self.norm1(t).view(-1, n, c), term, segments))
-                t.add_(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))))
-            out.index_copy_(0, rows, t)
-        out = out.view(b, plan.hp, plan.wp, c)
-        return out[:, :h, :w].contiguous() if plan.padded else out
+                # both residual branches accumulate into t inside their last GEMM (addmm_, beta=1) after its bias:
+                # no branch output is materialised and then added
+                normed = self.norm1(t)
+                group_attention(self.attn, normed.view(-1, n, c), term, segments, accumulate=t.add_(proj_bias))
+                hidden = torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))
+                t.add_(mlp.fc2.bias).addmm_(hidden, mlp.fc2.weight.t())
+        return out
 
 
 class SwinStage(nn.Module):
@@ -106,6 +110,8 @@ class SwinStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training or torch.is_grad_enabled()):
+            return self.forward_inference(x)
         _, h, w, _ = x.shape
         for block in self.blocks:
             plan = self.plans.get(h, w, self.window, block.shift)
@@ -115,6 +121,32 @@ class SwinStage(nn.Module):
             else:
                 x = block(x, plan)
         return self.downsample(x) if self.downsample is not None else x
+
+    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` without autograd, tokens kept in window order from block to block.
+
+        Each block gathers its windows straight from the previous block's window order (the two permutations
+        composed), so a block costs one gather instead of a gather and a scatter back to the grid; the last
+        gather back to the grid also does patch merging's 2x2 regrouping when the grid is even.
+        """
+        b, h, w, c = x.shape
+        rows, where, back = None, None, None  # where[p]: the row of `rows` holding padded-grid token p
+        for block in self.blocks:
+            plan = self.plans.get(h, w, self.window, block.shift)
+            into, into_inverse, back, _ = plan.indices(b, x.device, grouped=True)
+            if rows is None:
+                rows, gather = plan.pad(x).reshape(-1, c), into
+            else:
+                gather = where.index_select(0, into)
+            rows, where = block.forward_windows(rows, gather, plan, b), into_inverse
+        if rows is None:
+            return self.downsample(x) if self.downsample is not None else x
+        if self.downsample is None:
+            return rows.index_select(0, back).view(b, h, w, c)
+        if h % 2 or w % 2:
+            return self.downsample(rows.index_select(0, back).view(b, h, w, c))
+        merged = rows.index_select(0, PatchMerging.merge_order(back.view(b, h, w)).reshape(-1))
+        return self.downsample.reduce(merged.view(b, h // 2, w // 2, 4 * c))
 
 
 class SwinTransformer(nn.Module):
