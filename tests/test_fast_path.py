@@ -190,8 +190,9 @@ def test_v2_cache_survives_dtype_moves():
     assert f64.dtype == torch.float64
 
 
-def test_bf16_autocast_cpu():
-    model = randomized(SwinTransformer(tiny(2)).eval())
+@pytest.mark.parametrize("version", [1, 2])
+def test_bf16_autocast_cpu(version):
+    model = randomized(SwinTransformer(tiny(version)).eval())
     x = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
         ref = model(x)

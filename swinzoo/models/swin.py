@@ -75,18 +75,21 @@ class SwinBlock(nn.Module):
         term = attention_term(self.attn, plan, src.dtype)
         max_windows = max(1, EVAL_CHUNK_BYTES // (src.element_size() * self.mlp.fc1.out_features * n))
         mlp = self.mlp
-        proj_bias = self.attn.proj.bias
+        autocast = torch.is_autocast_enabled(src.device.type)
         for start, end, segments in plan.chunks(batch, max_windows):
             t = torch.index_select(src, 0, gather[start:end], out=out[start:end])
             # in place: t is this run's own rows of the output, and nothing records autograd here
             if self.post_norm:
                 t.add_(self.norm1(group_attention(self.attn, t.view(-1, n, c), term, segments)))
                 t.add_(self.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t)))))
+            elif autocast:  # branch outputs in the autocast dtype, the residual stream not: add them
+                t.add_(group_attention(self.attn, self.norm1(t).view(-1, n, c), term, segments))
+                t.add_(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))))
             else:
-                # both residual branches accumulate into t inside their last GEMM (addmm_, beta=1) after its bias:
-                # no branch output is materialised and then added
-                normed = self.norm1(t)
-                group_attention(self.attn, normed.view(-1, n, c), term, segments, accumulate=t.add_(proj_bias))
+                # both residual branches accumulate into t inside their last GEMM (addmm_, beta=1), each bias added
+                # first once the norm has read t: no branch output is materialised and then added
+                normed = self.norm1(t).view(-1, n, c)
+                group_attention(self.attn, normed, term, segments, accumulate=t.add_(self.attn.proj.bias))
                 hidden = torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))
                 t.add_(mlp.fc2.bias).addmm_(hidden, mlp.fc2.weight.t())
         return out
