@@ -133,7 +133,7 @@ class SwinStage(nn.Module):
         gather back to the grid also does patch merging's 2x2 regrouping when the grid is even.
         """
         b, h, w, c = x.shape
-        rows, where, back = None, None, None  # where[p]: the row of `rows` holding padded-grid token p
+        rows, where = None, None  # where[p]: the row of `rows` holding padded-grid token p
         for block in self.blocks:
             plan = self.plans.get(h, w, self.window, block.shift)
             into, into_inverse, back, _ = plan.indices(b, x.device, grouped=True)
@@ -144,10 +144,9 @@ class SwinStage(nn.Module):
             rows, where = block.forward_windows(rows, gather, plan, b), into_inverse
         if rows is None:
             return self.downsample(x) if self.downsample is not None else x
-        if self.downsample is None:
-            return rows.index_select(0, back).view(b, h, w, c)
-        if h % 2 or w % 2:
-            return self.downsample(rows.index_select(0, back).view(b, h, w, c))
+        if self.downsample is None or h % 2 or w % 2:
+            x = rows.index_select(0, back).view(b, h, w, c)
+            return x if self.downsample is None else self.downsample(x)
         merged = rows.index_select(0, PatchMerging.merge_order(back.view(b, h, w)).reshape(-1))
         return self.downsample.reduce(merged.view(b, h // 2, w // 2, 4 * c))
 
