@@ -109,6 +109,20 @@ def test_inference_stages_match_the_autograd_path(version, hw, monkeypatch):
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-10)
 
 
+def test_block_forward_hooks_fire_in_eval_with_the_same_logits():
+    """The stage's inference path runs blocks without calling them; a hook on a block switches it to calling them."""
+    model = randomized(SwinTransformer(tiny(1)).double().eval())
+    x = torch.randn(2, 3, 56, 56, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+        seen = []
+        handle = model.layers[0].blocks[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        hooked = model(x)
+        handle.remove()
+    assert seen == [torch.Size([2, 14, 14, 16])]
+    torch.testing.assert_close(hooked, ref, rtol=0, atol=1e-10)
+
+
 def test_inference_chunks_balance_runs_and_split_them_by_group():
     plan = WindowPlan(14, 14, 7, 3)  # 2 x 2 windows: four mask groups of one window each
     runs = plan.chunks(batch=3, max_windows=5)  # 12 windows in runs of at most 5: 4 + 4 + 4

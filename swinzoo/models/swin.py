@@ -113,7 +113,7 @@ class SwinStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training or torch.is_grad_enabled()):
+        if not (self.training or torch.is_grad_enabled() or any(map(_has_forward_hooks, self.blocks))):
             return self.forward_inference(x)
         _, h, w, _ = x.shape
         for block in self.blocks:
@@ -214,6 +214,12 @@ class SwinTransformer(nn.Module):
     def no_weight_decay_keywords(self) -> set[str]:
         """Names whose parameters the official optimizer leaves undecayed (besides 1-D tensors and biases)."""
         return {"absolute_pos_embed", "relative_position_bias_table", "cpb_mlp", "logit_scale"}
+
+
+def _has_forward_hooks(module: nn.Module) -> bool:
+    """Hooks on a block see it run only when it is called as a module, which the stage's inference path skips."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
 
 
 def _init_weights(m: nn.Module) -> None:
