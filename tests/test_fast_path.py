@@ -9,9 +9,9 @@ import torch
 
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
-from swinzoo.models import layers, swin
+from swinzoo.models import fast_path, layers
 from swinzoo.models.attention import split_heads
-from swinzoo.models.layers import Mlp, _gelu_recompute_ok
+from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
 
@@ -72,16 +72,22 @@ def dense_block(block, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("hw", [(14, 14), (10, 17), (5, 9), (16, 12)])
-@pytest.mark.parametrize("grad", [False, True], ids=["inference-chunks", "autograd-eager"])
-def test_block_matches_dense_reference(version, shifted, hw, grad, monkeypatch):
+@pytest.mark.parametrize("path", ["fast-path-chunks", "reference-autograd", "reference-no-grad"])
+def test_block_matches_dense_reference(version, shifted, hw, path, monkeypatch):
     model = randomized(SwinTransformer(tiny(version)).double().eval())
     block = model.layers[0].blocks[int(shifted)]
     # a few windows per chunk, so that runs split inside mask groups as they do on big batches
-    monkeypatch.setattr(swin, "EVAL_CHUNK_BYTES", 8 * 64 * 49 * 3)
+    monkeypatch.setattr(fast_path, "CPU_CHUNK_BYTES", 8 * 64 * 49 * 3)
+    grad = path == "reference-autograd"
     x = torch.randn(3, *hw, 16, dtype=torch.float64, requires_grad=grad)
     plan = WindowPlan(*hw, block.window, block.shift)
     with torch.set_grad_enabled(grad):
-        ours = block(x, plan)
+        if path == "fast-path-chunks":
+            into, _, back, _ = plan.indices(3, x.device, grouped=True)
+            rows = fast_path.block_forward(block, plan.pad(x).reshape(-1, 16), into, plan, 3)
+            ours = rows.index_select(0, back).view_as(x)
+        else:
+            ours = block(x, plan)
     with torch.no_grad():
         torch.testing.assert_close(ours, dense_block(block, x), rtol=0, atol=1e-10)
     if grad:  # the gathers' backward (a gather with the inverse index) against autograd's own
@@ -99,14 +105,32 @@ def test_inference_stages_match_the_autograd_path(version, hw, monkeypatch):
     last gather on even grids, padded rows never reset) against the training-path blocks, on grids that are on
     the window grid, padded, and odd at a merge (60 x 36 -> 15 x 9 patches -> 8 x 5)."""
     model = randomized(SwinTransformer(tiny(version, depths=(3, 2), num_heads=(2, 4))).double().eval())
-    monkeypatch.setattr(swin, "EVAL_CHUNK_BYTES", 8 * 64 * 49 * 3)  # several runs per block
+    monkeypatch.setattr(fast_path, "CPU_CHUNK_BYTES", 8 * 64 * 49 * 3)  # several runs per block
     x = torch.randn(2, 3, *hw, dtype=torch.float64)
     with torch.no_grad():
         fast = model(x)
+        model.set_fast_path(False)
+        reference = model(x)
     with torch.enable_grad():
         slow = model(x)
     assert slow.grad_fn is not None
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-10)
+
+
+def test_fast_path_switch_decides_which_code_runs():
+    """On: inference runs the fast path's stage (SDPA per mask group); off: the reference blocks, called as modules."""
+    model = SwinTransformer(tiny(1)).eval()
+    calls = []
+    model.layers[0].blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(1))  # the MLP, not the block
+    x = torch.randn(1, 3, 56, 56)
+    with torch.inference_mode():
+        model(x)
+        assert calls == []
+        model.set_fast_path(False)
+        model(x)
+        assert calls == [1]
+    assert not any(m.recompute_gelu for m in model.modules() if isinstance(m, Mlp))
 
 
 def test_block_forward_hooks_fire_in_eval_with_the_same_logits():
@@ -267,7 +291,7 @@ def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
     mlp = Mlp(8, 32).double().train()
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=frozen != "input")
     mlp.requires_grad_(frozen != "weights")
-    assert _gelu_recompute_ok(mlp, x)
+    assert mlp.recompute_applies(x)
     out = mlp(x)
     assert out.grad_fn.name() == "MlpGeluRecomputeBackward"
     wrt = [t for t in (x, *mlp.parameters()) if t.requires_grad]
@@ -278,7 +302,7 @@ def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
     for g, e in zip(grads, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not _gelu_recompute_ok(mlp, x)  # autocast keeps the plain path
+        assert not mlp.recompute_applies(x)  # autocast keeps the plain path
 
 
 @pytest.mark.parametrize("used", ["qkv", "qv", "k"])

@@ -200,7 +200,7 @@ def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan
 
 
 def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-    """(B*nW, N, C) -> (B*nW, N, C) on windows in the official order, for training (autograd records).
+    """(B*nW, N, C) -> (B*nW, N, C) on windows in the official order: the reference attention.
 
     An eager softmax(q k^T + term) v with the (nW, heads, N, N) term broadcast over the batch, as SDPA's math
     fallback (the only one with a mask gradient on CPU) would do, minus its extra scaling and NaN guards.
@@ -215,26 +215,3 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
     logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
     out = logits.softmax(-1).view(bw, -1, n, n) @ v
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
-
-
-def group_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, term: torch.Tensor,
-                    segments: tuple[tuple[int, int, int], ...], accumulate: torch.Tensor | None = None
-                    ) -> torch.Tensor:
-    """(windows, N, C) -> (windows * N, C) for inference on windows laid out by mask group.
-
-    With `accumulate` ((windows * N, C)), the output projection's product is added into it in place, without
-    the projection's bias (the caller adds that), and it is returned.
-
-    `segments` are (first window, end window, group) runs that share one mask: each is one SDPA call with the
-    (1, heads, N, N) term of its group broadcast over its windows, which lets CPU inference use the fused flash
-    kernel; its output comes back in (windows, N, heads, d) memory order, so the head merge needs no transpose
-    copy. qkv and proj run once over all the windows.
-    """
-    q, k, v, scale = attn.qkv_heads(x, contiguous=True)
-    outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
-            for a, b, g in segments]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    out = out.transpose(1, 2).reshape(-1, x.shape[-1])
-    if accumulate is None:
-        return attn.proj(out)
-    return accumulate.addmm_(out, attn.proj.weight.t())

@@ -23,13 +23,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """(B * nW, window*window, C) -> (B, H, W, C); the inverse of `window_partition`."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
-
-
 def relative_position_index(window: int) -> torch.Tensor:
     """(N, N) int64 index into a ((2w-1)^2, heads) table: (dh + w-1) * (2w-1) + (dw + w-1), N = w*w."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
@@ -94,7 +87,11 @@ class PatchEmbed(nn.Module):
 
 
 class Mlp(nn.Module):
-    """(..., C) -> (..., C): fc1 -> exact-erf GELU -> dropout -> fc2 -> dropout."""
+    """(..., C) -> (..., C): fc1 -> exact-erf GELU -> dropout -> fc2 -> dropout.
+
+    `recompute_gelu` (on by default; `SwinTransformer.set_fast_path` switches it): when training without dropout,
+    run as one `MlpGeluRecompute` autograd node, which keeps fc1's output but not the GELU's. Same numbers.
+    """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -102,21 +99,23 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
+        self.recompute_gelu = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _gelu_recompute_ok(self, x):
+        if self.recompute_applies(x):
             return MlpGeluRecompute.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
-
-def _gelu_recompute_ok(mlp: Mlp, x: torch.Tensor) -> bool:
-    """Training without dropout, outside autocast and torch.compile (inductor plans its own recomputation)."""
-    return (
-        torch.is_grad_enabled()
-        and not (mlp.training and mlp.drop.p > 0)
-        and not torch.is_autocast_enabled(x.device.type)
-        and not torch.compiler.is_compiling()
-    )
+    def recompute_applies(self, x: torch.Tensor) -> bool:
+        """Switched on, autograd recording, no dropout to apply, outside autocast (the node computes in the input's
+        dtype) and torch.compile (inductor plans its own recomputation)."""
+        return (
+            self.recompute_gelu
+            and torch.is_grad_enabled()
+            and not (self.training and self.drop.p > 0)
+            and not torch.is_autocast_enabled(x.device.type)
+            and not torch.compiler.is_compiling()
+        )
 
 
 # Training runs the MLP over row chunks whose 4C-wide hidden is at most this size. glibc serves allocations

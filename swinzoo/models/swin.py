@@ -13,19 +13,18 @@ from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2, attention_term, group_attention
+from swinzoo.models import fast_path
+from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2
 from swinzoo.models.layers import DropPath, Mlp, PatchEmbed, PatchMerging
 from swinzoo.models.windows import PlanCache, WindowPlan
 
-# Inference runs a block over runs of windows whose widest activation (the MLP hidden) stays under this size.
-# glibc hands allocations over 32 MiB straight to mmap, so whole-batch activations of the first stages are
-# page-faulted in anew at every call; runs this size are recycled from the heap and stay in the last-level
-# cache, and are still large enough GEMMs (8 MiB: ~5k tokens at C=96). Measured best of 4/6/8/12/16/24 MiB.
-EVAL_CHUNK_BYTES = 8 << 20
-
 
 class SwinBlock(nn.Module):
-    """(B, H, W, C) -> (B, H, W, C). V1 pre-norm: x + attn(norm1(x)); V2 res-post-norm: x + norm1(attn(x))."""
+    """(B, H, W, C) -> (B, H, W, C). V1 pre-norm: x + attn(norm1(x)); V2 res-post-norm: x + norm1(attn(x)).
+
+    The reference block: training, export and readers use this `forward`; the inference fast path
+    (`fast_path.block_forward`) computes the same on window-ordered rows.
+    """
 
     def __init__(self, cfg: SwinConfig, stage: int, dim: int, shifted: bool, drop_path: float) -> None:
         super().__init__()
@@ -46,57 +45,24 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
     def attention_branch(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        """(B, h, w, C) -> (B, h, w, C): gather into windows, attend, gather back (autograd-friendly)."""
+        """(B, h, w, C) -> (B, h, w, C): partition into (shifted, padded) windows, attend, reverse."""
         idx = plan.indices(x.shape[0], x.device, grouped=False)
-        return plan.reverse(self.attn(plan.partition(x, idx), plan), idx, x.shape[0])
+        windows = plan.partition(x, idx)  # (B*nW, N, C): pad, roll and partition as one gather
+        return plan.reverse(self.attn(windows, plan), idx, x.shape[0])
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        if not (self.training or torch.is_grad_enabled()):
-            b, h, w, c = x.shape
-            into, _, back, _ = plan.indices(b, x.device, grouped=True)
-            rows = self.forward_windows(plan.pad(x).reshape(-1, c), into, plan, b)
-            return rows.index_select(0, back).view(b, h, w, c)
         if self.post_norm:
             x = x + self.drop_path(self.norm1(self.attention_branch(x, plan)))
             return x + self.drop_path(self.norm2(self.mlp(x)))
         x = x + self.drop_path(self.attention_branch(self.norm1(x), plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def forward_windows(self, src: torch.Tensor, gather: torch.Tensor, plan: WindowPlan, batch: int) -> torch.Tensor:
-        """Inference: (rows, C) -> (B*Hp*Wp, C) in `plan`'s grouped window order; row i of the result is the block
-        output of the padded-grid token that `src` holds in row `gather[i]`.
-
-        Every op after the gather is token- or window-local, so a run of windows goes through attention, both
-        residuals and the MLP while it is small and hot in cache, in place in its rows of the output. Tokens stay
-        in window order: a stage gathers once per block and puts tokens back in grid order only at its end.
-        """
-        c, n = src.shape[-1], plan.window**2
-        out = src.new_empty(gather.shape[0], c)
-        term = attention_term(self.attn, plan, src.dtype)
-        max_windows = max(1, EVAL_CHUNK_BYTES // (src.element_size() * self.mlp.fc1.out_features * n))
-        mlp = self.mlp
-        autocast = torch.is_autocast_enabled(src.device.type)
-        for start, end, segments in plan.chunks(batch, max_windows):
-            t = torch.index_select(src, 0, gather[start:end], out=out[start:end])
-            # in place: t is this run's own rows of the output, and nothing records autograd here
-            if self.post_norm:
-                t.add_(self.norm1(group_attention(self.attn, t.view(-1, n, c), term, segments)))
-                t.add_(self.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t)))))
-            elif autocast:  # branch outputs in the autocast dtype, the residual stream not: add them
-                t.add_(group_attention(self.attn, self.norm1(t).view(-1, n, c), term, segments))
-                t.add_(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))))
-            else:
-                # both residual branches accumulate into t inside their last GEMM (addmm_, beta=1), each bias added
-                # first once the norm has read t: no branch output is materialised and then added
-                normed = self.norm1(t).view(-1, n, c)
-                group_attention(self.attn, normed, term, segments, accumulate=t.add_(self.attn.proj.bias))
-                hidden = torch.ops.aten.gelu_(mlp.fc1(self.norm2(t)))
-                t.add_(mlp.fc2.bias).addmm_(hidden, mlp.fc2.weight.t())
-        return out
-
 
 class SwinStage(nn.Module):
-    """(B, H, W, C) -> (B, H/2, W/2, 2C), or (B, H, W, C) for the last stage: blocks, then patch merging."""
+    """(B, H, W, C) -> (B, H/2, W/2, 2C), or (B, H, W, C) for the last stage: blocks, then patch merging.
+
+    `fast_path` (see `SwinTransformer.set_fast_path`): run inference through `fast_path.stage_forward`.
+    """
 
     def __init__(self, cfg: SwinConfig, stage: int, drop_paths: list[float]) -> None:
         super().__init__()
@@ -111,10 +77,11 @@ class SwinStage(nn.Module):
         for block in self.blocks[:2]:  # the configured geometry is planned up front
             self.plans.get(res, res, self.window, block.shift)
         self.grad_checkpointing = False
+        self.fast_path = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training or torch.is_grad_enabled() or any(map(_has_forward_hooks, self.blocks))):
-            return self.forward_inference(x)
+        if fast_path.applies(self):
+            return fast_path.stage_forward(self, x)
         _, h, w, _ = x.shape
         for block in self.blocks:
             plan = self.plans.get(h, w, self.window, block.shift)
@@ -124,31 +91,6 @@ class SwinStage(nn.Module):
             else:
                 x = block(x, plan)
         return self.downsample(x) if self.downsample is not None else x
-
-    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward` without autograd, tokens kept in window order from block to block.
-
-        Each block gathers its windows straight from the previous block's window order (the two permutations
-        composed), so a block costs one gather instead of a gather and a scatter back to the grid; the last
-        gather back to the grid also does patch merging's 2x2 regrouping when the grid is even.
-        """
-        b, h, w, c = x.shape
-        rows, where = None, None  # where[p]: the row of `rows` holding padded-grid token p
-        for block in self.blocks:
-            plan = self.plans.get(h, w, self.window, block.shift)
-            into, into_inverse, back, _ = plan.indices(b, x.device, grouped=True)
-            if rows is None:
-                rows, gather = plan.pad(x).reshape(-1, c), into
-            else:
-                gather = where.index_select(0, into)
-            rows, where = block.forward_windows(rows, gather, plan, b), into_inverse
-        if rows is None:
-            return self.downsample(x) if self.downsample is not None else x
-        if self.downsample is None or h % 2 or w % 2:
-            x = rows.index_select(0, back).view(b, h, w, c)
-            return x if self.downsample is None else self.downsample(x)
-        merged = rows.index_select(0, PatchMerging.merge_order(back.view(b, h, w)).reshape(-1))
-        return self.downsample.reduce(merged.view(b, h // 2, w // 2, 4 * c))
 
 
 class SwinTransformer(nn.Module):
@@ -206,6 +148,16 @@ class SwinTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
+    def set_fast_path(self, enable: bool = True) -> None:
+        """Switch the fast implementations (on by default): the inference fast path of every stage
+        (`models/fast_path.py`) and the training MLP that recomputes its GELU in backward (`layers.Mlp`).
+        Off, the model runs the reference block only: same numbers (held equal by float64 tests), slower."""
+        for module in self.modules():
+            if isinstance(module, SwinStage):
+                module.fast_path = enable
+            elif isinstance(module, Mlp):
+                module.recompute_gelu = enable
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing per block: activations are recomputed in backward (less memory, ~30% slower)."""
         for stage in self.layers:
@@ -214,12 +166,6 @@ class SwinTransformer(nn.Module):
     def no_weight_decay_keywords(self) -> set[str]:
         """Names whose parameters the official optimizer leaves undecayed (besides 1-D tensors and biases)."""
         return {"absolute_pos_embed", "relative_position_bias_table", "cpb_mlp", "logit_scale"}
-
-
-def _has_forward_hooks(module: nn.Module) -> bool:
-    """Hooks on a block see it run only when it is called as a module, which the stage's inference path skips."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
-                or nn.modules.module._global_forward_pre_hooks)
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -1,0 +1,112 @@
+"""The inference fast path: a stage's blocks run without autograd, tokens kept in window order from block to block.
+
+This module is the only place the fast path lives. It computes exactly what `SwinStage.forward` and
+`SwinBlock.forward` (the reference, in `swin.py`) compute, with fewer passes over memory:
+
+- each block gathers its tokens into window order once, straight from the previous block's window order (the two
+  permutations composed), instead of partition -> attention -> reverse back to the grid for every block; the
+  stage returns to grid order once, at its end, in the same gather that does patch merging's 2x2 regrouping;
+- windows are laid out by mask group (see `windows.WindowPlan`), so attention is one SDPA call per run of windows
+  sharing a mask, with a (1, heads, N, N) term broadcast over them: the fused CPU flash kernel applies;
+- on CPU, a block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
+  rows of the output: attention, both residuals and the MLP while the run is hot.
+
+Switch: `SwinTransformer.set_fast_path(False)` (or `stage.fast_path = False`) runs the reference instead. The fast
+path applies only where it can: eval mode, no autograd recording (`torch.no_grad()` / `torch.inference_mode()`),
+and no forward hooks on the stage's blocks (a hook must see its block called as a module). The float64 tests in
+`tests/test_fast_path.py` hold it equal to the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swinzoo.models.attention import attention_term
+from swinzoo.models.layers import PatchMerging
+from swinzoo.models.windows import WindowPlan
+
+# CPU only: a block runs over runs of windows whose widest activation (the MLP hidden) stays under this size.
+# glibc hands allocations over 32 MiB straight to mmap, so whole-batch activations of the first stages are
+# page-faulted in anew at every call; runs this size are recycled from the heap and stay in the last-level
+# cache, and are still large enough GEMMs (8 MiB: ~5k tokens at C=96). Measured best of 4/6/8/12/16/24 MiB on
+# CPU (docs/performance.md). Other devices have caching allocators and run a block over all its windows at once.
+CPU_CHUNK_BYTES = 8 << 20
+
+
+def applies(stage: nn.Module) -> bool:
+    """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks on its blocks."""
+    return (stage.fast_path and not stage.training and not torch.is_grad_enabled()
+            and not any(block._forward_hooks or block._forward_pre_hooks for block in stage.blocks))
+
+
+def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`SwinStage.forward` without autograd: (B, H, W, C) -> (B, H/2, W/2, 2C), or (B, H, W, C) for the last stage.
+
+    `rows` holds the tokens of the padded grid in the window order of the block that produced them; `where[p]` is
+    the row holding padded-grid token p. Each block gathers with `where` composed with its own window order.
+    """
+    b, h, w, c = x.shape
+    rows, where = None, None
+    back = None
+    for block in stage.blocks:
+        plan = stage.plans.get(h, w, stage.window, block.shift)
+        into, into_inverse, back, _ = plan.indices(b, x.device, grouped=True)
+        if rows is None:
+            rows, gather = plan.pad(x).reshape(-1, c), into
+        else:
+            gather = where.index_select(0, into)
+        rows, where = block_forward(block, rows, gather, plan, b), into_inverse
+    merge = stage.downsample
+    if rows is None:  # a stage without blocks
+        return merge(x) if merge is not None else x
+    if merge is None or h % 2 or w % 2:
+        x = rows.index_select(0, back).view(b, h, w, c)
+        return x if merge is None else merge(x)
+    merged = rows.index_select(0, PatchMerging.merge_order(back.view(b, h, w)).reshape(-1))
+    return merge.reduce(merged.view(b, h // 2, w // 2, 4 * c))
+
+
+def block_forward(block: nn.Module, src: torch.Tensor, gather: torch.Tensor, plan: WindowPlan,
+                  batch: int) -> torch.Tensor:
+    """`SwinBlock.forward` on rows: (rows, C) -> (B*Hp*Wp, C) in `plan`'s grouped window order; row i of the result
+    is the block output of the padded-grid token that `src` holds in row `gather[i]`.
+
+    Every op after the gather is token- or window-local, so each run of windows goes through attention, both
+    residuals and the MLP in place in its own rows of the output (nothing records autograd here).
+    """
+    c, n = src.shape[-1], plan.window**2
+    out = src.new_empty(gather.shape[0], c)
+    term = attention_term(block.attn, plan, src.dtype)
+    mlp = block.mlp
+    for start, end, segments in plan.chunks(batch, _max_windows(src, mlp.fc1.out_features * n)):
+        t = torch.index_select(src, 0, gather[start:end], out=out[start:end])
+        if block.post_norm:  # V2: x + norm(attn(x)), then x + norm(mlp(x))
+            t.add_(block.norm1(group_attention(block.attn, t.view(-1, n, c), term, segments)))
+            t.add_(block.norm2(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(t)))))
+        else:  # V1: x + attn(norm(x)), then x + mlp(norm(x))
+            t.add_(group_attention(block.attn, block.norm1(t).view(-1, n, c), term, segments))
+            t.add_(mlp.fc2(torch.ops.aten.gelu_(mlp.fc1(block.norm2(t)))))
+    return out
+
+
+def _max_windows(src: torch.Tensor, hidden_per_window: int) -> int:
+    if src.device.type != "cpu":
+        return 1 << 62  # one run: the whole batch
+    return max(1, CPU_CHUNK_BYTES // (src.element_size() * hidden_per_window))
+
+
+def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
+                    segments: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+    """(windows, N, C) -> (windows * N, C) on windows laid out by mask group.
+
+    `segments` are (first window, end window, group) runs that share one mask: each is one SDPA call with the
+    (1, heads, N, N) term of its group broadcast over its windows. SDPA's output comes back in (windows, N, heads,
+    d) memory order, so the head merge needs no transpose copy. qkv and proj run once over all the windows.
+    """
+    q, k, v, scale = attn.qkv_heads(x, contiguous=True)
+    outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
+            for a, b, g in segments]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return attn.proj(out.transpose(1, 2).reshape(-1, x.shape[-1]))
