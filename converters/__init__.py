@@ -1,1 +1,104 @@
-"""Converters between foreign checkpoint formats and swinzoo's canonical (official) keys."""
+"""Checkpoint formats, installed as `swinzoo.converters`: one module per format, registered in one table.
+
+Every weight takes one path: file -> format module -> `Checkpoint` (canonical state dict with official key
+names and no buffers, its `SwinConfig`, provenance) -> transfer -> model. Each module (official, native, timm,
+hf, torchvision) ends with `FORMAT = Format(...)`: how to recognise the format, `read` and `write`. Adding a
+format is adding one module and one row to `FORMATS`; `swinzoo convert`, `export`, `push`, `download` and every
+loader go through `detect`, `read` and `write` below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from swinzoo.converters import hf, native, official, timm, torchvision
+from swinzoo.converters.common import Checkpoint, Format, read_config_json, read_weights
+
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+from swinzoo.io import verify_state_dict
+from swinzoo.models import parameter_shapes
+from swinzoo.zoo import get_entry, zoo_config
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    native.FORMAT,
+    official.FORMAT,
+    timm.FORMAT,
+    hf.FORMAT,
+    torchvision.FORMAT,
+)}
+# Key layouts are told apart most specific first: official keys also match parts of the others' patterns.
+KEY_DETECTION_ORDER = ("torchvision", "hf", "timm", "official")
+EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None and name != "swinzoo")
+
+__all__ = ["EXPORT_FORMATS", "FORMATS", "Checkpoint", "Format", "detect", "get_format", "read", "write"]
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise SwinzooError(f"unknown format {name!r}; choose one of auto, {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | None]:
+    """(format of a local file or folder, the raw state dict when reading the file was needed to tell)."""
+    if path.is_dir():
+        config_json = read_config_json(path) if (path / "config.json").exists() else None
+        for fmt in FORMATS.values():
+            if fmt.claims_folder(path, config_json):
+                return fmt, None
+        if config_json is not None:
+            raise SwinzooError(f"{path / 'config.json'} is neither a timm config (no 'architecture') nor a "
+                               "transformers config (no 'model_type'); pass --from-format")
+        raise SwinzooError(f"{path} has no config.json, so its format and geometry are unknown; give a timm or "
+                           "transformers model folder, or the weight file inside with --from-format and --arch")
+    if native.has_metadata(path):
+        return native.FORMAT, None
+    raw = read_weights(path, trust_checkpoint)
+    for name in KEY_DETECTION_ORDER:
+        if FORMATS[name].claims_keys(raw):
+            return FORMATS[name], raw
+    raise SwinzooError(f"{path} is not a Swin checkpoint swinzoo recognises (official, timm, transformers or "
+                       f"torchvision keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
+
+
+def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Checkpoint:
+    """Read a local checkpoint file or folder in format `fmt` (`auto`: detected); `arch`, a zoo name, gives the
+    architecture where the file cannot reveal it."""
+    path = Path(path)
+    raw = None
+    if fmt == "auto":
+        format_, raw = detect(path, trust_checkpoint)
+    else:
+        format_ = get_format(fmt)
+    if arch is not None:
+        get_entry(arch)  # unknown names fail here, with suggestions
+    checkpoint = format_.read(path, zoo_config(arch) if arch else None, arch or "", trust_checkpoint, raw)
+    if format_ is native.FORMAT:
+        return checkpoint
+    checkpoint.provenance = {"source": str(path), "format": format_.name}
+    block = _swinzoo_block(path) if arch is None else None
+    if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
+        checkpoint.config = SwinConfig.from_dict(block["config"])
+        verify_state_dict(parameter_shapes(checkpoint.config), checkpoint.state_dict, str(path))
+        checkpoint.provenance = {**block.get("provenance", {}), "loaded_from": str(path)}
+    return checkpoint
+
+
+def _swinzoo_block(path: Path) -> dict | None:
+    """The `swinzoo` block (config, provenance, metrics) of a pushed folder's config.json, if any."""
+    config_json = path / "config.json" if path.is_dir() else None
+    if config_json is None or not config_json.exists():
+        return None
+    block = json.loads(config_json.read_text()).get("swinzoo")
+    return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
+
+
+def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_change: bool = False) -> str:
+    """Write `checkpoint` in format `fmt` at `out` (a file or a folder, as the format makes); returns how to load
+    the result in that format's own library."""
+    format_ = get_format(fmt)
+    if format_.write is None:
+        raise SwinzooError(f"swinzoo reads {fmt} but does not write it")
+    return format_.write(checkpoint, out, allow_numeric_change)

@@ -1,5 +1,9 @@
-"""What the foreign-format converters share: literal key tables, reading weight files, and the architecture a
-canonical state dict reveals.
+"""What every format module shares: the `Format` interface, literal key tables, reading weight files, and the
+architecture a state dict reveals.
+
+A format module (official, native, timm, hf, torchvision) ends with `FORMAT = Format(...)`: its name, how to
+recognise it (a folder's config.json, or a state dict's keys), `read` (path -> `Checkpoint`: canonical state
+dict, config, provenance) and `write` (`Checkpoint` -> file or folder). `converters/__init__.py` registers them.
 
 A key table is a litgpt-style dict `canonical template -> foreign template(s)`. Templates name their variable
 parts: `{s}` stage, `{b}` block, `{p}` weight|bias; foreign templates may also use stage arithmetic (`{s1}` =
@@ -11,17 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import is_safetensors, load_torch, read_safetensors, verify_state_dict
+from swinzoo.models import parameter_shapes
+from swinzoo.transfer import BUFFER_NAMES, canonical_buffers, drop_buffers
 
 # placeholder -> (canonical stage -> foreign number, foreign number -> canonical stage or None when impossible)
 STAGE_MAPS = {
@@ -29,7 +34,6 @@ STAGE_MAPS = {
     "f": (lambda s: 2 * s + 1, lambda n: (n - 1) // 2 if n % 2 == 1 else None),
     "g": (lambda s: 2 * s + 2, lambda n: (n - 2) // 2 if n >= 2 and n % 2 == 0 else None),
 }
-BUFFER_SUFFIXES = ("relative_position_index", "relative_coords_table", "attn_mask")
 BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 
 
@@ -91,7 +95,7 @@ class KeyMap:
         """Rename (and re-join split tensors); buffers are dropped, anything unknown is an error."""
         parts: dict[str, list] = {}
         for key, value in sd.items():
-            if key.endswith(BUFFER_SUFFIXES):
+            if key.endswith(BUFFER_NAMES):
                 continue
             for canon, foreign in self.entries:
                 hit = next(((i, f) for i, t in enumerate(foreign) if (f := t.match(key)) is not None), None)
@@ -115,23 +119,59 @@ def first_keys(sd: dict, n: int = 4) -> str:
     return ", ".join(list(sd)[:n]) or "none (empty)"
 
 
+# ---------------------------------------------------------------------------------------------- interface
+@dataclass
+class Checkpoint:
+    """Weights on the one path: canonical (official) keys without buffers, their config, and where they came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    config: SwinConfig
+    provenance: dict = field(default_factory=dict)
+
+    def __iter__(self):  # `state_dict, config, provenance = checkpoint`
+        return iter((self.state_dict, self.config, self.provenance))
+
+
+def _never(*_) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Format:
+    """One checkpoint format. `read(path, arch, arch_name, trust_checkpoint, raw)` -> Checkpoint, where `arch` is
+    the config from `--arch` (or None) and `raw` the state dict already read while detecting (or None);
+    `write(checkpoint, out, allow_numeric_change)` -> how to load the result in the format's own library."""
+
+    name: str
+    summary: str
+    read: Callable[..., Checkpoint]
+    write: Callable[..., str] | None = None
+    output: str = "file"  # what `write` makes: a file or a folder
+    claims_folder: Callable[[Path, dict | None], bool] = _never  # (folder, its config.json or None)
+    claims_keys: Callable[[dict], bool] = _never  # a raw state dict's keys
+
+
 # ---------------------------------------------------------------------------------------------- files
+def unwrap(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict inside a torch file: `{'model': sd, ...}`, `{'state_dict': sd}`, or sd itself."""
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_ema"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SwinzooError(f"{source} holds no state dict of tensors; expected a Swin checkpoint")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DDP wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
 def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict."""
-    from converters.official import load_pth, unwrap
-
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise SwinzooError(f"{path} is not a readable safetensors file ({e})") from None
-    return unwrap(load_pth(path, trust_checkpoint), str(path))
+    if is_safetensors(path):
+        return read_safetensors(path)[0]
+    return unwrap(load_torch(path, trust_checkpoint), str(path))
 
 
 def weights_in_folder(folder: Path) -> Path:
@@ -155,41 +195,16 @@ def read_config_json(folder: Path) -> dict:
         raise SwinzooError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-@contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir():
-        raise SwinzooError(f"{path} exists and is not a folder; choose another output")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def save_torch(obj: object, path: str | Path) -> Path:
-    from swinzoo.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
 # ---------------------------------------------------------------------------------------------- architecture
 def arch_from_keys(sd: dict[str, torch.Tensor], source: str) -> dict:
-    """SwinConfig fields a canonical state dict (no buffers) reveals, plus `window` (V1 tables) or None."""
+    """What canonical keys reveal: {"fields": SwinConfig fields, "windows": the window of each stage or None}.
+
+    Windows come from V1 bias tables, or from V2 buffers when the file kept them (official checkpoints do);
+    V2 parameters alone do not reveal them.
+    """
     if "patch_embed.proj.weight" not in sd or not any(BLOCK_KEY.match(k) for k in sd):
-        raise SwinzooError(f"{source} is not a Swin state dict (first keys: {first_keys(sd)})")
+        raise SwinzooError(f"{source} is not a Swin state dict (expected patch_embed.proj.weight and "
+                           f"layers.0.blocks.0.*; first keys seen: {first_keys(sd)})")
     proj = sd["patch_embed.proj.weight"]
     depths: dict[int, int] = {}
     for key in sd:
@@ -198,13 +213,21 @@ def arch_from_keys(sd: dict[str, torch.Tensor], source: str) -> dict:
             depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
     stages = len(depths)
     version = 2 if "layers.0.blocks.0.attn.logit_scale" in sd else 1
-    window = None
-    if version == 1:
-        heads = [sd[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in range(stages)]
-        window = max((round(math.sqrt(sd[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[0])) + 1)
-                     // 2 for i in range(stages))
-    else:
-        heads = [sd[f"layers.{i}.blocks.0.attn.logit_scale"].shape[0] for i in range(stages)]
+    heads, windows = [], []
+    for i in range(stages):
+        attn = f"layers.{i}.blocks.0.attn."
+        if version == 1:
+            table = sd[attn + "relative_position_bias_table"]
+            heads.append(table.shape[1])
+            windows.append((round(math.sqrt(table.shape[0])) + 1) // 2)
+        else:
+            heads.append(sd[attn + "logit_scale"].shape[0])
+            if attn + "relative_coords_table" in sd:
+                windows.append((sd[attn + "relative_coords_table"].shape[1] + 1) // 2)
+            elif attn + "relative_position_index" in sd:
+                windows.append(round(math.sqrt(sd[attn + "relative_position_index"].shape[0])))
+            else:
+                windows.append(None)
     fields = dict(
         version=version, patch_size=proj.shape[2], in_chans=proj.shape[1], embed_dim=proj.shape[0],
         depths=tuple(depths[i] for i in range(stages)), num_heads=tuple(heads),
@@ -213,7 +236,32 @@ def arch_from_keys(sd: dict[str, torch.Tensor], source: str) -> dict:
         ape="absolute_pos_embed" in sd, patch_norm="patch_embed.norm.weight" in sd,
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
     )
-    return {"fields": fields, "window": window}
+    return {"fields": fields, "windows": windows}
+
+
+def check_against(sd: dict[str, torch.Tensor], cfg: SwinConfig, arch: str) -> None:
+    """Raise naming the first key where the weights contradict `--arch` (both shapes in the message)."""
+    expected = parameter_shapes(cfg)
+    expected.update({k: tuple(v.shape) for k, v in canonical_buffers(cfg).items()})
+    for key, value in sd.items():
+        if key not in expected:
+            raise SwinzooError(f"--arch {arch} contradicts the checkpoint: it has {key} {tuple(value.shape)}, "
+                               f"which {arch} does not have")
+        if tuple(value.shape) != expected[key]:
+            raise SwinzooError(f"--arch {arch} contradicts the checkpoint: {key} is {tuple(value.shape)} in the file "
+                               f"but {expected[key]} for {arch}")
+    params, _ = drop_buffers(expected)
+    missing = [k for k in params if k not in sd]
+    if missing:
+        raise SwinzooError(f"--arch {arch} contradicts the checkpoint: it lacks {missing[0]} {expected[missing[0]]}")
+
+
+def config_for_arch(sd: dict[str, torch.Tensor], arch: SwinConfig, arch_name: str) -> SwinConfig:
+    """The `--arch` config with the checkpoint's class count, checked against the weights."""
+    classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
+    cfg = arch.replace(num_classes=classes, class_names=None)
+    check_against(sd, cfg, arch_name or "the given architecture")
+    return cfg
 
 
 def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None = None, img_size: int | None = None,
@@ -224,18 +272,12 @@ def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None
     Without a resolution, a model is assumed to be sized so its last stage is exactly one window
     (window * patch * 2^(stages-1): 224 for window 7, 256 for window 8), which is what every released model is.
     """
-    from converters.official import check_against
-    from swinzoo.io import verify_state_dict
-    from swinzoo.models import parameter_shapes
-
     if arch is not None:
-        classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
-        cfg = arch.replace(num_classes=classes, class_names=None)
-        check_against(sd, cfg, arch_name or "the given architecture")
-        return cfg
+        return config_for_arch(sd, arch, arch_name)
     info = arch_from_keys(sd, source)
     fields = info["fields"]
-    window = window or info["window"]
+    known = [w for w in info["windows"] if w is not None]
+    window = window or (max(known) if known else None)
     if window is None:
         raise SwinzooError(f"cannot tell the window of {source}: V2 weights do not reveal it; give the folder with its "
                            "config.json, or pass --arch NAME (e.g. swinv2_t_256_w8)")
@@ -251,31 +293,16 @@ def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None
     return cfg
 
 
+def geometry_args(fields: dict) -> dict:
+    """What a format's config adds to the weights: window, resolution, V2 pretrained windows."""
+    pws = fields.get("pretrained_window_sizes")
+    if pws is not None and not any(pws):
+        pws = None  # all zero: let build_config size it to the stage count
+    return dict(window=fields["window_size"], img_size=fields["img_size"], pretrained_window_sizes=pws)
+
+
 def default_class_names(names: list[str] | None) -> list[str] | None:
     """None when names are absent or the libraries' placeholders (LABEL_0, ...)."""
     if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
         return None
     return [str(n) for n in names]
-
-
-def script_main(fmt: str, description: str, read, write, argv: list[str] | None = None, extra_flags=()) -> None:
-    """The thin script every foreign-format converter runs: `SRC OUT` reads `fmt` into a swinzoo checkpoint,
-    `--export SRC OUT` writes a swinzoo checkpoint out as `fmt` with `write(state_dict, config, out, args)`."""
-    import argparse
-
-    from swinzoo.io import read_checkpoint, save_state_dict
-
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--export", action="store_true", help=f"SRC is a swinzoo checkpoint; write {fmt} to OUT")
-    for flag in extra_flags:
-        p.add_argument(flag, action="store_true")
-    args = p.parse_args(argv)
-    if args.export:
-        sd, cfg, _ = read_checkpoint(args.src)
-        write(sd, cfg, args.out, args)
-    else:
-        sd, cfg = read(args.src)
-        save_state_dict(sd, cfg, args.out, {"source": str(args.src), "format": fmt})
-    print(f"wrote {args.out}")

@@ -1,17 +1,13 @@
 """Hugging Face transformers Swin / Swinv2 (`SwinForImageClassification`, `Swinv2ForImageClassification`, and
-the headless `SwinModel`) <-> canonical keys, in both key layouts:
+the headless `SwinModel`) <-> canonical keys.
 
-- 4.x (every `microsoft/swin*` Hub repo; what transformers 4 loads): q, k, v split into
-  `attention.self.{query,key,value}`, `attention.output.dense`, `intermediate.dense`, `output.dense`, and a
-  persistent `relative_position_index` (dropped on read);
-- 5.x (the transformers 5 refactor): `attention.{q,k,v,o}_proj`,
-  `attention.relative_position_bias.relative_position_bias_table`, `mlp.fc1/fc2`.
+transformers splits qkv into `attention.self.{query,key,value}` and names the rest `attention.output.dense`,
+`intermediate.dense`, `output.dense`; Swin V1 keeps a persistent `relative_position_index` (dropped on read,
+written on export). transformers 4.x and 5.x both save and load this layout. `config.json` (`model_type` swin /
+swinv2) maps to `SwinConfig` and back.
 
-Reading accepts both; writing produces 4.x, which the installed transformers 4 loads (transformers 5 converts
-4.x keys on load). `config.json` (`model_type` swin / swinv2) maps to `SwinConfig` and back.
-
-Run as a script: `python -m converters.hf SRC_DIR OUT.safetensors` or
-`python -m converters.hf --export SRC.safetensors OUT_DIR`.
+Script: `python -m swinzoo.converters hf SRC_DIR OUT.safetensors` or
+`python -m swinzoo.converters hf --export SRC.safetensors OUT_DIR`.
 """
 
 from __future__ import annotations
@@ -20,23 +16,26 @@ import json
 from pathlib import Path
 
 import torch
-
-from converters.common import (
+from swinzoo.converters.common import (
+    Checkpoint,
+    Format,
     KeyMap,
-    atomic_dir,
     build_config,
     default_class_names,
     first_keys,
+    geometry_args,
     read_config_json,
     read_weights,
-    script_main,
     weights_in_folder,
 )
-from swinzoo.config import SwinConfig
+
+from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_dir
+from swinzoo.models.layers import relative_position_index
 
 _B = "swin.encoder.layers.{s}.blocks.{b}."
-# canonical (official) -> transformers 4.x, V1 ("swin." prefix; V2 uses "swinv2.")
+# canonical (official) -> transformers, V1 ("swin." prefix; V2 uses "swinv2.")
 TABLE_V1 = {
     "patch_embed.proj.{p}": "swin.embeddings.patch_embeddings.projection.{p}",
     "patch_embed.norm.{p}": "swin.embeddings.norm.{p}",
@@ -66,34 +65,7 @@ TABLE_V2.update({
 })
 TABLE_V2 = {k: (tuple(t.replace("swin.", "swinv2.", 1) for t in v) if isinstance(v, tuple)
                 else v.replace("swin.", "swinv2.", 1)) for k, v in TABLE_V2.items()}
-# 4.x -> 5.x renames, in order (`attention.output.dense` before the MLP's `output.dense`)
-RENAMES_5X = (
-    ("attention.self.query.", "attention.q_proj."),
-    ("attention.self.key.", "attention.k_proj."),
-    ("attention.self.value.", "attention.v_proj."),
-    ("attention.output.dense.", "attention.o_proj."),
-    ("attention.self.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table"),
-    ("attention.self.logit_scale", "attention.logit_scale"),
-    ("attention.self.continuous_position_bias_mlp.", "attention.continuous_position_bias_mlp."),
-    ("intermediate.dense.", "mlp.fc1."),
-    ("output.dense.", "mlp.fc2."),
-)
-
-
-def _to_5x(template: str) -> str:
-    for old, new in RENAMES_5X:
-        if old in template:
-            return template.replace(old, new)
-    return template
-
-
-def _table_5x(table: dict) -> dict:
-    return {k: tuple(_to_5x(t) for t in v) if isinstance(v, tuple) else _to_5x(v) for k, v in table.items()}
-
-
-KEYS = {(1, "4"): KeyMap(TABLE_V1, "transformers 4.x"), (2, "4"): KeyMap(TABLE_V2, "transformers 4.x"),
-        (1, "5"): KeyMap(_table_5x(TABLE_V1), "transformers 5.x"),
-        (2, "5"): KeyMap(_table_5x(TABLE_V2), "transformers 5.x")}
+KEYS = {1: KeyMap(TABLE_V1, "transformers"), 2: KeyMap(TABLE_V2, "transformers")}
 MODEL_TYPES = {"swin": 1, "swinv2": 2}
 
 
@@ -101,36 +73,28 @@ def looks_hf(sd: dict) -> bool:
     return any(k.startswith(("swin.embeddings.", "swinv2.embeddings.", "embeddings.patch_embeddings.")) for k in sd)
 
 
-def layout_of(sd: dict) -> tuple[int, str]:
-    """(version, "4" | "5") of an HF Swin state dict."""
-    version = 2 if any("logit_scale" in k for k in sd) else 1
-    return version, "5" if any(".q_proj." in k for k in sd) else "4"
-
-
 def to_canonical(sd: dict[str, torch.Tensor], source: str = "transformers state dict") -> dict[str, torch.Tensor]:
     if not looks_hf(sd):
         raise SwinzooError(f"{source} is not a transformers Swin state dict (expected swin.embeddings.* or "
                            f"swinv2.embeddings.*; first keys seen: {first_keys(sd)})")
-    version, layout = layout_of(sd)
+    version = 2 if any("logit_scale" in k for k in sd) else 1
     prefix = "swinv2." if version == 2 else "swin."
     if any(k.startswith("embeddings.") for k in sd):  # a headless SwinModel saves without the prefix
         sd = {(k if k.startswith("classifier.") else prefix + k): v for k, v in sd.items()}
-    return KEYS[version, layout].to_canonical(sd, source)
+    return KEYS[version].to_canonical(sd, source)
 
 
-def from_canonical(sd: dict[str, torch.Tensor], version: int, layout: str = "4") -> dict[str, torch.Tensor]:
+def from_canonical(sd: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
     if "absolute_pos_embed" in sd:
         raise SwinzooError("transformers' absolute position embedding has an extra slot swinzoo does not model; "
                            "export this model as official")
-    return KEYS[version, layout].to_foreign(sd)
+    return KEYS[version].to_foreign(sd)
 
 
 def buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
-    """The persistent buffer a transformers 4.x Swin V1 keeps (and the microsoft/swin-* repos ship): the index."""
+    """The persistent buffer a transformers Swin V1 keeps (and the microsoft/swin-* repos ship): the index."""
     if cfg.version == 2:
         return {}  # Swinv2's buffers are non-persistent
-    from swinzoo.models.layers import relative_position_index
-
     return {f"swin.encoder.layers.{i}.blocks.{j}.attention.self.relative_position_index":
             relative_position_index(cfg.stage_window(i)) for i in range(cfg.num_stages) for j in range(cfg.depths[i])}
 
@@ -182,15 +146,13 @@ def preprocessor_config(cfg: SwinConfig) -> dict:
     """What the microsoft/swin* repos ship: a direct bicubic resize to the model's size, ImageNet statistics."""
     return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
             "do_normalize": True, "size": {"height": cfg.img_size, "width": cfg.img_size}, "resample": 3,
-            "rescale_factor": 1 / 255, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+            "rescale_factor": 1 / 255, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
 
 
 # ---------------------------------------------------------------------------------------------- files
-def read_hf(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "",
-            trust_checkpoint: bool = False, raw: dict | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig]:
+def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
+         raw: dict | None = None) -> Checkpoint:
     """An HF model folder (config.json + model.safetensors or pytorch_model.bin), or a bare weight file."""
-    from converters.timm import geometry_args
-
     path = Path(path)
     fields = None
     if path.is_dir():
@@ -198,22 +160,22 @@ def read_hf(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "
         path = weights_in_folder(path)
     sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
     if arch is not None:
-        return sd, build_config(sd, str(path), arch=arch, arch_name=arch_name)
+        return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields is None:
-        return sd, build_config(sd, str(path))
+        return Checkpoint(sd, build_config(sd, str(path)))
     version = 2 if "layers.0.blocks.0.attn.logit_scale" in sd else 1
     if version != fields["version"]:
         raise SwinzooError(f"{path}: config.json says Swin V{fields['version']} but the weights are V{version}")
-    return sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"])
+    return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"]))
 
 
 def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path) -> Path:
-    """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors, 4.x keys)."""
+    """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors)."""
     from safetensors.torch import save_file
 
     cfg_json = config_to_hf(config)
     tensors = {k: v.detach().contiguous().cpu() for k, v in from_canonical(state_dict, config.version).items()}
-    tensors.update(buffers(config))  # so transformers 4 loads it without "newly initialized" warnings
+    tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
     with atomic_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
         (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(config), indent=2) + "\n")
@@ -221,10 +183,11 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
     return Path(out_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    script_main("hf", "transformers Swin/Swinv2 folder <-> swinzoo .safetensors", read_hf,
-                lambda sd, cfg, out, _: write_hf_folder(sd, cfg, out), argv)
+def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+    write_hf_folder(checkpoint.state_dict, checkpoint.config, out)
+    return f'transformers.AutoModelForImageClassification.from_pretrained("{out}")'
 
 
-if __name__ == "__main__":
-    main()
+FORMAT = Format("hf", "Hugging Face transformers folder (config.json + model.safetensors)", read, write,
+                output="folder", claims_folder=lambda folder, cfg: cfg is not None and "model_type" in cfg,
+                claims_keys=looks_hf)

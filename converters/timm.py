@@ -7,8 +7,8 @@ A timm Hub folder is `config.json` (`architecture`, `num_classes`, `model_args`,
 `model.safetensors`; `write_timm_folder` writes one that `timm.create_model("local-dir:DIR", pretrained=True)`
 and `hf-hub:` load, with non-zoo geometry carried by `model_args`.
 
-Run as a script: `python -m converters.timm SRC OUT.safetensors` (SRC: a timm folder or weight file) or
-`python -m converters.timm --export SRC.safetensors OUT_DIR` (a swinzoo checkpoint -> a timm folder).
+Script: `python -m swinzoo.converters timm SRC OUT.safetensors` (SRC: a timm folder or weight file) or
+`python -m swinzoo.converters timm --export SRC.safetensors OUT_DIR` (a swinzoo checkpoint -> a timm folder).
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ import json
 from pathlib import Path
 
 import torch
-
-from converters.common import (
+from swinzoo.converters.common import (
+    Checkpoint,
+    Format,
     KeyMap,
-    atomic_dir,
     build_config,
     default_class_names,
+    geometry_args,
     read_config_json,
     read_weights,
-    script_main,
     weights_in_folder,
 )
-from swinzoo.config import SwinConfig
+
+from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_dir
+from swinzoo.zoo import ARCHS as SIZES
+from swinzoo.zoo import timm_archs
 
 # canonical (official) -> timm; blocks keep their names
 TABLE = {
@@ -55,34 +59,11 @@ TABLE = {
 }
 KEYS = KeyMap(TABLE, "timm")
 
-# timm architectures swinzoo maps, as (version, size, img_size, window, pretrained windows); sizes are zoo.ARCHS
-_PWS = (12, 12, 12, 6)
-ARCHS = {
-    "swin_tiny_patch4_window7_224": (1, "t", 224, 7, None),
-    "swin_small_patch4_window7_224": (1, "s", 224, 7, None),
-    "swin_base_patch4_window7_224": (1, "b", 224, 7, None),
-    "swin_base_patch4_window12_384": (1, "b", 384, 12, None),
-    "swin_large_patch4_window7_224": (1, "l", 224, 7, None),
-    "swin_large_patch4_window12_384": (1, "l", 384, 12, None),
-    "swinv2_tiny_window8_256": (2, "t", 256, 8, None),
-    "swinv2_tiny_window16_256": (2, "t", 256, 16, None),
-    "swinv2_small_window8_256": (2, "s", 256, 8, None),
-    "swinv2_small_window16_256": (2, "s", 256, 16, None),
-    "swinv2_base_window8_256": (2, "b", 256, 8, None),
-    "swinv2_base_window16_256": (2, "b", 256, 16, None),
-    "swinv2_base_window12_192": (2, "b", 192, 12, None),
-    "swinv2_large_window12_192": (2, "l", 192, 12, None),
-    "swinv2_base_window12to16_192to256": (2, "b", 256, 16, _PWS),
-    "swinv2_base_window12to24_192to384": (2, "b", 384, 24, _PWS),
-    "swinv2_large_window12to16_192to256": (2, "l", 256, 16, _PWS),
-    "swinv2_large_window12to24_192to384": (2, "l", 384, 24, _PWS),
-}
 # model_args swinzoo carries; others that change the network (act_layer, head_dim, always_partition, ...) are refused
 GEOMETRY_ARGS = ("embed_dim", "depths", "num_heads", "img_size", "window_size", "pretrained_window_sizes",
                  "mlp_ratio", "qkv_bias", "patch_size", "in_chans")
 HARMLESS_ARGS = ("num_classes", "global_pool", "drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
                  "strict_img_size", "dynamic_img_size", "weight_init")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def to_canonical(sd: dict[str, torch.Tensor], source: str = "timm state dict") -> dict[str, torch.Tensor]:
@@ -118,15 +99,15 @@ def _square(value, what: str) -> int:
 
 
 def arch_defaults(name: str) -> dict:
-    from swinzoo.zoo import ARCHS as SIZES
-
-    if name not in ARCHS:
-        known = ", ".join(sorted(a for a in ARCHS if a.endswith(("224", "256"))))
+    """SwinConfig fields of a timm architecture (every one the zoo has; see `swinzoo.zoo.WEIGHTS`)."""
+    archs = timm_archs()
+    if name not in archs:
+        known = ", ".join(sorted(a for a in archs if a.endswith(("224", "256"))))
         raise SwinzooError(f"timm architecture {name!r} is not a Swin V1/V2 model swinzoo maps (e.g. {known}); "
                            "swinv2_cr_* and swin_s3_* are different networks")
-    version, size, img, window, pws = ARCHS[name]
-    return dict(version=version, img_size=img, window_size=window, pretrained_window_sizes=pws or (0, 0, 0, 0),
-                **SIZES[size])
+    entry, weights = archs[name]
+    return dict(version=entry.version, img_size=entry.img_size, window_size=entry.window_size,
+                pretrained_window_sizes=weights.pretrained_windows, **SIZES[entry.arch])
 
 
 def config_from_timm(d: dict, source: str = "config.json") -> dict:
@@ -156,8 +137,8 @@ def pick_arch(cfg: SwinConfig) -> tuple[str, dict]:
     """The timm architecture closest to `cfg` and the model_args that turn it into `cfg`."""
     want = cfg.to_dict()
     best = None
-    for name, row in ARCHS.items():
-        if row[0] != cfg.version:
+    for name, (entry, _) in timm_archs().items():
+        if entry.version != cfg.version:
             continue
         base = arch_defaults(name)
         diff = {k: want[k] for k in base if k != "version" and _norm(base[k]) != _norm(want[k])}
@@ -198,9 +179,9 @@ def config_to_timm(cfg: SwinConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def read_timm(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "",
-              trust_checkpoint: bool = False, raw: dict | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig]:
-    """A timm folder (config.json + weights) or a bare timm weight file -> (canonical state dict, config)."""
+def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
+         raw: dict | None = None) -> Checkpoint:
+    """A timm folder (config.json + weights) or a bare timm weight file -> canonical weights and config."""
     path = Path(path)
     fields: dict = {}
     if path.is_dir():
@@ -208,18 +189,10 @@ def read_timm(path: str | Path, arch: SwinConfig | None = None, arch_name: str =
         path = weights_in_folder(path)
     sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
     if arch is not None:
-        return sd, build_config(sd, str(path), arch=arch, arch_name=arch_name)
+        return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields:
-        return sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"])
-    return sd, build_config(sd, str(path))
-
-
-def geometry_args(fields: dict) -> dict:
-    """What a format's config adds to the weights: window, resolution, V2 pretrained windows."""
-    pws = fields.get("pretrained_window_sizes")
-    if pws is not None and not any(pws):
-        pws = None  # all zero: let build_config size it to the stage count
-    return dict(window=fields["window_size"], img_size=fields["img_size"], pretrained_window_sizes=pws)
+        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"]))
+    return Checkpoint(sd, build_config(sd, str(path)))
 
 
 def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
@@ -244,10 +217,11 @@ def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, o
     return Path(out_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    script_main("timm", "timm Swin folder/file <-> swinzoo .safetensors", read_timm,
-                lambda sd, cfg, out, _: write_timm_folder(sd, cfg, out), argv)
+def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+    write_timm_folder(checkpoint.state_dict, checkpoint.config, out)
+    return f'timm.create_model("local-dir:{out}", pretrained=True)'
 
 
-if __name__ == "__main__":
-    main()
+FORMAT = Format("timm", "timm folder (config.json + model.safetensors) or weight file", read, write,
+                output="folder", claims_folder=lambda folder, cfg: cfg is not None and "architecture" in cfg,
+                claims_keys=looks_timm)

@@ -16,8 +16,8 @@ resolutions of every torchvision Swin weight). Two torchvision behaviours bound 
 A smaller difference: torchvision clamps V2 logit scales at math.log(100), the official code at log(100) rounded to
 float32; a head whose scale sits at the clamp differs by ~1e-6 in float64 (the parity tests keep scales below it).
 
-Run as a script: `python -m converters.torchvision SRC.pth OUT.safetensors` or
-`python -m converters.torchvision --export SRC.safetensors OUT.pth`.
+Script: `python -m swinzoo.converters torchvision SRC.pth OUT.safetensors` or
+`python -m swinzoo.converters torchvision --export SRC.safetensors OUT.pth`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from swinzoo.converters.common import Checkpoint, Format, KeyMap, build_config, first_keys, read_weights
 
-from converters.common import KeyMap, build_config, first_keys, read_weights, save_torch, script_main
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import save_torch
 from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index
 
@@ -180,22 +181,23 @@ def build_model(cfg: SwinConfig):
     return tv.SwinTransformer(**builder_kwargs(cfg), **extra)
 
 
-def read_torchvision(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "",
-                     trust_checkpoint: bool = False,
-                     raw: dict | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig]:
+def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
+         raw: dict | None = None) -> Checkpoint:
     path = Path(path)
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; torchvision weights are one .pth file")
     raw = (raw if raw is not None else read_weights(path, trust_checkpoint))
     sd = to_canonical(raw, str(path))
-    return sd, build_config(sd, str(path), window=window_of(raw), arch=arch, arch_name=arch_name)
+    return Checkpoint(sd, build_config(sd, str(path), window=window_of(raw), arch=arch, arch_name=arch_name))
 
 
-def main(argv: list[str] | None = None) -> None:
-    script_main("torchvision", "torchvision Swin .pth <-> swinzoo .safetensors", read_torchvision,
-                lambda sd, cfg, out, args: save_torch(from_canonical(sd, cfg, args.allow_numeric_change), out), argv,
-                extra_flags=("--allow-numeric-change",))
+def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+    cfg = checkpoint.config
+    save_torch(from_canonical(checkpoint.state_dict, cfg, allow_numeric_change), out)
+    args = ", ".join(f"{k}={v}" for k, v in builder_kwargs(cfg).items())
+    v2 = ", block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2" if cfg.version == 2 else ""
+    return f"torchvision.models.swin_transformer.SwinTransformer({args}{v2})"
 
 
-if __name__ == "__main__":
-    main()
+FORMAT = Format("torchvision", "torchvision .pth state dict", read, write, output="file",
+                claims_keys=looks_torchvision)

@@ -1,25 +1,67 @@
-"""swinzoo: Swin Transformer V1/V2 with the official numerics, a model zoo, converters and fine-tuning."""
+"""swinzoo: Swin Transformer V1/V2 with the official numerics, a model zoo, converters and fine-tuning.
+
+The library every CLI verb wraps; names are imported on first use, so `import swinzoo` (and `swinzoo --help`)
+stays cheap until a function is called.
+"""
 
 from __future__ import annotations
 
-from swinzoo.config import SwinConfig
-from swinzoo.errors import SwinzooError
-from swinzoo.io import load_model, save_model
-from swinzoo.models import SwinTransformer
-from swinzoo.zoo import list_models
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["SwinConfig", "SwinTransformer", "SwinzooError", "create_model", "list_models", "load_model",
-           "save_model"]
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "SwinConfig": "swinzoo.config",
+    "SwinzooError": "swinzoo.errors",
+    "list_models": "swinzoo.zoo",
+    "SwinTransformer": "swinzoo.models",
+    "transfer": "swinzoo.transfer",
+    "Checkpoint": "swinzoo.converters",
+    "save_model": "swinzoo.converters.native",
+    "read_checkpoint": "swinzoo.sources",
+    "load_model": "swinzoo.sources",
+    "create_model": "swinzoo.sources",
+    "model_info": "swinzoo.sources",
+    "download": "swinzoo.hub",
+    "push": "swinzoo.upload",
+    "convert": "swinzoo.conversion",
+    "export": "swinzoo.conversion",
+    "evaluate": "swinzoo.evaluation",
+    "predict": "swinzoo.evaluation",
+    "finetune": "swinzoo.train.run",
+}
+__all__ = [
+    "Checkpoint", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model", "download", "evaluate",
+    "export", "finetune", "list_models", "load_model", "model_info", "predict", "push", "read_checkpoint",
+    "save_model", "transfer",
+]
+
+if TYPE_CHECKING:
+    from swinzoo.config import SwinConfig
+    from swinzoo.conversion import convert, export
+    from swinzoo.converters import Checkpoint
+    from swinzoo.converters.native import save_model
+    from swinzoo.errors import SwinzooError
+    from swinzoo.evaluation import evaluate, predict
+    from swinzoo.hub import download
+    from swinzoo.models import SwinTransformer
+    from swinzoo.sources import create_model, load_model, model_info, read_checkpoint
+    from swinzoo.train.run import finetune
+    from swinzoo.transfer import transfer
+    from swinzoo.upload import push
+    from swinzoo.zoo import list_models
 
 
-def create_model(name: str, **overrides) -> SwinTransformer:
-    """Build a zoo architecture (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, ...) with fresh weights.
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'swinzoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
 
-    `overrides` are `SwinConfig` fields, e.g. `num_classes=10`, `img_size=384, window_size=12`.
-    """
-    from swinzoo.zoo import zoo_config
 
-    model = SwinTransformer(zoo_config(name, **overrides))
-    model.provenance = {"zoo": name, "weights": "initialised"}
-    return model
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

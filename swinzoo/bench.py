@@ -63,10 +63,10 @@ class Result:
 def timm_arch(name: str) -> str:
     """The timm model name of a zoo entry's architecture, e.g. swin_t_224 -> swin_tiny_patch4_window7_224."""
     entry, _ = get_entry(name)
-    repos = [w.hub_repo for w in entry.weights if w.hub_repo and w.hub_format == "timm"]
-    if not repos:
+    archs = [w.timm_arch for w in entry.weights if w.timm_arch]
+    if not archs:
         raise SwinzooError(f"{name} has no timm counterpart to compare with; drop --vs-timm for it")
-    return repos[0].split("/", 1)[1].split(".", 1)[0]
+    return archs[0]
 
 
 def build(spec: Spec) -> tuple[torch.nn.Module, int, int]:
@@ -248,6 +248,44 @@ def _probe_main(spec_json: str) -> None:
 
 
 # ---------------------------------------------------------------- a whole run
+def benchmark(names: list[str], *, res: list[int] | None = None, batch: int = 8, train: bool = False,
+              eval_and_train: bool = False, precision: str = "fp32", compile: bool = False, grad_ckpt: bool = False,
+              vs_timm: bool = False, memory: bool = False, reps: int = 10, warmup: int = 2,
+              device: str | None = None, progress=None) -> list[Result]:
+    """`swinzoo bench`: time zoo models (inference, a training step, or both), optionally against timm's build of
+    each, interleaved. `res` several resolutions = a sweep; `progress()` is called once per timed round."""
+    specs = plan(names, res=res, batch=batch, train=train, eval_and_train=eval_and_train, precision=precision,
+                 compile=compile, grad_ckpt=grad_ckpt, vs_timm=vs_timm, reps=reps, device=device)
+    return run(specs, reps, warmup, memory, progress)
+
+
+def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, train: bool = False,
+         eval_and_train: bool = False, precision: str = "fp32", compile: bool = False, grad_ckpt: bool = False,
+         vs_timm: bool = False, reps: int = 10, device: str | None = None) -> list[Spec]:
+    """The specs `benchmark` measures; every bad argument fails here, before anything runs."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for name in names:
+        get_entry(name)
+    if batch < 1 or reps < 1:
+        raise SwinzooError("--batch and --reps must be at least 1")
+    if precision not in ("fp32", "bf16"):
+        raise SwinzooError(f"precision {precision!r}: use fp32 or bf16")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SwinzooError("--device cuda but no GPU is visible; use --device cpu")
+    modes = [False, True] if eval_and_train else [train]
+    impls = ["swinzoo", "timm"] if vs_timm else ["swinzoo"]
+    if vs_timm:
+        for name in names:
+            timm_arch(name)
+    return [Spec(name, impl, r, batch, t, precision, compile, grad_ckpt and impl == "swinzoo", device)
+            for name in names for r in (res or [None]) for t in modes for impl in impls]
+
+
+def rounds(specs: list[Spec], reps: int) -> int:
+    """How many timed rounds `run` makes (for a progress bar): `reps` per group of (name, res, mode)."""
+    return len({(s.name, s.res, s.train) for s in specs}) * reps
+
+
 def run(specs: list[Spec], reps: int = 10, warmup: int = 2, memory: bool = False, progress=None) -> list[Result]:
     """Measure `specs` in groups of the same (name, res): each group is timed interleaved."""
     if not specs:

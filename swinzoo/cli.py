@@ -14,14 +14,12 @@ from swinzoo.errors import SwinzooError
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
-    "swinzoo.commands.convert",  # convert
+    "swinzoo.commands.convert",  # convert, export
     "swinzoo.commands.push",  # push
-    "swinzoo.commands.export",  # export
     "swinzoo.commands.download",  # download
     "swinzoo.commands.bench",  # bench
     "swinzoo.commands.finetune",  # finetune
-    "swinzoo.commands.eval",  # eval
-    "swinzoo.commands.predict",  # predict
+    "swinzoo.commands.eval",  # eval, predict
 )
 
 

@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from swinzoo.errors import SwinzooError
 
+# The ImageNet statistics every Swin release normalises inputs with (official data/build.py, timm, transformers)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class SwinConfig:

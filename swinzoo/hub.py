@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from swinzoo.errors import SwinzooError
+from swinzoo.zoo import get_entry
 
 PREFIXES = ("hf-hub:", "hf_hub:")  # timm accepts the legacy underscore spelling too
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -72,6 +73,15 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
         raise SwinzooError(f"could not download {ref} ({type(e).__name__}); check the network") from None
 
 
+def download(ref: str) -> Path:
+    """`swinzoo download`: a zoo name's or `hf-hub:ORG/NAME[@REV]`'s config and weights into the Hugging Face
+    cache (downloaded unless already there); returns their folder."""
+    if not is_hub_ref(ref):
+        get_entry(ref)  # unknown names fail here, with the closest names
+        ref = zoo_repo(ref)
+    return fetch(ref)
+
+
 def fetch(src: str) -> Path:
     """Download (or find in the cache) config.json and the weights of `hf-hub:ORG/NAME[@REV]`; their folder."""
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -104,30 +114,9 @@ def fetch(src: str) -> Path:
 
 def zoo_repo(name: str) -> str:
     """The `hf-hub:` reference of a zoo name's weights (`swin_b_224` -> hf-hub:timm/swin_base_...)."""
-    from swinzoo.zoo import get_entry
-
     entry, tag = get_entry(name)
     w = entry.weights_for(tag)
     if not w.hub_repo:
-        raise SwinzooError(f"{name}'s weights are only released as {w.official_url}; download that file and give "
-                           "its path")
+        raise SwinzooError(f"{name}'s weights are only released as {w.official_url or 'package data'}; download "
+                           "that file and give its path")
     return f"hf-hub:{w.hub_repo}"
-
-
-def load_hub_source(src: str, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False):
-    """`hf-hub:ORG/NAME[@REV]` -> Source: fetched, then read like a local folder of that format."""
-    from swinzoo.sources import load_source
-
-    folder = fetch(src)
-    source = load_source(str(folder), fmt, arch, trust_checkpoint)
-    repo, revision = parse_ref(src)
-    source.provenance = {**source.provenance, "source": src, "hub_repo": repo, "revision": revision,
-                         "local_path": str(folder)}
-    return source
-
-
-def load_zoo_weights(name: str, trust_checkpoint: bool = False):
-    """A zoo name whose weights are not on this machine -> its Hub repo, checked against the zoo architecture."""
-    source = load_hub_source(zoo_repo(name), "auto", name, trust_checkpoint)
-    source.provenance["zoo"] = name
-    return source

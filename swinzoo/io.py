@@ -1,29 +1,25 @@
-"""swinzoo checkpoints: one safetensors file whose metadata holds the config, written atomically.
+"""File primitives every format shares: atomic writes, safe torch.load, safetensors reading, strict state-dict checks.
 
-Metadata keys: `format` ("pt", so other safetensors tools read it as PyTorch), `swinzoo_config` (the `SwinConfig`
-as JSON) and `swinzoo_provenance` (JSON: where the weights came from and the surgery done to them). A directory
-with `model.safetensors` (and optionally `config.json` holding a `swinzoo` block) loads the same way.
+Nothing here knows a key layout; `converters/` does. Writes go to a temporary name beside the target and are
+renamed onto it only when complete, so a failed or interrupted write never leaves a half-written output.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
+import shutil
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 
-CONFIG_KEY = "swinzoo_config"
-PROVENANCE_KEY = "swinzoo_provenance"
 
-
+# ---------------------------------------------------------------------------------------------- atomic writes
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -42,61 +38,98 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, path: str | Path,
-                    provenance: dict | None = None) -> Path:
-    """Write a swinzoo safetensors checkpoint atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise SwinzooError(f"{path} exists and is not a folder; choose another output")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old.{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def save_torch(obj: object, path: str | Path) -> Path:
+    """torch.save, atomically."""
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        torch.save(obj, tmp)
     return Path(path)
 
 
-def save_model(model: torch.nn.Module, path: str | Path, provenance: dict | None = None) -> Path:
-    """Save a swinzoo model (its parameters and its `config`) to a safetensors file."""
-    provenance = provenance if provenance is not None else getattr(model, "provenance", None)
-    return save_state_dict(model.state_dict(), model.config, path, provenance)
+# ---------------------------------------------------------------------------------------------- reading
+def is_safetensors(path: str | Path) -> bool:
+    """A safetensors file starts with an 8-byte header length, then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
 
 
-def model_file(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.exists():
-        raise SwinzooError(f"{path} does not exist; give a swinzoo .safetensors file or a folder holding one")
-    return path
+def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, behind a one-line error."""
+    from safetensors import SafetensorError, safe_open
 
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], SwinConfig, dict]:
-    """(state dict, config, provenance) of a swinzoo checkpoint file or folder."""
-    path = model_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        msg = f"{path} is not a readable safetensors file ({e}); re-create it with `swinzoo convert`"
-        raise SwinzooError(msg) from None
-    if CONFIG_KEY not in meta:
-        raise SwinzooError(f"{path} has no swinzoo config in its metadata; convert it with `swinzoo convert`")
-    return tensors, SwinConfig.from_json(meta[CONFIG_KEY]), json.loads(meta.get(PROVENANCE_KEY, "{}") or "{}")
+        raise SwinzooError(f"{path} is not a readable safetensors file ({e}){hint}") from None
 
 
-def load_model(path: str | Path, **config_overrides):
-    """Load a model from anything `swinzoo.sources.load_source` reads: a swinzoo .safetensors file, an official
-    .pth, a timm / transformers / torchvision checkpoint or folder, `hf-hub:ORG/NAME`, or a zoo name. The model
-    carries `.config` and `.provenance`."""
-    from swinzoo.models import SwinTransformer
-    from swinzoo.sources import load_source
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, or {} when it is not one."""
+    from safetensors import safe_open
 
-    source = load_source(str(path))
-    config = source.config.replace(**config_overrides) if config_overrides else source.config
-    model = SwinTransformer(config)
-    load_strict(model, source.state_dict, str(path))
-    model.provenance = source.provenance
-    return model
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception:  # not safetensors at all: the reader of the detected format reports it properly
+        return {}
 
 
+def load_torch(path: str | Path, trust_checkpoint: bool = False) -> object:
+    """torch.load with weights_only=True unless the user passed --trust-checkpoint; one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise SwinzooError(f"{path} does not exist; check the path")
+    if path.is_dir():
+        raise SwinzooError(f"{path} is a folder; give the .pth file inside it")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    is_zip = magic == b"PK\x03\x04"  # torch.save's format since 1.6
+    if not is_zip and not magic.startswith(b"\x80"):  # nor the legacy pickle format
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise SwinzooError(
+                f"{path} holds Python objects besides tensors (a training checkpoint with a config object?); "
+                "if you trust where it came from, pass --trust-checkpoint to load it fully"
+            ) from None
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        if is_zip:
+            msg = f"{path} is truncated or corrupt (an incomplete zip archive); download it again"
+            raise SwinzooError(msg) from None
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------- state dicts
 def verify_state_dict(expected: dict[str, tuple], state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Raise a one-line error naming the first unexpected, misshapen or missing key."""
     for key, tensor in state_dict.items():

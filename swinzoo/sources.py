@@ -1,95 +1,72 @@
-"""Anything a user may name as a checkpoint -> (canonical state dict, config, provenance).
+"""Anything a user may name as weights -> a `Checkpoint`: the first arrow of the one path every weight takes.
 
-This is the first arrow of the one path every weight takes: file -> converter -> canonical state dict.
-Formats: `swinzoo` (.safetensors with a config), `official` (.pth), and through `swinzoo.formats` the foreign
-ones (`timm`, `hf`, `torchvision`); `auto` tells them apart by content. `hf-hub:ORG/NAME[@REV]` and zoo names
-whose weights are not local are fetched from the Hub first (`swinzoo.hub`).
+A source is a local file or folder in any format `swinzoo.converters` reads, `hf-hub:ORG/NAME[@REV]` (fetched
+into the Hugging Face cache first), or a zoo name (`swin_b_224.in22k`): shipped with the package (the nano
+models) or fetched from its Hub repo and checked against the zoo architecture.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from importlib import resources
 from pathlib import Path
 
-import torch
-
-from swinzoo.config import SwinConfig
+from swinzoo import converters, hub
+from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.formats import FOREIGN, FORMATS
-from swinzoo.models import parameter_shapes
+from swinzoo.io import load_strict
+from swinzoo.models import SwinTransformer, count_macs, parameter_shapes
+from swinzoo.zoo import ZOO, get_entry, is_zoo_name, split_name, zoo_config
+
+FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 
-@dataclass
-class Source:
-    state_dict: dict[str, torch.Tensor]
-    config: SwinConfig
-    provenance: dict = field(default_factory=dict)
+def read_checkpoint(src: str | Path, *, from_format: str = "auto", arch: str | None = None,
+                    trust_checkpoint: bool = False) -> Checkpoint:
+    """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
 
-
-def detect_format(path: Path) -> str:
-    """The format of a local file or folder (see `swinzoo.formats`)."""
-    from swinzoo.formats import detect_format as detect
-
-    return detect(path)[0]
-
-
-def load_source(src: str, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Source:
-    """Read `src` in format `fmt`; `arch` (a zoo name) gives the architecture where the file cannot."""
-    from converters import official
-    from swinzoo import formats, hub, io
-    from swinzoo.zoo import get_entry, zoo_config
-
-    if fmt not in FORMATS:
-        raise SwinzooError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    `from_format` names the format instead of detecting it; `arch` (a zoo name) gives the architecture where the
+    file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects.
+    """
+    src = str(src)
+    if from_format not in FORMAT_CHOICES:
+        raise SwinzooError(f"unknown format {from_format!r}; choose one of {', '.join(FORMAT_CHOICES)}")
     if hub.is_hub_ref(src):
-        return hub.load_hub_source(src, fmt, arch, trust_checkpoint)
+        return _read_hub(src, from_format, arch, trust_checkpoint)
     path = packaged_file(src) or Path(src)
     if not path.exists():
         if looks_like_name(src):
             get_entry(src)  # an unknown name fails here, with the closest names
-            return hub.load_zoo_weights(src, trust_checkpoint)
+            checkpoint = _read_hub(hub.zoo_repo(src), "auto", src, trust_checkpoint)
+            checkpoint.provenance["zoo"] = src
+            return checkpoint
         raise SwinzooError(f"{src} does not exist; check the path")
-    if arch is not None:
-        get_entry(arch)  # unknown names fail here, with suggestions
-    raw = None
-    if fmt == "auto":
-        fmt, raw = formats.detect_format(path, trust_checkpoint)
-    if fmt in FOREIGN:
-        arch_cfg = zoo_config(arch) if arch else None
-        state_dict, config = formats.read_foreign(path, fmt, arch_cfg, arch or "", trust_checkpoint, raw)
-        provenance = {"source": str(src), "format": fmt}
-        block = swinzoo_block(path) if arch is None else None
-        if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
-            config = SwinConfig.from_dict(block["config"])
-            io.verify_state_dict(parameter_shapes(config), state_dict, str(src))
-            provenance = {**block.get("provenance", {}), "loaded_from": str(src)}
-        return Source(state_dict, config, provenance)
-    if fmt == "swinzoo":
-        state_dict, config, provenance = io.read_checkpoint(path)
-        return Source(state_dict, config, provenance)
-    sd = official.unwrap(raw, str(path)) if raw is not None else official.read_official(path, trust_checkpoint)
-    arch_cfg = zoo_config(arch) if arch else None
-    state_dict, config = official.from_official(sd, arch_cfg, arch or "", str(src))
-    return Source(state_dict, config, {"source": str(src), "format": "official"})
+    return converters.read(path, from_format, arch, trust_checkpoint)
 
 
-def swinzoo_block(path: Path) -> dict | None:
-    """The `swinzoo` block (config, provenance, metrics) of a pushed folder's config.json, if any."""
-    import json
+def _read_hub(src: str, fmt: str, arch: str | None, trust_checkpoint: bool) -> Checkpoint:
+    folder = hub.fetch(src)
+    checkpoint = converters.read(folder, fmt, arch, trust_checkpoint)
+    repo, revision = hub.parse_ref(src)
+    checkpoint.provenance = {**checkpoint.provenance, "source": src, "hub_repo": repo, "revision": revision,
+                             "local_path": str(folder)}
+    return checkpoint
 
-    config_json = path / "config.json" if path.is_dir() else None
-    if config_json is None or not config_json.exists():
-        return None
-    block = json.loads(config_json.read_text()).get("swinzoo")
-    return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
+
+def load_model(src: str | Path, **config_overrides) -> SwinTransformer:
+    """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
+    transformers / torchvision checkpoint or folder, `hf-hub:ORG/NAME`, or a zoo name. The model carries
+    `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields (e.g. `drop_path_rate=0.2`)."""
+    checkpoint = read_checkpoint(src)
+    config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config
+    model = SwinTransformer(config)
+    load_strict(model, checkpoint.state_dict, str(src))
+    model.provenance = checkpoint.provenance
+    return model
 
 
 def packaged_file(src: str) -> Path | None:
     """The file shipped inside swinzoo for a zoo name whose weights are package data (the nano models), or None."""
-    from importlib import resources
-
-    from swinzoo.zoo import ZOO, split_name
-
     if not looks_like_name(src) or Path(src).exists() or split_name(src)[0] not in ZOO:
         return None
     entry, tag = ZOO[split_name(src)[0]], split_name(src)[1]
@@ -104,3 +81,30 @@ def looks_like_name(src: str) -> bool:
     """A bare word such as `swin_b_224.in22k`, not a path: no folder separator and no checkpoint suffix."""
     suffixes = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
     return "/" not in src and "\\" not in src and Path(src).suffix not in suffixes
+
+
+def model_info(src: str, *, from_format: str = "auto") -> dict:
+    """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
+    (its provenance)."""
+    if is_zoo_name(src):
+        entry, tag = get_entry(src)
+        cfg = entry.config(tag)
+        w = entry.weights_for(tag)
+        extra = {"tag": w.tag, "top1": w.top1, "hub_repo": w.hub_repo, "official_url": w.official_url,
+                 "paper_params_m": entry.params_m, "paper_gmacs": entry.gmacs}
+    else:
+        checkpoint = read_checkpoint(src, from_format=from_format)
+        cfg = checkpoint.config
+        extra = {"provenance": checkpoint.provenance}
+    params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
+    return {"name": src, "config": cfg.to_dict(), "params": params, "gmacs": count_macs(cfg) / 1e9, **extra}
+
+
+def create_model(name: str, *, pretrained: bool = False, **overrides) -> SwinTransformer:
+    """A zoo architecture (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, ...): fresh weights, or with
+    `pretrained=True` its released weights. `overrides` are `SwinConfig` fields, e.g. `num_classes=10`."""
+    if pretrained:
+        return load_model(name, **overrides)
+    model = SwinTransformer(zoo_config(name, **overrides))
+    model.provenance = {"zoo": name, "weights": "initialised"}
+    return model

@@ -14,9 +14,12 @@ import torch.nn.functional as F
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.models.attention import log_spaced_coords
+from swinzoo.models.layers import relative_position_index, shift_mask
+from swinzoo.zoo import IN22K_CLASSES
 
+# buffers the official code persists; never trusted from a file, rebuilt by the model for its own geometry
 BUFFER_NAMES = ("relative_position_index", "attn_mask", "relative_coords_table")
-IN22K_CLASSES = 21841
 
 
 @dataclass
@@ -56,11 +59,35 @@ class TransferReport:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def print_to(self, console) -> None:
+        """Print the report on a rich console, under a bold `transfer` heading."""
+        console.print("[bold]transfer[/bold]")
+        for line in self.lines():
+            console.print(f"  {line}", soft_wrap=True)
+
 
 def drop_buffers(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Remove the buffers the official code persists; the model rebuilds them for its own geometry."""
     kept = {k: v for k, v in state_dict.items() if not k.endswith(BUFFER_NAMES)}
     return kept, [k for k in state_dict if k not in kept]
+
+
+def canonical_buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
+    """The buffers an official model of `cfg` keeps in its state dict, under their canonical (official) keys."""
+    out = {}
+    for i in range(cfg.num_stages):
+        w, shift, res = cfg.stage_window(i), cfg.stage_shift(i), cfg.stage_resolution(i)
+        mask = shift_mask(res, w, shift) if shift else None
+        index = relative_position_index(w)
+        coords = log_spaced_coords(w, cfg.pretrained_window_sizes[i]) if cfg.version == 2 else None
+        for j in range(cfg.depths[i]):
+            prefix = f"layers.{i}.blocks.{j}."
+            if mask is not None and j % 2 == 1:
+                out[prefix + "attn_mask"] = mask.clone()
+            if coords is not None:
+                out[prefix + "attn.relative_coords_table"] = coords.clone()
+            out[prefix + "attn.relative_position_index"] = index.clone()
+    return out
 
 
 def map22kto1k() -> torch.Tensor:

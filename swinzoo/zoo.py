@@ -1,15 +1,16 @@
-"""Every released official Swin V1 and V2 model, as data.
+"""Every released official Swin V1 and V2 model, as literal data.
 
 A zoo name fixes an architecture at a resolution and window (`swin_b_384`, `swinv2_b_384_w24`); a tag after the
-dot picks a set of weights (`swin_b_224.in22k`). A name without a tag means the best ImageNet-1k weights. Paper
-numbers (params in millions, GMACs, top-1) are the official README's; `gmacs` is what the official `flops()`
-prints, i.e. multiply-adds.
+dot picks a set of weights (`swin_b_224.in22k`). A name without a tag means the entry's default weights, the best
+ImageNet-1k ones. Paper numbers (params in millions, GMACs, top-1) are the official README's; `gmacs` is what the
+official `flops()` prints, i.e. multiply-adds. Everything else about an entry (its timm architecture, the timm
+converter's table, bench's timm counterpart) is derived from these rows.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
@@ -26,42 +27,56 @@ ARCHS: dict[str, dict] = {
 }
 
 IN22K_CLASSES = 21841
-RELEASES = "https://github.com/SwinTransformer/storage/releases/download"
+R = "https://github.com/SwinTransformer/storage/releases/download"
+PWS_192 = (12, 12, 12, 6)  # effective windows of the 192 px / w12 22k pre-training (stage 3 is 6x6)
 
 
 @dataclass(frozen=True)
 class Weights:
-    """One released set of weights for a zoo entry."""
+    """One released set of weights of a zoo entry."""
 
-    tag: str  # in1k | in22k | in22k_ft_in1k
-    hub_repo: str | None  # Hugging Face repo holding them
-    hub_format: str  # format of that repo: timm | official
-    official_url: str  # the GitHub release file
-    top1: float | None  # ImageNet-1k top-1 from the official README (None for 22k-only heads)
-    num_classes: int = 1000
-    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    model: str  # zoo name
+    tag: str  # in1k | in22k | in22k_ft_in1k | shapes
+    hub_repo: str | None  # Hugging Face repo holding them (timm's layout), `timm/<timm name>`
+    official_url: str | None  # the official release file
+    top1: float | None  # ImageNet-1k top-1 from the official README
+    classes: int = 1000
+    pretrained_windows: tuple[int, ...] = (0, 0, 0, 0)  # V2: the windows the CPB was trained with
     package_file: str | None = None  # a file in swinzoo/data shipped with the package (swinzoo's own models)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
+
+    @property
+    def timm_name(self) -> str | None:
+        """timm's model name with its pretrained tag, e.g. `swin_tiny_patch4_window7_224.ms_in1k`."""
+        return self.hub_repo.split("/", 1)[1] if self.hub_repo and self.hub_repo.startswith("timm/") else None
+
+    @property
+    def timm_arch(self) -> str | None:
+        """timm's architecture name, e.g. `swin_tiny_patch4_window7_224`."""
+        return self.timm_name.split(".", 1)[0] if self.timm_name else None
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
     version: int
-    arch: str
+    arch: str  # a key of ARCHS
     img_size: int
     window_size: int
     params_m: float  # paper, millions
     gmacs: float  # paper "FLOPs" = multiply-adds, G
-    weights: tuple[Weights, ...] = field(default_factory=tuple)
-    default_tag: str = "in1k"
-    official: bool = True  # False for swinzoo's own models: params/GMACs are ours, top-1 is on `shapes`
+    default_tag: str
+    weights: tuple[Weights, ...] = field(default_factory=tuple)  # filled from WEIGHTS
 
     def config(self, tag: str | None = None, **overrides) -> SwinConfig:
         w = self.weights_for(tag) if self.weights else None
         base = dict(
             version=self.version, img_size=self.img_size, window_size=self.window_size, **ARCHS[self.arch],
             num_classes=w.num_classes if w else 1000,
-            pretrained_window_sizes=w.pretrained_window_sizes if w else (0, 0, 0, 0),
+            pretrained_window_sizes=w.pretrained_windows if w else (0, 0, 0, 0),
         )
         base.update(overrides)
         return SwinConfig(**base)
@@ -74,86 +89,106 @@ class ZooEntry:
         raise SwinzooError(f"{self.name} has no weights tagged .{tag}; available: {[w.tag for w in self.weights]}")
 
 
-def _v1(size: str, res: int, params_m: float, gmacs: float, tags: dict[str, float | None], default: str) -> ZooEntry:
-    window = 7 if res == 224 else 12
-    long = {"t": "tiny", "s": "small", "b": "base", "l": "large"}[size]
-    timm_name = f"swin_{long}_patch4_window{window}_{res}"
-    files = {  # the official release file of each tag; v1.0.8 files end in _finetune, v1.0.0 ones do not
-        "in1k": f"v1.0.0/{timm_name}.pth",
-        "in22k": f"{'v1.0.8' if size in 'ts' else 'v1.0.0'}/{timm_name}_22k.pth",
-        "in22k_ft_in1k": f"v1.0.8/{timm_name}_22kto1k_finetune.pth" if size in "ts"
-        else f"v1.0.0/{timm_name}_22kto1k.pth",
-    }
-    weights = tuple(
-        Weights(tag, f"timm/{timm_name}.ms_{tag}", "timm", f"{RELEASES}/{files[tag]}", top1,
-                IN22K_CLASSES if tag == "in22k" else 1000)
-        for tag, top1 in tags.items()
-    )
-    return ZooEntry(f"swin_{size}_{res}", 1, size, res, window, params_m, gmacs, weights, default)
+MODELS: list[ZooEntry] = [  # name, version, size (ARCHS), resolution, window, paper params M, GMACs, default tag
+    ZooEntry("swin_t_224", 1, "t", 224, 7, 28.3, 4.5, "in1k"),
+    ZooEntry("swin_s_224", 1, "s", 224, 7, 49.6, 8.7, "in22k_ft_in1k"),
+    ZooEntry("swin_b_224", 1, "b", 224, 7, 87.8, 15.4, "in22k_ft_in1k"),
+    ZooEntry("swin_b_384", 1, "b", 384, 12, 87.9, 47.1, "in22k_ft_in1k"),
+    ZooEntry("swin_l_224", 1, "l", 224, 7, 196.5, 34.5, "in22k_ft_in1k"),
+    ZooEntry("swin_l_384", 1, "l", 384, 12, 196.7, 103.9, "in22k_ft_in1k"),
+    ZooEntry("swin_t_c24_256", 1, "t_c24", 256, 8, 28.3, 5.9, "in1k"),
+    ZooEntry("swinv2_t_256_w8", 2, "t", 256, 8, 28.3, 5.9, "in1k"),
+    ZooEntry("swinv2_s_256_w8", 2, "s", 256, 8, 49.7, 11.5, "in1k"),
+    ZooEntry("swinv2_b_256_w8", 2, "b", 256, 8, 87.9, 20.3, "in1k"),
+    ZooEntry("swinv2_t_256_w16", 2, "t", 256, 16, 28.3, 6.6, "in1k"),
+    ZooEntry("swinv2_s_256_w16", 2, "s", 256, 16, 49.7, 12.6, "in1k"),
+    ZooEntry("swinv2_b_256_w16", 2, "b", 256, 16, 87.9, 21.8, "in22k_ft_in1k"),
+    ZooEntry("swinv2_b_384_w24", 2, "b", 384, 24, 87.9, 54.7, "in22k_ft_in1k"),
+    ZooEntry("swinv2_l_256_w16", 2, "l", 256, 16, 196.7, 47.5, "in22k_ft_in1k"),
+    ZooEntry("swinv2_l_384_w24", 2, "l", 384, 24, 196.7, 115.4, "in22k_ft_in1k"),
+    ZooEntry("swinv2_b_192_w12", 2, "b", 192, 12, 109.3, 11.8, "in22k"),
+    ZooEntry("swinv2_l_192_w12", 2, "l", 192, 12, 228.8, 26.0, "in22k"),
+    ZooEntry("swin_n_64", 1, "n", 64, 4, 2.28, 0.0282, "shapes"),
+    ZooEntry("swinv2_n_64_w4", 2, "n", 64, 4, 2.31, 0.0281, "shapes"),
+]
 
-
-def _v2(size: str, res: int, window: int, params_m: float, gmacs: float, tag: str, top1: float | None,
-        official_file: str, timm_name: str, pretrained=(0, 0, 0, 0)) -> ZooEntry:
-    w = Weights(tag, f"timm/{timm_name}.ms_{tag}", "timm", f"{RELEASES}/v2.0.0/{official_file}", top1,
-                IN22K_CLASSES if tag == "in22k" else 1000, pretrained)
-    return ZooEntry(f"swinv2_{size}_{res}_w{window}", 2, size, res, window, params_m, gmacs, (w,), tag)
-
-
-def _merge(a: ZooEntry, b: ZooEntry, default: str) -> ZooEntry:
-    return ZooEntry(a.name, a.version, a.arch, a.img_size, a.window_size, a.params_m, a.gmacs,
-                    a.weights + b.weights, default)
-
-
-_PWS_192 = (12, 12, 12, 6)  # effective windows of the 192 px / w12 22k pre-training (stage 3 is 6x6)
-ENTRIES: list[ZooEntry] = [
-    _v1("t", 224, 28.3, 4.5, {"in1k": 81.2, "in22k_ft_in1k": 80.9, "in22k": None}, "in1k"),
-    _v1("s", 224, 49.6, 8.7, {"in1k": 83.2, "in22k_ft_in1k": 83.2, "in22k": None}, "in22k_ft_in1k"),
-    _v1("b", 224, 87.8, 15.4, {"in1k": 83.5, "in22k_ft_in1k": 85.2, "in22k": None}, "in22k_ft_in1k"),
-    _v1("b", 384, 87.9, 47.1, {"in1k": 84.5, "in22k_ft_in1k": 86.4, "in22k": None}, "in22k_ft_in1k"),
-    _v1("l", 224, 196.5, 34.5, {"in22k_ft_in1k": 86.3, "in22k": None}, "in22k_ft_in1k"),
-    _v1("l", 384, 196.7, 103.9, {"in22k_ft_in1k": 87.3, "in22k": None}, "in22k_ft_in1k"),
-    ZooEntry("swin_t_c24_256", 1, "t_c24", 256, 8, 28.3, 5.9, (
-        Weights("in1k", None, "official", f"{RELEASES}/v1.0.5/swin_tiny_c24_patch4_window8_256.pth", 81.6),)),
-    _v2("t", 256, 8, 28.3, 5.9, "in1k", 81.8, "swinv2_tiny_patch4_window8_256.pth", "swinv2_tiny_window8_256"),
-    _v2("s", 256, 8, 49.7, 11.5, "in1k", 83.7, "swinv2_small_patch4_window8_256.pth", "swinv2_small_window8_256"),
-    _v2("b", 256, 8, 87.9, 20.3, "in1k", 84.2, "swinv2_base_patch4_window8_256.pth", "swinv2_base_window8_256"),
-    _v2("t", 256, 16, 28.3, 6.6, "in1k", 82.8, "swinv2_tiny_patch4_window16_256.pth", "swinv2_tiny_window16_256"),
-    _v2("s", 256, 16, 49.7, 12.6, "in1k", 84.1, "swinv2_small_patch4_window16_256.pth", "swinv2_small_window16_256"),
-    _merge(
-        _v2("b", 256, 16, 87.9, 21.8, "in1k", 84.6, "swinv2_base_patch4_window16_256.pth",
-            "swinv2_base_window16_256"),
-        _v2("b", 256, 16, 87.9, 21.8, "in22k_ft_in1k", 86.2,
-            "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth", "swinv2_base_window12to16_192to256",
-            _PWS_192),
-        "in22k_ft_in1k",
-    ),
-    _v2("b", 384, 24, 87.9, 54.7, "in22k_ft_in1k", 87.1, "swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth",
-        "swinv2_base_window12to24_192to384", _PWS_192),
-    _v2("l", 256, 16, 196.7, 47.5, "in22k_ft_in1k", 86.9, "swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
-        "swinv2_large_window12to16_192to256", _PWS_192),
-    _v2("l", 384, 24, 196.7, 115.4, "in22k_ft_in1k", 87.6,
-        "swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth", "swinv2_large_window12to24_192to384", _PWS_192),
-    _v2("b", 192, 12, 109.3, 11.8, "in22k", None, "swinv2_base_patch4_window12_192_22k.pth",
-        "swinv2_base_window12_192"),
-    _v2("l", 192, 12, 228.8, 26.0, "in22k", None, "swinv2_large_patch4_window12_192_22k.pth",
-        "swinv2_large_window12_192"),
+# One row per released set of weights: zoo name, tag, Hub repo (`timm/<timm name>.<timm tag>`), official
+# release URL, ImageNet-1k top-1 of the official README (None for 22k heads and swinzoo's own models).
+WEIGHTS: list[Weights] = [
+    Weights("swin_t_224", "in1k", "timm/swin_tiny_patch4_window7_224.ms_in1k",
+            f"{R}/v1.0.0/swin_tiny_patch4_window7_224.pth", 81.2),
+    Weights("swin_t_224", "in22k_ft_in1k", "timm/swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
+            f"{R}/v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth", 80.9),
+    Weights("swin_t_224", "in22k", "timm/swin_tiny_patch4_window7_224.ms_in22k",
+            f"{R}/v1.0.8/swin_tiny_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_s_224", "in1k", "timm/swin_small_patch4_window7_224.ms_in1k",
+            f"{R}/v1.0.0/swin_small_patch4_window7_224.pth", 83.2),
+    Weights("swin_s_224", "in22k_ft_in1k", "timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k",
+            f"{R}/v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth", 83.2),
+    Weights("swin_s_224", "in22k", "timm/swin_small_patch4_window7_224.ms_in22k",
+            f"{R}/v1.0.8/swin_small_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_b_224", "in1k", "timm/swin_base_patch4_window7_224.ms_in1k",
+            f"{R}/v1.0.0/swin_base_patch4_window7_224.pth", 83.5),
+    Weights("swin_b_224", "in22k_ft_in1k", "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+            f"{R}/v1.0.0/swin_base_patch4_window7_224_22kto1k.pth", 85.2),
+    Weights("swin_b_224", "in22k", "timm/swin_base_patch4_window7_224.ms_in22k",
+            f"{R}/v1.0.0/swin_base_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_b_384", "in1k", "timm/swin_base_patch4_window12_384.ms_in1k",
+            f"{R}/v1.0.0/swin_base_patch4_window12_384.pth", 84.5),
+    Weights("swin_b_384", "in22k_ft_in1k", "timm/swin_base_patch4_window12_384.ms_in22k_ft_in1k",
+            f"{R}/v1.0.0/swin_base_patch4_window12_384_22kto1k.pth", 86.4),
+    Weights("swin_b_384", "in22k", "timm/swin_base_patch4_window12_384.ms_in22k",
+            f"{R}/v1.0.0/swin_base_patch4_window12_384_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_l_224", "in22k_ft_in1k", "timm/swin_large_patch4_window7_224.ms_in22k_ft_in1k",
+            f"{R}/v1.0.0/swin_large_patch4_window7_224_22kto1k.pth", 86.3),
+    Weights("swin_l_224", "in22k", "timm/swin_large_patch4_window7_224.ms_in22k",
+            f"{R}/v1.0.0/swin_large_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_l_384", "in22k_ft_in1k", "timm/swin_large_patch4_window12_384.ms_in22k_ft_in1k",
+            f"{R}/v1.0.0/swin_large_patch4_window12_384_22kto1k.pth", 87.3),
+    Weights("swin_l_384", "in22k", "timm/swin_large_patch4_window12_384.ms_in22k",
+            f"{R}/v1.0.0/swin_large_patch4_window12_384_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swin_t_c24_256", "in1k", None,
+            f"{R}/v1.0.5/swin_tiny_c24_patch4_window8_256.pth", 81.6),
+    Weights("swinv2_t_256_w8", "in1k", "timm/swinv2_tiny_window8_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_tiny_patch4_window8_256.pth", 81.8),
+    Weights("swinv2_s_256_w8", "in1k", "timm/swinv2_small_window8_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_small_patch4_window8_256.pth", 83.7),
+    Weights("swinv2_b_256_w8", "in1k", "timm/swinv2_base_window8_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_base_patch4_window8_256.pth", 84.2),
+    Weights("swinv2_t_256_w16", "in1k", "timm/swinv2_tiny_window16_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_tiny_patch4_window16_256.pth", 82.8),
+    Weights("swinv2_s_256_w16", "in1k", "timm/swinv2_small_window16_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_small_patch4_window16_256.pth", 84.1),
+    Weights("swinv2_b_256_w16", "in1k", "timm/swinv2_base_window16_256.ms_in1k",
+            f"{R}/v2.0.0/swinv2_base_patch4_window16_256.pth", 84.6),
+    Weights("swinv2_b_256_w16", "in22k_ft_in1k", "timm/swinv2_base_window12to16_192to256.ms_in22k_ft_in1k",
+            f"{R}/v2.0.0/swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth", 86.2, pretrained_windows=PWS_192),
+    Weights("swinv2_b_384_w24", "in22k_ft_in1k", "timm/swinv2_base_window12to24_192to384.ms_in22k_ft_in1k",
+            f"{R}/v2.0.0/swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth", 87.1, pretrained_windows=PWS_192),
+    Weights("swinv2_l_256_w16", "in22k_ft_in1k", "timm/swinv2_large_window12to16_192to256.ms_in22k_ft_in1k",
+            f"{R}/v2.0.0/swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth", 86.9, pretrained_windows=PWS_192),
+    Weights("swinv2_l_384_w24", "in22k_ft_in1k", "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k",
+            f"{R}/v2.0.0/swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth", 87.6, pretrained_windows=PWS_192),
+    Weights("swinv2_b_192_w12", "in22k", "timm/swinv2_base_window12_192.ms_in22k",
+            f"{R}/v2.0.0/swinv2_base_patch4_window12_192_22k.pth", None, classes=IN22K_CLASSES),
+    Weights("swinv2_l_192_w12", "in22k", "timm/swinv2_large_window12_192.ms_in22k",
+            f"{R}/v2.0.0/swinv2_large_patch4_window12_192_22k.pth", None, classes=IN22K_CLASSES),
+    # swinzoo's own nano models (not official): trained on the built-in `shapes` data, shipped in the wheel
+    Weights("swin_n_64", "shapes", None,
+            None, None, classes=10, package_file="swin_n_64.safetensors"),
+    Weights("swinv2_n_64_w4", "shapes", None,
+            None, None, classes=10, package_file="swinv2_n_64_w4.safetensors"),
 ]
 
 
-
-def _nano(name: str, version: int, params_m: float, gmacs: float, top1: float) -> ZooEntry:
-    """A swinzoo nano model: 64 px, window 4, 10 `shapes` classes; weights in swinzoo/data/NAME.safetensors."""
-    w = Weights("shapes", None, "swinzoo", "", top1, 10, package_file=f"{name}.safetensors")
-    return ZooEntry(name, version, "n", 64, 4, params_m, gmacs, (w,), "shapes", official=False)
+ZOO: dict[str, ZooEntry] = {m.name: replace(m, weights=tuple(w for w in WEIGHTS if w.model == m.name))
+                            for m in MODELS}
+ENTRIES: list[ZooEntry] = list(ZOO.values())
 
 
-# top-1 here is on the `shapes` val split at 64 px (README "Fine-tuning"), not ImageNet
-ENTRIES += [
-    _nano("swin_n_64", 1, 2.28, 0.0282, None),
-    _nano("swinv2_n_64_w4", 2, 2.31, 0.0281, None),
-]
-
-ZOO: dict[str, ZooEntry] = {e.name: e for e in ENTRIES}
+def timm_archs() -> dict[str, tuple[ZooEntry, Weights]]:
+    """timm architecture name -> (zoo entry, weights) of every zoo row that timm publishes."""
+    return {w.timm_arch: (e, w) for e in ENTRIES for w in e.weights if w.timm_arch}
 
 
 def split_name(name: str) -> tuple[str, str | None]:

@@ -4,8 +4,8 @@ import argparse
 
 import pytest
 import torch
+from swinzoo.converters.official import from_official, read_official, to_official
 
-from converters.official import from_official, read_official, to_official
 from swinzoo import SwinzooError, create_model
 from swinzoo.transfer import transfer
 
@@ -105,14 +105,14 @@ def test_unknown_zoo_name(tmp_path, capsys):
 
 
 def test_failed_write_leaves_nothing(tmp_path, capsys, monkeypatch):
-    import swinzoo.io
+    import swinzoo.converters.native
 
     def explode(tensors, path, metadata=None):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(swinzoo.io, "save_file", explode)
+    monkeypatch.setattr(swinzoo.converters.native, "save_file", explode)
     with pytest.raises(OSError):
         run_cli(["convert", fixture_pth(V1), "-o", tmp_path / "out.safetensors"], capsys)
     assert list(tmp_path.iterdir()) == []

@@ -69,9 +69,9 @@ def test_finetune_eval_predict(tiny, tmp_path, capsys):
 
 def test_embedded_nano_models_load_offline():
     for name in ("swin_n_64", "swinv2_n_64_w4"):
-        from swinzoo.sources import load_source
+        from swinzoo.sources import read_checkpoint
 
-        src = load_source(name)
+        src = read_checkpoint(name)
         assert src.config.img_size == 64 and src.config.window_size == 4 and len(src.config.class_names) == 10
         assert src.provenance["dataset"] == "shapes" and src.provenance["recipe"]["name"] == "nano"
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from swinzoo.converters import timm as timm_format
 
-from converters import timm as timm_format
 from swinzoo import SwinConfig, SwinTransformer
 
 from .conftest import V1, fixture_pth, run_cli
@@ -78,7 +78,7 @@ def test_failed_folder_export_leaves_nothing(tmp_path, capsys):
 
 
 def test_atomic_dir_keeps_the_old_folder_on_failure(tmp_path):
-    from converters.common import atomic_dir
+    from swinzoo.io import atomic_dir
 
     out = tmp_path / "out"
     out.mkdir()

@@ -3,9 +3,9 @@ bit for bit, and each intermediate loads in its own library with the official lo
 
 import pytest
 import torch
+from swinzoo.converters import torchvision as tv_format
+from swinzoo.converters.official import from_official, read_official
 
-from converters import torchvision as tv_format
-from converters.official import from_official, read_official
 from swinzoo import SwinTransformer
 
 from .conftest import V1, V2, expected, fixture_pth, run_cli
@@ -59,7 +59,8 @@ def test_official_timm_hf_torchvision_official(name, tmp_path, capsys):
 
 def test_convert_from_each_format_is_identical(tmp_path, capsys):
     """`convert --from-format auto` and the explicit format agree, and equal the official tensors."""
-    from swinzoo.io import read_checkpoint
+    from swinzoo.converters.native import read as read_checkpoint
+
     from swinzoo.transfer import source_windows
 
     timm_dir = export(capsys, fixture_pth(V2), "timm", tmp_path / "timm")
@@ -88,18 +89,16 @@ def test_info_reads_foreign_folders(tmp_path, capsys):
 
 
 def test_converters_run_as_scripts(tmp_path, capsys):
-    """`python -m converters.{timm,hf,torchvision}` both ways (their main() in process)."""
-    from converters import hf
-    from converters import timm as timm_format
-    from converters import torchvision as tv_format
-    from swinzoo.io import read_checkpoint
+    """`python -m swinzoo.converters {timm,hf,torchvision}` both ways (its main() in process)."""
+    from swinzoo.converters.__main__ import main
+    from swinzoo.converters.native import read as read_checkpoint
 
     ref = tmp_path / "ref.safetensors"
     assert run_cli(["convert", fixture_pth(V1), "-o", ref], capsys)[0] == 0
     ref_sd, ref_cfg, _ = read_checkpoint(ref)
-    for module, out in ((timm_format, tmp_path / "timm"), (hf, tmp_path / "hf"), (tv_format, tmp_path / "tv.pth")):
-        module.main(["--export", str(ref), str(out)])
+    for fmt, out in (("timm", tmp_path / "timm"), ("hf", tmp_path / "hf"), ("torchvision", tmp_path / "tv.pth")):
+        main([fmt, "--export", str(ref), str(out)])
         back = tmp_path / f"{out.stem}.back.safetensors"
-        module.main([str(out), str(back)])
+        main([fmt, str(out), str(back)])
         sd, cfg, _ = read_checkpoint(back)
         assert cfg == ref_cfg and all(torch.equal(sd[k], ref_sd[k]) for k in ref_sd) and sd.keys() == ref_sd.keys()

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from swinzoo.converters import timm as timm_format
 
-from converters import timm as timm_format
 from swinzoo import SwinConfig, SwinTransformer
-from swinzoo.sources import load_source
+from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import ENTRIES
 
 from .conftest import run_cli
@@ -29,13 +29,13 @@ def timm_model(arch: str, **kwargs):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_timm_folder_to_swinzoo(case, tmp_path):
-    """timm's own save_for_hf folder (config.json with model_args) -> load_source -> same logits."""
+    """timm's own save_for_hf folder (config.json with model_args) -> read_checkpoint -> same logits."""
     from timm.models._hub import save_for_hf
 
     arch, kwargs = CASES[case]
     model = timm_model(arch, **kwargs)
     save_for_hf(model, tmp_path / "m", safe_serialization=True)
-    source = load_source(str(tmp_path / "m"))
+    source = read_checkpoint(str(tmp_path / "m"))
     assert source.provenance["format"] == "timm"
     cfg = source.config
     assert (cfg.img_size, cfg.window_size, cfg.num_classes, cfg.depths) == (64, 4, 5, (2, 2, 2, 2))
@@ -61,14 +61,14 @@ def test_swinzoo_to_timm_local_dir(version, pws, tmp_path):
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         assert_logits_close(ours(x), theirs(x))
-    assert load_source(str(out)).config == cfg  # and back, config included
+    assert read_checkpoint(str(out)).config == cfg  # and back, config included
 
 
 def test_zoo_geometry_needs_no_model_args():
     """Every zoo entry with timm weights maps to its timm architecture by name alone."""
     for entry in ENTRIES:
         for w in entry.weights:
-            if w.hub_format != "timm":
+            if w.timm_arch is None:
                 continue
             arch, model_args = timm_format.pick_arch(entry.config(w.tag))
             assert arch == w.hub_repo.split("/")[1].split(".")[0], entry.name

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from swinzoo.converters import torchvision as tv_format
 
-from converters import torchvision as tv_format
 from swinzoo import SwinConfig, SwinTransformer, SwinzooError
-from swinzoo.sources import load_source
+from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import zoo_config
 
 from .formats_helpers import SMALL, assert_logits_close, randomize
@@ -25,7 +25,7 @@ def tv_model(version: int):
 def test_torchvision_to_swinzoo(version, tmp_path):
     model = tv_model(version)
     torch.save(model.state_dict(), tmp_path / "tv.pth")
-    source = load_source(str(tmp_path / "tv.pth"))
+    source = read_checkpoint(str(tmp_path / "tv.pth"))
     assert source.provenance["format"] == "torchvision"
     cfg = source.config
     assert (cfg.version, cfg.img_size, cfg.window_size, cfg.num_classes) == (version, 128, 4, 5)

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+from swinzoo.converters import hf
+from swinzoo.converters import timm as timm_format
 
-from converters import hf
-from converters import timm as timm_format
 from swinzoo import SwinConfig, SwinTransformer
 from swinzoo.hub import parse_ref, zoo_repo
-from swinzoo.sources import load_source
+from swinzoo.sources import read_checkpoint
 
 from .conftest import run_cli
 from .formats_helpers import SMALL, assert_logits_close, randomize
@@ -47,7 +47,7 @@ def test_timm_repo_through_hf_hub(hub_home, tmp_path, capsys):
     snapshot = cached_repo(hub_home, "someone/tiny-swinv2")
     for f in (tmp_path / "staged").iterdir():
         (snapshot / f.name).write_bytes(f.read_bytes())
-    source = load_source("hf-hub:someone/tiny-swinv2")
+    source = read_checkpoint("hf-hub:someone/tiny-swinv2")
     assert source.config == cfg
     assert source.provenance["hub_repo"] == "someone/tiny-swinv2" and source.provenance["format"] == "timm"
     ours = SwinTransformer(source.config).double().eval()
@@ -67,7 +67,7 @@ def test_hf_repo_through_hf_hub_with_revision(hub_home, tmp_path, capsys):
         num_labels=5))
     randomize(theirs).double().eval()
     theirs.save_pretrained(cached_repo(hub_home, "someone/tiny-swin", revision="v1.0"))
-    source = load_source("hf-hub:someone/tiny-swin@v1.0")
+    source = read_checkpoint("hf-hub:someone/tiny-swin@v1.0")
     assert source.provenance["format"] == "hf" and source.provenance["revision"] == "v1.0"
     ours = SwinTransformer(source.config).double().eval()
     ours.load_state_dict(source.state_dict, strict=True)
@@ -115,4 +115,4 @@ def test_hf_export_also_loads_through_the_hub(hub_home, tmp_path):
     snapshot = cached_repo(hub_home, "someone/exported")
     for f in (snapshot.parent / "tmp-export").iterdir():
         (snapshot / f.name).write_bytes(f.read_bytes())
-    assert load_source("hf-hub:someone/exported").config == cfg
+    assert read_checkpoint("hf-hub:someone/exported").config == cfg

@@ -1,10 +1,10 @@
 """converters.official: detection from the file alone, and export back with the official buffers."""
 
 import torch
+from swinzoo.converters.native import read as read_checkpoint
+from swinzoo.converters.official import detect_config, from_official, read_official, to_official
 
-from converters.official import detect_config, from_official, read_official, to_official
 from swinzoo import SwinConfig, SwinTransformer, load_model, save_model
-from swinzoo.io import read_checkpoint
 
 from .conftest import V1, V2, fixture_pth
 
@@ -50,7 +50,7 @@ def test_detects_resolution_from_masks_at_384():
 def test_ddp_prefix_and_state_dict_wrapper():
     original = read_official(fixture_pth(V1))
     wrapped = {"state_dict": {f"module.{k}": v for k, v in original.items()}}
-    from converters.official import unwrap
+    from swinzoo.converters.common import unwrap
 
     assert list(unwrap(wrapped)) == list(original)
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from swinzoo.converters.official import from_official, read_official
 
-from converters.official import from_official, read_official
 from swinzoo import SwinTransformer, load_model
 from swinzoo.transfer import transfer
 

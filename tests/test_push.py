@@ -12,8 +12,7 @@ import torch
 import yaml
 
 import swinzoo
-from swinzoo import SwinConfig, SwinTransformer
-from swinzoo.io import save_model
+from swinzoo import SwinConfig, SwinTransformer, save_model
 
 from .conftest import run_cli
 from .hub_emulator import HubEmulator

@@ -5,8 +5,8 @@ from importlib import resources
 
 import pytest
 import torch
+from swinzoo.converters.official import from_official, read_official, to_official
 
-from converters.official import from_official, read_official, to_official
 from swinzoo import SwinConfig, SwinTransformer, SwinzooError, create_model, load_model
 from swinzoo.transfer import map22kto1k, transfer
 

@@ -48,7 +48,7 @@ def official_numbers(name: str) -> tuple[int, float] | None:
     return OFFICIAL.get(SAME_AS.get(name, name))
 
 
-TAGGED = [n for n in list_models() if "." in n and get_entry(n)[0].official]
+TAGGED = [n for n in list_models() if "." in n and get_entry(n)[0].weights_for(n.split(".")[1]).official_url]
 
 
 @pytest.mark.parametrize("name", TAGGED)
@@ -127,7 +127,7 @@ def test_nano_entries_are_swinzoo_models():
     for name in ("swin_n_64", "swinv2_n_64_w4"):
         entry, _ = get_entry(name)
         w = entry.weights_for(None)
-        assert not entry.official and w.hub_repo is None and w.package_file == f"{name}.safetensors"
+        assert w.official_url is None and w.hub_repo is None and w.package_file == f"{name}.safetensors"
         cfg = entry.config()
         assert (cfg.img_size, cfg.window_size, cfg.num_classes) == (64, 4, 10)
         params = sum(math.prod(s) for s in parameter_shapes(cfg).values())

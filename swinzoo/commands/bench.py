@@ -1,4 +1,5 @@
-"""`swinzoo bench`: throughput, latency, peak memory and matmul-peak share, optionally against timm."""
+"""`swinzoo bench`: a thin wrapper over `swinzoo.bench` (`plan`, then `run`: throughput, latency, peak memory and
+matmul-peak share, optionally against timm), printed as a table, JSON or a plot."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from swinzoo.errors import SwinzooError
-from swinzoo.zoo import get_entry
+from swinzoo import bench
+from swinzoo.bench_plot import draw_sweep
 
 
 def register(subparsers) -> None:
@@ -35,31 +36,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from swinzoo import bench
-
-    for name in args.names:
-        get_entry(name)  # unknown names fail before anything runs
-    if args.batch < 1 or args.reps < 1:
-        raise SwinzooError("--batch and --reps must be at least 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SwinzooError("--device cuda but no GPU is visible; use --device cpu")
-    modes = [False, True] if args.eval_and_train else [args.train]
-    impls = ["swinzoo", "timm"] if args.vs_timm else ["swinzoo"]
-    specs = [bench.Spec(name, impl, res, args.batch, train, args.precision, args.compile,
-                        args.grad_ckpt and impl == "swinzoo", args.device)
-             for name in args.names for res in (args.res or [None]) for train in modes for impl in impls]
-    if args.vs_timm:
-        for name in args.names:
-            bench.timm_arch(name)
-    groups = len({(s.name, s.res, s.train) for s in specs})
+    specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
+                       eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
+                       grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device)
     console = Console(stderr=True)
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=args.json) as progress:
-        task = progress.add_task("bench", total=groups * args.reps)
+        task = progress.add_task("bench", total=bench.rounds(specs, args.reps))
         results = bench.run(specs, args.reps, args.warmup, args.memory, lambda: progress.advance(task))
     if args.plot:
-        from swinzoo.bench_plot import draw_sweep
-
         title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
         draw_sweep(results, args.plot, title)
     if args.json:

@@ -1,73 +1,65 @@
-"""`swinzoo convert`: any supported checkpoint -> a swinzoo .safetensors file, optionally moved to a new
-resolution, window or class count on the way (the transfer report is printed)."""
+"""`swinzoo convert` and `swinzoo export`: thin wrappers over `swinzoo.convert` and `swinzoo.export`."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
-from swinzoo.errors import SwinzooError
-from swinzoo.io import save_state_dict, verify_state_dict
-from swinzoo.models import parameter_shapes
-from swinzoo.sources import FORMATS, load_source
-from swinzoo.transfer import transfer
+from swinzoo.conversion import Converted, convert, export
+from swinzoo.converters import EXPORT_FORMATS
+from swinzoo.sources import FORMAT_CHOICES
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a checkpoint to swinzoo format (and transfer it)")
-    p.add_argument("src", metavar="SRC", help="checkpoint file or folder")
+    p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
-    p.add_argument("--from-format", default="auto", choices=FORMATS)
+    add_source_arguments(p)
+    p.set_defaults(func=run_convert)
+
+    p = subparsers.add_parser("export", help="write a checkpoint in the official, timm, hf or torchvision format")
+    p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="target format")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision) or a "
+                   "folder (timm, hf)")
+    add_source_arguments(p)
+    p.add_argument("--allow-numeric-change", action="store_true",
+                   help="torchvision only: export a V2 model with pretrained windows anyway (its biases change)")
+    p.set_defaults(func=run_export)
+
+
+def add_source_arguments(p) -> None:
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
-    add_target_arguments(p)
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
-    p.set_defaults(func=run)
-
-
-def add_target_arguments(p) -> None:
     p.add_argument("--res", type=int, help="target resolution (default: the source's)")
     p.add_argument("--window", type=int, help="target window (default: the source's window scaled with --res)")
     p.add_argument("--num-classes", type=int, help="target class count (default: the source head's)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
 
 
-def target_config(src: SwinConfig, res: int | None, window: int | None, num_classes: int | None) -> SwinConfig:
-    """The config the user asked for: the source with resolution, window and classes replaced."""
-    img_size = res or src.img_size
-    if window is None:
-        window = src.window_size if img_size == src.img_size else scaled_window(src, img_size)
-    problem = geometry_problem(img_size, window, src.patch_size, src.num_stages)
-    if problem:
-        raise SwinzooError(f"{problem}; {suggest_geometry(img_size, window, src.patch_size, src.num_stages)}")
-    changes = {"img_size": img_size, "window_size": window}
-    if num_classes is not None and num_classes != src.num_classes:
-        changes.update(num_classes=num_classes, class_names=None)
-    return src.replace(**changes)
+def _source_kwargs(args) -> dict:
+    return dict(res=args.res, window=args.window, num_classes=args.num_classes, from_format=args.from_format,
+                arch=args.arch, trust_checkpoint=args.trust_checkpoint)
 
 
-def load_and_transfer(args, console: Console):
-    """Read SRC, move it to the target the flags describe and print the transfer report.
-    Returns (source, target config, state dict, report); shared by convert and export."""
-    source = load_source(args.src, args.from_format, args.arch, args.trust_checkpoint)
-    dst = target_config(source.config, args.res, args.window, args.num_classes)
-    state_dict, dst, report = transfer(source.state_dict, source.config, dst)
-    if report.changed:
-        console.print("[bold]transfer[/bold]")
-        for line in report.lines():
-            console.print(f"  {line}", soft_wrap=True)
-    return source, dst, state_dict, report
-
-
-def run(args) -> int:
-    console = Console()
-    source, dst, state_dict, report = load_and_transfer(args, console)
-    verify_state_dict(parameter_shapes(dst), state_dict, args.src)
-    provenance = dict(source.provenance)
-    provenance.setdefault("source", args.src)
-    if report.changed:
-        provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
-    save_state_dict(state_dict, dst, args.output, provenance)
-    console.print(f"wrote {args.output} (V{dst.version}, {dst.img_size} px, window {dst.window_size}, "
-                  f"{dst.num_classes} classes)", soft_wrap=True)
+def run_convert(args) -> int:
+    _report(convert(args.src, args.output, **_source_kwargs(args)), "swinzoo", load_hint=False)
     return 0
 
+
+def run_export(args) -> int:
+    done = export(args.src, args.to, args.output, allow_numeric_change=args.allow_numeric_change,
+                  **_source_kwargs(args))
+    _report(done, args.to, load_hint=True)
+    return 0
+
+
+def _report(done: Converted, fmt: str, load_hint: bool) -> None:
+    console = Console()
+    if done.report.changed:
+        done.report.print_to(console)
+    cfg = done.config
+    console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {cfg.img_size} px, window {cfg.window_size}, "
+                  f"{cfg.num_classes} classes)", soft_wrap=True)
+    if load_hint:
+        console.print(f"load it with {done.how_to_load}", soft_wrap=True, markup=False)

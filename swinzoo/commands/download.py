@@ -1,12 +1,12 @@
-"""`swinzoo download NAME|hf-hub:ORG/NAME[@REV]`: fetch weights into the Hugging Face cache ahead of time (with
-huggingface_hub's progress bars), so later commands work offline (HF_HUB_OFFLINE=1)."""
+"""`swinzoo download NAME|hf-hub:ORG/NAME[@REV]`: a thin wrapper over `swinzoo.download`, which fetches weights into
+the Hugging Face cache ahead of time (with huggingface_hub's progress bars), so later commands work offline."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from swinzoo import hub
-from swinzoo.zoo import get_entry
+from swinzoo.hub import download
+from swinzoo.sources import read_checkpoint
 
 
 def register(subparsers) -> None:
@@ -18,16 +18,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     console = Console()
-    ref = args.ref
-    if not hub.is_hub_ref(ref):
-        get_entry(ref)  # unknown names fail here, with the closest names
-        ref = hub.zoo_repo(args.ref)
-    folder = hub.fetch(ref)
-    console.print(f"{ref} -> {folder}", soft_wrap=True, markup=False)
+    folder = download(args.ref)
+    console.print(f"{args.ref} -> {folder}", soft_wrap=True, markup=False)
     if args.check:
-        from swinzoo.sources import load_source
-
-        cfg = load_source(args.ref).config
+        cfg = read_checkpoint(args.ref).config
         console.print(f"V{cfg.version}, {cfg.img_size} px, window {cfg.window_size}, {cfg.num_classes} classes",
                       soft_wrap=True)
     return 0

@@ -1,17 +1,15 @@
-"""`swinzoo eval`: top-1 / top-5 accuracy of a model on the validation split of a dataset."""
+"""`swinzoo eval` and `swinzoo predict`: thin wrappers over `swinzoo.evaluate` and `swinzoo.predict`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-import torch
 from rich.console import Console
-from rich.progress import Progress
-from torchmetrics.classification import MulticlassAccuracy
 
-from swinzoo.errors import SwinzooError
-from swinzoo.sources import FORMATS
+from swinzoo.evaluation import evaluate, predict
+from swinzoo.sources import FORMAT_CHOICES
 
 
 def register(subparsers) -> None:
@@ -27,68 +25,36 @@ def register(subparsers) -> None:
     p.add_argument("--test-crop", choices=("auto", "yes", "no"), default="auto",
                    help="resize to res/0.875 and center crop (auto: below 384 px, as the official code)")
     p.add_argument("--json", action="store_true", help="print only {\"top1\", \"top5\", \"n\"} as JSON")
-    p.add_argument("--from-format", default="auto", choices=FORMATS)
-    p.set_defaults(func=run)
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
+    p.set_defaults(func=run_eval)
+
+    p = subparsers.add_parser("predict", help="top-k classes of images")
+    p.add_argument("model", metavar="MODEL", help="zoo name, .safetensors, fine-tune output folder or .pth")
+    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print a JSON list of {image, predictions: [[class, p]]}")
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
+    p.set_defaults(func=run_predict)
 
 
-def load_for_eval(name: str, fmt: str, res: int | None, window: int | None, console: Console):
-    """(model in eval mode, provenance): the source moved to `res`/`window` when they differ from its own."""
-    from swinzoo.commands.convert import target_config
-    from swinzoo.io import load_strict
-    from swinzoo.models import SwinTransformer
-    from swinzoo.sources import load_source
-    from swinzoo.transfer import transfer
-
-    source = load_source(name, fmt)
-    cfg, state_dict = source.config, source.state_dict
-    if (res and res != cfg.img_size) or (window and window != cfg.window_size):
-        state_dict, dst, report = transfer(state_dict, cfg, target_config(cfg, res, window, None))
-        console.print(f"transferred {name}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
-        cfg = dst
-    model = SwinTransformer(cfg)
-    load_strict(model, {k: v.float() for k, v in state_dict.items()}, name)
-    return model.eval(), source.provenance
-
-
-def evaluate(model, data: str, batch_size: int, num_workers: int, test_crop: bool | None,
-             console: Console) -> dict:
-    from swinzoo.train.data import eval_loader, open_split
-
-    cfg = model.config
-    dataset = open_split(data, "val", cfg.img_size)
-    if cfg.num_classes != len(dataset.classes):
-        raise SwinzooError(f"the model has {cfg.num_classes} classes but {data} has {len(dataset.classes)}; "
-                           "fine-tune it on this data first (swinzoo finetune)")
-    if cfg.class_names and list(cfg.class_names) != list(dataset.classes):
-        console.print(f"note: class names differ from the model's ({dataset.classes[:3]}... vs "
-                      f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
-    top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
-    top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
-    loader = eval_loader(dataset, cfg.img_size, batch_size, num_workers, test_crop)
-    with torch.inference_mode(), Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
-        for images, labels in loader:
-            logits = model(images)
-            top1.update(logits, labels)
-            top5.update(logits, labels)
-            progress.advance(task)
-    return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": len(dataset)}
-
-
-def run(args) -> int:
-    from swinzoo.train.data import BUILTIN
-
-    console = Console(stderr=True)
-    model, provenance = load_for_eval(args.model, args.from_format, args.res, args.window, console)
-    data = args.data or (provenance.get("dataset") if provenance.get("dataset") in BUILTIN else None)
-    if data is None:
-        raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
-                           f"{', '.join(BUILTIN)}")
+def run_eval(args) -> int:
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
-    result = evaluate(model, data, args.batch_size, args.num_workers, crop, console)
+    result = evaluate(args.model, args.data, res=args.res, window=args.window, batch_size=args.batch_size,
+                      num_workers=args.num_workers, test_crop=crop, from_format=args.from_format,
+                      console=Console(stderr=True))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
     else:
-        sys.stdout.write(f"{args.model} on {data} val at {model.config.img_size} px: top1 {result['top1']:.4f}  "
-                         f"top5 {result['top5']:.4f}  n {result['n']}\n")
+        sys.stdout.write(f"{args.model} on {result['data']} val at {result['img_size']} px: top1 "
+                         f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
+    return 0
+
+
+def run_predict(args) -> int:
+    rows = predict(args.model, args.images, topk=args.topk, from_format=args.from_format)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(Path(row["image"]).name + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
     return 0

@@ -1,4 +1,5 @@
-"""`swinzoo finetune`: fine-tune any swinzoo-loadable model at a new resolution/window on a dataset, with Lightning.
+"""`swinzoo finetune`: a thin wrapper over `swinzoo.finetune` (any swinzoo-loadable model fine-tuned at a new
+resolution/window on a dataset, with Lightning).
 
 Trainer options beyond the named flags pass through as `--trainer KEY=VALUE` (repeatable), e.g.
 `--trainer limit_val_batches=10 --trainer log_every_n_steps=5`.
@@ -6,9 +7,13 @@ Trainer options beyond the named flags pass through as `--trainer KEY=VALUE` (re
 
 from __future__ import annotations
 
+import sys
+from dataclasses import fields
+
 from rich.console import Console
 
-from swinzoo.sources import FORMATS
+from swinzoo.sources import FORMAT_CHOICES
+from swinzoo.train.run import FinetuneOptions, parse_trainer_options, run_finetune
 
 
 def register(subparsers) -> None:
@@ -39,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--scratch", action="store_true", help="start from fresh weights of SRC's architecture")
     p.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="dtype of the weights in OUT/model.safetensors")
-    p.add_argument("--from-format", default="auto", choices=FORMATS)
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
@@ -49,6 +54,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from swinzoo.train.run import finetune
-
-    return finetune(args, Console())
+    values = {f.name: getattr(args, f.name) for f in fields(FinetuneOptions) if hasattr(args, f.name)}
+    values.update(trainer=parse_trainer_options(args.trainer), command=" ".join(["swinzoo", *sys.argv[1:]]))
+    run_finetune(FinetuneOptions(**values), Console())
+    return 0

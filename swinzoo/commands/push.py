@@ -1,10 +1,10 @@
-"""`swinzoo push`: upload a fine-tuning output folder or a model file to the Hugging Face Hub."""
+"""`swinzoo push`: a thin wrapper over `swinzoo.push` (a fine-tuning output folder or a model file -> the Hub)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from swinzoo.push import dry_run, push
+from swinzoo.upload import push
 
 
 def register(subparsers) -> None:
@@ -21,10 +21,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     console = Console()
+    result = push(args.src, args.repo, private=args.private, revision=args.revision,
+                  commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run)
     if args.dry_run:
-        out = dry_run(args.src, args.repo, args.dry_run)
-        console.print(f"wrote {out} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True)
-        return 0
-    url = push(args.src, args.repo, args.private, args.revision, args.commit_message, args.overwrite_card)
-    console.print(f"pushed {args.src} to {args.repo}: {url}", soft_wrap=True)
+        console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True)
+    else:
+        console.print(f"pushed {args.src} to {args.repo}: {result}", soft_wrap=True)
     return 0

@@ -1,16 +1,14 @@
-"""`swinzoo list` and `swinzoo info`."""
+"""`swinzoo list` and `swinzoo info`: thin wrappers over `swinzoo.zoo` and `swinzoo.model_info`."""
 
 from __future__ import annotations
 
 import json
-import math
 
 from rich.console import Console
 from rich.table import Table
 
-from swinzoo.config import SwinConfig
-from swinzoo.models import count_macs, parameter_shapes
-from swinzoo.zoo import ENTRIES, get_entry, is_zoo_name
+from swinzoo.sources import FORMAT_CHOICES, model_info
+from swinzoo.zoo import ENTRIES
 
 
 def register(subparsers) -> None:
@@ -20,12 +18,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="config, parameters and GMACs of a zoo name or a checkpoint")
     p.add_argument("model", metavar="NAME|PATH")
     p.add_argument("--json", action="store_true", help="print JSON with keys name, config, params, gmacs")
-    p.add_argument("--from-format", default="auto", help="format of PATH (default: auto)")
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
     p.set_defaults(func=run_info)
-
-
-def count_params(cfg: SwinConfig) -> int:
-    return sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
 
 
 def run_list(args) -> int:
@@ -51,32 +45,19 @@ def run_list(args) -> int:
 
 
 def run_info(args) -> int:
-    extra: dict = {}
-    if is_zoo_name(args.model):
-        entry, tag = get_entry(args.model)
-        cfg = entry.config(tag)
-        w = entry.weights_for(tag)
-        extra = {"tag": w.tag, "top1": w.top1, "hub_repo": w.hub_repo, "official_url": w.official_url,
-                 "paper_params_m": entry.params_m, "paper_gmacs": entry.gmacs}
-    else:
-        from swinzoo.sources import load_source
-
-        source = load_source(args.model, args.from_format)
-        cfg = source.config
-        extra = {"provenance": source.provenance}
-    info = {"name": args.model, "config": cfg.to_dict(), "params": count_params(cfg), "gmacs": count_macs(cfg) / 1e9,
-            **extra}
+    info = model_info(args.model, from_format=args.from_format)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
     console = Console()
     table = Table(title=args.model, show_header=False)
-    for key, value in cfg.to_dict().items():
+    for key, value in info["config"].items():
         if key != "class_names":
             table.add_row(key, str(value))
     table.add_row("params", f"{info['params']:,}")
     table.add_row("GMACs", f"{info['gmacs']:.3f}")
-    for key, value in extra.items():
-        table.add_row(key, str(value))
+    for key, value in info.items():
+        if key not in ("name", "config", "params", "gmacs"):
+            table.add_row(key, str(value))
     console.print(table)
     return 0

@@ -17,7 +17,7 @@ import yaml
 
 from swinzoo.errors import SwinzooError
 
-RECIPES_PACKAGE = "recipes"  # top-level `recipes/` folder, shipped as package data
+RECIPES_PACKAGE = "swinzoo.recipes"  # the top-level `recipes/` folder, installed under the package
 
 
 @dataclass

@@ -16,14 +16,25 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from swinzoo.config import SwinConfig
+from swinzoo.conversion import target_config
+from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_path, save_state_dict
+from swinzoo.io import atomic_path
+from swinzoo.sources import read_checkpoint
 from swinzoo.train.data import BUILTIN, SwinDataModule
+from swinzoo.train.module import StepBoundProgressBar, SwinClassifier, ema_callback, trainer_kwargs
 from swinzoo.train.recipes import DEFAULT_RECIPE, Recipe, load_recipe, recipe_from_dict
+from swinzoo.transfer import transfer
+from swinzoo.upload import check_repo_id, push
+from swinzoo.zoo import is_zoo_name, zoo_config
 
 RUN_FILE = "run.json"
 OUT_ENV = "SWINZOO_RUN_OUT"
@@ -51,21 +62,65 @@ class Plan:
     save_dtype: str = "float32"
 
 
+@dataclass
+class FinetuneOptions:
+    """The arguments of `finetune` (see there), one typed record; the CLI fills it from its flags."""
+
+    source: str | None = None
+    res: int | None = None
+    window: int | None = None
+    data: str | None = None
+    recipe: str | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    devices: str | int = "auto"
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    num_workers: int | None = None
+    ckpt_every: int | None = None
+    seed: int | None = None
+    scratch: bool = False
+    save_dtype: str = "float32"
+    from_format: str = "auto"
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    trainer: dict = field(default_factory=dict)
+    push_to: str | None = None
+    command: str = ""
+
+
+@dataclass
+class FinetuneResult:
+    """Where the run wrote its outputs and what it measured (on the global-zero process; None elsewhere)."""
+
+    out: Path
+    metrics: dict
+
+
+def check_trainer_options(options: dict | None) -> dict:
+    """Trainer kwargs given besides the named options: every key must be a `lightning.Trainer` argument."""
+    valid = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
+    for key in options or {}:
+        if key not in valid:
+            raise SwinzooError(f"--trainer {key}: not a Trainer option; valid: {', '.join(valid)}")
+    return dict(options or {})
+
+
 def parse_trainer_options(items: list[str] | None) -> dict:
     """`--trainer KEY=VALUE` pairs -> Trainer kwargs; values are YAML (numbers, true/false, null, strings)."""
-    import lightning as L
-
-    valid = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
     options = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
         if not sep:
             raise SwinzooError(f"--trainer {item!r}: write KEY=VALUE, e.g. --trainer limit_val_batches=10")
-        if key not in valid:
-            raise SwinzooError(f"--trainer {key}: not a Trainer option; valid: {', '.join(valid)}")
-        options[key] = yaml.safe_load(value)
-    return options
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return check_trainer_options(options)
 
 
 def default_out(source: str, res: int) -> Path:
@@ -79,18 +134,14 @@ def default_out(source: str, res: int) -> Path:
     return out
 
 
-def plan_run(args, console) -> tuple[Plan, dict | None, SwinDataModule]:
+def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDataModule]:
     """Resolve source, recipe, data and target config; return the plan, the transferred weights and the data."""
-    from swinzoo.commands.convert import target_config
-    from swinzoo.sources import load_source
-    from swinzoo.transfer import transfer
-    from swinzoo.zoo import is_zoo_name, zoo_config
-
-    trainer_opts = parse_trainer_options(args.trainer)
+    trainer_opts = check_trainer_options(args.trainer)
     if args.scratch and is_zoo_name(args.source):
         src_cfg, src_sd, src_prov = zoo_config(args.source), None, {}
     else:
-        source = load_source(args.source, args.from_format, args.arch, args.trust_checkpoint)
+        source = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
+                                 trust_checkpoint=args.trust_checkpoint)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
     recipe = load_recipe(args.recipe or src_prov.get("finetune_recipe") or DEFAULT_RECIPE)
     recipe = apply_overrides(recipe, args)
@@ -123,18 +174,16 @@ def plan_run(args, console) -> tuple[Plan, dict | None, SwinDataModule]:
         provenance["finetune_recipe"] = recipe.finetune_recipe
     if report is not None:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
-        console.print("[bold]transfer[/bold]")
-        for line in report.lines():
-            console.print(f"  {line}", soft_wrap=True)
+        report.print_to(console)
     elif args.scratch:
         console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, trainer_opts, provenance,
-                " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype)
+                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype)
     return plan, state_dict, dm
 
 
-def apply_overrides(recipe: Recipe, args) -> Recipe:
+def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
     changes = {}
     if args.epochs is not None:
         changes.update(epochs=args.epochs, max_steps=None)
@@ -144,12 +193,12 @@ def apply_overrides(recipe: Recipe, args) -> Recipe:
         changes["batch_size"] = args.batch_size
     if args.precision is not None:
         changes["precision"] = args.precision
-    if getattr(args, "seed", None) is not None:
+    if args.seed is not None:
         changes["seed"] = args.seed
     return recipe.replace(**changes) if changes else recipe
 
 
-def resume_plan(args) -> tuple[Plan, Path]:
+def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path]:
     out = Path(args.resume)
     run_file, ckpt = out / RUN_FILE, out / "last.ckpt"
     if not run_file.is_file() or not ckpt.is_file():
@@ -162,23 +211,15 @@ def resume_plan(args) -> tuple[Plan, Path]:
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs, max_steps=None)
     plan.recipe = recipe.to_dict()
-    plan.trainer.update(parse_trainer_options(args.trainer))
+    plan.trainer.update(check_trainer_options(args.trainer))
     return plan, ckpt
 
 
 def is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def build_trainer(plan: Plan, recipe: Recipe):
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from swinzoo.train.module import StepBoundProgressBar, ema_callback, trainer_kwargs
-
     out = Path(plan.out)
     callbacks = [StepBoundProgressBar(leave=True),
                  ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
@@ -194,17 +235,46 @@ def build_trainer(plan: Plan, recipe: Recipe):
     return L.Trainer(**kw)
 
 
-def finetune(args, console) -> int:
-    """The `swinzoo finetune` command."""
-    import lightning as L
+def finetune(source: str | None = None, *, res: int | None = None, window: int | None = None,
+             data: str | None = None, recipe: str | None = None, epochs: int | None = None,
+             max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+             devices: str | int = "auto", accelerator: str = "auto", strategy: str = "auto", num_nodes: int = 1,
+             precision: str | None = None, out: str | None = None, resume: str | None = None,
+             num_workers: int | None = None, ckpt_every: int | None = None, seed: int | None = None,
+             scratch: bool = False, save_dtype: str = "float32", from_format: str = "auto", arch: str | None = None,
+             trust_checkpoint: bool = False, trainer: dict | None = None, push_to: str | None = None,
+             console=None) -> FinetuneResult | None:
+    """Fine-tune `source` (zoo name, file, folder or hf-hub: reference) at resolution `res` on `data` with Lightning.
 
-    from swinzoo.train.module import SwinClassifier
+    - `data`: a folder with train/ and val/ class folders, `hf:NAME`, or `shapes` (built in); default: the dataset
+      the source was trained on when it is built in. `recipe`: packaged recipe name or YAML path (default: the
+      source's fine-tune recipe, else swin_224to384); `epochs`, `max_steps`, `batch_size`, `precision`, `seed`
+      override it, `lr` replaces the scaled peak lr.
+    - `window`: target window (default: the official choice for `res`); `scratch`: fresh weights of the source's
+      architecture. `from_format`, `arch`, `trust_checkpoint`: how to read the source (see `read_checkpoint`).
+    - `devices`, `accelerator`, `strategy`, `num_nodes`, and `trainer` (any other `lightning.Trainer` kwargs) go to
+      the Trainer. `out`: output folder (default runs/SRC-RES); `resume`: continue the run in that folder from its
+      last.ckpt; `ckpt_every`: also write last.ckpt every N steps. `save_dtype`: dtype of OUT/model.safetensors.
+    - `push_to`: push OUT to this Hugging Face Hub repo when training ends.
 
-    push_to = getattr(args, "push_to", None)
+    Returns the output folder and the final validation metrics (None on processes other than global rank zero).
+    """
+    from rich.console import Console
+
+    options = FinetuneOptions(
+        source=source, res=res, window=window, data=data, recipe=recipe, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, devices=devices, accelerator=accelerator, strategy=strategy,
+        num_nodes=num_nodes, precision=precision, out=out, resume=resume, num_workers=num_workers,
+        ckpt_every=ckpt_every, seed=seed, scratch=scratch, save_dtype=save_dtype, from_format=from_format, arch=arch,
+        trust_checkpoint=trust_checkpoint, trainer=dict(trainer or {}), push_to=push_to)
+    return run_finetune(options, console or Console())
+
+
+def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
+    """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
+    push_to = args.push_to
     if push_to:  # fail before training, not after it
         from huggingface_hub import get_token
-
-        from swinzoo.push import check_repo_id
 
         check_repo_id(push_to)
         if not get_token():
@@ -235,14 +305,13 @@ def finetune(args, console) -> int:
                 tmp.write_text(json.dumps(plan.__dict__, indent=1))
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     results = trainer.validate(module, datamodule=dm, verbose=False)[0]
-    if trainer.is_global_zero:
-        write_outputs(plan, module, results, trainer.global_step, int(results["val/n"]), console)
-        if push_to:
-            from swinzoo.push import push
-
-            url = push(str(plan.out), push_to)
-            console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True)
-    return 0
+    if not trainer.is_global_zero:
+        return None
+    metrics = write_outputs(plan, module, results, trainer.global_step, int(results["val/n"]), console)
+    if push_to:
+        url = push(str(plan.out), push_to)
+        console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True)
+    return FinetuneResult(Path(plan.out), metrics)
 
 
 def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt) -> None:
@@ -262,7 +331,7 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, module, results: dict, step: int, n: int, console) -> None:
+def write_outputs(plan: Plan, module, results: dict, step: int, n: int, console) -> dict:
     out = Path(plan.out)
     metrics = {"top1": float(results["val/top1"]), "top5": float(results["val/top5"]), "n": n, "global_step": step}
     cfg = SwinConfig.from_dict(plan.config)
@@ -274,3 +343,4 @@ def write_outputs(plan: Plan, module, results: dict, step: int, n: int, console)
         tmp.write_text(json.dumps(metrics, indent=1))
     console.print(f"wrote {out / 'model.safetensors'}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} "
                   f"on {n} val images at {cfg.img_size} px (step {step})", soft_wrap=True)
+    return metrics

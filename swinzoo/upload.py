@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_dir
+from swinzoo.sources import read_checkpoint
+from swinzoo.zoo import get_entry, is_zoo_name
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -40,13 +44,11 @@ def check_repo_id(repo_id: str) -> str:
 
 def read_push_source(src: str) -> PushSource:
     """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format."""
-    from swinzoo.sources import load_source
-
     path = Path(src)
     if not path.exists():
         raise SwinzooError(f"{src} does not exist; give a fine-tuning output folder or a model file")
     try:
-        source = load_source(str(path))
+        source = read_checkpoint(path)
     except SwinzooError as e:
         raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
     metrics = None
@@ -62,8 +64,6 @@ def read_push_source(src: str) -> PushSource:
 # ---------------------------------------------------------------------------------------------- model card
 def base_model(provenance: dict) -> str | None:
     """The Hub repo the weights came from, when known (a hf-hub: source or a zoo name)."""
-    from swinzoo.zoo import get_entry, is_zoo_name
-
     for key in ("hub_repo", "source", "from"):
         value = str(provenance.get(key) or "")
         if value.startswith("hf-hub:"):
@@ -138,18 +138,14 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
 # ---------------------------------------------------------------------------------------------- folder
 def write_push_folder(source: PushSource, repo_id: str, out_dir: Path) -> None:
     """Fill `out_dir` with model.safetensors (timm layout), config.json and README.md."""
-    from converters.timm import write_timm_folder
-
     extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": source.provenance,
                          "metrics": source.metrics}}
     write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics))
 
 
-def dry_run(src: str, repo_id: str, out: str | Path) -> Path:
+def write_dry_run(src: str, repo_id: str, out: str | Path) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
-    from converters.common import atomic_dir
-
     check_repo_id(repo_id)
     source = read_push_source(src)
     out = Path(out)
@@ -160,14 +156,18 @@ def dry_run(src: str, repo_id: str, out: str | Path) -> Path:
     return out
 
 
-def push(src: str, repo_id: str, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, overwrite_card: bool = False) -> str:
-    """Upload `src` to `repo_id` in one commit; returns the commit URL."""
+def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None) -> str:
+    """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit; returns the
+    commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path."""
+    if dry_run is not None:
+        return str(write_dry_run(str(src), repo, dry_run))
+    repo_id = repo
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.utils import HfHubHTTPError
 
     check_repo_id(repo_id)
-    source = read_push_source(src)
+    source = read_push_source(str(src))
     token = get_token()
     if not token:
         raise SwinzooError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")

@@ -1,0 +1,78 @@
+"""swinzoo's own format: one safetensors file whose metadata holds the config, written atomically.
+
+Metadata keys: `format` ("pt", so other safetensors tools read it as PyTorch), `swinzoo_config` (the `SwinConfig`
+as JSON) and `swinzoo_provenance` (JSON: where the weights came from and the surgery done to them). A folder
+holding such a `model.safetensors` (a fine-tuning output) loads the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from swinzoo.converters.common import Checkpoint, Format
+
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
+
+CONFIG_KEY = "swinzoo_config"
+PROVENANCE_KEY = "swinzoo_provenance"
+
+
+def has_metadata(path: Path) -> bool:
+    """A safetensors file that carries a swinzoo config."""
+    return path.is_file() and is_safetensors(path) and CONFIG_KEY in safetensors_metadata(path)
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, path: str | Path,
+                    provenance: dict | None = None) -> Path:
+    """Write a swinzoo safetensors checkpoint atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def save_model(model: torch.nn.Module, path: str | Path, provenance: dict | None = None) -> Path:
+    """Save a swinzoo model (its parameters and its `config`) to a safetensors file."""
+    provenance = provenance if provenance is not None else getattr(model, "provenance", None)
+    return save_state_dict(model.state_dict(), model.config, path, provenance)
+
+
+def model_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.exists():
+        raise SwinzooError(f"{path} does not exist; give a swinzoo .safetensors file or a folder holding one")
+    return path
+
+
+def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
+         raw: dict | None = None) -> Checkpoint:
+    """(state dict, config, provenance) of a swinzoo checkpoint file or folder; the file's config wins over --arch."""
+    path = model_file(path)
+    tensors, meta = read_safetensors(path, "; re-create it with `swinzoo convert`")
+    if CONFIG_KEY not in meta:
+        raise SwinzooError(f"{path} has no swinzoo config in its metadata; convert it with `swinzoo convert`")
+    provenance = json.loads(meta.get(PROVENANCE_KEY, "{}") or "{}")
+    return Checkpoint(tensors, SwinConfig.from_json(meta[CONFIG_KEY]), provenance)
+
+
+def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+    save_state_dict(checkpoint.state_dict, checkpoint.config, out, checkpoint.provenance)
+    return f'swinzoo.load_model("{out}")'
+
+
+def claims_folder(folder: Path, config_json: dict | None) -> bool:
+    if config_json is not None and ("architecture" in config_json or "model_type" in config_json):
+        return False
+    return has_metadata(folder / "model.safetensors")
+
+
+FORMAT = Format("swinzoo", "swinzoo .safetensors: weights + config (+ provenance) in one file", read, write,
+                output="file", claims_folder=claims_folder)

@@ -1,0 +1,79 @@
+"""`convert` and `export`: any source -> swinzoo's own file, or another library's format, optionally moved to a new
+resolution, window or class count on the way (`transfer`, which reports what it did)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from swinzoo import converters
+from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
+from swinzoo.converters import Checkpoint
+from swinzoo.errors import SwinzooError
+from swinzoo.io import verify_state_dict
+from swinzoo.models import parameter_shapes
+from swinzoo.sources import read_checkpoint
+from swinzoo.transfer import TransferReport, transfer
+
+
+@dataclass
+class Converted:
+    """What `convert` / `export` wrote: the output, its config, the transfer report and how to load it."""
+
+    output: Path
+    config: SwinConfig
+    report: TransferReport
+    how_to_load: str
+
+
+def target_config(src: SwinConfig, res: int | None = None, window: int | None = None,
+                  num_classes: int | None = None) -> SwinConfig:
+    """The config the user asked for: the source with resolution, window and classes replaced. Without a window, a
+    new resolution gets the source's window scaled with it (the official 224/w7 -> 384/w12 choice)."""
+    img_size = res or src.img_size
+    if window is None:
+        window = src.window_size if img_size == src.img_size else scaled_window(src, img_size)
+    problem = geometry_problem(img_size, window, src.patch_size, src.num_stages)
+    if problem:
+        raise SwinzooError(f"{problem}; {suggest_geometry(img_size, window, src.patch_size, src.num_stages)}")
+    changes = {"img_size": img_size, "window_size": window}
+    if num_classes is not None and num_classes != src.num_classes:
+        changes.update(num_classes=num_classes, class_names=None)
+    return src.replace(**changes)
+
+
+def read_transferred(src: str, *, res: int | None = None, window: int | None = None, num_classes: int | None = None,
+                     from_format: str = "auto", arch: str | None = None,
+                     trust_checkpoint: bool = False) -> tuple[Checkpoint, TransferReport]:
+    """`src` read and moved to the target the arguments describe. Provenance records the surgery."""
+    source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    dst = target_config(source.config, res, window, num_classes)
+    state_dict, dst, report = transfer(source.state_dict, source.config, dst)
+    verify_state_dict(parameter_shapes(dst), state_dict, src)
+    provenance = dict(source.provenance)
+    provenance.setdefault("source", src)
+    if report.changed:
+        provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
+    return Checkpoint(state_dict, dst, provenance), report
+
+
+def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
+            num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
+            trust_checkpoint: bool = False) -> Converted:
+    """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside)."""
+    return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
+                  arch=arch, trust_checkpoint=trust_checkpoint)
+
+
+def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
+           num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
+           trust_checkpoint: bool = False, allow_numeric_change: bool = False) -> Converted:
+    """Any supported checkpoint -> format `to` (official, timm, hf, torchvision; see `swinzoo.converters`).
+
+    `allow_numeric_change`: torchvision only, export a V2 model with pretrained windows anyway (its biases change).
+    """
+    converters.get_format(to)  # an unknown format fails before anything is read
+    checkpoint, report = read_transferred(src, res=res, window=window, num_classes=num_classes,
+                                          from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    how = converters.write(checkpoint, to, output, allow_numeric_change)
+    return Converted(Path(output), checkpoint.config, report, how)

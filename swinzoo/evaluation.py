@@ -1,0 +1,91 @@
+"""`evaluate` (top-1 / top-5 on a dataset's val split) and `predict` (top-k classes of image files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import Progress
+from torchmetrics.classification import MulticlassAccuracy
+
+from swinzoo.conversion import read_transferred
+from swinzoo.errors import SwinzooError
+from swinzoo.io import load_strict
+from swinzoo.models import SwinTransformer
+from swinzoo.train.data import BUILTIN, eval_loader, eval_transform, open_split
+
+
+def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
+                  from_format: str = "auto", console: Console | None = None) -> SwinTransformer:
+    """A model in eval mode: `model` itself, or the source it names moved to `res` / `window` when they differ from
+    its own (official window choice). The model carries `.provenance`."""
+    if isinstance(model, SwinTransformer):
+        if (res and res != model.config.img_size) or (window and window != model.config.window_size):
+            raise SwinzooError("res/window apply to a source that is read; convert the model first (swinzoo.convert)")
+        return model.eval()
+    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format)
+    if report.changed and console is not None:
+        console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
+    net = SwinTransformer(checkpoint.config)
+    load_strict(net, {k: v.float() for k, v in checkpoint.state_dict.items()}, str(model))
+    net.provenance = checkpoint.provenance
+    return net.eval()
+
+
+def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
+             window: int | None = None, batch_size: int = 100, num_workers: int = 0, test_crop: bool | None = None,
+             from_format: str = "auto", console: Console | None = None) -> dict:
+    """{"top1", "top5", "n"} of `model` (a model or any source) on the val split of `data` (a folder with val/
+    class folders, hf:NAME or shapes; default: the model's built-in training dataset). `test_crop` None: resize
+    to res/0.875 and center crop below 384 px, as the official code."""
+    console = console or Console(stderr=True)
+    net = prepare_model(model, res=res, window=window, from_format=from_format, console=console)
+    provenance = getattr(net, "provenance", None) or {}
+    data = data or (provenance.get("dataset") if provenance.get("dataset") in BUILTIN else None)
+    if data is None:
+        raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
+                           f"{', '.join(BUILTIN)}")
+    cfg = net.config
+    dataset = open_split(data, "val", cfg.img_size)
+    if cfg.num_classes != len(dataset.classes):
+        raise SwinzooError(f"the model has {cfg.num_classes} classes but {data} has {len(dataset.classes)}; "
+                           "fine-tune it on this data first (swinzoo finetune)")
+    if cfg.class_names and list(cfg.class_names) != list(dataset.classes):
+        console.print(f"note: class names differ from the model's ({dataset.classes[:3]}... vs "
+                      f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
+    top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
+    top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
+    loader = eval_loader(dataset, cfg.img_size, batch_size, num_workers, test_crop)
+    with torch.inference_mode(), Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
+        for images, labels in loader:
+            logits = net(images)
+            top1.update(logits, labels)
+            top5.update(logits, labels)
+            progress.advance(task)
+    return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": len(dataset), "data": data,
+            "img_size": cfg.img_size}
+
+
+def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5,
+            from_format: str = "auto") -> list[dict]:
+    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first."""
+    net = prepare_model(model, from_format=from_format)
+    cfg = net.config
+    names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
+    tf = eval_transform(cfg.img_size)
+    batch = []
+    for path in images:
+        try:
+            with Image.open(path) as im:
+                batch.append(tf(im.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as e:
+            raise SwinzooError(f"{path} is not a readable image ({e})") from None
+    with torch.inference_mode():
+        probs = net(torch.stack(batch)).float().softmax(-1)
+    k = max(1, min(topk, cfg.num_classes))
+    values, indices = probs.topk(k, dim=-1)
+    return [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
+            for path, v, ix in zip(images, values.tolist(), indices.tolist())]
