@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.io import is_safetensors, load_torch, read_safetensors, verify_state_dict
+from swinzoo.io import atomic_dir, is_safetensors, load_torch, read_safetensors, verify_state_dict
 from swinzoo.models import parameter_shapes
 from swinzoo.transfer import BUFFER_NAMES, canonical_buffers, drop_buffers
 
@@ -172,6 +173,16 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, 
     if is_safetensors(path):
         return read_safetensors(path)[0]
     return unwrap(load_torch(path, trust_checkpoint), str(path))
+
+
+def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], json_files: dict[str, dict]) -> Path:
+    """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_dir(out_dir) as tmp:
+        for name, content in json_files.items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return Path(out_dir)
 
 
 def weights_in_folder(folder: Path) -> Path:

@@ -12,7 +12,6 @@ Script: `python -m swinzoo.converters hf SRC_DIR OUT.safetensors` or
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,11 +26,11 @@ from swinzoo.converters.common import (
     read_config_json,
     read_weights,
     weights_in_folder,
+    write_model_folder,
 )
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_dir
 from swinzoo.models.layers import relative_position_index
 
 _B = "swin.encoder.layers.{s}.blocks.{b}."
@@ -171,16 +170,11 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
 
 def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path) -> Path:
     """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors)."""
-    from safetensors.torch import save_file
-
     cfg_json = config_to_hf(config)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in from_canonical(state_dict, config.version).items()}
+    tensors = from_canonical(state_dict, config.version)
     tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
-        (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(config), indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    return Path(out_dir)
+    return write_model_folder(out_dir, tensors, {"config.json": cfg_json,
+                                                 "preprocessor_config.json": preprocessor_config(config)})
 
 
 def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:

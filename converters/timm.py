@@ -13,7 +13,6 @@ Script: `python -m swinzoo.converters timm SRC OUT.safetensors` (SRC: a timm fol
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,11 +26,11 @@ from swinzoo.converters.common import (
     read_config_json,
     read_weights,
     weights_in_folder,
+    write_model_folder,
 )
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_dir
 from swinzoo.zoo import ARCHS as SIZES
 from swinzoo.zoo import timm_archs
 
@@ -202,19 +201,13 @@ def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, o
     `extra_config` is merged into config.json (e.g. a Hub push adds `pretrained_cfg` details or a model card's
     fields). The folder loads with `timm.create_model("local-dir:OUT", pretrained=True)`.
     """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in from_canonical(state_dict).items()}
     cfg_json = config_to_timm(config)
     for key, value in (extra_config or {}).items():
         if isinstance(value, dict) and isinstance(cfg_json.get(key), dict):
             cfg_json[key] = {**cfg_json[key], **value}
         else:
             cfg_json[key] = value
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    return Path(out_dir)
+    return write_model_folder(out_dir, from_canonical(state_dict), {"config.json": cfg_json})
 
 
 def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:

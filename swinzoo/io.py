@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
 
@@ -77,8 +78,6 @@ def is_safetensors(path: str | Path) -> bool:
 
 def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file, behind a one-line error."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
@@ -88,8 +87,6 @@ def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors file, or {} when it is not one."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}

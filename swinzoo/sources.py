@@ -29,8 +29,8 @@ def read_checkpoint(src: str | Path, *, from_format: str = "auto", arch: str | N
     file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects.
     """
     src = str(src)
-    if from_format not in FORMAT_CHOICES:
-        raise SwinzooError(f"unknown format {from_format!r}; choose one of {', '.join(FORMAT_CHOICES)}")
+    if from_format != "auto":
+        converters.get_format(from_format)  # an unknown format fails before anything is fetched
     if hub.is_hub_ref(src):
         return _read_hub(src, from_format, arch, trust_checkpoint)
     path = packaged_file(src) or Path(src)

@@ -67,6 +67,17 @@ def test_finetune_eval_predict(tiny, tmp_path, capsys):
     assert {c for c, _ in pred} == {"a", "b"} and sum(p for _, p in pred) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_finetune_from_python(tiny, tmp_path):
+    """`swinzoo.finetune` with keyword arguments: what the CLI calls, Trainer options as a dict."""
+    result = swinzoo.finetune(str(tiny), res=64, data=str(image_folder(tmp_path / "data")), recipe="nano_finetune",
+                              max_steps=2, batch_size=4, num_workers=0, out=str(tmp_path / "run"),
+                              trainer={"limit_val_batches": 1, "enable_model_summary": False})
+    assert result.out == tmp_path / "run" and result.metrics["global_step"] == 2 and result.metrics["n"] == 4
+    assert swinzoo.load_model(result.out).config.img_size == 64
+    with pytest.raises(swinzoo.SwinzooError, match="not a Trainer option"):
+        swinzoo.finetune(str(tiny), data="shapes", trainer={"max_epoch": 1})
+
+
 def test_embedded_nano_models_load_offline():
     for name in ("swin_n_64", "swinv2_n_64_w4"):
         from swinzoo.sources import read_checkpoint

@@ -21,11 +21,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
+from swinzoo.train.recipes import Recipe
 from swinzoo.train.shapes import ShapesDataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 BUILTIN = ("shapes",)
 BICUBIC = v2.InterpolationMode.BICUBIC
@@ -170,8 +170,6 @@ class SwinDataModule(L.LightningDataModule):
     def __init__(self, data: str, res: int, batch_size: int, recipe=None, num_workers: int | None = None,
                  train_size: int | None = None, val_size: int | None = None) -> None:
         super().__init__()
-        from swinzoo.train.recipes import Recipe
-
         self.data, self.res, self.batch_size = data, res, batch_size
         self.recipe = recipe or Recipe()
         self.num_workers = default_workers() if num_workers is None else num_workers

@@ -22,6 +22,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
 
 from swinzoo.config import SwinConfig
 from swinzoo.conversion import target_config
@@ -259,8 +260,6 @@ def finetune(source: str | None = None, *, res: int | None = None, window: int |
 
     Returns the output folder and the final validation metrics (None on processes other than global rank zero).
     """
-    from rich.console import Console
-
     options = FinetuneOptions(
         source=source, res=res, window=window, data=data, recipe=recipe, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, lr=lr, devices=devices, accelerator=accelerator, strategy=strategy,
