@@ -95,10 +95,11 @@ def _swinzoo_block(path: Path) -> dict | None:
     return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
 
 
-def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_change: bool = False) -> str:
+def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
     """Write `checkpoint` in format `fmt` at `out` (a file or a folder, as the format makes); returns how to load
     the result in that format's own library."""
     format_ = get_format(fmt)
     if format_.write is None:
         raise SwinzooError(f"swinzoo reads {fmt} but does not write it")
-    return format_.write(checkpoint, out, allow_numeric_change)
+    return format_.write(checkpoint, out, allow_numeric_change=allow_numeric_change, overwrite=overwrite)

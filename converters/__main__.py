@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     fmt = FORMATS[args.format]
     if args.export:
-        fmt.write(native.read(args.src), args.out, args.allow_numeric_change)
+        fmt.write(native.read(args.src), args.out, allow_numeric_change=args.allow_numeric_change)
     else:
         checkpoint = fmt.read(Path(args.src), None, "", args.trust_checkpoint, None)
         checkpoint.provenance = {"source": str(args.src), "format": fmt.name}

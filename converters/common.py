@@ -141,7 +141,8 @@ def _never(*_) -> bool:
 class Format:
     """One checkpoint format. `read(path, arch, arch_name, trust_checkpoint, raw)` -> Checkpoint, where `arch` is
     the config from `--arch` (or None) and `raw` the state dict already read while detecting (or None);
-    `write(checkpoint, out, allow_numeric_change)` -> how to load the result in the format's own library."""
+    `write(checkpoint, out, allow_numeric_change=, overwrite=)` -> how to load the result in the format's own
+    library (`overwrite`: write into a folder that holds other files, replacing only the format's own)."""
 
     name: str
     summary: str
@@ -175,10 +176,12 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, 
     return unwrap(load_torch(path, trust_checkpoint), str(path))
 
 
-def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], json_files: dict[str, dict]) -> Path:
-    """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files."""
+def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], json_files: dict[str, dict],
+                       overwrite: bool = False) -> Path:
+    """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files.
+    An existing folder is refused unless it holds only such files (see `io.atomic_dir`) or `overwrite`."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owned={*json_files, "model.safetensors"}, overwrite=overwrite) as tmp:
         for name, content in json_files.items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

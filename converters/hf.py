@@ -168,17 +168,19 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"]))
 
 
-def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path) -> Path:
+def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
+                    overwrite: bool = False) -> Path:
     """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors)."""
     cfg_json = config_to_hf(config)
     tensors = from_canonical(state_dict, config.version)
     tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
     return write_model_folder(out_dir, tensors, {"config.json": cfg_json,
-                                                 "preprocessor_config.json": preprocessor_config(config)})
+                                                 "preprocessor_config.json": preprocessor_config(config)}, overwrite)
 
 
-def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
-    write_hf_folder(checkpoint.state_dict, checkpoint.config, out)
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
+    write_hf_folder(checkpoint.state_dict, checkpoint.config, out, overwrite=overwrite)
     return f'transformers.AutoModelForImageClassification.from_pretrained("{out}")'
 
 

@@ -59,11 +59,16 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     tensors, meta = read_safetensors(path, "; re-create it with `swinzoo convert`")
     if CONFIG_KEY not in meta:
         raise SwinzooError(f"{path} has no swinzoo config in its metadata; convert it with `swinzoo convert`")
-    provenance = json.loads(meta.get(PROVENANCE_KEY, "{}") or "{}")
-    return Checkpoint(tensors, SwinConfig.from_json(meta[CONFIG_KEY]), provenance)
+    try:
+        config = SwinConfig.from_json(meta[CONFIG_KEY])
+        provenance = json.loads(meta.get(PROVENANCE_KEY, "{}") or "{}")
+    except (SwinzooError, json.JSONDecodeError) as e:
+        raise SwinzooError(f"{path}: unreadable swinzoo metadata: {e}") from None
+    return Checkpoint(tensors, config, provenance if isinstance(provenance, dict) else {"provenance": provenance})
 
 
-def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
     save_state_dict(checkpoint.state_dict, checkpoint.config, out, checkpoint.provenance)
     return f'swinzoo.load_model("{out}")'
 

@@ -115,7 +115,8 @@ def to_official(state_dict: dict[str, torch.Tensor], cfg: SwinConfig) -> dict[st
     return {"model": out}
 
 
-def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
     save_torch(to_official(checkpoint.state_dict, checkpoint.config), out)
     return "the official SwinTransformer(...).load_state_dict(torch.load(OUT)['model'])"
 

@@ -195,7 +195,7 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
 
 
 def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
-                      extra_config: dict | None = None) -> Path:
+                      extra_config: dict | None = None, overwrite: bool = False) -> Path:
     """Canonical weights -> `out_dir/{config.json, model.safetensors}` in timm's layout, written atomically.
 
     `extra_config` is merged into config.json (e.g. a Hub push adds `pretrained_cfg` details or a model card's
@@ -207,11 +207,12 @@ def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, o
             cfg_json[key] = {**cfg_json[key], **value}
         else:
             cfg_json[key] = value
-    return write_model_folder(out_dir, from_canonical(state_dict), {"config.json": cfg_json})
+    return write_model_folder(out_dir, from_canonical(state_dict), {"config.json": cfg_json}, overwrite)
 
 
-def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
-    write_timm_folder(checkpoint.state_dict, checkpoint.config, out)
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
+    write_timm_folder(checkpoint.state_dict, checkpoint.config, out, overwrite=overwrite)
     return f'timm.create_model("local-dir:{out}", pretrained=True)'
 
 

@@ -191,7 +191,8 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     return Checkpoint(sd, build_config(sd, str(path), window=window_of(raw), arch=arch, arch_name=arch_name))
 
 
-def write(checkpoint: Checkpoint, out: str | Path, allow_numeric_change: bool = False) -> str:
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
     cfg = checkpoint.config
     save_torch(from_canonical(checkpoint.state_dict, cfg, allow_numeric_change), out)
     args = ", ".join(f"{k}={v}" for k, v in builder_kwargs(cfg).items())

@@ -1,13 +1,18 @@
 """The `swinzoo` command: a thin dispatcher over one module per verb in `swinzoo.commands`.
 
 Each command module has `register(subparsers)`, which adds its parser and sets `func`. `cli_main(args)` runs in
-process (tests call it directly) and turns a `SwinzooError` into one line on stderr and exit code 2.
+process (tests call it directly) and is the one place exceptions become one line on stderr: a `SwinzooError` (bad
+input: the message names the problem and the fix) exits 2, an OS error (disk full, permissions) 1, anything else
+1 with its type; `SWINZOO_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import signal
 import sys
 
 from swinzoo.errors import SwinzooError
@@ -23,28 +28,69 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as a `SwinzooError` (one line, no usage dump)."""
+
+    def error(self, message: str):
+        raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swinzoo", description="Swin Transformer V1/V2 zoo, converters, fine-tuning.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="swinzoo", description="Swin Transformer V1/V2 zoo, converters, fine-tuning.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.Namespace:
+    """Parse, naming an unknown flag and the closest real one."""
+    ns, unknown = parser.parse_known_args(args)
+    if unknown:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], list(sub._option_string_actions), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"see `swinzoo {ns.command} --help`"
+        raise SwinzooError(f"swinzoo {ns.command}: unrecognized argument {unknown[0]}; {hint}")
+    return ns
+
+
 def cli_main(args: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(args)
+    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     try:
+        ns = parse(build_parser(), args)
         return int(ns.func(ns) or 0)
     except SwinzooError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the disk or the network: full, read-only, unreachable
+        if debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        reason = e.strerror or str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {type(e).__name__}{where}: {reason}; check the path, free space and permissions "
+              "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
+              "report it)", file=sys.stderr)
+        return 1
+
+
+def _terminated(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so every atomic write in flight removes its temporary file on the way out
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(cli_main())
 
 

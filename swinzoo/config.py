@@ -50,6 +50,12 @@ class SwinConfig:
         self.pretrained_window_sizes = tuple(int(w) for w in self.pretrained_window_sizes)
         if self.version not in (1, 2):
             raise SwinzooError(f"version must be 1 or 2, got {self.version}")
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "window_size"):
+            if int(getattr(self, name)) < 1:
+                raise SwinzooError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes < 0 or min(self.depths + self.num_heads, default=0) < 1:
+            raise SwinzooError(f"num_classes must be >= 0 and every depth and head count >= 1 (got {self.num_classes}, "
+                               f"{list(self.depths)}, {list(self.num_heads)})")
         if len(self.depths) != len(self.num_heads):
             raise SwinzooError(f"depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
         if len(self.pretrained_window_sizes) != len(self.depths):
@@ -113,11 +119,22 @@ class SwinConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SwinzooError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:  # a value of the wrong type: `depths: null`, `img_size: "x"`
+            raise SwinzooError(f"invalid config values ({str(e).splitlines()[0][:160]}); the file is corrupt or was "
+                               "edited by hand: re-create it with `swinzoo convert`") from None
 
     @classmethod
     def from_json(cls, text: str) -> SwinConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SwinzooError(f"the stored config is not valid JSON ({e.msg}); re-create the file with "
+                               "`swinzoo convert`") from None
+        if not isinstance(d, dict):
+            raise SwinzooError("the stored config is not a JSON object; re-create the file with `swinzoo convert`")
+        return cls.from_dict(d)
 
     def replace(self, **changes) -> SwinConfig:
         d = self.to_dict()

@@ -30,6 +30,9 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
                   num_classes: int | None = None) -> SwinConfig:
     """The config the user asked for: the source with resolution, window and classes replaced. Without a window, a
     new resolution gets the source's window scaled with it (the official 224/w7 -> 384/w12 choice)."""
+    for name, value in (("res", res), ("window", window), ("num_classes", num_classes)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise SwinzooError(f"{name} must be a positive integer, got {value!r}")
     img_size = res or src.img_size
     if window is None:
         window = src.window_size if img_size == src.img_size else scaled_window(src, img_size)
@@ -43,10 +46,11 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
 
 
 def read_transferred(src: str, *, res: int | None = None, window: int | None = None, num_classes: int | None = None,
-                     from_format: str = "auto", arch: str | None = None,
-                     trust_checkpoint: bool = False) -> tuple[Checkpoint, TransferReport]:
+                     from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
+                     allow_nonfinite: bool = False) -> tuple[Checkpoint, TransferReport]:
     """`src` read and moved to the target the arguments describe. Provenance records the surgery."""
-    source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
+                             allow_nonfinite=allow_nonfinite)
     dst = target_config(source.config, res, window, num_classes)
     state_dict, dst, report = transfer(source.state_dict, source.config, dst)
     verify_state_dict(parameter_shapes(dst), state_dict, src)
@@ -59,21 +63,24 @@ def read_transferred(src: str, *, res: int | None = None, window: int | None = N
 
 def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
-            trust_checkpoint: bool = False) -> Converted:
+            trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Converted:
     """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside)."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
-                  arch=arch, trust_checkpoint=trust_checkpoint)
+                  arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite)
 
 
 def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
            num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
-           trust_checkpoint: bool = False, allow_numeric_change: bool = False) -> Converted:
+           trust_checkpoint: bool = False, allow_nonfinite: bool = False, allow_numeric_change: bool = False,
+           overwrite: bool = False) -> Converted:
     """Any supported checkpoint -> format `to` (official, timm, hf, torchvision; see `swinzoo.converters`).
 
     `allow_numeric_change`: torchvision only, export a V2 model with pretrained windows anyway (its biases change).
+    `overwrite`: write a folder format into a folder that holds other files (only the format's files are replaced).
     """
     converters.get_format(to)  # an unknown format fails before anything is read
     checkpoint, report = read_transferred(src, res=res, window=window, num_classes=num_classes,
-                                          from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
-    how = converters.write(checkpoint, to, output, allow_numeric_change)
+                                          from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
+                                          allow_nonfinite=allow_nonfinite)
+    how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
     return Converted(Path(output), checkpoint.config, report, how)

@@ -18,14 +18,16 @@ from swinzoo.train.data import BUILTIN, eval_loader, eval_transform, open_split
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
-                  from_format: str = "auto", console: Console | None = None) -> SwinTransformer:
+                  from_format: str = "auto", trust_checkpoint: bool = False,
+                  console: Console | None = None) -> SwinTransformer:
     """A model in eval mode: `model` itself, or the source it names moved to `res` / `window` when they differ from
     its own (official window choice). The model carries `.provenance`."""
     if isinstance(model, SwinTransformer):
         if (res and res != model.config.img_size) or (window and window != model.config.window_size):
             raise SwinzooError("res/window apply to a source that is read; convert the model first (swinzoo.convert)")
         return model.eval()
-    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format)
+    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format,
+                                          trust_checkpoint=trust_checkpoint)
     if report.changed and console is not None:
         console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
     net = SwinTransformer(checkpoint.config)
@@ -36,12 +38,13 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
 
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
              window: int | None = None, batch_size: int = 100, num_workers: int = 0, test_crop: bool | None = None,
-             from_format: str = "auto", console: Console | None = None) -> dict:
+             from_format: str = "auto", trust_checkpoint: bool = False, console: Console | None = None) -> dict:
     """{"top1", "top5", "n"} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, hf:NAME or shapes; default: the model's built-in training dataset). `test_crop` None: resize
     to res/0.875 and center crop below 384 px, as the official code."""
     console = console or Console(stderr=True)
-    net = prepare_model(model, res=res, window=window, from_format=from_format, console=console)
+    net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
+                        console=console)
     provenance = getattr(net, "provenance", None) or {}
     data = data or (provenance.get("dataset") if provenance.get("dataset") in BUILTIN else None)
     if data is None:
@@ -70,9 +73,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
 
 
 def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5,
-            from_format: str = "auto") -> list[dict]:
+            from_format: str = "auto", trust_checkpoint: bool = False) -> list[dict]:
     """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first."""
-    net = prepare_model(model, from_format=from_format)
+    net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     tf = eval_transform(cfg.img_size)

@@ -6,10 +6,12 @@ renamed onto it only when complete, so a failed or interrupted write never leave
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,52 +21,136 @@ from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
 
-
 # ---------------------------------------------------------------------------------------------- atomic writes
+# Temporary outputs are named `.NAME.swinzoo-tmp-PID-XXXXXX` beside their target: recognisable, so that a later
+# write to the same target removes those a killed process (SIGKILL, power loss) left behind.
+TMP_TAG = "swinzoo-tmp"
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.parent / f".{path.name}.{TMP_TAG}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files and folders that dead swinzoo processes left beside `path`; return them."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{TMP_TAG}-*"):
+        try:
+            pid = int(tmp.name.rsplit(f".{TMP_TAG}-", 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; the folders it created, deepest first (removed again when the write fails)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    if folder.is_file():
+        raise SwinzooError(f"{folder} is a file, not a folder; choose another output path")
+    for f in reversed(missing):
+        f.mkdir()
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. Nothing is left
+    behind when it fails or is interrupted (SIGTERM included, see `cli.main`); an existing file is replaced."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / 'model.safetensors'})")
+    created = _make_parents(path.parent)
+    remove_stale_temps(path)
+    tmp = _temp_beside(path)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
     try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
+        yield tmp
         os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        _remove_empty(created)
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool = False):
+    """Yield a temporary folder beside `path`, filled by the block, that becomes `path` only if the block succeeds.
+
+    `owned` names the files this kind of output consists of. A `path` that holds only those (an earlier output of
+    the same kind) has them replaced; one that holds anything else is refused unless `overwrite`, and even then
+    only the owned files are replaced: nothing else in the folder is touched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    owned = set(owned or ())
     if path.exists() and not path.is_dir():
         raise SwinzooError(f"{path} exists and is not a folder; choose another output")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    existing = sorted(os.listdir(path)) if path.is_dir() else []
+    foreign = [n for n in existing if n not in owned and f".{TMP_TAG}-" not in n]
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SwinzooError(f"{path} holds files swinzoo did not write ({shown}); choose a new or empty folder, or "
+                           f"pass --overwrite to replace only {', '.join(sorted(owned)) or 'its own files'}")
+    created = _make_parents(path.parent)
+    remove_stale_temps(path)
+    tmp = _temp_beside(path)
+    tmp.mkdir()
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
+        if not existing:
+            os.replace(tmp, path)  # a new (or empty) folder: one rename
+        else:  # an earlier output, or --overwrite: replace our files one by one, leave the rest alone
+            written = {child.name for child in tmp.iterdir()}
+            for name in sorted(written):
+                os.replace(tmp / name, path / name)
+            for name in sorted(owned & set(existing) - written):
+                (path / name).unlink(missing_ok=True)
+    except BaseException:
+        _remove_empty(created)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
 def save_torch(obj: object, path: str | Path) -> Path:
-    """torch.save, atomically."""
+    """torch.save, atomically; a full disk is one line, not torch's "unexpected pos" zip-writer error."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            if "unexpected pos" in str(e) or "write" in str(e).lower():
+                raise OSError(errno.ENOSPC, "could not write the whole file (is the disk full?)", str(path)) from None
+            raise
     return Path(path)
 
 

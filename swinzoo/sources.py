@@ -11,6 +11,8 @@ import math
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
@@ -22,12 +24,30 @@ FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 
 def read_checkpoint(src: str | Path, *, from_format: str = "auto", arch: str | None = None,
-                    trust_checkpoint: bool = False) -> Checkpoint:
+                    trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Checkpoint:
     """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
 
     `from_format` names the format instead of detecting it; `arch` (a zoo name) gives the architecture where the
-    file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects.
+    file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects. Weights
+    must be floating point and finite: the first NaN/Inf tensor is an error unless `allow_nonfinite`.
     """
+    checkpoint = _read(str(src), from_format, arch, trust_checkpoint)
+    check_weights(checkpoint.state_dict, str(src), allow_nonfinite)
+    return checkpoint
+
+
+def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) -> None:
+    """Corrupt weights fail here, not as chance accuracy or `nan` probabilities later."""
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            raise SwinzooError(f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values where weights "
+                               "are floating point; the file is corrupt or not a Swin checkpoint")
+        if not allow_nonfinite and not bool(torch.isfinite(value).all()):
+            raise SwinzooError(f"{source}: {key} holds NaN or Inf values; the file is corrupt (download or convert "
+                               "it again), or pass --allow-nonfinite to read it anyway")
+
+
+def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool) -> Checkpoint:
     src = str(src)
     if from_format != "auto":
         converters.get_format(from_format)  # an unknown format fails before anything is fetched
@@ -83,7 +103,7 @@ def looks_like_name(src: str) -> bool:
     return "/" not in src and "\\" not in src and Path(src).suffix not in suffixes
 
 
-def model_info(src: str, *, from_format: str = "auto") -> dict:
+def model_info(src: str, *, from_format: str = "auto", trust_checkpoint: bool = False) -> dict:
     """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
     (its provenance)."""
     if is_zoo_name(src):
@@ -93,7 +113,7 @@ def model_info(src: str, *, from_format: str = "auto") -> dict:
         extra = {"tag": w.tag, "top1": w.top1, "hub_repo": w.hub_repo, "official_url": w.official_url,
                  "paper_params_m": entry.params_m, "paper_gmacs": entry.gmacs}
     else:
-        checkpoint = read_checkpoint(src, from_format=from_format)
+        checkpoint = read_checkpoint(src, from_format=from_format, trust_checkpoint=trust_checkpoint)
         cfg = checkpoint.config
         extra = {"provenance": checkpoint.provenance}
     params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())

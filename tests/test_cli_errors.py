@@ -113,8 +113,8 @@ def test_failed_write_leaves_nothing(tmp_path, capsys, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(swinzoo.converters.native, "save_file", explode)
-    with pytest.raises(OSError):
-        run_cli(["convert", fixture_pth(V1), "-o", tmp_path / "out.safetensors"], capsys)
+    code, _, err = run_cli(["convert", fixture_pth(V1), "-o", tmp_path / "out.safetensors"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "disk full" in err
     assert list(tmp_path.iterdir()) == []
 
 

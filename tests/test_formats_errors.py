@@ -78,15 +78,25 @@ def test_failed_folder_export_leaves_nothing(tmp_path, capsys):
 
 
 def test_atomic_dir_keeps_the_old_folder_on_failure(tmp_path):
+    from swinzoo.errors import SwinzooError
     from swinzoo.io import atomic_dir
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
-        (tmp / "new.txt").write_text("half")
+    (out / "model.txt").write_text("old")
+    owned = {"model.txt", "config.txt"}
+    with pytest.raises(RuntimeError), atomic_dir(out, owned) as tmp:
+        (tmp / "model.txt").write_text("half")
         raise RuntimeError("disk full")
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "old.txt").exists()
-    with atomic_dir(out) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert [p.name for p in out.iterdir()] == ["new.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "model.txt").read_text() == "old"
+    with atomic_dir(out, owned) as tmp:  # an earlier output of the same kind: its files are replaced
+        (tmp / "model.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["model.txt"] and (out / "model.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    (out / "notes.txt").write_text("mine")  # a file swinzoo did not write: refused, then only ours replaced
+    with pytest.raises(SwinzooError, match="notes.txt.*--overwrite"), atomic_dir(out, owned):
+        pass
+    with atomic_dir(out, owned, overwrite=True) as tmp:
+        (tmp / "model.txt").write_text("newer")
+    assert sorted(p.name for p in out.iterdir()) == ["model.txt", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.txt").read_text() == "newer"

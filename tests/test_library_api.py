@@ -59,7 +59,7 @@ def test_evaluate_predict_and_push_dry_run_from_python(tmp_path):
 def test_a_format_is_one_row_in_the_registry(tmp_path, monkeypatch):
     """A toy format registered in FORMATS is written by `export` and read back by `read_checkpoint`."""
 
-    def write(checkpoint: Checkpoint, out, allow_numeric_change=False) -> str:
+    def write(checkpoint: Checkpoint, out, **options) -> str:
         torch.save({"toy": checkpoint.state_dict, "config": checkpoint.config.to_dict()}, out)
         return "torch.load(OUT)"
 

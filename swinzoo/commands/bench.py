@@ -13,13 +13,15 @@ from rich.table import Table
 
 from swinzoo import bench
 from swinzoo.bench_plot import draw_sweep
+from swinzoo.commands import non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark zoo models (images/s, latency, memory), optionally vs timm")
     p.add_argument("names", nargs="*", metavar="NAME", default=["swin_t_224"], help="zoo names (default swin_t_224)")
-    p.add_argument("--res", type=int, nargs="+", help="resolutions (default: each model's own); several = a sweep")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--res", type=positive_int, nargs="+",
+                   help="resolutions (default: each model's own); several = a sweep")
+    p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
     p.add_argument("--eval-and-train", action="store_true", help="time both inference and a training step")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast to bfloat16")
@@ -27,8 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing for the swinzoo models")
     p.add_argument("--vs-timm", action="store_true", help="also run timm's build of each model, interleaved")
     p.add_argument("--memory", action="store_true", help="measure peak memory of one step (subprocess per model)")
-    p.add_argument("--reps", type=int, default=10, help="timed rounds per model (default 10)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model (default 10)")
+    p.add_argument("--warmup", type=non_negative_int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--plot", metavar="FILE.png", help="draw ms/image against resolution (use several --res)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

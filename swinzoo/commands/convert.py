@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from swinzoo.commands import add_trust_flag, positive_int
 from swinzoo.conversion import Converted, convert, export
 from swinzoo.converters import EXPORT_FORMATS
 from swinzoo.sources import FORMAT_CHOICES
@@ -24,22 +25,24 @@ def register(subparsers) -> None:
     add_source_arguments(p)
     p.add_argument("--allow-numeric-change", action="store_true",
                    help="torchvision only: export a V2 model with pretrained windows anyway (its biases change)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that holds other files, replacing "
+                   "only the export's own (config.json, model.safetensors, ...)")
     p.set_defaults(func=run_export)
 
 
 def add_source_arguments(p) -> None:
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
-    p.add_argument("--res", type=int, help="target resolution (default: the source's)")
-    p.add_argument("--window", type=int, help="target window (default: the source's window scaled with --res)")
-    p.add_argument("--num-classes", type=int, help="target class count (default: the source head's)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
+    p.add_argument("--res", type=positive_int, help="target resolution (default: the source's)")
+    p.add_argument("--window", type=positive_int, help="target window (default: the source's window scaled with --res)")
+    p.add_argument("--num-classes", type=positive_int, help="target class count (default: the source head's)")
+    add_trust_flag(p)
+    p.add_argument("--allow-nonfinite", action="store_true", help="read weights holding NaN or Inf anyway")
 
 
 def _source_kwargs(args) -> dict:
     return dict(res=args.res, window=args.window, num_classes=args.num_classes, from_format=args.from_format,
-                arch=args.arch, trust_checkpoint=args.trust_checkpoint)
+                arch=args.arch, trust_checkpoint=args.trust_checkpoint, allow_nonfinite=args.allow_nonfinite)
 
 
 def run_convert(args) -> int:
@@ -49,7 +52,7 @@ def run_convert(args) -> int:
 
 def run_export(args) -> int:
     done = export(args.src, args.to, args.output, allow_numeric_change=args.allow_numeric_change,
-                  **_source_kwargs(args))
+                  overwrite=args.overwrite, **_source_kwargs(args))
     _report(done, args.to, load_hint=True)
     return 0
 

@@ -7,6 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from swinzoo.commands import add_trust_flag
 from swinzoo.sources import FORMAT_CHOICES, model_info
 from swinzoo.zoo import ENTRIES
 
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="NAME|PATH")
     p.add_argument("--json", action="store_true", help="print JSON with keys name, config, params, gmacs")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
+    add_trust_flag(p)
     p.set_defaults(func=run_info)
 
 
@@ -45,7 +47,7 @@ def run_list(args) -> int:
 
 
 def run_info(args) -> int:
-    info = model_info(args.model, from_format=args.from_format)
+    info = model_info(args.model, from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
