@@ -72,6 +72,14 @@ def _make_parents(folder: Path) -> list[Path]:
     return missing
 
 
+def _as_new_file(path: Path) -> None:
+    """Permissions of a freshly created file under the umask: libraries that write through their own temporary
+    files (safetensors) leave 0600, which other users and tools then cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _remove_empty(folders: list[Path]) -> None:
     for folder in folders:
         try:
@@ -93,6 +101,7 @@ def atomic_path(path: str | Path):
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
     try:
         yield tmp
+        _as_new_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -126,6 +135,9 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
     tmp.mkdir()
     try:
         yield tmp
+        for child in tmp.iterdir():
+            if child.is_file():
+                _as_new_file(child)
         if not existing:
             os.replace(tmp, path)  # a new (or empty) folder: one rename
         else:  # an earlier output, or --overwrite: replace our files one by one, leave the rest alone

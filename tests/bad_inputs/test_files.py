@@ -1,0 +1,367 @@
+"""Bad files, paths and numbers against convert / export / eval / predict / info / bench, and process faults
+(SIGTERM, SIGKILL, a full disk) mid-write. Every case: exit != 0, one line on stderr naming the problem and the fix,
+nothing created, changed or removed outside what the command owns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from swinzoo.converters.native import CONFIG_KEY, PROVENANCE_KEY
+
+from tests.bad_inputs.harness import fails_cleanly, snapshot
+from tests.conftest import V1, fixture_pth
+
+NANO = Path(__file__).resolve().parents[2] / "swinzoo" / "data" / "swin_n_64.safetensors"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------------------------- input builders
+def nano_copy(tmp: Path, name: str = "m.safetensors", edit=None, meta_edit=None) -> Path:
+    """The shipped nano model, optionally with its tensors or metadata edited."""
+    from safetensors import safe_open
+
+    with safe_open(str(NANO), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(NANO)
+    if edit:
+        edit(tensors)
+    if meta_edit:
+        meta_edit(meta)
+    path = tmp / name
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def set_nan(tensors):
+    tensors["layers.1.blocks.0.mlp.fc1.weight"][3, 5] = float("nan")
+
+
+def set_inf(tensors):
+    tensors["norm.weight"][0] = float("inf")
+
+
+def to_int(tensors):
+    tensors["head.bias"] = tensors["head.bias"].to(torch.int64)
+
+
+def scrambled(tmp: Path) -> Path:
+    """A safetensors file whose data bytes were overwritten with random bytes (header intact)."""
+    path = nano_copy(tmp)
+    raw = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")
+    g = torch.Generator().manual_seed(0)
+    raw[header:] = bytes(torch.randint(0, 256, (len(raw) - header,), generator=g, dtype=torch.uint8).tolist())
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def malicious_pickle(tmp: Path) -> Path:
+    """A .pth whose unpickling would create `pwned` (it must never run without --trust-checkpoint)."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'pwned'}",))
+
+    path = tmp / "evil.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "config": Payload()}, path)
+    return path
+
+
+def write(tmp: Path, name: str, data: bytes | str) -> Path:
+    path = tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def truncated(tmp: Path, src: Path, name: str, keep: float = 0.5) -> Path:
+    data = src.read_bytes()
+    return write(tmp, name, data[: int(len(data) * keep)])
+
+
+def folder_with(tmp: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        write(tmp / "d", name, text)
+    return tmp / "d"
+
+
+# name -> (builder(tmp) -> (args, owned), fragments the line must contain)
+CASES = {
+    # --- files that are not what they claim to be
+    "missing file": (lambda t: ["convert", t / "nope.pth", "-o", t / "o.safetensors"], ["does not exist"]),
+    "folder without config": (lambda t: ["convert", folder_with(t, {"x.bin": "x"}), "-o", t / "o.safetensors"],
+                              ["has no config.json"]),
+    "text file": (lambda t: ["convert", write(t, "a.pth", "hello"), "-o", t / "o.safetensors"],
+                  ["not a PyTorch checkpoint"]),
+    "truncated pth": (lambda t: ["convert", truncated(t, fixture_pth(V1), "t.pth"), "-o", t / "o.safetensors"],
+                      ["truncated or corrupt"]),
+    "truncated safetensors": (lambda t: ["convert", truncated(t, NANO, "t.safetensors"), "-o", t / "o.pth"],
+                              ["not a readable safetensors"]),
+    "non-swin state dict": (lambda t: ["convert", _saved(t, {"a.weight": torch.zeros(2)}), "-o", t / "o.st"],
+                            ["not a Swin checkpoint"]),
+    "pickle via convert": (lambda t: ["convert", malicious_pickle(t), "-o", t / "o.safetensors"],
+                           ["Python objects", "--trust-checkpoint"]),
+    "pickle via eval": (lambda t: ["eval", malicious_pickle(t), "--data", "shapes"], ["--trust-checkpoint"]),
+    "pickle via predict": (lambda t: ["predict", malicious_pickle(t), write(t, "x.png", "x")], ["--trust-checkpoint"]),
+    "pickle via info": (lambda t: ["info", malicious_pickle(t)], ["--trust-checkpoint"]),
+    "pickle via export": (lambda t: ["export", malicious_pickle(t), "--to", "timm", "-o", t / "o"],
+                          ["--trust-checkpoint"]),
+    # --- corrupt weights
+    "one NaN": (lambda t: ["convert", nano_copy(t, edit=set_nan), "-o", t / "o.safetensors"],
+                ["layers.1.blocks.0.mlp.fc1.weight", "NaN or Inf", "--allow-nonfinite"]),
+    "one Inf via eval": (lambda t: ["eval", nano_copy(t, edit=set_inf)], ["norm.weight", "NaN or Inf"]),
+    "NaN via predict": (lambda t: ["predict", nano_copy(t, edit=set_nan), write(t, "x.png", "x")], ["NaN or Inf"]),
+    "integer weights": (lambda t: ["convert", nano_copy(t, edit=to_int), "-o", t / "o.safetensors"],
+                        ["head.bias", "int64", "floating point"]),
+    "scrambled data bytes": (lambda t: ["convert", scrambled(t), "-o", t / "o.safetensors"], ["NaN or Inf"]),
+    # --- malformed metadata and configs
+    "config not JSON": (lambda t: ["info", nano_copy(t, meta_edit=lambda m: m.update({CONFIG_KEY: "{oops"}))],
+                        ["not valid JSON"]),
+    "config depths null": (lambda t: ["info", nano_copy(t, meta_edit=_config_edit(depths=None))],
+                           ["invalid config values"]),
+    "config not an object": (lambda t: ["info", nano_copy(t, meta_edit=lambda m: m.update({CONFIG_KEY: "[1]"}))],
+                             ["not a JSON object"]),
+    "config negative size": (lambda t: ["info", nano_copy(t, meta_edit=_config_edit(img_size=-64))],
+                             ["img_size must be a positive integer"]),
+    "provenance not JSON": (lambda t: ["convert", nano_copy(t, meta_edit=lambda m: m.update({PROVENANCE_KEY: "{"})),
+                                       "-o", t / "o.safetensors"], ["unreadable swinzoo metadata"]),
+    "config.json not JSON": (lambda t: ["convert", folder_with(t, {"config.json": "{", "model.safetensors": "x"}),
+                                        "-o", t / "o.safetensors"], ["not valid JSON"]),
+    "config.json of nothing known": (lambda t: ["convert", folder_with(t, {"config.json": "{}"}), "-o",
+                                                t / "o.safetensors"], ["neither a timm config", "--from-format"]),
+    "wrong --from-format": (lambda t: ["convert", fixture_pth(V1), "--from-format", "timm", "-o", t / "o.st"],
+                            ["not a timm Swin state dict"]),
+    "unknown --arch": (lambda t: ["convert", fixture_pth(V1), "--arch", "swin_q_224", "-o", t / "o.st"],
+                       ["unknown model name", "did you mean"]),
+    "contradicting --arch": (lambda t: ["convert", fixture_pth(V1), "--arch", "swin_b_224", "-o", t / "o.st"],
+                             ["contradicts the checkpoint"]),
+    # --- outputs
+    "export into a user folder": (lambda t: ["export", "swin_n_64", "--to", "timm", "-o",
+                                             folder_with(t, {"important.txt": "x", "sub/keep.txt": "y"})],
+                                  ["did not write", "important.txt", "--overwrite"]),
+    "convert onto a folder": (lambda t: ["convert", "swin_n_64", "-o", folder_with(t, {"a.txt": "x"})],
+                              ["is a folder", "give a file name"]),
+    "convert onto the current folder": (lambda t: ["convert", "swin_n_64", "-o", "."], ["is a folder"]),
+    "export official onto a folder": (lambda t: ["export", "swin_n_64", "--to", "official", "-o",
+                                                 folder_with(t, {"a.txt": "x"})], ["is a folder"]),
+    "output below a file": (lambda t: ["convert", "swin_n_64", "-o", write(t, "f", "x") / "o.safetensors"],
+                            ["is a file, not a folder"]),
+    "export folder format onto a file": (lambda t: ["export", "swin_n_64", "--to", "timm", "-o", write(t, "f", "x")],
+                                         ["exists and is not a folder"]),
+    # --- numbers
+    "res 0": (lambda t: ["convert", "swin_n_64", "--res", "0", "-o", t / "o.st"], ["--res", "positive integer"]),
+    "res negative": (lambda t: ["convert", "swin_n_64", "--res", "-64", "-o", t / "o.st"], ["positive integer"]),
+    "res not a number": (lambda t: ["convert", "swin_n_64", "--res", "big", "-o", t / "o.st"], ["not an integer"]),
+    "res off the grid": (lambda t: ["convert", "swin_n_64", "--res", "70", "-o", t / "o.st"], ["use --res"]),
+    "window 0": (lambda t: ["convert", "swin_n_64", "--window", "0", "-o", t / "o.st"], ["positive integer"]),
+    "num-classes 0": (lambda t: ["convert", "swin_n_64", "--num-classes", "0", "-o", t / "o.st"],
+                      ["positive integer"]),
+    "num-classes negative": (lambda t: ["export", "swin_n_64", "--to", "timm", "--num-classes", "-5", "-o",
+                                        t / "o"], ["positive integer"]),
+    "eval res 0": (lambda t: ["eval", "swin_n_64", "--res", "0"], ["positive integer"]),
+    "eval batch 0": (lambda t: ["eval", "swin_n_64", "--batch-size", "0"], ["positive integer"]),
+    "eval workers negative": (lambda t: ["eval", "swin_n_64", "--num-workers", "-1"], ["0 or more"]),
+    "predict topk 0": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "x"), "--topk", "0"],
+                       ["positive integer"]),
+    "bench res 0": (lambda t: ["bench", "swin_n_64", "--res", "0"], ["positive integer"]),
+    "bench batch 0": (lambda t: ["bench", "swin_n_64", "--batch", "0"], ["positive integer"]),
+    "bench unknown model": (lambda t: ["bench", "swin_q_224"], ["unknown model name"]),
+    # --- arguments
+    "flag typo": (lambda t: ["convert", "swin_n_64", "--outptu", t / "o.st", "-o", t / "o.st"],
+                  ["--outptu", "did you mean --output"]),
+    "missing output": (lambda t: ["convert", "swin_n_64"], ["required", "--output"]),
+    "unknown command": (lambda t: ["convrt", "swin_n_64"], ["invalid choice", "convert"]),
+    "unknown export format": (lambda t: ["export", "swin_n_64", "--to", "keras", "-o", t / "o"], ["invalid choice"]),
+    # --- images
+    "predict a non-image": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "not a png")],
+                            ["not a readable image"]),
+    "predict a missing image": (lambda t: ["predict", "swin_n_64", t / "none.png"], ["not a readable image"]),
+    "eval missing data folder": (lambda t: ["eval", "swin_n_64", "--data", t / "nodata"], ["no such folder"]),
+}
+
+
+def _saved(tmp: Path, sd: dict) -> Path:
+    path = tmp / "plain.pth"
+    torch.save(sd, path)
+    return path
+
+
+def _config_edit(**changes):
+    def edit(meta):
+        cfg = json.loads(meta[CONFIG_KEY])
+        cfg.update(changes)
+        meta[CONFIG_KEY] = json.dumps(cfg)
+    return edit
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tmp_path, capsys, monkeypatch):
+    build, expect = CASES[name]
+    monkeypatch.chdir(tmp_path)
+    args = build(tmp_path)
+    fails_cleanly(args, capsys, tmp_path, *expect)
+    assert not (tmp_path / "pwned").exists()  # no pickle ran
+
+
+# ---------------------------------------------------------------------------------------------- data loss
+def test_overwrite_replaces_only_the_exports_own_files(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    out = folder_with(tmp_path, {"important.txt": "x", "sub/keep.txt": "y"})
+    before = {k: v for k, v in snapshot(out).items()}
+    code, _, err = run_cli(["export", "swin_n_64", "--to", "timm", "-o", out, "--overwrite"], capsys)
+    assert code == 0, err
+    after = snapshot(out)
+    assert all(after[k] == v for k, v in before.items())  # every file that was there is byte-identical
+    assert sorted(set(after) - set(before)) == ["config.json", "model.safetensors"]
+    code, _, err = run_cli(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "again"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "again"], capsys)
+    assert code == 0, err  # an earlier export of the same kind is replaced without --overwrite
+
+
+def test_outputs_read_like_any_other_file(tmp_path, capsys):
+    """Exported folders and their files follow the umask (not mkdtemp's 0700 / mkstemp's 0600)."""
+    from tests.conftest import run_cli
+
+    umask = os.umask(0o022)
+    try:
+        assert run_cli(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "hf"], capsys)[0] == 0
+        assert run_cli(["convert", "swin_n_64", "-o", tmp_path / "m.safetensors"], capsys)[0] == 0
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()} == {0o644}
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+# ---------------------------------------------------------------------------------------------- full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs where this process may mount one (root), else None (the test simulates ENOSPC instead)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if ok.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("verb", [["convert", "swin_n_64", "-o", "{out}/m.safetensors"],
+                                  ["export", "swin_n_64", "--to", "official", "-o", "{out}/m.pth"],
+                                  ["export", "swin_n_64", "--to", "timm", "-o", "{out}/timm"]])
+def test_full_disk_is_one_line_and_leaves_nothing(verb, small_disk, tmp_path, capsys, monkeypatch):
+    if small_disk is None:  # no tmpfs here: every write fails as a full disk would
+        import swinzoo.converters.common as common
+        import swinzoo.converters.native as native
+
+        import swinzoo.io as io
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        for module, name in ((native, "save_file"), (common, "save_file")):
+            monkeypatch.setattr(module, name, full)
+        monkeypatch.setattr(io.torch, "save", full)
+        disk = tmp_path / "disk"
+    else:
+        disk = small_disk
+    (disk / "keep.txt").write_text("mine")
+    args = [a.replace("{out}", str(disk)) for a in verb]
+    line = fails_cleanly(args, capsys, disk, "space")
+    assert "Traceback" not in line and "unexpected pos" not in line
+    assert sorted(p.name for p in disk.iterdir()) == ["keep.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- kills
+SLOW_WRITE = """
+import sys, time
+import swinzoo.converters.native as native
+def slow(tensors, path, metadata=None):
+    with open(path, "wb") as f:
+        f.write(b"partial" * 1000)
+        f.flush()
+    time.sleep(60)
+native.save_file = slow
+import swinzoo.converters.common as common
+common.save_file = slow
+from swinzoo.cli import main
+sys.argv = ["swinzoo", *sys.argv[1:]]
+main()
+"""
+
+
+def start_slow_write(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", SLOW_WRITE, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60.0) -> list[Path]:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        temps = [p for p in folder.iterdir() if ".swinzoo-tmp-" in p.name]
+        if temps and (temps[0].is_dir() or temps[0].stat().st_size > 0):
+            return temps
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the write never started")
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_sigterm_mid_write_leaves_nothing(kind, tmp_path):
+    out = tmp_path / ("m.safetensors" if kind == "file" else "timm")
+    args = ["convert", "swin_n_64", "-o", str(out)] if kind == "file" else \
+        ["export", "swin_n_64", "--to", "timm", "-o", str(out)]
+    proc = start_slow_write(args, tmp_path)
+    wait_for_temp(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and err.strip().splitlines() == ["error: interrupted"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_sigkill_leftovers_are_recognisable_and_the_rerun_removes_them(kind, tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    out = tmp_path / ("m.safetensors" if kind == "file" else "timm")
+    args = ["convert", "swin_n_64", "-o", str(out)] if kind == "file" else \
+        ["export", "swin_n_64", "--to", "timm", "-o", str(out)]
+    proc = start_slow_write(args, tmp_path)
+    (temp,) = wait_for_temp(tmp_path, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert temp.exists() and temp.name.startswith(f".{out.name}.swinzoo-tmp-{proc.pid}-")
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the stale temp is gone
+
+
+def test_a_live_writers_temp_is_left_alone(tmp_path, capsys):
+    """Only temps of dead processes are removed: a concurrent writer's own temp survives another run."""
+    from tests.conftest import run_cli
+
+    proc = start_slow_write(["convert", "swin_n_64", "-o", str(tmp_path / "m.safetensors")], tmp_path)
+    try:
+        (temp,) = wait_for_temp(tmp_path, proc)
+        assert run_cli(["convert", "swin_n_64", "-o", tmp_path / "m.safetensors"], capsys)[0] == 0
+        assert temp.exists()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    shutil.rmtree(tmp_path, ignore_errors=True)
