@@ -139,13 +139,22 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
             if child.is_file():
                 _as_new_file(child)
         if not existing:
-            os.replace(tmp, path)  # a new (or empty) folder: one rename
-        else:  # an earlier output, or --overwrite: replace our files one by one, leave the rest alone
-            written = {child.name for child in tmp.iterdir()}
-            for name in sorted(written):
-                os.replace(tmp / name, path / name)
-            for name in sorted(owned & set(existing) - written):
-                (path / name).unlink(missing_ok=True)
+            try:
+                os.replace(tmp, path)  # a new (or empty) folder: one rename
+                return
+            except OSError as e:  # a concurrent writer made it first: join it if it holds only our kind of files
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                existing = sorted(os.listdir(path))
+                if not overwrite and any(n not in owned and f".{TMP_TAG}-" not in n for n in existing):
+                    raise SwinzooError(f"{path} was filled by another process while swinzoo wrote it; choose "
+                                       "another output") from None
+        # an earlier output, or --overwrite: replace our files one by one, leave the rest alone
+        written = {child.name for child in tmp.iterdir()}
+        for name in sorted(written):
+            os.replace(tmp / name, path / name)
+        for name in sorted(owned & set(existing) - written):
+            (path / name).unlink(missing_ok=True)
     except BaseException:
         _remove_empty(created)
         raise

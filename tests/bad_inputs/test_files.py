@@ -365,3 +365,19 @@ def test_a_live_writers_temp_is_left_alone(tmp_path, capsys):
         proc.kill()
         proc.communicate(timeout=60)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_concurrent_exports_give_one_valid_folder(tmp_path):
+    """Two exports to the same new folder at once: both succeed (the later joins the earlier's folder, replacing
+    its own files) and the result loads."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "swinzoo", "export", "swin_n_64", "--to", "timm", "-o", str(tmp_path / "d")]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["config.json", "model.safetensors"]
+    import swinzoo
+
+    assert swinzoo.read_checkpoint(tmp_path / "d").config.img_size == 64
