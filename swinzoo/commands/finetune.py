@@ -2,7 +2,9 @@
 resolution/window on a dataset, with Lightning).
 
 Trainer options beyond the named flags pass through as `--trainer KEY=VALUE` (repeatable), e.g.
-`--trainer limit_val_batches=10 --trainer log_every_n_steps=5`.
+`--trainer limit_val_batches=10 --trainer log_every_n_steps=5`; those swinzoo sets itself (callbacks, plugins,
+enable_checkpointing, and the ones with a flag of their own, such as devices or precision) are refused. Every value
+is checked before anything is written (`swinzoo.train.checks.validate_options`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import fields
 from rich.console import Console
 
 from swinzoo.sources import FORMAT_CHOICES
-from swinzoo.train.run import FinetuneOptions, parse_trainer_options, run_finetune
+from swinzoo.train.checks import parse_trainer_options
+from swinzoo.train.options import FinetuneOptions
+from swinzoo.train.run import run_finetune
 
 
 def register(subparsers) -> None:

@@ -2,8 +2,9 @@
 
 `--data` forms:
 - a folder with `train/` and `val/`, each holding one sub-folder of images per class (torchvision ImageFolder
-  layout). Every file is checked when the data is set up: a file that is not a readable image stops the run
-  with its name (nothing is skipped silently), as does an empty class folder.
+  layout). Every file is decoded when the data is set up, before anything is written (in parallel threads, with a
+  progress bar on big folders; see `check_images`): a file that is not a readable image (unknown format,
+  truncated, corrupt) stops the run with its name (nothing is skipped silently), as does an empty class folder.
 - `hf:NAME` (optional extra `pip install swinzoo[hf]`): a Hugging Face dataset with an image and a label column.
 - `shapes`: the built-in procedural dataset (`swinzoo.train.shapes`), drawn at the run's resolution.
 
@@ -13,6 +14,7 @@ Transforms are the official ones (`data/build.py`), with torchvision `transforms
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -86,9 +88,8 @@ class ImageFolderSplit(Dataset):
             if not files:
                 raise SwinzooError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}); "
                                    "add images or remove the folder")
-            for path in files:
-                check_image(path)
-                self.samples.append((path, label))
+            self.samples += [(path, label) for path in files]
+        check_images([path for path, _ in self.samples], str(root))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,13 +103,76 @@ class ImageFolderSplit(Dataset):
             raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
 
 
-def check_image(path: Path) -> None:
-    """Read the header and verify the file structure: unreadable images stop the run, named."""
+def image_problem(path: Path) -> str | None:
+    """Why `path` is not a readable image (None when it is): the structure is verified (PNG chunk checksums), then
+    every byte of the image data is decoded. A JPEG decodes in draft mode (libjpeg's 1/8 scaling): the whole
+    entropy-coded stream is still read, so truncation and broken markers are found, at about half the cost."""
     try:
         with Image.open(path) as im:
             im.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
+        with Image.open(path) as im:
+            im.draft(im.mode, (1, 1))  # a no-op for formats other than JPEG
+            im.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ... on bad files
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return None
+
+
+def check_image(path: Path) -> None:
+    """Decode one image fully: an unreadable image stops the run, named."""
+    problem = image_problem(path)
+    if problem is not None:
+        raise SwinzooError(f"{path} is not a readable image ({problem}); remove or replace it")
+
+
+CHECK_CHUNK = 64  # images per thread-pool task
+PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
+
+
+def check_workers() -> int:
+    """Threads for the image check: decoders release the GIL, and network file systems like more reads in flight."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _problems(paths: list[Path]) -> list[tuple[Path, str]]:
+    return [(p, why) for p in paths if (why := image_problem(p)) is not None]
+
+
+def check_images(paths: list[Path], where: str = "", console=None) -> None:
+    """Decode every image in `paths` (in a thread pool, in chunks; a transient progress bar on a terminal's stderr
+    from PROGRESS_FROM images); raise one error naming the first unreadable one (in the order given) and how many
+    others there are, so one pass finds them all.
+
+    Cost: a full decode, about 0.5-1 ms per ImageNet-sized JPEG (draft mode) and a few ms per PNG on one core,
+    divided by the thread count: ImageNet-1k's 1.28M training images take roughly a minute on 16 cores (local
+    disk); the 50k validation images a few seconds.
+    """
+    chunks = [paths[i:i + CHECK_CHUNK] for i in range(0, len(paths), CHECK_CHUNK)]
+    bad: list[tuple[Path, str]] = []
+    if len(chunks) <= 1:
+        bad = _problems(paths)
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = console or Console(stderr=True)  # stdout may be a pipe of results (eval --json)
+        show = len(paths) >= PROGRESS_FROM and console.is_terminal
+        progress = Progress(TextColumn("checking images in {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, transient=True, disable=not show)
+        pool = ThreadPoolExecutor(min(check_workers(), len(chunks)), thread_name_prefix="swinzoo-image-check")
+        try:
+            with progress:
+                task = progress.add_task(where or "data", total=len(paths))
+                for chunk, problems in zip(chunks, pool.map(_problems, chunks)):
+                    bad += problems
+                    progress.advance(task, len(chunk))
+        finally:  # Ctrl+C: drop the chunks not started instead of decoding them all first
+            pool.shutdown(wait=True, cancel_futures=True)
+    if bad:
+        (path, why), more = bad[0], len(bad) - 1
+        others = f" ({more} more unreadable: {', '.join(p.name for p, _ in bad[1:4])}{', ...' if more > 3 else ''})"
+        raise SwinzooError(f"{path} is not a readable image ({why}); remove or replace it"
+                           + (others if more else ""))
 
 
 class HFSplit(Dataset):

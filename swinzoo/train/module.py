@@ -8,16 +8,21 @@ top-1 / top-5 once per epoch. Gradient clipping and precision are Trainer settin
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from swinzoo.config import SwinConfig
+from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
 from swinzoo.train.optim import param_groups, scaled_lrs, warmup_cosine
 from swinzoo.train.recipes import Recipe, recipe_from_dict
@@ -131,3 +136,30 @@ def ema_callback(recipe: Recipe):
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     return EMAWeightAveraging(decay=recipe.ema_decay)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a half-written checkpoint, and loads safely.
+
+    save: torch.save into a temporary file beside the target, flushed to disk, then renamed onto it: a full disk
+    or a kill mid-write leaves the previous `last.ckpt` as it was. load: `weights_only=True` (tensors and plain
+    containers only) unless the user trusts the file (`--trust-checkpoint`).
+    """
+
+    def __init__(self, trust_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.trust_checkpoint = trust_checkpoint
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        with atomic_path(Path(path)) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
+        if weights_only is None:
+            weights_only = not self.trust_checkpoint
+        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=weights_only)

@@ -117,7 +117,75 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     recipe = Recipe(**{k: _coerce(k, hints[k], v, source) for k, v in d.items()})
     if recipe.epochs < 1 and recipe.max_steps is None:
         raise SwinzooError(f"{source}: epochs must be >= 1 (or give max_steps)")
+    check_recipe(recipe, source)
     return recipe
+
+
+# Lightning's precision names (Trainer(precision=...)) plus swinzoo's "auto"
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")
+MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
+
+# field -> (lowest, highest, lowest included, highest included, what the value means); None = no bound
+RANGES = {
+    "epochs": (0, None, True, True, "training epochs"),
+    "max_steps": (1, None, True, True, "optimizer steps; null to train for `epochs`"),
+    "warmup_epochs": (0, None, True, True, "epochs of linear warmup"),
+    "batch_size": (1, None, True, True, "images per device per step"),
+    "accumulate_grad_batches": (1, None, True, True, "batches per optimizer step"),
+    "official_total_batch": (1, None, True, True, "images per update in the official run"),
+    "base_lr": (0, None, False, True, "peak lr per 512 images"),
+    "warmup_lr": (0, None, True, True, "warmup start lr per 512 images"),
+    "min_lr": (0, None, True, True, "final lr per 512 images"),
+    "weight_decay": (0, None, True, True, "AdamW weight decay"),
+    "eps": (0, None, False, True, "AdamW eps"),
+    "layer_decay": (0, 1, False, True, "layer-wise lr decay; 1 disables"),
+    "clip_grad": (0, None, True, True, "gradient norm clip; null or 0 disables"),
+    "drop_path_rate": (0, 1, True, False, "stochastic depth rate"),
+    "label_smoothing": (0, 1, True, False, "label smoothing; 0 disables"),
+    "mixup": (0, None, True, True, "MixUp Beta alpha; 0 disables"),
+    "cutmix": (0, None, True, True, "CutMix Beta alpha; 0 disables"),
+    "rand_augment": (0, 30, True, True, "RandAugment magnitude; null disables"),
+    "random_erasing": (0, 1, True, True, "RandomErasing probability"),
+    "hflip": (0, 1, True, True, "horizontal flip probability"),
+    "ema_decay": (0, 1, True, False, "EMA decay; null or 0 disables"),
+    "res": (1, None, True, True, "target resolution in pixels"),
+    "window": (1, None, True, True, "target window size"),
+    "seed": (0, MAX_SEED, True, True, "random seed"),
+}
+
+
+def _in_range(value: float, low, high, low_in: bool, high_in: bool) -> bool:
+    if value != value:  # NaN
+        return False
+    if low is not None and (value < low or (value == low and not low_in)):
+        return False
+    return not (high is not None and (value > high or (value == high and not high_in)))
+
+
+def _range_text(low, high, low_in: bool, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def check_recipe(recipe: Recipe, source: str = "recipe") -> None:
+    """Range checks on every numeric field (and the precision name): one-line error naming the key and its range."""
+    for name, (low, high, low_in, high_in, meaning) in RANGES.items():
+        value = getattr(recipe, name)
+        if value is not None and not _in_range(value, low, high, low_in, high_in):
+            raise SwinzooError(f"{source}: {name}={value!r} is out of range; it must be "
+                               f"{_range_text(low, high, low_in, high_in)} ({meaning})")
+    for name, pair in (("betas", recipe.betas), ("crop_scale", recipe.crop_scale)):
+        low_in, high_in = (True, False) if name == "betas" else (False, True)
+        if not all(_in_range(v, 0, 1, low_in, high_in) for v in pair):
+            raise SwinzooError(f"{source}: {name}={list(pair)} is out of range; both values must be "
+                               f"{_range_text(0, 1, low_in, high_in)}")
+    if recipe.crop_scale[0] > recipe.crop_scale[1]:
+        raise SwinzooError(f"{source}: crop_scale={list(recipe.crop_scale)} must be [low, high] with low <= high")
+    if recipe.precision not in PRECISIONS:
+        raise SwinzooError(f"{source}: precision={recipe.precision!r} is not a precision; valid: "
+                           f"{', '.join(PRECISIONS)}")
 
 
 def packaged_recipes() -> dict[str, str]:
@@ -149,4 +217,5 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 
 DEFAULT_RECIPE = "swin_224to384"
-__all__ = ["DEFAULT_RECIPE", "Recipe", "load_recipe", "packaged_recipes", "recipe_from_dict", "valid_keys"]
+__all__ = ["DEFAULT_RECIPE", "PRECISIONS", "Recipe", "check_recipe", "load_recipe", "packaged_recipes",
+           "recipe_from_dict", "valid_keys"]

@@ -1,27 +1,27 @@
 """One fine-tuning run: plan (source -> target config -> transfer, recipe, data) -> Lightning fit -> outputs.
 
-Everything that can be wrong with the user's input is checked while planning, before the output folder is
-created. The plan is written to OUT/run.json so `--resume OUT` rebuilds the same module and continues from
-OUT/last.ckpt at the global step it holds. `model.safetensors` and `metrics.json` are written (atomically) only
-when training has finished, so a failed or killed run never leaves them half-written.
+Everything that can be wrong with the user's input is checked before the output folder is created: every value
+first (`validate_options`, cheap), then while planning the source, recipe, data (every image decoded) and target
+config, then by building the Trainer. The plan is written to OUT/run.json so `--resume OUT` rebuilds the same
+module and continues from OUT/last.ckpt at the global step it holds (run.json and last.ckpt are checked up front
+too). Checkpoints are written atomically (`AtomicCheckpointIO`); `model.safetensors` and `metrics.json` only when
+training has finished, atomically. A run that fails before its first checkpoint removes what it created
+(`RunFolder`), and a folder left by a killed run that never checkpointed is accepted by a rerun with the same --out.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
@@ -30,98 +30,20 @@ from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint
+from swinzoo.train.checks import (
+    check_checkpoint,
+    check_trainer_options,
+    read_plan,
+    validate_options,
+)
 from swinzoo.train.data import BUILTIN, SwinDataModule
-from swinzoo.train.module import StepBoundProgressBar, SwinClassifier, ema_callback, trainer_kwargs
+from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
+from swinzoo.train.module import AtomicCheckpointIO, StepBoundProgressBar, SwinClassifier, ema_callback, trainer_kwargs
+from swinzoo.train.options import CKPT_FILE, OUT_ENV, RUN_FILE, FinetuneOptions, FinetuneResult, Plan
 from swinzoo.train.recipes import DEFAULT_RECIPE, Recipe, load_recipe, recipe_from_dict
 from swinzoo.transfer import transfer
 from swinzoo.upload import check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
-
-RUN_FILE = "run.json"
-OUT_ENV = "SWINZOO_RUN_OUT"
-
-
-@dataclass
-class Plan:
-    """Everything a run needs, JSON-serialisable (OUT/run.json)."""
-
-    out: str
-    source: str
-    config: dict
-    recipe: dict
-    data: str
-    devices: str | int = "auto"
-    accelerator: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    lr: float | None = None
-    num_workers: int | None = None
-    ckpt_every: int | None = None
-    trainer: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    command: str = ""
-    save_dtype: str = "float32"
-
-
-@dataclass
-class FinetuneOptions:
-    """The arguments of `finetune` (see there), one typed record; the CLI fills it from its flags."""
-
-    source: str | None = None
-    res: int | None = None
-    window: int | None = None
-    data: str | None = None
-    recipe: str | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    devices: str | int = "auto"
-    accelerator: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str | None = None
-    out: str | None = None
-    resume: str | None = None
-    num_workers: int | None = None
-    ckpt_every: int | None = None
-    seed: int | None = None
-    scratch: bool = False
-    save_dtype: str = "float32"
-    from_format: str = "auto"
-    arch: str | None = None
-    trust_checkpoint: bool = False
-    trainer: dict = field(default_factory=dict)
-    push_to: str | None = None
-    command: str = ""
-
-
-@dataclass
-class FinetuneResult:
-    """Where the run wrote its outputs and what it measured (on the global-zero process; None elsewhere)."""
-
-    out: Path
-    metrics: dict
-
-
-def check_trainer_options(options: dict | None) -> dict:
-    """Trainer kwargs given besides the named options: every key must be a `lightning.Trainer` argument."""
-    valid = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
-    for key in options or {}:
-        if key not in valid:
-            raise SwinzooError(f"--trainer {key}: not a Trainer option; valid: {', '.join(valid)}")
-    return dict(options or {})
-
-
-def parse_trainer_options(items: list[str] | None) -> dict:
-    """`--trainer KEY=VALUE` pairs -> Trainer kwargs; values are YAML (numbers, true/false, null, strings)."""
-    options = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SwinzooError(f"--trainer {item!r}: write KEY=VALUE, e.g. --trainer limit_val_batches=10")
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return check_trainer_options(options)
 
 
 def default_out(source: str, res: int) -> Path:
@@ -165,9 +87,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         out = Path(os.environ.get(OUT_ENV) or args.out)
     else:
         out = Path(args.out) if args.out else default_out(args.source, res)
-        if out.exists() and any(out.iterdir()):
-            raise SwinzooError(f"--out {out} is not empty; continue that run with --resume {out} or pick another "
-                               "--out")
+        check_out(out)
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
     provenance = {"source": args.source, "dataset": data, "recipe": recipe.to_dict(),
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
@@ -199,41 +119,54 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
     return recipe.replace(**changes) if changes else recipe
 
 
-def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path]:
+def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
+    """The plan of the run in --resume OUT, its checkpoint and the global step it holds, all checked."""
     out = Path(args.resume)
-    run_file, ckpt = out / RUN_FILE, out / "last.ckpt"
+    if out.exists() and not out.is_dir():
+        raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo finetune`")
+    run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
     if not run_file.is_file() or not ckpt.is_file():
         raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
                            f"`swinzoo finetune --out {out}`")
-    plan = Plan(**json.loads(run_file.read_text()))
+    plan = read_plan(run_file)
+    plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
         recipe = recipe.replace(max_steps=args.max_steps)
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs, max_steps=None)
     plan.recipe = recipe.to_dict()
-    plan.trainer.update(check_trainer_options(args.trainer))
-    return plan, ckpt
+    plan.trainer = check_trainer_options({**plan.trainer, **check_trainer_options(args.trainer)},
+                                         f"{run_file} trainer")
+    step = check_checkpoint(ckpt, args.trust_checkpoint)
+    return plan, ckpt, step
 
 
-def is_rank_zero() -> bool:
-    return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def build_trainer(plan: Plan, recipe: Recipe):
+def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False):
+    """The Lightning Trainer of a run; what Lightning refuses (no such device, a precision the accelerator cannot
+    do, ...) is a one-line error, raised before anything is written."""
     out = Path(plan.out)
-    callbacks = [StepBoundProgressBar(leave=True),
-                 ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
+    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
+    if plan.trainer.get("enable_progress_bar", True) is not False:  # Lightning refuses a bar it was told not to show
+        callbacks.insert(0, StepBoundProgressBar(leave=True))
     ema = ema_callback(recipe)
     if ema is not None:
         callbacks.append(ema)
     kw = dict(devices=plan.devices, accelerator=plan.accelerator, strategy=plan.strategy, num_nodes=plan.num_nodes,
               max_epochs=recipe.epochs if recipe.max_steps is None else -1, max_steps=recipe.max_steps or -1,
               callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), default_root_dir=out,
-              num_sanity_val_steps=0, log_every_n_steps=min(50, recipe.max_steps or 50))
+              num_sanity_val_steps=0, log_every_n_steps=min(50, recipe.max_steps or 50),
+              plugins=[AtomicCheckpointIO(trust_checkpoint)])
     kw.update(trainer_kwargs(recipe))
     kw.update(plan.trainer)
-    return L.Trainer(**kw)
+    try:
+        return L.Trainer(**kw)
+    except (MisconfigurationException, ValueError, TypeError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
+                           "--strategy, --precision and --trainer") from None
 
 
 def finetune(source: str | None = None, *, res: int | None = None, window: int | None = None,
@@ -271,6 +204,7 @@ def finetune(source: str | None = None, *, res: int | None = None, window: int |
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
+    validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
         from huggingface_hub import get_token
@@ -279,7 +213,7 @@ def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         if not get_token():
             raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
     if args.resume:
-        plan, ckpt = resume_plan(args)
+        plan, ckpt, step = resume_plan(args)
         state_dict = None
         recipe = recipe_from_dict(plan.recipe, "run.json")
         dm = SwinDataModule(plan.data, plan.config["img_size"], recipe.batch_size, recipe, plan.num_workers)
@@ -288,35 +222,39 @@ def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         if not args.source:
             raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, or a checkpoint file)")
         plan, state_dict, dm = plan_run(args, console)
-        recipe, ckpt = recipe_from_dict(plan.recipe, "recipe"), None
+        recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)
-    trainer = build_trainer(plan, recipe)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
-    if is_rank_zero():
-        print_plan(console, plan, module, total_batch, recipe, ckpt)
-        if ckpt is None:
-            Path(plan.out).mkdir(parents=True, exist_ok=True)
-            with atomic_path(Path(plan.out) / RUN_FILE) as tmp:
-                tmp.write_text(json.dumps(plan.__dict__, indent=1))
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-    results = trainer.validate(module, datamodule=dm, verbose=False)[0]
-    if not trainer.is_global_zero:
-        return None
-    metrics = write_outputs(plan, module, results, trainer.global_step, int(results["val/n"]), console)
+    folder = RunFolder(Path(plan.out)) if ckpt is None and is_rank_zero() else None
+    try:
+        if is_rank_zero():
+            print_plan(console, plan, module, total_batch, recipe, ckpt, step)
+        if folder is not None:
+            folder.create(plan)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                    weights_only=not args.trust_checkpoint)
+        results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        if not trainer.is_global_zero:
+            return None
+        metrics = write_outputs(plan, module, results, trainer.global_step, int(results["val/n"]), console)
+    except BaseException:  # incl. Ctrl+C (Lightning turns it into SystemExit): no half-made run left behind
+        if folder is not None:
+            folder.discard()
+        raise
     if push_to:
         url = push(str(plan.out), push_to)
         console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True)
     return FinetuneResult(Path(plan.out), metrics)
 
 
-def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt) -> None:
+def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt, step: int | None = None) -> None:
     cfg = SwinConfig.from_dict(plan.config)
     if ckpt is not None:
-        step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step")
         console.print(f"[bold]resuming[/bold] {plan.out} from {ckpt.name} at global step {step}")
     shown = {k: v for k, v in cfg.to_dict().items() if k != "class_names"}
     console.print("[bold]config[/bold] " + json.dumps(shown), soft_wrap=True)

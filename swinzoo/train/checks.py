@@ -1,0 +1,309 @@
+"""Every value a fine-tuning run is given, checked before anything is written: flags and `swinzoo.finetune`
+arguments (`validate_options`), `--trainer` options against Lightning's own signature, and `last.ckpt` before
+a resume (`check_checkpoint`). Each problem is one `SwinzooError` line naming the value and the fix."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import pickle
+import re
+import types
+import typing
+import zipfile
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+
+from swinzoo.config import SwinConfig
+from swinzoo.errors import SwinzooError
+from swinzoo.train.folder import check_out, is_rank_zero
+from swinzoo.train.options import SAVE_DTYPES, FinetuneOptions, Plan
+from swinzoo.train.recipes import MAX_SEED, PRECISIONS
+
+# Trainer options swinzoo sets itself (or through a named flag): refused in --trainer, with the reason
+TRAINER_OWNED = {
+    "callbacks": "swinzoo sets the callbacks: its ModelCheckpoint writes the last.ckpt that --resume needs",
+    "enable_checkpointing": "swinzoo's ModelCheckpoint writes the last.ckpt that --resume needs",
+    "plugins": "swinzoo passes its own checkpoint plugin (atomic writes, safe loading of last.ckpt)",
+    "devices": "use --devices",
+    "accelerator": "use --accelerator",
+    "strategy": "use --strategy",
+    "num_nodes": "use --num-nodes",
+    "precision": "use --precision",
+    "max_steps": "use --max-steps",
+    "max_epochs": "use --epochs",
+    "default_root_dir": "use --out",
+}
+PLAIN = (type(None), bool, int, float, str, list, dict)  # what a --trainer KEY=VALUE (YAML) can hold
+
+
+@functools.lru_cache(maxsize=1)
+def trainer_hints() -> dict:
+    """`lightning.Trainer.__init__` parameter -> type annotation ({} values when they cannot be resolved)."""
+    names = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
+    try:
+        hints = typing.get_type_hints(L.Trainer.__init__)
+    except Exception:  # an annotation this Python cannot resolve: check the names only
+        hints = {}
+    return {n: hints.get(n) for n in names}
+
+
+def _accepted(hint) -> tuple[set, list, bool]:
+    """(plain types, literal values, whether objects are accepted too) of a Trainer annotation."""
+    kinds, literals, objects, stack = set(), [], False, [hint]
+    while stack:
+        h = stack.pop()
+        origin = typing.get_origin(h)
+        if origin is typing.Union or isinstance(h, types.UnionType):
+            stack += typing.get_args(h)
+        elif origin is typing.Literal:
+            literals += typing.get_args(h)
+        elif origin in (list, dict, tuple):
+            kinds.add(origin)
+        elif h in (type(None), bool, int, float, str):
+            kinds.add(h)
+        else:  # a Logger, Callback, Profiler, timedelta, Iterable[...] ...: only from Python
+            objects = True
+    return kinds, literals, objects
+
+
+def _fits(value, kinds: set, literals: list) -> bool:
+    if any(type(v) is type(value) and v == value for v in literals):
+        return True
+    if value is None or isinstance(value, bool):
+        return type(value) in kinds
+    if isinstance(value, int):
+        return bool(kinds & {int, float})
+    return any(isinstance(value, k) for k in kinds if k is not type(None))
+
+
+def _wanted(kinds: set, literals: list, objects: bool) -> str:
+    words = {type(None): "null", bool: "true/false", int: "a whole number", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping", tuple: "a list"}
+    parts = [words[k] for k in (bool, int, float, str, list, dict, tuple, type(None)) if k in kinds]
+    if literals:
+        parts.append("one of " + ", ".join(map(repr, literals)))
+    text = " or ".join(parts) if parts else "an object"
+    return text + (" here (an object only from Python: swinzoo.finetune(trainer={...}))" if objects and parts
+                   else " here")
+
+
+def check_trainer_options(options: dict | None, label: str = "--trainer") -> dict:
+    """Trainer kwargs given besides the named options: every key a `lightning.Trainer` argument that swinzoo does
+    not set itself, every plain value (what YAML gives) of a type the argument takes."""
+    if options is not None and not isinstance(options, dict):
+        raise SwinzooError(f"{label}: give Trainer options as a mapping of name -> value, e.g. "
+                           "{'limit_val_batches': 10}")
+    hints = trainer_hints()
+    for key, value in (options or {}).items():
+        if key not in hints:
+            raise SwinzooError(f"{label} {key}: not a Trainer option; valid: {', '.join(hints)}")
+        if key in TRAINER_OWNED and not (key == "enable_checkpointing" and value is True):
+            raise SwinzooError(f"{label} {key}={value!r}: refused, {TRAINER_OWNED[key]}")
+        if hints[key] is not None and isinstance(value, PLAIN):
+            kinds, literals, objects = _accepted(hints[key])
+            if (kinds or literals) and not _fits(value, kinds, literals):
+                raise SwinzooError(f"{label} {key}={value!r}: Lightning wants {_wanted(kinds, literals, objects)}")
+    return dict(options or {})
+
+
+def parse_trainer_options(items: list[str] | None) -> dict:
+    """`--trainer KEY=VALUE` pairs -> Trainer kwargs; values are YAML (numbers, true/false, null, strings)."""
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SwinzooError(f"--trainer {item!r}: write KEY=VALUE, e.g. --trainer limit_val_batches=10")
+        try:
+            options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise SwinzooError(f"--trainer {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
+                               "it or write a number, true/false, null or a string") from None
+    return check_trainer_options(options)
+
+
+# ---------------------------------------------------------------------------------------------- value checks
+def _whole(value, minimum: int, label: str, meaning: str, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise SwinzooError(f"{label}: must be a whole number {bound} ({meaning})")
+
+
+DEVICE_LIST = re.compile(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*")
+
+
+def check_devices(devices, label: str) -> None:
+    """Lightning's devices: "auto", N >= 1, -1 (all), or device indices ("0,1", "0," or a list)."""
+    fix = ("give auto, a count >= 1, -1 for all, or device indices such as 0,1 (a trailing comma, 0, picks "
+           "device 0 alone)")
+    if isinstance(devices, (list, tuple)):
+        if devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
+            return
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        if devices >= 1 or devices == -1:
+            return
+    elif isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto" or (re.fullmatch(r"-?\d+", text) and (int(text) >= 1 or int(text) == -1)):
+            return
+        if "," in text and DEVICE_LIST.fullmatch(text):
+            return
+    raise SwinzooError(f"{label}: not a device count or list; {fix}")
+
+
+def accelerator_available(name: str) -> bool:
+    from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
+
+    if name == "gpu":
+        return CUDAAccelerator.is_available() or MPSAccelerator.is_available()
+    return AcceleratorRegistry[name]["accelerator"].is_available()
+
+
+def check_accelerator(accelerator, label: str) -> None:
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    if not isinstance(accelerator, str):
+        return  # an Accelerator object, from Python
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if accelerator not in names:
+        raise SwinzooError(f"{label}: not an accelerator; valid: {', '.join(names)}")
+    if accelerator != "auto" and not accelerator_available(accelerator):
+        raise SwinzooError(f"{label}: no such device on this machine (torch sees none); use --accelerator cpu or "
+                           "auto, or run where there is one")
+
+
+def check_strategy(strategy, label: str) -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry:
+        raise SwinzooError(f"{label}: not a Lightning strategy; valid: auto, "
+                           f"{', '.join(StrategyRegistry.available_strategies())}")
+
+
+def check_values(values: dict, label) -> None:
+    """Range checks on the run settings in `values` (name -> value, None = not given); `label(name, value)` names
+    a bad one in the error (a flag for options, a key of run.json on --resume)."""
+    wholes = {"res": (1, "target resolution in pixels"), "window": (1, "target window size"),
+              "epochs": (1, "training epochs"), "max_steps": (1, "optimizer steps"),
+              "batch_size": (1, "images per device per step"), "num_nodes": (1, "machines"),
+              "num_workers": (0, "data loader processes per device; 0 loads in the main process"),
+              "ckpt_every": (1, "optimizer steps between checkpoints")}
+    for name, (minimum, meaning) in wholes.items():
+        if values.get(name) is not None:
+            _whole(values[name], minimum, label(name, values[name]), meaning)
+    if values.get("seed") is not None:
+        _whole(values["seed"], 0, label("seed", values["seed"]), "random seed", MAX_SEED)
+    lr = values.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise SwinzooError(f"{label('lr', lr)}: must be a positive number (the peak learning rate, e.g. 1e-4)")
+    precision = values.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise SwinzooError(f"{label('precision', precision)}: not a precision; valid: {', '.join(PRECISIONS)}")
+    if values.get("save_dtype") is not None and values["save_dtype"] not in SAVE_DTYPES:
+        raise SwinzooError(f"{label('save_dtype', values['save_dtype'])}: not a dtype; valid: "
+                           f"{', '.join(SAVE_DTYPES)}")
+    if "devices" in values:
+        check_devices(values["devices"], label("devices", values["devices"]))
+    if "accelerator" in values:
+        check_accelerator(values["accelerator"], label("accelerator", values["accelerator"]))
+    if "strategy" in values:
+        check_strategy(values["strategy"], label("strategy", values["strategy"]))
+
+
+def flag_label(name: str, value) -> str:
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def validate_options(args: FinetuneOptions) -> None:
+    """Every value of `args` checked before anything is read or written (what the CLI and `swinzoo.finetune` get
+    alike): counts and sizes, lr, precision, devices/accelerator (present on this machine)/strategy/nodes, the
+    Trainer options, and --out (not a file, empty, writable)."""
+    names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
+             "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype")
+    check_values({n: getattr(args, n) for n in names}, flag_label)
+    if args.epochs is not None and args.max_steps is not None:
+        raise SwinzooError("give epochs or max_steps, not both")
+    check_trainer_options(args.trainer)
+    if not args.resume and args.out and is_rank_zero():
+        check_out(Path(args.out))
+
+
+# ---------------------------------------------------------------------------------------------- the output folder
+
+def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> int:
+    """The global step of a Lightning checkpoint, loaded as --resume will (tensors only unless trusted); a one-line
+    error when it is truncated, corrupt, not a training checkpoint, or holds Python objects."""
+    with open(ckpt, "rb") as f:
+        magic = f.read(4)
+    is_zip = magic == b"PK\x03\x04"
+    fix = "restore it from a backup, or start again with another --out"
+    if not is_zip and not magic.startswith(b"\x80"):
+        raise SwinzooError(f"{ckpt} is not a PyTorch checkpoint (empty, truncated or overwritten); {fix}")
+    if is_zip:
+        try:  # cheap: reads the zip's central directory, at the end of the file, which a truncated write lacks
+            zipfile.ZipFile(ckpt).close()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise SwinzooError(f"{ckpt} is truncated or corrupt (an incomplete zip archive); {fix}") from None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=not trust_checkpoint, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise SwinzooError(f"{ckpt} holds Python objects besides tensors, which swinzoo loads only from a file "
+                               "you trust; if you do, pass --trust-checkpoint") from None
+        raise SwinzooError(f"{ckpt} is corrupt ({str(e).strip().splitlines()[0][:160]}); {fix}") from None
+    except Exception as e:  # zip, pickle, storage and (trusted) unpickling errors of all kinds
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SwinzooError(f"{ckpt} is truncated or corrupt ({why}); {fix}") from None
+    if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("global_step"), int):
+        raise SwinzooError(f"{ckpt} is not a training checkpoint written by `swinzoo finetune` (no state_dict and "
+                           f"global_step); {fix}")
+    return state["global_step"]
+
+
+PLAN_TYPES = {"out": str, "source": (str, type(None)), "config": dict, "recipe": dict, "data": str,
+              "devices": (str, int, list), "accelerator": str, "strategy": str, "num_nodes": int,
+              "lr": (int, float, type(None)), "num_workers": (int, type(None)), "ckpt_every": (int, type(None)),
+              "trainer": dict, "provenance": dict, "command": str, "save_dtype": str}
+
+
+def read_plan(run_file: Path) -> Plan:
+    """OUT/run.json -> Plan, every key known and of its type, the values in range; one-line errors."""
+    try:
+        data = json.loads(run_file.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise SwinzooError(f"{run_file} is not valid JSON ({str(e).splitlines()[0]}); restore it, or start a new "
+                           "run with another --out") from None
+    keys = [f.name for f in fields(Plan)]
+    if not isinstance(data, dict):
+        raise SwinzooError(f"{run_file} must hold a JSON object with the keys {', '.join(keys)}")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise SwinzooError(f"{run_file}: unknown key {', '.join(map(repr, unknown))} (written by another version? "
+                           f"remove it); valid keys: {', '.join(keys)}")
+    missing = [f.name for f in fields(Plan)
+               if f.default is MISSING and f.default_factory is MISSING and f.name not in data]
+    if missing:
+        raise SwinzooError(f"{run_file}: missing {', '.join(map(repr, missing))}; restore the file, or start a new "
+                           "run with another --out")
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, PLAN_TYPES[key]):
+            raise SwinzooError(f"{run_file}: {key}={value!r} has the wrong type; restore the file, or start a new "
+                               "run with another --out")
+    plan = Plan(**data)
+    check_values({k: getattr(plan, k) for k in ("devices", "accelerator", "strategy", "num_nodes", "lr",
+                                                  "num_workers", "ckpt_every", "save_dtype")},
+                 lambda name, value: f"{run_file}: {name}={value!r}")
+    try:
+        SwinConfig.from_dict(plan.config)
+    except Exception as e:
+        raise SwinzooError(f"{run_file}: config is not a valid model config ({str(e).strip().splitlines()[0]})"
+                           ) from None
+    return plan
