@@ -2,53 +2,90 @@
 
 Downloads go through huggingface_hub into its own cache, so a repo is fetched once and shared with timm and
 transformers. The environment is read at call time: `HF_HOME` / `HF_HUB_CACHE` (where the cache is),
-`HF_HUB_OFFLINE` (use the cache only) and `HF_TOKEN` (private or gated repos, read by huggingface_hub itself).
-Only config.json and one weight file are fetched (model.safetensors, else pytorch_model.bin).
+`HF_HUB_OFFLINE` (use the cache only), `HF_ENDPOINT` (the Hub's URL) and `HF_TOKEN` (private or gated repos, read
+by huggingface_hub itself). Only config.json and one weight file are fetched (model.safetensors, else
+pytorch_model.bin).
+Every call to the Hub runs inside `swinzoo.hub_http.hub_calls()` (timeouts, no retries on an unreachable Hub, quiet).
 """
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 from swinzoo.errors import SwinzooError
+from swinzoo.hub_http import (
+    HubNetworkError,
+    cache_dir,
+    endpoint,
+    http_error,
+    hub_calls,
+    hub_timeout,
+    offline,
+    refused,
+)
 from swinzoo.zoo import get_entry
 
 PREFIXES = ("hf-hub:", "hf_hub:")  # timm accepts the legacy underscore spelling too
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+REPO_ID_MAX = 96  # the Hub's limit on a repo id
 
 
 def is_hub_ref(src: str) -> bool:
     return src.startswith(PREFIXES)
 
 
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a valid Hub repo id ORG/NAME, or None when it is."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        return "it is not ORG/NAME"
+    if not REPO_ID.match(repo_id):
+        return "ORG and NAME may only hold letters, digits, '-', '_' and '.', and start with a letter or digit"
+    if "--" in repo_id or ".." in repo_id:
+        return "'--' and '..' are not allowed"
+    if repo_id.endswith((".git", "-", ".")):
+        return "it may not end with '.git', '-' or '.'"
+    if len(repo_id) > REPO_ID_MAX:
+        return f"it is longer than {REPO_ID_MAX} characters"
+    return None
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` itself when it is a valid Hub repo id, else a `SwinzooError` naming the problem."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise SwinzooError(f"repo id {repo_id!r} is not ORG/NAME: {problem}; use e.g. --repo my-org/swin-b-384-pets")
+    return repo_id
+
+
 def parse_ref(src: str) -> tuple[str, str | None]:
     """`hf-hub:org/name@rev` -> ("org/name", "rev")."""
     body = src.split(":", 1)[1]
-    repo, _, revision = body.partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise SwinzooError(f"{src!r} is not a Hub reference; write hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+    repo, at, revision = body.partition("@")
+    problem = repo_id_problem(repo)
+    if problem is None and at:
+        if not revision:
+            problem = "nothing follows '@'; give a branch, tag or commit, or drop the '@'"
+        elif not revision.isprintable() or any(c.isspace() for c in revision) or ".." in revision:
+            problem = f"revision {revision!r} holds spaces, control characters or '..'"
+    if problem:
+        raise SwinzooError(f"{src!r} is not a Hub reference ({problem}); write hf-hub:ORG/NAME or "
+                           "hf-hub:ORG/NAME@REVISION")
     return repo, revision or None
 
 
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def cache_dir() -> Path:
-    """huggingface_hub's cache folder for the current environment (HF_HUB_CACHE, else HF_HOME/hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+# ---------------------------------------------------------------------------------------------- environment
 
 
 def _download(repo: str, filename: str, revision: str | None, local_only: bool) -> Path | None:
-    """The cached path of one file, downloading it unless offline; None when the repo has no such file."""
+    """The cached path of one file, downloading it unless offline; None when the repo has no such file. A Hub that
+    cannot be reached raises `HubNetworkError` (the caller looks in the cache)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -56,10 +93,17 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
 
     ref = f"hf-hub:{repo}" + (f"@{revision}" if revision else "")
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
-                                    local_files_only=local_only))
-    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError, so first)
+        with hub_calls():
+            return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
+                                        local_files_only=local_only, endpoint=endpoint(),
+                                        etag_timeout=hub_timeout()))
+    except LocalEntryNotFoundError as e:  # (an EntryNotFoundError, so first)
+        answer = None if local_only else http_error(e)  # online: the Hub's answer made it look in the cache
+        if answer and 400 <= answer[0] < 500 and answer[0] not in (408, 429):
+            raise refused(ref, *answer) from None
         raise  # the caller decides: a missing optional file, or the repo is not cached at all
+    except HubNetworkError:
+        raise  # the caller looks in the cache
     except EntryNotFoundError:
         return None
     except GatedRepoError:
@@ -69,8 +113,13 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
     except RepositoryNotFoundError:
         raise SwinzooError(f"{ref} does not exist or is private; check the name, or set HF_TOKEN for a private "
                            "repo") from None
-    except OSError as e:  # network errors are OSErrors in requests/httpx
-        raise SwinzooError(f"could not download {ref} ({type(e).__name__}); check the network") from None
+    except HfHubHTTPError as e:
+        status, phrase = http_error(e) or (0, str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__)
+        raise refused(ref, status, phrase) from None
+    except OSError as e:  # network errors are OSErrors in requests/httpx; also a full or read-only cache
+        detail = str(e).splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SwinzooError(f"could not download {ref} ({type(e).__name__}: {detail}); check the network and the "
+                           f"cache folder {cache_dir()}") from None
 
 
 def download(ref: str) -> Path:
@@ -87,26 +136,44 @@ def fetch(src: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo, revision = parse_ref(src)
+    hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything else
     found: list[Path] = []
     missing_locally = False
+    network: HubNetworkError | str | None = None
     local_only = offline()
     for name in ("config.json", *WEIGHT_FILES):
         if name in WEIGHT_FILES and any(p.name in WEIGHT_FILES for p in found):
             break
         try:
-            path = _download(repo, name, revision, local_only)
-        except LocalEntryNotFoundError:
+            try:
+                path = _download(repo, name, revision, local_only)
+            except HubNetworkError as e:
+                # the Hub did not answer: use the cache for this and the other files instead of retrying
+                network, missing_locally, local_only = e, True, True
+                path = _download(repo, name, revision, True)
+        except LocalEntryNotFoundError as e:
             # online, this means the Hub did not answer: use the cache for the other files instead of retrying
+            answer = None if local_only else http_error(e)
+            network = network or (f"the Hugging Face Hub at {endpoint()} answered {answer[0]} {answer[1]}".rstrip()
+                                  if answer else None)
             missing_locally = local_only = True
             continue
         if path is not None:
             found.append(path)
     if not any(p.name in WEIGHT_FILES for p in found):
         if missing_locally:
-            how = ("HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached (set HF_HUB_OFFLINE=1 to "
-                   "skip trying)")
-            raise SwinzooError(f"{src}: {repo} is not in the Hugging Face cache ({cache_dir()}) and {how}; run "
-                               f"`swinzoo download {src}` with network access, or set HF_HOME to a cache that has it")
+            where = f"{repo} is not in the Hugging Face cache ({cache_dir()})"
+            if isinstance(network, HubNetworkError) and not offline():
+                raise SwinzooError(f"{src}: {network.what()} and {where}; {network.hint()}, or set HF_HOME to a "
+                                   "cache that has it")
+            if offline():
+                how = "HF_HUB_OFFLINE is set"
+            elif network is not None:
+                how = f"{network} (HF_HUB_OFFLINE=1 skips the Hub)"
+            else:
+                how = "the Hub could not be reached (set HF_HUB_OFFLINE=1 to skip trying)"
+            raise SwinzooError(f"{src}: {where} and {how}; run `swinzoo download {src}` with network access, or set "
+                               "HF_HOME to a cache that has it")
         raise SwinzooError(f"{src}: {repo} has no {' or '.join(WEIGHT_FILES)}; it is not a timm or transformers "
                            "model repo")
     return found[-1].parent

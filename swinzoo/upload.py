@@ -3,14 +3,15 @@
 The folder: `model.safetensors` in timm's key layout, `config.json` that timm reads (architecture, num_classes,
 num_features, pretrained_cfg, model_args) carrying the full swinzoo config under `swinzoo`, and `README.md`.
 One commit through huggingface_hub (`create_repo(exist_ok=True)`, `upload_folder`); the token comes from the
-environment or the huggingface_hub login, the endpoint from `HF_ENDPOINT`. Nothing local is changed.
+environment or the huggingface_hub login, the endpoint from `HF_ENDPOINT` (read at call time). The calls run inside
+`swinzoo.hub_http.hub_calls()`: each waits at most `SWINZOO_HUB_TIMEOUT` seconds (default 10; 3x for the answer to a
+commit or an upload), an unreachable Hub fails at once in one line, and huggingface_hub's retry messages are silenced.
+Nothing local is changed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ from pathlib import Path
 from swinzoo.config import SwinConfig
 from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import SwinzooError
+from swinzoo.hub import check_repo_id
+from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
 from swinzoo.io import atomic_dir
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
-
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -34,12 +35,6 @@ class PushSource:
     provenance: dict
     metrics: dict | None
     path: Path
-
-
-def check_repo_id(repo_id: str) -> str:
-    if not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith((".git", "-", ".")):
-        raise SwinzooError(f"repo id {repo_id!r} is not ORG/NAME; use e.g. --repo my-org/swin-b-384-pets")
-    return repo_id
 
 
 def read_push_source(src: str) -> PushSource:
@@ -162,27 +157,33 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path."""
     if dry_run is not None:
         return str(write_dry_run(str(src), repo, dry_run))
-    repo_id = repo
+    repo_id = check_repo_id(repo)
+    if revision is not None and (not revision.strip() or not revision.isprintable() or ".." in revision
+                                 or any(c.isspace() for c in revision)):
+        raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
+    hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything is read
     from huggingface_hub import HfApi, get_token
-    from huggingface_hub.utils import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError
 
-    check_repo_id(repo_id)
     source = read_push_source(str(src))
     token = get_token()
     if not token:
         raise SwinzooError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = HfApi(endpoint=endpoint(), token=token)
     with tempfile.TemporaryDirectory(prefix="swinzoo-push-") as tmp:
         folder = Path(tmp)
         write_push_folder(source, repo_id, folder)
         try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            if revision and revision != "main":
-                api.create_branch(repo_id, branch=revision, exist_ok=True)
-            if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):
-                (folder / "README.md").unlink()  # keep the card already on the Hub
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
-                                     commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
+            with hub_calls():
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                if revision and revision != "main":
+                    api.create_branch(repo_id, branch=revision, exist_ok=True)
+                if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):
+                    (folder / "README.md").unlink()  # keep the card already on the Hub
+                info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
+                                         commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
+        except HubNetworkError as e:
+            raise SwinzooError(f"push to {repo_id} failed: {e}") from None
         except HfHubHTTPError as e:
             response = e.response
             status = response.status_code if response is not None else "no"
@@ -190,8 +191,10 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
             reason = (getattr(response, "reason", None) or getattr(response, "reason_phrase", None)
                       if response is not None else None) or str(e).splitlines()[0]
             hint = " (check the token's write access to it)" if status in (401, 403) else ""
-            raise SwinzooError(f"push to {repo_id} failed: the Hub answered {status} {reason}{hint}") from None
+            raise SwinzooError(f"push to {repo_id} failed: the Hugging Face Hub at {endpoint()} answered {status} "
+                               f"{reason}{hint}") from None
         except OSError as e:
-            raise SwinzooError(f"push to {repo_id} failed: cannot reach the Hub ({str(e).splitlines()[0][:120]})"
-                               ) from None
+            detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            raise SwinzooError(f"push to {repo_id} failed: could not reach the Hugging Face Hub at {endpoint()} "
+                               f"({detail})") from None
     return str(info.commit_url if hasattr(info, "commit_url") else info)

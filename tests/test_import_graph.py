@@ -1,7 +1,7 @@
 """The layers of swinzoo, read from the source: every import of a project module (at module level, inside functions
 and under TYPE_CHECKING alike) goes down the ladder or sideways within a layer, never up, and never in a cycle.
 
-    errors, config, zoo -> models -> transfer, io -> converters -> sources, hub, upload, conversion
+    errors, config, zoo -> models -> transfer, io -> converters -> sources, hub(_http), upload, conversion
     -> train, evaluation, bench -> commands, cli (and the package's own lazy `swinzoo` namespace)
 """
 
@@ -15,7 +15,7 @@ LAYERS = [
     (1, ("swinzoo.models",)),
     (2, ("swinzoo.transfer", "swinzoo.io")),
     (3, ("swinzoo.converters",)),
-    (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.upload", "swinzoo.conversion")),
+    (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.hub_http", "swinzoo.upload", "swinzoo.conversion")),
     (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.bench", "swinzoo.bench_plot", "swinzoo.data",
          "swinzoo.recipes")),
     (6, ("swinzoo.commands", "swinzoo.cli", "swinzoo.__main__", "swinzoo")),
