@@ -37,13 +37,13 @@ class PushSource:
     path: Path
 
 
-def read_push_source(src: str) -> PushSource:
+def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
     """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format."""
     path = Path(src)
     if not path.exists():
         raise SwinzooError(f"{src} does not exist; give a fine-tuning output folder or a model file")
     try:
-        source = read_checkpoint(path)
+        source = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     except SwinzooError as e:
         raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
     metrics = None
@@ -139,10 +139,10 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path) -> None:
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics))
 
 
-def write_dry_run(src: str, repo_id: str, out: str | Path) -> Path:
+def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
     check_repo_id(repo_id)
-    source = read_push_source(src)
+    source = read_push_source(src, trust_checkpoint)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
@@ -152,11 +152,13 @@ def write_dry_run(src: str, repo_id: str, out: str | Path) -> Path:
 
 
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None) -> str:
+         commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
+         trust_checkpoint: bool = False) -> str:
     """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit; returns the
-    commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path."""
+    commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
+    `trust_checkpoint`: allow a full (unsafe) torch.load of a .pth holding Python objects."""
     if dry_run is not None:
-        return str(write_dry_run(str(src), repo, dry_run))
+        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint))
     repo_id = check_repo_id(repo)
     if revision is not None and (not revision.strip() or not revision.isprintable() or ".." in revision
                                  or any(c.isspace() for c in revision)):
@@ -165,7 +167,7 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    source = read_push_source(str(src))
+    source = read_push_source(str(src), trust_checkpoint)
     token = get_token()
     if not token:
         raise SwinzooError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")

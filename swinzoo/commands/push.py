@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from swinzoo.commands import add_trust_flag
 from swinzoo.upload import push
 
 
@@ -16,13 +17,15 @@ def register(subparsers) -> None:
     p.add_argument("--commit-message", metavar="M")
     p.add_argument("--overwrite-card", action="store_true", help="replace a README.md already on the Hub")
     p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR; upload nothing")
+    add_trust_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     console = Console()
     result = push(args.src, args.repo, private=args.private, revision=args.revision,
-                  commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run)
+                  commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run,
+                  trust_checkpoint=args.trust_checkpoint)
     if args.dry_run:
         console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True)
     else:

@@ -114,6 +114,8 @@ CASES = {
     "pickle via eval": (lambda t: ["eval", malicious_pickle(t), "--data", "shapes"], ["--trust-checkpoint"]),
     "pickle via predict": (lambda t: ["predict", malicious_pickle(t), write(t, "x.png", "x")], ["--trust-checkpoint"]),
     "pickle via info": (lambda t: ["info", malicious_pickle(t)], ["--trust-checkpoint"]),
+    "pickle via push": (lambda t: ["push", malicious_pickle(t), "--repo", "acme/x", "--dry-run", t / "p"],
+                        ["--trust-checkpoint"]),
     "pickle via export": (lambda t: ["export", malicious_pickle(t), "--to", "timm", "-o", t / "o"],
                           ["--trust-checkpoint"]),
     # --- corrupt weights
