@@ -90,25 +90,31 @@ def _remove_empty(folders: list[Path]) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. Nothing is left
-    behind when it fails or is interrupted (SIGTERM included, see `cli.main`); an existing file is replaced."""
+    """Yield a temporary path for `path`; rename it onto `path` only if the block succeeds. Nothing is left
+    behind when it fails or is interrupted (SIGTERM included, see `cli.main`); an existing file is replaced.
+
+    The temporary file sits in a recognisable temporary folder beside `path`, so that the temporaries libraries make
+    beside the file they are given (safetensors writes an anonymous `.tmpXXXXXX` and renames it) are inside it
+    too, and go with it.
+    """
     path = Path(path)
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / 'model.safetensors'})")
     created = _make_parents(path.parent)
     remove_stale_temps(path)
-    tmp = _temp_beside(path)
+    folder = _temp_beside(path)
+    folder.mkdir()
+    tmp = folder / path.name
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
     try:
         yield tmp
         _as_new_file(tmp)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
         _remove_empty(created)
         raise
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

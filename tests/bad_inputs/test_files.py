@@ -294,7 +294,9 @@ SLOW_WRITE = """
 import sys, time
 import swinzoo.converters.native as native
 def slow(tensors, path, metadata=None):
-    with open(path, "wb") as f:
+    import os
+    # as safetensors does: an anonymous temporary beside the path it is given, renamed when complete
+    with open(os.path.join(os.path.dirname(path), ".tmpLIBRARY"), "wb") as f:
         f.write(b"partial" * 1000)
         f.flush()
     time.sleep(60)
@@ -317,7 +319,7 @@ def wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60.0) -
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         temps = [p for p in folder.iterdir() if ".swinzoo-tmp-" in p.name]
-        if temps and (temps[0].is_dir() or temps[0].stat().st_size > 0):
+        if temps and any(p.name == ".tmpLIBRARY" for p in temps[0].rglob("*")):
             return temps
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
