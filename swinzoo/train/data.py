@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
+from swinzoo.hub_http import hub_calls
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.shapes import ShapesDataset
 
@@ -184,9 +185,13 @@ class HFSplit(Dataset):
         except ImportError:
             raise SwinzooError("hf: datasets need the optional `datasets` package: pip install 'swinzoo[hf]'") from None
         try:
-            ds = datasets.load_dataset(name)
+            with hub_calls():  # bounded and quiet like every other call to the Hub (SWINZOO_HUB_TIMEOUT)
+                ds = datasets.load_dataset(name)
+        except SwinzooError:
+            raise
         except Exception as e:  # the library raises many types (network, missing repo, ...)
-            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {e}") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {first}") from None
         names = {"train": ("train",), "val": ("validation", "val", "valid", "test")}[split]
         chosen = next((s for s in names if s in ds), None)
         if chosen is None:
