@@ -191,7 +191,8 @@ class HFSplit(Dataset):
             raise
         except Exception as e:  # the library raises many types (network, missing repo, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {first}") from None
+            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {first}; check the name, the network and "
+                               "HF_ENDPOINT (offline: HF_HUB_OFFLINE=1 with a cache that holds it)") from None
         names = {"train": ("train",), "val": ("validation", "val", "valid", "test")}[split]
         chosen = next((s for s in names if s in ds), None)
         if chosen is None:
