@@ -28,16 +28,44 @@ COMMAND_MODULES = (
 )
 
 
+EXAMPLES = """examples:
+  swinzoo list swin_b                                   # the zoo (names, tags, paper numbers)
+  swinzoo convert swin_base_patch4_window7_224.pth -o b384.safetensors --res 384
+  swinzoo export b384.safetensors --to timm -o b384_timm
+  swinzoo finetune --from swin_n_64 --res 128           # offline, minutes on a CPU
+  swinzoo eval runs/swin_n_64-128                       # top-1 / top-5 on the validation split
+
+`swinzoo COMMAND --help` describes each command; SWINZOO_DEBUG=1 shows tracebacks."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written; each option's default shown, unless it has none or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with its errors as a `SwinzooError` (one line, no usage dump)."""
+    """argparse with its errors as a `SwinzooError` (one line, no usage dump) and `HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="swinzoo", description="Swin Transformer V1/V2 zoo, converters, fine-tuning.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    from swinzoo import __version__
+
+    parser = Parser(prog="swinzoo", description="Swin Transformer V1/V2 with the official numerics: a model zoo,\n"
+                    "converters, fine-tuning with Lightning.", epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"swinzoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
@@ -46,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.Namespace:
     """Parse, naming an unknown flag and the closest real one."""
     ns, unknown = parser.parse_known_args(args)
+    if unknown and ns.command is None:
+        raise SwinzooError(f"swinzoo: unrecognized argument {unknown[0]}; see `swinzoo --help`")
     if unknown:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
         close = difflib.get_close_matches(unknown[0].split("=")[0], list(sub._option_string_actions), n=1)
@@ -57,7 +87,11 @@ def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.N
 def cli_main(args: list[str] | None = None) -> int:
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     try:
-        ns = parse(build_parser(), args)
+        parser = build_parser()
+        ns = parse(parser, args)
+        if ns.command is None:  # a bare `swinzoo`: what it can do
+            parser.print_help()
+            return 0
         return int(ns.func(ns) or 0)
     except SwinzooError as e:
         if debug:

@@ -10,6 +10,7 @@ converter's table, bench's timm counterpart) is derived from these rows.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from dataclasses import dataclass, field, replace
 
 from swinzoo.config import SwinConfig
@@ -218,10 +219,17 @@ def zoo_config(name: str, **overrides) -> SwinConfig:
     return entry.config(tag, **overrides)
 
 
-def list_models() -> list[str]:
-    """Every zoo name, and every name.tag."""
+def list_models(pattern: str | None = None) -> list[str]:
+    """Every zoo name, and every name.tag; with `pattern`, those matching it (a glob like `swinv2_*_384*`, else a
+    substring)."""
     names = []
     for e in ENTRIES:
         names.append(e.name)
         names.extend(f"{e.name}.{w.tag}" for w in e.weights)
-    return names
+    return [n for n in names if matches(n, pattern)]
+
+
+def matches(name: str, pattern: str | None) -> bool:
+    if not pattern:
+        return True
+    return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name

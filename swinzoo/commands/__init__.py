@@ -1,6 +1,19 @@
-"""One module per CLI verb; each exposes `register(subparsers)`. Shared argument types below."""
+"""One module per CLI verb; each exposes `register(subparsers)`. Shared argument types below.
+
+Verb modules import the library inside their run functions, not at the top: building the parser (and so
+`swinzoo --help`) must not pay for importing torch and Lightning. The format names are spelled out here for the
+same reason; a test holds them equal to `swinzoo.converters.FORMATS`.
+"""
 
 import argparse
+
+FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision")
+EXPORT_CHOICES = ("official", "timm", "hf", "torchvision")
+
+
+def examples(*commands: str) -> str:
+    """An epilog listing example command lines (shown as written: see `cli.HelpFormatter`)."""
+    return "examples:\n" + "\n".join(f"  {c}" for c in commands)
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:

@@ -6,22 +6,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from swinzoo.commands import examples, non_negative_int, positive_int
 
-from swinzoo import bench
-from swinzoo.bench_plot import draw_sweep
-from swinzoo.commands import non_negative_int, positive_int
+EPILOG = examples(
+        "swinzoo bench swin_t_224 swinv2_t_256_w8 --vs-timm --eval-and-train",
+        "swinzoo bench swin_t_224 --res 224 448 672 --vs-timm --plot sweep.png",
+        "swinzoo bench swin_b_384 --precision bf16 --memory --json")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmark zoo models (images/s, latency, memory), optionally vs timm")
+    p = subparsers.add_parser("bench", help="benchmark zoo models (images/s, latency, memory), optionally vs timm",
+                              epilog=EPILOG)
     p.add_argument("names", nargs="*", metavar="NAME", default=["swin_t_224"], help="zoo names (default swin_t_224)")
     p.add_argument("--res", type=positive_int, nargs="+",
                    help="resolutions (default: each model's own); several = a sweep")
-    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--batch", type=positive_int, default=8, help="images per step")
     p.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
     p.add_argument("--eval-and-train", action="store_true", help="time both inference and a training step")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast to bfloat16")
@@ -29,15 +28,23 @@ def register(subparsers) -> None:
     p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing for the swinzoo models")
     p.add_argument("--vs-timm", action="store_true", help="also run timm's build of each model, interleaved")
     p.add_argument("--memory", action="store_true", help="measure peak memory of one step (subprocess per model)")
-    p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model (default 10)")
-    p.add_argument("--warmup", type=non_negative_int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--plot", metavar="FILE.png", help="draw ms/image against resolution (use several --res)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from swinzoo import bench
+    from swinzoo.bench_plot import draw_sweep
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
                        grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device)
@@ -58,6 +65,10 @@ def run(args) -> int:
 
 
 def print_table(results, args) -> None:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES, add_trust_flag, examples, positive_int
 
-from swinzoo.commands import add_trust_flag, positive_int
-from swinzoo.conversion import Converted, convert, export
-from swinzoo.converters import EXPORT_FORMATS
-from swinzoo.sources import FORMAT_CHOICES
+CONVERT_EPILOG = examples(
+        "swinzoo convert swin_base_patch4_window7_224.pth -o b224.safetensors",
+        "swinzoo convert swin_base_patch4_window7_224.pth -o b384.safetensors --res 384",
+        "swinzoo convert ckpt_22k.pth --arch swin_l_224 --num-classes 1000 -o l1k.safetensors",
+        "swinzoo convert hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k -o t.safetensors")
+EXPORT_EPILOG = examples(
+        "swinzoo export m.safetensors --to timm -o out_timm",
+        "swinzoo export swin_n_64 --to hf -o out_hf --res 128",
+        "swinzoo export m.safetensors --to official -o m.pth")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="convert a checkpoint to swinzoo format (and transfer it)")
+    p = subparsers.add_parser("convert", help="convert a checkpoint to swinzoo format (and transfer it)",
+                              epilog=CONVERT_EPILOG)
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the swinzoo file to write")
     add_source_arguments(p)
     p.set_defaults(func=run_convert)
 
-    p = subparsers.add_parser("export", help="write a checkpoint in the official, timm, hf or torchvision format")
+    p = subparsers.add_parser("export", help="write a checkpoint in the official, timm, hf or torchvision format",
+                              epilog=EXPORT_EPILOG)
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
-    p.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="target format")
+    p.add_argument("--to", required=True, choices=EXPORT_CHOICES, help="target format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision) or a "
                    "folder (timm, hf)")
     add_source_arguments(p)
@@ -31,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def add_source_arguments(p) -> None:
-    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES)
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of SRC (auto: detected)")
     p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
     p.add_argument("--res", type=positive_int, help="target resolution (default: the source's)")
     p.add_argument("--window", type=positive_int, help="target window (default: the source's window scaled with --res)")
@@ -46,18 +53,24 @@ def _source_kwargs(args) -> dict:
 
 
 def run_convert(args) -> int:
+    from swinzoo.conversion import convert
+
     _report(convert(args.src, args.output, **_source_kwargs(args)), "swinzoo", load_hint=False)
     return 0
 
 
 def run_export(args) -> int:
+    from swinzoo.conversion import export
+
     done = export(args.src, args.to, args.output, allow_numeric_change=args.allow_numeric_change,
                   overwrite=args.overwrite, **_source_kwargs(args))
     _report(done, args.to, load_hint=True)
     return 0
 
 
-def _report(done: Converted, fmt: str, load_hint: bool) -> None:
+def _report(done, fmt: str, load_hint: bool) -> None:
+    from rich.console import Console
+
     console = Console()
     if done.report.changed:
         done.report.print_to(console)

@@ -3,20 +3,25 @@ the Hugging Face cache ahead of time (with huggingface_hub's progress bars), so 
 
 from __future__ import annotations
 
-from rich.console import Console
-
-from swinzoo.hub import download
-from swinzoo.sources import read_checkpoint
+from swinzoo.commands import examples
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("download", help="fetch a zoo name's or a Hub repo's weights into the HF cache")
-    p.add_argument("ref", metavar="NAME|hf-hub:ORG/NAME[@REV]")
+    p = subparsers.add_parser("download", help="fetch a zoo name's or a Hub repo's weights into the HF cache",
+                              epilog=examples(
+        "swinzoo download swin_b_224",
+        "swinzoo download hf-hub:microsoft/swinv2-tiny-patch4-window8-256 --check"))
+    p.add_argument("ref", metavar="NAME|hf-hub:ORG/NAME[@REV]", help="zoo name or Hub reference")
     p.add_argument("--check", action="store_true", help="also read the weights and print the detected config")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from rich.console import Console
+
+    from swinzoo.hub import download
+    from swinzoo.sources import read_checkpoint
+
     console = Console()
     folder = download(args.ref)
     console.print(f"{args.ref} -> {folder}", soft_wrap=True, markup=False)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
-from rich.table import Table
-
-from swinzoo.commands import add_trust_flag
-from swinzoo.sources import FORMAT_CHOICES, model_info
-from swinzoo.zoo import ENTRIES
+from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("list", help="table of the zoo")
+    p = subparsers.add_parser("list", help="table of the zoo", epilog=examples(
+        "swinzoo list",
+        "swinzoo list swinv2                    # names containing swinv2",
+        "swinzoo list 'swin_*_384*' --json"))
+    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="only names matching it (a glob, else a substring)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=run_list)
-    p = subparsers.add_parser("info", help="config, parameters and GMACs of a zoo name or a checkpoint")
-    p.add_argument("model", metavar="NAME|PATH")
+    p = subparsers.add_parser("info", help="config, parameters and GMACs of a zoo name or a checkpoint",
+                              epilog=examples(
+        "swinzoo info swin_b_384",
+        "swinzoo info runs/pets/model.safetensors --json"))
+    p.add_argument("model", metavar="NAME|PATH", help="zoo name, model file or folder, or hf-hub:ORG/NAME")
     p.add_argument("--json", action="store_true", help="print JSON with keys name, config, params, gmacs")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
     add_trust_flag(p)
@@ -25,9 +27,17 @@ def register(subparsers) -> None:
 
 
 def run_list(args) -> int:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from swinzoo.zoo import ENTRIES, matches
+
     rows = []
     for e in ENTRIES:
         for w in e.weights:
+            if not matches(f"{e.name}.{w.tag}", args.pattern):
+                continue
             rows.append(dict(name=f"{e.name}.{w.tag}", default=w.tag == e.default_tag, version=e.version,
                              res=e.img_size, window=e.window_size, params_m=e.params_m, gmacs=e.gmacs, top1=w.top1,
                              classes=w.num_classes,
@@ -35,18 +45,28 @@ def run_list(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    table = Table(title="swinzoo zoo: paper params / GMACs / ImageNet-1k top-1 (* = the default weights)")
-    for col in ("name", "V", "res", "win", "params M", "GMACs", "top-1", "classes"):
-        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
+    # no box and short headers: the table fits 80 columns (and pipes) without cutting a digit
+    table = Table(title="paper params (M) / GMACs / ImageNet-1k top-1; * = default weights", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, title_justify="left", padding=(0, 1), collapse_padding=True)
+    for col in ("name", "V", "res", "win", "params", "GMACs", "top-1", "classes"):
+        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=True, min_width=len(col))
     for r in rows:
         table.add_row(r["name"] + (" *" if r["default"] else ""), str(r["version"]), str(r["res"]), str(r["window"]),
                       f"{r['params_m']:.1f}", f"{r['gmacs']:.1f}", "-" if r["top1"] is None else f"{r['top1']:.1f}",
                       str(r["classes"]))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100)  # a pipe: wide enough for every row, no cut digits
+    console.print(table)
     return 0
 
 
 def run_info(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from swinzoo.sources import model_info
+
     info = model_info(args.model, from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
     if args.json:
         print(json.dumps(info, indent=1))

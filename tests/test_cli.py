@@ -1,0 +1,71 @@
+"""The CLI explains itself: fast help (no torch import to build the parser), --version, a bare `swinzoo` prints help,
+every example in every epilog parses, format choices match the registry, `list` filters and keeps its digits."""
+
+import shlex
+import subprocess
+import sys
+
+from swinzoo import converters
+from swinzoo.cli import build_parser, parse
+from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES
+
+from .conftest import run_cli
+
+
+def test_building_the_parser_imports_no_heavy_library():
+    code = ("import sys; from swinzoo.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'lightning', 'torchmetrics', 'rich', 'huggingface_hub', 'safetensors', "
+            "'torchvision', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_version_and_bare_command(capsys):
+    import swinzoo
+
+    code, out, err = run_cli([], capsys)
+    assert code == 0 and "usage: swinzoo" in out and "examples:" in out and err == ""
+    proc = subprocess.run([sys.executable, "-m", "swinzoo", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"swinzoo {swinzoo.__version__}"
+
+
+def test_format_choices_match_the_registry():
+    assert FORMAT_CHOICES == ("auto", *converters.FORMATS)
+    assert EXPORT_CHOICES == converters.EXPORT_FORMATS
+
+
+def test_every_example_parses():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    lines = [line for p in [parser, *sub.choices.values()] for line in (p.epilog or "").splitlines()]
+    commands = [line.split("#")[0].strip() for line in lines if line.strip().startswith("swinzoo ")]
+    assert len(commands) >= 20
+    for command in commands:
+        ns = parse(parser, shlex.split(command)[1:])
+        assert ns.command and callable(ns.func), command
+
+
+def test_help_shows_defaults():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    text = sub.choices["bench"].format_help()
+    assert "(default: 8)" in text and "(default: fp32)" in text
+
+
+def test_list_filters_and_keeps_its_digits(capsys):
+    code, out, _ = run_cli(["list", "swinv2_l"], capsys)
+    assert code == 0 and "swinv2_l_384_w24.in22k_ft_in1k" in out and "swin_b_224" not in out
+    assert "196.7" in out and "115.4" in out and "…" not in out
+    code, out, _ = run_cli(["list", "swin_*_384*", "--json"], capsys)
+    import json
+
+    names = [row["name"] for row in json.loads(out)]
+    assert names and all(n.startswith("swin_") and "_384" in n for n in names)
+
+
+def test_every_argument_says_what_it_is():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    missing = [(name, a.option_strings or a.dest) for name, p in sub.choices.items() for a in p._actions
+               if not a.help and a.dest != "help"]
+    assert missing == []
