@@ -128,10 +128,10 @@ def download(ref: str) -> Path:
     if not is_hub_ref(ref):
         get_entry(ref)  # unknown names fail here, with the closest names
         ref = zoo_repo(ref)
-    return fetch(ref)
+    return fetch(ref, downloading=True)
 
 
-def fetch(src: str) -> Path:
+def fetch(src: str, downloading: bool = False) -> Path:
     """Download (or find in the cache) config.json and the weights of `hf-hub:ORG/NAME[@REV]`; their folder."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -172,8 +172,12 @@ def fetch(src: str) -> Path:
                 how = f"{network} (HF_HUB_OFFLINE=1 skips the Hub)"
             else:
                 how = "the Hub could not be reached (set HF_HUB_OFFLINE=1 to skip trying)"
-            raise SwinzooError(f"{src}: {where} and {how}; run `swinzoo download {src}` with network access, or set "
-                               "HF_HOME to a cache that has it")
+            if downloading:  # the user is already running `swinzoo download`: say what else to change
+                fix = "unset HF_HUB_OFFLINE to download it" if offline() else "run it again with network access"
+            else:
+                fix = (("unset HF_HUB_OFFLINE and " if offline() else "")
+                       + f"run `swinzoo download {src}` with network access")
+            raise SwinzooError(f"{src}: {where} and {how}; {fix}, or set HF_HOME to a cache that has it")
         raise SwinzooError(f"{src}: {repo} has no {' or '.join(WEIGHT_FILES)}; it is not a timm or transformers "
                            "model repo")
     return found[-1].parent
