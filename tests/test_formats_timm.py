@@ -61,6 +61,12 @@ def test_swinzoo_to_timm_local_dir(version, pws, tmp_path):
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         assert_logits_close(ours(x), theirs(x))
+        # timm's meaning of the feature API: unpooled normed tokens, then the pooled pre-logits
+        features = ours.forward_features(x)
+        torch.testing.assert_close(features, theirs.forward_features(x), rtol=0, atol=1e-10)
+        torch.testing.assert_close(ours.forward_head(features, pre_logits=True),
+                                   theirs.forward_head(theirs.forward_features(x), pre_logits=True), rtol=0, atol=1e-10)
+    assert features.shape == (2, 2, 2, cfg.num_features)
     assert read_checkpoint(str(out)).config == cfg  # and back, config included
 
 

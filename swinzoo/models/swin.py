@@ -128,7 +128,8 @@ class SwinTransformer(nn.Module):
                     nn.init.zeros_(norm.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, num_features): the token mean after the final norm.
+        """(B, 3, H, W) -> (B, H/32, W/32, num_features): the last stage's tokens after the final norm (timm's
+        meaning: unpooled, channels last).
 
         Any H, W: the configured `img_size` runs the official geometry; other sizes are padded to the patch and
         window grids with the padding masked out of attention (see `swinzoo.models.windows`).
@@ -143,10 +144,16 @@ class SwinTransformer(nn.Module):
         x = self.pos_drop(x)
         for stage in self.layers:
             x = stage(x)
-        return self.norm(x).mean(dim=(1, 2))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, h, w, num_features) -> (B, num_classes) logits, or with `pre_logits` the (B, num_features) token mean
+        the head reads (timm's meaning)."""
+        x = x.mean(dim=(1, 2))
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
     def set_fast_path(self, enable: bool = True) -> None:
         """Switch the fast implementations (on by default): the inference fast path of every stage
