@@ -22,7 +22,7 @@ _EXPORTS = {
     "save_model": "swinzoo.converters.native",
     "read_checkpoint": "swinzoo.sources",
     "load_model": "swinzoo.sources",
-    "create_model": "swinzoo.sources",
+    "create_model": "swinzoo.conversion",
     "model_info": "swinzoo.sources",
     "download": "swinzoo.hub",
     "push": "swinzoo.upload",
@@ -40,14 +40,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from swinzoo.config import SwinConfig
-    from swinzoo.conversion import convert, export
+    from swinzoo.conversion import convert, create_model, export
     from swinzoo.converters import Checkpoint
     from swinzoo.converters.native import save_model
     from swinzoo.errors import SwinzooError
     from swinzoo.evaluation import evaluate, predict
     from swinzoo.hub import download
     from swinzoo.models import SwinTransformer
-    from swinzoo.sources import create_model, load_model, model_info, read_checkpoint
+    from swinzoo.sources import load_model, model_info, read_checkpoint
     from swinzoo.train.run import finetune
     from swinzoo.transfer import transfer
     from swinzoo.upload import push

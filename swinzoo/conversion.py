@@ -10,10 +10,11 @@ from swinzoo import converters
 from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
 from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import verify_state_dict
-from swinzoo.models import parameter_shapes
+from swinzoo.io import load_strict, verify_state_dict
+from swinzoo.models import SwinTransformer, parameter_shapes
 from swinzoo.sources import read_checkpoint
 from swinzoo.transfer import TransferReport, transfer
+from swinzoo.zoo import zoo_config
 
 
 @dataclass
@@ -84,3 +85,23 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
                                           allow_nonfinite=allow_nonfinite)
     how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
     return Converted(Path(output), checkpoint.config, report, how)
+
+
+def create_model(name: str, *, pretrained: bool = False, num_classes: int | None = None, img_size: int | None = None,
+                 window_size: int | None = None, **overrides) -> SwinTransformer:
+    """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
+    or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
+    `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).
+    Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`)."""
+    if not pretrained:
+        given = {k: v for k, v in (("num_classes", num_classes), ("img_size", img_size),
+                                   ("window_size", window_size)) if v is not None}
+        model = SwinTransformer(zoo_config(name, **given, **overrides))
+        model.provenance = {"zoo": name, "weights": "initialised"}
+        return model
+    checkpoint, _ = read_transferred(name, res=img_size, window=window_size, num_classes=num_classes)
+    config = checkpoint.config.replace(**overrides) if overrides else checkpoint.config
+    model = SwinTransformer(config)
+    load_strict(model, checkpoint.state_dict, name)
+    model.provenance = checkpoint.provenance
+    return model

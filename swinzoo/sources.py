@@ -18,7 +18,7 @@ from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer, count_macs, parameter_shapes
-from swinzoo.zoo import ZOO, get_entry, is_zoo_name, split_name, zoo_config
+from swinzoo.zoo import ZOO, get_entry, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
@@ -118,13 +118,3 @@ def model_info(src: str, *, from_format: str = "auto", trust_checkpoint: bool = 
         extra = {"provenance": checkpoint.provenance}
     params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
     return {"name": src, "config": cfg.to_dict(), "params": params, "gmacs": count_macs(cfg) / 1e9, **extra}
-
-
-def create_model(name: str, *, pretrained: bool = False, **overrides) -> SwinTransformer:
-    """A zoo architecture (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, ...): fresh weights, or with
-    `pretrained=True` its released weights. `overrides` are `SwinConfig` fields, e.g. `num_classes=10`."""
-    if pretrained:
-        return load_model(name, **overrides)
-    model = SwinTransformer(zoo_config(name, **overrides))
-    model.provenance = {"zoo": name, "weights": "initialised"}
-    return model

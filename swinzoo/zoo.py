@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from dataclasses import dataclass, field, replace
 
 from swinzoo.config import SwinConfig
@@ -187,13 +188,26 @@ ZOO: dict[str, ZooEntry] = {m.name: replace(m, weights=tuple(w for w in WEIGHTS 
 ENTRIES: list[ZooEntry] = list(ZOO.values())
 
 
+@functools.cache
 def timm_archs() -> dict[str, tuple[ZooEntry, Weights]]:
-    """timm architecture name -> (zoo entry, weights) of every zoo row that timm publishes."""
-    return {w.timm_arch: (e, w) for e in ENTRIES for w in e.weights if w.timm_arch}
+    """timm architecture name -> (zoo entry, weights) of every zoo row that timm publishes; where several weights
+    share an architecture, the entry's default weights."""
+    out: dict[str, tuple[ZooEntry, Weights]] = {}
+    for e in ENTRIES:
+        for w in e.weights:
+            if w.timm_arch and (w.timm_arch not in out or w.tag == e.default_tag):
+                out[w.timm_arch] = (e, w)
+    return out
 
 
 def split_name(name: str) -> tuple[str, str | None]:
+    """`swin_b_224.in22k` -> ("swin_b_224", "in22k"). timm's spellings are accepted as aliases:
+    `swin_base_patch4_window7_224.ms_in22k` -> ("swin_b_224", "in22k"); a timm architecture without a tag names
+    the weights timm publishes under it (`swinv2_base_window12to16_192to256` -> swinv2_b_256_w16.in22k_ft_in1k)."""
     base, _, tag = name.partition(".")
+    if base not in ZOO and base in timm_archs():
+        entry, weights = timm_archs()[base]
+        base, tag = entry.name, (tag[3:] if tag.startswith("ms_") else tag) or weights.tag
     return base, tag or None
 
 
@@ -205,7 +219,7 @@ def get_entry(name: str) -> tuple[ZooEntry, str | None]:
     """`swin_b_224.in22k` -> (entry, "in22k"); an unknown name gets an error naming the closest ones."""
     base, tag = split_name(name)
     if base not in ZOO:
-        close = difflib.get_close_matches(base, list(ZOO), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(base, [*ZOO, *timm_archs()], n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `swinzoo list` for the names"
         raise SwinzooError(f"unknown model name {name!r}: {hint}")
     entry = ZOO[base]

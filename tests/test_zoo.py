@@ -8,7 +8,7 @@ import torch
 import swinzoo
 from swinzoo import SwinzooError
 from swinzoo.models import count_macs, parameter_shapes
-from swinzoo.zoo import ENTRIES, get_entry, list_models
+from swinzoo.zoo import ENTRIES, get_entry, list_models, zoo_config
 
 # Computed by instantiating the official Microsoft classes (params) and calling their flops() (in 1e9 MACs).
 OFFICIAL = {
@@ -133,3 +133,38 @@ def test_nano_entries_are_swinzoo_models():
         params = sum(math.prod(s) for s in parameter_shapes(cfg).values())
         assert abs(params / 1e6 - entry.params_m) / entry.params_m < 0.01
         assert abs(count_macs(cfg) / 1e9 - entry.gmacs) / entry.gmacs < 0.01
+
+
+@pytest.mark.parametrize("timm_name,zoo_name", [
+    ("swin_tiny_patch4_window7_224", "swin_t_224.in1k"),
+    ("swin_base_patch4_window7_224", "swin_b_224.in22k_ft_in1k"),
+    ("swin_large_patch4_window12_384.ms_in22k", "swin_l_384.in22k"),
+    ("swinv2_base_window16_256.ms_in1k", "swinv2_b_256_w16.in1k"),
+    ("swinv2_base_window12to16_192to256", "swinv2_b_256_w16.in22k_ft_in1k"),
+])
+def test_timm_names_and_tags_are_aliases(timm_name, zoo_name):
+    from swinzoo.hub import zoo_repo
+    from swinzoo.zoo import split_name
+
+    assert ".".join(filter(None, split_name(timm_name))) == zoo_name
+    assert zoo_config(timm_name) == zoo_config(zoo_name)
+    assert zoo_repo(timm_name) == zoo_repo(zoo_name) == f"hf-hub:timm/{timm_name.split('.')[0]}.ms_" \
+        f"{zoo_name.split('.')[1]}"
+    with pytest.raises(SwinzooError, match="did you mean swin_base_patch4_window7_224"):
+        get_entry("swin_base_patch4_window7_225")
+
+
+def test_create_model_pretrained_with_a_new_head():
+    import swinzoo
+
+    shipped = swinzoo.load_model("swin_n_64")
+    model = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=5, drop_path_rate=0.2)
+    assert model.config.num_classes == 5 and model.config.drop_path_rate == 0.2
+    assert model.provenance["transfer"]["reinitialized"]  # the head, as `convert --num-classes` does
+    theirs = shipped.state_dict()
+    for key, value in model.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(value, theirs[key]), key
+    bigger = swinzoo.create_model("swin_n_64", pretrained=True, img_size=128)
+    assert (bigger.config.img_size, bigger.config.window_size) == (128, 8)
+    assert swinzoo.create_model("swin_tiny_patch4_window7_224").config == zoo_config("swin_t_224")
