@@ -14,7 +14,7 @@ from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
-from swinzoo.train.data import BUILTIN, eval_loader, eval_transform, open_split
+from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
@@ -36,13 +36,42 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
     return net.eval()
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dtype | None]:
+    """The device (None: cuda when a GPU is visible, else cpu) and the autocast dtype of an eval or predict run."""
+    if precision not in PRECISIONS:
+        raise SwinzooError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SwinzooError(f"device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SwinzooError(f"device {device} but no GPU is visible; use --device cpu")
+    if precision == "fp16" and dev.type == "cpu":
+        raise SwinzooError("fp16 needs a GPU; on a CPU use --precision bf16 (or fp32)")
+    return dev, PRECISIONS[precision]
+
+
+def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):
+    """Logits (float32) of a batch on `device`, under autocast to `dtype` when given."""
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return net(images.to(device, non_blocking=True)).float()
+
+
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
-             window: int | None = None, batch_size: int = 100, num_workers: int = 0, test_crop: bool | None = None,
-             from_format: str = "auto", trust_checkpoint: bool = False, console: Console | None = None) -> dict:
-    """{"top1", "top5", "n"} of `model` (a model or any source) on the val split of `data` (a folder with val/
+             window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
+             test_crop: bool | None = None, device: str | None = None, precision: str = "fp32",
+             compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
+             console: Console | None = None) -> dict:
+    """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, hf:NAME or shapes; default: the model's built-in training dataset). `test_crop` None: resize
-    to res/0.875 and center crop below 384 px, as the official code."""
+    to res/0.875 and center crop below 384 px, as the official code. `device` None: a GPU when one is visible;
+    `precision` fp32, bf16 or fp16 (GPU) autocast; `compile`: torch.compile the model; `num_workers` None: half
+    the CPUs."""
     console = console or Console(stderr=True)
+    dev, dtype = runtime(device, precision)
     net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
                         console=console)
     provenance = getattr(net, "provenance", None) or {}
@@ -60,22 +89,38 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
                       f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
-    loader = eval_loader(dataset, cfg.img_size, batch_size, num_workers, test_crop)
+    workers = default_workers() if num_workers is None else num_workers
+    loader = eval_loader(dataset, cfg.img_size, batch_size, workers, test_crop)
+    net = net.to(dev)
+    runner = torch.compile(net) if compile else net
     with torch.inference_mode(), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
         for images, labels in loader:
-            logits = net(images)
+            logits = run_model(runner, images, dev, dtype).cpu()
             top1.update(logits, labels)
             top5.update(logits, labels)
             progress.advance(task)
     return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": len(dataset), "data": data,
-            "img_size": cfg.img_size}
+            "img_size": cfg.img_size, "window_size": cfg.window_size}
 
 
-def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5,
-            from_format: str = "auto", trust_checkpoint: bool = False) -> list[dict]:
+def sweep(models: list[str], resolutions: list[int], data: str | None = None, **options) -> list[dict]:
+    """Zero-shot transfer at a glance: `evaluate` of each model at each resolution, moved there by the transfer
+    alone (the official window choice, no fine-tuning). Rows {"model", "res", "window", "top1", "top5", "n"}."""
+    rows = []
+    for name in models:
+        for res in resolutions:
+            result = evaluate(name, data, res=res, **options)
+            rows.append({"model": name, "res": result["img_size"], "window": result["window_size"],
+                         "top1": result["top1"], "top5": result["top5"], "n": result["n"]})
+    return rows
+
+
+def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5, device: str | None = None,
+            precision: str = "fp32", from_format: str = "auto", trust_checkpoint: bool = False) -> list[dict]:
     """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first."""
-    net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint)
+    dev, dtype = runtime(device, precision)
+    net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     tf = eval_transform(cfg.img_size)
@@ -87,7 +132,7 @@ def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e})") from None
     with torch.inference_mode():
-        probs = net(torch.stack(batch)).float().softmax(-1)
+        probs = run_model(net, torch.stack(batch), dev, dtype).softmax(-1).cpu()
     k = max(1, min(topk, cfg.num_classes))
     values, indices = probs.topk(k, dim=-1)
     return [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}

@@ -75,3 +75,16 @@ def test_a_format_is_one_row_in_the_registry(tmp_path, monkeypatch):
     assert back.config == swinzoo.read_checkpoint("swin_n_64").config
     with pytest.raises(swinzoo.SwinzooError, match="unknown format 'nope'"):
         swinzoo.export("swin_n_64", "nope", tmp_path / "x")
+
+
+def test_zero_shot_sweep_and_plot(tmp_path, capsys):
+    """`eval MODEL... --res R...`: each model moved to each resolution by the transfer alone, a table, a plot."""
+    code, out, err = run_cli(["eval", "swin_n_64", "--res", 64, 96, "--batch-size", 500, "--num-workers", 0,
+                              "--json", "--plot", tmp_path / "zs.png"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["res"], r["window"]) for r in rows] == [(64, 4), (96, 6)]
+    assert rows[0]["top1"] > rows[1]["top1"] > 0.1  # the nano model loses accuracy off its training resolution
+    single = swinzoo.evaluate("swin_n_64", res=96, batch_size=500, num_workers=0)
+    assert single["top1"] == rows[1]["top1"]
+    assert (tmp_path / "zs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,23 +9,34 @@ from pathlib import Path
 from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, non_negative_int, positive_int
 
 
+def add_runtime_arguments(p) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast precision (fp16 on a GPU only)")
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="top-1/top-5 of a model on a dataset's val split",
+    p = subparsers.add_parser("eval", help="top-1/top-5 of models on a dataset's val split, at one or more resolutions",
                               epilog=examples(
         "swinzoo eval swin_n_64",
         "swinzoo eval runs/swin_n_64-128 --data shapes --json",
-        "swinzoo eval swin_b_224 --data imagenet/ --res 384"))
-    p.add_argument("model", metavar="MODEL", help="zoo name, .safetensors, fine-tune output folder or .pth")
+        "swinzoo eval swin_b_224 --data imagenet/ --res 384 --device cuda --precision bf16",
+        "swinzoo eval swin_n_64 swinv2_n_64_w4 --res 64 96 128 --plot zero_shot.png   # transfer, no fine-tune"))
+    p.add_argument("models", metavar="MODEL", nargs="+", help="zoo name, .safetensors, fine-tune output folder or .pth")
     p.add_argument("--data", help="folder with val/ class folders, hf:NAME or shapes (default: the model's "
                                   "built-in training dataset)")
-    p.add_argument("--res", type=positive_int, help="evaluation resolution (default: the model's); another resolution "
-                                           "transfers the model first (official window choice)")
+    p.add_argument("--res", type=positive_int, nargs="+", help="evaluation resolution(s) (default: the model's); "
+                   "another resolution transfers the model first (official window choice); several: a sweep")
     p.add_argument("--window", type=positive_int, help="window at --res (default: the official choice)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per batch")
-    p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader workers")
+    p.add_argument("--num-workers", type=non_negative_int, help="data loader workers (default: half the CPUs)")
     p.add_argument("--test-crop", choices=("auto", "yes", "no"), default="auto",
                    help="resize to res/0.875 and center crop (auto: below 384 px, as the official code)")
-    p.add_argument("--json", action="store_true", help="print only {\"top1\", \"top5\", \"n\"} as JSON")
+    add_runtime_arguments(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--plot", metavar="FILE.png", help="draw top-1 against resolution (several --res or models)")
+    p.add_argument("--json", action="store_true", help="print {\"top1\", \"top5\", \"n\"} as JSON (a list of rows "
+                   "for several models or resolutions)")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
     add_trust_flag(p)
     p.set_defaults(func=run_eval)
@@ -33,10 +44,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="top-k classes of images",
                               epilog=examples(
         "swinzoo predict swin_n_64 a.png b.png --topk 3",
-        "swinzoo predict runs/pets cat.jpg --json"))
+        "swinzoo predict runs/pets cat.jpg --json --device cuda"))
     p.add_argument("model", metavar="MODEL", help="zoo name, .safetensors, fine-tune output folder or .pth")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
+    add_runtime_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {image, predictions: [[class, p]]}")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
     add_trust_flag(p)
@@ -46,25 +58,46 @@ def register(subparsers) -> None:
 def run_eval(args) -> int:
     from rich.console import Console
 
-    from swinzoo.evaluation import evaluate
+    from swinzoo.evaluation import evaluate, sweep
 
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
-    result = evaluate(args.model, args.data, res=args.res, window=args.window, batch_size=args.batch_size,
-                      num_workers=args.num_workers, test_crop=crop, from_format=args.from_format,
-                      trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True))
+    options = dict(window=args.window, batch_size=args.batch_size, num_workers=args.num_workers, test_crop=crop,
+                   device=args.device, precision=args.precision, compile=args.compile,
+                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True))
+    if len(args.models) == 1 and len(args.res or [None]) == 1 and not args.plot:
+        result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], **options)
+        if args.json:
+            print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
+        else:
+            sys.stdout.write(f"{args.models[0]} on {result['data']} val at {result['img_size']} px: top1 "
+                             f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
+        return 0
+    if args.res is None:
+        from swinzoo.errors import SwinzooError
+
+        raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
+    rows = sweep(args.models, args.res, args.data, **options)
+    if args.plot:
+        from swinzoo.accuracy_plot import draw_accuracy
+
+        draw_accuracy(rows, args.plot, f"zero-shot transfer on {args.data or 'the built-in data'}")
     if args.json:
-        print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
-    else:
-        sys.stdout.write(f"{args.model} on {result['data']} val at {result['img_size']} px: top1 "
-                         f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
+        print(json.dumps(rows))
+        return 0
+    sys.stdout.write("model                            res  window   top1    top5      n\n")
+    for r in rows:
+        sys.stdout.write(f"{r['model'][:32]:<32} {r['res']:>4} {r['window']:>7} {r['top1']:>6.4f} {r['top5']:>7.4f} "
+                         f"{r['n']:>6}\n")
+    if args.plot:
+        sys.stdout.write(f"plot written to {args.plot}\n")
     return 0
 
 
 def run_predict(args) -> int:
     from swinzoo.evaluation import predict
 
-    rows = predict(args.model, args.images, topk=args.topk, from_format=args.from_format,
-                   trust_checkpoint=args.trust_checkpoint)
+    rows = predict(args.model, args.images, topk=args.topk, device=args.device, precision=args.precision,
+                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -189,6 +189,12 @@ CASES = {
                             ["not a readable image"]),
     "predict a missing image": (lambda t: ["predict", "swin_n_64", t / "none.png"], ["not a readable image"]),
     "eval missing data folder": (lambda t: ["eval", "swin_n_64", "--data", t / "nodata"], ["no such folder"]),
+    "eval fp16 on a CPU": (lambda t: ["eval", "swin_n_64", "--precision", "fp16", "--device", "cpu"],
+                           ["fp16 needs a GPU", "bf16"]),
+    "eval unknown device": (lambda t: ["eval", "swin_n_64", "--device", "gpu7"], ["not a device", "cuda"]),
+    "eval sweep without --res": (lambda t: ["eval", "swin_n_64", "swinv2_n_64_w4"], ["needs --res"]),
+    "predict bad precision": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "x"), "--precision", "fp8"],
+                              ["invalid choice"]),
 }
 
 
