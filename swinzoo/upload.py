@@ -12,6 +12,7 @@ Nothing local is changed.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
 from swinzoo.io import atomic_dir
+from swinzoo.models import count_macs, parameter_shapes
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
 
@@ -69,37 +71,61 @@ def base_model(provenance: dict) -> str | None:
     return None
 
 
-def _yaml_list(items: list[str]) -> str:
-    return "".join(f"\n- {item}" for item in items)
+CITATIONS = {
+    1: """@inproceedings{liu2021Swin,
+  title={Swin Transformer: Hierarchical Vision Transformer using Shifted Windows},
+  author={Liu, Ze and Lin, Yutong and Cao, Yue and Hu, Han and Wei, Yixuan and Zhang, Zheng and Lin, Stephen and
+          Guo, Baining},
+  booktitle={Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year={2021}
+}""",
+    2: """@inproceedings{liu2021swinv2,
+  title={Swin Transformer V2: Scaling Up Capacity and Resolution},
+  author={Liu, Ze and Hu, Han and Lin, Yutong and Yao, Zhuliang and Xie, Zhenda and Wei, Yixuan and Ning, Jia and
+          Cao, Yue and Zhang, Zheng and Dong, Li and Wei, Furu and Guo, Baining},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2022}
+}""",
+}
+
+
+def hub_dataset(provenance: dict) -> str | None:
+    """The Hub dataset id the model was trained on (`--data hf:ORG/NAME`), or None for local or built-in data."""
+    data = provenance.get("dataset") or provenance.get("data")
+    return data[len("hf:"):] if isinstance(data, str) and data.startswith("hf:") else None
+
+
+def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None):
+    """The card's metadata through huggingface_hub's `ModelCardData` (eval results become the model-index)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset_id = hub_dataset(provenance)
+    data = provenance.get("dataset") or provenance.get("data")
+    results = []
+    for key, metric, label in (("top1", "accuracy", "top-1 accuracy"), ("top5", "top_5_accuracy", "top-5 accuracy")):
+        if metrics and key in metrics:
+            results.append(EvalResult(task_type="image-classification", dataset_type=dataset_id or "custom",
+                                      dataset_name=str(dataset_id or data or "validation set"), dataset_split="val",
+                                      metric_type=metric, metric_name=label,
+                                      metric_value=round(float(metrics[key]), 4)))
+    return ModelCardData(library_name="timm", pipeline_tag="image-classification", license="mit",
+                         tags=["image-classification", "timm", "swinzoo", f"swin-transformer-v{cfg.version}"],
+                         base_model=base_model(provenance), datasets=[dataset_id] if dataset_id else None,
+                         model_name=repo_id.split("/")[1], eval_results=results or None)
 
 
 def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None) -> str:
-    """README.md: YAML header for the Hub, then how the model was made and how to load it."""
+    """README.md: metadata for the Hub, then how the model was made, its size and how to load it."""
     name = repo_id.split("/")[1]
     dataset = provenance.get("dataset") or (provenance.get("data") if isinstance(provenance.get("data"), str) else None)
     base = base_model(provenance)
-    header = ["---", "library_name: timm", "pipeline_tag: image-classification",
-              "tags:" + _yaml_list(["image-classification", "timm", "swinzoo", f"swin-transformer-v{cfg.version}"]),
-              "license: mit"]
-    if base:
-        header.append(f"base_model: {base}")
-    if dataset:
-        header.append("datasets:" + _yaml_list([str(dataset)]))
-    if metrics and "top1" in metrics:
-        results = [f"    - type: accuracy\n      name: top-1 accuracy\n      value: {float(metrics['top1']):.4f}"]
-        if "top5" in metrics:
-            results.append(f"    - type: top_5_accuracy\n      name: top-5 accuracy\n      value: "
-                           f"{float(metrics['top5']):.4f}")
-        header.append(
-            "model-index:\n- name: " + name + "\n  results:\n  - task:\n      type: image-classification\n"
-            "    dataset:\n      name: " + str(dataset or "validation set") + "\n      type: "
-            + str(dataset or "custom") + "\n    metrics:\n" + "\n".join(results)
-        )
-    header.append("---")
+    header = ["---", card_data(repo_id, cfg, provenance, metrics).to_yaml().strip(), "---"]
+    params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
     made = [f"- architecture: Swin Transformer V{cfg.version}, embed dim {cfg.embed_dim}, depths "
             f"{list(cfg.depths)}, heads {list(cfg.num_heads)}, {cfg.num_classes} classes",
             f"- resolution {cfg.img_size} px, window {cfg.window_size}"
-            + (f", pretrained windows {list(cfg.pretrained_window_sizes)}" if cfg.version == 2 else "")]
+            + (f", pretrained windows {list(cfg.pretrained_window_sizes)}" if cfg.version == 2 else ""),
+            f"- {params / 1e6:.2f} M parameters, {count_macs(cfg) / 1e9:.3f} GMACs at {cfg.img_size} px"]
     if provenance.get("source"):
         made.append(f"- source: `{provenance['source']}`" + (f" (Hub: `{base}`)" if base else ""))
     transfer = provenance.get("transfer")
@@ -126,7 +152,8 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
              f'model = swinzoo.load_model("hf-hub:{repo_id}")', "```", "", "timm:", "", "```python", "import timm", "",
              f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)', "```", "",
              f"Preprocessing: bicubic resize, center crop (see `pretrained_cfg` in config.json), {cfg.img_size} px, "
-             "ImageNet mean and std.", ""]
+             "ImageNet mean and std.", "", "## Citation", "", "```bibtex", CITATIONS[1],
+             *([CITATIONS[2]] if cfg.version == 2 else []), "```", ""]
     return "\n".join(header) + "\n\n" + "\n".join(body)
 
 

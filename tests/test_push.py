@@ -77,11 +77,25 @@ def test_dry_run_folder_loads_in_swinzoo_and_timm(finetune_dir, tmp_path, capsys
     card = (out / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["library_name"] == "timm" and header["pipeline_tag"] == "image-classification"
-    assert header["license"] == "mit" and "swinzoo" in header["tags"] and header["datasets"] == ["shapes"]
+    # `datasets:` holds Hub dataset ids only: the built-in `shapes` is not one
+    assert header["license"] == "mit" and "swinzoo" in header["tags"] and "datasets" not in header
     assert header["base_model"] == "timm/swinv2_tiny_window8_256.ms_in1k"
     metrics = header["model-index"][0]["results"][0]["metrics"]
     assert [m["value"] for m in metrics] == [0.91, 1.0]
     assert "hf-hub:acme/x" in card and "timm.create_model" in card and "64 px / window 4" in card
+    assert "M parameters" in card and "GMACs at 128 px" in card and "Swin Transformer V2: Scaling Up" in card
+
+
+def test_card_names_hub_datasets_only():
+    from swinzoo.upload import model_card
+
+    cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                     pretrained_window_sizes=(0, 0), num_classes=2)
+    for data, expected in (("hf:org/pets", ["org/pets"]), ("/data/pets", None), ("shapes", None)):
+        card = model_card("acme/x", cfg, {"dataset": data}, {"top1": 0.5, "top5": 1.0})
+        header = yaml.safe_load(card.split("---")[1])
+        assert header.get("datasets") == expected, data
+        assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
 
 
 def test_dry_run_refuses_a_non_empty_folder(finetune_dir, tmp_path, capsys):
