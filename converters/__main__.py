@@ -12,7 +12,8 @@ from swinzoo.converters import FORMATS, native
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m swinzoo.converters", description=__doc__.splitlines()[0])
-    p.add_argument("format", choices=[name for name in FORMATS if name != "swinzoo"])
+    p.add_argument("format", choices=[name for name in FORMATS if name != "swinzoo"],
+                   help="; ".join(f"{name}: {f.summary}" for name, f in FORMATS.items() if name != "swinzoo"))
     p.add_argument("src")
     p.add_argument("out")
     p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write FORMAT to OUT")

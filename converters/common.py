@@ -148,7 +148,6 @@ class Format:
     summary: str
     read: Callable[..., Checkpoint]
     write: Callable[..., str] | None = None
-    output: str = "file"  # what `write` makes: a file or a folder
     claims_folder: Callable[[Path, dict | None], bool] = _never  # (folder, its config.json or None)
     claims_keys: Callable[[dict], bool] = _never  # a raw state dict's keys
 

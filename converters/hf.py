@@ -185,5 +185,5 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 FORMAT = Format("hf", "Hugging Face transformers folder (config.json + model.safetensors)", read, write,
-                output="folder", claims_folder=lambda folder, cfg: cfg is not None and "model_type" in cfg,
+                claims_folder=lambda folder, cfg: cfg is not None and "model_type" in cfg,
                 claims_keys=looks_hf)

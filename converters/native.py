@@ -80,4 +80,4 @@ def claims_folder(folder: Path, config_json: dict | None) -> bool:
 
 
 FORMAT = Format("swinzoo", "swinzoo .safetensors: weights + config (+ provenance) in one file", read, write,
-                output="file", claims_folder=claims_folder)
+                claims_folder=claims_folder)

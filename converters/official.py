@@ -122,4 +122,4 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 FORMAT = Format("official", "official Microsoft .pth (`{'model': state_dict}` with buffers)", read, write,
-                output="file", claims_keys=looks_official)
+                claims_keys=looks_official)

@@ -217,5 +217,5 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 FORMAT = Format("timm", "timm folder (config.json + model.safetensors) or weight file", read, write,
-                output="folder", claims_folder=lambda folder, cfg: cfg is not None and "architecture" in cfg,
+                claims_folder=lambda folder, cfg: cfg is not None and "architecture" in cfg,
                 claims_keys=looks_timm)

@@ -200,5 +200,4 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
     return f"torchvision.models.swin_transformer.SwinTransformer({args}{v2})"
 
 
-FORMAT = Format("torchvision", "torchvision .pth state dict", read, write, output="file",
-                claims_keys=looks_torchvision)
+FORMAT = Format("torchvision", "torchvision .pth state dict", read, write, claims_keys=looks_torchvision)

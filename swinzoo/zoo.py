@@ -42,13 +42,9 @@ class Weights:
     hub_repo: str | None  # Hugging Face repo holding them (timm's layout), `timm/<timm name>`
     official_url: str | None  # the official release file
     top1: float | None  # ImageNet-1k top-1 from the official README
-    classes: int = 1000
+    num_classes: int = 1000
     pretrained_windows: tuple[int, ...] = (0, 0, 0, 0)  # V2: the windows the CPB was trained with
     package_file: str | None = None  # a file in swinzoo/data shipped with the package (swinzoo's own models)
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes
 
     @property
     def timm_name(self) -> str | None:
@@ -122,33 +118,33 @@ WEIGHTS: list[Weights] = [
     Weights("swin_t_224", "in22k_ft_in1k", "timm/swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
             f"{R}/v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth", 80.9),
     Weights("swin_t_224", "in22k", "timm/swin_tiny_patch4_window7_224.ms_in22k",
-            f"{R}/v1.0.8/swin_tiny_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.8/swin_tiny_patch4_window7_224_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_s_224", "in1k", "timm/swin_small_patch4_window7_224.ms_in1k",
             f"{R}/v1.0.0/swin_small_patch4_window7_224.pth", 83.2),
     Weights("swin_s_224", "in22k_ft_in1k", "timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k",
             f"{R}/v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth", 83.2),
     Weights("swin_s_224", "in22k", "timm/swin_small_patch4_window7_224.ms_in22k",
-            f"{R}/v1.0.8/swin_small_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.8/swin_small_patch4_window7_224_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_b_224", "in1k", "timm/swin_base_patch4_window7_224.ms_in1k",
             f"{R}/v1.0.0/swin_base_patch4_window7_224.pth", 83.5),
     Weights("swin_b_224", "in22k_ft_in1k", "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
             f"{R}/v1.0.0/swin_base_patch4_window7_224_22kto1k.pth", 85.2),
     Weights("swin_b_224", "in22k", "timm/swin_base_patch4_window7_224.ms_in22k",
-            f"{R}/v1.0.0/swin_base_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.0/swin_base_patch4_window7_224_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_b_384", "in1k", "timm/swin_base_patch4_window12_384.ms_in1k",
             f"{R}/v1.0.0/swin_base_patch4_window12_384.pth", 84.5),
     Weights("swin_b_384", "in22k_ft_in1k", "timm/swin_base_patch4_window12_384.ms_in22k_ft_in1k",
             f"{R}/v1.0.0/swin_base_patch4_window12_384_22kto1k.pth", 86.4),
     Weights("swin_b_384", "in22k", "timm/swin_base_patch4_window12_384.ms_in22k",
-            f"{R}/v1.0.0/swin_base_patch4_window12_384_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.0/swin_base_patch4_window12_384_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_l_224", "in22k_ft_in1k", "timm/swin_large_patch4_window7_224.ms_in22k_ft_in1k",
             f"{R}/v1.0.0/swin_large_patch4_window7_224_22kto1k.pth", 86.3),
     Weights("swin_l_224", "in22k", "timm/swin_large_patch4_window7_224.ms_in22k",
-            f"{R}/v1.0.0/swin_large_patch4_window7_224_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.0/swin_large_patch4_window7_224_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_l_384", "in22k_ft_in1k", "timm/swin_large_patch4_window12_384.ms_in22k_ft_in1k",
             f"{R}/v1.0.0/swin_large_patch4_window12_384_22kto1k.pth", 87.3),
     Weights("swin_l_384", "in22k", "timm/swin_large_patch4_window12_384.ms_in22k",
-            f"{R}/v1.0.0/swin_large_patch4_window12_384_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v1.0.0/swin_large_patch4_window12_384_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swin_t_c24_256", "in1k", None,
             f"{R}/v1.0.5/swin_tiny_c24_patch4_window8_256.pth", 81.6),
     Weights("swinv2_t_256_w8", "in1k", "timm/swinv2_tiny_window8_256.ms_in1k",
@@ -172,14 +168,14 @@ WEIGHTS: list[Weights] = [
     Weights("swinv2_l_384_w24", "in22k_ft_in1k", "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k",
             f"{R}/v2.0.0/swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth", 87.6, pretrained_windows=PWS_192),
     Weights("swinv2_b_192_w12", "in22k", "timm/swinv2_base_window12_192.ms_in22k",
-            f"{R}/v2.0.0/swinv2_base_patch4_window12_192_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v2.0.0/swinv2_base_patch4_window12_192_22k.pth", None, num_classes=IN22K_CLASSES),
     Weights("swinv2_l_192_w12", "in22k", "timm/swinv2_large_window12_192.ms_in22k",
-            f"{R}/v2.0.0/swinv2_large_patch4_window12_192_22k.pth", None, classes=IN22K_CLASSES),
+            f"{R}/v2.0.0/swinv2_large_patch4_window12_192_22k.pth", None, num_classes=IN22K_CLASSES),
     # swinzoo's own nano models (not official): trained on the built-in `shapes` data, shipped in the wheel
     Weights("swin_n_64", "shapes", None,
-            None, None, classes=10, package_file="swin_n_64.safetensors"),
+            None, None, num_classes=10, package_file="swin_n_64.safetensors"),
     Weights("swinv2_n_64_w4", "shapes", None,
-            None, None, classes=10, package_file="swinv2_n_64_w4.safetensors"),
+            None, None, num_classes=10, package_file="swinv2_n_64_w4.safetensors"),
 ]
 
 

@@ -49,8 +49,7 @@ def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     b, h, w, c = x.shape
     rows, where = None, None
-    back = None
-    for block in stage.blocks:
+    for block in stage.blocks:  # at least one: SwinConfig requires every depth >= 1
         plan = stage.plans.get(h, w, stage.window, block.shift)
         into, into_inverse, back, _ = plan.indices(b, x.device, grouped=True)
         if rows is None:
@@ -59,8 +58,6 @@ def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
             gather = where.index_select(0, into)
         rows, where = block_forward(block, rows, gather, plan, b), into_inverse
     merge = stage.downsample
-    if rows is None:  # a stage without blocks
-        return merge(x) if merge is not None else x
     if merge is None or h % 2 or w % 2:
         x = rows.index_select(0, back).view(b, h, w, c)
         return x if merge is None else merge(x)
