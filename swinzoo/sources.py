@@ -7,7 +7,6 @@ models) or fetched from its Hub repo and checked against the zoo architecture.
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
-from swinzoo.models import SwinTransformer, count_macs, parameter_shapes
+from swinzoo.models import SwinTransformer, count_macs, count_params
 from swinzoo.zoo import ZOO, get_entry, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
@@ -116,5 +115,5 @@ def model_info(src: str, *, from_format: str = "auto", trust_checkpoint: bool = 
         checkpoint = read_checkpoint(src, from_format=from_format, trust_checkpoint=trust_checkpoint)
         cfg = checkpoint.config
         extra = {"provenance": checkpoint.provenance}
-    params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
-    return {"name": src, "config": cfg.to_dict(), "params": params, "gmacs": count_macs(cfg) / 1e9, **extra}
+    return {"name": src, "config": cfg.to_dict(), "params": count_params(cfg), "gmacs": count_macs(cfg) / 1e9,
+            **extra}

@@ -12,7 +12,6 @@ Nothing local is changed.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
 from swinzoo.io import atomic_dir
-from swinzoo.models import count_macs, parameter_shapes
+from swinzoo.models import count_macs, count_params
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
 
@@ -120,12 +119,11 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
     dataset = provenance.get("dataset") or (provenance.get("data") if isinstance(provenance.get("data"), str) else None)
     base = base_model(provenance)
     header = ["---", card_data(repo_id, cfg, provenance, metrics).to_yaml().strip(), "---"]
-    params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
     made = [f"- architecture: Swin Transformer V{cfg.version}, embed dim {cfg.embed_dim}, depths "
             f"{list(cfg.depths)}, heads {list(cfg.num_heads)}, {cfg.num_classes} classes",
             f"- resolution {cfg.img_size} px, window {cfg.window_size}"
             + (f", pretrained windows {list(cfg.pretrained_window_sizes)}" if cfg.version == 2 else ""),
-            f"- {params / 1e6:.2f} M parameters, {count_macs(cfg) / 1e9:.3f} GMACs at {cfg.img_size} px"]
+            f"- {count_params(cfg) / 1e6:.2f} M parameters, {count_macs(cfg) / 1e9:.3f} GMACs at {cfg.img_size} px"]
     if provenance.get("source"):
         made.append(f"- source: `{provenance['source']}`" + (f" (Hub: `{base}`)" if base else ""))
     transfer = provenance.get("transfer")

@@ -1,5 +1,5 @@
 """Swin V1 and V2 models."""
 
-from swinzoo.models.swin import SwinTransformer, count_macs, parameter_shapes
+from swinzoo.models.swin import SwinTransformer, count_macs, count_params, parameter_shapes
 
-__all__ = ["SwinTransformer", "count_macs", "parameter_shapes"]
+__all__ = ["SwinTransformer", "count_macs", "count_params", "parameter_shapes"]
