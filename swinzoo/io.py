@@ -207,8 +207,10 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
         return {}
 
 
-def load_torch(path: str | Path, trust_checkpoint: bool = False) -> object:
-    """torch.load with weights_only=True unless the user passed --trust-checkpoint; one-line errors."""
+def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | None = None,
+               mmap: bool = False) -> object:
+    """torch.load with weights_only=True unless the user passed --trust-checkpoint; one-line errors, ending in `fix`
+    (what to do about a corrupt file) when given. `mmap`: map a zip-format file instead of reading it."""
     path = Path(path)
     if not path.exists():
         raise SwinzooError(f"{path} does not exist; check the path")
@@ -217,22 +219,23 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False) -> object:
     with open(path, "rb") as f:
         magic = f.read(4)
     is_zip = magic == b"PK\x03\x04"  # torch.save's format since 1.6
+    then = f"; {fix}" if fix else ""
     if not is_zip and not magic.startswith(b"\x80"):  # nor the legacy pickle format
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle)")
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle){then}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             raise SwinzooError(
                 f"{path} holds Python objects besides tensors (a training checkpoint with a config object?); "
                 "if you trust where it came from, pass --trust-checkpoint to load it fully"
             ) from None
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         if is_zip:
-            msg = f"{path} is truncated or corrupt (an incomplete zip archive); download it again"
+            msg = f"{path} is truncated or corrupt (an incomplete zip archive); {fix or 'download it again'}"
             raise SwinzooError(msg) from None
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
 
 
 def _first_line(e: Exception) -> str:

@@ -8,20 +8,18 @@ import functools
 import inspect
 import json
 import math
-import pickle
 import re
 import types
 import typing
-import zipfile
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import load_torch
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import SAVE_DTYPES, FinetuneOptions, Plan
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS
@@ -241,25 +239,12 @@ def validate_options(args: FinetuneOptions) -> None:
 def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> int:
     """The global step of a Lightning checkpoint, loaded as --resume will (tensors only unless trusted); a one-line
     error when it is truncated, corrupt, not a training checkpoint, or holds Python objects."""
-    with open(ckpt, "rb") as f:
-        magic = f.read(4)
-    is_zip = magic == b"PK\x03\x04"
     fix = "restore it from a backup, or start again with another --out"
-    if not is_zip and not magic.startswith(b"\x80"):
-        raise SwinzooError(f"{ckpt} is not a PyTorch checkpoint (empty, truncated or overwritten); {fix}")
-    if is_zip:
-        try:  # cheap: reads the zip's central directory, at the end of the file, which a truncated write lacks
-            zipfile.ZipFile(ckpt).close()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            raise SwinzooError(f"{ckpt} is truncated or corrupt (an incomplete zip archive); {fix}") from None
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=not trust_checkpoint, mmap=is_zip)
-    except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
-            raise SwinzooError(f"{ckpt} holds Python objects besides tensors, which swinzoo loads only from a file "
-                               "you trust; if you do, pass --trust-checkpoint") from None
-        raise SwinzooError(f"{ckpt} is corrupt ({str(e).strip().splitlines()[0][:160]}); {fix}") from None
-    except Exception as e:  # zip, pickle, storage and (trusted) unpickling errors of all kinds
+        state = load_torch(ckpt, trust_checkpoint, fix=fix, mmap=True)
+    except SwinzooError:
+        raise
+    except Exception as e:  # a trusted file's own unpickling errors (a class that no longer exists, ...)
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise SwinzooError(f"{ckpt} is truncated or corrupt ({why}); {fix}") from None
     if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("global_step"), int):
