@@ -7,9 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from swinzoo.io import atomic_path
-
-PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+from swinzoo.plot import PALETTE, legend_entry, save_png
 
 
 def draw_accuracy(rows: list[dict], path: str | Path, title: str = "") -> Path:
@@ -47,10 +45,5 @@ def draw_accuracy(rows: list[dict], path: str | Path, title: str = "") -> Path:
             pen.line(coords, fill=color, width=3)
         for x, y in coords:
             pen.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        legend_y = margin_t + 10 + 22 * i
-        pen.line([width - margin_r + 12, legend_y + 6, width - margin_r + 36, legend_y + 6], fill=color, width=3)
-        pen.text((width - margin_r + 42, legend_y), label[:28], fill="black")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+        legend_entry(pen, width - margin_r + 12, margin_t + 10 + 22 * i, color, label[:28])
+    return save_png(img, path)

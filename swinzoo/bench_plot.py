@@ -15,11 +15,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from swinzoo.bench import Result
-from swinzoo.io import atomic_path
 from swinzoo.models import count_macs
+from swinzoo.plot import PALETTE, legend_entry, save_png
 from swinzoo.zoo import zoo_config
 
-COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194)]
 REF_COLOR = (120, 120, 120)
 
 
@@ -100,16 +99,11 @@ def draw_sweep(results: list[Result], path: str | Path, title: str = "") -> Path
     d.text((8, top - 28), "ms / image (load-corrected)", fill="black")
     d.text((left + 220, 10), title, fill="black")
     for i, (label, pts) in enumerate(series.items()):
-        color = REF_COLOR if label.startswith("global") else COLORS[i % len(COLORS)]
+        color = REF_COLOR if label.startswith("global") else PALETTE[i % len(PALETTE)]
         coords = [xy(res, ms) for res, ms in _inside(pts, y_max)]
         if len(coords) > 1:
             d.line(coords, fill=color, width=3 if not label.startswith("global") else 2)
         for x, y in (xy(res, ms) for res, ms in pts if ms <= y_max):  # measured points; not the frame crossing
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-        ly = top + 10 + 22 * i
-        d.line([w - right + 10, ly + 6, w - right + 34, ly + 6], fill=color, width=3)
-        d.text((w - right + 40, ly), label[:48], fill="black")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+        legend_entry(d, w - right + 10, top + 10 + 22 * i, color, label[:48])
+    return save_png(img, path)
