@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from swinzoo.config import SwinConfig
 from swinzoo.converters import hf, native, official, timm, torchvision
 from swinzoo.converters.common import Checkpoint, Format, read_config_json, read_weights
-
-from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.converters.common import (
     Checkpoint,
     Format,
@@ -28,8 +30,6 @@ from swinzoo.converters.common import (
     weights_in_folder,
     write_model_folder,
 )
-
-from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import relative_position_index
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from swinzoo.converters.common import Checkpoint, Format
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.common import Checkpoint, Format
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
 

@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 
 import torch
-from swinzoo.converters.common import BLOCK_KEY, Checkpoint, Format, arch_from_keys, config_for_arch, read_weights
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.common import BLOCK_KEY, Checkpoint, Format, arch_from_keys, config_for_arch, read_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import save_torch
 from swinzoo.models import parameter_shapes

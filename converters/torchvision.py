@@ -27,9 +27,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from swinzoo.converters.common import Checkpoint, Format, KeyMap, build_config, first_keys, read_weights
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.common import Checkpoint, Format, KeyMap, build_config, first_keys, read_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import save_torch
 from swinzoo.models.attention import log_spaced_coords

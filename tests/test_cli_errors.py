@@ -4,9 +4,9 @@ import argparse
 
 import pytest
 import torch
-from swinzoo.converters.official import from_official, read_official, to_official
 
 from swinzoo import SwinzooError, create_model
+from swinzoo.converters.official import from_official, read_official, to_official
 from swinzoo.transfer import transfer
 
 from .conftest import V1, V2, fixture_pth, run_cli

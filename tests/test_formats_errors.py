@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from swinzoo.converters import timm as timm_format
 
 from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.converters import timm as timm_format
 
 from .conftest import V1, fixture_pth, run_cli
 from .formats_helpers import SMALL

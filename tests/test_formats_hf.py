@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-from swinzoo.converters import hf
 
 from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.converters import hf
 from swinzoo.sources import read_checkpoint
 
 from .formats_helpers import SMALL, assert_logits_close, randomize

@@ -3,10 +3,10 @@ bit for bit, and each intermediate loads in its own library with the official lo
 
 import pytest
 import torch
-from swinzoo.converters import torchvision as tv_format
-from swinzoo.converters.official import from_official, read_official
 
 from swinzoo import SwinTransformer
+from swinzoo.converters import torchvision as tv_format
+from swinzoo.converters.official import from_official, read_official
 
 from .conftest import V1, V2, expected, fixture_pth, run_cli
 from .formats_helpers import assert_logits_close
@@ -60,7 +60,6 @@ def test_official_timm_hf_torchvision_official(name, tmp_path, capsys):
 def test_convert_from_each_format_is_identical(tmp_path, capsys):
     """`convert --from-format auto` and the explicit format agree, and equal the official tensors."""
     from swinzoo.converters.native import read as read_checkpoint
-
     from swinzoo.transfer import source_windows
 
     timm_dir = export(capsys, fixture_pth(V2), "timm", tmp_path / "timm")

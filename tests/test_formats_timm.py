@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from swinzoo.converters import timm as timm_format
 
 from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.converters import timm as timm_format
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import ENTRIES
 

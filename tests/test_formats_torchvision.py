@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from swinzoo.converters import torchvision as tv_format
 
 from swinzoo import SwinConfig, SwinTransformer, SwinzooError
+from swinzoo.converters import torchvision as tv_format
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import zoo_config
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from swinzoo.converters import hf
-from swinzoo.converters import timm as timm_format
 
 from swinzoo import SwinConfig, SwinTransformer
+from swinzoo.converters import hf
+from swinzoo.converters import timm as timm_format
 from swinzoo.hub import parse_ref, zoo_repo
 from swinzoo.sources import read_checkpoint
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
-from swinzoo.converters import Checkpoint, Format
 
 import swinzoo
 from swinzoo import converters
+from swinzoo.converters import Checkpoint, Format
 
 from .conftest import V1, expected, fixture_pth, run_cli
 

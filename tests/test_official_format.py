@@ -1,10 +1,10 @@
 """converters.official: detection from the file alone, and export back with the official buffers."""
 
 import torch
-from swinzoo.converters.native import read as read_checkpoint
-from swinzoo.converters.official import detect_config, from_official, read_official, to_official
 
 from swinzoo import SwinConfig, SwinTransformer, load_model, save_model
+from swinzoo.converters.native import read as read_checkpoint
+from swinzoo.converters.official import detect_config, from_official, read_official, to_official
 
 from .conftest import V1, V2, fixture_pth
 

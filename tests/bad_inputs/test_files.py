@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from swinzoo.converters.native import CONFIG_KEY, PROVENANCE_KEY
 
+from swinzoo.converters.native import CONFIG_KEY, PROVENANCE_KEY
 from tests.bad_inputs.harness import fails_cleanly, snapshot
 from tests.conftest import V1, fixture_pth
 
@@ -276,7 +276,6 @@ def test_full_disk_is_one_line_and_leaves_nothing(verb, small_disk, tmp_path, ca
     if small_disk is None:  # no tmpfs here: every write fails as a full disk would
         import swinzoo.converters.common as common
         import swinzoo.converters.native as native
-
         import swinzoo.io as io
 
         def full(*args, **kwargs):

@@ -287,7 +287,6 @@ def test_real_stderr_holds_one_line(tmp_path):
 def test_cached_repo_still_loads_when_the_hub_fails(kind, hub_env, monkeypatch, capsys, tmp_path):
     """Online, a Hub that does not answer is tried once, then the cache answers (no error, no retries)."""
     from swinzoo.converters import timm as timm_format
-
     from tests.conftest import run_cli
     from tests.test_hub import cached_repo, small_model
 
