@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, non_negative_int, positive_int
+from swinzoo.errors import SwinzooError
 
 
 def add_runtime_arguments(p) -> None:
@@ -73,8 +74,6 @@ def run_eval(args) -> int:
                              f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
         return 0
     if args.res is None:
-        from swinzoo.errors import SwinzooError
-
         raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
     rows = sweep(args.models, args.res, args.data, **options)
     if args.plot:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from swinzoo.commands import FORMAT_CHOICES
+from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples
+from swinzoo.train.options import SAVE_DTYPES
 
-EXAMPLES = """examples:
-  swinzoo finetune --from swin_n_64 --res 128                       # the nano model at 128 px on shapes
-  swinzoo finetune --from swin_b_224 --res 384 --data pets/ --devices 8 --strategy ddp
-  swinzoo finetune --from runs/old/model.safetensors --data pets/ --max-steps 500 --trainer val_check_interval=100
-  swinzoo finetune --resume runs/swin_b_224-384                     # continue a stopped run from last.ckpt"""
+EXAMPLES = examples(
+    "swinzoo finetune --from swin_n_64 --res 128                       # the nano model at 128 px on shapes",
+    "swinzoo finetune --from swin_b_224 --res 384 --data pets/ --devices 8 --strategy ddp",
+    "swinzoo finetune --from runs/old/model.safetensors --data pets/ --max-steps 500 --trainer val_check_interval=100",
+    "swinzoo finetune --resume runs/swin_b_224-384                     # continue a stopped run from last.ckpt")
 
 
 def register(subparsers) -> None:
@@ -34,8 +35,7 @@ def register(subparsers) -> None:
     source.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of SRC")
     source.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file "
                         "cannot")
-    source.add_argument("--trust-checkpoint", action="store_true",
-                        help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
+    add_trust_flag(source)
     data = p.add_argument_group("data and recipe")
     data.add_argument("--data", help="folder with train/ and val/ class folders, hf:NAME, or shapes (built in); "
                                      "default: the dataset the source was trained on when it is built in")
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     output.add_argument("--out", help="output folder (default runs/SRC-RES)")
     output.add_argument("--resume", metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
     output.add_argument("--ckpt-every", type=int, help="also write OUT/last.ckpt every N optimizer steps")
-    output.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+    output.add_argument("--save-dtype", default="float32", choices=SAVE_DTYPES,
                         help="dtype of the weights in OUT/model.safetensors")
     output.add_argument("--push-to", metavar="ORG/NAME", help="push OUT to this Hugging Face Hub repo when training "
                         "ends")
