@@ -88,10 +88,16 @@ CITATIONS = {
 }
 
 
+def trained_on(provenance: dict) -> str | None:
+    """The `--data` the weights were trained on, as given (a folder, `hf:ORG/NAME` or `shapes`), when recorded."""
+    data = provenance.get("dataset") or provenance.get("data")
+    return data if isinstance(data, str) else None
+
+
 def hub_dataset(provenance: dict) -> str | None:
     """The Hub dataset id the model was trained on (`--data hf:ORG/NAME`), or None for local or built-in data."""
-    data = provenance.get("dataset") or provenance.get("data")
-    return data[len("hf:"):] if isinstance(data, str) and data.startswith("hf:") else None
+    data = trained_on(provenance)
+    return data[len("hf:"):] if data and data.startswith("hf:") else None
 
 
 def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None):
@@ -99,7 +105,7 @@ def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | N
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset_id = hub_dataset(provenance)
-    data = provenance.get("dataset") or provenance.get("data")
+    data = trained_on(provenance)
     results = []
     for key, metric, label in (("top1", "accuracy", "top-1 accuracy"), ("top5", "top_5_accuracy", "top-5 accuracy")):
         if metrics and key in metrics:
@@ -116,7 +122,7 @@ def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | N
 def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None) -> str:
     """README.md: metadata for the Hub, then how the model was made, its size and how to load it."""
     name = repo_id.split("/")[1]
-    dataset = provenance.get("dataset") or (provenance.get("data") if isinstance(provenance.get("data"), str) else None)
+    dataset = trained_on(provenance)
     base = base_model(provenance)
     header = ["---", card_data(repo_id, cfg, provenance, metrics).to_yaml().strip(), "---"]
     made = [f"- architecture: Swin Transformer V{cfg.version}, embed dim {cfg.embed_dim}, depths "
