@@ -4,7 +4,8 @@ the headless `SwinModel`) <-> canonical keys.
 transformers splits qkv into `attention.self.{query,key,value}` and names the rest `attention.output.dense`,
 `intermediate.dense`, `output.dense`; Swin V1 keeps a persistent `relative_position_index` (dropped on read,
 written on export). transformers 4.x and 5.x both save and load this layout. `config.json` (`model_type` swin /
-swinv2) maps to `SwinConfig` and back.
+swinv2) maps to `SwinConfig` and back, and `preprocessor_config.json` to the model's eval preprocessing (see
+`preprocessor_config`).
 
 Script: `python -m swinzoo.converters hf SRC_DIR OUT.safetensors` or
 `python -m swinzoo.converters hf --export SRC.safetensors OUT_DIR`.
@@ -12,11 +13,13 @@ Script: `python -m swinzoo.converters hf SRC_DIR OUT.safetensors` or
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
 
-from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
+from swinzoo.config import SwinConfig
 from swinzoo.converters.common import (
     Checkpoint,
     Format,
@@ -32,6 +35,7 @@ from swinzoo.converters.common import (
 )
 from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import relative_position_index
+from swinzoo.preprocess import NO_CROP_FROM, Preprocess
 
 _B = "swin.encoder.layers.{s}.blocks.{b}."
 # canonical (official) -> transformers, V1 ("swin." prefix; V2 uses "swinv2.")
@@ -141,11 +145,81 @@ def config_to_hf(cfg: SwinConfig) -> dict:
     return out
 
 
+# PIL's filter numbers, which transformers stores as `resample`
+RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
 def preprocessor_config(cfg: SwinConfig) -> dict:
-    """What the microsoft/swin* repos ship: a direct bicubic resize to the model's size, ImageNet statistics."""
-    return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
-            "do_normalize": True, "size": {"height": cfg.img_size, "width": cfg.img_size}, "resample": 3,
-            "rescale_factor": 1 / 255, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
+    """The model's eval preprocessing (`Preprocess.of`) as an image processor `AutoImageProcessor` loads.
+
+    ConvNextImageProcessor is the official Swin rule itself: with size {"shortest_edge": res} it resizes the shorter
+    edge to int(res / crop_pct) and center crops below 384 px, and resizes to res x res from 384. A model whose
+    preprocessing is not that shape (a crop from 384 px, a squash below it) gets BitImageProcessor (resize, center
+    crop) or ViTImageProcessor (resize only). All resize with PIL, as swinzoo and timm do; transformers' center crop
+    rounds an odd margin down where torchvision rounds half to even, so a few image sizes come out 1 px shifted.
+    """
+    p, res = Preprocess.of(cfg), cfg.img_size
+    out = {"do_resize": True, "resample": RESAMPLE[p.interpolation], "do_rescale": True, "rescale_factor": 1 / 255,
+           "do_normalize": True, "image_mean": list(p.mean), "image_std": list(p.std)}
+    scale = p.scale_size(res)
+    if (p.crop_mode == "center") == (res < NO_CROP_FROM) and (p.crop_mode == "center" or scale == res):
+        return {"image_processor_type": "ConvNextImageProcessor", **out, "size": {"shortest_edge": res},
+                "crop_pct": p.crop_pct}
+    if p.crop_mode == "squash" and scale == res:
+        return {"image_processor_type": "ViTImageProcessor", **out, "size": {"height": res, "width": res}}
+    size = {"shortest_edge": scale} if p.crop_mode == "center" else {"height": scale, "width": scale}
+    # crop_pct is no Bit setting (transformers keeps it as an unused attribute): it makes a read-back exact
+    return {"image_processor_type": "BitImageProcessor", **out, "size": size, "do_center_crop": True,
+            "crop_size": {"height": res, "width": res}, "do_convert_rgb": True, "crop_pct": p.crop_pct}
+
+
+def preprocess_from_hf(d: dict, img_size: int) -> dict | None:
+    """`SwinConfig.preprocess` of a preprocessor_config.json, or None when it is the official rule or something
+    a swinzoo transform cannot reproduce (no resize or rescale, another output size, an unknown processor): the
+    weights still load, with the official preprocessing."""
+    kind = str(d.get("image_processor_type") or d.get("feature_extractor_type") or "")
+    if not d.get("do_resize", True) or not d.get("do_rescale", True) or not d.get("do_normalize", True) \
+            or abs(float(d.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        return None
+    names = {v: k for k, v in RESAMPLE.items()}
+    fields = {"mean": d.get("image_mean"), "std": d.get("image_std"), "interpolation": names.get(d.get("resample"))}
+    size = d.get("size")
+    if isinstance(size, int):  # the feature-extractor era's plain number
+        size = {"shortest_edge": size} if kind.startswith("ConvNext") else {"height": size, "width": size}
+    size = _square(size)
+    crop = _square(d.get("crop_size")) if d.get("do_center_crop") else None
+    if kind.startswith("ConvNext") and size == ("shortest_edge", img_size):
+        below = img_size < NO_CROP_FROM  # ConvNext crops below 384 px only, by crop_pct (default 224 / 256)
+        fields.update(crop_pct=float(d.get("crop_pct") or 224 / 256) if below else 1.0,
+                      crop_mode="center" if below else "squash")
+    elif kind.startswith(("ViT", "Bit", "CLIP", "DeiT")) and size and (crop or size)[1] == img_size:
+        fields.update(crop_pct=_crop_pct(img_size, size[1], d.get("crop_pct")),
+                      crop_mode="center" if size[0] == "shortest_edge" else "squash")
+    else:
+        return None
+    return Preprocess(**{k: v for k, v in fields.items() if v is not None}).overrides(img_size)
+
+
+def _square(size) -> tuple[str, int] | None:
+    """("shortest_edge", n) or ("square", n) of a transformers size dict; None for anything else."""
+    if not isinstance(size, dict):
+        return None
+    if isinstance(size.get("shortest_edge"), int):
+        return "shortest_edge", size["shortest_edge"]
+    if isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
+        return "square", size["height"]
+    return None
+
+
+def _crop_pct(img_size: int, side: int, stated=None) -> float:
+    """crop_pct with floor(img_size / crop_pct) == side: `stated` (what swinzoo wrote) when it gives that side, else
+    img_size / side, nudged down when that lands a hair below `side`."""
+    if isinstance(stated, (int, float)) and 0 < stated <= 1 and math.floor(img_size / stated) == side:
+        return float(stated)
+    pct = img_size / side
+    while pct > 0 and img_size / pct < side:
+        pct = math.nextafter(pct, 0)
+    return pct
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -156,6 +230,7 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     fields = None
     if path.is_dir():
         fields = config_from_hf(read_config_json(path), str(path / "config.json"))
+        fields["preprocess"] = read_preprocessor_config(path, fields["img_size"])
         path = weights_in_folder(path)
     sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
     if arch is not None:
@@ -165,7 +240,19 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     version = 2 if "layers.0.blocks.0.attn.logit_scale" in sd else 1
     if version != fields["version"]:
         raise SwinzooError(f"{path}: config.json says Swin V{fields['version']} but the weights are V{version}")
-    return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"]))
+    return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"],
+                                       preprocess=fields["preprocess"]))
+
+
+def read_preprocessor_config(folder: Path, img_size: int) -> dict | None:
+    """The preprocessing a folder's preprocessor_config.json states (see `preprocess_from_hf`); None (the official
+    rule) without one or when it is unreadable: it never changes what the weights are, so it never stops a read."""
+    path = folder / "preprocessor_config.json"
+    try:
+        d = json.loads(path.read_text()) if path.is_file() else None
+        return preprocess_from_hf(d, img_size) if isinstance(d, dict) else None
+    except (OSError, ValueError, TypeError, SwinzooError):  # unreadable, or values of the wrong type
+        return None
 
 
 def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
+from swinzoo.config import SwinConfig
 from swinzoo.converters.common import (
     Checkpoint,
     Format,
@@ -31,6 +31,7 @@ from swinzoo.converters.common import (
     write_model_folder,
 )
 from swinzoo.errors import SwinzooError
+from swinzoo.preprocess import Preprocess
 from swinzoo.zoo import ARCHS as SIZES
 from swinzoo.zoo import timm_archs
 
@@ -129,7 +130,25 @@ def config_from_timm(d: dict, source: str = "config.json") -> dict:
     if d.get("global_pool", "avg") != "avg":
         raise SwinzooError(f"{source}: global_pool {d['global_pool']!r}; swinzoo models pool by averaging ('avg')")
     fields["class_names"] = default_class_names(d.get("label_names"))
+    fields["preprocess"] = preprocess_from_timm(cfg, fields["img_size"])
     return fields
+
+
+# what timm's resolve_data_config fills in for a key a pretrained_cfg lacks
+TIMM_DEFAULTS = {"interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}
+
+
+def preprocess_from_timm(pretrained_cfg: dict, img_size: int) -> dict | None:
+    """`SwinConfig.preprocess` of a pretrained_cfg, read as timm reads it (a key it lacks takes timm's default);
+    None when it states no preprocessing or the official rule. A crop mode swinzoo has no transform for (timm's
+    "border") leaves the official rule, rather than stopping a read whose weights are fine."""
+    stated = {k: pretrained_cfg[k] for k in ("mean", "std", *TIMM_DEFAULTS) if pretrained_cfg.get(k) is not None}
+    if not stated:
+        return None
+    try:
+        return Preprocess(**{**TIMM_DEFAULTS, **stated}).overrides(img_size)
+    except SwinzooError:
+        return None
 
 
 def pick_arch(cfg: SwinConfig) -> tuple[str, dict]:
@@ -166,10 +185,11 @@ def config_to_timm(cfg: SwinConfig) -> dict:
            "global_pool": "avg"}
     if model_args:
         out["model_args"] = model_args
+    p = Preprocess.of(cfg)  # the official crop (0.875 / center below 384 px, 1.0 / squash from 384) unless overridden
     out["pretrained_cfg"] = {
         "input_size": [cfg.in_chans, cfg.img_size, cfg.img_size], "fixed_input_size": True,
-        "interpolation": "bicubic", "crop_pct": 0.9 if cfg.img_size < 384 else 1.0, "crop_mode": "center",
-        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "num_classes": cfg.num_classes,
+        "interpolation": p.interpolation, "crop_pct": p.crop_pct, "crop_mode": p.crop_mode,
+        "mean": list(p.mean), "std": list(p.std), "num_classes": cfg.num_classes,
         "first_conv": "patch_embed.proj", "classifier": "head.fc",
     }
     if cfg.class_names:
@@ -190,7 +210,8 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     if arch is not None:
         return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields:
-        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"]))
+        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"],
+                                           preprocess=fields["preprocess"]))
     return Checkpoint(sd, build_config(sd, str(path)))
 
 

@@ -15,6 +15,9 @@ from swinzoo.errors import SwinzooError
 # The ImageNet statistics every Swin release normalises inputs with (official data/build.py, timm, transformers)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# What `SwinConfig.preprocess` may override; `swinzoo.preprocess` owns the rule and the meaning of each
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
+PREPROCESS_CROP_KEYS = ("crop_pct", "crop_mode")  # chosen per resolution, so stored (and dropped) together
 
 
 @dataclass
@@ -23,7 +26,9 @@ class SwinConfig:
 
     `window_size` is the configured window; a stage whose token grid is no larger than it uses the grid size as
     its window and no shift (official rule). `pretrained_window_sizes` (V2 only) is the window each stage's
-    continuous position bias was trained with; 0 means "this model's own effective window".
+    continuous position bias was trained with; 0 means "this model's own effective window". `preprocess` holds
+    only where this model's eval preprocessing differs from the official rule (None: it does not; see
+    `swinzoo.preprocess.Preprocess.of`).
     """
 
     version: int = 1
@@ -43,6 +48,7 @@ class SwinConfig:
     pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
     num_classes: int = 1000
     class_names: list[str] | None = field(default=None)
+    preprocess: dict | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.depths = tuple(int(d) for d in self.depths)
@@ -69,6 +75,7 @@ class SwinConfig:
             self.class_names = [str(c) for c in self.class_names]
             if len(self.class_names) != self.num_classes:
                 raise SwinzooError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+        self.preprocess = _preprocess_overrides(self.preprocess)
 
     # ---------------------------------------------------------------- geometry
     @property
@@ -108,6 +115,8 @@ class SwinConfig:
         d["depths"] = list(self.depths)
         d["num_heads"] = list(self.num_heads)
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
+        if self.preprocess is None:  # files of models with the official preprocessing stay as they always were
+            del d["preprocess"]
         return d
 
     def to_json(self) -> str:
@@ -138,8 +147,31 @@ class SwinConfig:
 
     def replace(self, **changes) -> SwinConfig:
         d = self.to_dict()
+        if self.preprocess and changes.get("img_size", self.img_size) != self.img_size and "preprocess" not in changes:
+            # the crop is chosen per resolution (official: 0.875 below 384 px, none from 384); mean, std and the
+            # interpolation belong to the weights and stay
+            kept = {k: v for k, v in self.preprocess.items() if k not in PREPROCESS_CROP_KEYS}
+            d["preprocess"] = kept or None
         d.update(changes)
         return SwinConfig.from_dict(d)
+
+
+def _preprocess_overrides(value) -> dict | None:
+    """`preprocess` with known keys and JSON-stable types (lists come back from JSON as lists, so store lists)."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict):
+        raise SwinzooError(f"preprocess must be a dict of {', '.join(PREPROCESS_KEYS)}, got {value!r}")
+    unknown = sorted(set(value) - set(PREPROCESS_KEYS))
+    if unknown:
+        raise SwinzooError(f"unknown preprocess keys {unknown}; valid keys: {', '.join(PREPROCESS_KEYS)}")
+    try:
+        out = {k: [float(x) for x in v] if k in ("mean", "std") else float(v) if k == "crop_pct" else str(v)
+               for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise SwinzooError(f"preprocess {value!r} holds a value of the wrong type (mean and std: lists of numbers, "
+                           "crop_pct: a number); fix or remove it") from None
+    return {k: out[k] for k in PREPROCESS_KEYS if k in out}
 
 
 def geometry_problem(img_size: int, window: int, patch_size: int = 4, num_stages: int = 4) -> str | None:

@@ -66,8 +66,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
              compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
              console: Console | None = None) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
-    class folders, hf:NAME or shapes; default: the model's built-in training dataset). `test_crop` None: resize
-    to res/0.875 and center crop below 384 px, as the official code. `device` None: a GPU when one is visible;
+    class folders, hf:NAME or shapes; default: the model's built-in training dataset), preprocessed as the model's
+    metadata says (`swinzoo.data_config`; official: resize to res/0.875 and center crop below 384 px, a plain
+    resize from 384). `test_crop` True/False forces the center crop on/off. `device` None: a GPU when one is visible;
     `precision` fp32, bf16 or fp16 (GPU) autocast; `compile`: torch.compile the model; `num_workers` None: half
     the CPUs."""
     console = console or Console(stderr=True)
@@ -90,7 +91,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
     workers = default_workers() if num_workers is None else num_workers
-    loader = eval_loader(dataset, cfg.img_size, batch_size, workers, test_crop)
+    loader = eval_loader(dataset, cfg, batch_size, workers, test_crop)
     net = net.to(dev)
     runner = torch.compile(net) if compile else net
     with torch.inference_mode(), Progress(console=console, transient=True) as progress:
@@ -118,12 +119,13 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
 
 def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5, device: str | None = None,
             precision: str = "fp32", from_format: str = "auto", trust_checkpoint: bool = False) -> list[dict]:
-    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first."""
+    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first; images are
+    preprocessed as the model's metadata says (`swinzoo.data_config`)."""
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
-    tf = eval_transform(cfg.img_size)
+    tf = eval_transform(cfg)
     batch = []
     for path in images:
         try:

@@ -63,7 +63,8 @@ def test_swinzoo_to_hf_from_pretrained(version, pws, tmp_path):
     with torch.no_grad():
         assert_logits_close(ours(x), theirs(x).logits)
     assert read_checkpoint(str(out)).config == cfg
-    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 128, "width": 128}
+    processor = json.loads((out / "preprocessor_config.json").read_text())  # the official crop: see test_preprocess
+    assert processor["size"] == {"shortest_edge": 128} and processor["crop_pct"] == 0.875
 
 
 def test_headless_swin_model(tmp_path):

@@ -1,7 +1,7 @@
 """The layers of swinzoo, read from the source: every import of a project module (at module level, inside functions
 and under TYPE_CHECKING alike) goes down the ladder or sideways within a layer, never up, and never in a cycle.
 
-    errors, config, zoo -> models -> transfer, io -> converters -> sources, hub(_http), upload, conversion
+    errors, config, zoo, preprocess -> models -> transfer, io -> converters -> sources, hub(_http), upload, conversion
     -> train, evaluation, bench -> commands, cli (and the package's own lazy `swinzoo` namespace)
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # (layer, module prefixes); a module belongs to the first layer with a prefix that is it or one of its packages
 LAYERS = [
-    (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo")),
+    (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess")),
     (1, ("swinzoo.models",)),
     (2, ("swinzoo.transfer", "swinzoo.io")),
     (3, ("swinzoo.converters",)),
