@@ -183,6 +183,18 @@ def fetch(src: str, downloading: bool = False) -> Path:
     return found[-1].parent
 
 
+def in_cache(repo: str, revision: str | None = None) -> bool:
+    """Whether `fetch` finds everything it needs of `repo` in the Hugging Face cache, so loading or downloading it
+    needs no network: config.json and a weight file. Reads the cache folder only (works with HF_HUB_OFFLINE)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        # a path when the file is there; None, or a marker that the Hub has no such file, otherwise
+        return isinstance(try_to_load_from_cache(repo, filename, cache_dir=cache_dir(), revision=revision), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+
+
 def zoo_repo(name: str) -> str:
     """The `hf-hub:` reference of a zoo name's weights (`swin_b_224` -> hf-hub:timm/swin_base_...)."""
     entry, tag = get_entry(name)

@@ -7,7 +7,6 @@ models) or fetched from its Hub repo and checked against the zoo architecture.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from swinzoo.converters import Checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer, count_macs, count_params
-from swinzoo.zoo import ZOO, get_entry, is_zoo_name, split_name
+from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
@@ -69,6 +68,15 @@ def _read_hub(src: str, fmt: str, arch: str | None, trust_checkpoint: bool) -> C
     repo, revision = hub.parse_ref(src)
     checkpoint.provenance = {**checkpoint.provenance, "source": src, "hub_repo": repo, "revision": revision,
                              "local_path": str(folder)}
+    weights = hub_weights(repo)  # a zoo name, or the Hub repo of zoo weights spelled out
+    return with_zoo_class_names(checkpoint, weights) if weights else checkpoint
+
+
+def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint:
+    """Zoo weights with an ImageNet-1k head get its class names: timm's Hub repos do not carry them."""
+    names = weights.class_names
+    if names and checkpoint.config.class_names is None and checkpoint.config.num_classes == len(names):
+        checkpoint.config = checkpoint.config.replace(class_names=names)
     return checkpoint
 
 
@@ -90,10 +98,7 @@ def packaged_file(src: str) -> Path | None:
         return None
     entry, tag = ZOO[split_name(src)[0]], split_name(src)[1]
     weights = next((w for w in entry.weights if w.tag == (tag or entry.default_tag)), None)
-    if weights is None or weights.package_file is None:
-        return None
-    path = Path(str(resources.files("swinzoo.data").joinpath(weights.package_file)))
-    return path if path.exists() else None
+    return weights.package_path() if weights else None
 
 
 def looks_like_name(src: str) -> bool:

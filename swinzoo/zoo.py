@@ -13,6 +13,8 @@ import difflib
 import fnmatch
 import functools
 from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
@@ -29,6 +31,8 @@ ARCHS: dict[str, dict] = {
 }
 
 IN22K_CLASSES = 21841
+IN1K_TAGS = ("in1k", "in22k_ft_in1k")  # tags whose 1000-way head is ImageNet-1k in its class-index order
+IN1K_NAMES_FILE = "imagenet1k_classes.txt"
 R = "https://github.com/SwinTransformer/storage/releases/download"
 PWS_192 = (12, 12, 12, 6)  # effective windows of the 192 px / w12 22k pre-training (stage 3 is 6x6)
 
@@ -56,6 +60,23 @@ class Weights:
         """timm's architecture name, e.g. `swin_tiny_patch4_window7_224`."""
         return self.timm_name.split(".", 1)[0] if self.timm_name else None
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The ImageNet-1k names of a 1000-way ImageNet-1k head; None otherwise (no 22k names are shipped)."""
+        return list(imagenet1k_class_names()) if self.tag in IN1K_TAGS and self.num_classes == 1000 else None
+
+    @property
+    def loadable(self) -> bool:
+        """`load_model(name)` can get these weights: shipped in the package or on the Hub (not only a URL)."""
+        return bool(self.hub_repo or self.package_file)
+
+    def package_path(self) -> Path | None:
+        """The shipped file of package-data weights (the nano models), or None when they are not in the package."""
+        if self.package_file is None:
+            return None
+        path = Path(str(resources.files("swinzoo.data").joinpath(self.package_file)))
+        return path if path.exists() else None
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -70,12 +91,16 @@ class ZooEntry:
     weights: tuple[Weights, ...] = field(default_factory=tuple)  # filled from WEIGHTS
 
     def config(self, tag: str | None = None, **overrides) -> SwinConfig:
+        """The architecture with the head of the weights `tag` names (their class names too, for ImageNet-1k)."""
         w = self.weights_for(tag) if self.weights else None
         base = dict(
             version=self.version, img_size=self.img_size, window_size=self.window_size, **ARCHS[self.arch],
             num_classes=w.num_classes if w else 1000,
             pretrained_window_sizes=w.pretrained_windows if w else (0, 0, 0, 0),
+            class_names=w.class_names if w else None,
         )
+        if "class_names" not in overrides and overrides.get("num_classes", base["num_classes"]) != base["num_classes"]:
+            base["class_names"] = None  # another head: the released one's names no longer apply
         base.update(overrides)
         return SwinConfig(**base)
 
@@ -229,17 +254,36 @@ def zoo_config(name: str, **overrides) -> SwinConfig:
     return entry.config(tag, **overrides)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Every zoo name, and every name.tag; with `pattern`, those matching it (a glob like `swinv2_*_384*`, else a
-    substring)."""
+def hub_weights(repo: str) -> Weights | None:
+    """The zoo weights published in Hub repo `repo` (`timm/swin_tiny_patch4_window7_224.ms_in1k`), if any."""
+    return next((w for w in WEIGHTS if w.hub_repo == repo), None)
+
+
+@functools.cache
+def imagenet1k_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in class-index order (package data; torchvision's names)."""
+    text = resources.files("swinzoo.data").joinpath(IN1K_NAMES_FILE).read_text(encoding="utf-8")
+    return tuple(text.splitlines())
+
+
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """Every zoo name and every name.tag; with `pattern`, those matching it (a glob like `swinv2_*_384`, else a
+    substring). `pretrained=True`, as in timm: only the name.tag of weights `load_model` can fetch by name (those
+    on the Hub or shipped in the package; not `swin_t_c24_256.in1k`, released only as a file)."""
     names = []
     for e in ENTRIES:
-        names.append(e.name)
-        names.extend(f"{e.name}.{w.tag}" for w in e.weights)
+        if not pretrained:
+            names.append(e.name)
+        names.extend(f"{e.name}.{w.tag}" for w in e.weights if w.loadable or not pretrained)
     return [n for n in names if matches(n, pattern)]
 
 
 def matches(name: str, pattern: str | None) -> bool:
+    """`pattern` is a glob when it has *?[ (as timm's: a glob without a dot matches name.tag by the name before the
+    tag), else a substring."""
     if not pattern:
         return True
-    return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+    if not any(c in pattern for c in "*?["):
+        return pattern in name
+    base = name.split(".", 1)[0] if "." not in pattern else name
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(base, pattern)

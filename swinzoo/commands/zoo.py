@@ -8,7 +8,7 @@ from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("list", help="table of the zoo", epilog=examples(
+    p = subparsers.add_parser("list", help="table of the zoo, and which weights are already local", epilog=examples(
         "swinzoo list",
         "swinzoo list swinv2                    # names containing swinv2",
         "swinzoo list 'swin_*_384*' --json"))
@@ -41,24 +41,37 @@ def run_list(args) -> int:
             rows.append(dict(name=f"{e.name}.{w.tag}", default=w.tag == e.default_tag, version=e.version,
                              res=e.img_size, window=e.window_size, params_m=e.params_m, gmacs=e.gmacs, top1=w.top1,
                              classes=w.num_classes,
-                             hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}"))
+                             hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}", local=local(w)))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    # no box and short headers: the table fits 80 columns (and pipes) without cutting a digit
-    table = Table(title="paper params (M) / GMACs / ImageNet-1k top-1; * = default weights", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, title_justify="left", padding=(0, 1), collapse_padding=True)
-    for col in ("name", "V", "res", "win", "params", "GMACs", "top-1", "classes"):
-        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=True, min_width=len(col))
+    # a header rule only, short headers, one space between columns: 78 columns wide, so it fits an 80-column
+    # terminal (and pipes) without cutting a digit
+    table = Table(title="paper params (M) / GMACs / ImageNet-1k top-1; * = default weights",
+                  caption="local: embedded (in swinzoo), cached (HF cache) or - (needs a download)",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left", caption_justify="left",
+                  padding=(0, 0), collapse_padding=True)
+    for col in ("name", "V", "res", "win", "params", "GMACs", "top-1", "classes", "local"):
+        table.add_column(col, justify="left" if col in ("name", "local") else "right", no_wrap=True,
+                         min_width=len(col))
     for r in rows:
         table.add_row(r["name"] + (" *" if r["default"] else ""), str(r["version"]), str(r["res"]), str(r["window"]),
                       f"{r['params_m']:.1f}", f"{r['gmacs']:.1f}", "-" if r["top1"] is None else f"{r['top1']:.1f}",
-                      str(r["classes"]))
+                      str(r["classes"]), r["local"] or "-")
     console = Console()
     if not console.is_terminal:
         console = Console(width=100)  # a pipe: wide enough for every row, no cut digits
     console.print(table)
     return 0
+
+
+def local(weights) -> str | None:
+    """`embedded` (shipped in the package), `cached` (in the Hugging Face cache), or None: loading needs a download."""
+    from swinzoo.hub import in_cache
+
+    if weights.package_path() is not None:
+        return "embedded"
+    return "cached" if weights.hub_repo and in_cache(weights.hub_repo) else None
 
 
 def run_info(args) -> int:
@@ -76,6 +89,9 @@ def run_info(args) -> int:
     for key, value in info["config"].items():
         if key != "class_names":
             table.add_row(key, str(value))
+    names = info["config"].get("class_names") or []
+    # up to 1000 names: a few show what the head predicts; --json has them all
+    table.add_row("class_names", ", ".join(names[:5]) + (f", ... ({len(names)})" if len(names) > 5 else "") or "-")
     table.add_row("params", f"{info['params']:,}")
     table.add_row("GMACs", f"{info['gmacs']:.3f}")
     for key, value in info.items():
