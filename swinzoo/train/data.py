@@ -5,10 +5,12 @@
   layout). Every file is decoded when the data is set up, before anything is written (in parallel threads, with a
   progress bar on big folders; see `check_images`): a file that is not a readable image (unknown format,
   truncated, corrupt) stops the run with its name (nothing is skipped silently), as does an empty class folder.
-- `hf:NAME` (optional extra `pip install swinzoo[hf]`): a Hugging Face dataset with an image and a label column.
+- `hf:NAME[:CONFIG]` (optional extra `pip install swinzoo[hf]`): a Hugging Face dataset with an image and a label
+  column; `DataOptions` (`swinzoo.train.hf_data`) pick its splits and columns, or carve validation from train.
 - `shapes`: the built-in procedural dataset (`swinzoo.train.shapes`), drawn at the run's resolution.
 
-Transforms are the official ones (`data/build.py`), with torchvision `transforms.v2`.
+Transforms are the official ones (`data/build.py`), with torchvision `transforms.v2`; the eval transform is the
+model's preprocessing from `swinzoo.preprocess`, the one every export writes.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
+from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.hub_http import hub_calls
+from swinzoo.preprocess import create_transform
+from swinzoo.train.folder import is_rank_zero
+from swinzoo.train.hf_data import DataOptions, HFSplit, open_hf
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.shapes import ShapesDataset
 
@@ -34,13 +38,10 @@ BUILTIN = ("shapes",)
 BICUBIC = v2.InterpolationMode.BICUBIC
 
 
-def eval_transform(res: int, test_crop: bool | None = None) -> v2.Compose:
-    """Official eval: bicubic resize to int(res/0.875) + center crop; at 384 px and above a plain resize."""
-    crop = res < 384 if test_crop is None else test_crop
-    resize = [v2.Resize(int(res / 0.875), interpolation=BICUBIC, antialias=True), v2.CenterCrop(res)] if crop \
-        else [v2.Resize((res, res), interpolation=BICUBIC, antialias=True)]
-    return v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def eval_transform(res: int | SwinConfig, test_crop: bool | None = None) -> v2.Compose:
+    """Eval transform of a model's config (its preprocessing) or of a resolution (the official rule: bicubic resize
+    to int(res/0.875) + center crop below 384 px, a plain resize from 384); `test_crop` forces the crop on or off."""
+    return create_transform(res, test_crop=test_crop)
 
 
 def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None = 9,
@@ -176,50 +177,15 @@ def check_images(paths: list[Path], where: str = "", console=None) -> None:
                            + (others if more else ""))
 
 
-class HFSplit(Dataset):
-    """A split of a Hugging Face dataset with an image column and a class-label column."""
-
-    def __init__(self, name: str, split: str) -> None:
-        try:
-            import datasets
-        except ImportError:
-            raise SwinzooError("hf: datasets need the optional `datasets` package: pip install 'swinzoo[hf]'") from None
-        try:
-            with hub_calls():  # bounded and quiet like every other call to the Hub (SWINZOO_HUB_TIMEOUT)
-                ds = datasets.load_dataset(name)
-        except SwinzooError:
-            raise
-        except Exception as e:  # the library raises many types (network, missing repo, ...)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise SwinzooError(f"cannot load Hugging Face dataset {name!r}: {first}; check the name, the network and "
-                               "HF_ENDPOINT (offline: HF_HUB_OFFLINE=1 with a cache that holds it)") from None
-        names = {"train": ("train",), "val": ("validation", "val", "valid", "test")}[split]
-        chosen = next((s for s in names if s in ds), None)
-        if chosen is None:
-            raise SwinzooError(f"Hugging Face dataset {name!r} has splits {list(ds)}; need one of {names}")
-        self.ds = ds[chosen]
-        cols = self.ds.column_names
-        self.image_key = next((c for c in ("image", "img", "pixel_values") if c in cols), None)
-        self.label_key = next((c for c in ("label", "labels", "fine_label") if c in cols), None)
-        if self.image_key is None or self.label_key is None:
-            raise SwinzooError(f"Hugging Face dataset {name!r} needs an image and a label column; it has {cols}")
-        feature = self.ds.features[self.label_key]
-        self.classes = list(getattr(feature, "names", None) or sorted(set(self.ds[self.label_key])))
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, index: int):
-        row = self.ds[index]
-        return row[self.image_key].convert("RGB"), int(row[self.label_key])
-
-
-def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None):
-    """The untransformed dataset `split` ("train" or "val") named by `--data`; it has `.classes`."""
+def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None,
+               options: DataOptions | None = None):
+    """The untransformed dataset `split` ("train" or "val") named by `--data`; it has `.classes`. `options`: the
+    splits and columns of `hf:` data (eval's `--val-split` picks the split it reads); other data takes none."""
+    if data.startswith("hf:"):
+        return HFSplit(data[3:], split, options, classes)
+    check_no_hf_options(data, options)
     if data == "shapes":
         return ShapesDataset(split, res, size)
-    if data.startswith("hf:"):
-        return HFSplit(data[3:], split)
     root = Path(data)
     if not root.exists():
         raise SwinzooError(f"--data {data}: no such folder (built-in datasets: {', '.join(BUILTIN)}; "
@@ -230,27 +196,56 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
     return ImageFolderSplit(root / split, classes)
 
 
+def check_no_hf_options(data: str, options: DataOptions | None) -> None:
+    changed = options.changed() if options is not None else []
+    if changed:
+        raise SwinzooError(f"{', '.join(changed)} only appl{'y' if len(changed) > 1 else 'ies'} to hf:NAME data; drop "
+                           f"{'them' if len(changed) > 1 else 'it'} for --data {data}")
+
+
+def describe(data: str, train, val) -> str:
+    """One line for the console: which splits (or carve) the run reads."""
+    parts = [getattr(base, "description", None) or f"{role}: {len(base)} images"
+             for role, base in (("train", train), ("validation", val))]
+    return f"data {data}: {'; '.join(parts)}"
+
+
 def default_workers() -> int:
     return min(8, max(0, (os.cpu_count() or 1) // 2))
 
 
 class SwinDataModule(L.LightningDataModule):
-    """Train/val loaders for `data` at resolution `res` with the recipe's augmentation."""
+    """Train/val loaders for `data` at resolution `res` with the recipe's augmentation. `data_options`: the splits
+    and columns of `hf:` data (None: the defaults); `console`: where `check` prints which splits it read (on global
+    rank zero), also kept in `description`."""
 
     def __init__(self, data: str, res: int, batch_size: int, recipe=None, num_workers: int | None = None,
-                 train_size: int | None = None, val_size: int | None = None) -> None:
+                 train_size: int | None = None, val_size: int | None = None,
+                 data_options: DataOptions | None = None, console=None) -> None:
         super().__init__()
         self.data, self.res, self.batch_size = data, res, batch_size
         self.recipe = recipe or Recipe()
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.train_size, self.val_size = train_size, val_size
-        self.train_base = self.val_base = None
+        self.data_options, self.console = data_options or DataOptions(), console
+        self.train_base = self.val_base = self.description = None
 
     def check(self) -> list[str]:
         """Open both splits (every image checked), before anything is written; returns the class names."""
         if self.train_base is None:
-            self.train_base = open_split(self.data, "train", self.res, size=self.train_size)
-            self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size)
+            opts = self.data_options
+            if self.data.startswith("hf:"):
+                if opts.val_split is not None and opts.val_split == opts.train_split:
+                    raise SwinzooError(f"--val-split {opts.val_split} is also the train split, so validation would "
+                                       "measure the training images; name another split, or drop --val-split")
+                self.train_base, self.val_base = open_hf(self.data, opts)  # one load of the dataset for both
+            else:
+                check_no_hf_options(self.data, opts)
+                self.train_base = open_split(self.data, "train", self.res, size=self.train_size)
+                self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size)
+            self.description = describe(self.data, self.train_base, self.val_base)
+            if self.console is not None and is_rank_zero():
+                self.console.print(self.description, soft_wrap=True, markup=False, highlight=False)
             if len(self.train_base) < self.batch_size:
                 raise SwinzooError(f"{self.data} has {len(self.train_base)} training images, fewer than one batch "
                                    f"of {self.batch_size}; lower --batch-size")
@@ -274,6 +269,7 @@ class SwinDataModule(L.LightningDataModule):
         return eval_loader(self.val_base, self.res, self.batch_size, self.num_workers, self.recipe.test_crop)
 
 
-def eval_loader(base: Dataset, res: int, batch_size: int, num_workers: int, test_crop: bool | None) -> DataLoader:
+def eval_loader(base: Dataset, res: int | SwinConfig, batch_size: int, num_workers: int,
+                test_crop: bool | None) -> DataLoader:
     return DataLoader(TransformedDataset(base, eval_transform(res, test_crop)), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
