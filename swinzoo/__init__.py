@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "SwinConfig": "swinzoo.config",
+    "data_config": "swinzoo.preprocess",
+    "create_transform": "swinzoo.preprocess",
     "SwinzooError": "swinzoo.errors",
     "list_models": "swinzoo.zoo",
     "SwinTransformer": "swinzoo.models",
@@ -33,9 +35,9 @@ _EXPORTS = {
     "finetune": "swinzoo.train.run",
 }
 __all__ = [
-    "Checkpoint", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model", "download", "evaluate",
-    "export", "finetune", "list_models", "load_model", "model_info", "predict", "push", "read_checkpoint",
-    "save_model", "transfer",
+    "Checkpoint", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model", "create_transform",
+    "data_config", "download", "evaluate", "export", "finetune", "list_models", "load_model", "model_info", "predict",
+    "push", "read_checkpoint", "save_model", "transfer",
 ]
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from swinzoo.evaluation import evaluate, predict
     from swinzoo.hub import download
     from swinzoo.models import SwinTransformer
+    from swinzoo.preprocess import create_transform, data_config
     from swinzoo.sources import load_model, model_info, read_checkpoint
     from swinzoo.train.run import finetune
     from swinzoo.transfer import transfer

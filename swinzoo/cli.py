@@ -1,9 +1,10 @@
 """The `swinzoo` command: a thin dispatcher over one module per verb in `swinzoo.commands`.
 
-Each command module has `register(subparsers)`, which adds its parser and sets `func`. `cli_main(args)` runs in
-process (tests call it directly) and is the one place exceptions become one line on stderr: a `SwinzooError` (bad
-input: the message names the problem and the fix) exits 2, an OS error (disk full, permissions) 1, anything else
-1 with its type; `SWINZOO_DEBUG=1` shows the traceback instead.
+Each command module has `register(subparsers)`, which adds its parser and sets `func`; `finetune` parses its own
+arguments with jsonargparse (config files, Lightning objects) and is handed everything after its name.
+`cli_main(args)` runs in process (tests call it directly) and is the one place exceptions become one line on
+stderr: a `SwinzooError` (bad input: the message names the problem and the fix) exits 2, an OS error (disk full,
+permissions) 1, anything else 1 with its type; `SWINZOO_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "swinzoo.commands.download",  # download
     "swinzoo.commands.bench",  # bench
     "swinzoo.commands.finetune",  # finetune
+    "swinzoo.commands.recipes",  # recipes
     "swinzoo.commands.eval",  # eval, predict
 )
 
@@ -86,9 +88,14 @@ def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.N
 
 def cli_main(args: list[str] | None = None) -> int:
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    argv = sys.argv[1:] if args is None else [str(a) for a in args]
     try:
+        if argv[:1] == ["finetune"]:  # its own parser: YAML configs and the Trainer's arguments (jsonargparse)
+            from swinzoo.commands.finetune import main as finetune_main
+
+            return finetune_main(argv[1:])
         parser = build_parser()
-        ns = parse(parser, args)
+        ns = parse(parser, argv)
         if ns.command is None:  # a bare `swinzoo`: what it can do
             parser.print_help()
             return 0

@@ -12,6 +12,7 @@ Nothing local is changed.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
 from swinzoo.io import atomic_dir
 from swinzoo.models import count_macs, count_params
+from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
 
@@ -95,9 +97,13 @@ def trained_on(provenance: dict) -> str | None:
 
 
 def hub_dataset(provenance: dict) -> str | None:
-    """The Hub dataset id the model was trained on (`--data hf:ORG/NAME`), or None for local or built-in data."""
+    """The Hub dataset id the model was trained on (`--data hf:ORG/NAME[:CONFIG]`), or None for local or built-in
+    data (a folder, also one given as `hf:PATH`)."""
     data = trained_on(provenance)
-    return data[len("hf:"):] if data and data.startswith("hf:") else None
+    if not data or not data.startswith("hf:"):
+        return None
+    name = data[len("hf:"):].split(":")[0]  # a Hub id holds no colon: what follows one is the config
+    return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith(".") else None
 
 
 def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None):
@@ -155,8 +161,8 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
     body += ["## How to use", "", "swinzoo:", "", "```python", "import swinzoo", "",
              f'model = swinzoo.load_model("hf-hub:{repo_id}")', "```", "", "timm:", "", "```python", "import timm", "",
              f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)', "```", "",
-             f"Preprocessing: bicubic resize, center crop (see `pretrained_cfg` in config.json), {cfg.img_size} px, "
-             "ImageNet mean and std.", "", "## Citation", "", "```bibtex", CITATIONS[1],
+             f"Preprocessing ({cfg.img_size} px input; `pretrained_cfg` in config.json, `swinzoo.data_config`): "
+             f"{Preprocess.of(cfg).describe(cfg.img_size)}.", "", "## Citation", "", "```bibtex", CITATIONS[1],
              *([CITATIONS[2]] if cfg.version == 2 else []), "```", ""]
     return "\n".join(header) + "\n\n" + "\n".join(body)
 

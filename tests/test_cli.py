@@ -4,6 +4,7 @@ every example in every epilog parses, format choices match the registry, `list` 
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from swinzoo import converters
 from swinzoo.cli import build_parser, parse
@@ -34,15 +35,38 @@ def test_format_choices_match_the_registry():
     assert EXPORT_CHOICES == converters.EXPORT_FORMATS
 
 
-def test_every_example_parses():
+def test_every_example_parses(tmp_path, monkeypatch, capsys):
+    """Each example of each epilog parses; `finetune` ones with its own parser, a `> FILE` redirect of
+    --print-config writing FILE, so the next example's --config reads it."""
+    from swinzoo.commands import finetune
+    from swinzoo.train.options import FinetuneOptions
+
+    monkeypatch.chdir(tmp_path)
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     lines = [line for p in [parser, *sub.choices.values()] for line in (p.epilog or "").splitlines()]
     commands = [line.split("#")[0].strip() for line in lines if line.strip().startswith("swinzoo ")]
     assert len(commands) >= 20
+    printed = ""
     for command in commands:
-        ns = parse(parser, shlex.split(command)[1:])
-        assert ns.command and callable(ns.func), command
+        command, _, redirect = command.partition(" > ")
+        args = shlex.split(command)[1:]
+        if args[0] != "finetune":
+            ns = parse(parser, args)
+            assert ns.command and callable(ns.func), command
+            continue
+        if "--config" in args:  # an example replaying a config: the one printed before it
+            path = Path(args[args.index("--config") + 1])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(printed)
+        capsys.readouterr()
+        result = finetune.parse(args[1:])
+        if redirect:
+            assert result == 0, command
+            printed = capsys.readouterr().out
+            assert "from: swin_n_64" in printed
+        else:
+            assert isinstance(result, FinetuneOptions), command
 
 
 def test_help_shows_defaults():

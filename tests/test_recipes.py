@@ -49,7 +49,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
 def test_bad_values_and_names(tmp_path):
     with pytest.raises(SwinzooError, match="epochs='many' is invalid"):
         recipe_from_dict({"epochs": "many"})
-    with pytest.raises(SwinzooError, match="unknown recipe 'nope'; packaged recipes: nano"):
+    with pytest.raises(SwinzooError, match="unknown recipe 'nope'; packaged recipes: finetune, nano"):
         load_recipe("nope")
     assert recipe_from_dict({"base_lr": "1e-3"}).base_lr == 1e-3  # YAML reads 1e-3 as a string
     assert "base_lr" in valid_keys()

@@ -1,81 +1,281 @@
-"""`swinzoo finetune`: a thin wrapper over `swinzoo.finetune` (any swinzoo-loadable model fine-tuned at a new
-resolution/window on a dataset, with Lightning).
+"""`swinzoo finetune`: a thin wrapper over `swinzoo.finetune`, with a jsonargparse parser (as litgpt and
+LightningCLI use) so that a whole run is one YAML file.
 
-Trainer options beyond the named flags pass through as `--trainer KEY=VALUE` (repeatable), e.g.
-`--trainer limit_val_batches=10 --trainer log_every_n_steps=5`; those swinzoo sets itself (callbacks, plugins,
-enable_checkpointing, and the ones with a flag of their own, such as devices or precision) are refused. Every value
-is checked before anything is written (`swinzoo.train.checks.validate_options`).
+- Every flag is also a config key (`--max-steps 5` is `max_steps: 5`); `--config run.yaml` reads them, later flags
+  override it, `--print-config` prints the merged result and exits. Each run writes OUT/config.yaml, which
+  replays it (`swinzoo finetune --config OUT/config.yaml --out NEW`).
+- Any `lightning.Trainer` argument is `--trainer.NAME VALUE` (or `--trainer NAME=VALUE`, the older spelling);
+  callbacks and loggers are objects given the LightningCLI way (`--trainer.callbacks+=EarlyStopping
+  --trainer.callbacks.monitor=val/top1`, or class_path/init_args in YAML) and are added to swinzoo's own.
+
+`swinzoo --help` lists this verb without importing it; `swinzoo finetune --help` builds the parser without
+Lightning (the Trainer's own arguments are summarised, not listed), so help stays fast. Parsing for real imports
+Lightning, which every run needs anyway, to type the Trainer arguments.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 import sys
-from dataclasses import fields
+from typing import Literal
 
-from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples
-from swinzoo.train.options import SAVE_DTYPES
+from swinzoo.commands import FORMAT_CHOICES, examples
+from swinzoo.errors import SwinzooError
+from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, as_plain  # no torch, no Lightning
+
+HELP_FLAGS = ("-h", "--help")
 
 EXAMPLES = examples(
     "swinzoo finetune --from swin_n_64 --res 128                       # the nano model at 128 px on shapes",
     "swinzoo finetune --from swin_b_224 --res 384 --data pets/ --devices 8 --strategy ddp",
-    "swinzoo finetune --from runs/old/model.safetensors --data pets/ --max-steps 500 --trainer val_check_interval=100",
+    "swinzoo finetune --from runs/old/model.safetensors --data pets/ --max-steps 500 --trainer.val_check_interval 100",
+    "swinzoo finetune --from swin_n_64 --res 96 --logger tensorboard --trainer.callbacks+=EarlyStopping "
+    "--trainer.callbacks.monitor=val/top1 --trainer.callbacks.mode=max",
+    "swinzoo finetune --from swin_n_64 --res 96 --print-config > run.yaml   # the whole run as YAML",
+    "swinzoo finetune --config run.yaml --out runs/again                # ... and run it",
+    "swinzoo finetune --config runs/swin_n_64-128/config.yaml --out runs/replay   # replay a finished run",
     "swinzoo finetune --resume runs/swin_b_224-384                     # continue a stopped run from last.ckpt")
+
+DESCRIPTION = """Fine-tune any model swinzoo reads at a new resolution and window, with Lightning.
+Values not given come from the recipe and the source. Every flag is also a key of a YAML config (--config);
+--print-config prints the merged config, and each run writes OUT/config.yaml, which replays it."""
+
+TRAINER_HELP = """any lightning.Trainer argument as --trainer.NAME VALUE (or --trainer NAME=VALUE), e.g.
+--trainer.limit_val_batches 10 --trainer.log_every_n_steps 5; callbacks and loggers as objects:
+--trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor=val/top1, or class_path/init_args in YAML.
+They are added to swinzoo's own (the checkpointing that --resume needs, the CSV log). `--print-config` lists
+every one with its default. Owned by swinzoo (use the named flag): devices, accelerator, strategy, num_nodes,
+precision, max_steps, max_epochs, default_root_dir, plugins, enable_checkpointing."""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune a model (zoo name or file) at a resolution, on a dataset",
-                              description="Fine-tune any model swinzoo reads at a new resolution and window, with "
-                              "Lightning.\nValues not given come from the recipe and the source.", epilog=EXAMPLES)
+    # listed in `swinzoo --help`; `swinzoo.cli` hands everything after `finetune` to `main` before argparse runs
+    subparsers.add_parser("finetune", add_help=False,
+                          help="fine-tune a model (zoo name or file) at a resolution, on a dataset (YAML configs)")
+
+
+def _formatter():
+    from jsonargparse import DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Description and examples as written; each option's type and default shown (jsonargparse's)."""
+
+    return Formatter
+
+
+def build_parser(with_trainer: bool = True):
+    """The finetune parser. `with_trainer`: type every `lightning.Trainer` argument under `trainer.` (imports
+    Lightning); without it `--trainer.*` is summarised in the help only (what `--help` uses, to stay fast)."""
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+
+    p = ArgumentParser(prog="swinzoo finetune", description=DESCRIPTION, epilog=EXAMPLES, exit_on_error=False,
+                       formatter_class=_formatter())
+    p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these keys (flags after it override)")
     source = p.add_argument_group("source and target")
-    source.add_argument("--from", dest="source", metavar="SRC",
+    source.add_argument("--from", dest="from", type=str | None, metavar="SRC",
                         help="zoo name (swin_n_64), model file or folder, or hf-hub:ORG/NAME")
-    source.add_argument("--res", type=int, help="target resolution (default: the recipe's, else the source's)")
-    source.add_argument("--window", type=int, help="target window (default: the official choice for --res)")
-    source.add_argument("--scratch", action="store_true", help="start from fresh weights of SRC's architecture")
-    source.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of SRC")
-    source.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file "
-                        "cannot")
-    add_trust_flag(source)
+    source.add_argument("--res", type=int | None, help="target resolution (default: the source's; a --recipe "
+                        "that sets one, such as swin_224to384, gives its own)")
+    source.add_argument("--window", type=int | None, help="target window (default: the official choice for --res)")
+    source.add_argument("--scratch", action=ActionYesNo(no_prefix="no-"), default=False,
+                        help="start from fresh weights of SRC's architecture")
+    source.add_argument("--from-format", dest="from_format", type=Literal[FORMAT_CHOICES],
+                        default="auto", help="format of SRC")
+    source.add_argument("--arch", type=str | None, metavar="NAME",
+                        help="zoo name giving the source architecture where the file cannot")
+    source.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
+                        default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
+                        "holding Python objects")
     data = p.add_argument_group("data and recipe")
-    data.add_argument("--data", help="folder with train/ and val/ class folders, hf:NAME, or shapes (built in); "
-                                     "default: the dataset the source was trained on when it is built in")
-    data.add_argument("--recipe", help="packaged recipe name or YAML path (default: the source's fine-tune recipe, "
-                                       "else swin_224to384)")
-    length = data.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
-    length.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (warmup and cosine "
-                                                      "span them in the recipe's proportions)")
-    data.add_argument("--batch-size", type=int, help="images per device per step (default: the recipe's)")
-    data.add_argument("--lr", type=float, help="peak lr, used as is (default: recipe base_lr x total batch / 512)")
-    data.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
-    data.add_argument("--num-workers", type=int, help="data loader workers per device (default: half the CPUs)")
+    data.add_argument("--data", type=str | None, help="folder with train/ and val/ class folders, hf:NAME[:CONFIG], "
+                      "or shapes (built in); default: the dataset the source was trained on when it is built in")
+    data.add_argument("--train-split", dest="train_split", type=str | None,
+                      help="hf: the training split (default: train)")
+    data.add_argument("--val-split", dest="val_split", type=str | None,
+                      help="hf: the validation split (default: validation, else test, else carved from train)")
+    data.add_argument("--val-fraction", dest="val_fraction", type=float | None,
+                      help="hf: fraction of train held out (seeded) when there is no validation split (default 0.1)")
+    data.add_argument("--image-column", dest="image_column", type=str | None,
+                      help="hf: the image column (default: the one image feature)")
+    data.add_argument("--label-column", dest="label_column", type=str | None,
+                      help="hf: the label column (default: the class-label feature, or label/labels)")
+    data.add_argument("--split-seed", dest="split_seed", type=int | None,
+                      help="hf: seed of the carved validation split, separate from --seed (default 0)")
+    data.add_argument("--recipe", type=str | dict | None,
+                      help="packaged recipe name, YAML path or a mapping of recipe keys (default: the one that fits "
+                      "source and target; `swinzoo recipes` lists them)")
+    data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
+    data.add_argument("--max-steps", dest="max_steps", type=int | None,
+                      help="stop after this many optimizer steps (warmup and cosine span them in the recipe's "
+                      "proportions)")
+    data.add_argument("--batch-size", dest="batch_size", type=int | None,
+                      help="images per device per step (default: the recipe's)")
+    data.add_argument("--lr", type=float | None, help="peak lr, used as is (default: recipe base_lr x total batch "
+                      "/ 512)")
+    data.add_argument("--seed", type=int | None, help="random seed (default: the recipe's)")
+    data.add_argument("--num-workers", dest="num_workers", type=int | None,
+                      help="data loader workers per device (default: half the CPUs)")
     hardware = p.add_argument_group("hardware (Lightning)")
-    hardware.add_argument("--devices", default="auto", help="Lightning devices: a count, a list like 0,1, or auto")
-    hardware.add_argument("--accelerator", default="auto", help="cpu, gpu, ...")
-    hardware.add_argument("--strategy", default="auto", help="ddp, fsdp, ddp_spawn, ...")
-    hardware.add_argument("--num-nodes", type=int, default=1, help="machines, each running --devices processes")
-    hardware.add_argument("--precision", help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
-    hardware.add_argument("--trainer", action="append", metavar="KEY=VALUE",
-                          help="any other lightning.Trainer option (repeatable; values in YAML)")
+    hardware.add_argument("--devices", type=int | str, default="auto",
+                          help="Lightning devices: a count, a list like 0,1, or auto")
+    hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
+    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, ddp_spawn, ...")
+    hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
+                          help="machines, each running --devices processes")
+    hardware.add_argument("--precision", type=str | None,
+                          help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
     output = p.add_argument_group("output")
-    output.add_argument("--out", help="output folder (default runs/SRC-RES)")
-    output.add_argument("--resume", metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
-    output.add_argument("--ckpt-every", type=int, help="also write OUT/last.ckpt every N optimizer steps")
-    output.add_argument("--save-dtype", default="float32", choices=SAVE_DTYPES,
-                        help="dtype of the weights in OUT/model.safetensors")
-    output.add_argument("--push-to", metavar="ORG/NAME", help="push OUT to this Hugging Face Hub repo when training "
-                        "ends")
-    p.set_defaults(func=run)
+    output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-RES)")
+    output.add_argument("--resume", type=str | None, metavar="OUT",
+                        help="continue the run in OUT from OUT/last.ckpt")
+    output.add_argument("--keep", type=Literal[KEEP_CHOICES], default="best",
+                        help="weights in OUT/model.safetensors: the best on val/top1, or the last step's")
+    output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
+                        help="also write OUT/last.ckpt every N optimizer steps")
+    output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES],
+                        default="float32", help="dtype of the weights in OUT/model.safetensors")
+    output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
+                        help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
+    output.add_argument("--push-to", dest="push_to", type=str | None, metavar="ORG/NAME",
+                        help="push OUT to this Hugging Face Hub repo when training ends")
+    if with_trainer:
+        import lightning as L
+
+        from swinzoo.train.checks import TRAINER_OWNED
+
+        p.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED),
+                              fail_untyped=False)
+    else:
+        group = p.add_argument_group("any lightning.Trainer argument", TRAINER_HELP)
+        group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")
+    return p
 
 
-def run(args) -> int:
+def normalise_argv(argv: list[str]) -> list[str]:
+    """The spellings jsonargparse does not know: `--print-config`, and `--trainer KEY=VALUE` (swinzoo's first
+    form) -> `--trainer.KEY=VALUE`."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--print-config" or arg.startswith("--print-config="):
+            arg = arg.replace("--print-config", "--print_config", 1)
+        if arg == "--trainer" and i + 1 < len(argv) and _is_pair(argv[i + 1]):
+            arg, i = "--trainer." + argv[i + 1].strip(), i + 1
+        elif arg.startswith("--trainer=") and _is_pair(arg[len("--trainer="):]):
+            arg = "--trainer." + arg[len("--trainer="):].strip()
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _is_pair(text: str) -> bool:
+    key = text.partition("=")[0].strip()
+    return "=" in text and key.isidentifier()
+
+
+def explain(error: Exception, parser) -> str:
+    """jsonargparse's multi-line error -> one line naming the key, the value and what is wanted."""
+    text = str(error)
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    m = re.match(r'Parser key "([^"]+)"', first)
+    if m:
+        key = m.group(1)
+        given = re.findall(r"Given value: (.*)", text) or re.findall(r"Got value: (.*)", text)
+        value = given[-1].strip() if given else "?"
+        problem = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", text)
+        flag = _flag(key)
+        if problem:
+            return f"{flag}: {problem.group(1)}: {problem.group(2).strip()}"
+        hint = f"; for {value} write --logger {value}" if key == "trainer.logger" and value in LOGGER_CHOICES else ""
+        return f"{flag}={value!r}: {_wanted(key, parser)}{hint}"
+    m = re.match(r"Group 'trainer' does not accept option '([^']+)'", first)
+    if m:
+        return _trainer_key_problem(m.group(1))
+    m = re.match(r"Option '([^']+)' is not accepted", first)
+    if m:
+        return f"unknown config key {m.group(1)!r}; valid keys: {', '.join(_config_keys(parser))}"
+    m = re.match(r"unrecognized arguments: --trainer\.([\w.]+)", first)
+    if m:
+        return _trainer_key_problem(m.group(1).split(".")[0])
+    m = re.match(r"unrecognized arguments: (\S+)", first)
+    if m:
+        flags = [s for a in parser._actions for s in a.option_strings]
+        return f"unrecognized argument {m.group(1)}{_closest(m.group(1).split('=')[0], flags)}"
+    return first
+
+
+def _flag(key: str) -> str:
+    return f"--{key}" if key.startswith("trainer.") else f"--{key.replace('_', '-')}"
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {close[0]}?" if close else "; see `swinzoo finetune --help`"
+
+
+def _trainer_key_problem(key: str) -> str:
+    """An unknown or swinzoo-owned `trainer.KEY`: which, and what to write instead."""
+    from swinzoo.train.checks import TRAINER_OWNED, trainer_hints
+
+    if key in TRAINER_OWNED:
+        return f"--trainer.{key}: refused, {TRAINER_OWNED[key]}"
+    close = difflib.get_close_matches(key, list(trainer_hints()), n=1)
+    hint = ""
+    if close:
+        owned = TRAINER_OWNED.get(close[0])
+        hint = f"; did you mean {close[0]}?" + (f" ({owned})" if owned else "")
+    return f"--trainer.{key}: not a Trainer option{hint or '; `swinzoo finetune --print-config` lists them'}"
+
+
+def _config_keys(parser) -> list[str]:
+    skip = {"help", "config", "print_config", "trainer_summary"}
+    keys = [a.dest for a in parser._actions if a.dest not in skip and not a.dest.startswith("trainer.")]
+    return [*keys, "trainer"]
+
+
+def _wanted(key: str, parser) -> str:
+    from swinzoo.train.checks import describe_type
+
+    action = next((a for a in parser._actions if a.dest == key), None)
+    kind = getattr(action, "_typehint", None) or getattr(action, "type", None)
+    return "expected " + describe_type(kind) if kind is not None else "invalid value"
+
+
+def parse(argv: list[str]):
+    """argv (after `finetune`) -> FinetuneOptions, or an exit code when help or the config was printed."""
+    argv = normalise_argv(argv)
+    wants_help = any(a in HELP_FLAGS for a in argv)
+    parser = build_parser(with_trainer=not wants_help)
+    try:
+        cfg = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --print-config
+        return int(e.code or 0)
+    except argparse.ArgumentError as e:
+        raise SwinzooError(f"swinzoo finetune: {explain(e, parser)}") from None
+    return options_from(cfg.as_dict(), parser)
+
+
+def options_from(values: dict, parser):
+    from swinzoo.train.options import FinetuneOptions
+
+    defaults = parser.get_defaults().as_dict().get("trainer", {})
+    given = as_plain(values.pop("trainer", None) or {})
+    trainer = {k: v for k, v in given.items() if v != defaults.get(k)}
+    values["source"] = values.pop("from")
+    for key in ("config", "__path__", "print_config"):
+        values.pop(key, None)
+    return FinetuneOptions(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
+
+
+def main(argv: list[str]) -> int:
     from rich.console import Console
 
-    from swinzoo.train.checks import parse_trainer_options
-    from swinzoo.train.options import FinetuneOptions
+    options = parse(argv)
+    if isinstance(options, int):
+        return options
     from swinzoo.train.run import run_finetune
 
-    values = {f.name: getattr(args, f.name) for f in fields(FinetuneOptions) if hasattr(args, f.name)}
-    values.update(trainer=parse_trainer_options(args.trainer), command=" ".join(["swinzoo", *sys.argv[1:]]))
-    run_finetune(FinetuneOptions(**values), Console())
+    run_finetune(options, Console())
     return 0

@@ -4,7 +4,11 @@ a resume (`check_checkpoint`). Each problem is one `SwinzooError` line naming th
 
 from __future__ import annotations
 
+import collections.abc
+import copy
+import difflib
 import functools
+import importlib.util
 import inspect
 import json
 import math
@@ -15,18 +19,17 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import lightning as L
-import yaml
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
 from swinzoo.train.folder import check_out, is_rank_zero
-from swinzoo.train.options import SAVE_DTYPES, FinetuneOptions, Plan
+from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan, as_plain, is_plain
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS
 
-# Trainer options swinzoo sets itself (or through a named flag): refused in --trainer, with the reason
+# Trainer options swinzoo sets itself (or through a named option): refused under `trainer`, with the reason.
+# Callbacks and loggers are not here: the user's are added to swinzoo's own.
 TRAINER_OWNED = {
-    "callbacks": "swinzoo sets the callbacks: its ModelCheckpoint writes the last.ckpt that --resume needs",
     "enable_checkpointing": "swinzoo's ModelCheckpoint writes the last.ckpt that --resume needs",
     "plugins": "swinzoo passes its own checkpoint plugin (atomic writes, safe loading of last.ckpt)",
     "devices": "use --devices",
@@ -38,7 +41,6 @@ TRAINER_OWNED = {
     "max_epochs": "use --epochs",
     "default_root_dir": "use --out",
 }
-PLAIN = (type(None), bool, int, float, str, list, dict)  # what a --trainer KEY=VALUE (YAML) can hold
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,9 +54,20 @@ def trainer_hints() -> dict:
     return {n: hints.get(n) for n in names}
 
 
-def _accepted(hint) -> tuple[set, list, bool]:
-    """(plain types, literal values, whether objects are accepted too) of a Trainer annotation."""
-    kinds, literals, objects, stack = set(), [], False, [hint]
+@functools.lru_cache(maxsize=1)
+def trainer_parser():
+    """jsonargparse's view of the Trainer arguments swinzoo does not own (what the CLI parses under `trainer.`):
+    it types each value and resolves objects given as class_path/init_args, or by a bare class name."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED), fail_untyped=False)
+    return parser
+
+
+def describe_type(hint) -> str:
+    """A type annotation in words: `int | float | None` -> "a whole number or a number or null"."""
+    kinds, literals, objects, stack = set(), [], [], [hint]
     while stack:
         h = stack.pop()
         origin = typing.get_origin(h)
@@ -62,68 +75,81 @@ def _accepted(hint) -> tuple[set, list, bool]:
             stack += typing.get_args(h)
         elif origin is typing.Literal:
             literals += typing.get_args(h)
+        elif origin in (list, collections.abc.Iterable) and typing.get_args(h) and not all(
+                a in (bool, int, float, str) for a in typing.get_args(h)):  # list[Callback], Iterable[Logger]
+            objects.append(f"list of {_name(typing.get_args(h)[0])}")
         elif origin in (list, dict, tuple):
             kinds.add(origin)
         elif h in (type(None), bool, int, float, str):
             kinds.add(h)
-        else:  # a Logger, Callback, Profiler, timedelta, Iterable[...] ...: only from Python
-            objects = True
-    return kinds, literals, objects
-
-
-def _fits(value, kinds: set, literals: list) -> bool:
-    if any(type(v) is type(value) and v == value for v in literals):
-        return True
-    if value is None or isinstance(value, bool):
-        return type(value) in kinds
-    if isinstance(value, int):
-        return bool(kinds & {int, float})
-    return any(isinstance(value, k) for k in kinds if k is not type(None))
-
-
-def _wanted(kinds: set, literals: list, objects: bool) -> str:
+        else:  # a Logger, Callback, Profiler, timedelta
+            objects.append(_name(h))
     words = {type(None): "null", bool: "true/false", int: "a whole number", float: "a number", str: "a string",
              list: "a list", dict: "a mapping", tuple: "a list"}
     parts = [words[k] for k in (bool, int, float, str, list, dict, tuple, type(None)) if k in kinds]
     if literals:
-        parts.append("one of " + ", ".join(map(repr, literals)))
-    text = " or ".join(parts) if parts else "an object"
-    return text + (" here (an object only from Python: swinzoo.finetune(trainer={...}))" if objects and parts
-                   else " here")
+        parts.insert(0, "one of " + ", ".join(map(str, literals)))
+    if objects:
+        parts.insert(0, f"a {' or a '.join(dict.fromkeys(objects))} (a class name, or class_path/init_args)")
+    return " or ".join(parts) or "a value"
+
+
+def _name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def check_trainer_options(options: dict | None, label: str = "--trainer") -> dict:
     """Trainer kwargs given besides the named options: every key a `lightning.Trainer` argument that swinzoo does
-    not set itself, every plain value (what YAML gives) of a type the argument takes."""
+    not set itself, every value of a type it takes (jsonargparse checks, as the CLI's parser does). Plain values
+    come back normalised (a callback named by its class becomes its full class_path/init_args); objects built in
+    Python pass as they are."""
     if options is not None and not isinstance(options, dict):
         raise SwinzooError(f"{label}: give Trainer options as a mapping of name -> value, e.g. "
                            "{'limit_val_batches': 10}")
+    options = dict(options or {})
     hints = trainer_hints()
-    for key, value in (options or {}).items():
+    for key, value in options.items():
         if key not in hints:
-            raise SwinzooError(f"{label} {key}: not a Trainer option; valid: {', '.join(hints)}")
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            raise SwinzooError(f"{label}.{key}: not a Trainer option; "
+                               + (f"did you mean {close[0]}?" if close else f"valid: {', '.join(hints)}"))
         if key in TRAINER_OWNED and not (key == "enable_checkpointing" and value is True):
-            raise SwinzooError(f"{label} {key}={value!r}: refused, {TRAINER_OWNED[key]}")
-        if hints[key] is not None and isinstance(value, PLAIN):
-            kinds, literals, objects = _accepted(hints[key])
-            if (kinds or literals) and not _fits(value, kinds, literals):
-                raise SwinzooError(f"{label} {key}={value!r}: Lightning wants {_wanted(kinds, literals, objects)}")
-    return dict(options or {})
+            raise SwinzooError(f"{label}.{key}={value!r}: refused, {TRAINER_OWNED[key]}")
+    options.pop("enable_checkpointing", None)
+    plain = {k: v for k, v in options.items() if is_plain(v)}
+    if not plain:
+        return options
+    from jsonargparse import ArgumentError
 
-
-def parse_trainer_options(items: list[str] | None) -> dict:
-    """`--trainer KEY=VALUE` pairs -> Trainer kwargs; values are YAML (numbers, true/false, null, strings)."""
-    options = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SwinzooError(f"--trainer {item!r}: write KEY=VALUE, e.g. --trainer limit_val_batches=10")
+    parser = trainer_parser()
+    for key, value in plain.items():  # one at a time, so the error names the key
         try:
-            options[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise SwinzooError(f"--trainer {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
-                               "it or write a number, true/false, null or a string") from None
-    return check_trainer_options(options)
+            # a copy: jsonargparse turns the dicts inside a given list into Namespaces in place
+            parsed = parser.parse_object({"trainer": {key: copy.deepcopy(value)}}, defaults=False)
+        except (ArgumentError, ValueError, TypeError) as e:
+            problem = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", str(e))
+            why = (f"{problem.group(1)}: {problem.group(2).strip()}" if problem
+                   else f"Lightning wants {describe_type(hints[key])}")
+            raise SwinzooError(f"{label}.{key}={value!r}: {why}") from None
+        if isinstance(value, (dict, list)):  # a class named briefly comes back as its full class_path/init_args
+            options[key] = as_plain(parsed.as_dict()["trainer"][key])
+    return options
+
+
+def trainer_objects(options: dict) -> dict:
+    """Trainer kwargs with every class_path/init_args value (callbacks, loggers, profilers) built."""
+    specs = {k: v for k, v in options.items() if is_plain(v) and _has_class_path(v)}
+    if not specs:
+        return dict(options)
+    parser = trainer_parser()
+    built = parser.instantiate(parser.parse_object({"trainer": copy.deepcopy(specs)}, defaults=False))
+    return {**options, **{k: built.trainer[k] for k in specs}}
+
+
+def _has_class_path(value) -> bool:
+    if isinstance(value, dict):
+        return "class_path" in value
+    return isinstance(value, list) and any(_has_class_path(v) for v in value)
 
 
 # ---------------------------------------------------------------------------------------------- value checks
@@ -208,6 +234,9 @@ def check_values(values: dict, label) -> None:
     if values.get("save_dtype") is not None and values["save_dtype"] not in SAVE_DTYPES:
         raise SwinzooError(f"{label('save_dtype', values['save_dtype'])}: not a dtype; valid: "
                            f"{', '.join(SAVE_DTYPES)}")
+    for name, choices in (("keep", KEEP_CHOICES), ("logger", LOGGER_CHOICES)):
+        if values.get(name) is not None and values[name] not in choices:
+            raise SwinzooError(f"{label(name, values[name])}: valid: {', '.join(choices)}")
     if "devices" in values:
         check_devices(values["devices"], label("devices", values["devices"]))
     if "accelerator" in values:
@@ -220,16 +249,28 @@ def flag_label(name: str, value) -> str:
     return f"--{name.replace('_', '-')} {value}"
 
 
+def check_logger(name: str) -> None:
+    """--logger NAME needs its package (Lightning imports it only when the logger is made, after the checks)."""
+    packages = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(name, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise SwinzooError(f"--logger {name} needs the {packages[0]} package: pip install {packages[0]} (or use "
+                           "--logger csv)")
+
+
 def validate_options(args: FinetuneOptions) -> None:
     """Every value of `args` checked before anything is read or written (what the CLI and `swinzoo.finetune` get
     alike): counts and sizes, lr, precision, devices/accelerator (present on this machine)/strategy/nodes, the
     Trainer options, and --out (not a file, empty, writable)."""
     names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
-             "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype")
+             "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "keep", "logger")
     check_values({n: getattr(args, n) for n in names}, flag_label)
     if args.epochs is not None and args.max_steps is not None:
         raise SwinzooError("give epochs or max_steps, not both")
+    if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
+        raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
+                           "keys")
     check_trainer_options(args.trainer)
+    check_logger(args.logger)
     if not args.resume and args.out and is_rank_zero():
         check_out(Path(args.out))
 
@@ -256,7 +297,8 @@ def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> int:
 PLAN_TYPES = {"out": str, "source": (str, type(None)), "config": dict, "recipe": dict, "data": str,
               "devices": (str, int, list), "accelerator": str, "strategy": str, "num_nodes": int,
               "lr": (int, float, type(None)), "num_workers": (int, type(None)), "ckpt_every": (int, type(None)),
-              "trainer": dict, "provenance": dict, "command": str, "save_dtype": str}
+              "trainer": dict, "provenance": dict, "command": str, "save_dtype": str, "keep": str, "logger": str,
+              "data_options": dict}
 
 
 def read_plan(run_file: Path) -> Plan:
@@ -284,7 +326,7 @@ def read_plan(run_file: Path) -> Plan:
                                "run with another --out")
     plan = Plan(**data)
     check_values({k: getattr(plan, k) for k in ("devices", "accelerator", "strategy", "num_nodes", "lr",
-                                                  "num_workers", "ckpt_every", "save_dtype")},
+                                                  "num_workers", "ckpt_every", "save_dtype", "keep", "logger")},
                  lambda name, value: f"{run_file}: {name}={value!r}")
     try:
         SwinConfig.from_dict(plan.config)

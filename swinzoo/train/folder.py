@@ -13,14 +13,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
-from swinzoo.train.options import CKPT_FILE, RUN_FILE, Plan
+from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, RUN_FILE, Plan, is_plain
 
 
 def is_stale_run(out: Path) -> bool:
-    """A folder left by a run killed before its first checkpoint: run.json of a run, its logs, nothing else."""
+    """A folder left by a run killed before its first checkpoint: run.json of a run, its config and logs, nothing
+    else."""
     names = set(os.listdir(out))
     temps = {n for n in names if n.startswith(".") and "tmp" in n}  # atomic writes cut short (swinzoo.io)
-    if RUN_FILE not in names or not names <= {RUN_FILE, "logs"} | temps:
+    if RUN_FILE not in names or not names <= {RUN_FILE, CONFIG_FILE, "logs"} | temps:
         return False
     try:
         data = json.loads((out / RUN_FILE).read_text())
@@ -61,14 +62,20 @@ class RunFolder:
             p = p.parent
         self.before: set[str] = set()
 
-    def create(self, plan: Plan) -> None:
+    def create(self, plan: Plan, config_text: str = "") -> None:
+        """Make the folder with run.json (what --resume reads) and config.yaml (what --config replays)."""
         if self.out.is_dir() and is_stale_run(self.out):  # left by a run killed before its first checkpoint
             for name in os.listdir(self.out):
                 remove_entry(self.out / name)
         self.before = set(os.listdir(self.out)) if self.out.is_dir() else set()
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / RUN_FILE) as tmp:
-            tmp.write_text(json.dumps(plan.__dict__, indent=1))
+            # Trainer objects built in Python cannot be recorded: a --resume gets them again from its caller
+            plain_trainer = {k: v for k, v in plan.trainer.items() if is_plain(v)}
+            tmp.write_text(json.dumps({**plan.__dict__, "trainer": plain_trainer}, indent=1))
+        if config_text:
+            with atomic_path(self.out / CONFIG_FILE) as tmp:
+                tmp.write_text(config_text)
 
     def resumable(self) -> bool:
         return (self.out / CKPT_FILE).is_file() or (self.out / "model.safetensors").is_file()

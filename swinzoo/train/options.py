@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"  # the run as `swinzoo finetune --config` reads it (replays the run)
 CKPT_FILE = "last.ckpt"
+BEST_FILE = "best.ckpt"  # weights only: the best validated step, when --keep best
 OUT_ENV = "SWINZOO_RUN_OUT"
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
+KEEP_CHOICES = ("best", "last")  # which weights OUT/model.safetensors holds
+LOGGER_CHOICES = ("csv", "tensorboard", "wandb")  # csv is always written; the others are added to it
 
 
 @dataclass
@@ -32,6 +36,13 @@ class Plan:
     provenance: dict = field(default_factory=dict)
     command: str = ""
     save_dtype: str = "float32"
+    keep: str = "best"
+    logger: str = "csv"
+    data_options: dict = field(default_factory=dict)
+
+
+# FinetuneOptions fields that describe the data besides its name (`hf:` datasets only)
+DATA_OPTION_KEYS = ("train_split", "val_split", "val_fraction", "image_column", "label_column", "split_seed")
 
 
 @dataclass
@@ -42,7 +53,13 @@ class FinetuneOptions:
     res: int | None = None
     window: int | None = None
     data: str | None = None
-    recipe: str | None = None
+    train_split: str | None = None
+    val_split: str | None = None
+    val_fraction: float | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    split_seed: int | None = None
+    recipe: str | dict | None = None
     epochs: int | None = None
     max_steps: int | None = None
     batch_size: int | None = None
@@ -64,6 +81,8 @@ class FinetuneOptions:
     trust_checkpoint: bool = False
     trainer: dict = field(default_factory=dict)
     push_to: str | None = None
+    keep: str = "best"
+    logger: str = "csv"
     command: str = ""
 
 
@@ -73,3 +92,24 @@ class FinetuneResult:
 
     out: Path
     metrics: dict
+
+
+def is_plain(value) -> bool:
+    """Whether `value` is what YAML gives and JSON holds (so run.json and config.yaml can record it); callbacks
+    or loggers built in Python are not."""
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def as_plain(value):
+    """jsonargparse values as plain data: it leaves a Namespace inside lists (`--trainer.callbacks+=...`)."""
+    if hasattr(value, "as_dict"):
+        return as_plain(value.as_dict())
+    if isinstance(value, dict):
+        return {k: as_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_plain(v) for v in value]
+    return value

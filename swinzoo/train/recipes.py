@@ -194,8 +194,11 @@ def packaged_recipes() -> dict[str, str]:
     return {p.name[:-5]: p.read_text() for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_recipe(name_or_path: str) -> Recipe:
-    """A packaged recipe by name (`swin_224to384`) or a YAML file path."""
+def load_recipe(name_or_path: str | dict) -> Recipe:
+    """A packaged recipe by name (`swin_224to384`), a YAML file path, or a mapping of recipe keys (what a run's
+    config.yaml holds: the recipe it used, in full)."""
+    if isinstance(name_or_path, dict):
+        return recipe_from_dict(dict(name_or_path), "recipe")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -216,6 +219,32 @@ def load_recipe(name_or_path: str) -> Recipe:
     return recipe_from_dict(data, str(name_or_path))
 
 
-DEFAULT_RECIPE = "swin_224to384"
-__all__ = ["DEFAULT_RECIPE", "PRECISIONS", "Recipe", "check_recipe", "load_recipe", "packaged_recipes",
-           "recipe_from_dict", "valid_keys"]
+# (version, source resolution, target resolution) -> the official recipe for that move
+OFFICIAL_MOVES = {(1, 224, 384): "swin_224to384", (2, 192, 256): "swinv2_192to256", (2, 192, 384): "swinv2_192to384"}
+PLAIN_RECIPE = "finetune"
+IMAGENET_22K_CLASSES = 21841
+
+
+def choose_recipe(version: int, source_res: int, res: int, num_classes: int,
+                  source_recipe: str | None = None) -> tuple[str, str]:
+    """The recipe a fine-tune uses when none is given, and why: the one the source's own training names, else the
+    official recipe of this move (224 -> 384, V2 192 -> 256/384, 22k -> 1k), else a plain fine-tune."""
+    if source_recipe:
+        return source_recipe, "the fine-tune recipe the source was trained to use"
+    official = OFFICIAL_MOVES.get((version, source_res, res))
+    if official:
+        return official, f"the official V{version} {source_res} -> {res} px fine-tune"
+    if version == 1 and num_classes == IMAGENET_22K_CLASSES and source_res == res == 224:
+        return "swin_22kto1k", "the official ImageNet-22k -> 1k fine-tune"
+    if source_res == res:
+        return PLAIN_RECIPE, f"a plain fine-tune at the source's {res} px"
+    return PLAIN_RECIPE, f"a plain fine-tune ({source_res} -> {res} px has no official recipe)"
+
+
+def describe_recipes() -> list[tuple[str, str]]:
+    """(name, one-line description) of every packaged recipe, sorted by name."""
+    return [(name, load_recipe(name).description) for name in sorted(packaged_recipes())]
+
+
+__all__ = ["IMAGENET_22K_CLASSES", "OFFICIAL_MOVES", "PLAIN_RECIPE", "PRECISIONS", "Recipe", "check_recipe",
+           "choose_recipe", "describe_recipes", "load_recipe", "packaged_recipes", "recipe_from_dict", "valid_keys"]

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+import yaml
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
@@ -29,18 +27,33 @@ from swinzoo.conversion import target_config
 from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
+from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
     check_trainer_options,
+    is_plain,
     read_plan,
     validate_options,
 )
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
-from swinzoo.train.module import AtomicCheckpointIO, StepBoundProgressBar, SwinClassifier, ema_callback, trainer_kwargs
-from swinzoo.train.options import CKPT_FILE, OUT_ENV, RUN_FILE, FinetuneOptions, FinetuneResult, Plan
-from swinzoo.train.recipes import DEFAULT_RECIPE, Recipe, load_recipe, recipe_from_dict
+from swinzoo.train.hf_data import DataOptions
+from swinzoo.train.module import (
+    SwinClassifier,
+)
+from swinzoo.train.options import (
+    CKPT_FILE,
+    CONFIG_FILE,
+    DATA_OPTION_KEYS,
+    OUT_ENV,
+    RUN_FILE,
+    FinetuneOptions,
+    FinetuneResult,
+    Plan,
+)
+from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
+from swinzoo.train.trainer import build_trainer, keep_weights, third_party_quiet
 from swinzoo.transfer import transfer
 from swinzoo.upload import check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -57,8 +70,9 @@ def default_out(source: str, res: int) -> Path:
     return out
 
 
-def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDataModule]:
-    """Resolve source, recipe, data and target config; return the plan, the transferred weights and the data."""
+def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDataModule, str]:
+    """Resolve source, recipe, data and target config; return the plan, the transferred weights, the data and the
+    config that replays the run (YAML text)."""
     trainer_opts = check_trainer_options(args.trainer)
     if args.scratch and is_zoo_name(args.source):
         src_cfg, src_sd, src_prov = zoo_config(args.source), None, {}
@@ -66,17 +80,27 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         source = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
                                  trust_checkpoint=args.trust_checkpoint)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
-    recipe = load_recipe(args.recipe or src_prov.get("finetune_recipe") or DEFAULT_RECIPE)
+    if args.recipe is not None:  # given: its resolution applies unless --res says otherwise
+        recipe = load_recipe(args.recipe)
+        res = args.res or recipe.res or src_cfg.img_size
+        why = "given"
+    else:  # chosen from source and target: without --res the run keeps the source's resolution
+        res = args.res or src_cfg.img_size
+        name, why = choose_recipe(src_cfg.version, src_cfg.img_size, res, src_cfg.num_classes,
+                                  src_prov.get("finetune_recipe"))
+        recipe = load_recipe(name)
     recipe = apply_overrides(recipe, args)
     data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder with train/ and val/, hf:NAME, or the built-in "
                            f"{', '.join(BUILTIN)}")
-    res = args.res or recipe.res or src_cfg.img_size
     window = args.window or (recipe.window if recipe.res in (None, res) else None)
-    dm = SwinDataModule(data, res, recipe.batch_size, recipe, args.num_workers)
+    data_options = {k: getattr(args, k) for k in DATA_OPTION_KEYS if getattr(args, k) is not None}
+    dm = data_module(data, data_options, res, recipe, args.num_workers, console)
     classes = dm.check()
     dst = target_config(src_cfg, res, window, len(classes)).replace(drop_path_rate=recipe.drop_path_rate)
+    # the eval preprocessing the run validates with (the recipe's test_crop) travels with the weights
+    dst = dst.replace(preprocess=Preprocess.of(dst).with_test_crop(recipe.test_crop).overrides(dst.img_size))
     if src_sd is None:
         state_dict, report = None, None
         dst = dst.replace(class_names=classes)
@@ -93,6 +117,8 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
     if recipe.finetune_recipe:
         provenance["finetune_recipe"] = recipe.finetune_recipe
+    if is_rank_zero():
+        console.print(f"[bold]recipe[/bold] {recipe.name}: {why}", soft_wrap=True)
     if report is not None:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
         report.print_to(console)
@@ -100,8 +126,30 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, trainer_opts, provenance,
-                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype)
-    return plan, state_dict, dm
+                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype, args.keep, args.logger,
+                data_options)
+    return plan, state_dict, dm, replay_config(args, plan, window=dst.window_size)
+
+
+def data_module(data: str, data_options: dict, res: int, recipe: Recipe, num_workers: int | None,
+                console=None) -> SwinDataModule:
+    options = DataOptions.from_dict(data_options, "data options") if data_options else None
+    return SwinDataModule(data, res, recipe.batch_size, recipe, num_workers, data_options=options, console=console)
+
+
+def replay_config(args: FinetuneOptions, plan: Plan, window) -> str:
+    """The YAML that `swinzoo finetune --config` reads to run this again: every resolved value (resolution,
+    window, the whole recipe with the overrides applied), none of the one-off ones (--out, --resume, --push-to)."""
+    values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
+              "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
+              "data": plan.data, **plan.data_options, "recipe": plan.recipe, "lr": plan.lr,
+              "num_workers": plan.num_workers, "devices": plan.devices, "accelerator": plan.accelerator,
+              "strategy": plan.strategy, "num_nodes": plan.num_nodes, "keep": plan.keep,
+              "ckpt_every": plan.ckpt_every, "save_dtype": plan.save_dtype, "logger": plan.logger,
+              "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
+    header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
+              f"#   swinzoo finetune --config {Path(plan.out) / CONFIG_FILE} --out NEW_FOLDER\n")
+    return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
 
 
 def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
@@ -144,31 +192,6 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
 
 
 
-def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False):
-    """The Lightning Trainer of a run; what Lightning refuses (no such device, a precision the accelerator cannot
-    do, ...) is a one-line error, raised before anything is written."""
-    out = Path(plan.out)
-    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
-    if plan.trainer.get("enable_progress_bar", True) is not False:  # Lightning refuses a bar it was told not to show
-        callbacks.insert(0, StepBoundProgressBar(leave=True))
-    ema = ema_callback(recipe)
-    if ema is not None:
-        callbacks.append(ema)
-    kw = dict(devices=plan.devices, accelerator=plan.accelerator, strategy=plan.strategy, num_nodes=plan.num_nodes,
-              max_epochs=recipe.epochs if recipe.max_steps is None else -1, max_steps=recipe.max_steps or -1,
-              callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), default_root_dir=out,
-              num_sanity_val_steps=0, log_every_n_steps=min(50, recipe.max_steps or 50),
-              plugins=[AtomicCheckpointIO(trust_checkpoint)])
-    kw.update(trainer_kwargs(recipe))
-    kw.update(plan.trainer)
-    try:
-        return L.Trainer(**kw)
-    except (MisconfigurationException, ValueError, TypeError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
-                           "--strategy, --precision and --trainer") from None
-
-
 def finetune(source: str | None = None, *, res: int | None = None, window: int | None = None,
              data: str | None = None, recipe: str | None = None, epochs: int | None = None,
              max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -204,6 +227,11 @@ def finetune(source: str | None = None, *, res: int | None = None, window: int |
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
+    with third_party_quiet():
+        return _run_finetune(args, console)
+
+
+def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
@@ -216,15 +244,16 @@ def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         plan, ckpt, step = resume_plan(args)
         state_dict = None
         recipe = recipe_from_dict(plan.recipe, "run.json")
-        dm = SwinDataModule(plan.data, plan.config["img_size"], recipe.batch_size, recipe, plan.num_workers)
+        dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
         dm.check()
+        config_text = ""
     else:
         if not args.source:
             raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, or a checkpoint file)")
-        plan, state_dict, dm = plan_run(args, console)
+        plan, state_dict, dm, config_text = plan_run(args, console)
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
@@ -235,13 +264,14 @@ def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         if is_rank_zero():
             print_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
-            folder.create(plan)
+            folder.create(plan, config_text)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                     weights_only=not args.trust_checkpoint)
         results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        results, kept = keep_weights(trainer, module, dm, results)
         if not trainer.is_global_zero:
             return None
-        metrics = write_outputs(plan, module, results, trainer.global_step, int(results["val/n"]), console)
+        metrics = write_outputs(plan, module, results, trainer.global_step, kept, console)
     except BaseException:  # incl. Ctrl+C (Lightning turns it into SystemExit): no half-made run left behind
         if folder is not None:
             folder.discard()
@@ -268,9 +298,11 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, module, results: dict, step: int, n: int, console) -> dict:
+def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, console) -> dict:
     out = Path(plan.out)
-    metrics = {"top1": float(results["val/top1"]), "top5": float(results["val/top5"]), "n": n, "global_step": step}
+    n = int(results["val/n"])
+    metrics = {"top1": float(results["val/top1"]), "top5": float(results["val/top5"]), "n": n, "global_step": step,
+               "weights": kept["weights"], "weights_step": kept["step"]}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "finetune": {**metrics, "command": plan.command}}
     dtype = getattr(torch, plan.save_dtype)
@@ -279,5 +311,6 @@ def write_outputs(plan: Plan, module, results: dict, step: int, n: int, console)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     console.print(f"wrote {out / 'model.safetensors'}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} "
-                  f"on {n} val images at {cfg.img_size} px (step {step})", soft_wrap=True)
+                  f"on {n} val images at {cfg.img_size} px ({kept['weights']} weights: step {kept['step']} of {step})",
+                  soft_wrap=True)
     return metrics

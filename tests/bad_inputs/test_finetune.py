@@ -191,8 +191,9 @@ CASES = {
     "res_negative": (lambda t, mp: [*steps(t), "--res", "-64"], ["--res -64"]),
     "window_0": (lambda t, mp: [*steps(t), "--window", "0"], ["--window 0", ">= 1"]),
     "trainer_logger_string": (lambda t, mp: [*steps(t), "--trainer", "logger=wandb"],
-                              ["logger='wandb'", "true/false", "from Python"]),
-    "trainer_callbacks": (lambda t, mp: [*steps(t), "--trainer", "callbacks=[]"], ["callbacks", "--resume"]),
+                              ["logger='wandb'", "a Logger", "class_path", "--logger wandb"]),
+    "trainer_callback_unknown": (lambda t, mp: [*steps(t), "--trainer.callbacks+=NoSuchCallback"],
+                                 ["--trainer.callbacks", "NoSuchCallback"]),
     "trainer_no_checkpointing": (lambda t, mp: [*steps(t), "--trainer", "enable_checkpointing=false"],
                                  ["enable_checkpointing", "last.ckpt"]),
     "trainer_devices": (lambda t, mp: [*steps(t), "--trainer", "devices=2"], ["use --devices"]),
@@ -200,7 +201,8 @@ CASES = {
                          ["limit_val_batches='all'", "a number"]),
     "trainer_lightning_refuses": (lambda t, mp: [*steps(t), "--trainer", "limit_val_batches=-1"],
                                   ["Lightning refused", "limit_val_batches"]),
-    "trainer_not_yaml": (lambda t, mp: [*steps(t), "--trainer", "limit_val_batches=[1"], ["not valid YAML"]),
+    "trainer_not_yaml": (lambda t, mp: [*steps(t), "--trainer", "limit_val_batches=[1"],
+                         ["limit_val_batches='[1'", "a number"]),
     # 4. --out
     "out_is_a_file": (lambda t, mp: (t.out.write_text("mine\n"), steps(t))[1], ["is a file", "--out"]),
     "out_inside_a_file": (lambda t, mp: (t.out.write_text("mine\n"), [*steps(t), "--out", t.out / "sub"])[1],
@@ -259,7 +261,8 @@ def test_failure_before_first_checkpoint_leaves_nothing(where, t, capsys, monkey
     monkeypatch.setattr(ImageFolderSplit, "__getitem__", broken)
     created = []  # the run got as far as creating its folder (then removed it)
     real_create = RunFolder.create
-    monkeypatch.setattr(RunFolder, "create", lambda self, plan: (created.append(1), real_create(self, plan))[1])
+    monkeypatch.setattr(RunFolder, "create",
+                        lambda self, plan, config="": (created.append(1), real_create(self, plan, config))[1])
     out = {"new": t.out, "nested": t.root / "a" / "b" / "run", "user_folder": t.out}[where]
     if where == "user_folder":
         out.mkdir()
@@ -286,7 +289,7 @@ def test_full_disk_keeps_the_previous_checkpoint(t, capsys, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     assert len(calls) == 2
     assert torch.load(t.out / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 1
-    assert sorted(p.name for p in t.out.iterdir()) == ["last.ckpt", "logs", "run.json"]  # no .tmp left
+    assert sorted(p.name for p in t.out.iterdir()) == ["config.yaml", "last.ckpt", "logs", "run.json"]  # no .tmp left
     code, stdout, err = run_cli(["finetune", "--resume", t.out, "--max-steps", "2"], capsys)
     assert code == 0, err
     assert "at global step 1" in stdout

@@ -1,0 +1,129 @@
+"""The Lightning side of a run: the Trainer with swinzoo's callbacks and loggers plus the user's, the choice of the
+weights a run keeps (best validated or last), and Lightning's chatter kept out of swinzoo's output."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from swinzoo.errors import SwinzooError
+from swinzoo.io import load_torch
+from swinzoo.train.checks import trainer_objects
+from swinzoo.train.module import AtomicCheckpointIO, ProgressLines, StepBoundProgressBar, ema_callback, trainer_kwargs
+from swinzoo.train.options import BEST_FILE, Plan
+from swinzoo.train.recipes import Recipe
+
+
+def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None):
+    """The Lightning Trainer of a run; what Lightning refuses (no such device, a precision the accelerator cannot
+    do, ...) is a one-line error, raised before anything is written.
+
+    swinzoo's callbacks (last.ckpt for --resume, best.ckpt for --keep best, the progress display, EMA) and its CSV
+    log always run; callbacks and loggers given under `trainer` are added to them."""
+    out = Path(plan.out)
+    user = trainer_objects(plan.trainer)
+    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
+    if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
+        callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
+                                         save_top_k=1, save_weights_only=True, enable_version_counter=False,
+                                         save_on_train_epoch_end=False))
+    show_progress = user.get("enable_progress_bar", True) is not False
+    if show_progress and (console is None or console.is_terminal):
+        callbacks.insert(0, StepBoundProgressBar(leave=True))
+    elif show_progress:  # piped to a log: a line at a steady rate instead of a bar redrawn in place
+        callbacks.insert(0, ProgressLines(console))
+        user["enable_progress_bar"] = False
+    ema = ema_callback(recipe)
+    if ema is not None:
+        callbacks.append(ema)
+    callbacks += as_list(user.pop("callbacks", None))
+    loggers = [CSVLogger(out, name="logs", version=""), *named_logger(plan.logger, out)]
+    given = user.pop("logger", None)
+    if given is False:
+        loggers = False
+    elif given not in (None, True):
+        loggers += as_list(given)
+    kw = dict(devices=plan.devices, accelerator=plan.accelerator, strategy=plan.strategy, num_nodes=plan.num_nodes,
+              max_epochs=recipe.epochs if recipe.max_steps is None else -1, max_steps=recipe.max_steps or -1,
+              callbacks=callbacks, logger=loggers, default_root_dir=out, num_sanity_val_steps=0,
+              enable_model_summary=False,  # print_plan says what the model is
+              log_every_n_steps=min(50, recipe.max_steps or 50), plugins=[AtomicCheckpointIO(trust_checkpoint)])
+    kw.update(trainer_kwargs(recipe))
+    kw.update(user)
+    try:
+        return L.Trainer(**kw)
+    except (MisconfigurationException, ValueError, TypeError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
+                           "--strategy, --precision and --trainer") from None
+
+
+def as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def named_logger(name: str, out: Path) -> list:
+    """The logger `--logger NAME` adds to the CSV log, writing under OUT; its package missing is a one-line error."""
+    if name == "csv":
+        return []
+    try:
+        if name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return [TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [WandbLogger(save_dir=str(out), name=out.name, project="swinzoo")]
+    except ModuleNotFoundError:
+        package = "tensorboard" if name == "tensorboard" else "wandb"
+        raise SwinzooError(f"--logger {name} needs the {package} package: pip install {package} (or use --logger "
+                           "csv)") from None
+
+
+def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
+    """With --keep best: load best.ckpt's weights into `module` when they validated better than the last step's
+    (a tie keeps the last). Returns the metrics of the weights kept and which they are ({"weights", "step"})."""
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/top1"), None)
+    kept = {"weights": "last", "step": trainer.global_step}
+    if best is None or best.best_model_score is None or not Path(best.best_model_path or "").is_file():
+        return last, kept
+    if float(best.best_model_score) <= float(last["val/top1"]):
+        return last, kept
+    state = load_torch(Path(best.best_model_path), False, fix="start the run again with another --out")
+    module.load_state_dict(state["state_dict"])
+    results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    return results, {"weights": "best", "step": int(state["global_step"])}
+
+
+# Lightning's messages swinzoo's own output replaces (the plan, the progress, the result) or that say nothing
+# to a swinzoo user: adverts, device banners, a deprecation inside Lightning, our own run.json beside last.ckpt
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
+                  r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
+                  r"The number of training batches .* is smaller than the logging")
+
+
+@contextlib.contextmanager
+def third_party_quiet():
+    """Info-level chatter of Lightning off and the warnings above ignored, for the length of a run."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
