@@ -31,3 +31,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = cli_main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture
+def hub_home(tmp_path, monkeypatch):
+    """An empty Hugging Face home (HF_HOME) in tmp_path, offline: what the Hub tests read instead of the network."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home

@@ -27,15 +27,6 @@ def cached_repo(home, repo: str, revision: str = "main"):
     return snapshot
 
 
-@pytest.fixture
-def hub_home(tmp_path, monkeypatch):
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return home
-
-
 def small_model(version: int, **cfg_kwargs):
     cfg = SwinConfig(version=version, img_size=128, window_size=4, num_classes=5, **SMALL, **cfg_kwargs)
     return cfg, randomize(SwinTransformer(cfg)).double().eval()

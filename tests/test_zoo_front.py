@@ -47,12 +47,8 @@ def tiny_timm_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return home / "hub"
+def hf_cache(hub_home):
+    return hub_home / "hub"
 
 
 @pytest.fixture
