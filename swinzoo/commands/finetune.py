@@ -179,6 +179,14 @@ def explain(error: Exception, parser) -> str:
     """jsonargparse's multi-line error -> one line naming the key, the value and what is wanted."""
     text = str(error)
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    m = re.match(r'Parser key "config": File does not exist: (.+)', first)
+    if m:
+        path = m.group(1).strip("'")
+        return f"--config {path}: no such file; give a YAML config (from --print-config, or a run's OUT/config.yaml)"
+    if first.startswith("Problems parsing config"):
+        where = re.findall(r"line (\d+), column (\d+)", text)
+        at = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""
+        return f"--config: not valid YAML{at} ({first.split(':', 1)[1].strip()}); fix the file"
     m = re.match(r'Parser key "([^"]+)"', first)
     if m:
         key = m.group(1)
@@ -230,9 +238,9 @@ def _trainer_key_problem(key: str) -> str:
 
 
 def _config_keys(parser) -> list[str]:
-    skip = {"help", "config", "print_config", "trainer_summary"}
+    skip = {"help", "config", "print_config", "print_shtab", "trainer_summary", "trainer"}
     keys = [a.dest for a in parser._actions if a.dest not in skip and not a.dest.startswith("trainer.")]
-    return [*keys, "trainer"]
+    return [*dict.fromkeys(keys), "trainer"]
 
 
 def _wanted(key: str, parser) -> str:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -192,37 +193,32 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
 
 
 
-def finetune(source: str | None = None, *, res: int | None = None, window: int | None = None,
-             data: str | None = None, recipe: str | None = None, epochs: int | None = None,
-             max_steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
-             devices: str | int = "auto", accelerator: str = "auto", strategy: str = "auto", num_nodes: int = 1,
-             precision: str | None = None, out: str | None = None, resume: str | None = None,
-             num_workers: int | None = None, ckpt_every: int | None = None, seed: int | None = None,
-             scratch: bool = False, save_dtype: str = "float32", from_format: str = "auto", arch: str | None = None,
-             trust_checkpoint: bool = False, trainer: dict | None = None, push_to: str | None = None,
-             console=None) -> FinetuneResult | None:
-    """Fine-tune `source` (zoo name, file, folder or hf-hub: reference) at resolution `res` on `data` with Lightning.
+def finetune(source: str | None = None, *, console=None, **options) -> FinetuneResult | None:
+    """Fine-tune `source` (zoo name, file, folder or hf-hub: reference) on `data` with Lightning.
 
-    - `data`: a folder with train/ and val/ class folders, `hf:NAME`, or `shapes` (built in); default: the dataset
-      the source was trained on when it is built in. `recipe`: packaged recipe name or YAML path (default: the
-      source's fine-tune recipe, else swin_224to384); `epochs`, `max_steps`, `batch_size`, `precision`, `seed`
-      override it, `lr` replaces the scaled peak lr.
-    - `window`: target window (default: the official choice for `res`); `scratch`: fresh weights of the source's
-      architecture. `from_format`, `arch`, `trust_checkpoint`: how to read the source (see `read_checkpoint`).
-    - `devices`, `accelerator`, `strategy`, `num_nodes`, and `trainer` (any other `lightning.Trainer` kwargs) go to
-      the Trainer. `out`: output folder (default runs/SRC-RES); `resume`: continue the run in that folder from its
-      last.ckpt; `ckpt_every`: also write last.ckpt every N steps. `save_dtype`: dtype of OUT/model.safetensors.
-    - `push_to`: push OUT to this Hugging Face Hub repo when training ends.
+    The keyword arguments are the fields of `FinetuneOptions`, the CLI's flags by their config names:
+    - `res` (default: the source's), `window` (default: the official choice for `res`), `scratch` (fresh weights of
+      the source's architecture); `from_format`, `arch`, `trust_checkpoint`: how to read the source.
+    - `data`: a folder with train/ and val/ class folders, `hf:NAME[:CONFIG]`, or `shapes` (built in); default: the
+      dataset the source was trained on when it is built in. For `hf:` data: `train_split`, `val_split`,
+      `val_fraction`, `split_seed`, `image_column`, `label_column`.
+    - `recipe`: packaged recipe name, YAML path or a mapping of recipe keys (default: chosen from source and target,
+      see `choose_recipe`); `epochs`, `max_steps`, `batch_size`, `precision`, `seed` override it, `lr` replaces the
+      scaled peak lr.
+    - `devices`, `accelerator`, `strategy`, `num_nodes`, and `trainer` (any other `lightning.Trainer` kwargs,
+      callbacks and loggers added to swinzoo's own) go to the Trainer; `logger`: csv, tensorboard or wandb.
+    - `out`: output folder (default runs/SRC-RES); `resume`: continue the run in that folder from its last.ckpt;
+      `ckpt_every`: also write last.ckpt every N steps; `keep`: "best" (default) or "last" weights in
+      OUT/model.safetensors; `save_dtype`: their dtype; `push_to`: push OUT to this Hugging Face Hub repo at the end.
 
     Returns the output folder and the final validation metrics (None on processes other than global rank zero).
     """
-    options = FinetuneOptions(
-        source=source, res=res, window=window, data=data, recipe=recipe, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, lr=lr, devices=devices, accelerator=accelerator, strategy=strategy,
-        num_nodes=num_nodes, precision=precision, out=out, resume=resume, num_workers=num_workers,
-        ckpt_every=ckpt_every, seed=seed, scratch=scratch, save_dtype=save_dtype, from_format=from_format, arch=arch,
-        trust_checkpoint=trust_checkpoint, trainer=dict(trainer or {}), push_to=push_to)
-    return run_finetune(options, console or Console())
+    valid = [f.name for f in fields(FinetuneOptions) if f.name not in ("source", "command")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise SwinzooError(f"finetune(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    options["trainer"] = dict(options.get("trainer") or {})
+    return run_finetune(FinetuneOptions(source=source, **options), console or Console())
 
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
