@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters import hf, native, official, timm, torchvision
+from swinzoo.converters import hf, mmdet, native, official, timm, torchvision
 from swinzoo.converters.common import Checkpoint, Format, read_config_json, read_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
@@ -26,9 +26,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     timm.FORMAT,
     hf.FORMAT,
     torchvision.FORMAT,
+    mmdet.FORMAT,
 )}
 # Key layouts are told apart most specific first: official keys also match parts of the others' patterns.
-KEY_DETECTION_ORDER = ("torchvision", "hf", "timm", "official")
+KEY_DETECTION_ORDER = ("mmdet", "torchvision", "hf", "timm", "official")
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None and name != "swinzoo")
 
 __all__ = ["EXPORT_FORMATS", "FORMATS", "Checkpoint", "Format", "detect", "get_format", "read", "write"]
@@ -58,8 +59,8 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
     for name in KEY_DETECTION_ORDER:
         if FORMATS[name].claims_keys(raw):
             return FORMATS[name], raw
-    raise SwinzooError(f"{path} is not a Swin checkpoint swinzoo recognises (official, timm, transformers or "
-                       f"torchvision keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
+    raise SwinzooError(f"{path} is not a Swin checkpoint swinzoo recognises (official, timm, transformers, "
+                       f"torchvision or OpenMMLab keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
 
 
 def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Checkpoint:
@@ -76,7 +77,7 @@ def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_che
     checkpoint = format_.read(path, zoo_config(arch) if arch else None, arch or "", trust_checkpoint, raw)
     if format_ is native.FORMAT:
         return checkpoint
-    checkpoint.provenance = {"source": str(path), "format": format_.name}
+    checkpoint.provenance = {"source": str(path), "format": format_.name, **checkpoint.provenance}
     block = _swinzoo_block(path) if arch is None else None
     if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
         checkpoint.config = SwinConfig.from_dict(block["config"])

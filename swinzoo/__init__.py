@@ -19,6 +19,7 @@ _EXPORTS = {
     "SwinzooError": "swinzoo.errors",
     "list_models": "swinzoo.zoo",
     "SwinTransformer": "swinzoo.models",
+    "SwinBackbone": "swinzoo.models",
     "transfer": "swinzoo.transfer",
     "Checkpoint": "swinzoo.converters",
     "save_model": "swinzoo.converters.native",
@@ -35,9 +36,9 @@ _EXPORTS = {
     "finetune": "swinzoo.train.run",
 }
 __all__ = [
-    "Checkpoint", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model", "create_transform",
-    "data_config", "download", "evaluate", "export", "finetune", "list_models", "load_model", "model_info", "predict",
-    "push", "read_checkpoint", "save_model", "transfer",
+    "Checkpoint", "SwinBackbone", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model",
+    "create_transform", "data_config", "download", "evaluate", "export", "finetune", "list_models", "load_model",
+    "model_info", "predict", "push", "read_checkpoint", "save_model", "transfer",
 ]
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from swinzoo.errors import SwinzooError
     from swinzoo.evaluation import evaluate, predict
     from swinzoo.hub import download
-    from swinzoo.models import SwinTransformer
+    from swinzoo.models import SwinBackbone, SwinTransformer
     from swinzoo.preprocess import create_transform, data_config
     from swinzoo.sources import load_model, model_info, read_checkpoint
     from swinzoo.train.run import finetune

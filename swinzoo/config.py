@@ -29,6 +29,10 @@ class SwinConfig:
     continuous position bias was trained with; 0 means "this model's own effective window". `preprocess` holds
     only where this model's eval preprocessing differs from the official rule (None: it does not; see
     `swinzoo.preprocess.Preprocess.of`).
+
+    `out_indices` (None for a classifier) makes this a dense-prediction backbone (`models.backbone.SwinBackbone`)
+    returning those stages, with the official detection geometry: every stage keeps `window_size` and odd blocks
+    always shift; `img_size` is then only the pretraining size its absolute position embedding is stored at.
     """
 
     version: int = 1
@@ -49,6 +53,7 @@ class SwinConfig:
     num_classes: int = 1000
     class_names: list[str] | None = field(default=None)
     preprocess: dict | None = field(default=None)
+    out_indices: tuple[int, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.depths = tuple(int(d) for d in self.depths)
@@ -76,6 +81,8 @@ class SwinConfig:
             if len(self.class_names) != self.num_classes:
                 raise SwinzooError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
         self.preprocess = _preprocess_overrides(self.preprocess)
+        if self.out_indices is not None:
+            self.out_indices = _out_indices(self.out_indices, len(self.depths))
 
     # ---------------------------------------------------------------- geometry
     @property
@@ -94,12 +101,22 @@ class SwinConfig:
         """Side of the token grid stage `stage` works on (the official `input_resolution`)."""
         return self.patch_grid // 2**stage
 
+    @property
+    def is_backbone(self) -> bool:
+        """A dense-prediction backbone (official detection numerics), not a classifier."""
+        return self.out_indices is not None
+
     def stage_window(self, stage: int) -> int:
-        """Effective window of a stage: the grid itself when it is no larger than the window (official rule)."""
+        """Effective window of a stage: the grid itself when it is no larger than the window (official
+        classification rule); a backbone never shrinks it (official detection rule)."""
+        if self.is_backbone:
+            return self.window_size
         return min(self.window_size, self.stage_resolution(stage))
 
     def stage_shift(self, stage: int) -> int:
-        """Shift of the odd blocks of a stage; 0 when the stage fits in one window."""
+        """Shift of the odd blocks of a stage; 0 when a classifier's stage fits in one window."""
+        if self.is_backbone:
+            return self.window_size // 2
         return 0 if self.stage_resolution(stage) <= self.window_size else self.window_size // 2
 
     def validate_geometry(self) -> None:
@@ -117,6 +134,10 @@ class SwinConfig:
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
         if self.preprocess is None:  # files of models with the official preprocessing stay as they always were
             del d["preprocess"]
+        if self.out_indices is None:  # classifiers' files stay as they always were
+            del d["out_indices"]
+        else:
+            d["out_indices"] = list(self.out_indices)
         return d
 
     def to_json(self) -> str:
@@ -172,6 +193,18 @@ def _preprocess_overrides(value) -> dict | None:
         raise SwinzooError(f"preprocess {value!r} holds a value of the wrong type (mean and std: lists of numbers, "
                            "crop_pct: a number); fix or remove it") from None
     return {k: out[k] for k in PREPROCESS_KEYS if k in out}
+
+
+def _out_indices(value, stages: int) -> tuple[int, ...]:
+    """`out_indices` as a sorted tuple of distinct stage numbers, or a one-line error."""
+    try:
+        out = tuple(sorted({int(i) for i in value}))
+    except (TypeError, ValueError):
+        raise SwinzooError(f"out_indices must be a list of stage numbers 0..{stages - 1}, got {value!r}") from None
+    if not out or out[0] < 0 or out[-1] >= stages:
+        raise SwinzooError(f"out_indices {list(value)} out of range: this model has {stages} stages, so pick from "
+                           f"0..{stages - 1} (e.g. out_indices=({', '.join(map(str, range(stages)))}))")
+    return out
 
 
 def geometry_problem(img_size: int, window: int, patch_size: int = 4, num_stages: int = 4) -> str | None:

@@ -9,9 +9,11 @@ from pathlib import Path
 from swinzoo import converters
 from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
 from swinzoo.converters import Checkpoint
+from swinzoo.converters.dense import backbone_config, check_features_only, to_backbone
+from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict, verify_state_dict
-from swinzoo.models import SwinTransformer, parameter_shapes
+from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import read_checkpoint
 from swinzoo.transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
@@ -52,14 +54,33 @@ def read_transferred(src: str, *, res: int | None = None, window: int | None = N
     """`src` read and moved to the target the arguments describe. Provenance records the surgery."""
     source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
                              allow_nonfinite=allow_nonfinite)
-    dst = target_config(source.config, res, window, num_classes)
-    state_dict, dst, report = transfer(source.state_dict, source.config, dst)
+    if source.config.is_backbone:
+        state_dict, dst, report = backbone_transfer(source, res, window, num_classes)
+    else:
+        dst = target_config(source.config, res, window, num_classes)
+        state_dict, dst, report = transfer(source.state_dict, source.config, dst)
     verify_state_dict(parameter_shapes(dst), state_dict, src)
+    if source.provenance.get("dropped"):
+        report.notes.insert(0, f"kept the backbone ({source.provenance.get('layout', 'OpenMMLab')} layout, outputs "
+                               f"{list(dst.out_indices or ())}); dropped {len(source.provenance['dropped'])} other "
+                               f"keys: {dropped_summary(source.provenance['dropped'])}")
     provenance = dict(source.provenance)
     provenance.setdefault("source", src)
     if report.changed:
         provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
     return Checkpoint(state_dict, dst, provenance), report
+
+
+def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, num_classes: int | None
+                      ) -> tuple[dict, SwinConfig, TransferReport]:
+    """A backbone takes any input size and has no head: it is kept as it is (resolution, window and classes do not
+    apply; its `img_size` is only where its absolute position embedding is stored)."""
+    asked = [f"--{n.replace('_', '-')}" for n, v in (("res", res), ("window", window), ("num_classes", num_classes))
+             if v is not None]
+    if asked:
+        raise SwinzooError(f"{' and '.join(asked)} cannot be applied to a detection backbone (it takes any input "
+                           "size and has no head); convert it without them")
+    return dict(source.state_dict), source.config, TransferReport(kept=len(source.state_dict))
 
 
 def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
@@ -88,11 +109,33 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
 
 
 def create_model(name: str, *, pretrained: bool = False, num_classes: int | None = None, img_size: int | None = None,
-                 window_size: int | None = None, **overrides) -> SwinTransformer:
+                 window_size: int | None = None, features_only: bool = False,
+                 out_indices: tuple[int, ...] | None = None, frozen_stages: int = -1,
+                 **overrides) -> SwinTransformer | SwinBackbone:
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
     or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
     `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).
-    Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`)."""
+    Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`).
+
+    `features_only=True`: the zoo architecture as a `SwinBackbone` (see `load_model`) returning `out_indices`
+    (default all stages); `img_size` / `window_size` move the pretrained classifier first, as above."""
+    if check_features_only(zoo_config(name), features_only, out_indices, name):
+        if num_classes is not None:
+            raise SwinzooError("num_classes does not apply to a backbone (features_only=True has no head); drop it")
+        if pretrained:
+            checkpoint, _ = to_backbone(read_transferred(name, res=img_size, window=window_size)[0], out_indices)
+        else:
+            given = {k: v for k, v in (("img_size", img_size), ("window_size", window_size)) if v is not None}
+            checkpoint = Checkpoint({}, backbone_config(zoo_config(name, **given), out_indices),
+                                    {"zoo": name, "weights": "initialised"})
+        config = checkpoint.config.replace(**overrides) if overrides else checkpoint.config
+        model = SwinBackbone(config, frozen_stages)
+        if pretrained:
+            load_strict(model, checkpoint.state_dict, name)
+        model.provenance = checkpoint.provenance
+        return model
+    if frozen_stages != -1:
+        raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
     if not pretrained:
         given = {k: v for k, v in (("num_classes", num_classes), ("img_size", img_size),
                                    ("window_size", window_size)) if v is not None}

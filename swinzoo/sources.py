@@ -13,9 +13,10 @@ import torch
 
 from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
+from swinzoo.converters.dense import check_features_only, to_backbone
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
-from swinzoo.models import SwinTransformer, count_macs, count_params
+from swinzoo.models import SwinBackbone, SwinTransformer, count_macs, count_params
 from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
@@ -80,13 +81,25 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
     return checkpoint
 
 
-def load_model(src: str | Path, **config_overrides) -> SwinTransformer:
+def load_model(src: str | Path, *, features_only: bool | None = None, out_indices: tuple[int, ...] | None = None,
+               frozen_stages: int = -1, **config_overrides) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
-    transformers / torchvision checkpoint or folder, `hf-hub:ORG/NAME`, or a zoo name. The model carries
-    `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields (e.g. `drop_path_rate=0.2`)."""
+    transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
+    zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields (e.g.
+    `drop_path_rate=0.2`).
+
+    `features_only=True` returns a `SwinBackbone` (official detection numerics, NCHW maps of the stages in
+    `out_indices`, default all; `frozen_stages` as the official backbone): from a classifier, its head and final
+    norm are dropped and the output norms start fresh. A backbone checkpoint (a detector) loads as a backbone
+    by default (`features_only=None`).
+    """
     checkpoint = read_checkpoint(src)
+    if check_features_only(checkpoint.config, features_only, out_indices, str(src)):
+        checkpoint, _ = to_backbone(checkpoint, out_indices)
+    elif frozen_stages != -1:
+        raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
     config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config
-    model = SwinTransformer(config)
+    model = SwinBackbone(config, frozen_stages) if config.is_backbone else SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, str(src))
     model.provenance = checkpoint.provenance
     return model

@@ -7,7 +7,7 @@ same reason; a test holds them equal to `swinzoo.converters.FORMATS`.
 
 import argparse
 
-FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision")
+FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision", "mmdet")
 EXPORT_CHOICES = ("official", "timm", "hf", "torchvision")
 
 

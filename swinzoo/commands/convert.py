@@ -8,6 +8,7 @@ CONVERT_EPILOG = examples(
         "swinzoo convert swin_base_patch4_window7_224.pth -o b224.safetensors",
         "swinzoo convert swin_base_patch4_window7_224.pth -o b384.safetensors --res 384",
         "swinzoo convert ckpt_22k.pth --arch swin_l_224 --num-classes 1000 -o l1k.safetensors",
+        "swinzoo convert mask_rcnn_swin_tiny_patch4_window7.pth -o det_backbone.safetensors",
         "swinzoo convert hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k -o t.safetensors")
 EXPORT_EPILOG = examples(
         "swinzoo export m.safetensors --to timm -o out_timm",
@@ -75,7 +76,10 @@ def _report(done, fmt: str, load_hint: bool) -> None:
     if done.report.changed:
         done.report.print_to(console)
     cfg = done.config
-    console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {cfg.img_size} px, window {cfg.window_size}, "
-                  f"{cfg.num_classes} classes)", soft_wrap=True)
+    what = (f"detection backbone, outputs {list(cfg.out_indices)}" if cfg.is_backbone else
+            f"{cfg.img_size} px, window {cfg.window_size}, {cfg.num_classes} classes")
+    if cfg.is_backbone:
+        what += f", window {cfg.window_size}"
+    console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {what})", soft_wrap=True)
     if load_hint:
         console.print(f"load it with {done.how_to_load}", soft_wrap=True, markup=False)

@@ -19,6 +19,10 @@ Geometry rule for any input size (the configured resolution gives exactly the of
 - odd blocks shift by window // 2 along each axis whose padded grid spans more than one window (the official
   rule on a square grid: no shift once the stage fits in one window). Padding happens before the roll, and
   the shift regions are cut on the padded grid.
+
+A `dense` plan follows the official detection backbone instead (`models/backbone.py`): padding is not masked
+(the zero tokens take part in attention as keys, only the shift mask applies), and odd blocks shift along both
+axes even when the padded grid is a single window.
 """
 
 from __future__ import annotations
@@ -51,11 +55,11 @@ class WindowPlan:
     windows per image in each group and `group_masks` is (G, N, N), the additive shift/padding mask of a group.
     """
 
-    def __init__(self, h: int, w: int, window: int, shift: int) -> None:
-        self.h, self.w, self.window = h, w, window
+    def __init__(self, h: int, w: int, window: int, shift: int, dense: bool = False) -> None:
+        self.h, self.w, self.window, self.dense = h, w, window, dense
         self.hp, self.wp = -(-h // window) * window, -(-w // window) * window
-        self.shift_h = shift if self.hp > window else 0
-        self.shift_w = shift if self.wp > window else 0
+        self.shift_h = shift if self.hp > window or dense else 0
+        self.shift_w = shift if self.wp > window or dense else 0
         n, nh, nw = window * window, self.hp // window, self.wp // window
         # rolled-grid coordinates of every window-order token, (nW, N) each, windows row-major
         r = torch.arange(self.hp).view(nh, window)[:, None, :, None].expand(nh, nw, window, window).reshape(-1, n)
@@ -64,8 +68,9 @@ class WindowPlan:
         src_r, src_c = (r + self.shift_h) % self.hp, (c + self.shift_w) % self.wp
         label = _region_labels(self.hp, window, self.shift_h)[r] * 3 + _region_labels(self.wp, window, self.shift_w)[c]
         masks = torch.where(label[:, :, None] == label[:, None, :], 0.0, SHIFT_MASK_VALUE)
-        padded = (src_r >= h) | (src_c >= w)
-        masks = masks + torch.where(padded, PAD_MASK_VALUE, 0.0)[:, None, :]
+        if not dense:
+            padded = (src_r >= h) | (src_c >= w)
+            masks = masks + torch.where(padded, PAD_MASK_VALUE, 0.0)[:, None, :]
         uniq, group = torch.unique(masks.view(masks.shape[0], -1), dim=0, return_inverse=True)
         self.group_sizes = tuple(torch.bincount(group, minlength=uniq.shape[0]).tolist())
         self.group_masks = uniq.view(-1, n, n)  # (G, N, N)
@@ -81,8 +86,8 @@ class WindowPlan:
         return self.hp != self.h or self.wp != self.w
 
     @property
-    def key(self) -> tuple[int, int, int, int, int]:
-        return (self.h, self.w, self.window, self.shift_h, self.shift_w)
+    def key(self) -> tuple[int, int, int, int, int, bool]:
+        return (self.h, self.w, self.window, self.shift_h, self.shift_w, self.dense)
 
     def indices(self, batch: int, device: torch.device, grouped: bool) -> tuple[torch.Tensor, ...]:
         """Gather indices for a batch: (into, into_inverse, back, back_inverse).
@@ -186,19 +191,19 @@ class PlanCache:
     """Plans per geometry; they depend on shapes only, never on weights, so they are kept in train and eval."""
 
     def __init__(self) -> None:
-        self.plans: dict[tuple[int, int, int, int], WindowPlan] = {}
+        self.plans: dict[tuple[int, int, int, int, bool], WindowPlan] = {}
 
-    def get(self, h: int, w: int, window: int, shift: int) -> WindowPlan:
-        key = (h, w, window, shift)
+    def get(self, h: int, w: int, window: int, shift: int, dense: bool = False) -> WindowPlan:
+        key = (h, w, window, shift, dense)
         plan = self.plans.get(key)
         if plan is None:
             if len(self.plans) >= 16:  # many input sizes in one process: keep the newest
                 self.plans.pop(next(iter(self.plans)))
-            plan = self.plans[key] = _build_plan(h, w, window, shift)
+            plan = self.plans[key] = _build_plan(h, w, window, shift, dense)
         return plan
 
 
 @torch.compiler.disable  # data-dependent (torch.unique): built eagerly, once per geometry, outside any graph
-def _build_plan(h: int, w: int, window: int, shift: int) -> WindowPlan:
+def _build_plan(h: int, w: int, window: int, shift: int, dense: bool = False) -> WindowPlan:
     with torch.device("cpu"):  # index arithmetic, even for a model built on the meta device
-        return WindowPlan(h, w, window, shift)
+        return WindowPlan(h, w, window, shift, dense)
