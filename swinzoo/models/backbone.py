@@ -28,7 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.models.layers import PatchEmbed
+from swinzoo.models import traceable
+from swinzoo.models.layers import PatchEmbed, PatchMerging
 from swinzoo.models.swin import SwinStage, SwinTransformer, _init_weights
 from swinzoo.models.swin import parameter_shapes as classifier_shapes
 
@@ -81,10 +82,15 @@ class SwinBackbone(nn.Module):
         x = self.pos_drop(x)
         outs = []
         for i, stage in enumerate(self.layers):
-            out = self._blocks(stage, x)
+            out = traceable.stage_blocks(stage, x, dense=True) if stage.traceable else self._blocks(stage, x)
             if i in self.config.out_indices:
                 outs.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2).contiguous())
-            x = stage.downsample(out) if stage.downsample is not None else out
+            if stage.downsample is None:
+                x = out
+            elif stage.traceable:
+                x = stage.downsample.reduce(PatchMerging.merge_order(traceable.pad_even(out)).flatten(3))
+            else:
+                x = stage.downsample(out)
         return tuple(outs)
 
     @staticmethod

@@ -76,11 +76,12 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim) if patch_norm else nn.Identity()
+        self.always_pad = False  # export (`traceable`): an `if` on a dynamic size would pin it in the graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.proj.stride[0]
         pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
-        if pad_h or pad_w:
+        if self.always_pad or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         # a channels-last input makes the convolution write (B, H, W, C) directly: the permute is then free
         return self.norm(self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1))

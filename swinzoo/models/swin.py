@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.models import fast_path
+from swinzoo.models import fast_path, traceable
 from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2
 from swinzoo.models.layers import DropPath, Mlp, PatchEmbed, PatchMerging
 from swinzoo.models.windows import PlanCache, WindowPlan
@@ -80,8 +80,13 @@ class SwinStage(nn.Module):
             self.plans.get(res, res, self.window, block.shift)
         self.grad_checkpointing = False
         self.fast_path = True
+        self.traceable = False  # export: geometry from the input's shape in the graph (`models/traceable.py`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.traceable:
+            x = traceable.stage_blocks(self, x, dense=False)
+            return self.downsample.reduce(PatchMerging.merge_order(traceable.pad_even(x)).flatten(3)) \
+                if self.downsample is not None else x
         if fast_path.applies(self):
             return fast_path.stage_forward(self, x)
         _, h, w, _ = x.shape
