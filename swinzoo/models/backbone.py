@@ -30,7 +30,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.models import traceable
 from swinzoo.models.layers import PatchEmbed, PatchMerging
-from swinzoo.models.swin import SwinStage, SwinTransformer, _init_weights
+from swinzoo.models.swin import SwinStage, SwinTransformer, _init_weights, build_stages
 from swinzoo.models.swin import parameter_shapes as classifier_shapes
 
 
@@ -56,11 +56,7 @@ class SwinBackbone(nn.Module):
         else:
             self.absolute_pos_embed = None
         self.pos_drop = nn.Dropout(c.drop_rate)
-        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()
-        starts = [sum(c.depths[:i]) for i in range(c.num_stages)]
-        self.layers = nn.ModuleList(
-            SwinStage(c, i, rates[starts[i] : starts[i] + c.depths[i]]) for i in range(c.num_stages)
-        )
+        self.layers = build_stages(c)
         for stage in self.layers:
             stage.fast_path = False
             stage.plans.plans.clear()  # planned for the classifier's masked geometry; dense plans come per input

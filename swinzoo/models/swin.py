@@ -100,6 +100,13 @@ class SwinStage(nn.Module):
         return self.downsample(x) if self.downsample is not None else x
 
 
+def build_stages(c: SwinConfig) -> nn.ModuleList:
+    """The stages of `c`, stochastic depth rising linearly over all blocks from 0 to `drop_path_rate` (official)."""
+    rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()
+    starts = [sum(c.depths[:i]) for i in range(c.num_stages)]
+    return nn.ModuleList(SwinStage(c, i, rates[starts[i] : starts[i] + c.depths[i]]) for i in range(c.num_stages))
+
+
 class SwinTransformer(nn.Module):
     """(B, 3, H, W) -> (B, num_classes) logits; H = W = `config.img_size` is the native size, any other size works
     through masked padding. `config` travels with the module."""
@@ -115,11 +122,7 @@ class SwinTransformer(nn.Module):
         else:
             self.absolute_pos_embed = None
         self.pos_drop = nn.Dropout(c.drop_rate)
-        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()
-        starts = [sum(c.depths[:i]) for i in range(c.num_stages)]
-        self.layers = nn.ModuleList(
-            SwinStage(c, i, rates[starts[i] : starts[i] + c.depths[i]]) for i in range(c.num_stages)
-        )
+        self.layers = build_stages(c)
         self.norm = nn.LayerNorm(c.num_features)
         self.head = nn.Linear(c.num_features, c.num_classes) if c.num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
