@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import dataclasses
 import difflib
 import functools
 import importlib.util
@@ -231,12 +232,10 @@ def check_values(values: dict, label) -> None:
     precision = values.get("precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise SwinzooError(f"{label('precision', precision)}: not a precision; valid: {', '.join(PRECISIONS)}")
-    if values.get("save_dtype") is not None and values["save_dtype"] not in SAVE_DTYPES:
-        raise SwinzooError(f"{label('save_dtype', values['save_dtype'])}: not a dtype; valid: "
-                           f"{', '.join(SAVE_DTYPES)}")
-    for name, choices in (("keep", KEEP_CHOICES), ("logger", LOGGER_CHOICES)):
+    for name, choices, what in (("save_dtype", SAVE_DTYPES, "not a dtype"), ("keep", KEEP_CHOICES, "not a choice"),
+                                ("logger", LOGGER_CHOICES, "not a logger")):
         if values.get(name) is not None and values[name] not in choices:
-            raise SwinzooError(f"{label(name, values[name])}: valid: {', '.join(choices)}")
+            raise SwinzooError(f"{label(name, values[name])}: {what}; valid: {', '.join(choices)}")
     if "devices" in values:
         check_devices(values["devices"], label("devices", values["devices"]))
     if "accelerator" in values:
@@ -257,10 +256,11 @@ def check_logger(name: str) -> None:
                            "--logger csv)")
 
 
-def validate_options(args: FinetuneOptions) -> None:
+def validate_options(args: FinetuneOptions) -> FinetuneOptions:
     """Every value of `args` checked before anything is read or written (what the CLI and `swinzoo.finetune` get
     alike): counts and sizes, lr, precision, devices/accelerator (present on this machine)/strategy/nodes, the
-    Trainer options, and --out (not a file, empty, writable)."""
+    Trainer options, and --out (not a file, empty, writable). Returns `args` with its Trainer options normalised
+    (see `check_trainer_options`)."""
     names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
              "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "keep", "logger")
     check_values({n: getattr(args, n) for n in names}, flag_label)
@@ -269,10 +269,11 @@ def validate_options(args: FinetuneOptions) -> None:
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
         raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
                            "keys")
-    check_trainer_options(args.trainer)
+    trainer = check_trainer_options(args.trainer)
     check_logger(args.logger)
     if not args.resume and args.out and is_rank_zero():
         check_out(Path(args.out))
+    return dataclasses.replace(args, trainer=trainer)
 
 
 # ---------------------------------------------------------------------------------------------- the output folder

@@ -33,16 +33,13 @@ from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
     check_trainer_options,
-    is_plain,
     read_plan,
     validate_options,
 )
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
-from swinzoo.train.module import (
-    SwinClassifier,
-)
+from swinzoo.train.module import SwinClassifier
 from swinzoo.train.options import (
     CKPT_FILE,
     CONFIG_FILE,
@@ -52,6 +49,7 @@ from swinzoo.train.options import (
     FinetuneOptions,
     FinetuneResult,
     Plan,
+    is_plain,
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.trainer import build_trainer, keep_weights, third_party_quiet
@@ -74,7 +72,6 @@ def default_out(source: str, res: int) -> Path:
 def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDataModule, str]:
     """Resolve source, recipe, data and target config; return the plan, the transferred weights, the data and the
     config that replays the run (YAML text)."""
-    trainer_opts = check_trainer_options(args.trainer)
     if args.scratch and is_zoo_name(args.source):
         src_cfg, src_sd, src_prov = zoo_config(args.source), None, {}
     else:
@@ -126,7 +123,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     elif args.scratch:
         console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
-                args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, trainer_opts, provenance,
+                args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
                 args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype, args.keep, args.logger,
                 data_options)
     return plan, state_dict, dm, replay_config(args, plan, window=dst.window_size)
@@ -185,8 +182,7 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs, max_steps=None)
     plan.recipe = recipe.to_dict()
-    plan.trainer = check_trainer_options({**plan.trainer, **check_trainer_options(args.trainer)},
-                                         f"{run_file} trainer")
+    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
     step = check_checkpoint(ckpt, args.trust_checkpoint)
     return plan, ckpt, step
 
@@ -228,7 +224,7 @@ def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
 
 
 def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
-    validate_options(args)
+    args = validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
         from huggingface_hub import get_token

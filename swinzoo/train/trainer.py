@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
-from swinzoo.train.checks import trainer_objects
+from swinzoo.train.checks import check_logger, trainer_objects
 from swinzoo.train.module import AtomicCheckpointIO, ProgressLines, StepBoundProgressBar, ema_callback, trainer_kwargs
 from swinzoo.train.options import BEST_FILE, Plan
 from swinzoo.train.recipes import Recipe
@@ -72,21 +72,18 @@ def as_list(value) -> list:
 
 
 def named_logger(name: str, out: Path) -> list:
-    """The logger `--logger NAME` adds to the CSV log, writing under OUT; its package missing is a one-line error."""
+    """The logger `--logger NAME` adds to the CSV log, writing under OUT; its package missing is a one-line error
+    (checked again here: a resumed run takes the name from run.json)."""
     if name == "csv":
         return []
-    try:
-        if name == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
+    check_logger(name)
+    if name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
 
-            return [TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
-        from lightning.pytorch.loggers import WandbLogger
+        return [TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
+    from lightning.pytorch.loggers import WandbLogger
 
-        return [WandbLogger(save_dir=str(out), name=out.name, project="swinzoo")]
-    except ModuleNotFoundError:
-        package = "tensorboard" if name == "tensorboard" else "wandb"
-        raise SwinzooError(f"--logger {name} needs the {package} package: pip install {package} (or use --logger "
-                           "csv)") from None
+    return [WandbLogger(save_dir=str(out), name=out.name, project="swinzoo")]
 
 
 def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
