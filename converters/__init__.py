@@ -59,6 +59,10 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
     for name in KEY_DETECTION_ORDER:
         if FORMATS[name].claims_keys(raw):
             return FORMATS[name], raw
+    if any(k.startswith("backbone.") for k in raw):
+        raise SwinzooError(f"{path} is a detector / segmentor checkpoint whose backbone is not a Swin (first backbone "
+                           f"keys: {', '.join([k for k in raw if k.startswith('backbone.')][:3])}); swinzoo reads "
+                           "Swin backbones only")
     raise SwinzooError(f"{path} is not a Swin checkpoint swinzoo recognises (official, timm, transformers, "
                        f"torchvision or OpenMMLab keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
 

@@ -252,6 +252,21 @@ def arch_from_keys(sd: dict[str, torch.Tensor], source: str) -> dict:
     return {"fields": fields, "windows": windows}
 
 
+def v2_pretrained_windows(sd: dict[str, torch.Tensor], cfg: SwinConfig) -> tuple[int, ...]:
+    """Invert the log-spaced normalisation: the largest offset w-1 maps to log2(8 (w-1)/(p-1) + 1) / 3."""
+    out = []
+    for i in range(cfg.num_stages):
+        table = sd.get(f"layers.{i}.blocks.0.attn.relative_coords_table")
+        w = cfg.stage_window(i)
+        if table is None or w < 2:
+            out.append(0)
+            continue
+        top = float(table[..., 0].max().double())
+        pretrained = round(8 * (w - 1) / (2 ** (3 * top) - 1)) + 1
+        out.append(0 if pretrained == w else pretrained)
+    return tuple(out)
+
+
 def check_against(sd: dict[str, torch.Tensor], cfg: SwinConfig, arch: str) -> None:
     """Raise naming the first key where the weights contradict `--arch` (both shapes in the message)."""
     expected = parameter_shapes(cfg)

@@ -11,12 +11,15 @@ Two key layouts, told apart by their keys, with or without the detector's `backb
   back to the official block-major order (kernel positions [0, 2, 1, 3]). V2 (mmpretrain) merges at the start of
   stages 1-3 (`stages.{s+1}.downsample` = official `layers.{s}.downsample`) and normalises after the reduction.
 
-Everything outside the backbone is dropped and listed in the provenance (`dropped`). Read only: swinzoo
-writes the backbone in its own format (`to_openmmlab` builds the 3.x layout, for tests and tools).
+Everything outside the backbone is dropped and listed in the provenance (`dropped`). `write` makes the mmdet 2.x
+layout, `{"meta": {"swinzoo": ...}, "state_dict": {"backbone.*"}}`, for a detector's `load_from` or a backbone's
+`init_cfg` (a classifier is made a backbone first, as `load_model(features_only=True)` does); `to_openmmlab`
+builds the 3.x layout, for tests and tools.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -24,12 +27,11 @@ from pathlib import Path
 import torch
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.common import Checkpoint, Format, arch_from_keys, read_weights
-from swinzoo.converters.official import _v2_pretrained_windows
+from swinzoo.converters.common import Checkpoint, Format, read_weights
+from swinzoo.converters.dense import from_backbone_keys, has_output_norms, to_backbone
+from swinzoo.converters.official import with_buffers
 from swinzoo.errors import SwinzooError
-from swinzoo.io import verify_state_dict
-from swinzoo.models import parameter_shapes
-from swinzoo.transfer import drop_buffers
+from swinzoo.io import save_torch
 
 PREFIX = "backbone."
 UNFOLD_ORDER = [0, 2, 1, 3]  # nn.Unfold kernel position k <-> official block g; its own inverse
@@ -57,7 +59,7 @@ def claims_keys(raw: dict) -> bool:
         return True
     # the official detection layout: prefixed, or bare with output norms (a classifier has `norm.`, not `norm0.`)
     official = "patch_embed.proj.weight" in sd and any(k.startswith("layers.0.blocks.0.") for k in sd)
-    return official and (sd is not raw or any(re.match(r"^norm\d+\.weight$", k) for k in sd))
+    return official and (sd is not raw or has_output_norms(sd))
 
 
 # ---------------------------------------------------------------------------------------------- unfold order
@@ -127,43 +129,17 @@ def from_mmdet(raw: dict[str, torch.Tensor], arch: SwinConfig | None = None, arc
     layout = "OpenMMLab 3.x" if is_openmmlab3(sd) else "mmdet 2.x (official detection backbone)"
     if is_openmmlab3(sd):
         sd = from_openmmlab(sd)
-    if "norm.weight" in sd and not any(re.match(r"^norm\d+\.weight$", k) for k in sd):
+    if "norm.weight" in sd and not has_output_norms(sd):
         last = max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
         sd[f"norm{last}.weight"], sd[f"norm{last}.bias"] = sd.pop("norm.weight"), sd.pop("norm.bias")
     extra = [k for k in sd if k.startswith("head.")]  # an mmpretrain classifier's head lives outside the backbone
     dropped += extra
     sd = {k: v for k, v in sd.items() if k not in extra}
-    outputs = sorted(int(k[4:-7]) for k in sd if re.match(r"^norm\d+\.weight$", k))
-    try:
-        info = arch_from_keys(sd, source)
-    except KeyError as e:
-        raise SwinzooError(f"{source}: incomplete Swin backbone (no {e.args[0]}); is it a Swin detector?") from None
-    fields, windows = info["fields"], info["windows"]
-    if arch is not None:
-        window, img_size = arch.window_size, arch.img_size
-    elif any(w is None for w in windows):
-        raise SwinzooError(f"cannot tell the window of {source}; pass --arch NAME (e.g. swinv2_t_256_w8)")
-    else:
-        window = max(windows)
-        img_size = window * fields["patch_size"] * 2 ** (len(windows) - 1)
-    if "absolute_pos_embed" in sd:  # the pretraining grid the embedding is stored at
-        img_size = sd["absolute_pos_embed"].shape[-1] * fields["patch_size"]
-    if not outputs:
-        outputs = list(range(len(windows)))  # no output norms in the file: every stage, with fresh norms
-        width = fields["embed_dim"]
-        for i in outputs:
-            sd[f"norm{i}.weight"] = torch.ones(width * 2**i, dtype=sd["patch_embed.proj.weight"].dtype)
-            sd[f"norm{i}.bias"] = torch.zeros(width * 2**i, dtype=sd["patch_embed.proj.weight"].dtype)
-    cfg = SwinConfig(img_size=img_size, window_size=window, pretrained_window_sizes=(0,) * len(windows),
-                     out_indices=tuple(outputs), **fields)
-    if cfg.version == 2:
-        cfg = cfg.replace(pretrained_window_sizes=_v2_pretrained_windows(sd, cfg))
-    sd, _ = drop_buffers(sd)
-    verify_state_dict(parameter_shapes(cfg), sd, source)
-    provenance = {"layout": layout, "out_indices": list(outputs)}
+    checkpoint = from_backbone_keys(sd, arch, source)
+    provenance = {"layout": layout, **checkpoint.provenance}
     if dropped:
         provenance["dropped"] = dropped
-    return Checkpoint(sd, cfg, provenance)
+    return Checkpoint(checkpoint.state_dict, checkpoint.config, provenance)
 
 
 def dropped_summary(dropped: list[str]) -> str:
@@ -183,5 +159,28 @@ def read(path: Path, arch: SwinConfig | None = None, arch_name: str = "", trust_
     return from_mmdet(sd, arch, arch_name, str(path))
 
 
+# ---------------------------------------------------------------------------------------------- writing
+def to_mmdet(checkpoint: Checkpoint) -> tuple[dict, list[str]]:
+    """(the mmdet 2.x file of a backbone, or of a classifier made a backbone; what that took, one line each)."""
+    notes: list[str] = []
+    if not checkpoint.config.is_backbone:
+        checkpoint, notes = to_backbone(checkpoint)
+    sd = with_buffers(checkpoint.state_dict, checkpoint.config)
+    summary = {"config": checkpoint.config.to_dict(), "provenance": checkpoint.provenance}
+    # JSON types only, so the file loads with torch.load(weights_only=True)
+    meta = {"swinzoo": json.loads(json.dumps(summary, default=str))}
+    return {"meta": meta, "state_dict": {PREFIX + k: v for k, v in sd.items()}}, notes
+
+
+def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
+          overwrite: bool = False) -> str:
+    obj, notes = to_mmdet(checkpoint)
+    save_torch(obj, out)
+    how = ("load_from = 'OUT' in an mmdet 2.x config, or the backbone's init_cfg=dict(type='Pretrained', "
+           "checkpoint='OUT', prefix='backbone.')")
+    return how + (" (written as a backbone: the classifier's head and final norm dropped, fresh output norms)"
+                  if notes else "")
+
+
 FORMAT = Format("mmdet", "OpenMMLab detector / segmentor / mmpretrain checkpoint (backbone kept, the rest dropped)",
-                read, claims_keys=claims_keys)
+                read, write, claims_keys=claims_keys)

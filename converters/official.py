@@ -1,4 +1,5 @@
-"""Official Microsoft Swin checkpoints (.pth) <-> canonical state dict.
+"""Official Microsoft Swin checkpoints (.pth) <-> canonical state dict (a classifier, or a detection backbone in
+the classification layout the official detection code takes as `pretrained`).
 
 Canonical keys are the official ones, so the map is the identity on parameters. What this module does:
 read the file safely, unwrap it, drop the persistent buffers after reading what they reveal (resolution, window,
@@ -15,7 +16,16 @@ from pathlib import Path
 import torch
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.common import BLOCK_KEY, Checkpoint, Format, arch_from_keys, config_for_arch, read_weights
+from swinzoo.converters.common import (
+    BLOCK_KEY,
+    Checkpoint,
+    Format,
+    arch_from_keys,
+    config_for_arch,
+    read_weights,
+    v2_pretrained_windows,
+)
+from swinzoo.converters.dense import from_backbone_keys, has_output_norms
 from swinzoo.errors import SwinzooError
 from swinzoo.io import save_torch
 from swinzoo.models import parameter_shapes
@@ -41,7 +51,7 @@ def detect_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Sw
     cfg = SwinConfig(img_size=img_size, window_size=max(windows), pretrained_window_sizes=(0,) * len(windows),
                      **fields)
     if cfg.version == 2:
-        cfg = cfg.replace(pretrained_window_sizes=_v2_pretrained_windows(sd, cfg))
+        cfg = cfg.replace(pretrained_window_sizes=v2_pretrained_windows(sd, cfg))
     return cfg
 
 
@@ -57,21 +67,6 @@ def _detect_resolution(sd, depths, windows, patch) -> int | None:
     if has_buffers and depths[0] >= 2:  # stage 0 unshifted: its grid fits in one (clamped) window
         return windows[0] * patch
     return None
-
-
-def _v2_pretrained_windows(sd: dict[str, torch.Tensor], cfg: SwinConfig) -> tuple[int, ...]:
-    """Invert the log-spaced normalisation: the largest offset w-1 maps to log2(8 (w-1)/(p-1) + 1) / 3."""
-    out = []
-    for i in range(cfg.num_stages):
-        table = sd.get(f"layers.{i}.blocks.0.attn.relative_coords_table")
-        w = cfg.stage_window(i)
-        if table is None or w < 2:
-            out.append(0)
-            continue
-        top = float(table[..., 0].max().double())
-        pretrained = round(8 * (w - 1) / (2 ** (3 * top) - 1)) + 1
-        out.append(0 if pretrained == w else pretrained)
-    return tuple(out)
 
 
 def from_official(sd: dict[str, torch.Tensor], arch: SwinConfig | None = None, arch_name: str = "",
@@ -94,13 +89,28 @@ def read_official(path: str | Path, trust_checkpoint: bool = False) -> dict[str,
 def read(path: Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
          raw: dict | None = None) -> Checkpoint:
     sd = raw if raw is not None else read_official(path, trust_checkpoint)
+    if looks_official(sd) and has_output_norms(sd) and "head.weight" not in sd:  # what a backbone exports
+        checkpoint = from_backbone_keys(sd, arch, str(path))
+        checkpoint.provenance = {"layout": "official classification layout (detection backbone)",
+                                 **checkpoint.provenance}
+        return checkpoint
     state_dict, cfg = from_official(sd, arch, arch_name, str(path))
     return Checkpoint(state_dict, cfg)
 
 
 # ---------------------------------------------------------------------------------------------- export
 def to_official(state_dict: dict[str, torch.Tensor], cfg: SwinConfig) -> dict[str, dict[str, torch.Tensor]]:
-    """`{'model': sd}` with the buffers, in the official key order, so the official model loads it strictly."""
+    """`{'model': sd}` with the buffers, in the official key order, so the official model loads it strictly. A
+    backbone is written as the official detection code takes a classification checkpoint for `pretrained`:
+    `absolute_pos_embed` as (1, L, C), `norm{i}` kept, no `attn_mask` (the detection backbone has none)."""
+    sd = with_buffers(state_dict, cfg)
+    if cfg.is_backbone and "absolute_pos_embed" in sd:
+        sd["absolute_pos_embed"] = sd["absolute_pos_embed"].flatten(2).transpose(1, 2).contiguous()
+    return {"model": sd}
+
+
+def with_buffers(state_dict: dict[str, torch.Tensor], cfg: SwinConfig) -> dict[str, torch.Tensor]:
+    """`state_dict` in the official key order with the buffers an official model of `cfg` keeps."""
     buffers = canonical_buffers(cfg)
     # the official key order (a safetensors source comes back sorted by name)
     ordered = {k: state_dict[k] for k in parameter_shapes(cfg) if k in state_dict}
@@ -112,12 +122,14 @@ def to_official(state_dict: dict[str, torch.Tensor], cfg: SwinConfig) -> dict[st
         if m and (key.endswith(".attn.qkv.weight") and cfg.version == 1 or key.endswith(".attn.cpb_mlp.0.weight")):
             out.update({k: v for k, v in buffers.items() if k.startswith(m.group(0) + "attn.")})
         out[key] = value
-    return {"model": out}
+    return out
 
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
     save_torch(to_official(checkpoint.state_dict, checkpoint.config), out)
+    if checkpoint.config.is_backbone:
+        return "pretrained='OUT' in an official Swin detection / segmentation config (its mmcv_custom load_checkpoint)"
     return "the official SwinTransformer(...).load_state_dict(torch.load(OUT)['model'])"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from swinzoo import converters
 from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
-from swinzoo.converters import Checkpoint
+from swinzoo.converters import Checkpoint, graph
 from swinzoo.converters.dense import backbone_config, check_features_only, to_backbone
 from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.errors import SwinzooError
@@ -85,26 +85,42 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
 
 def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
-            trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Converted:
-    """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside)."""
+            trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
+            out_indices: tuple[int, ...] | None = None) -> Converted:
+    """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside); `features`: its
+    detection backbone (see `export`)."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
-                  arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite)
+                  arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite, features=features,
+                  out_indices=out_indices)
 
 
 def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
            num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
            trust_checkpoint: bool = False, allow_nonfinite: bool = False, allow_numeric_change: bool = False,
-           overwrite: bool = False) -> Converted:
-    """Any supported checkpoint -> format `to` (official, timm, hf, torchvision; see `swinzoo.converters`).
+           overwrite: bool = False, features: bool = False, out_indices: tuple[int, ...] | None = None
+           ) -> Converted:
+    """Any supported checkpoint -> format `to`: a weight format (official, timm, hf, torchvision, mmdet; see
+    `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
 
     `allow_numeric_change`: torchvision only, export a V2 model with pretrained windows anyway (its biases change).
     `overwrite`: write a folder format into a folder that holds other files (only the format's files are replaced).
+    `features` / `out_indices`: export the detection backbone of a classifier (as `load_model(features_only=True)`).
     """
-    converters.get_format(to)  # an unknown format fails before anything is read
-    checkpoint, report = read_transferred(src, res=res, window=window, num_classes=num_classes,
-                                          from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
-                                          allow_nonfinite=allow_nonfinite)
-    how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
+    if to not in graph.GRAPH_FORMATS:
+        converters.get_format(to)  # an unknown format fails before anything is read
+    # for a backbone the window is the backbone's (bias tables resized to it), not a classifier transfer's
+    backbone_window = window if features or out_indices is not None else None
+    checkpoint, report = read_transferred(src, res=res, window=None if backbone_window else window,
+                                          num_classes=num_classes, from_format=from_format, arch=arch,
+                                          trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite)
+    if check_features_only(checkpoint.config, features or None, out_indices, src) and (
+            not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):
+        checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)
+        report.notes.extend(notes)
+    if to in graph.GRAPH_FORMATS:
+        how = graph.write(checkpoint, to, output)
+    else:
+        how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
     return Converted(Path(output), checkpoint.config, report, how)
 
 
@@ -118,11 +134,15 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
     Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`).
 
     `features_only=True`: the zoo architecture as a `SwinBackbone` (see `load_model`) returning `out_indices`
-    (default all stages); `img_size` / `window_size` move the pretrained classifier first, as above."""
+    (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
+    backbone's window (`load_model(name, features_only=True, window=W)`); with `img_size` the classifier is moved
+    first, as above."""
     if check_features_only(zoo_config(name), features_only, out_indices, name):
         if num_classes is not None:
             raise SwinzooError("num_classes does not apply to a backbone (features_only=True has no head); drop it")
-        if pretrained:
+        if pretrained and img_size is None:  # straight to the backbone's window, as the official detection loader
+            checkpoint, _ = to_backbone(read_checkpoint(name), out_indices, window_size)
+        elif pretrained:  # a new pretraining resolution: the classifier moves first (window scaled with it)
             checkpoint, _ = to_backbone(read_transferred(name, res=img_size, window=window_size)[0], out_indices)
         else:
             given = {k: v for k, v in (("img_size", img_size), ("window_size", window_size)) if v is not None}

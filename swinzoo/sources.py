@@ -13,7 +13,7 @@ import torch
 
 from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
-from swinzoo.converters.dense import check_features_only, to_backbone
+from swinzoo.converters.dense import check_features_only, check_window, to_backbone
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
 from swinzoo.models import SwinBackbone, SwinTransformer, count_macs, count_params
@@ -82,7 +82,8 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
 
 
 def load_model(src: str | Path, *, features_only: bool | None = None, out_indices: tuple[int, ...] | None = None,
-               frozen_stages: int = -1, **config_overrides) -> SwinTransformer | SwinBackbone:
+               frozen_stages: int = -1, window: int | None = None,
+               **config_overrides) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
     zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields (e.g.
@@ -91,11 +92,13 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     `features_only=True` returns a `SwinBackbone` (official detection numerics, NCHW maps of the stages in
     `out_indices`, default all; `frozen_stages` as the official backbone): from a classifier, its head and final
     norm are dropped and the output norms start fresh. A backbone checkpoint (a detector) loads as a backbone
-    by default (`features_only=None`).
+    by default (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
+    loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
     """
+    check_window(window, features_only)  # before anything is fetched
     checkpoint = read_checkpoint(src)
-    if check_features_only(checkpoint.config, features_only, out_indices, str(src)):
-        checkpoint, _ = to_backbone(checkpoint, out_indices)
+    if check_features_only(checkpoint.config, features_only, out_indices, str(src), window):
+        checkpoint, _ = to_backbone(checkpoint, out_indices, window)
     elif frozen_stages != -1:
         raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
     config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config

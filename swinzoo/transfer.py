@@ -73,11 +73,12 @@ def drop_buffers(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 
 
 def canonical_buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
-    """The buffers an official model of `cfg` keeps in its state dict, under their canonical (official) keys."""
+    """The buffers an official model of `cfg` keeps in its state dict, under their canonical (official) keys. The
+    detection backbone keeps no `attn_mask`: it builds its masks from each input's size."""
     out = {}
     for i in range(cfg.num_stages):
         w, shift, res = cfg.stage_window(i), cfg.stage_shift(i), cfg.stage_resolution(i)
-        mask = shift_mask(res, w, shift) if shift else None
+        mask = shift_mask(res, w, shift) if shift and not cfg.is_backbone else None
         index = relative_position_index(w)
         coords = log_spaced_coords(w, cfg.pretrained_window_sizes[i]) if cfg.version == 2 else None
         for j in range(cfg.depths[i]):

@@ -9,6 +9,7 @@ from pathlib import Path
 from swinzoo import converters
 from swinzoo.cli import build_parser, parse
 from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES
+from swinzoo.converters import graph
 
 from .conftest import run_cli
 
@@ -32,7 +33,7 @@ def test_version_and_bare_command(capsys):
 
 def test_format_choices_match_the_registry():
     assert FORMAT_CHOICES == ("auto", *converters.FORMATS)
-    assert EXPORT_CHOICES == converters.EXPORT_FORMATS
+    assert EXPORT_CHOICES == (*converters.EXPORT_FORMATS, *graph.GRAPH_FORMATS)
 
 
 def test_every_example_parses(tmp_path, monkeypatch, capsys):

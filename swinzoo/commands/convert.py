@@ -9,11 +9,14 @@ CONVERT_EPILOG = examples(
         "swinzoo convert swin_base_patch4_window7_224.pth -o b384.safetensors --res 384",
         "swinzoo convert ckpt_22k.pth --arch swin_l_224 --num-classes 1000 -o l1k.safetensors",
         "swinzoo convert mask_rcnn_swin_tiny_patch4_window7.pth -o det_backbone.safetensors",
+        "swinzoo convert swin_t_224 --features --window 12 -o backbone_w12.safetensors",
         "swinzoo convert hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k -o t.safetensors")
 EXPORT_EPILOG = examples(
         "swinzoo export m.safetensors --to timm -o out_timm",
         "swinzoo export swin_n_64 --to hf -o out_hf --res 128",
-        "swinzoo export m.safetensors --to official -o m.pth")
+        "swinzoo export m.safetensors --to official -o m.pth",
+        "swinzoo export swin_t_224 --to onnx -o swin_t.onnx",
+        "swinzoo export swin_t_224 --features --to pt2 -o swin_t_backbone.pt2")
 
 
 def register(subparsers) -> None:
@@ -24,12 +27,13 @@ def register(subparsers) -> None:
     add_source_arguments(p)
     p.set_defaults(func=run_convert)
 
-    p = subparsers.add_parser("export", help="write a checkpoint in the official, timm, hf or torchvision format",
+    p = subparsers.add_parser("export", help="write a checkpoint in another library's format, or as an ONNX / "
+                              "torch.export graph with dynamic batch, height and width",
                               epilog=EXPORT_EPILOG)
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("--to", required=True, choices=EXPORT_CHOICES, help="target format")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision) or a "
-                   "folder (timm, hf)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision), a "
+                   "folder (timm, hf), a .onnx or a .pt2 file")
     add_source_arguments(p)
     p.add_argument("--allow-numeric-change", action="store_true",
                    help="torchvision only: export a V2 model with pretrained windows anyway (its biases change)")
@@ -44,13 +48,19 @@ def add_source_arguments(p) -> None:
     p.add_argument("--res", type=positive_int, help="target resolution (default: the source's)")
     p.add_argument("--window", type=positive_int, help="target window (default: the source's window scaled with --res)")
     p.add_argument("--num-classes", type=positive_int, help="target class count (default: the source head's)")
+    p.add_argument("--features", action="store_true", help="the detection backbone (NCHW maps at strides "
+                   "4-32, official detection numerics) instead of the classifier; --window is then its window")
+    p.add_argument("--out-indices", type=int, nargs="+", metavar="I", help="the stages a backbone returns "
+                   "(default: all; implies --features)")
     add_trust_flag(p)
     p.add_argument("--allow-nonfinite", action="store_true", help="read weights holding NaN or Inf anyway")
 
 
 def _source_kwargs(args) -> dict:
+    out_indices = tuple(args.out_indices) if args.out_indices is not None else None
     return dict(res=args.res, window=args.window, num_classes=args.num_classes, from_format=args.from_format,
-                arch=args.arch, trust_checkpoint=args.trust_checkpoint, allow_nonfinite=args.allow_nonfinite)
+                arch=args.arch, trust_checkpoint=args.trust_checkpoint, allow_nonfinite=args.allow_nonfinite,
+                features=args.features, out_indices=out_indices)
 
 
 def run_convert(args) -> int:

@@ -46,6 +46,12 @@ def traceable(model: nn.Module):
             setattr(m, name, value)
 
 
+def size_tensor(size, device) -> torch.Tensor:
+    """A (symbolic) size as a 0-d int64 tensor, for `%` and `//` against index tensors: with a symbolic Python
+    operand these become scalar ops that the ONNX exporter can only translate for constants."""
+    return torch.scalar_tensor(size, dtype=torch.long, device=device)
+
+
 def _axis(size, window: int, shift: int, dense: bool, device):
     """Per axis of the padded, rolled grid: (padded size, source position of each rolled position, region label).
 
@@ -61,7 +67,7 @@ def _axis(size, window: int, shift: int, dense: bool, device):
     on = torch.ones((), dtype=torch.long, device=device) if dense else (r >= window).any().long()
     s = shift * on
     label = ((r >= padded - window).long() + (r >= padded - s).long()) * on
-    return padded, (r + s) % padded, label
+    return padded, (r + s) % size_tensor(padded, device), label
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, dense: bool) -> torch.Tensor:
@@ -82,42 +88,41 @@ def attention_branch(block: nn.Module, x: torch.Tensor, dense: bool) -> torch.Te
     wp, src_c, lab_c = _axis(w, win, block.shift, dense, dev)
     x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     nh, nw = hp // win, wp // win
-    # rolled-grid (row, col) of every window-order token, windows row-major, decoded from one flat arange: index
-    # arithmetic only, since broadcasting two dynamic sizes makes the exporter guard on them being 1
-    t = torch.arange(nh * nw * n, device=dev)
-    win_id, k = t // n, t % n
-    r = ((win_id // nw) * win + k // win).view(nh * nw, n)
-    col = ((win_id % nw) * win + k % win).view(nh * nw, n)
+    # rolled-grid (row, col) of every window-order token, windows row-major: (nW, 1) window ids against (1, N)
+    # in-window positions. Only a dynamic size against a static one is broadcast, and no view reshapes a dynamic
+    # size (the exporter guards the sample's value of a broadcast pair or of a view's size-1 dims into the graph);
+    # the views below spell their sizes out, since a -1 would make it divide symbolic sizes and guard on them
+    win_id, k = torch.arange(nh * nw, device=dev)[:, None], torch.arange(n, device=dev)[None, :]
+    nw_t = size_tensor(nw, dev)
+    r = (win_id // nw_t) * win + k // win
+    col = (win_id % nw_t) * win + k % win
     sr, sc = src_r[r], src_c[col]
     label = lab_r[r] * 3 + lab_c[col]
     zero = torch.zeros((), dtype=x.dtype, device=dev)
     mask = torch.where(label[:, :, None] == label[:, None, :], zero, zero + SHIFT_MASK_VALUE)
     if not dense:
         mask = mask + torch.where((sr >= h) | (sc >= w), zero + PAD_MASK_VALUE, zero)[:, None, :]
-    windows = x.reshape(b, -1, c).index_select(1, (sr * wp + sc).reshape(-1)).reshape(-1, n, c)
+    windows = x.reshape(b, hp * wp, c).index_select(1, (sr * wp + sc).view(nh * nw * n)).view(b * nh * nw, n, c)
 
     attn = block.attn
     q, k, v, scale = attn.qkv_heads(windows)
     term = (attn.position_bias().unsqueeze(0) + mask.unsqueeze(1)).to(q.dtype)  # (nW, heads, N, N)
     logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-    logits = logits.view(b, nh * nw, *logits.shape[1:]) + term
-    out = logits.softmax(-1).view(q.shape[0], -1, n, n) @ v
-    out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(-1, n, c)))
+    # the window terms repeated per image rather than broadcast over a (B, nW, ...) view of the logits: splitting
+    # a symbolic B * nW back into B and nW makes the exporter guard on the sample's sizes
+    out = (logits + term.repeat(b, 1, 1, 1)).softmax(-1) @ v
+    out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(b * nh * nw, n, c)))
 
     # window-order row of each real token (i, j): the inverse of the gather above, cropping the padding
     t = torch.arange(h * w, device=dev)
-    ri, cj = (t // w - src_r[0]) % hp, (t % w - src_c[0]) % wp  # src[0] is the axis's shift
+    w_t = size_tensor(w, dev)
+    ri = (t // w_t - src_r[0]) % size_tensor(hp, dev)  # src[0] is the axis's shift
+    cj = (t % w_t - src_c[0]) % size_tensor(wp, dev)
     row = ((ri // win) * nw + cj // win) * n + (ri % win) * win + cj % win
-    return out.reshape(b, -1, c).index_select(1, row).view(b, h, w, c)
+    return out.view(b, nh * nw * n, c).index_select(1, row).view(b, h, w, c)
 
 
 def stage_blocks(stage: nn.Module, x: torch.Tensor, dense: bool) -> torch.Tensor:
-    h, w = x.shape[1], x.shape[2]
-    if isinstance(h, torch.SymInt):
-        # the shape solver cannot bound nested ceil-divisions, so it cannot tell that the last stage is more than
-        # one token high and wide (exports declare a minimum input size that makes it so, see `min_input_size`)
-        torch._check(h != 1)
-        torch._check(w != 1)
     for block in stage.blocks:
         x = block_forward(block, x, dense)
     return x

@@ -109,6 +109,13 @@ CASES = {
                               ["not a readable safetensors"]),
     "non-swin state dict": (lambda t: ["convert", _saved(t, {"a.weight": torch.zeros(2)}), "-o", t / "o.st"],
                             ["not a Swin checkpoint"]),
+    "detector without a Swin backbone": (
+        lambda t: ["convert", _saved(t, {"meta": {"epoch": 12}, "state_dict": {
+            "backbone.conv1.weight": torch.zeros(2), "backbone.layer1.0.conv1.weight": torch.zeros(2),
+            "neck.fpn_convs.0.conv.weight": torch.zeros(2)}}), "-o", t / "o.safetensors"],
+        ["backbone is not a Swin", "backbone.conv1.weight", "Swin backbones only"]),
+    "out_indices out of range": (lambda t: ["export", "swin_n_64", "--out-indices", "1", "4", "--to", "pt2", "-o",
+                                            t / "o.pt2"], ["out_indices [1, 4] out of range"]),
     "pickle via convert": (lambda t: ["convert", malicious_pickle(t), "-o", t / "o.safetensors"],
                            ["Python objects", "--trust-checkpoint"]),
     "pickle via eval": (lambda t: ["eval", malicious_pickle(t), "--data", "shapes"], ["--trust-checkpoint"]),
