@@ -29,7 +29,7 @@ class Spec:
     """One thing to measure: a zoo model (ours or timm's build of the same architecture) at a resolution."""
 
     name: str
-    impl: str = "swinzoo"  # swinzoo | timm
+    impl: str = "swinzoo"  # swinzoo | timm | onnxruntime (our ONNX export of the same model)
     res: int | None = None  # None: the model's configured resolution
     batch: int = 8
     train: bool = False
@@ -75,6 +75,8 @@ def build(spec: Spec) -> tuple[torch.nn.Module, int, int]:
     res = spec.res or cfg.img_size
     if spec.impl == "swinzoo":
         model = SwinTransformer(cfg)  # configured geometry; another res runs through the any-size path
+    elif spec.impl == "onnxruntime":
+        return onnx_session(cfg), res, sum(p.numel() for p in SwinTransformer(cfg).parameters())
     else:
         try:
             import timm
@@ -101,9 +103,32 @@ def _autocast(spec: Spec):
     return torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
 
+def onnx_session(cfg):
+    """An onnxruntime session of `cfg`'s classifier (fresh weights) exported by `swinzoo export --to onnx`, with
+    as many threads as torch uses: the same graph a user ships, timed against eager on equal terms."""
+    import tempfile
+
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise SwinzooError("--runtime onnxruntime needs onnxruntime: pip install 'swinzoo[onnx]'") from e
+    from swinzoo.converters import Checkpoint, graph
+
+    model = SwinTransformer(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model.onnx"
+        graph.write(Checkpoint(model.state_dict(), cfg, {}), "onnx", path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def make_step(model: torch.nn.Module, spec: Spec, res: int):
     """A closure running one batch: inference (eval, inference_mode) or a training step (fwd, bwd, SGD step)."""
     x = torch.randn(spec.batch, 3, res, res, device=spec.device)
+    if spec.impl == "onnxruntime":
+        feed = {model.get_inputs()[0].name: x.numpy()}
+        return lambda: model.run(None, feed)
     if not spec.train:
         def step():
             with torch.inference_mode(), _autocast(spec):
@@ -251,18 +276,19 @@ def _probe_main(spec_json: str) -> None:
 def benchmark(names: list[str], *, res: list[int] | None = None, batch: int = 8, train: bool = False,
               eval_and_train: bool = False, precision: str = "fp32", compile: bool = False, grad_ckpt: bool = False,
               vs_timm: bool = False, memory: bool = False, reps: int = 10, warmup: int = 2,
-              device: str | None = None, progress=None) -> list[Result]:
+              device: str | None = None, runtime: str | None = None, progress=None) -> list[Result]:
     """`swinzoo bench`: time zoo models (inference, a training step, or both), optionally against timm's build of
     each, interleaved. `res` several resolutions = a sweep; `progress()` is called once per timed round."""
     specs = plan(names, res=res, batch=batch, train=train, eval_and_train=eval_and_train, precision=precision,
-                 compile=compile, grad_ckpt=grad_ckpt, vs_timm=vs_timm, reps=reps, device=device)
+                 compile=compile, grad_ckpt=grad_ckpt, vs_timm=vs_timm, reps=reps, device=device, runtime=runtime)
     return run(specs, reps, warmup, memory, progress)
 
 
 def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, train: bool = False,
          eval_and_train: bool = False, precision: str = "fp32", compile: bool = False, grad_ckpt: bool = False,
-         vs_timm: bool = False, reps: int = 10, device: str | None = None) -> list[Spec]:
-    """The specs `benchmark` measures; every bad argument fails here, before anything runs."""
+         vs_timm: bool = False, reps: int = 10, device: str | None = None, runtime: str | None = None) -> list[Spec]:
+    """The specs `benchmark` measures; every bad argument fails here, before anything runs. `runtime`
+    "onnxruntime" adds the model's ONNX export, run by onnxruntime, to every inference group."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     for name in names:
         get_entry(name)
@@ -277,8 +303,17 @@ def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, trai
     if vs_timm:
         for name in names:
             timm_arch(name)
-    return [Spec(name, impl, r, batch, t, precision, compile, grad_ckpt and impl == "swinzoo", device)
-            for name in names for r in (res or [None]) for t in modes for impl in impls]
+    if runtime not in (None, "eager", "onnxruntime"):
+        raise SwinzooError(f"runtime {runtime!r}: use onnxruntime (eager PyTorch is always timed)")
+    if runtime == "onnxruntime":
+        if modes == [True] or precision != "fp32" or not device.startswith("cpu"):
+            raise SwinzooError("--runtime onnxruntime times fp32 inference on the CPU: drop --train, --precision "
+                               "bf16 and --device cuda")
+        impls.append("onnxruntime")
+    return [Spec(name, impl, r, batch, t, precision, compile and impl != "onnxruntime",
+                 grad_ckpt and impl == "swinzoo", device)
+            for name in names for r in (res or [None]) for t in modes for impl in impls
+            if not (t and impl == "onnxruntime")]
 
 
 def rounds(specs: list[Spec], reps: int) -> int:
@@ -309,7 +344,8 @@ def run(specs: list[Spec], reps: int = 10, warmup: int = 2, memory: bool = False
         rows = results[-len(group):]
         if memory:
             for s, r in zip(group, rows):
-                r.peak_mem_mb, r.mem_method = measure_memory(s)
+                if s.impl != "onnxruntime":  # its probe would export the model again in the subprocess
+                    r.peak_mem_mb, r.mem_method = measure_memory(s)
         add_ratios(rows, times)
     return results
 
@@ -318,6 +354,12 @@ def add_ratios(rows: list[Result], times: list[list[float]]) -> None:
     """Ours vs timm within one interleaved group (`times`: seconds per round, per row): speedup as the median
     per-round time ratio (both ran back to back, so load that comes and goes cancels in each ratio) with its
     quartiles, and the peak-memory ratio."""
+    eager = next((t for r, t in zip(rows, times) if r.impl == "swinzoo"), None)
+    for r, t in zip(rows, times):
+        if r.impl == "onnxruntime" and eager is not None:
+            ratios = [a / b for a, b in zip(eager, t)]  # > 1: the exported graph is faster than eager swinzoo
+            r.extra["speedup_vs_eager"] = statistics.median(ratios)
+            r.extra["speedup_vs_eager_quartiles"] = [percentile(ratios, 0.25), percentile(ratios, 0.75)]
     timm = next(((r, t) for r, t in zip(rows, times) if r.impl == "timm"), None)
     if timm is None:
         return

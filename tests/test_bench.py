@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -85,3 +86,21 @@ def test_sweep_plot(tmp_path):
     # the reference is quadratic in tokens: 4x the side, ~256x the attention MACs once attention dominates
     ratio = global_attention_macs("swin_t_224", 896) / global_attention_macs("swin_t_224", 224)
     assert ratio > 16 * 4
+
+
+def test_bench_onnxruntime_against_eager(capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    code, out, err = run_cli(["bench", "swin_n_64", "--batch", 1, "--reps", 2, "--warmup", 0,
+                              "--runtime", "onnxruntime", "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)["results"]
+    assert [r["impl"] for r in rows] == ["swinzoo", "onnxruntime"]
+    assert rows[0]["params"] == rows[1]["params"] and rows[1]["images_per_s"] > 0
+    low, high = rows[1]["extra"]["speedup_vs_eager_quartiles"]
+    assert low <= rows[1]["extra"]["speedup_vs_eager"] <= high
+
+
+def test_bench_onnxruntime_refuses_what_it_cannot_time(capsys):
+    code, _, err = run_cli(["bench", "swin_n_64", "--runtime", "onnxruntime", "--train"], capsys)
+    assert code == 2 and err.startswith("error: --runtime onnxruntime times fp32 inference") and err.count("\n") == 1

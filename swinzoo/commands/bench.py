@@ -11,7 +11,8 @@ from swinzoo.commands import examples, non_negative_int, positive_int
 EPILOG = examples(
         "swinzoo bench swin_t_224 swinv2_t_256_w8 --vs-timm --eval-and-train",
         "swinzoo bench swin_t_224 --res 224 448 672 --vs-timm --plot sweep.png",
-        "swinzoo bench swin_b_384 --precision bf16 --memory --json")
+        "swinzoo bench swin_b_384 --precision bf16 --memory --json",
+        "swinzoo bench swin_t_224 --runtime onnxruntime")
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every model (timm's too)")
     p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing for the swinzoo models")
     p.add_argument("--vs-timm", action="store_true", help="also run timm's build of each model, interleaved")
+    p.add_argument("--runtime", choices=("onnxruntime",), help="also time the model's ONNX export (swinzoo export "
+                   "--to onnx) run by onnxruntime, interleaved with eager PyTorch (fp32 inference, CPU)")
     p.add_argument("--memory", action="store_true", help="measure peak memory of one step (subprocess per model)")
     p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
@@ -47,7 +50,8 @@ def run(args) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
-                       grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device)
+                       grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device,
+                       runtime=args.runtime)
     console = Console(stderr=True)
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=args.json) as progress:
@@ -81,6 +85,8 @@ def print_table(results, args) -> None:
     if args.vs_timm:
         speed = "speed vs timm (quartiles)"
         cols += [speed, "mem vs timm"] if args.memory else [speed]
+    if args.runtime:
+        cols.append("speed vs eager (quartiles)")
     for c in cols:
         table.add_column(c, justify="left" if c in ("model", "impl", "mode") else "right")
     for r in results:
@@ -95,6 +101,9 @@ def print_table(results, args) -> None:
             if args.memory:
                 m = r.extra.get("mem_ratio_vs_timm")
                 row.append(f"{100 * m:.0f}%" if m else "")
+        if args.runtime:
+            s, q = r.extra.get("speedup_vs_eager"), r.extra.get("speedup_vs_eager_quartiles")
+            row.append(f"{s:.2f}x ({q[0]:.2f}-{q[1]:.2f})" if s else "")
         table.add_row(*row)
     console.print(table)
     if args.memory and results:
