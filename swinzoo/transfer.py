@@ -2,6 +2,8 @@
 
 `transfer(state_dict, src, dst)` is pure: it returns the new state dict, the target config (V2 gets its
 `pretrained_window_sizes` from the source) and a `TransferReport` of everything it touched.
+`simmim_encoder_to_classifier` is the SimMIM fine-tune load (`utils_simmim.load_pretrained`): same idea, but V1
+bias tables are resized geometrically (`swinzoo.geometric_interp`), not bicubically.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.geometric_interp import resize_bias_table_geometric
 from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index, shift_mask
 from swinzoo.zoo import IN22K_CLASSES
@@ -123,6 +126,12 @@ def source_windows(src: SwinConfig) -> tuple[int, ...]:
     return tuple(p if p > 0 else src.stage_window(i) for i, p in enumerate(src.pretrained_window_sizes))
 
 
+def with_source_windows(src: SwinConfig, dst: SwinConfig) -> SwinConfig:
+    """`dst` with V2 `pretrained_window_sizes` = the source's effective windows, so the CPB MLP sees the same inputs
+    for the offsets both windows share (the official fine-tune configs, e.g. 12-12-12-6 from 192/w12); V1 as is."""
+    return dst.replace(pretrained_window_sizes=source_windows(src)) if dst.version == 2 else dst
+
+
 def check_compatible(src: SwinConfig, dst: SwinConfig) -> None:
     for name in ("version", "embed_dim", "depths", "num_heads", "patch_size", "in_chans", "mlp_ratio", "qkv_bias",
                  "patch_norm", "ape"):
@@ -151,10 +160,11 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     state_dict, report.dropped = drop_buffers(state_dict)
     out: dict[str, torch.Tensor] = {}
     if dst.version == 2:
-        pws = source_windows(src)
-        if pws != dst.pretrained_window_sizes:
-            report.notes.append(f"pretrained_window_sizes {list(pws)} (the source's effective windows)")
-        dst = dst.replace(pretrained_window_sizes=pws)
+        moved = with_source_windows(src, dst)
+        if moved.pretrained_window_sizes != dst.pretrained_window_sizes:
+            report.notes.append(f"pretrained_window_sizes {list(moved.pretrained_window_sizes)} (the source's "
+                                "effective windows)")
+        dst = moved
     for key, value in state_dict.items():
         if key.endswith("relative_position_bias_table"):
             stage = int(key.split(".")[1])
@@ -190,3 +200,54 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     if src.class_names != dst.class_names and dst.class_names is None and src.num_classes == dst.num_classes:
         dst = dst.replace(class_names=src.class_names)
     return out, dst, report
+
+
+def simmim_encoder_to_classifier(state_dict: dict[str, torch.Tensor], src: SwinConfig,
+                                 dst: SwinConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A SimMIM pretraining state dict (`encoder.*`, `decoder.*`; the encoder of config `src`) as canonical weights of
+    the classifier `dst`, without a head (the pretraining has none: the caller initialises it), and notes on what
+    changed. The remap of the official `utils_simmim.load_pretrained` / `remap_pretrained_keys_swin`:
+
+    - `encoder.*` without the prefix; `decoder.*` and `mask_token` dropped; buffers dropped (rebuilt by the model);
+    - `rpe_mlp` renamed `cpb_mlp` (the name in the released V2 SimMIM files);
+    - V1: a `relative_position_bias_table` whose window changes is resized by the geometric interpolation;
+    - V2: weights unchanged; `dst.pretrained_window_sizes` must be the source's windows (`with_source_windows`).
+    """
+    check_compatible(src, dst)
+    dst.validate_geometry()
+    if not any(k.startswith("encoder.") for k in state_dict):
+        raise SwinzooError("no encoder.* keys: not a SimMIM pretraining state dict (move a classifier with transfer())")
+    if dst.version == 2 and dst.pretrained_window_sizes != source_windows(src):
+        raise SwinzooError(f"target pretrained_window_sizes {list(dst.pretrained_window_sizes)} are not the SimMIM "
+                           f"source's windows {list(source_windows(src))}: build the target with with_source_windows")
+    if dst.ape and src.patch_grid != dst.patch_grid:  # the official loader would fail on the shape mismatch too
+        raise SwinzooError(f"the SimMIM fine-tune load cannot move absolute_pos_embed from {src.img_size} to "
+                           f"{dst.img_size} px: fine-tune at {src.img_size}")
+    encoder = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
+    others = len(state_dict) - len(encoder)
+    encoder, buffers = drop_buffers(encoder)
+    # no place in a classifier (mask_token), or not this function's to give (a head: the caller initialises it)
+    dropped = [k for k in encoder if k == "mask_token" or k.startswith("head.")]
+    out: dict[str, torch.Tensor] = {}
+    resized, renamed = [], 0
+    for key, value in encoder.items():
+        if key in dropped:
+            continue
+        if "rpe_mlp" in key:
+            key, renamed = key.replace("rpe_mlp", "cpb_mlp"), renamed + 1
+        if key.endswith("relative_position_bias_table"):
+            size = 2 * dst.stage_window(int(key.split(".")[1])) - 1
+            if value.shape[0] != size * size:
+                value = resize_bias_table_geometric(value, size)
+                resized.append(key)
+        out[key] = value
+    notes = [f"{len(out)} encoder tensors without the encoder. prefix; dropped {others} decoder tensors, "
+             f"{', '.join(dropped) or 'no mask_token'} and {len(buffers)} buffers (rebuilt by the model)"]
+    if resized:
+        notes.append(f"resized {len(resized)} bias tables geometrically (official SimMIM), e.g. {resized[0]} "
+                     f"{tuple(encoder[resized[0]].shape)} -> {tuple(out[resized[0]].shape)}")
+    if renamed:
+        notes.append(f"renamed {renamed} rpe_mlp tensors to cpb_mlp")
+    if dst.num_classes > 0:
+        notes.append(f"no head in the pretraining: head.weight/head.bias for {dst.num_classes} classes are new")
+    return out, notes
