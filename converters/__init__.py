@@ -4,7 +4,8 @@ Every weight takes one path: file -> format module -> `Checkpoint` (canonical st
 names and no buffers, its `SwinConfig`, provenance) -> transfer -> model. Each module (official, native, timm,
 hf, torchvision) ends with `FORMAT = Format(...)`: how to recognise the format, `read` and `write`. Adding a
 format is adding one module and one row to `FORMATS`; `swinzoo convert`, `export`, `push`, `download` and every
-loader go through `detect`, `read` and `write` below.
+loader go through `detect`, `read` and `write` below. A SimMIM pretraining checkpoint (`simmim`, and swinzoo's own
+file holding one) keeps its `encoder.` / `decoder.0.` keys: `simmim.is_simmim` tells it apart.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters import hf, mmdet, native, official, timm, torchvision
+from swinzoo.converters import hf, mmdet, native, official, simmim, timm, torchvision
 from swinzoo.converters.common import Checkpoint, Format, read_config_json, read_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
@@ -27,9 +28,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     hf.FORMAT,
     torchvision.FORMAT,
     mmdet.FORMAT,
+    simmim.FORMAT,
 )}
 # Key layouts are told apart most specific first: official keys also match parts of the others' patterns.
-KEY_DETECTION_ORDER = ("mmdet", "torchvision", "hf", "timm", "official")
+KEY_DETECTION_ORDER = ("simmim", "mmdet", "torchvision", "hf", "timm", "official")
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None and name != "swinzoo")
 
 __all__ = ["EXPORT_FORMATS", "FORMATS", "Checkpoint", "Format", "detect", "get_format", "read", "write"]
@@ -64,7 +66,7 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
                            f"keys: {', '.join([k for k in raw if k.startswith('backbone.')][:3])}); swinzoo reads "
                            "Swin backbones only")
     raise SwinzooError(f"{path} is not a Swin checkpoint swinzoo recognises (official, timm, transformers, "
-                       f"torchvision or OpenMMLab keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
+                       f"torchvision, OpenMMLab or SimMIM keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
 
 
 def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Checkpoint:
@@ -106,4 +108,8 @@ def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_chang
     format_ = get_format(fmt)
     if format_.write is None:
         raise SwinzooError(f"swinzoo reads {fmt} but does not write it")
+    if simmim.is_simmim(checkpoint.state_dict) and format_ not in (simmim.FORMAT, native.FORMAT):
+        # the other layouts hold a classifier or a backbone: a SimMIM encoder + decoder would be written half
+        raise SwinzooError(f"this is a SimMIM pretraining model (encoder + decoder), which {fmt} cannot hold: write "
+                           "it as simmim or swinzoo")
     return format_.write(checkpoint, out, allow_numeric_change=allow_numeric_change, overwrite=overwrite)

@@ -11,6 +11,7 @@ from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_
 from swinzoo.converters import Checkpoint, graph
 from swinzoo.converters.dense import backbone_config, check_features_only, to_backbone
 from swinzoo.converters.mmdet import dropped_summary
+from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
@@ -50,10 +51,16 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
 
 def read_transferred(src: str, *, res: int | None = None, window: int | None = None, num_classes: int | None = None,
                      from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
-                     allow_nonfinite: bool = False) -> tuple[Checkpoint, TransferReport]:
-    """`src` read and moved to the target the arguments describe. Provenance records the surgery."""
+                     allow_nonfinite: bool = False, keep_simmim: bool = False) -> tuple[Checkpoint, TransferReport]:
+    """`src` read and moved to the target the arguments describe. Provenance records the surgery. A SimMIM
+    pretraining checkpoint becomes a classifier by the official SimMIM fine-tune load, unless `keep_simmim`."""
     source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
                              allow_nonfinite=allow_nonfinite)
+    if keep_simmim and is_simmim(source.state_dict):
+        if res is not None or window is not None or num_classes is not None:
+            raise SwinzooError("a SimMIM pretraining model is written at its own geometry: drop --res, --window and "
+                               "--num-classes, or convert it to a classifier (any other format) to move it")
+        return source, TransferReport(kept=len(source.state_dict))
     if source.config.is_backbone:
         state_dict, dst, report = backbone_transfer(source, res, window, num_classes)
     else:
@@ -112,7 +119,8 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     backbone_window = window if features or out_indices is not None else None
     checkpoint, report = read_transferred(src, res=res, window=None if backbone_window else window,
                                           num_classes=num_classes, from_format=from_format, arch=arch,
-                                          trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite)
+                                          trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite,
+                                          keep_simmim=to == "simmim")
     if check_features_only(checkpoint.config, features or None, out_indices, src) and (
             not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):
         checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)

@@ -2,7 +2,8 @@
 
 A source is a local file or folder in any format `swinzoo.converters` reads, `hf-hub:ORG/NAME[@REV]` (fetched
 into the Hugging Face cache first), or a zoo name (`swin_b_224.in22k`): shipped with the package (the nano
-models) or fetched from its Hub repo and checked against the zoo architecture.
+models) or fetched from its Hub repo and checked against the zoo architecture. `load_model` builds a classifier or a
+detection backbone, `load_simmim` a SimMIM pretraining model.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
 from swinzoo.converters.dense import check_features_only, check_window, to_backbone
+from swinzoo.converters.simmim import DECODER_KEYS, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_strict
-from swinzoo.models import SwinBackbone, SwinTransformer, count_macs, count_params
+from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer, count_macs, count_params
+from swinzoo.models.simmim import NORM_TARGET_KERNEL
 from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
@@ -97,6 +100,9 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     """
     check_window(window, features_only)  # before anything is fetched
     checkpoint = read_checkpoint(src)
+    if is_simmim(checkpoint.state_dict):
+        raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
+                           "fine-tune/convert it (the encoder moves to the classifier)")
     if check_features_only(checkpoint.config, features_only, out_indices, str(src), window):
         checkpoint, _ = to_backbone(checkpoint, out_indices, window)
     elif frozen_stages != -1:
@@ -105,6 +111,43 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     model = SwinBackbone(config, frozen_stages) if config.is_backbone else SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, str(src))
     model.provenance = checkpoint.provenance
+    return model
+
+
+def load_simmim(src: str | Path, *, norm_targets: bool = False, norm_target_kernel: int = NORM_TARGET_KERNEL,
+                mask_patch_size: int = 32, mask_ratio: float = 0.6, from_format: str = "auto", arch: str | None = None,
+                trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
+    """A SimMIM pretraining model (`models.simmim.SimMIM`, official numerics) from a SimMIM checkpoint (an official
+    pretraining .pth, or swinzoo's own file holding one), or built around the encoder of any classification source
+    `read_checkpoint` reads (a zoo name, file, folder or `hf-hub:` reference): its head is dropped, the mask token
+    starts from the official truncated normal(0.02) and the decoder from PyTorch's default init, and the
+    provenance says so. The model carries `.config` (the encoder's) and `.provenance`.
+
+    `norm_targets` / `norm_target_kernel`: the loss compares with locally normalised images (official NORM_TARGET);
+    `mask_patch_size`, `mask_ratio`: what `model.mask_generator()` draws; `config_overrides` are `SwinConfig`
+    fields that do not change the weights (e.g. `drop_path_rate=0.1`).
+    """
+    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    config, provenance = checkpoint.config, dict(checkpoint.provenance)
+    if config.is_backbone:
+        raise SwinzooError(f"{src} is a detection backbone (no final norm): SimMIM pretrains a classification "
+                           "encoder; give a classifier or a SimMIM checkpoint")
+    fresh = not is_simmim(checkpoint.state_dict)
+    if fresh:
+        dropped = [k for k in checkpoint.state_dict if k.startswith("head.")]
+        provenance["simmim"] = {"encoder_from": str(src), "dropped": dropped,
+                                "initialised": [f"{MASK_TOKEN} (truncated normal, std 0.02, as the official)",
+                                                "decoder.0 (PyTorch's default Conv2d init, as the official)"]}
+    config = config.replace(**config_overrides) if config_overrides else config  # SimMIM drops the head
+    model = SimMIM(config, norm_targets=norm_targets, norm_target_kernel=norm_target_kernel,
+                   mask_patch_size=mask_patch_size, mask_ratio=mask_ratio)
+    state_dict = checkpoint.state_dict
+    if fresh:
+        own = model.state_dict()
+        state_dict = {MASK_TOKEN: own[MASK_TOKEN], **{k: own[k] for k in DECODER_KEYS},
+                      **{"encoder." + k: v for k, v in state_dict.items() if not k.startswith("head.")}}
+    load_strict(model, state_dict, str(src))
+    model.provenance = provenance
     return model
 
 

@@ -153,10 +153,15 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     - V2: weights carry over unchanged; `dst.pretrained_window_sizes` becomes the windows the source normalised
       its log-spaced coordinates by, so the CPB MLP sees the same inputs for the offsets both windows share.
     - Head: kept when the class count matches, gathered 21841 -> 1000 with the official map, else zeroed.
+    - A SimMIM pretraining state dict (`encoder.*`, `decoder.0.*`) takes the official SimMIM fine-tune load first
+      (`simmim_encoder_to_classifier`: V1 tables resized geometrically, not bicubically), then the rules above.
     """
     check_compatible(src, dst)
     dst.validate_geometry()
     report = TransferReport()
+    if is_simmim_state_dict(state_dict):
+        state_dict, report.notes = simmim_encoder_to_classifier(
+            state_dict, src, with_source_windows(src, dst) if dst.version == 2 else dst)
     state_dict, report.dropped = drop_buffers(state_dict)
     out: dict[str, torch.Tensor] = {}
     if dst.version == 2:
@@ -200,6 +205,11 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     if src.class_names != dst.class_names and dst.class_names is None and src.num_classes == dst.num_classes:
         dst = dst.replace(class_names=src.class_names)
     return out, dst, report
+
+
+def is_simmim_state_dict(state_dict: dict) -> bool:
+    """A SimMIM pretraining state dict: the encoder under `encoder.` and the pixel decoder `decoder.0.*`."""
+    return "decoder.0.weight" in state_dict and any(k.startswith("encoder.") for k in state_dict)
 
 
 def simmim_encoder_to_classifier(state_dict: dict[str, torch.Tensor], src: SwinConfig,

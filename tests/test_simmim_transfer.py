@@ -150,3 +150,20 @@ def test_spline_matches_fitpack_when_scipy_is_installed():
     # RectBivariateSpline(x, y, z) takes z as (len(x), len(y)); with s=0 it is the same FITPACK regrid fit
     ref = interpolate.RectBivariateSpline(y.numpy(), x.numpy(), z.numpy(), kx=3, ky=3, s=0)(yq.numpy(), xq.numpy())
     torch.testing.assert_close(interp2d_cubic(z, x, y, xq, yq), torch.from_numpy(ref), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [V1_FT, V2_FT])
+def test_convert_and_load_model_take_a_simmim_checkpoint(name, tmp_path):
+    """The public path a user takes (`swinzoo convert SIMMIM.pth --res --window`): the same features as the
+    official fine-tune load, read back by `load_model` as a classifier."""
+    import swinzoo
+
+    m = meta(name)
+    out = tmp_path / "ft.safetensors"
+    done = swinzoo.convert(str(FIXTURES / m["source"]), out, res=m["img_size"], window=m["window"], num_classes=10)
+    assert any("geometrically" in n for n in done.report.notes) == (name == V1_FT)
+    model = swinzoo.load_model(out).double().eval()
+    exp = load_file(FIXTURES / f"{name}.expected.safetensors")
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(exp["input"].double()), pre_logits=True)
+    assert (features - exp["features"]).abs().max().item() <= 1e-6

@@ -7,8 +7,8 @@ same reason; a test holds them equal to `swinzoo.converters.FORMATS`.
 
 import argparse
 
-FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision", "mmdet")
-EXPORT_CHOICES = ("official", "timm", "hf", "torchvision", "mmdet", "onnx", "pt2")
+FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision", "mmdet", "simmim")
+EXPORT_CHOICES = ("official", "timm", "hf", "torchvision", "mmdet", "simmim", "onnx", "pt2")
 
 
 def examples(*commands: str) -> str:

@@ -144,7 +144,15 @@ class SwinTransformer(nn.Module):
         Any H, W: the configured `img_size` runs the official geometry; other sizes are padded to the patch and
         window grids with the padding masked out of attention (see `swinzoo.models.windows`).
         """
-        x = self.patch_embed(x)
+        return self.forward_tokens(self.patch_embed(x))
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, embed_dim) patch tokens (after the patch embedding's norm) -> (B, h/8, w/8, num_features):
+        absolute position embedding, dropout, the stages, the final norm.
+
+        Split from `forward_features` so SimMIM can put its mask token where the official code does: between the
+        patch norm and the position embedding.
+        """
         if self.absolute_pos_embed is not None:
             g = self.config.patch_grid
             if x.shape[1:3] != (g, g):
