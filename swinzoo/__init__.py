@@ -20,11 +20,14 @@ _EXPORTS = {
     "list_models": "swinzoo.zoo",
     "SwinTransformer": "swinzoo.models",
     "SwinBackbone": "swinzoo.models",
+    "SimMIM": "swinzoo.models",
+    "MaskGenerator": "swinzoo.models",
     "transfer": "swinzoo.transfer",
     "Checkpoint": "swinzoo.converters",
     "save_model": "swinzoo.converters.native",
     "read_checkpoint": "swinzoo.sources",
     "load_model": "swinzoo.sources",
+    "load_simmim": "swinzoo.sources",
     "create_model": "swinzoo.conversion",
     "model_info": "swinzoo.sources",
     "download": "swinzoo.hub",
@@ -34,11 +37,13 @@ _EXPORTS = {
     "evaluate": "swinzoo.evaluation",
     "predict": "swinzoo.evaluation",
     "finetune": "swinzoo.train.run",
+    "pretrain": "swinzoo.train.pretrain",
 }
 __all__ = [
-    "Checkpoint", "SwinBackbone", "SwinConfig", "SwinTransformer", "SwinzooError", "convert", "create_model",
-    "create_transform", "data_config", "download", "evaluate", "export", "finetune", "list_models", "load_model",
-    "model_info", "predict", "push", "read_checkpoint", "save_model", "transfer",
+    "Checkpoint", "MaskGenerator", "SimMIM", "SwinBackbone", "SwinConfig", "SwinTransformer", "SwinzooError",
+    "convert", "create_model", "create_transform", "data_config", "download", "evaluate", "export", "finetune",
+    "list_models", "load_model", "load_simmim", "model_info", "predict", "pretrain", "push", "read_checkpoint",
+    "save_model", "transfer",
 ]
 
 if TYPE_CHECKING:
@@ -49,9 +54,10 @@ if TYPE_CHECKING:
     from swinzoo.errors import SwinzooError
     from swinzoo.evaluation import evaluate, predict
     from swinzoo.hub import download
-    from swinzoo.models import SwinBackbone, SwinTransformer
+    from swinzoo.models import MaskGenerator, SimMIM, SwinBackbone, SwinTransformer
     from swinzoo.preprocess import create_transform, data_config
-    from swinzoo.sources import load_model, model_info, read_checkpoint
+    from swinzoo.sources import load_model, load_simmim, model_info, read_checkpoint
+    from swinzoo.train.pretrain import pretrain
     from swinzoo.train.run import finetune
     from swinzoo.transfer import transfer
     from swinzoo.upload import push

@@ -1,7 +1,8 @@
 """The `swinzoo` command: a thin dispatcher over one module per verb in `swinzoo.commands`.
 
-Each command module has `register(subparsers)`, which adds its parser and sets `func`; `finetune` parses its own
-arguments with jsonargparse (config files, Lightning objects) and is handed everything after its name.
+Each command module has `register(subparsers)`, which adds its parser and sets `func`; `finetune` and `pretrain`
+parse their own arguments with jsonargparse (config files, Lightning objects) and are handed everything after
+their name.
 `cli_main(args)` runs in process (tests call it directly) and is the one place exceptions become one line on
 stderr: a `SwinzooError` (bad input: the message names the problem and the fix) exits 2, an OS error (disk full,
 permissions) 1, anything else 1 with its type; `SWINZOO_DEBUG=1` shows the traceback instead.
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
     "swinzoo.commands.download",  # download
     "swinzoo.commands.bench",  # bench
     "swinzoo.commands.finetune",  # finetune
+    "swinzoo.commands.pretrain",  # pretrain (SimMIM)
     "swinzoo.commands.recipes",  # recipes
     "swinzoo.commands.eval",  # eval, predict
 )
@@ -35,6 +37,7 @@ EXAMPLES = """examples:
   swinzoo convert swin_base_patch4_window7_224.pth -o b384.safetensors --res 384
   swinzoo export b384.safetensors --to timm -o b384_timm
   swinzoo finetune --from swin_n_64 --res 128           # offline, minutes on a CPU
+  swinzoo pretrain --from swin_n_64 --data shapes       # SimMIM self-supervised pretraining
   swinzoo eval runs/swin_n_64-128                       # top-1 / top-5 on the validation split
 
 `swinzoo COMMAND --help` describes each command; SWINZOO_DEBUG=1 shows tracebacks."""
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from swinzoo import __version__
 
     parser = Parser(prog="swinzoo", description="Swin Transformer V1/V2 with the official numerics: a model zoo,\n"
-                    "converters, fine-tuning with Lightning.", epilog=EXAMPLES)
+                    "converters, fine-tuning and SimMIM pretraining with Lightning.", epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"swinzoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
@@ -90,10 +93,9 @@ def cli_main(args: list[str] | None = None) -> int:
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     argv = sys.argv[1:] if args is None else [str(a) for a in args]
     try:
-        if argv[:1] == ["finetune"]:  # its own parser: YAML configs and the Trainer's arguments (jsonargparse)
-            from swinzoo.commands.finetune import main as finetune_main
-
-            return finetune_main(argv[1:])
+        if argv[:1] in (["finetune"], ["pretrain"]):  # own parsers: YAML configs, the Trainer's arguments
+            verb = importlib.import_module(f"swinzoo.commands.{argv[0]}")
+            return verb.main(argv[1:])
         parser = build_parser()
         ns = parse(parser, argv)
         if ns.command is None:  # a bare `swinzoo`: what it can do

@@ -37,10 +37,13 @@ def test_format_choices_match_the_registry():
 
 
 def test_every_example_parses(tmp_path, monkeypatch, capsys):
-    """Each example of each epilog parses; `finetune` ones with its own parser, a `> FILE` redirect of
-    --print-config writing FILE, so the next example's --config reads it."""
-    from swinzoo.commands import finetune
+    """Each example of each epilog parses; `finetune` and `pretrain` ones with their own parsers, a `> FILE`
+    redirect of --print-config writing FILE, so the next example's --config reads it."""
+    from swinzoo.commands import finetune, pretrain
     from swinzoo.train.options import FinetuneOptions
+    from swinzoo.train.pretrain_options import PretrainOptions
+
+    own = {"finetune": (finetune, FinetuneOptions), "pretrain": (pretrain, PretrainOptions)}
 
     monkeypatch.chdir(tmp_path)
     parser = build_parser()
@@ -52,7 +55,7 @@ def test_every_example_parses(tmp_path, monkeypatch, capsys):
     for command in commands:
         command, _, redirect = command.partition(" > ")
         args = shlex.split(command)[1:]
-        if args[0] != "finetune":
+        if args[0] not in own:
             ns = parse(parser, args)
             assert ns.command and callable(ns.func), command
             continue
@@ -61,13 +64,14 @@ def test_every_example_parses(tmp_path, monkeypatch, capsys):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(printed)
         capsys.readouterr()
-        result = finetune.parse(args[1:])
+        verb, options = own[args[0]]
+        result = verb.parse(args[1:])
         if redirect:
             assert result == 0, command
             printed = capsys.readouterr().out
             assert "from: swin_n_64" in printed
         else:
-            assert isinstance(result, FinetuneOptions), command
+            assert isinstance(result, options), command
 
 
 def test_help_shows_defaults():

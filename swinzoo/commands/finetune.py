@@ -200,17 +200,17 @@ def explain(error: Exception, parser) -> str:
         return f"{flag}={value!r}: {_wanted(key, parser)}{hint}"
     m = re.match(r"Group 'trainer' does not accept option '([^']+)'", first)
     if m:
-        return _trainer_key_problem(m.group(1))
+        return _trainer_key_problem(m.group(1), parser.prog)
     m = re.match(r"Option '([^']+)' is not accepted", first)
     if m:
         return f"unknown config key {m.group(1)!r}; valid keys: {', '.join(_config_keys(parser))}"
     m = re.match(r"unrecognized arguments: --trainer\.([\w.]+)", first)
     if m:
-        return _trainer_key_problem(m.group(1).split(".")[0])
+        return _trainer_key_problem(m.group(1).split(".")[0], parser.prog)
     m = re.match(r"unrecognized arguments: (\S+)", first)
     if m:
         flags = [s for a in parser._actions for s in a.option_strings]
-        return f"unrecognized argument {m.group(1)}{_closest(m.group(1).split('=')[0], flags)}"
+        return f"unrecognized argument {m.group(1)}{_closest(m.group(1).split('=')[0], flags, parser.prog)}"
     return first
 
 
@@ -218,12 +218,12 @@ def _flag(key: str) -> str:
     return f"--{key}" if key.startswith("trainer.") else f"--{key.replace('_', '-')}"
 
 
-def _closest(word: str, choices: list[str]) -> str:
+def _closest(word: str, choices: list[str], prog: str = "swinzoo finetune") -> str:
     close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {close[0]}?" if close else "; see `swinzoo finetune --help`"
+    return f"; did you mean {close[0]}?" if close else f"; see `{prog} --help`"
 
 
-def _trainer_key_problem(key: str) -> str:
+def _trainer_key_problem(key: str, prog: str = "swinzoo finetune") -> str:
     """An unknown or swinzoo-owned `trainer.KEY`: which, and what to write instead."""
     from swinzoo.train.checks import TRAINER_OWNED, trainer_hints
 
@@ -234,7 +234,7 @@ def _trainer_key_problem(key: str) -> str:
     if close:
         owned = TRAINER_OWNED.get(close[0])
         hint = f"; did you mean {close[0]}?" + (f" ({owned})" if owned else "")
-    return f"--trainer.{key}: not a Trainer option{hint or '; `swinzoo finetune --print-config` lists them'}"
+    return f"--trainer.{key}: not a Trainer option{hint or f'; `{prog} --print-config` lists them'}"
 
 
 def _config_keys(parser) -> list[str]:
@@ -270,7 +270,8 @@ def options_from(values: dict, parser):
 
     defaults = parser.get_defaults().as_dict().get("trainer", {})
     given = as_plain(values.pop("trainer", None) or {})
-    trainer = {k: v for k, v in given.items() if v != defaults.get(k)}
+    # by type as well: limit_val_batches=1 (one batch) equals the default 1.0 (all batches) as a number
+    trainer = {k: v for k, v in given.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
     values["source"] = values.pop("from")
     for key in ("config", "__path__", "print_config"):
         values.pop(key, None)

@@ -1,4 +1,4 @@
-"""`swinzoo recipes`: the packaged fine-tuning recipes, one line each (or one recipe in full)."""
+"""`swinzoo recipes`: the packaged fine-tuning and SimMIM pretraining recipes, one line each (or one in full)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from swinzoo.commands import examples
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("recipes", help="the packaged fine-tuning recipes, one line each", epilog=examples(
-        "swinzoo recipes",
-        "swinzoo recipes swin_224to384          # every value of one recipe, as YAML",
-        "swinzoo recipes --json"))
+    p = subparsers.add_parser("recipes", help="the packaged fine-tuning and pretraining recipes, one line each",
+                              epilog=examples("swinzoo recipes",
+                                              "swinzoo recipes swin_224to384          # every value of one recipe",
+                                              "swinzoo recipes --json"))
     p.add_argument("name", nargs="?", metavar="NAME", help="print this recipe in full (YAML), as --recipe uses it")
     p.add_argument("--json", action="store_true", help="print JSON: name, description, res, window and every value")
     p.set_defaults(func=run)
@@ -39,5 +39,5 @@ def run(args) -> int:
     moves = ", ".join(f"V{v} {a}->{b}: {n}" for (v, a, b), n in OFFICIAL_MOVES.items())
     console.print(f"\nWithout --recipe, finetune picks the one its source names, else the official recipe of the move "
                   f"({moves}; 22k->1k at 224: swin_22kto1k), else {PLAIN_RECIPE}. Without --res it keeps the source's "
-                  "resolution.", highlight=False)
+                  "resolution. swinzoo pretrain uses simmim_pretrain unless --recipe names another.", highlight=False)
     return 0

@@ -1,4 +1,5 @@
-"""Fine-tuning recipes: typed hyper-parameters, read from the commented YAML files in `recipes/`.
+"""Fine-tuning and SimMIM pretraining recipes: typed hyper-parameters, read from the commented YAML files in
+`recipes/`.
 
 A recipe file sets any subset of the `Recipe` fields; the rest keep the defaults below, which are the official
 fine-tuning defaults (`config.py` of the official code plus the 224->384 fine-tune). Learning rates are per 512
@@ -53,6 +54,10 @@ class Recipe:
     test_crop: bool | None = None  # eval: resize to res/0.875 + center crop; None = crop below 384 px (official)
     ema_decay: float | None = None  # the official code has no EMA; set e.g. 0.9998 to average weights
     grad_checkpointing: bool = False
+    # --- SimMIM pretraining (`swinzoo pretrain`; fine-tunes ignore these)
+    mask_patch_size: int = 32  # official DATA.MASK_PATCH_SIZE: side of one mask unit in pixels
+    mask_ratio: float = 0.6  # official DATA.MASK_RATIO: ceil(ratio x mask units) of each image are masked
+    norm_targets: bool = False  # official MODEL.SIMMIM.NORM_TARGET (on for SwinV2-B): L1 on locally normalised pixels
     # --- target and run
     res: int | None = None
     window: int | None = None
@@ -149,6 +154,8 @@ RANGES = {
     "random_erasing": (0, 1, True, True, "RandomErasing probability"),
     "hflip": (0, 1, True, True, "horizontal flip probability"),
     "ema_decay": (0, 1, True, False, "EMA decay; null or 0 disables"),
+    "mask_patch_size": (1, None, True, True, "SimMIM mask unit side in pixels"),
+    "mask_ratio": (0, 1, False, True, "share of SimMIM mask units masked"),
     "res": (1, None, True, True, "target resolution in pixels"),
     "window": (1, None, True, True, "target window size"),
     "seed": (0, MAX_SEED, True, True, "random seed"),

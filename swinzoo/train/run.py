@@ -175,6 +175,9 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
         raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
                            f"`swinzoo finetune --out {out}`")
     plan = read_plan(run_file)
+    if plan.provenance.get("task") == "simmim_pretrain":
+        raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
+                           f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -185,8 +188,6 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
     step = check_checkpoint(ckpt, args.trust_checkpoint)
     return plan, ckpt, step
-
-
 
 
 def finetune(source: str | None = None, *, console=None, **options) -> FinetuneResult | None:

@@ -1,0 +1,157 @@
+"""`swinzoo pretrain`: a thin wrapper over `swinzoo.pretrain` (SimMIM), parsed as `swinzoo finetune` is.
+
+The parser is jsonargparse, as finetune's: every flag is a config key, `--config run.yaml` reads them,
+`--print-config` prints the merged config, OUT/config.yaml replays a run, and any `lightning.Trainer` argument is
+`--trainer.NAME VALUE` (or `--trainer NAME=VALUE`). The spelling fixes and the one-line errors are finetune's
+(`normalise_argv`, `explain`). `--help` builds the parser without Lightning, so it stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Literal
+
+from swinzoo.commands import FORMAT_CHOICES, examples
+from swinzoo.commands.finetune import HELP_FLAGS, TRAINER_HELP, _formatter, explain, normalise_argv
+from swinzoo.errors import SwinzooError
+from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES, as_plain  # no torch, no Lightning
+
+EXAMPLES = examples(
+    "swinzoo pretrain --from swin_n_64 --data shapes --max-steps 200   # the nano model's encoder, offline",
+    "swinzoo pretrain --from swin_b_224 --scratch --res 192 --window 6 --data imagenet/ --devices 8 --strategy ddp",
+    "swinzoo pretrain --from simmim_swin_base.pth --data photos/ --max-steps 1000   # continue a SimMIM model",
+    "swinzoo pretrain --from swin_n_64 --data shapes --print-config > pre.yaml   # the whole run as YAML",
+    "swinzoo pretrain --config pre.yaml --out runs/pre                # ... and run it",
+    "swinzoo pretrain --resume runs/pre --max-steps 400               # continue a stopped run from last.ckpt",
+    "swinzoo finetune --from runs/pre/model.safetensors --data shapes  # then fine-tune its encoder")
+
+DESCRIPTION = """SimMIM masked-image pretraining of a Swin encoder (official recipe and numerics), with Lightning.
+The source is a zoo name or classification file (its encoder, a fresh mask token and decoder), a SimMIM checkpoint
+(continued), or a zoo architecture from scratch. OUT/model.safetensors holds the SimMIM model; each validation
+draws OUT/reconstructions/step_N.png. Every flag is also a key of a YAML config (--config)."""
+
+
+def register(subparsers) -> None:
+    # listed in `swinzoo --help`; `swinzoo.cli` hands everything after `pretrain` to `main` before argparse runs
+    subparsers.add_parser("pretrain", add_help=False,
+                          help="SimMIM self-supervised pretraining of a Swin encoder on images (no labels)")
+
+
+def build_parser(with_trainer: bool = True):
+    """The pretrain parser; `with_trainer` types every `lightning.Trainer` argument (imports Lightning)."""
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+
+    p = ArgumentParser(prog="swinzoo pretrain", description=DESCRIPTION, epilog=EXAMPLES, exit_on_error=False,
+                       formatter_class=_formatter())
+    p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these keys (flags after it override)")
+    source = p.add_argument_group("source and target")
+    source.add_argument("--from", dest="from", type=str | None, metavar="SRC",
+                        help="zoo name (swin_n_64), classification or SimMIM file or folder, or hf-hub:ORG/NAME")
+    source.add_argument("--scratch", action=ActionYesNo(no_prefix="no-"), default=False,
+                        help="fresh weights of the zoo architecture SRC names")
+    source.add_argument("--res", type=int | None, help="pretraining resolution (default: the source's)")
+    source.add_argument("--window", type=int | None, help="window (default: the official choice for --res)")
+    source.add_argument("--from-format", dest="from_format", type=Literal[FORMAT_CHOICES], default="auto",
+                        help="format of SRC")
+    source.add_argument("--arch", type=str | None, metavar="NAME",
+                        help="zoo name giving the source architecture where the file cannot")
+    source.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
+                        default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
+                        "holding Python objects")
+    data = p.add_argument_group("data, masks and recipe")
+    data.add_argument("--data", type=str | None, help="a folder of images (with train/ and val/, or without: a fixed "
+                      "validation set is held out), hf:NAME[:CONFIG], or shapes (built in); labels are not used")
+    for flag, kind, text in (("--train-split", str, "the training split (default: train)"),
+                             ("--val-split", str, "the validation split (default: validation, ..., else carved)"),
+                             ("--val-fraction", float, "fraction of train held out when there is no validation "
+                              "split (default 0.1)"),
+                             ("--image-column", str, "the image column (default: the one image feature)"),
+                             ("--label-column", str, "the label column, needed to read the dataset though unused"),
+                             ("--split-seed", int, "seed of the carved validation split (default 0)")):
+        data.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind | None, help=f"hf: {text}")
+    data.add_argument("--mask-ratio", dest="mask_ratio", type=float | None,
+                      help="share of mask units masked (default: the recipe's, official 0.6)")
+    data.add_argument("--mask-patch-size", dest="mask_patch_size", type=int | None,
+                      help="side of a mask unit in pixels; divides --res (default: the recipe's, official 32)")
+    data.add_argument("--norm-targets", dest="norm_targets", action=ActionYesNo(no_prefix="no-"), default=None,
+                      help="L1 against locally normalised pixels, as the official SwinV2-B (default: the recipe's)")
+    data.add_argument("--recipe", type=str | dict | None,
+                      help="recipe name, YAML path or mapping of recipe keys (default: simmim_pretrain)")
+    data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
+    data.add_argument("--max-steps", dest="max_steps", type=int | None,
+                      help="stop after this many optimizer steps (warmup and cosine span them)")
+    data.add_argument("--batch-size", dest="batch_size", type=int | None,
+                      help="images per device per step (default: the recipe's)")
+    data.add_argument("--lr", type=float | None, help="peak lr, used as is (default: recipe base_lr x total batch "
+                      "/ 512)")
+    data.add_argument("--seed", type=int | None, help="random seed: weights, data order and masks (default: the "
+                      "recipe's)")
+    data.add_argument("--num-workers", dest="num_workers", type=int | None,
+                      help="data loader workers per device (default: half the CPUs)")
+    hardware = p.add_argument_group("hardware (Lightning)")
+    hardware.add_argument("--devices", type=int | str, default="auto",
+                          help="Lightning devices: a count, a list like 0,1, or auto")
+    hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
+    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, ddp_spawn, ...")
+    hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
+                          help="machines, each running --devices processes")
+    hardware.add_argument("--precision", type=str | None,
+                          help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
+    output = p.add_argument_group("output")
+    output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-simmim-RES)")
+    output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
+    output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
+                        help="also write OUT/last.ckpt every N optimizer steps")
+    output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES], default="float32",
+                        help="dtype of the weights in OUT/model.safetensors")
+    output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
+                        help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
+    if with_trainer:
+        import lightning as L
+
+        from swinzoo.train.checks import TRAINER_OWNED
+
+        p.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED), fail_untyped=False)
+    else:
+        group = p.add_argument_group("any lightning.Trainer argument", TRAINER_HELP.replace("val/top1", "val/loss"))
+        group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")
+    return p
+
+
+def parse(argv: list[str]):
+    """argv (after `pretrain`) -> PretrainOptions, or an exit code when help or the config was printed."""
+    argv = normalise_argv(argv)
+    parser = build_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
+    try:
+        cfg = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --print-config
+        return int(e.code or 0)
+    except argparse.ArgumentError as e:
+        raise SwinzooError(f"swinzoo pretrain: {explain(e, parser)}") from None
+    return options_from(cfg.as_dict(), parser)
+
+
+def options_from(values: dict, parser):
+    from swinzoo.train.pretrain_options import PretrainOptions
+
+    defaults = parser.get_defaults().as_dict().get("trainer", {})
+    given = as_plain(values.pop("trainer", None) or {})
+    # by type as well: limit_val_batches=1 (one batch) equals the default 1.0 (all batches) as a number
+    trainer = {k: v for k, v in given.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
+    values["source"] = values.pop("from")
+    for key in ("config", "__path__", "print_config"):
+        values.pop(key, None)
+    return PretrainOptions(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
+
+
+def main(argv: list[str]) -> int:
+    from rich.console import Console
+
+    options = parse(argv)
+    if isinstance(options, int):
+        return options
+    from swinzoo.train.pretrain import run_pretrain
+
+    run_pretrain(options, Console())
+    return 0

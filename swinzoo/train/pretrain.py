@@ -1,0 +1,348 @@
+"""One SimMIM pretraining run: plan (source -> encoder at the target resolution, recipe, images) -> Lightning fit ->
+OUT/model.safetensors (the whole SimMIM model in swinzoo's format: `load_simmim` continues it, `swinzoo finetune`
+starts a classifier from its encoder) and OUT/metrics.json.
+
+The guarantees of a fine-tune (`swinzoo.train.run`) hold: every input is checked before OUT is created (values,
+source, mask geometry, recipe, every image); OUT/run.json is the plan `--resume OUT` rebuilds the run from, with
+OUT/last.ckpt; checkpoints and outputs are written atomically; a run that fails before its first checkpoint
+removes what it created (`RunFolder`). Trainer, callbacks, loggers and the progress display are the fine-tune's
+(`build_trainer`), so DDP / FSDP and `--trainer.*` work the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from rich.console import Console
+
+from swinzoo.config import SwinConfig
+from swinzoo.conversion import target_config
+from swinzoo.converters.native import save_state_dict
+from swinzoo.converters.simmim import DECODER_KEYS, ENCODER, MASK_TOKEN, is_simmim
+from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_path
+from swinzoo.models import MaskGenerator
+from swinzoo.sources import read_checkpoint
+from swinzoo.train.checks import (
+    check_checkpoint,
+    check_logger,
+    check_trainer_options,
+    check_values,
+    flag_label,
+    read_plan,
+)
+from swinzoo.train.data import BUILTIN
+from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
+from swinzoo.train.hf_data import DataOptions
+from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, DATA_OPTION_KEYS, OUT_ENV, RUN_FILE, Plan, is_plain
+from swinzoo.train.pretrain_options import (
+    DEFAULT_RECIPE,
+    FINETUNE_RECIPES,
+    TASK,
+    PretrainOptions,
+    PretrainResult,
+)
+from swinzoo.train.recipes import Recipe, load_recipe, recipe_from_dict
+from swinzoo.train.simmim_data import SimMIMDataModule
+from swinzoo.train.simmim_module import SimMIMPretrainer
+from swinzoo.train.trainer import build_trainer, third_party_quiet
+from swinzoo.transfer import transfer
+from swinzoo.zoo import is_zoo_name, zoo_config
+
+
+def pretrain(source: str | None = None, *, console=None, **options) -> PretrainResult | None:
+    """SimMIM-pretrain `source` (a zoo name, classification file, folder or hf-hub: reference: its encoder, with a
+    fresh mask token and decoder; or a SimMIM checkpoint: continued) on the images of `data` with Lightning.
+
+    The keyword arguments are the fields of `PretrainOptions`, the CLI's flags by their config names:
+    - `scratch` (fresh weights of a zoo name's architecture), `res` (default: the source's), `window` (default:
+      the official choice for `res`); `from_format`, `arch`, `trust_checkpoint`: how to read the source.
+    - `data`: a folder of images (with train/ and val/, or without: a fixed validation set is held out),
+      `hf:NAME[:CONFIG]` (with `train_split`, `val_split`, ...) or `shapes` (built in); labels are never used.
+    - `recipe` (default `simmim_pretrain`): name, YAML path or mapping; `epochs`, `max_steps`, `batch_size`,
+      `precision`, `seed`, `mask_ratio`, `mask_patch_size`, `norm_targets` override it, `lr` replaces the scaled
+      peak lr.
+    - `devices`, `accelerator`, `strategy`, `num_nodes`, `trainer` (any other `lightning.Trainer` kwargs), `logger`.
+    - `out` (default runs/SRC-simmim-RES), `resume` (continue the run in that folder), `ckpt_every`, `save_dtype`.
+
+    Returns the output folder and the final validation metrics (None on processes other than global rank zero).
+    """
+    valid = [f.name for f in fields(PretrainOptions) if f.name not in ("source", "command")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise SwinzooError(f"pretrain(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    options["trainer"] = dict(options.get("trainer") or {})
+    return run_pretrain(PretrainOptions(source=source, **options), console or Console())
+
+
+def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:
+    """`pretrain` on a `PretrainOptions` record (what the CLI calls)."""
+    with third_party_quiet():
+        return _run(args, console)
+
+
+def _run(args: PretrainOptions, console) -> PretrainResult | None:
+    start = time.monotonic()
+    args = validate(args)
+    if args.resume:
+        plan, ckpt, step = resume_plan(args)
+        state_dict, config_text = None, ""
+        recipe = recipe_from_dict(plan.recipe, str(Path(plan.out) / RUN_FILE))
+        dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
+        dm.check()
+    else:
+        if not args.source:
+            raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, a model file, or a SimMIM "
+                               "checkpoint)")
+        plan, state_dict, dm, config_text = plan_run(args, console)
+        recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
+    L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console)
+    accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
+    total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
+    module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
+    if state_dict is not None:
+        load_weights(module.model, state_dict)
+    folder = RunFolder(Path(plan.out)) if ckpt is None and is_rank_zero() else None
+    try:
+        if is_rank_zero():
+            print_plan(console, plan, module, total_batch, recipe, ckpt, step)
+        if folder is not None:
+            folder.create(plan, config_text)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                    weights_only=not args.trust_checkpoint)
+        results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        if not trainer.is_global_zero:
+            return None
+        metrics = write_outputs(plan, module, results, trainer.global_step, time.monotonic() - start, console)
+    except BaseException:  # incl. Ctrl+C (Lightning turns it into SystemExit): no half-made run left behind
+        if folder is not None:
+            folder.discard()
+        raise
+    return PretrainResult(Path(plan.out), metrics)
+
+
+def validate(args: PretrainOptions) -> PretrainOptions:
+    """Every value checked before anything is read or written; returns `args` with its Trainer options
+    normalised (`check_trainer_options`)."""
+    names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
+             "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "logger")
+    check_values({n: getattr(args, n) for n in names}, flag_label)
+    if args.epochs is not None and args.max_steps is not None:
+        raise SwinzooError("give epochs or max_steps, not both")
+    if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
+        raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
+                           "keys")
+    ratio, patch = args.mask_ratio, args.mask_patch_size
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                              or not 0 < ratio <= 1):
+        raise SwinzooError(f"--mask-ratio {ratio}: must be a number in (0, 1] (the share of mask units masked; "
+                           "official 0.6)")
+    if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
+        raise SwinzooError(f"--mask-patch-size {patch}: must be a whole number >= 1 (the side of a mask unit in "
+                           "pixels; official 32)")
+    trainer = check_trainer_options(args.trainer)
+    check_logger(args.logger)
+    if not args.resume and args.out and is_rank_zero():
+        check_out(Path(args.out))
+    return dataclasses.replace(args, trainer=trainer)
+
+
+def read_source(args: PretrainOptions) -> tuple[SwinConfig, dict | None, dict, dict, str]:
+    """(encoder config, encoder weights or None, SimMIM's own weights when the source has them, provenance, how
+    the run starts) of `--from SRC`."""
+    if args.scratch:
+        if not is_zoo_name(args.source):
+            raise SwinzooError(f"--scratch builds fresh weights of a zoo architecture, and {args.source} is not a "
+                               "zoo name: give one (e.g. swin_b_224), or drop --scratch to start from this file")
+        cfg = zoo_config(args.source).replace(num_classes=0, class_names=None)
+        return cfg, None, {}, {}, f"fresh weights of the {args.source} architecture"
+    checkpoint = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
+                                 trust_checkpoint=args.trust_checkpoint)
+    cfg, sd = checkpoint.config, checkpoint.state_dict
+    if cfg.is_backbone:
+        raise SwinzooError(f"{args.source} is a detection backbone (no final norm): SimMIM pretrains a classification "
+                           "encoder; give a classifier or a SimMIM checkpoint")
+    cfg = cfg.replace(num_classes=0, class_names=None)
+    if is_simmim(sd):
+        encoder = {k[len(ENCODER):]: v for k, v in sd.items() if k.startswith(ENCODER) and k != MASK_TOKEN}
+        own = {k: sd[k] for k in (MASK_TOKEN, *DECODER_KEYS)}
+        return cfg, encoder, own, dict(checkpoint.provenance), "a SimMIM checkpoint: encoder, mask token and decoder"
+    dropped = [k for k in sd if k.startswith("head.")]
+    encoder = {k: v for k, v in sd.items() if k not in dropped}
+    how = "the source's encoder" + (" (its head dropped)" if dropped else "") + ", a fresh mask token and decoder"
+    return cfg, encoder, {}, dict(checkpoint.provenance), how
+
+
+def check_masks(res: int, cfg: SwinConfig, recipe: Recipe) -> None:
+    """The mask and the decoder fit the resolution, before anything is written (else the first step fails)."""
+    try:
+        MaskGenerator(res, recipe.mask_patch_size, cfg.patch_size, recipe.mask_ratio)
+    except SwinzooError as e:
+        raise SwinzooError(f"--res {res}, --mask-patch-size {recipe.mask_patch_size}: {e}") from None
+    stride = cfg.patch_size * 2 ** (cfg.num_stages - 1)
+    if res % stride:
+        fit = math.lcm(stride, recipe.mask_patch_size)
+        raise SwinzooError(f"--res {res}: the SimMIM decoder rebuilds images whose side is a multiple of the encoder "
+                           f"stride ({stride} px); use e.g. --res {max(fit, res // fit * fit)}")
+
+
+def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMDataModule, str]:
+    """Resolve recipe, source, target config and data; return the plan, the starting weights (SimMIM keys; the
+    mask token and decoder absent when they start fresh; None from scratch), the data and the YAML that replays
+    the run."""
+    recipe = apply_overrides(load_recipe(args.recipe or DEFAULT_RECIPE), args)
+    src_cfg, encoder, own, src_prov, how = read_source(args)
+    # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
+    res = args.res or recipe.res or src_cfg.img_size
+    window = args.window or (recipe.window if recipe.res in (None, res) else None)
+    check_masks(res, src_cfg, recipe)
+    dst = target_config(src_cfg, res, window).replace(drop_path_rate=recipe.drop_path_rate)
+    report, state_dict = None, None
+    if encoder is not None:
+        encoder, dst, report = transfer(encoder, src_cfg, dst)
+        state_dict = {**{ENCODER + k: v for k, v in encoder.items()}, **own}
+    data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
+    if data is None:
+        raise SwinzooError("--data is required: a folder of images (or with train/ and val/), hf:NAME, or the "
+                           f"built-in {', '.join(BUILTIN)}")
+    data_options = {k: getattr(args, k) for k in DATA_OPTION_KEYS if getattr(args, k) is not None}
+    dm = data_module(data, data_options, res, recipe, args.num_workers, console)
+    dm.check()
+    if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
+        out = Path(os.environ.get(OUT_ENV) or args.out)
+    else:
+        out = Path(args.out) if args.out else default_out(args.source, res)
+        check_out(out)
+        os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
+    provenance = {"task": TASK, "source": args.source, "dataset": data, "recipe": recipe.to_dict(),
+                  # what `swinzoo finetune --from OUT/model.safetensors` uses without --recipe
+                  "finetune_recipe": recipe.finetune_recipe or FINETUNE_RECIPES[dst.version],
+                  "simmim": {"start": how, "mask_patch_size": recipe.mask_patch_size,
+                             "mask_ratio": recipe.mask_ratio, "norm_targets": recipe.norm_targets},
+                  "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
+    if is_rank_zero():
+        console.print(f"[bold]start[/bold] {how}", soft_wrap=True)
+    if report is not None and report.changed:
+        provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
+        if is_rank_zero():
+            report.print_to(console)
+    plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
+                args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
+                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype, "last", args.logger,
+                data_options)
+    return plan, state_dict, dm, replay_config(args, plan, dst.window_size)
+
+
+def apply_overrides(recipe: Recipe, args: PretrainOptions) -> Recipe:
+    changes = {k: getattr(args, k) for k in ("batch_size", "precision", "seed", "mask_ratio", "mask_patch_size",
+                                             "norm_targets", "max_steps") if getattr(args, k) is not None}
+    if args.epochs is not None:
+        changes.update(epochs=args.epochs, max_steps=None)
+    return recipe.replace(**changes) if changes else recipe
+
+
+def data_module(data: str, data_options: dict, res: int, recipe: Recipe, num_workers: int | None,
+                console=None) -> SimMIMDataModule:
+    options = DataOptions.from_dict(data_options, "data options") if data_options else None
+    return SimMIMDataModule(data, res, recipe.batch_size, recipe, num_workers, options, console)
+
+
+def load_weights(model, state_dict: dict) -> None:
+    """The planned weights into the module's SimMIM: all of them, or all but the fresh mask token and decoder."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    fresh = {MASK_TOKEN, *DECODER_KEYS}
+    if unexpected or set(missing) - fresh or (missing and set(missing) != fresh):
+        raise SwinzooError(f"the source's weights do not fit the SimMIM model (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]}); report it with the source")
+
+
+def default_out(source: str, res: int) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem if "/" in source else source)
+    base = Path("runs") / f"{stem}-simmim-{res}"
+    out, k = base, 2
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
+    """The YAML `swinzoo pretrain --config` reads to run this again: every resolved value, the whole recipe (with
+    the mask settings), none of the one-off ones (--out, --resume)."""
+    values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
+              "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
+              "data": plan.data, **plan.data_options, "recipe": plan.recipe, "lr": plan.lr,
+              "num_workers": plan.num_workers, "devices": plan.devices, "accelerator": plan.accelerator,
+              "strategy": plan.strategy, "num_nodes": plan.num_nodes, "ckpt_every": plan.ckpt_every,
+              "save_dtype": plan.save_dtype, "logger": plan.logger,
+              "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
+    header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
+              f"#   swinzoo pretrain --config {Path(plan.out) / CONFIG_FILE} --out NEW_FOLDER\n")
+    return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+
+
+def resume_plan(args: PretrainOptions) -> tuple[Plan, Path, int]:
+    """The plan of the pretraining run in --resume OUT, its checkpoint and the global step it holds, all checked."""
+    out = Path(args.resume)
+    if out.exists() and not out.is_dir():
+        raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo pretrain`")
+    run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
+    if not run_file.is_file() or not ckpt.is_file():
+        raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
+                           f"`swinzoo pretrain --out {out}`")
+    plan = read_plan(run_file)
+    if plan.provenance.get("task") != TASK:
+        raise SwinzooError(f"--resume {out} is a fine-tuning run, not a pretraining one: continue it with "
+                           f"`swinzoo finetune --resume {out}`")
+    plan.out = str(out)  # where the run is now, should its folder have moved
+    recipe = recipe_from_dict(plan.recipe, str(run_file))
+    if args.max_steps is not None:
+        recipe = recipe.replace(max_steps=args.max_steps)
+    if args.epochs is not None:
+        recipe = recipe.replace(epochs=args.epochs, max_steps=None)
+    plan.recipe = recipe.to_dict()
+    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
+    return plan, ckpt, check_checkpoint(ckpt, args.trust_checkpoint)
+
+
+def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, recipe: Recipe, ckpt,
+               step: int | None) -> None:
+    cfg = SwinConfig.from_dict(plan.config)
+    if ckpt is not None:
+        console.print(f"[bold]resuming[/bold] {plan.out} from {ckpt.name} at global step {step}")
+    console.print("[bold]config[/bold] " + json.dumps(cfg.to_dict()), soft_wrap=True)
+    console.print(f"[bold]recipe[/bold] {recipe.name}: data {plan.data}, "
+                  + (f"{recipe.max_steps} steps" if recipe.max_steps else f"{recipe.epochs} epochs")
+                  + f", total batch {total_batch}, peak lr {module.peak_lr:.3g} (warmup {module.warmup_lr:.3g}, "
+                  f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path {cfg.drop_path_rate:g}, mask "
+                  f"{recipe.mask_patch_size} px ratio {recipe.mask_ratio:g}"
+                  + (", normalised targets" if recipe.norm_targets else ""), soft_wrap=True)
+    console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
+
+
+def write_outputs(plan: Plan, module: SimMIMPretrainer, results: dict, step: int, wall: float, console) -> dict:
+    out = Path(plan.out)
+    metrics = {"val_loss": float(results["val/loss"]), "n": int(results["val/n"]), "global_step": step,
+               "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png"}
+    cfg = SwinConfig.from_dict(plan.config)
+    provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
+    dtype = getattr(torch, plan.save_dtype)
+    sd = {k: v.detach().to(dtype) for k, v in module.model.state_dict().items()}
+    save_state_dict(sd, cfg, out / "model.safetensors", provenance)
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
+    console.print(f"wrote {out / 'model.safetensors'}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on "
+                  f"{metrics['n']} val images at {cfg.img_size} px after {step} steps; pictures in "
+                  f"{out / 'reconstructions'}", soft_wrap=True)
+    return metrics

@@ -1,0 +1,114 @@
+"""`SimMIMPretrainer`: a LightningModule around `models.simmim.SimMIM`, with the official pretraining recipe.
+
+Each training batch gets one random mask per image from the official `MaskGenerator`, drawn in the training step
+from a generator seeded by (run seed, rank, global step, micro-batch): a run, its resume and a rerun with the same
+--seed draw the same masks, and DDP ranks draw different ones (the official seeds numpy per rank). The loss is
+SimMIM's own (L1 on the masked pixels). AdamW over the official pretraining groups (no weight decay on 1-D
+tensors, biases, `mask_token` and the encoder's no-decay names; no layer decay), lr per optimizer step: linear
+warmup then cosine. Gradient clipping and precision are Trainer settings (`module.trainer_kwargs`).
+
+Validation uses fixed masks (seeded by the run seed and the batch index: the same every validation), logs the
+masked-pixel L1 as `val/loss`, and draws the first batch (up to 8 images) to OUT/reconstructions/ on global rank 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric, SumMetric
+
+from swinzoo.config import SwinConfig
+from swinzoo.models import MaskGenerator, SimMIM
+from swinzoo.train.optim import param_groups, scaled_lrs, warmup_cosine
+from swinzoo.train.recipes import recipe_from_dict
+from swinzoo.train.recon_grid import write_reconstructions
+
+SHOWN = 8  # validation images drawn in the reconstruction grid
+TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
+
+
+def mask_seed(*entropy: int) -> int:
+    """A well-mixed 63-bit seed from small integers (numpy's SeedSequence), for `torch.Generator.manual_seed`."""
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class SimMIMPretrainer(L.LightningModule):
+    """Pretrains `SimMIM(config)` with the recipe's mask settings; `total_batch` (batch x devices x nodes x
+    accumulation) scales the lr; `lr` overrides the scaled peak rate (warmup and min keep their ratios to it)."""
+
+    def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.recipe = r = recipe_from_dict(recipe, "checkpoint recipe")
+        cfg = SwinConfig.from_dict(config)
+        self.model = SimMIM(cfg, norm_targets=r.norm_targets, mask_patch_size=r.mask_patch_size,
+                            mask_ratio=r.mask_ratio)
+        if r.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        peak, warm, low = scaled_lrs(r.base_lr, r.warmup_lr, r.min_lr, total_batch)
+        if lr is not None:
+            peak, warm, low = lr, lr * warm / peak, lr * low / peak
+        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+        self.val_loss = MeanMetric()  # weighted by images: every image has the same number of masked pixels
+        self.val_n = SumMetric()
+        self.shown: tuple[torch.Tensor, ...] | None = None  # the first validation batch, for the picture
+
+    def masks(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """One official random mask per image, (B, H/p, W/p) int64 on the images' device, drawn from `seed`."""
+        h, w = images.shape[-2:]
+        m = self.model
+        generator = MaskGenerator((h, w), m.mask_patch_size, m.config.patch_size, m.mask_ratio, seed=seed)
+        return generator(images.shape[0]).to(images.device)
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, R, R) images, (B, R/p, R/p) mask -> (loss, reconstruction)."""
+        return self.model(images, mask)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # accumulated batches differ too
+        seed = mask_seed(self.recipe.seed, TRAIN_STREAM, self.global_rank, self.global_step, micro)
+        loss, _ = self(batch, self.masks(batch, seed))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        mask = self.masks(batch, mask_seed(self.recipe.seed, VAL_STREAM, batch_idx))
+        loss, reconstruction = self(batch, mask)
+        n = batch.shape[0]
+        self.val_loss.update(loss.detach().float(), n)
+        self.val_n.update(torch.tensor(float(n), device=self.device))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/n", self.val_n, on_step=False, on_epoch=True)
+        if batch_idx == 0 and self.trainer.is_global_zero:
+            self.shown = tuple(t[:SHOWN].detach().float().cpu() for t in (batch, mask, reconstruction))
+
+    def on_validation_end(self) -> None:
+        """After the epoch's metrics are reduced over ranks: rank 0 draws its first batch (no collective here)."""
+        shown, self.shown = self.shown, None
+        if shown is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        loss = self.trainer.callback_metrics.get("val/loss")
+        r, step = self.recipe, self.global_step
+        title = (f"step {step}" + (f"   val/loss {float(loss):.4f}" if loss is not None else "")
+                 + f"   mask {r.mask_patch_size} px, ratio {r.mask_ratio:g}"
+                 + ("   (normalised targets)" if r.norm_targets else ""))
+        kernel = self.model.norm_target_kernel if r.norm_targets else None
+        write_reconstructions(Path(self.trainer.default_root_dir) / "reconstructions", step, *shown,
+                              self.model.config.patch_size, title, kernel)
+
+    def configure_optimizers(self):
+        r = self.recipe
+        # the official get_pretrain_param_groups: decay / no decay only (layer_decay 1 puts every layer in one)
+        groups = param_groups(self.model, self.peak_lr, r.weight_decay, 1.0)
+        for g in groups:
+            g.pop("names")
+        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(r.betas), eps=r.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(round(r.warmup_fraction * total))
+        schedule = LambdaLR(optimizer, warmup_cosine(total, warmup, self.peak_lr, self.warmup_lr, self.min_lr))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

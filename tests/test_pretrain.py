@@ -1,0 +1,208 @@
+"""`swinzoo pretrain` (SimMIM) end to end on the nano models and `shapes` (CPU, a few steps each), its recipes, its
+bad inputs (one line, nothing left behind) and the hand-over to `swinzoo finetune`."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import swinzoo
+from swinzoo.cli import cli_main
+from swinzoo.train.recipes import load_recipe
+from swinzoo.train.recon_grid import grid_size
+from swinzoo.train.shapes import render
+from tests.conftest import run_cli
+
+FAST = ["--batch-size", "8", "--num-workers", "0", "--trainer", "limit_val_batches=2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """5 steps of SimMIM on the nano V1 model's encoder: the folder `swinzoo pretrain` writes."""
+    out = tmp_path_factory.mktemp("pretrain") / "a"
+    assert cli_main(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "5", "--out", str(out),
+                     *FAST]) == 0
+    return out
+
+
+def test_pretrain_writes_a_simmim_model_metrics_and_pictures(pretrained):
+    for name in ("model.safetensors", "metrics.json", "last.ckpt", "run.json", "config.yaml", "logs/metrics.csv",
+                 "reconstructions/latest.png", "reconstructions/step_000005.png"):
+        assert (pretrained / name).is_file(), name
+    metrics = json.loads((pretrained / "metrics.json").read_text())
+    assert metrics["global_step"] == 5 and metrics["n"] == 16  # 2 val batches of 8
+    assert math.isfinite(metrics["val_loss"]) and 0 < metrics["val_loss"] < 5
+    model = swinzoo.load_simmim(pretrained / "model.safetensors")
+    assert isinstance(model, swinzoo.SimMIM) and model.config.img_size == 64 and model.config.num_classes == 0
+    assert model.provenance["finetune_recipe"] == "simmim_finetune" and model.provenance["dataset"] == "shapes"
+    assert model.provenance["simmim"]["mask_patch_size"] == 32 and model.provenance["pretrain"]["global_step"] == 5
+    assert model.provenance["recipe"]["name"] == "simmim_pretrain"
+    checkpoint = swinzoo.read_checkpoint(pretrained)  # the folder, as `finetune --from OUT` reads it
+    assert "decoder.0.weight" in checkpoint.state_dict and "encoder.mask_token" in checkpoint.state_dict
+    with Image.open(pretrained / "reconstructions/latest.png") as img:
+        assert img.size == grid_size(8, 64, 64) == (1190, 424)  # 8 images enlarged to 128 px, 3 rows, labels
+
+
+def test_resume_continues_to_more_steps(pretrained, tmp_path, capsys):
+    out = tmp_path / "a"
+    shutil.copytree(pretrained, out)
+    code, stdout, err = run_cli(["pretrain", "--resume", out, "--max-steps", "7"], capsys)
+    assert code == 0, err
+    assert "at global step 5" in stdout
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 7
+    assert (out / "reconstructions/step_000007.png").is_file()
+    plan = json.loads((out / "run.json").read_text())
+    del plan["provenance"]["task"]  # what a fine-tuning run's run.json looks like to pretrain
+    (out / "run.json").write_text(json.dumps(plan))
+    code, _, err = run_cli(["pretrain", "--resume", out], capsys)
+    assert code == 2 and "is a fine-tuning run, not a pretraining one" in err
+
+
+def test_a_simmim_source_continues_with_its_mask_token_and_decoder(pretrained, tmp_path):
+    source = swinzoo.load_simmim(pretrained)
+    result = swinzoo.pretrain(str(pretrained / "model.safetensors"), data="shapes", max_steps=2, batch_size=8,
+                              num_workers=0, lr=1e-12, out=str(tmp_path / "b"), trainer={"limit_val_batches": 1})
+    assert result.metrics["global_step"] == 2 and math.isfinite(result.metrics["val_loss"])
+    model = swinzoo.load_simmim(result.out)
+    assert model.provenance["simmim"]["start"].startswith("a SimMIM checkpoint")
+    before, after = source.state_dict(), model.state_dict()
+    for key in ("encoder.mask_token", "decoder.0.weight", "encoder.patch_embed.proj.weight"):
+        assert torch.allclose(before[key], after[key], atol=1e-6), key  # a lr of 1e-12 moves nothing
+
+
+def test_scratch_with_a_zoo_name_starts_fresh(tmp_path):
+    result = swinzoo.pretrain("swin_n_64", scratch=True, data="shapes", max_steps=1, batch_size=8, num_workers=0,
+                              mask_patch_size=16, norm_targets=True, out=str(tmp_path / "s"),
+                              trainer={"limit_val_batches": 1})
+    model = swinzoo.load_simmim(result.out)
+    assert model.provenance["simmim"]["start"] == "fresh weights of the swin_n_64 architecture"
+    assert model.provenance["simmim"]["mask_patch_size"] == 16 and model.provenance["parent"] == {}
+    assert model.provenance["simmim"]["norm_targets"] and math.isfinite(result.metrics["val_loss"])
+    assert (result.out / "reconstructions/latest.png").is_file()  # drawn from the locally normalised prediction
+
+
+def image_files(folder: Path, count: int, res: int = 64) -> Path:
+    """`count` PNG files in `folder` itself: no train/ or val/, no class folders."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        img = render(i % 10, res, seed=i)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+def test_a_plain_image_folder_and_a_v2_source_at_a_new_resolution(tmp_path, capsys):
+    data = image_files(tmp_path / "photos", 20)
+    out = tmp_path / "v2"
+    code, stdout, err = run_cli(["pretrain", "--from", "swinv2_n_64_w4", "--res", "96", "--data", data,
+                                 "--max-steps", "2", "--out", out, "--batch-size", "4", "--num-workers", "0"], capsys)
+    assert code == 0, err
+    assert "validation: 2 images of" in stdout and "held out" in stdout  # 10% of 20, seeded
+    assert "resolution 64 -> 96" in stdout  # the encoder moved by the transfer
+    model = swinzoo.load_simmim(out)
+    assert model.config.img_size == 96 and model.config.version == 2
+    assert model.provenance["finetune_recipe"] == "simmim_finetune_v2"
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2
+    with Image.open(out / "reconstructions/latest.png") as img:
+        assert img.size == grid_size(2, 96, 96)
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bb") / "backbone.safetensors"
+    swinzoo.save_model(swinzoo.load_model("swin_n_64", features_only=True), path)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from", "swin_n_64", "--res", "80"], "--mask-patch-size 32: mask patch 32 does not divide the input 80x80"),
+    (["--from", "swin_n_64", "--mask-patch-size", "128"], "smaller than one mask patch (128 px)"),
+    (["--from", "BACKBONE"], "is a detection backbone (no final norm)"),
+    (["--from", "BACKBONE", "--scratch"], "--scratch builds fresh weights of a zoo architecture"),
+    (["--from", "swin_n_64", "--mask-ratio", "0"], "--mask-ratio 0.0: must be a number in (0, 1]"),
+    (["--from", "swin_n_64", "--res", "48", "--mask-patch-size", "16"], "multiple of the encoder stride (32 px)"),
+    (["--from", "swin_n_64", "--data", "NOWHERE"], "no such folder"),
+])
+def test_bad_inputs_are_one_line_and_leave_nothing(args, message, backbone_file, tmp_path, capsys):
+    out = tmp_path / "runs" / "bad"
+    args = [str(backbone_file) if a == "BACKBONE" else str(tmp_path / "nowhere") if a == "NOWHERE" else a
+            for a in args]
+    if "--data" not in args:
+        args += ["--data", "shapes"]
+    code, _, err = run_cli(["pretrain", *args, "--max-steps", "2", "--out", out, *FAST], capsys)
+    assert code == 2 and message in err, err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_print_config_and_help(capsys):
+    code, stdout, _ = run_cli(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--mask-ratio", "0.5",
+                               "--print-config"], capsys)
+    assert code == 0 and "from: swin_n_64" in stdout and "mask_ratio: 0.5" in stdout
+    code, stdout, _ = run_cli(["pretrain", "--help"], capsys)
+    assert code == 0 and "--mask-patch-size" in stdout and "--trainer.NAME" in stdout
+    code, _, err = run_cli(["pretrain", "--from", "swin_n_64", "--trainer.max_step", "3"], capsys)
+    assert code == 2 and "--trainer.max_step: not a Trainer option; did you mean max_steps?" in err
+
+
+def test_simmim_recipes_hold_the_official_values(capsys):
+    r = load_recipe("simmim_pretrain")
+    assert (r.epochs, r.warmup_epochs, r.base_lr, r.warmup_lr, r.min_lr) == (100, 10, 2e-4, 1e-6, 1e-5)
+    assert (r.weight_decay, r.drop_path_rate, r.clip_grad, r.eps, tuple(r.betas)) == (0.05, 0.0, 5.0, 1e-8,
+                                                                                     (0.9, 0.999))
+    assert tuple(r.crop_scale) == (0.67, 1.0) and r.layer_decay == 1.0 and r.res is None
+    assert (r.rand_augment, r.random_erasing, r.mixup, r.cutmix) == (None, 0.0, 0.0, 0.0)
+    assert (r.mask_patch_size, r.mask_ratio, r.norm_targets) == (32, 0.6, False)
+    for name, layer_decay, window in (("simmim_finetune", 0.9, 7), ("simmim_finetune_v2", 0.75, 14)):
+        f = load_recipe(name)
+        assert (f.res, f.window, f.layer_decay, f.drop_path_rate, f.weight_decay) == (224, window, layer_decay, 0.1,
+                                                                                       0.05)
+        assert (f.epochs, f.warmup_epochs, f.base_lr, f.warmup_lr, f.min_lr) == (100, 20, 1.25e-3, 2.5e-7, 2.5e-7)
+        assert (f.mixup, f.cutmix, f.rand_augment, f.random_erasing, f.label_smoothing) == (0.8, 1.0, 9, 0.25, 0.1)
+    code, stdout, _ = run_cli(["recipes"], capsys)
+    assert code == 0 and all(n in stdout for n in ("simmim_pretrain", "simmim_finetune", "simmim_finetune_v2"))
+
+
+def test_masks_are_reproducible_and_differ_by_rank_and_step():
+    from swinzoo.train.simmim_module import TRAIN_STREAM, mask_seed
+
+    draw = [swinzoo.MaskGenerator(64, 16, 4, 0.6, seed=mask_seed(0, TRAIN_STREAM, rank, step, 0))(4)
+            for rank, step in ((0, 0), (0, 0), (1, 0), (0, 1))]
+    assert torch.equal(draw[0], draw[1])
+    assert not torch.equal(draw[0], draw[2]) and not torch.equal(draw[0], draw[3])
+    assert draw[0].shape == (4, 16, 16) and int(draw[0][0].sum()) == math.ceil(16 * 0.6) * 16  # 10 of 16 units
+
+
+def test_finetune_starts_from_the_pretrained_encoder(pretrained, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code, stdout, err = run_cli(["finetune", "--from", pretrained / "model.safetensors", "--data", "shapes",
+                                 "--max-steps", "2", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    assert "simmim_finetune" in stdout  # the recipe the pretraining named
+    model = swinzoo.load_model(out)
+    assert model.config.num_classes == 10 and model.provenance["recipe"]["name"] == "simmim_finetune"
+
+
+def test_every_pretrain_example_parses(tmp_path, monkeypatch, capsys):
+    """The examples of `swinzoo pretrain --help`; a `> FILE` of --print-config is what the next --config reads."""
+    from swinzoo.commands import finetune, pretrain
+    from swinzoo.train.options import FinetuneOptions
+    from swinzoo.train.pretrain_options import PretrainOptions
+
+    monkeypatch.chdir(tmp_path)
+    lines = [line.split("#")[0].strip() for line in pretrain.EXAMPLES.splitlines()[1:]]
+    assert len(lines) >= 6
+    for line in lines:
+        command, _, redirect = line.partition(" > ")
+        args = command.split()[1:]
+        verb, options = (pretrain, PretrainOptions) if args[0] == "pretrain" else (finetune, FinetuneOptions)
+        capsys.readouterr()
+        result = verb.parse(args[1:])
+        if redirect:
+            assert result == 0, line
+            Path(redirect.strip()).write_text(capsys.readouterr().out)
+        else:
+            assert isinstance(result, options), line
