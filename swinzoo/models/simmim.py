@@ -114,16 +114,22 @@ class SimMIM(nn.Module):
         return self.encoder.no_weight_decay_keywords() | {"mask_token"}
 
 
-def normalized_targets(images: torch.Tensor, kernel: int = NORM_TARGET_KERNEL) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H, W): each pixel standardised by the mean and unbiased variance of the pixels of
-    its kernel x kernel neighbourhood that lie inside the image (official `norm_targets`, eps 1e-6)."""
+def local_stats(images: torch.Tensor, kernel: int = NORM_TARGET_KERNEL) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> mean and standard deviation (+ eps 1e-6 under the root) of each pixel's kernel x kernel
+    neighbourhood, over the pixels that lie inside the image, variance unbiased (official `norm_targets`)."""
     pad = kernel // 2
     mean = F.avg_pool2d(images, kernel, stride=1, padding=pad, count_include_pad=False)
     mean_sq = F.avg_pool2d(images**2, kernel, stride=1, padding=pad, count_include_pad=False)
     # pixels inside each window: the pool of ones with the zero padding counted, times the window size
     count = F.avg_pool2d(torch.ones_like(images), kernel, stride=1, padding=pad, count_include_pad=True) * kernel**2
     var = ((mean_sq - mean**2) * (count / (count - 1))).clamp(min=0.0)
-    return (images - mean) / (var + 1e-6) ** 0.5
+    return mean, (var + 1e-6) ** 0.5
+
+
+def normalized_targets(images: torch.Tensor, kernel: int = NORM_TARGET_KERNEL) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W): each pixel standardised by its neighbourhood's `local_stats`."""
+    mean, std = local_stats(images, kernel)
+    return (images - mean) / std
 
 
 class MaskGenerator:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
+from swinzoo.models.simmim import local_stats
 from swinzoo.plot import save_png
 
 ROWS = (("original", ""), ("masked", "(grey patches)"), ("reconstruction", "(predicted in mask)"))
@@ -40,14 +40,9 @@ def denormalise(x: torch.Tensor) -> torch.Tensor:
 
 def from_local_norm(prediction: torch.Tensor, images: torch.Tensor, kernel: int) -> torch.Tensor:
     """A prediction of locally normalised targets (`norm_targets`) back in image units, with the local mean and
-    standard deviation of the images (what `models.simmim.normalized_targets` divides out; recomputed here, as that
-    function returns only the normalised images)."""
-    pad = kernel // 2
-    mean = F.avg_pool2d(images, kernel, stride=1, padding=pad, count_include_pad=False)
-    mean_sq = F.avg_pool2d(images**2, kernel, stride=1, padding=pad, count_include_pad=False)
-    count = F.avg_pool2d(torch.ones_like(images), kernel, stride=1, padding=pad, count_include_pad=True) * kernel**2
-    var = ((mean_sq - mean**2) * (count / (count - 1))).clamp(min=0.0)
-    return prediction * (var + 1e-6) ** 0.5 + mean
+    standard deviation of the images (what `models.simmim.normalized_targets` divides out)."""
+    mean, std = local_stats(images, kernel)
+    return prediction * std + mean
 
 
 def draw_reconstructions(images: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, patch_size: int,
