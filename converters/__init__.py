@@ -4,8 +4,9 @@ Every weight takes one path: file -> format module -> `Checkpoint` (canonical st
 names and no buffers, its `SwinConfig`, provenance) -> transfer -> model. Each module (official, native, timm,
 hf, torchvision) ends with `FORMAT = Format(...)`: how to recognise the format, `read` and `write`. Adding a
 format is adding one module and one row to `FORMATS`; `swinzoo convert`, `export`, `push`, `download` and every
-loader go through `detect`, `read` and `write` below. A SimMIM pretraining checkpoint (`simmim`, and swinzoo's own
-file holding one) keeps its `encoder.` / `decoder.0.` keys: `simmim.is_simmim` tells it apart.
+loader go through `detect`, `read` and `write` below. A SimMIM pretraining checkpoint (`simmim`, transformers'
+`...ForMaskedImageModeling` folder in `hf`, and swinzoo's own file holding one) keeps its `encoder.` / `decoder.0.`
+keys: `simmim.is_simmim` tells it apart.
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_chang
     format_ = get_format(fmt)
     if format_.write is None:
         raise SwinzooError(f"swinzoo reads {fmt} but does not write it")
-    if simmim.is_simmim(checkpoint.state_dict) and format_ not in (simmim.FORMAT, native.FORMAT):
+    if simmim.is_simmim(checkpoint.state_dict) and format_ not in (simmim.FORMAT, native.FORMAT, hf.FORMAT):
         # the other layouts hold a classifier or a backbone: a SimMIM encoder + decoder would be written half
+        # (hf writes it as transformers' ...ForMaskedImageModeling)
         raise SwinzooError(f"this is a SimMIM pretraining model (encoder + decoder), which {fmt} cannot hold: write "
-                           "it as simmim or swinzoo")
+                           "it as simmim, hf or swinzoo")
     return format_.write(checkpoint, out, allow_numeric_change=allow_numeric_change, overwrite=overwrite)

@@ -1,5 +1,6 @@
 """Hugging Face transformers Swin / Swinv2 (`SwinForImageClassification`, `Swinv2ForImageClassification`, and
-the headless `SwinModel`) <-> canonical keys.
+the headless `SwinModel`) <-> canonical keys; the `...ForMaskedImageModeling` SimMIM models <-> a canonical SimMIM
+checkpoint, by the same encoder tables (the MIM parts are in `hf_mim`).
 
 transformers splits qkv into `attention.self.{query,key,value}` and names the rest `attention.output.dense`,
 `intermediate.dense`, `output.dense`; Swin V1 keeps a persistent `relative_position_index` (dropped on read,
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters import hf_mim
 from swinzoo.converters.common import (
     Checkpoint,
     Format,
@@ -33,6 +35,7 @@ from swinzoo.converters.common import (
     weights_in_folder,
     write_model_folder,
 )
+from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import relative_position_index
 from swinzoo.preprocess import NO_CROP_FROM, Preprocess
@@ -225,23 +228,38 @@ def _crop_pct(img_size: int, side: int, stated=None) -> float:
 # ---------------------------------------------------------------------------------------------- files
 def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
          raw: dict | None = None) -> Checkpoint:
-    """An HF model folder (config.json + model.safetensors or pytorch_model.bin), or a bare weight file."""
+    """An HF model folder (config.json + model.safetensors or pytorch_model.bin), or a bare weight file. A
+    MaskedImageModeling model (config.json's architectures, or a mask token / decoder in the weights) reads as a
+    canonical SimMIM checkpoint (see `hf_mim`)."""
     path = Path(path)
-    fields = None
+    fields, mim = None, False
     if path.is_dir():
-        fields = config_from_hf(read_config_json(path), str(path / "config.json"))
+        config_json = read_config_json(path)
+        fields = config_from_hf(config_json, str(path / "config.json"))
         fields["preprocess"] = read_preprocessor_config(path, fields["img_size"])
+        mim = hf_mim.says_mim(config_json)
         path = weights_in_folder(path)
-    sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
+    raw = raw if raw is not None else read_weights(path, trust_checkpoint)
+    if mim or hf_mim.looks_mim(raw):
+        encoder, extras = hf_mim.split(raw, str(path))
+        sd = to_canonical(encoder, str(path))
+        return hf_mim.checkpoint(sd, extras, _config(sd, fields, str(path), arch, arch_name), str(path))
+    sd = to_canonical(raw, str(path))
+    return Checkpoint(sd, _config(sd, fields, str(path), arch, arch_name))
+
+
+def _config(sd: dict[str, torch.Tensor], fields: dict | None, source: str, arch: SwinConfig | None,
+            arch_name: str) -> SwinConfig:
+    """The config of canonical weights: `--arch`, else the keys with what config.json (`fields`) said."""
     if arch is not None:
-        return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
+        return build_config(sd, source, arch=arch, arch_name=arch_name)
     if fields is None:
-        return Checkpoint(sd, build_config(sd, str(path)))
+        return build_config(sd, source)
     version = 2 if "layers.0.blocks.0.attn.logit_scale" in sd else 1
     if version != fields["version"]:
-        raise SwinzooError(f"{path}: config.json says Swin V{fields['version']} but the weights are V{version}")
-    return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"],
-                                       preprocess=fields["preprocess"]))
+        raise SwinzooError(f"{source}: config.json says Swin V{fields['version']} but the weights are V{version}")
+    return build_config(sd, source, **geometry_args(fields), class_names=fields["class_names"],
+                        preprocess=fields["preprocess"])
 
 
 def read_preprocessor_config(folder: Path, img_size: int) -> dict | None:
@@ -257,10 +275,14 @@ def read_preprocessor_config(folder: Path, img_size: int) -> dict | None:
 
 def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
                     overwrite: bool = False) -> Path:
-    """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors)."""
+    """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors); a SimMIM
+    state dict (`encoder.*`, `decoder.0.*`) -> a MaskedImageModeling folder."""
+    mim = is_simmim(state_dict)
     cfg_json = config_to_hf(config)
-    tensors = from_canonical(state_dict, config.version)
+    tensors = from_canonical(hf_mim.encoder_part(state_dict) if mim else state_dict, config.version)
     tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
+    if mim:
+        cfg_json = hf_mim.add_mim(cfg_json, tensors, state_dict, config)
     return write_model_folder(out_dir, tensors, {"config.json": cfg_json,
                                                  "preprocessor_config.json": preprocessor_config(config)}, overwrite)
 
@@ -268,7 +290,8 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
     write_hf_folder(checkpoint.state_dict, checkpoint.config, out, overwrite=overwrite)
-    return f'transformers.AutoModelForImageClassification.from_pretrained("{out}")'
+    auto = "MaskedImageModeling" if is_simmim(checkpoint.state_dict) else "ImageClassification"
+    return f'transformers.AutoModelFor{auto}.from_pretrained("{out}")'
 
 
 FORMAT = Format("hf", "Hugging Face transformers folder (config.json + model.safetensors)", read, write,

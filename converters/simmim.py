@@ -30,6 +30,8 @@ ENCODER = "encoder."
 MASK_TOKEN = "encoder.mask_token"
 DECODER_KEYS = ("decoder.0.weight", "decoder.0.bias")
 OLD_CPB, CPB = ".attn.rpe_mlp.", ".attn.cpb_mlp."
+# `swinzoo finetune --from` a SimMIM checkpoint picks the official fine-tune recipe that follows its pretraining
+FINETUNE_RECIPES = {1: "simmim_finetune", 2: "simmim_finetune_v2"}
 
 
 def is_simmim(sd: dict) -> bool:
@@ -60,9 +62,8 @@ def from_simmim(raw: dict[str, torch.Tensor], arch: SwinConfig | None = None, ar
     out[MASK_TOKEN] = mask_token
     out.update({k: raw[k] for k in DECODER_KEYS})
     check_decoder(out, cfg, source)
-    # `swinzoo finetune --from` this file picks the official fine-tune recipe that follows SimMIM pretraining
     provenance = {"layout": "official SimMIM pretraining (encoder + decoder)",
-                  "finetune_recipe": "simmim_finetune" if cfg.version == 1 else "simmim_finetune_v2"}
+                  "finetune_recipe": FINETUNE_RECIPES[cfg.version]}
     if renamed:
         provenance["renamed"] = f"{renamed} keys rpe_mlp -> cpb_mlp (released SwinV2 SimMIM files)"
     return Checkpoint(out, cfg, provenance)

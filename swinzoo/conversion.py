@@ -59,7 +59,8 @@ def read_transferred(src: str, *, res: int | None = None, window: int | None = N
     if keep_simmim and is_simmim(source.state_dict):
         if res is not None or window is not None or num_classes is not None:
             raise SwinzooError("a SimMIM pretraining model is written at its own geometry: drop --res, --window and "
-                               "--num-classes, or convert it to a classifier (any other format) to move it")
+                               "--num-classes, or move its encoder to a classifier first (swinzoo convert SRC --res "
+                               "... -o cls.safetensors) and export that")
         return source, TransferReport(kept=len(source.state_dict))
     if source.config.is_backbone:
         state_dict, dst, report = backbone_transfer(source, res, window, num_classes)
@@ -120,7 +121,7 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     checkpoint, report = read_transferred(src, res=res, window=None if backbone_window else window,
                                           num_classes=num_classes, from_format=from_format, arch=arch,
                                           trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite,
-                                          keep_simmim=to == "simmim")
+                                          keep_simmim=to in ("simmim", "hf"))
     if check_features_only(checkpoint.config, features or None, out_indices, src) and (
             not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):
         checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)

@@ -198,5 +198,6 @@ def test_simmim_from_a_classifier_and_what_is_refused(tmp_path):
     one_line_error(lambda: swinzoo.load_simmim(FIXTURES / "detection" / "det_swin_tiny_w7.pth"),
                    "detection backbone")
     simmim = converters.read(pth(NAMES[0]))
-    one_line_error(lambda: converters.write(simmim, "official", tmp_path / "x.pth"), "write it as simmim or swinzoo")
+    one_line_error(lambda: converters.write(simmim, "official", tmp_path / "x.pth"),
+                   "write it as simmim, hf or swinzoo")
     one_line_error(lambda: converters.write(classifier, "simmim", tmp_path / "x.pth"), "not a SimMIM model")

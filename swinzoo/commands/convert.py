@@ -86,8 +86,10 @@ def _report(done, fmt: str, load_hint: bool) -> None:
     if done.report.changed:
         done.report.print_to(console)
     cfg = done.config
+    simmim = "MaskedImageModeling" in done.how_to_load or "load_simmim" in done.how_to_load
     what = (f"detection backbone, outputs {list(cfg.out_indices)}" if cfg.is_backbone else
-            f"{cfg.img_size} px, window {cfg.window_size}, {cfg.num_classes} classes")
+            f"{cfg.img_size} px, window {cfg.window_size}, "
+            + ("SimMIM encoder + decoder" if simmim else f"{cfg.num_classes} classes"))
     if cfg.is_backbone:
         what += f", window {cfg.window_size}"
     console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {what})", soft_wrap=True)

@@ -253,20 +253,30 @@ def _wanted(key: str, parser) -> str:
 
 def parse(argv: list[str]):
     """argv (after `finetune`) -> FinetuneOptions, or an exit code when help or the config was printed."""
+    from swinzoo.train.options import FinetuneOptions
+
+    return parse_run_options(argv, build_parser, "finetune", FinetuneOptions)
+
+
+def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
+    """argv (after `verb`) -> `options_class` from the jsonargparse parser `make_parser(with_trainer)` builds, or an
+    exit code when help or the config was printed (shared by `finetune` and `pretrain`)."""
     argv = normalise_argv(argv)
-    wants_help = any(a in HELP_FLAGS for a in argv)
-    parser = build_parser(with_trainer=not wants_help)
+    parser = make_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
     try:
         cfg = parser.parse_args(argv)
     except SystemExit as e:  # --help, --print-config
         return int(e.code or 0)
     except argparse.ArgumentError as e:
-        raise SwinzooError(f"swinzoo finetune: {explain(e, parser)}") from None
-    return options_from(cfg.as_dict(), parser)
+        raise SwinzooError(f"swinzoo {verb}: {explain(e, parser)}") from None
+    return options_from(cfg.as_dict(), parser, options_class)
 
 
-def options_from(values: dict, parser):
-    from swinzoo.train.options import FinetuneOptions
+def options_from(values: dict, parser, options_class=None):
+    """Parsed values -> `options_class` (default FinetuneOptions): `from` is `source`, and only the Trainer
+    arguments that differ from Lightning's defaults are kept."""
+    if options_class is None:
+        from swinzoo.train.options import FinetuneOptions as options_class
 
     defaults = parser.get_defaults().as_dict().get("trainer", {})
     given = as_plain(values.pop("trainer", None) or {})
@@ -275,7 +285,7 @@ def options_from(values: dict, parser):
     values["source"] = values.pop("from")
     for key in ("config", "__path__", "print_config"):
         values.pop(key, None)
-    return FinetuneOptions(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
+    return options_class(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
 
 
 def main(argv: list[str]) -> int:

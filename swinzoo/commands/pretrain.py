@@ -8,14 +8,11 @@ The parser is jsonargparse, as finetune's: every flag is a config key, `--config
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
-from swinzoo.commands.finetune import HELP_FLAGS, TRAINER_HELP, _formatter, explain, normalise_argv
-from swinzoo.errors import SwinzooError
-from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES, as_plain  # no torch, no Lightning
+from swinzoo.commands.finetune import TRAINER_HELP, _formatter, parse_run_options
+from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 EXAMPLES = examples(
     "swinzoo pretrain --from swin_n_64 --data shapes --max-steps 200   # the nano model's encoder, offline",
@@ -121,28 +118,9 @@ def build_parser(with_trainer: bool = True):
 
 def parse(argv: list[str]):
     """argv (after `pretrain`) -> PretrainOptions, or an exit code when help or the config was printed."""
-    argv = normalise_argv(argv)
-    parser = build_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
-    try:
-        cfg = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --print-config
-        return int(e.code or 0)
-    except argparse.ArgumentError as e:
-        raise SwinzooError(f"swinzoo pretrain: {explain(e, parser)}") from None
-    return options_from(cfg.as_dict(), parser)
-
-
-def options_from(values: dict, parser):
     from swinzoo.train.pretrain_options import PretrainOptions
 
-    defaults = parser.get_defaults().as_dict().get("trainer", {})
-    given = as_plain(values.pop("trainer", None) or {})
-    # by type as well: limit_val_batches=1 (one batch) equals the default 1.0 (all batches) as a number
-    trainer = {k: v for k, v in given.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
-    values["source"] = values.pop("from")
-    for key in ("config", "__path__", "print_config"):
-        values.pop(key, None)
-    return PretrainOptions(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
+    return parse_run_options(argv, build_parser, "pretrain", PretrainOptions)
 
 
 def main(argv: list[str]) -> int:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from swinzoo.errors import SwinzooError
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"  # the run as `swinzoo finetune --config` reads it (replays the run)
@@ -113,3 +115,13 @@ def as_plain(value):
     if isinstance(value, list):
         return [as_plain(v) for v in value]
     return value
+
+
+def options_record(options_class, source: str | None, options: dict, verb: str):
+    """`options_class(source=source, **options)` for the library calls `finetune()` / `pretrain()`, an unknown
+    keyword named in one line with the valid ones."""
+    valid = [f.name for f in fields(options_class) if f.name not in ("source", "command")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise SwinzooError(f"{verb}(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return options_class(source=source, **{**options, "trainer": dict(options.get("trainer") or {})})

@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -45,7 +44,16 @@ from swinzoo.train.checks import (
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
-from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, DATA_OPTION_KEYS, OUT_ENV, RUN_FILE, Plan, is_plain
+from swinzoo.train.options import (
+    CKPT_FILE,
+    CONFIG_FILE,
+    DATA_OPTION_KEYS,
+    OUT_ENV,
+    RUN_FILE,
+    Plan,
+    is_plain,
+    options_record,
+)
 from swinzoo.train.pretrain_options import (
     DEFAULT_RECIPE,
     FINETUNE_RECIPES,
@@ -78,12 +86,7 @@ def pretrain(source: str | None = None, *, console=None, **options) -> PretrainR
 
     Returns the output folder and the final validation metrics (None on processes other than global rank zero).
     """
-    valid = [f.name for f in fields(PretrainOptions) if f.name not in ("source", "command")]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise SwinzooError(f"pretrain(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
-    options["trainer"] = dict(options.get("trainer") or {})
-    return run_pretrain(PretrainOptions(source=source, **options), console or Console())
+    return run_pretrain(options_record(PretrainOptions, source, options, "pretrain"), console or Console())
 
 
 def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -50,6 +49,7 @@ from swinzoo.train.options import (
     FinetuneResult,
     Plan,
     is_plain,
+    options_record,
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.trainer import build_trainer, keep_weights, third_party_quiet
@@ -210,12 +210,7 @@ def finetune(source: str | None = None, *, console=None, **options) -> FinetuneR
 
     Returns the output folder and the final validation metrics (None on processes other than global rank zero).
     """
-    valid = [f.name for f in fields(FinetuneOptions) if f.name not in ("source", "command")]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise SwinzooError(f"finetune(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
-    options["trainer"] = dict(options.get("trainer") or {})
-    return run_finetune(FinetuneOptions(source=source, **options), console or Console())
+    return run_finetune(options_record(FinetuneOptions, source, options, "finetune"), console or Console())
 
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
