@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
@@ -29,7 +30,7 @@ from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import create_transform
 from swinzoo.train.folder import is_rank_zero
-from swinzoo.train.hf_data import DataOptions, HFSplit, open_hf
+from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.shapes import ShapesDataset
 
@@ -196,8 +197,36 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
     return ImageFolderSplit(root / split, classes)
 
 
+class LabelBudget(Dataset):
+    """`fraction` of a training split, stratified by class and drawn from `seed` only (`hf_data.carve`): the same
+    images on every run, resume and rank, every class in proportion. Has the split's `.classes`."""
+
+    def __init__(self, base: Dataset, fraction: float, seed: int) -> None:
+        labels = split_labels(base)
+        _, self.rows = carve(labels, fraction, seed)
+        self.base, self.classes = base, base.classes
+        self.description = (f"{FLAGS['train_fraction']} {fraction:g}: {len(self.rows)} of {len(labels)} training "
+                            f"images, stratified by class, split seed {seed}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        return self.base[int(self.rows[index])]
+
+
+def split_labels(base: Dataset) -> np.ndarray:
+    """The class of every item of a split, without decoding its images."""
+    if isinstance(base, ShapesDataset):
+        return np.arange(len(base)) % len(base.classes)
+    if isinstance(base, ImageFolderSplit):
+        return np.array([label for _, label in base.samples], dtype=np.int64)
+    labels = np.asarray(base.ds.with_format("numpy", columns=[base.label_key])[base.label_key], dtype=np.int64)
+    return labels if base.rows is None else labels[base.rows]
+
+
 def check_no_hf_options(data: str, options: DataOptions | None) -> None:
-    changed = options.changed() if options is not None else []
+    changed = [f for f in options.changed() if f not in {FLAGS[k] for k in ANY_DATA}] if options is not None else []
     if changed:
         raise SwinzooError(f"{', '.join(changed)} only appl{'y' if len(changed) > 1 else 'ies'} to hf:NAME data; drop "
                            f"{'them' if len(changed) > 1 else 'it'} for --data {data}")
@@ -243,6 +272,9 @@ class SwinDataModule(L.LightningDataModule):
                 check_no_hf_options(self.data, opts)
                 self.train_base = open_split(self.data, "train", self.res, size=self.train_size)
                 self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size)
+            fraction = opts.train_fraction
+            if fraction is not None and fraction < 1:
+                self.train_base = LabelBudget(self.train_base, fraction, opts.split_seed)
             self.description = describe(self.data, self.train_base, self.val_base)
             if self.console is not None and is_rank_zero():
                 self.console.print(self.description, soft_wrap=True, markup=False, highlight=False)

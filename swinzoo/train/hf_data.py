@@ -32,7 +32,10 @@ LABEL_COLUMNS = ("label", "labels", "fine_label")
 DEFAULT_VAL_FRACTION = 0.1
 # the CLI flag of each option, for the messages (the finetune and eval commands use these names)
 FLAGS = {"train_split": "--train-split", "val_split": "--val-split", "image_column": "--image-column",
-         "label_column": "--label-column", "val_fraction": "--val-fraction", "split_seed": "--split-seed"}
+         "label_column": "--label-column", "val_fraction": "--val-fraction", "split_seed": "--split-seed",
+         "train_fraction": "--train-fraction"}
+# options that apply to every kind of data, not only hf: (a labelled subset of the train split, and its seed)
+ANY_DATA = ("train_fraction", "split_seed")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class DataOptions:
     label_column: str | None = None
     val_fraction: float | None = None
     split_seed: int = 0
+    train_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_split", "val_split", "image_column", "label_column"):
@@ -59,6 +63,10 @@ class DataOptions:
         if f is not None and self.val_split is not None:
             raise SwinzooError(f"{FLAGS['val_split']} {self.val_split} and {FLAGS['val_fraction']} {f} both say "
                                "where validation comes from; keep one (the fraction carves it from the train split)")
+        f = self.train_fraction
+        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1):
+            raise SwinzooError(f"{FLAGS['train_fraction']} must be a number in (0, 1], not {f!r}: the share of the "
+                               "training images (and labels) used, e.g. 0.1")
         seed = self.split_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # numpy's generators take seeds >= 0
             raise SwinzooError(f"{FLAGS['split_seed']} {seed!r} is not a whole number >= 0; give one, e.g. 0")

@@ -43,8 +43,10 @@ class Plan:
     data_options: dict = field(default_factory=dict)
 
 
-# FinetuneOptions fields that describe the data besides its name (`hf:` datasets only)
-DATA_OPTION_KEYS = ("train_split", "val_split", "val_fraction", "image_column", "label_column", "split_seed")
+# FinetuneOptions fields that describe the data besides its name (`hf:` datasets only, but for train_fraction and
+# split_seed, its seed)
+DATA_OPTION_KEYS = ("train_split", "val_split", "val_fraction", "image_column", "label_column", "split_seed",
+                    "train_fraction")
 
 
 @dataclass
@@ -61,6 +63,7 @@ class FinetuneOptions:
     image_column: str | None = None
     label_column: str | None = None
     split_seed: int | None = None
+    train_fraction: float | None = None
     recipe: str | dict | None = None
     epochs: int | None = None
     max_steps: int | None = None

@@ -220,7 +220,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     if data is None:
         raise SwinzooError("--data is required: a folder of images (or with train/ and val/), hf:NAME, or the "
                            f"built-in {', '.join(BUILTIN)}")
-    data_options = {k: getattr(args, k) for k in DATA_OPTION_KEYS if getattr(args, k) is not None}
+    data_options = {k: getattr(args, k, None) for k in DATA_OPTION_KEYS if getattr(args, k, None) is not None}
     dm = data_module(data, data_options, res, recipe, args.num_workers, console)
     dm.check()
     if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
