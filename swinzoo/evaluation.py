@@ -28,6 +28,9 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
         return model.eval()
     checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format,
                                           trust_checkpoint=trust_checkpoint)
+    if checkpoint.config.num_classes == 0:  # e.g. a SimMIM pretraining's encoder: nothing to classify with
+        raise SwinzooError(f"{model} has no classifier head (0 classes; a SimMIM pretraining or a headless "
+                           f"encoder): fine-tune it first (swinzoo finetune --from {model})")
     if report.changed and console is not None:
         console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
     net = SwinTransformer(checkpoint.config)

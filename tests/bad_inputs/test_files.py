@@ -22,6 +22,7 @@ from tests.bad_inputs.harness import fails_cleanly, snapshot
 from tests.conftest import V1, fixture_pth
 
 NANO = Path(__file__).resolve().parents[2] / "swinzoo" / "data" / "swin_n_64.safetensors"
+SIMMIM = Path(__file__).resolve().parents[1] / "fixtures" / "simmim" / "simmim_swin_tiny_w6_192.pth"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -116,6 +117,12 @@ CASES = {
         ["backbone is not a Swin", "backbone.conv1.weight", "Swin backbones only"]),
     "out_indices out of range": (lambda t: ["export", "swin_n_64", "--out-indices", "1", "4", "--to", "pt2", "-o",
                                             t / "o.pt2"], ["out_indices [1, 4] out of range"]),
+    "classifier exported as SimMIM": (lambda t: ["export", "swin_n_64", "--to", "simmim", "-o", t / "o.pth"],
+                                      ["not a SimMIM model", "load_simmim"]),
+    "SimMIM model evaluated": (lambda t: ["eval", SIMMIM, "--data", "shapes"], ["no classifier head",
+                                                                                "swinzoo finetune --from"]),
+    "SimMIM export moved": (lambda t: ["export", SIMMIM, "--to", "simmim", "--res", "224", "-o", t / "o.pth"],
+                            ["own geometry", "swinzoo convert"]),
     "pickle via convert": (lambda t: ["convert", malicious_pickle(t), "-o", t / "o.safetensors"],
                            ["Python objects", "--trust-checkpoint"]),
     "pickle via eval": (lambda t: ["eval", malicious_pickle(t), "--data", "shapes"], ["--trust-checkpoint"]),
