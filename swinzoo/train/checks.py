@@ -269,6 +269,12 @@ def validate_options(args: FinetuneOptions) -> FinetuneOptions:
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
         raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
                            "keys")
+    return with_checked_run_options(args)
+
+
+def with_checked_run_options(args):
+    """The checks `finetune` and `pretrain` share last: Trainer options (returned normalised), the logger's
+    package, and --out (not a file, empty, writable; rank zero only)."""
     trainer = check_trainer_options(args.trainer)
     check_logger(args.logger)
     if not args.resume and args.out and is_rank_zero():

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
@@ -25,7 +24,7 @@ from torchvision.transforms import v2
 from swinzoo.config import SwinConfig
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
-from swinzoo.train.optim import param_groups, scaled_lrs, warmup_cosine
+from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import Recipe, recipe_from_dict
 
 
@@ -99,15 +98,8 @@ class SwinClassifier(L.LightningModule):
         self.log("val/n", self.val_n, on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
-        r = self.recipe
-        groups = param_groups(self.model, self.peak_lr, r.weight_decay, r.layer_decay)
-        for g in groups:
-            g.pop("names")
-        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(r.betas), eps=r.eps)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(round(r.warmup_fraction * total))
-        schedule = LambdaLR(optimizer, warmup_cosine(total, warmup, self.peak_lr, self.warmup_lr, self.min_lr))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),
+                                   int(self.trainer.estimated_stepping_batches), self.recipe.layer_decay)
 
 
 def trainer_kwargs(recipe: Recipe) -> dict:

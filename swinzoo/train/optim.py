@@ -78,3 +78,21 @@ def scaled_lrs(base_lr: float, warmup_lr: float, min_lr: float, total_batch: int
     """Official linear scaling: recipe lrs are per 512 images."""
     s = total_batch / 512
     return base_lr * s, warmup_lr * s, min_lr * s
+
+
+def adamw_warmup_cosine(model: nn.Module, recipe, lrs: tuple[float, float, float], total_steps: int,
+                        layer_decay: float) -> dict:
+    """Lightning's `configure_optimizers` answer for a recipe: AdamW over `param_groups` (the official no-decay
+    rules, `layer_decay` per block), stepped per optimizer step through `warmup_cosine`; `lrs` = (peak, warmup,
+    min)."""
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    peak, warm, low = lrs
+    groups = param_groups(model, peak, recipe.weight_decay, layer_decay)
+    for g in groups:
+        g.pop("names")
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=tuple(recipe.betas), eps=recipe.eps)
+    schedule = LambdaLR(optimizer, warmup_cosine(total_steps, int(round(recipe.warmup_fraction * total_steps)),
+                                                 peak, warm, low))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -11,7 +11,6 @@ removes what it created (`RunFolder`). Trainer, callbacks, loggers and the progr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -35,11 +34,11 @@ from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
-    check_logger,
     check_trainer_options,
     check_values,
     flag_label,
     read_plan,
+    with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
@@ -155,11 +154,7 @@ def validate(args: PretrainOptions) -> PretrainOptions:
     if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
         raise SwinzooError(f"--mask-patch-size {patch}: must be a whole number >= 1 (the side of a mask unit in "
                            "pixels; official 32)")
-    trainer = check_trainer_options(args.trainer)
-    check_logger(args.logger)
-    if not args.resume and args.out and is_rank_zero():
-        check_out(Path(args.out))
-    return dataclasses.replace(args, trainer=trainer)
+    return with_checked_run_options(args)
 
 
 def read_source(args: PretrainOptions) -> tuple[SwinConfig, dict | None, dict, dict, str]:

@@ -18,12 +18,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric, SumMetric
 
 from swinzoo.config import SwinConfig
 from swinzoo.models import MaskGenerator, SimMIM
-from swinzoo.train.optim import param_groups, scaled_lrs, warmup_cosine
+from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
 
@@ -102,13 +101,6 @@ class SimMIMPretrainer(L.LightningModule):
                               self.model.config.patch_size, title, kernel)
 
     def configure_optimizers(self):
-        r = self.recipe
         # the official get_pretrain_param_groups: decay / no decay only (layer_decay 1 puts every layer in one)
-        groups = param_groups(self.model, self.peak_lr, r.weight_decay, 1.0)
-        for g in groups:
-            g.pop("names")
-        optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(r.betas), eps=r.eps)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(round(r.warmup_fraction * total))
-        schedule = LambdaLR(optimizer, warmup_cosine(total, warmup, self.peak_lr, self.warmup_lr, self.min_lr))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),
+                                   int(self.trainer.estimated_stepping_batches), 1.0)
