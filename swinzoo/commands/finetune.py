@@ -121,15 +121,7 @@ def build_parser(with_trainer: bool = True):
     data.add_argument("--seed", type=int | None, help="random seed (default: the recipe's)")
     data.add_argument("--num-workers", dest="num_workers", type=int | None,
                       help="data loader workers per device (default: half the CPUs)")
-    hardware = p.add_argument_group("hardware (Lightning)")
-    hardware.add_argument("--devices", type=int | str, default="auto",
-                          help="Lightning devices: a count, a list like 0,1, or auto")
-    hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
-    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, ddp_spawn, ...")
-    hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
-                          help="machines, each running --devices processes")
-    hardware.add_argument("--precision", type=str | None,
-                          help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
+    add_hardware_arguments(p)
     output = p.add_argument_group("output")
     output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-RES)")
     output.add_argument("--resume", type=str | None, metavar="OUT",
@@ -253,6 +245,19 @@ def _wanted(key: str, parser) -> str:
     action = next((a for a in parser._actions if a.dest == key), None)
     kind = getattr(action, "_typehint", None) or getattr(action, "type", None)
     return "expected " + describe_type(kind) if kind is not None else "invalid value"
+
+
+def add_hardware_arguments(p) -> None:
+    """The Lightning hardware flags `finetune` and `pretrain` share."""
+    hardware = p.add_argument_group("hardware (Lightning)")
+    hardware.add_argument("--devices", type=int | str, default="auto",
+                          help="Lightning devices: a count, a list like 0,1, or auto")
+    hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
+    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, ddp_spawn, ...")
+    hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
+                          help="machines, each running --devices processes")
+    hardware.add_argument("--precision", type=str | None,
+                          help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
 
 
 def parse(argv: list[str]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
-from swinzoo.commands.finetune import TRAINER_HELP, _formatter, parse_run_options
+from swinzoo.commands.finetune import TRAINER_HELP, _formatter, add_hardware_arguments, parse_run_options
 from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 EXAMPLES = examples(
@@ -86,15 +86,7 @@ def build_parser(with_trainer: bool = True):
                       "recipe's)")
     data.add_argument("--num-workers", dest="num_workers", type=int | None,
                       help="data loader workers per device (default: half the CPUs)")
-    hardware = p.add_argument_group("hardware (Lightning)")
-    hardware.add_argument("--devices", type=int | str, default="auto",
-                          help="Lightning devices: a count, a list like 0,1, or auto")
-    hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
-    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, ddp_spawn, ...")
-    hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
-                          help="machines, each running --devices processes")
-    hardware.add_argument("--precision", type=str | None,
-                          help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
+    add_hardware_arguments(p)
     output = p.add_argument_group("output")
     output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-simmim-RES)")
     output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")

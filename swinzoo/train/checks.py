@@ -263,13 +263,19 @@ def validate_options(args: FinetuneOptions) -> FinetuneOptions:
     (see `check_trainer_options`)."""
     names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
              "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "keep", "logger")
+    check_run_values(args, names)
+    return with_checked_run_options(args)
+
+
+def check_run_values(args, names: tuple[str, ...]) -> None:
+    """The value checks `finetune` and `pretrain` share: the fields `names` by type and range, epochs or
+    max_steps, and the recipe's kind."""
     check_values({n: getattr(args, n) for n in names}, flag_label)
     if args.epochs is not None and args.max_steps is not None:
         raise SwinzooError("give epochs or max_steps, not both")
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
         raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
                            "keys")
-    return with_checked_run_options(args)
 
 
 def with_checked_run_options(args):

@@ -34,9 +34,8 @@ from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
+    check_run_values,
     check_trainer_options,
-    check_values,
-    flag_label,
     read_plan,
     with_checked_run_options,
 )
@@ -140,12 +139,7 @@ def validate(args: PretrainOptions) -> PretrainOptions:
     normalised (`check_trainer_options`)."""
     names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
              "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "logger")
-    check_values({n: getattr(args, n) for n in names}, flag_label)
-    if args.epochs is not None and args.max_steps is not None:
-        raise SwinzooError("give epochs or max_steps, not both")
-    if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
-        raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
-                           "keys")
+    check_run_values(args, names)
     ratio, patch = args.mask_ratio, args.mask_patch_size
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
                               or not 0 < ratio <= 1):
