@@ -8,6 +8,7 @@ from PIL import Image
 
 from swinzoo.bench import Result, Spec, add_ratios, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
+from swinzoo.hardware import cpu_model, describe_cpu, native_bf16_matmul
 from swinzoo.models import count_macs
 from swinzoo.zoo import zoo_config
 
@@ -24,6 +25,7 @@ def test_bench_json_vs_timm(capsys):
     assert code == 0, err
     data = json.loads(out)
     rows = data["results"]
+    assert data["cpu"] == cpu_model() and data["native_bf16_matmul"] == native_bf16_matmul()
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:
         assert set(r) == KEYS
@@ -49,8 +51,10 @@ def test_ratios_are_per_round():
 
 def test_bench_table_and_errors(capsys):
     code, out, _ = run_cli(["bench", "swinv2_t_256_w8", "--res", 32, "--batch", 1, "--reps", 1, "--warmup", 0,
-                            "--train"], capsys)
+                            "--train", "--precision", "bf16"], capsys)
     assert code == 0 and "swinv2_t_256_w8" in out and "train" in out
+    flat = " ".join(out.split())  # the title names the CPU and its bf16 support; the share is of the bf16 peak
+    assert describe_cpu() in flat and "measured bf16 matmul peak" in flat and "% bf16 peak" in flat
     code, _, err = run_cli(["bench", "swin_q_224"], capsys)
     assert code == 2 and err.startswith("error: unknown model name")
     code, _, err = run_cli(["bench", "swin_t_c24_256", "--vs-timm"], capsys)

@@ -14,6 +14,7 @@ from PIL import Image
 
 import swinzoo
 from swinzoo.config import SwinConfig
+from swinzoo.hardware import auto_precision
 from swinzoo.train.shapes import render
 from tests.conftest import run_cli
 
@@ -50,6 +51,8 @@ def test_finetune_eval_predict(tiny, tmp_path, capsys):
     assert code == 0, err
     assert "resolution 32 -> 64, window 4 -> 8" in stdout and "re-initialised head.weight" in stdout
     assert '"img_size": 64' in stdout and "total batch 4" in stdout
+    precision, why = auto_precision(on_cuda=False)  # the run log says what 'auto' chose and why
+    assert f"precision {precision} ({why})" in " ".join(stdout.split())
     for name in ("model.safetensors", "metrics.json", "last.ckpt", "run.json", "logs/metrics.csv"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())

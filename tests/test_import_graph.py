@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # (layer, module prefixes); a module belongs to the first layer with a prefix that is it or one of its packages
 LAYERS = [
-    (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess")),
+    (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess", "swinzoo.hardware")),
     (1, ("swinzoo.models",)),
     (2, ("swinzoo.transfer", "swinzoo.geometric_interp", "swinzoo.io")),
     (3, ("swinzoo.converters",)),

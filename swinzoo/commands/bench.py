@@ -46,6 +46,7 @@ def run(args) -> int:
 
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
+    from swinzoo.hardware import cpu_model, native_bf16_matmul
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
@@ -61,11 +62,23 @@ def run(args) -> int:
         title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
         draw_sweep(results, args.plot, title)
     if args.json:
-        print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+        print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
+                          "native_bf16_matmul": native_bf16_matmul(), "device": machine_name(args.device),
                           "results": [asdict(r) for r in results]}, indent=1))
         return 0
     print_table(results, args)
     return 0
+
+
+def machine_name(device: str) -> str:
+    """What ran the models: the CPU with its bf16 matmul support, or the GPU's name."""
+    import torch
+
+    from swinzoo.hardware import describe_cpu
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return describe_cpu()
 
 
 def print_table(results, args) -> None:
@@ -77,9 +90,11 @@ def print_table(results, args) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
-    table = Table(title=f"swinzoo bench: {args.device}, {args.precision}, batch {args.batch}, "
-                        f"{torch.get_num_threads()} threads; measured matmul peak {peak:.0f} GFLOP/s")
-    cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms", "% peak"]
+    # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
+    table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
+                        f"{torch.get_num_threads()} threads; measured {args.precision} matmul peak {peak:.0f} GFLOP/s")
+    cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
+            f"% {args.precision} peak"]
     if args.memory:
         cols.append("peak MiB")
     if args.vs_timm:

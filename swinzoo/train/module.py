@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from swinzoo.config import SwinConfig
+from swinzoo.hardware import auto_precision
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
@@ -102,11 +103,18 @@ class SwinClassifier(L.LightningModule):
                                    int(self.trainer.estimated_stepping_batches), self.recipe.layer_decay)
 
 
-def trainer_kwargs(recipe: Recipe) -> dict:
+def resolve_precision(recipe: Recipe, accelerator: str = "auto") -> tuple[str, str]:
+    """(Lightning precision, why): the recipe's, or for 'auto' fp16 AMP on CUDA, bf16 autocast on a CPU with
+    native bf16 matmul (AMX, AVX512-BF16), fp32 on other CPUs (`hardware.auto_precision`)."""
+    if recipe.precision != "auto":
+        return recipe.precision, "as set"
+    on_cuda = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return auto_precision(on_cuda)
+
+
+def trainer_kwargs(recipe: Recipe, accelerator: str = "auto") -> dict:
     """The Trainer settings a recipe implies: clipping (official 5.0, by norm), accumulation, precision."""
-    precision = recipe.precision
-    if precision == "auto":
-        precision = "16-mixed" if torch.cuda.is_available() else "32-true"
+    precision, _ = resolve_precision(recipe, accelerator)
     kw = dict(precision=precision, accumulate_grad_batches=recipe.accumulate_grad_batches)
     if recipe.clip_grad:
         kw.update(gradient_clip_val=recipe.clip_grad, gradient_clip_algorithm="norm")

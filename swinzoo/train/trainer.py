@@ -16,7 +16,14 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
 from swinzoo.train.checks import check_logger, trainer_objects
-from swinzoo.train.module import AtomicCheckpointIO, ProgressLines, StepBoundProgressBar, ema_callback, trainer_kwargs
+from swinzoo.train.module import (
+    AtomicCheckpointIO,
+    ProgressLines,
+    StepBoundProgressBar,
+    ema_callback,
+    resolve_precision,
+    trainer_kwargs,
+)
 from swinzoo.train.options import BEST_FILE, Plan
 from swinzoo.train.recipes import Recipe
 
@@ -55,8 +62,13 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
               callbacks=callbacks, logger=loggers, default_root_dir=out, num_sanity_val_steps=0,
               enable_model_summary=False,  # print_plan says what the model is
               log_every_n_steps=min(50, recipe.max_steps or 50), plugins=[AtomicCheckpointIO(trust_checkpoint)])
-    kw.update(trainer_kwargs(recipe))
+    kw.update(trainer_kwargs(recipe, plan.accelerator))
+    precision, why = resolve_precision(recipe, plan.accelerator)
+    if "precision" in user:
+        precision, why = user["precision"], "as set by --trainer.precision"
     kw.update(user)
+    if console is not None:
+        console.print(f"[bold]precision[/bold] {precision} ({why})", soft_wrap=True)
     try:
         return L.Trainer(**kw)
     except (MisconfigurationException, ValueError, TypeError) as e:

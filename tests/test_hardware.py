@@ -1,0 +1,49 @@
+"""CPU detection and the precision a recipe's 'auto' resolves to on each CPU class."""
+
+import pytest
+
+from swinzoo import hardware
+from swinzoo.train.module import resolve_precision, trainer_kwargs
+from swinzoo.train.recipes import Recipe
+
+ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7R13 Processor\nflags\t\t: fpu avx avx2 fma\n"
+ZEN5 = ("processor\t: 0\nmodel name\t: AMD EPYC 9R45\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n\n"
+        "processor\t: 1\n")
+SAPPHIRE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
+            "flags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n")
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    def use(text: str | None):
+        path = tmp_path / "cpuinfo"
+        if text is not None:
+            path.write_text(text)
+        monkeypatch.setattr(hardware, "CPUINFO", path)
+        hardware._cpuinfo.cache_clear()
+    yield use
+    hardware._cpuinfo.cache_clear()
+
+
+@pytest.mark.parametrize("text, model, native, precision", [
+    (ZEN3, "AMD EPYC 7R13 Processor", None, "32-true"),
+    (ZEN5, "AMD EPYC 9R45", "AVX512-BF16", "bf16-mixed"),
+    (SAPPHIRE, "Intel(R) Xeon(R) Platinum 8488C", "AMX", "bf16-mixed"),
+])
+def test_cpu_classes(cpuinfo, text, model, native, precision):
+    cpuinfo(text)
+    assert hardware.cpu_model() == model and hardware.native_bf16_matmul() == native
+    assert hardware.describe_cpu() == f"{model} ({native or 'no native bf16'})"
+    chosen, why = hardware.auto_precision(on_cuda=False)
+    assert chosen == precision and model in why
+    assert resolve_precision(Recipe(), accelerator="cpu")[0] == precision
+    assert trainer_kwargs(Recipe(), accelerator="cpu")["precision"] == precision
+    # what the user or the recipe says wins
+    assert resolve_precision(Recipe(precision="32-true"), accelerator="cpu") == ("32-true", "as set")
+    assert hardware.auto_precision(on_cuda=True)[0] == "16-mixed"
+
+
+def test_no_cpuinfo_is_no_native_bf16(cpuinfo):
+    cpuinfo(None)
+    assert hardware.native_bf16_matmul() is None and hardware.cpu_model()
+    assert hardware.auto_precision(on_cuda=False)[0] == "32-true"
