@@ -1,0 +1,112 @@
+"""GPU benchmark: swinzoo against timm in bf16 autocast at 224 and 384 px, eval and a training step, plus a check
+that swinzoo's inference path on CUDA is not slower than running each block over the whole batch.
+
+    python benchmarks/gpu.py --out gpu_bench.json              # on a machine with a CUDA GPU (needs timm)
+    python benchmarks/gpu.py --device cpu --smoke              # a few seconds on the CPU: the script still works
+
+On CPU the fast path walks each block in cache-sized runs of windows (`fast_path.CPU_CHUNK_BYTES`); on other
+devices it runs one run over the whole batch, and the check here is what keeps that choice honest: it times the
+default path against (a) the same fast path forced into the CPU's runs of windows and (b) the reference blocks
+(`set_fast_path(False)`: roll, partition, whole-batch attention), interleaved, and exits 1 if the default is
+more than 5% slower than either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from swinzoo import bench
+from swinzoo.hardware import describe_cpu
+from swinzoo.models import SwinTransformer, fast_path
+from swinzoo.zoo import zoo_config
+
+# (zoo name, resolution): Swin-T and SwinV2-T at their own size, and the 384 px class
+FULL = [("swin_t_224", 224), ("swinv2_t_256_w8", 256), ("swin_t_224", 384), ("swin_b_384", 384)]
+SMOKE = [("swin_n_64", 64)]
+TOLERANCE = 1.05
+
+
+def compare_vs_timm(cases, batch: int, reps: int, device: str, vs_timm: bool) -> list[dict]:
+    rows = []
+    for name, res in cases:
+        specs = bench.plan([name], res=[res], batch=batch, eval_and_train=True, precision="bf16", vs_timm=vs_timm,
+                           reps=reps, device=device)
+        for r in bench.run(specs, reps=reps, warmup=2):
+            rows.append({"name": r.name, "impl": r.impl, "res": r.res, "mode": r.mode, "images_per_s": r.images_per_s,
+                         "p50_ms": r.latency_ms_p50, "peak_share": r.peak_share, **r.extra})
+    return rows
+
+
+@contextlib.contextmanager
+def cpu_runs_everywhere():
+    """The fast path with the CPU's runs of windows on any device."""
+    def cpu_rule(src, hidden_per_window):
+        return max(1, fast_path.CPU_CHUNK_BYTES // (src.element_size() * hidden_per_window))
+    with mock.patch.object(fast_path, "_max_windows", cpu_rule):
+        yield
+
+
+def check_whole_batch(cases, batch: int, reps: int, device: str) -> list[dict]:
+    """Default inference vs runs-of-windows and vs the reference blocks, interleaved per round, bf16 autocast."""
+    out = []
+    for name, res in cases:
+        model = SwinTransformer(zoo_config(name)).to(device).eval()
+        x = torch.randn(batch, 3, res, res, device=device)
+
+        def forward(fast: bool = True, runs: bool = False, model=model, x=x):
+            def step():
+                model.set_fast_path(fast)
+                with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16), \
+                        (cpu_runs_everywhere() if runs else contextlib.nullcontext()):
+                    model(x)
+            return step
+
+        steps = [forward(), forward(runs=True), forward(fast=False)]
+        times = bench.time_interleaved(steps, device, reps, warmup=2)
+        model.set_fast_path(True)
+        default, runs, reference = (statistics.median(t) for t in times)
+        ok = default <= TOLERANCE * min(runs, reference)
+        out.append({"name": name, "res": res, "default_ms": 1e3 * default, "runs_of_windows_ms": 1e3 * runs,
+                    "reference_ms": 1e3 * reference, "ok": ok})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--smoke", action="store_true", help="nano model, 2 rounds, no timm: checks the script runs")
+    p.add_argument("--out", type=Path, help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: no CUDA GPU is visible; run this on a GPU machine (or --device cpu --smoke)", file=sys.stderr)
+        return 2
+    cases, reps = (SMOKE, 2) if args.smoke else (FULL, args.reps)
+    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else describe_cpu())
+    report = {"device": machine, "torch": torch.__version__, "batch": args.batch, "precision": "bf16 autocast",
+              "vs_timm": compare_vs_timm(cases, args.batch, reps, args.device, vs_timm=not args.smoke),
+              "whole_batch_check": check_whole_batch(cases, args.batch, reps, args.device)}
+    print(f"{machine}, torch {torch.__version__}, batch {args.batch}, bf16 autocast")
+    for r in report["vs_timm"]:
+        vs = f"  {r['speedup_vs_timm']:.2f}x timm" if "speedup_vs_timm" in r else ""
+        print(f"  {r['name']:<16} {r['res']:>4} {r['mode']:<5} {r['impl']:<8} {r['images_per_s']:8.1f} img/s{vs}")
+    for c in report["whole_batch_check"]:
+        print(f"  {c['name']} {c['res']} px inference: default {c['default_ms']:.2f} ms, runs of windows "
+              f"{c['runs_of_windows_ms']:.2f} ms, reference blocks {c['reference_ms']:.2f} ms: "
+              + ("ok" if c["ok"] else f"SLOWER than {TOLERANCE:.2f}x the best alternative"))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    return 0 if all(c["ok"] for c in report["whole_batch_check"]) or args.smoke else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
