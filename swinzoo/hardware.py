@@ -56,11 +56,11 @@ def auto_precision(on_cuda: bool) -> tuple[str, str]:
     """(Lightning precision, why) for a recipe whose precision is 'auto'; fp16 AMP on CUDA is the official
     recipes' choice."""
     if on_cuda:
-        return "16-mixed", "CUDA: the official recipes' fp16 AMP"
+        return "16-mixed", "auto: fp16 AMP on CUDA, as the official recipes"
     native = native_bf16_matmul()
     if native:
-        return "bf16-mixed", f"{cpu_model()} multiplies bf16 natively ({native})"
-    return "32-true", f"{cpu_model()} has no native bf16 matmul (no AMX or AVX512-BF16), where bf16 would be slower"
+        return "bf16-mixed", f"auto: {cpu_model()} has {native}, bf16 autocast"
+    return "32-true", f"auto: {cpu_model()} has no AMX or AVX512-BF16, where bf16 would be slower than fp32"
 
 
 __all__ = ["auto_precision", "cpu_flags", "cpu_model", "describe_cpu", "native_bf16_matmul"]

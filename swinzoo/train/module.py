@@ -107,7 +107,7 @@ def resolve_precision(recipe: Recipe, accelerator: str = "auto") -> tuple[str, s
     """(Lightning precision, why): the recipe's, or for 'auto' fp16 AMP on CUDA, bf16 autocast on a CPU with
     native bf16 matmul (AMX, AVX512-BF16), fp32 on other CPUs (`hardware.auto_precision`)."""
     if recipe.precision != "auto":
-        return recipe.precision, "as set"
+        return recipe.precision, "set by the recipe or --precision"
     on_cuda = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return auto_precision(on_cuda)
 
