@@ -42,7 +42,7 @@ class Weights:
     """One released set of weights of a zoo entry."""
 
     model: str  # zoo name
-    tag: str  # in1k | in22k | in22k_ft_in1k | shapes
+    tag: str  # in1k | in22k | in22k_ft_in1k | shapes | simmim
     hub_repo: str | None  # Hugging Face repo holding them (timm's layout), `timm/<timm name>`
     official_url: str | None  # the official release file
     top1: float | None  # ImageNet-1k top-1 from the official README
@@ -201,6 +201,8 @@ WEIGHTS: list[Weights] = [
             None, None, num_classes=10, package_file="swin_n_64.safetensors"),
     Weights("swinv2_n_64_w4", "shapes", None,
             None, None, num_classes=10, package_file="swinv2_n_64_w4.safetensors"),
+    # SimMIM-pretrained on the unlabelled `shapes` images (encoder, mask token, decoder; docs/simmim.md)
+    Weights("swin_n_64", "simmim", None, None, None, num_classes=0, package_file="swin_n_64_simmim.safetensors"),
 ]
 
 

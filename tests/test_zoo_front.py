@@ -170,7 +170,8 @@ def test_list_says_which_weights_are_local(hf_cache, tiny_cached, capsys):
     assert local["swin_t_224.in1k"] == "cached" and local["swin_b_224.in1k"] == "cached"
     assert local["swin_s_224.in1k"] is None and local["swin_t_224.in22k"] is None
     assert local["swin_n_64.shapes"] == "embedded" and local["swinv2_n_64_w4.shapes"] == "embedded"
-    assert sum(v is not None for v in local.values()) == 4
+    assert local["swin_n_64.simmim"] == "embedded"
+    assert sum(v is not None for v in local.values()) == 5
     code, out, err = run_cli(["list", "swin_t_224"], capsys)
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("swin_t_224.")}
     assert rows["swin_t_224.in1k"][-1] == "cached" and rows["swin_t_224.in22k"][-1] == "-"
