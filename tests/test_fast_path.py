@@ -10,7 +10,7 @@ import torch
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import fast_path, layers
-from swinzoo.models.attention import split_heads
+from swinzoo.models.attention import ScaledUnitRows, split_heads
 from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
@@ -323,3 +323,39 @@ def test_split_heads_gradient_matches_autograd(used):
     torch.testing.assert_close(grad, expected, rtol=0, atol=0)
     for ours, ref in zip((q, k, v), reference):
         torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("with_scale", [True, False])
+def test_scaled_unit_rows_match_normalize_autograd(with_scale):
+    """V2's cosine q / k as one autograd node: values and gradients (x and the per-head scale) equal autograd
+    through F.normalize(x) * scale in float64, a zero row (clamped norm) included."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    x[0, 1, 2] = 0.0
+    x.requires_grad_()
+    scale = torch.rand(3, 1, 1, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    ref = torch.nn.functional.normalize(x, dim=-1)
+    ref = ref * scale if with_scale else ref
+    ours = ScaledUnitRows.apply(x, scale if with_scale else None)
+    assert ours.grad_fn.name() == "ScaledUnitRowsBackward"
+    wrt = (x, scale) if with_scale else (x,)
+    for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)  # the zero row's gradient is ~1e12: relative
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
+
+
+def test_v2_training_gradients_under_bf16_autocast_follow_fp32():
+    """A V2 training step under bf16 autocast (the fused cosine node computes its norms in fp32) gives the fp32
+    step's gradients to bf16 accuracy."""
+    model = randomized(SwinTransformer(tiny(2)).train())
+    x = torch.randn(2, 3, 56, 56)
+    model(x).square().mean().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    for name, grad in ref.items():
+        got = dict(model.named_parameters())[name].grad
+        assert (got - grad).norm() <= 0.05 * grad.norm() + 1e-6, name

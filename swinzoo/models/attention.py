@@ -106,9 +106,12 @@ class WindowAttentionV2(nn.Module):
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive bias 16 * sigmoid(cpb_mlp(log-spaced offsets))."""
         n = self.window * self.window
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        return 16 * torch.sigmoid(bias)
+        coords = self.relative_coords_table
+        # fp32 under autocast too: the MLP is tiny ((2w-1)^2 rows), and in bf16 its gradients were ~10% off
+        with torch.autocast(coords.device.type, enabled=False):
+            table = self.cpb_mlp(coords).view(-1, self.num_heads)
+            bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+            return 16 * torch.sigmoid(bias)
 
     def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
@@ -119,6 +122,8 @@ class WindowAttentionV2(nn.Module):
         q, k, v = split_heads(F.linear(x, self.qkv.weight, bias), self.num_heads, contiguous)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return ScaledUnitRows.apply(q, scale), ScaledUnitRows.apply(k, None), v, 1.0
         return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
@@ -159,6 +164,41 @@ class SplitHeads(torch.autograd.Function):
             if g is not None:
                 parts[i].copy_(g)
         return grad.view(b, n, three * heads * d), None
+
+
+class ScaledUnitRows(torch.autograd.Function):
+    """x / max(|x|, 1e-12) * scale over the last dim (F.normalize, then a per-head scale), as one autograd node.
+
+    Autograd through F.normalize and the scale makes ~10 passes over the (B, heads, N, d) tensor (norm, clamp,
+    div, mul; in backward div, neg, mul, masked_fill, the norm's backward and the scale's sum); here forward
+    reads x twice and writes once, backward reads x and the gradient twice. The row norms are summed in fp32
+    also under bf16 autocast. Same values as autograd through F.normalize (float64 tests).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        acc = torch.promote_types(x.dtype, torch.float32)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc)
+        clamped = norm < 1e-12  # F.normalize's eps: no gradient flows through a clamped norm
+        inv = norm.clamp_min_(1e-12).reciprocal_()
+        factor = inv if scale is None else inv * scale
+        ctx.save_for_backward(x, inv, factor, clamped)
+        ctx.has_scale = scale is not None
+        return x * factor.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, inv, factor, clamped = ctx.saved_tensors
+        # y = x * inv * s: dy/dx = s * inv * (g - x_hat <x_hat, g>), dy/ds = <x_hat, g> summed over rows
+        gx = (grad * x).sum(-1, keepdim=True, dtype=inv.dtype)  # <x, g> per row
+        grad_scale = None
+        if ctx.has_scale and ctx.needs_input_grad[1]:
+            grad_scale = (gx * inv).sum(dim=tuple(d for d in range(gx.dim()) if d != gx.dim() - 3), keepdim=True)
+            grad_scale = grad_scale.view(-1, 1, 1)
+        along = (-factor * inv * inv * gx).masked_fill_(clamped, 0.0)
+        grad_x = torch.addcmul(grad * factor.to(grad.dtype), x, along.to(x.dtype))
+        return grad_x, grad_scale
 
 
 class TermCache:
@@ -209,9 +249,12 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
     q, k, v, scale = attn.qkv_heads(x)
     term = attention_term(attn, plan, q.dtype)
     nw = len(plan.window_group)
-    logits = (q * (scale if scale is not None else q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+    if scale != 1.0:  # V1 (None: 1/sqrt(d)); V2's scale is already in q
+        q = q * (scale if scale is not None else q.shape[-1] ** -0.5)
+    logits = q @ k.transpose(-2, -1)
     if plan.masked:
         term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
-    logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
+    # in place: the matmul's backward does not need its output, so autograd allows it and no copy is made
+    logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]).add_(term)
     out = logits.softmax(-1).view(bw, -1, n, n) @ v
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))
