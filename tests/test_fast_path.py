@@ -301,8 +301,30 @@ def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
     torch.testing.assert_close(out, plain, rtol=0, atol=1e-14)
     for g, e in zip(grads, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+def test_mlp_gelu_recompute_under_bf16_autocast(chunk_rows, monkeypatch):
+    """Under autocast the node computes in bf16 as autocast's Linear would (bf16 output, fp32 input and weight
+    gradients): the same bf16 products as the plain path under autocast, only the weight-gradient sums over
+    chunks are taken in fp32."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(layers, "TRAIN_CHUNK_BYTES", chunk_rows * 64 * 2)  # hidden 64 wide, bf16
+    torch.manual_seed(0)
+    mlp = Mlp(16, 64).train()
+    x = torch.randn(2, 5, 16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not mlp.recompute_applies(x)  # autocast keeps the plain path
+        assert mlp.recompute_applies(x)
+        out = mlp(x)
+        plain = mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
+    assert out.grad_fn.name() == "MlpGeluRecomputeBackward" and out.dtype == plain.dtype == torch.bfloat16
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)  # the same bf16 GEMMs and GELU
+    wrt = [x, *mlp.parameters()]
+    grads = torch.autograd.grad(out.float().sin().sum(), wrt)
+    expected = torch.autograd.grad(plain.float().sin().sum(), wrt)
+    for t, g, e in zip(wrt, grads, expected, strict=True):
+        assert g.dtype == t.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2 * float(e.abs().max()))
 
 
 @pytest.mark.parametrize("used", ["qkv", "qv", "k"])

@@ -104,17 +104,21 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recompute_applies(x):
-            return MlpGeluRecompute.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+            device = x.device.type
+            # under autocast the node computes in the autocast dtype, as autocast's Linear would
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+            with torch.autocast(device, enabled=False):
+                return MlpGeluRecompute.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                                              dtype)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
     def recompute_applies(self, x: torch.Tensor) -> bool:
-        """Switched on, autograd recording, no dropout to apply, outside autocast (the node computes in the input's
-        dtype) and torch.compile (inductor plans its own recomputation)."""
+        """Switched on, autograd recording, no dropout to apply, and outside torch.compile (inductor plans its own
+        recomputation)."""
         return (
             self.recompute_gelu
             and torch.is_grad_enabled()
             and not (self.training and self.drop.p > 0)
-            and not torch.is_autocast_enabled(x.device.type)
             and not torch.compiler.is_compiling()
         )
 
@@ -137,18 +141,20 @@ class MlpGeluRecompute(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):
+    def forward(ctx, x, w1, b1, w2, b2, dtype=None):
         rows = x.reshape(-1, x.shape[-1])
-        step = max(1, TRAIN_CHUNK_BYTES // (w1.shape[0] * x.element_size()))
+        dtype = dtype or x.dtype  # the compute dtype: x's, or the autocast dtype (bf16)
+        w1c, b1c, w2c, b2c = (t.to(dtype) for t in (w1, b1, w2, b2))
+        step = max(1, TRAIN_CHUNK_BYTES // (w1.shape[0] * w1c.element_size()))
         if x.device.type != "cpu":  # a caching allocator already recycles device memory: one chunk
             step = max(1, rows.shape[0])
-        out = rows.new_empty(rows.shape[0], w2.shape[0])
+        out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
         hidden = []
         for start in range(0, rows.shape[0], step):
-            h = F.linear(rows[start : start + step], w1, b1)
+            h = F.linear(rows[start : start + step].to(dtype), w1c, b1c)
             hidden.append(h)
-            torch.addmm(b2, F.gelu(h), w2.t(), out=out[start : start + step])
-        ctx.step = step
+            torch.addmm(b2c, F.gelu(h), w2c.t(), out=out[start : start + step])
+        ctx.step, ctx.dtype = step, dtype
         ctx.save_for_backward(x, w1, w2, *hidden)
         return out.view(*x.shape[:-1], w2.shape[0])
 
@@ -156,27 +162,37 @@ class MlpGeluRecompute(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, w1, w2, *hidden = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
+        dtype = ctx.dtype
+        mixed = dtype != w1.dtype  # autocast: bf16 products, weight gradients summed in the weights' dtype
+        w1c, w2c = w1.to(dtype), w2.to(dtype)
         rows = x.reshape(-1, x.shape[-1])
-        g_out = grad_out.reshape(-1, grad_out.shape[-1])
+        g_out = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
         grad_w1 = torch.zeros_like(w1) if need_w1 else None
         grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
         grad_w2 = torch.zeros_like(w2) if need_w2 else None
-        grad_b2 = g_out.sum(0) if need_b2 else None
-        grad_x = torch.empty_like(rows) if need_x else None
+        grad_b2 = g_out.sum(0, dtype=w2.dtype) if need_b2 else None
+        grad_x = rows.new_empty(rows.shape, dtype=dtype) if need_x else None
         for h, start in zip(hidden, range(0, rows.shape[0], ctx.step)):
             stop = start + h.shape[0]
             g = g_out[start:stop]
             if need_w2:
-                grad_w2.addmm_(g.t(), F.gelu(h))
-            g_h = torch.ops.aten.gelu_backward(g @ w2, h)
+                if mixed:
+                    grad_w2.add_(torch.mm(g.t(), F.gelu(h)))
+                else:
+                    grad_w2.addmm_(g.t(), F.gelu(h))
+            g_h = torch.ops.aten.gelu_backward(g @ w2c, h)
             if need_w1:
-                grad_w1.addmm_(g_h.t(), rows[start:stop])
+                if mixed:
+                    grad_w1.add_(torch.mm(g_h.t(), rows[start:stop].to(dtype)))
+                else:
+                    grad_w1.addmm_(g_h.t(), rows[start:stop])
             if need_b1:
-                grad_b1.add_(g_h.sum(0))
+                grad_b1.add_(g_h.sum(0, dtype=w1.dtype))
             if need_x:
-                torch.mm(g_h, w1, out=grad_x[start:stop])
-        return (grad_x.view(x.shape) if need_x else None), grad_w1, grad_b1, grad_w2, grad_b2
+                torch.mm(g_h, w1c, out=grad_x[start:stop])
+        grad_x = grad_x.view(x.shape).to(x.dtype) if need_x else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
 class PatchMerging(nn.Module):
