@@ -171,7 +171,8 @@ class MlpGeluRecompute(torch.autograd.Function):
         grad_w1 = torch.zeros_like(w1) if need_w1 else None
         grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
         grad_w2 = torch.zeros_like(w2) if need_w2 else None
-        grad_b2 = g_out.sum(0, dtype=w2.dtype) if need_b2 else None
+        # sum(dtype=...) would first copy the whole tensor to that dtype; the bf16 sum accumulates in fp32 anyway
+        grad_b2 = g_out.sum(0).to(w2.dtype) if need_b2 else None
         grad_x = rows.new_empty(rows.shape, dtype=dtype) if need_x else None
         for h, start in zip(hidden, range(0, rows.shape[0], ctx.step)):
             stop = start + h.shape[0]
@@ -188,7 +189,7 @@ class MlpGeluRecompute(torch.autograd.Function):
                 else:
                     grad_w1.addmm_(g_h.t(), rows[start:stop])
             if need_b1:
-                grad_b1.add_(g_h.sum(0, dtype=w1.dtype))
+                grad_b1.add_(g_h.sum(0))
             if need_x:
                 torch.mm(g_h, w1c, out=grad_x[start:stop])
         grad_x = grad_x.view(x.shape).to(x.dtype) if need_x else None
