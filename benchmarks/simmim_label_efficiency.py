@@ -19,10 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from PIL import Image, ImageDraw
 
 from swinzoo.hardware import describe_cpu
 from swinzoo.plot import PALETTE, legend_entry, save_png
+from swinzoo.train.recipes import load_recipe
 
 FRACTIONS = (0.01, 0.1, 1.0)
 ARMS = {  # name -> (--from and recipe arguments, legend)
@@ -38,12 +40,8 @@ FINETUNE = ("swinzoo finetune {arm} --data shapes --train-fraction {frac} --max-
 
 def layer_decay_recipe(root: Path) -> Path:
     """nano_finetune with the official V1 SimMIM fine-tune's layer decay."""
-    from swinzoo.train.recipes import load_recipe
-
     recipe = load_recipe("nano_finetune").replace(layer_decay=0.9, name="nano_finetune_ld09", finetune_recipe=None)
     path = root / "nano_finetune_ld09.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return path
 

@@ -40,9 +40,9 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
-def native_bf16_matmul(flags: frozenset[str] | None = None) -> str | None:
+def native_bf16_matmul() -> str | None:
     """'AMX' or 'AVX512-BF16' when the CPU has bf16 matmul instructions, else None."""
-    flags = cpu_flags() if flags is None else flags
+    flags = cpu_flags()
     return next((name for flag, name in BF16_MATMUL_FLAGS if flag in flags), None)
 
 
