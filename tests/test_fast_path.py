@@ -10,7 +10,7 @@ import torch
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import fast_path, layers
-from swinzoo.models.attention import ScaledUnitRows, split_heads
+from swinzoo.models.attention import ScaledUnitRows, SoftmaxAttention, split_heads
 from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
@@ -365,6 +365,42 @@ def test_scaled_unit_rows_match_normalize_autograd(with_scale):
     for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)  # the zero row's gradient is ~1e12: relative
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("groups, scale, frozen_term", [(1, 0.3, False), (4, 1.0, False), (4, 0.3, True)])
+def test_softmax_attention_node_matches_autograd(groups, scale, frozen_term):
+    """The training attention node (logits, term and softmax in one buffer, the logits' gradient made in place)
+    gives autograd's values and gradients in float64, with the term broadcast over runs of windows or not."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(8, 3, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    term = torch.randn(groups, 3, 6, 6, dtype=torch.float64, requires_grad=not frozen_term)
+    g = torch.randn(8, 3, 6, 4, dtype=torch.float64)
+    ours = SoftmaxAttention.apply(q, k, v, term, scale)
+    assert ours.grad_fn.name() == "SoftmaxAttentionBackward"
+    logits = ((q * scale) @ k.transpose(-2, -1)).view(-1, groups, 3, 6, 6) + term
+    ref = logits.softmax(-1).view(8, 3, 6, 6) @ v
+    wrt = [t for t in (q, k, v, term) if t.requires_grad]
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
+    for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+
+
+def test_softmax_attention_node_bf16_with_fp32_term():
+    """Under bf16 the node adds the fp32 term and takes the softmax in fp32, then multiplies in bf16: the values
+    and gradients of autograd through the same mixed-precision expression, to bf16 accuracy."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(8, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    term = torch.randn(4, 3, 6, 6, requires_grad=True)
+    g = torch.randn(8, 3, 6, 4, dtype=torch.bfloat16)
+    ours = SoftmaxAttention.apply(q, k, v, term, 0.5)
+    logits = ((q * 0.5) @ k.transpose(-2, -1)).view(-1, 4, 3, 6, 6) + term
+    ref = logits.softmax(-1).to(torch.bfloat16).view(8, 3, 6, 6) @ v
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    wrt = (q, k, v, term)
+    for t, a, b in zip(wrt, torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
+        assert a.dtype == t.dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2 * float(b.abs().max()))
 
 
 def test_v2_training_gradients_under_bf16_autocast_follow_fp32():

@@ -201,6 +201,49 @@ class ScaledUnitRows(torch.autograd.Function):
         return grad_x, grad_scale
 
 
+class SoftmaxAttention(torch.autograd.Function):
+    """softmax(scale * q k^T + term) v as one autograd node, for training; same values as autograd (float64 tests).
+
+    q, k, v: (B*nW, heads, N, d); term: (G, heads, N, N), added to each run of G consecutive windows.
+    Autograd would make three (B*nW, heads, N, N) tensors in forward (q k^T, + term, softmax) and, with the term
+    added in place, a zero-filled copy of the logits in backward; here the logits, term and softmax share one
+    buffer, which is also what backward keeps, and backward turns its gradient into the logits' in place.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, term, scale):
+        if scale != 1.0:
+            q = q * scale  # before the product, in the official order
+        logits = torch.matmul(q, k.transpose(-2, -1))
+        groups = term.shape[0]
+        if term.dtype == logits.dtype:
+            probs = logits
+            probs.view(-1, groups, *probs.shape[1:]).add_(term)
+        else:  # bf16 logits + the fp32 term: softmax in fp32 (CPU's bf16 softmax is ~2x slower on 49-wide rows)
+            probs = torch.add(logits.view(-1, groups, *logits.shape[1:]), term).view(logits.shape)
+            del logits
+        torch.softmax(probs, -1, out=probs)
+        probs = probs.to(q.dtype)
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.scale, ctx.groups = scale, groups
+        return torch.matmul(probs, v)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        q, k, v, probs = ctx.saved_tensors
+        grad_v = torch.matmul(probs.transpose(-2, -1), grad)
+        grad_logits = torch.matmul(grad, v.transpose(-2, -1))
+        torch.ops.aten._softmax_backward_data.out(grad_logits, probs, -1, probs.dtype, grad_input=grad_logits)
+        grad_term = None
+        if ctx.needs_input_grad[3]:
+            grad_term = grad_logits.view(-1, ctx.groups, *grad_logits.shape[1:]).sum(0)
+        grad_q = torch.matmul(grad_logits, k)
+        if ctx.scale != 1.0:
+            grad_q.mul_(ctx.scale)
+        grad_k = torch.matmul(grad_logits.transpose(-2, -1), q)  # q is the scaled one
+        return grad_q, grad_k, grad_v, grad_term, None
+
 class TermCache:
     """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
 
@@ -247,14 +290,18 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
     """
     bw, n, c = x.shape
     q, k, v, scale = attn.qkv_heads(x)
-    term = attention_term(attn, plan, q.dtype)
+    # the term stays fp32 under bf16 autocast: the bias is added and the softmax taken in fp32 (as autocast's
+    # type promotion does for the reference code), the products with v and k in bf16
+    term = attention_term(attn, plan, torch.promote_types(q.dtype, torch.float32))
     nw = len(plan.window_group)
-    if scale != 1.0:  # V1 (None: 1/sqrt(d)); V2's scale is already in q
-        q = q * (scale if scale is not None else q.shape[-1] ** -0.5)
-    logits = q @ k.transpose(-2, -1)
+    if scale is None:  # V1: the official qk_scale; V2's scale is already in q
+        scale = q.shape[-1] ** -0.5
     if plan.masked:
         term = term[plan.window_group.to(term.device)]  # (nW, heads, N, N), broadcast over the batch
-    # in place: the matmul's backward does not need its output, so autograd allows it and no copy is made
-    logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]).add_(term)
-    out = logits.softmax(-1).view(bw, -1, n, n) @ v
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        out = SoftmaxAttention.apply(q, k, v, term, scale)
+    else:
+        logits = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)
+        logits = logits.view(-1, nw if plan.masked else 1, *logits.shape[1:]) + term
+        out = logits.softmax(-1).to(v.dtype).view(bw, -1, n, n) @ v
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(bw, n, c)))

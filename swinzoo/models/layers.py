@@ -164,13 +164,12 @@ class MlpGeluRecompute(torch.autograd.Function):
         x, w1, w2, *hidden = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
         dtype = ctx.dtype
-        mixed = dtype != w1.dtype  # autocast: bf16 products, weight gradients summed in the weights' dtype
         w1c, w2c = w1.to(dtype), w2.to(dtype)
         rows = x.reshape(-1, x.shape[-1])
         g_out = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
-        grad_w1 = torch.zeros_like(w1) if need_w1 else None
-        grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
-        grad_w2 = torch.zeros_like(w2) if need_w2 else None
+        # weight and bias gradients: the first chunk's product is the sum's start (no zeroed accumulator to
+        # allocate and fill), later chunks add into it, in the weights' dtype (fp32 under bf16 autocast)
+        grad_w1 = grad_b1 = grad_w2 = None
         # sum(dtype=...) would first copy the whole tensor to that dtype; the bf16 sum accumulates in fp32 anyway
         grad_b2 = g_out.sum(0).to(w2.dtype) if need_b2 else None
         grad_x = rows.new_empty(rows.shape, dtype=dtype) if need_x else None
@@ -178,22 +177,27 @@ class MlpGeluRecompute(torch.autograd.Function):
             stop = start + h.shape[0]
             g = g_out[start:stop]
             if need_w2:
-                if mixed:
-                    grad_w2.add_(torch.mm(g.t(), F.gelu(h)))
-                else:
-                    grad_w2.addmm_(g.t(), F.gelu(h))
+                grad_w2 = accumulate_product(grad_w2, g.t(), F.gelu(h), w2.dtype)
             g_h = torch.ops.aten.gelu_backward(g @ w2c, h)
             if need_w1:
-                if mixed:
-                    grad_w1.add_(torch.mm(g_h.t(), rows[start:stop].to(dtype)))
-                else:
-                    grad_w1.addmm_(g_h.t(), rows[start:stop])
+                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop].to(dtype), w1.dtype)
             if need_b1:
-                grad_b1.add_(g_h.sum(0))
+                part = g_h.sum(0)
+                grad_b1 = part.to(w1.dtype) if grad_b1 is None else grad_b1.add_(part)
             if need_x:
                 torch.mm(g_h, w1c, out=grad_x[start:stop])
         grad_x = grad_x.view(x.shape).to(x.dtype) if need_x else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
+
+
+def accumulate_product(total: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype
+                       ) -> torch.Tensor:
+    """total + a @ b in `dtype` (a new tensor when total is None). Under autocast a, b are bf16 and the sum fp32."""
+    if total is None:
+        return torch.mm(a, b).to(dtype)
+    if a.dtype == dtype:
+        return total.addmm_(a, b)
+    return total.add_(torch.mm(a, b))
 
 
 class PatchMerging(nn.Module):
