@@ -1,4 +1,4 @@
-"""What the CPU offers: its model name and whether it multiplies bf16 matrices natively.
+"""What the CPU offers (its model name, whether it multiplies bf16 matrices natively) and how its memory is kept.
 
 bf16 autocast only pays on a CPU with bf16 matmul instructions (Intel AMX, or AVX512-BF16 on Intel Cooper Lake
 and later and AMD Zen 4 and later): there oneDNN runs bf16 GEMMs at several times the fp32 rate. Elsewhere bf16
@@ -7,7 +7,9 @@ is emulated through fp32 and every cast is pure overhead, so fp32 is the faster 
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -63,4 +65,33 @@ def auto_precision(on_cuda: bool) -> tuple[str, str]:
     return "32-true", f"auto: {cpu_model()} has no AMX or AVX512-BF16, where bf16 would be slower than fp32"
 
 
-__all__ = ["auto_precision", "cpu_flags", "cpu_model", "describe_cpu", "native_bf16_matmul"]
+# glibc's mallopt parameters, and the values a training process sets. glibc serves an allocation above its mmap
+# threshold (128 KiB at start, raised to the size of each big block freed, at most 32 MiB) with a fresh mapping,
+# and hands the top of its heap back to the kernel once more than twice that is free; a training step frees and
+# makes the same tensors again every step, so the kernel zero-fills them again: ~20 thousand page faults per
+# Swin-T bf16 step on a 2-core EPYC, none with the thresholds pinned (docs/performance.md).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest
+TRIM_THRESHOLD = 2**31 - 1  # an int: never give the heap back mid-run
+MALLOC_ENV = "SWINZOO_MALLOC"  # "default": leave glibc as it is
+
+
+def keep_freed_memory() -> str | None:
+    """Make glibc keep freed memory for the next step (blocks up to 32 MiB from the heap, the heap never trimmed).
+
+    Process-wide and for the rest of the process: for training runs on the CPU. Returns a line for the run log,
+    or None where nothing was changed (not glibc, or SWINZOO_MALLOC=default)."""
+    if os.environ.get(MALLOC_ENV, "").lower() == "default":
+        return None
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return None
+    return f"glibc keeps freed memory for reuse (fewer page faults per step; {MALLOC_ENV}=default leaves it as is)"
+
+
+__all__ = ["auto_precision", "cpu_flags", "cpu_model", "describe_cpu", "keep_freed_memory", "native_bf16_matmul"]

@@ -26,6 +26,7 @@ def test_bench_json_vs_timm(capsys):
     data = json.loads(out)
     rows = data["results"]
     assert data["cpu"] == cpu_model() and data["native_bf16_matmul"] == native_bf16_matmul()
+    assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:
         assert set(r) == KEYS
@@ -55,6 +56,7 @@ def test_bench_table_and_errors(capsys):
     assert code == 0 and "swinv2_t_256_w8" in out and "train" in out
     flat = " ".join(out.split())  # the title names the CPU and its bf16 support; the share is of the bf16 peak
     assert describe_cpu() in flat and "measured bf16 matmul peak" in flat and "% bf16 peak" in flat
+    assert "malloc default" in flat
     code, _, err = run_cli(["bench", "swin_q_224"], capsys)
     assert code == 2 and err.startswith("error: unknown model name")
     code, _, err = run_cli(["bench", "swin_t_c24_256", "--vs-timm"], capsys)

@@ -12,6 +12,7 @@ EPILOG = examples(
         "swinzoo bench swin_t_224 swinv2_t_256_w8 --vs-timm --eval-and-train",
         "swinzoo bench swin_t_224 --res 224 448 672 --vs-timm --plot sweep.png",
         "swinzoo bench swin_b_384 --precision bf16 --memory --json",
+        "swinzoo bench swin_t_224 --train --precision bf16 --vs-timm --malloc keep",
         "swinzoo bench swin_t_224 --runtime onnxruntime")
 
 
@@ -31,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--runtime", choices=("onnxruntime",), help="also time the model's ONNX export (swinzoo export "
                    "--to onnx) run by onnxruntime, interleaved with eager PyTorch (fp32 inference, CPU)")
     p.add_argument("--memory", action="store_true", help="measure peak memory of one step (subprocess per model)")
+    p.add_argument("--malloc", choices=("default", "keep"), default="default",
+                   help="keep: glibc keeps freed memory for reuse, as `swinzoo finetune` sets on the CPU; it applies "
+                   "to the whole process, timm's models too (default: glibc as it is)")
     p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")
@@ -46,8 +50,10 @@ def run(args) -> int:
 
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
-    from swinzoo.hardware import cpu_model, native_bf16_matmul
+    from swinzoo.hardware import cpu_model, keep_freed_memory, native_bf16_matmul
 
+    if args.malloc == "keep" and keep_freed_memory() is None:
+        args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
@@ -64,6 +70,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "native_bf16_matmul": native_bf16_matmul(), "device": machine_name(args.device),
+                          "malloc": args.malloc,
                           "results": [asdict(r) for r in results]}, indent=1))
         return 0
     print_table(results, args)
@@ -92,7 +99,8 @@ def print_table(results, args) -> None:
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
     table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
-                        f"{torch.get_num_threads()} threads; measured {args.precision} matmul peak {peak:.0f} GFLOP/s")
+                        f"{torch.get_num_threads()} threads, malloc {args.malloc}; "
+                        f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]
     if args.memory:
