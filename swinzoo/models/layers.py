@@ -147,43 +147,45 @@ class MlpGeluRecompute(torch.autograd.Function):
         w1c, b1c, w2c, b2c = (t.to(dtype) for t in (w1, b1, w2, b2))
         step = max(1, TRAIN_CHUNK_BYTES // (w1.shape[0] * w1c.element_size()))
         if x.device.type != "cpu":  # a caching allocator already recycles device memory: one chunk
-            step = max(1, rows.shape[0])
+            step = rows.shape[0]
+        chunks = -(-rows.shape[0] // step)
+        step = max(1, -(-rows.shape[0] // chunks))  # chunks of equal size: no small ragged last GEMM
         out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
         hidden = []
         for start in range(0, rows.shape[0], step):
             h = F.linear(rows[start : start + step].to(dtype), w1c, b1c)
             hidden.append(h)
             torch.addmm(b2c, F.gelu(h), w2c.t(), out=out[start : start + step])
-        ctx.step, ctx.dtype = step, dtype
-        ctx.save_for_backward(x, w1, w2, *hidden)
+        ctx.step, ctx.weight_dtype = step, w1.dtype
+        # the compute-dtype weights, not the parameters: backward would otherwise cast them again
+        ctx.save_for_backward(x, w1c, w2c, *hidden)
         return out.view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, w1, w2, *hidden = ctx.saved_tensors
+        x, w1c, w2c, *hidden = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
-        dtype = ctx.dtype
-        w1c, w2c = w1.to(dtype), w2.to(dtype)
+        dtype, weight_dtype = w1c.dtype, ctx.weight_dtype
         rows = x.reshape(-1, x.shape[-1])
         g_out = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
         # weight and bias gradients: the first chunk's product is the sum's start (no zeroed accumulator to
         # allocate and fill), later chunks add into it, in the weights' dtype (fp32 under bf16 autocast)
         grad_w1 = grad_b1 = grad_w2 = None
         # sum(dtype=...) would first copy the whole tensor to that dtype; the bf16 sum accumulates in fp32 anyway
-        grad_b2 = g_out.sum(0).to(w2.dtype) if need_b2 else None
+        grad_b2 = g_out.sum(0).to(weight_dtype) if need_b2 else None
         grad_x = rows.new_empty(rows.shape, dtype=dtype) if need_x else None
         for h, start in zip(hidden, range(0, rows.shape[0], ctx.step)):
             stop = start + h.shape[0]
             g = g_out[start:stop]
             if need_w2:
-                grad_w2 = accumulate_product(grad_w2, g.t(), F.gelu(h), w2.dtype)
+                grad_w2 = accumulate_product(grad_w2, g.t(), F.gelu(h), weight_dtype)
             g_h = torch.ops.aten.gelu_backward(g @ w2c, h)
             if need_w1:
-                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop].to(dtype), w1.dtype)
+                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop].to(dtype), weight_dtype)
             if need_b1:
                 part = g_h.sum(0)
-                grad_b1 = part.to(w1.dtype) if grad_b1 is None else grad_b1.add_(part)
+                grad_b1 = part.to(weight_dtype) if grad_b1 is None else grad_b1.add_(part)
             if need_x:
                 torch.mm(g_h, w1c, out=grad_x[start:stop])
         grad_x = grad_x.view(x.shape).to(x.dtype) if need_x else None
