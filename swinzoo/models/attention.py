@@ -59,7 +59,8 @@ class WindowAttentionV1(nn.Module):
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive bias."""
         n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        # index_select: its backward is an index_add, table[idx]'s an accumulating index_put (12x slower at w12)
+        bias = self.relative_position_bias_table.index_select(0, self.relative_position_index.view(-1))
         return bias.view(n, n, -1).permute(2, 0, 1)
 
     def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
@@ -110,7 +111,7 @@ class WindowAttentionV2(nn.Module):
         # fp32 under autocast too: the MLP is tiny ((2w-1)^2 rows), and in bf16 its gradients were ~10% off
         with torch.autocast(coords.device.type, enabled=False):
             table = self.cpb_mlp(coords).view(-1, self.num_heads)
-            bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+            bias = table.index_select(0, self.relative_position_index.view(-1)).view(n, n, -1).permute(2, 0, 1)
             return 16 * torch.sigmoid(bias)
 
     def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
