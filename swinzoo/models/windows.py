@@ -86,6 +86,11 @@ class WindowPlan:
         return self.hp != self.h or self.wp != self.w
 
     @property
+    def single_window(self) -> bool:
+        """One unshifted window is the whole (unpadded) grid: window order is grid order, partitions are views."""
+        return self.h == self.w == self.window and not (self.shift_h or self.shift_w)
+
+    @property
     def key(self) -> tuple[int, int, int, int, int, bool]:
         return (self.h, self.w, self.window, self.shift_h, self.shift_w, self.dense)
 
@@ -153,11 +158,15 @@ class WindowPlan:
     def partition(self, x: torch.Tensor, idx: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """(B, h, w, C) -> (B*nW, N, C) in window order (pad, roll and partition as one gather)."""
         c = x.shape[-1]
+        if self.single_window:
+            return x.reshape(-1, self.window**2, c)
         return row_gather(self.pad(x).reshape(-1, c), idx[0], idx[1]).view(-1, self.window**2, c)
 
     def reverse(self, windows: torch.Tensor, idx: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
         """(B*nW, N, C) -> (B, h, w, C): un-partition, un-roll and crop as one gather."""
         c = windows.shape[-1]
+        if self.single_window:
+            return windows.reshape(batch, self.h, self.w, c)
         return row_gather(windows.reshape(-1, c), idx[2], idx[3]).view(batch, self.h, self.w, c)
 
 
