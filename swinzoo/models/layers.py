@@ -142,8 +142,9 @@ class MlpGeluRecompute(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, dtype=None):
-        rows = x.reshape(-1, x.shape[-1])
         dtype = dtype or x.dtype  # the compute dtype: x's, or the autocast dtype (bf16)
+        # x cast once and kept in the compute dtype (as autocast keeps its cast): backward needs no second cast
+        rows = x.reshape(-1, x.shape[-1]).to(dtype)
         w1c, b1c, w2c, b2c = (t.to(dtype) for t in (w1, b1, w2, b2))
         step = max(1, TRAIN_CHUNK_BYTES // (w1.shape[0] * w1c.element_size()))
         if x.device.type != "cpu":  # a caching allocator already recycles device memory: one chunk
@@ -153,21 +154,20 @@ class MlpGeluRecompute(torch.autograd.Function):
         out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
         hidden = []
         for start in range(0, rows.shape[0], step):
-            h = F.linear(rows[start : start + step].to(dtype), w1c, b1c)
+            h = F.linear(rows[start : start + step], w1c, b1c)
             hidden.append(h)
             torch.addmm(b2c, F.gelu(h), w2c.t(), out=out[start : start + step])
-        ctx.step, ctx.weight_dtype = step, w1.dtype
+        ctx.step, ctx.weight_dtype, ctx.x_shape, ctx.x_dtype = step, w1.dtype, x.shape, x.dtype
         # the compute-dtype weights, not the parameters: backward would otherwise cast them again
-        ctx.save_for_backward(x, w1c, w2c, *hidden)
+        ctx.save_for_backward(rows, w1c, w2c, *hidden)
         return out.view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, w1c, w2c, *hidden = ctx.saved_tensors
+        rows, w1c, w2c, *hidden = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
         dtype, weight_dtype = w1c.dtype, ctx.weight_dtype
-        rows = x.reshape(-1, x.shape[-1])
         g_out = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
         # weight and bias gradients: the first chunk's product is the sum's start (no zeroed accumulator to
         # allocate and fill), later chunks add into it, in the weights' dtype (fp32 under bf16 autocast)
@@ -182,13 +182,13 @@ class MlpGeluRecompute(torch.autograd.Function):
                 grad_w2 = accumulate_product(grad_w2, g.t(), F.gelu(h), weight_dtype)
             g_h = torch.ops.aten.gelu_backward(g @ w2c, h)
             if need_w1:
-                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop].to(dtype), weight_dtype)
+                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop], weight_dtype)
             if need_b1:
                 part = g_h.sum(0)
                 grad_b1 = part.to(weight_dtype) if grad_b1 is None else grad_b1.add_(part)
             if need_x:
                 torch.mm(g_h, w1c, out=grad_x[start:stop])
-        grad_x = grad_x.view(x.shape).to(x.dtype) if need_x else None
+        grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype) if need_x else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
