@@ -249,6 +249,7 @@ class SoftmaxAttention(torch.autograd.Function):
         grad_k = torch.matmul(grad_logits.transpose(-2, -1), q)  # q is the scaled one
         return grad_q, grad_k, grad_v, grad_term, None
 
+
 class TermCache:
     """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
 
@@ -291,7 +292,8 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
     """(B*nW, N, C) -> (B*nW, N, C) on windows in the official order: the reference attention.
 
     An eager softmax(q k^T + term) v with the (nW, heads, N, N) term broadcast over the batch, as SDPA's math
-    fallback (the only one with a mask gradient on CPU) would do, minus its extra scaling and NaN guards.
+    fallback (the only one with a mask gradient on CPU) would do, minus its extra scaling and NaN guards; while
+    autograd records, the same as one node (`SoftmaxAttention`).
     """
     bw, n, c = x.shape
     q, k, v, scale = attn.qkv_heads(x)
