@@ -1,5 +1,6 @@
 """GPU benchmark: swinzoo against timm in bf16 autocast at 224 and 384 px, eval and a training step, plus a check
-that swinzoo's inference path on CUDA is not slower than running each block over the whole batch.
+that swinzoo's inference path on CUDA is not slower than running each block over the whole batch, and the training
+attention core (swinzoo's eager node) against SDPA with a bias gradient (CUDA's memory-efficient kernel has one).
 
     python benchmarks/gpu.py --out gpu_bench.json              # on a machine with a CUDA GPU (needs timm)
     python benchmarks/gpu.py --device cpu --smoke              # a few seconds on the CPU: the script still works
@@ -22,16 +23,21 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
 from swinzoo import bench
 from swinzoo.hardware import describe_cpu
 from swinzoo.models import SwinTransformer, fast_path
+from swinzoo.models.attention import SoftmaxAttention
 from swinzoo.zoo import zoo_config
 
 # (zoo name, resolution): Swin-T and SwinV2-T at their own size, and the 384 px class
 FULL = [("swin_t_224", 224), ("swinv2_t_256_w8", 256), ("swin_t_224", 384), ("swin_b_384", 384)]
 SMOKE = [("swin_n_64", 64)]
 TOLERANCE = 1.05
+# the attention of a Swin-T training step at batch 8, stage by stage: (B*nW windows, heads, shift-mask groups)
+ATTENTION = [(512, 3, 64), (128, 6, 16), (32, 12, 4), (8, 24, 1)]
+ATTENTION_SMOKE = [(8, 2, 4)]
 
 
 def compare_vs_timm(cases, batch: int, reps: int, device: str, vs_timm: bool) -> list[dict]:
@@ -79,6 +85,37 @@ def check_whole_batch(cases, batch: int, reps: int, device: str) -> list[dict]:
     return out
 
 
+def attention_steps(windows: int, heads: int, groups: int, device: str) -> list:
+    """[swinzoo's node, SDPA], each one forward + backward on the same bf16 q, k, v and fp32 term."""
+    q, k, v = (torch.randn(windows, heads, 49, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    term = torch.randn(groups, heads, 49, 49, device=device, requires_grad=True)
+    grad = torch.randn(windows, heads, 49, 32, device=device, dtype=torch.bfloat16)
+
+    def node():
+        SoftmaxAttention.apply(q, k, v, term, 32**-0.5).backward(grad)
+
+    def sdpa():
+        mask = term.to(torch.bfloat16).expand(windows // groups, -1, -1, -1, -1).reshape(windows, heads, 49, 49)
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=32**-0.5).backward(grad)
+
+    return [node, sdpa]
+
+
+def compare_training_attention(shapes, reps: int, device: str) -> list[dict]:
+    """Forward + backward of softmax(q k^T / sqrt(d) + term) v with the term's gradient, bf16, 7x7 windows:
+    swinzoo's node (`SoftmaxAttention`: eager products, fp32 softmax) against SDPA with the term expanded to a
+    per-window mask (the fused kernels take no broadcast over a merged batch), interleaved. Where SDPA wins by a
+    margin, training could route CUDA attention through it."""
+    out = []
+    for windows, heads, groups in shapes:
+        steps = attention_steps(windows, heads, groups, device)
+        node_s, sdpa_s = (statistics.median(t) for t in bench.time_interleaved(steps, device, reps, 2))
+        out.append({"windows": windows, "heads": heads, "groups": groups, "node_ms": 1e3 * node_s,
+                    "sdpa_ms": 1e3 * sdpa_s, "sdpa_speedup": node_s / sdpa_s})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
@@ -94,7 +131,9 @@ def main(argv=None) -> int:
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else describe_cpu())
     report = {"device": machine, "torch": torch.__version__, "batch": args.batch, "precision": "bf16 autocast",
               "vs_timm": compare_vs_timm(cases, args.batch, reps, args.device, vs_timm=not args.smoke),
-              "whole_batch_check": check_whole_batch(cases, args.batch, reps, args.device)}
+              "whole_batch_check": check_whole_batch(cases, args.batch, reps, args.device),
+              "training_attention": compare_training_attention(ATTENTION_SMOKE if args.smoke else ATTENTION, reps,
+                                                               args.device)}
     print(f"{machine}, torch {torch.__version__}, batch {args.batch}, bf16 autocast")
     for r in report["vs_timm"]:
         vs = f"  {r['speedup_vs_timm']:.2f}x timm" if "speedup_vs_timm" in r else ""
@@ -103,6 +142,9 @@ def main(argv=None) -> int:
         print(f"  {c['name']} {c['res']} px inference: default {c['default_ms']:.2f} ms, runs of windows "
               f"{c['runs_of_windows_ms']:.2f} ms, reference blocks {c['reference_ms']:.2f} ms: "
               + ("ok" if c["ok"] else f"SLOWER than {TOLERANCE:.2f}x the best alternative"))
+    for a in report["training_attention"]:
+        print(f"  training attention {a['windows']} windows x {a['heads']} heads: swinzoo node {a['node_ms']:.2f} ms, "
+              f"SDPA with bias gradient {a['sdpa_ms']:.2f} ms ({a['sdpa_speedup']:.2f}x)")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0 if all(c["ok"] for c in report["whole_batch_check"]) or args.smoke else 1

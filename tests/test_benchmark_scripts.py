@@ -25,6 +25,8 @@ def test_gpu_script_smoke_on_cpu(tmp_path, capsys):
     check = report["whole_batch_check"][0]
     assert check["name"] == "swin_n_64" and min(check["default_ms"], check["runs_of_windows_ms"],
                                                   check["reference_ms"]) > 0
+    (attention,) = report["training_attention"]
+    assert attention["windows"] == 8 and attention["node_ms"] > 0 and attention["sdpa_ms"] > 0
 
 
 def test_gpu_script_without_a_gpu_says_so(capsys):
