@@ -303,6 +303,18 @@ def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
 
 
+def test_mlp_gelu_recompute_on_no_rows():
+    """An empty batch gives autograd's empty input gradient and zero weight and bias gradients."""
+    mlp = Mlp(8, 32).double().train()
+    x = torch.randn(0, 5, 8, dtype=torch.float64, requires_grad=True)
+    out = mlp(x)
+    assert out.grad_fn.name() == "MlpGeluRecomputeBackward" and out.shape == (0, 5, 8)
+    grads = torch.autograd.grad(out.sum(), (x, *mlp.parameters()))
+    assert grads[0].shape == (0, 5, 8)
+    for g, p in zip(grads[1:], mlp.parameters(), strict=True):
+        assert g.shape == p.shape and not g.any()
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 3])
 def test_mlp_gelu_recompute_under_bf16_autocast(chunk_rows, monkeypatch):
     """Under autocast the node computes in bf16 as autocast's Linear would (bf16 output, fp32 input and weight

@@ -148,8 +148,8 @@ class MlpGeluRecompute(torch.autograd.Function):
         w1c, b1c, w2c, b2c = (t.to(dtype) for t in (w1, b1, w2, b2))
         step = max(1, TRAIN_CHUNK_BYTES // (w1.shape[0] * w1c.element_size()))
         if x.device.type != "cpu":  # a caching allocator already recycles device memory: one chunk
-            step = rows.shape[0]
-        chunks = -(-rows.shape[0] // step)
+            step = max(1, rows.shape[0])
+        chunks = max(1, -(-rows.shape[0] // step))
         step = max(1, -(-rows.shape[0] // chunks))  # chunks of equal size: no small ragged last GEMM
         out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
         hidden = []
@@ -188,6 +188,10 @@ class MlpGeluRecompute(torch.autograd.Function):
                 grad_b1 = part.to(weight_dtype) if grad_b1 is None else grad_b1.add_(part)
             if need_x:
                 torch.mm(g_h, w1c, out=grad_x[start:stop])
+        if not hidden:  # no rows: zero weight gradients, as autograd gives
+            grad_w1, grad_w2 = (w.new_zeros(w.shape, dtype=weight_dtype) if need else None
+                                for w, need in ((w1c, need_w1), (w2c, need_w2)))
+            grad_b1 = w1c.new_zeros(w1c.shape[0], dtype=weight_dtype) if need_b1 else None
         grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype) if need_x else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
