@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -69,21 +69,19 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     if "precision" in user:
         precision, why = user["precision"], "as set by --trainer.precision"
     kw.update(user)
-    memory = keep_freed_memory() if runs_on_cpu(kw["accelerator"]) else None
     if console is not None:
         console.print(f"[bold]precision[/bold] {precision} ({why})", soft_wrap=True)
-        if memory:
-            console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
     try:
-        return L.Trainer(**kw)
+        trainer = L.Trainer(**kw)
     except (MisconfigurationException, ValueError, TypeError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
                            "--strategy, --precision and --trainer") from None
-
-
-def runs_on_cpu(accelerator) -> bool:
-    return str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
+    # the accelerator Lightning chose, not a guess from the flags: glibc's settings only matter on the CPU
+    memory = keep_freed_memory() if isinstance(trainer.accelerator, CPUAccelerator) else None
+    if memory and console is not None:
+        console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
+    return trainer
 
 
 def as_list(value) -> list:
