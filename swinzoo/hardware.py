@@ -38,6 +38,11 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or "unknown CPU"
 
 
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id, e.g. 'AuthenticAMD' or 'GenuineIntel' ('' when the OS does not say)."""
+    return _cpuinfo().get("vendor_id", "")
+
+
 def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
@@ -94,4 +99,5 @@ def keep_freed_memory() -> str | None:
     return f"glibc keeps freed memory for reuse (fewer page faults per step; {MALLOC_ENV}=default leaves it as is)"
 
 
-__all__ = ["auto_precision", "cpu_flags", "cpu_model", "describe_cpu", "keep_freed_memory", "native_bf16_matmul"]
+__all__ = ["auto_precision", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu", "keep_freed_memory",
+           "native_bf16_matmul"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from swinzoo.models.cpu_gemm import Linear, linear
 from swinzoo.models.layers import relative_position_index
 from swinzoo.models.windows import WindowPlan
 
@@ -42,10 +43,10 @@ class WindowAttentionV1(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.window = window
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.term_cache = TermCache()
 
@@ -87,13 +88,13 @@ class WindowAttentionV2(nn.Module):
         self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
         self.register_buffer("relative_coords_table", log_spaced_coords(window, pretrained_window), persistent=False)
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = Linear(dim, 3 * dim, bias=False)
         if qkv_bias:  # no k bias: a key bias shifts every logit of a query equally, softmax cancels it
             self.q_bias = nn.Parameter(torch.zeros(dim))
             self.v_bias = nn.Parameter(torch.zeros(dim))
         else:
             self.q_bias = self.v_bias = None
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.term_cache = TermCache()
 
@@ -120,7 +121,7 @@ class WindowAttentionV2(nn.Module):
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = split_heads(F.linear(x, self.qkv.weight, bias), self.num_heads, contiguous)
+        q, k, v = split_heads(linear(x, self.qkv.weight, bias), self.num_heads, contiguous)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from swinzoo.models import cpu_gemm
+from swinzoo.models.cpu_gemm import Linear
+
 # The official shift mask uses -100, not -inf: after softmax the masked weights are ~e-44, not exactly zero,
 # and matching the official logits to the last digit needs the same constant.
 SHIFT_MASK_VALUE = -100.0
@@ -96,9 +99,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
         self.recompute_gelu = True
 
@@ -154,9 +157,9 @@ class MlpGeluRecompute(torch.autograd.Function):
         out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
         hidden = []
         for start in range(0, rows.shape[0], step):
-            h = F.linear(rows[start : start + step], w1c, b1c)
+            h = cpu_gemm.linear(rows[start : start + step], w1c, b1c)
             hidden.append(h)
-            torch.addmm(b2c, F.gelu(h), w2c.t(), out=out[start : start + step])
+            cpu_gemm.linear_into(out[start : start + step], F.gelu(h), w2c, b2c)
         ctx.step, ctx.weight_dtype, ctx.x_shape, ctx.x_dtype = step, w1.dtype, x.shape, x.dtype
         # the compute-dtype weights, not the parameters: backward would otherwise cast them again
         ctx.save_for_backward(rows, w1c, w2c, *hidden)
@@ -179,15 +182,15 @@ class MlpGeluRecompute(torch.autograd.Function):
             stop = start + h.shape[0]
             g = g_out[start:stop]
             if need_w2:
-                grad_w2 = accumulate_product(grad_w2, g.t(), F.gelu(h), weight_dtype)
-            g_h = torch.ops.aten.gelu_backward(g @ w2c, h)
+                grad_w2 = accumulate_weight_grad(grad_w2, g, F.gelu(h), weight_dtype)
+            g_h = torch.ops.aten.gelu_backward(cpu_gemm.mm(g, w2c), h)
             if need_w1:
-                grad_w1 = accumulate_product(grad_w1, g_h.t(), rows[start:stop], weight_dtype)
+                grad_w1 = accumulate_weight_grad(grad_w1, g_h, rows[start:stop], weight_dtype)
             if need_b1:
                 part = g_h.sum(0)
                 grad_b1 = part.to(weight_dtype) if grad_b1 is None else grad_b1.add_(part)
             if need_x:
-                torch.mm(g_h, w1c, out=grad_x[start:stop])
+                cpu_gemm.mm(g_h, w1c, out=grad_x[start:stop])
         if not hidden:  # no rows: zero weight gradients, as autograd gives
             grad_w1, grad_w2 = (w.new_zeros(w.shape, dtype=weight_dtype) if need else None
                                 for w, need in ((w1c, need_w1), (w2c, need_w2)))
@@ -196,14 +199,13 @@ class MlpGeluRecompute(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
-def accumulate_product(total: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype
-                       ) -> torch.Tensor:
-    """total + a @ b in `dtype` (a new tensor when total is None). Under autocast a, b are bf16 and the sum fp32."""
+def accumulate_weight_grad(total: torch.Tensor | None, grad: torch.Tensor, x: torch.Tensor, dtype: torch.dtype
+                           ) -> torch.Tensor:
+    """total + grad.T @ x in `dtype` (a new tensor when total is None). Under autocast grad, x are bf16 and the sum
+    fp32; fp32 products go through `cpu_gemm` (oneDNN where it is the faster library)."""
     if total is None:
-        return torch.mm(a, b).to(dtype)
-    if a.dtype == dtype:
-        return total.addmm_(a, b)
-    return total.add_(torch.mm(a, b))
+        return cpu_gemm.weight_grad(grad, x).to(dtype)
+    return cpu_gemm.weight_grad(grad, x, accumulate=total)
 
 
 class PatchMerging(nn.Module):
@@ -217,7 +219,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, post_norm: bool) -> None:
         super().__init__()
         self.post_norm = post_norm
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim if post_norm else 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.models import fast_path, traceable
 from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2
+from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import DropPath, Mlp, PatchEmbed, PatchMerging
 from swinzoo.models.windows import PlanCache, WindowPlan
 
@@ -124,7 +125,7 @@ class SwinTransformer(nn.Module):
         self.pos_drop = nn.Dropout(c.drop_rate)
         self.layers = build_stages(c)
         self.norm = nn.LayerNorm(c.num_features)
-        self.head = nn.Linear(c.num_features, c.num_classes) if c.num_classes > 0 else nn.Identity()
+        self.head = Linear(c.num_features, c.num_classes) if c.num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
         if c.version == 2:
             self._init_respostnorm()

@@ -1,0 +1,157 @@
+"""fp32 matrix products through oneDNN on CPUs where torch's BLAS runs them at half speed.
+
+PyTorch's x86 wheels multiply fp32 matrices with Intel MKL, and MKL runs its AVX2 kernels on AMD CPUs, AVX-512
+or not: on a 2-core Zen 5 EPYC a 2048^3 `torch.mm` reaches 215 GFLOP/s where oneDNN, which torch also ships (and
+already uses for bf16), reaches 460 with AVX-512 (docs/performance.md). Here the Linear layers of the blocks, the
+patch merging and the head, forward and backward, run their fp32 products through oneDNN's matmul
+(`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
+
+Switch: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import.
+"auto" (the default) takes oneDNN on AMD CPUs with AVX-512 (Zen 4 and later), the only class measured faster;
+Intel CPUs keep MKL, which runs AVX-512 there. Either way the values are the same products summed in another
+order (fp32 tests in `tests/test_cpu_gemm.py` hold the two equal); float64, bf16 / autocast, other devices,
+`torch.compile`, `torch.export` and tracing always take aten.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from swinzoo.hardware import cpu_flags, cpu_vendor
+
+BACKEND_ENV = "SWINZOO_CPU_GEMM"
+BACKENDS = ("auto", "onednn", "aten")
+_state = {"backend": "auto", "onednn": False}
+# oneDNN spends ~10 us a call before multiplying, MKL ~2 us: with MKL at half oneDNN's rate (AVX2 against
+# AVX-512) they break even near 2M multiply-adds (measured on Zen 5: 0.45M MACs 11 us MKL / 19 us oneDNN,
+# 19M MACs 196 / 97 us)
+MIN_MACS = 1 << 21
+
+
+def set_backend(backend: str) -> None:
+    """'onednn', 'aten' or 'auto' (oneDNN on AMD CPUs with AVX-512, aten elsewhere), for the whole process."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown CPU GEMM backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        onednn = onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+    else:
+        onednn = backend == "onednn" and onednn_available()
+    _state.update(backend=backend, onednn=onednn)
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def backend() -> str:
+    """The library that multiplies fp32 matrices on the CPU now: 'onednn' or 'aten'."""
+    return "onednn" if _state["onednn"] else "aten"
+
+
+def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
+    """Whether a product of a and b (`macs` multiply-adds) goes through oneDNN: switched on, both fp32 on the CPU,
+    no autocast, not traced, and large enough to pay oneDNN's ~10 us a call (MKL is faster below)."""
+    # the size test last: traced with symbolic sizes, comparing them would put a guard on the batch in the graph
+    return (_state["onednn"] and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu") and macs >= MIN_MACS)
+
+
+def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b_t.T (+ bias) by oneDNN: a (..., K), b_t (N, K), either may be a strided view."""
+    if a.numel() == 0 or b_t.numel() == 0:  # oneDNN refuses empty operands (an empty batch's weight gradient)
+        return F.linear(a, b_t, bias)
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear: (..., K) -> (..., N), through oneDNN where `applies`, with its own backward when recording."""
+    if not applies(x, weight, x.numel() * weight.shape[0]):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return OneDnnLinear.apply(x, weight, bias)
+    return _onednn(x, weight, bias)
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b for 2-D a (M, K), b (K, N), into `out` when given; through oneDNN where `applies` (no autograd)."""
+    if not applies(a, b, a.numel() * b.shape[1]):
+        return torch.mm(a, b, out=out)
+    # oneDNN writes a new tensor (no out=): one copy of the (M, N) result
+    return _onednn(a, b.t()) if out is None else out.copy_(_onednn(a, b.t()))
+
+
+def linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """out = x @ weight.T + bias for 2-D x, no autograd (the training MLP node's chunks)."""
+    if not applies(x, weight, x.numel() * weight.shape[0]):
+        return torch.addmm(bias, x, weight.t(), out=out)
+    return out.copy_(_onednn(x, weight, bias))
+
+
+def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b by oneDNN whatever the switch says (benchmarks compare it with torch.mm)."""
+    return _onednn(a, b.t())
+
+
+def weight_grad(grad: torch.Tensor, x: torch.Tensor, accumulate: torch.Tensor | None = None) -> torch.Tensor:
+    """grad.T @ x: (M, N), (M, K) -> (N, K), a Linear's weight gradient (no autograd); added in place to
+    `accumulate` when given (which may be fp32 for bf16 products).
+
+    The reduction runs over the M tokens. oneDNN is fastest with the smaller of N and K as its output rows
+    (1.3-3.5x apart at Swin-T's shapes); at N == K the two orders tie below MKL, which keeps that product.
+    """
+    n, k = grad.shape[1], x.shape[1]
+    if not applies(x, grad, x.numel() * n) or n == k:
+        if accumulate is None:
+            return torch.mm(grad.t(), x)
+        if accumulate.dtype == grad.dtype:
+            return accumulate.addmm_(grad.t(), x)
+        return accumulate.add_(torch.mm(grad.t(), x))
+    product = _onednn(grad.t(), x.t()) if n < k else _onednn(x.t(), grad.t()).t().contiguous()
+    return product if accumulate is None else accumulate.add_(product)
+
+
+class OneDnnLinear(torch.autograd.Function):
+    """F.linear with forward and backward products by oneDNN; same values as autograd through F.linear up to
+    the order of the sums (fp32 tests)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = _onednn(rows, weight.t()).view(x.shape) if need_x else None
+        grad_w = weight_grad(rows, x.reshape(-1, x.shape[-1])) if need_w else None
+        grad_b = rows.sum(0) if need_b and ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, state dict and init) whose fp32 CPU products go through `linear` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+_env = os.environ.get(BACKEND_ENV, "").lower() or "auto"
+if _env not in BACKENDS:
+    warnings.warn(f"{BACKEND_ENV}={_env!r} is not one of {', '.join(BACKENDS)}: using 'auto'", stacklevel=1)
+    _env = "auto"
+set_backend(_env)
+
+__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "linear", "linear_into", "mm",
+           "onednn_available", "onednn_mm", "set_backend", "weight_grad"]

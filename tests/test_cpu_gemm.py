@@ -1,0 +1,168 @@
+"""fp32 products through oneDNN (`models/cpu_gemm.py`): the switch, and the same values and gradients as aten's
+products (against float64 autograd), from one Linear up to a training step of a whole model."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from swinzoo import SwinTransformer
+from swinzoo.config import SwinConfig
+from swinzoo.models import cpu_gemm
+
+needs_onednn = pytest.mark.skipif(not cpu_gemm.onednn_available(), reason="this torch has no oneDNN")
+
+
+@pytest.fixture
+def backend():
+    """Set a backend for one test; the process's own choice comes back afterwards."""
+    before = cpu_gemm._state["backend"]
+    yield cpu_gemm.set_backend
+    cpu_gemm.set_backend(before)
+
+
+def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest deviation relative to the largest value: fp32 rounding of a sum is ~1e-7 of it."""
+    return ((got.double() - want).abs().max() / want.abs().max()).item()
+
+
+@needs_onednn
+@pytest.mark.parametrize("vendor, flags, chosen", [("AuthenticAMD", "avx2 avx512f", "onednn"),
+                                                   ("AuthenticAMD", "avx2", "aten"),
+                                                   ("GenuineIntel", "avx2 avx512f amx_bf16", "aten")])
+def test_auto_takes_onednn_on_amd_with_avx512_only(vendor, flags, chosen, backend, monkeypatch):
+    monkeypatch.setattr(cpu_gemm, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(cpu_gemm, "cpu_flags", lambda: frozenset(flags.split()))
+    backend("auto")
+    assert cpu_gemm.backend() == chosen
+    backend("onednn")
+    assert cpu_gemm.backend() == "onednn"
+    backend("aten")
+    assert cpu_gemm.backend() == "aten"
+
+
+def test_unknown_backend_is_refused(backend):
+    with pytest.raises(ValueError, match="onednn, aten"):
+        backend("mkl")
+
+
+@pytest.mark.parametrize("value, chosen", [("aten", "aten"), ("bogus", None)])
+def test_environment_variable(value, chosen):
+    code = "from swinzoo.models import cpu_gemm; print(cpu_gemm._state['backend'], cpu_gemm.backend())"
+    env = {**os.environ, cpu_gemm.BACKEND_ENV: value}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    if chosen:
+        assert done.stdout.split() == ["aten", chosen]
+    else:  # a value it does not know: a warning naming the variable, and "auto"
+        assert done.stdout.split()[0] == "auto" and cpu_gemm.BACKEND_ENV in done.stderr
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, k, n, with_bias, frozen", [((2, 300, 96), 96, 288, True, None),
+                                                            ((700, 384), 384, 96, False, None),
+                                                            ((4, 25, 25, 96), 96, 96, True, "x"),
+                                                            ((900, 64), 64, 192, True, "weight")])
+def test_linear_matches_float64_autograd(shape, k, n, with_bias, frozen, backend):
+    backend("onednn")
+    torch.manual_seed(0)
+    x, w, b = torch.randn(*shape[:-1], k), torch.randn(n, k) / k**0.5, torch.randn(n)
+    grad = torch.randn(*shape[:-1], n)
+    ref = [t.double().requires_grad_(name != frozen) for t, name in ((x, "x"), (w, "weight"), (b, "bias"))]
+    F.linear(ref[0], ref[1], ref[2] if with_bias else None).backward(grad.double())
+    ours = [t.clone().requires_grad_(name != frozen) for t, name in ((x, "x"), (w, "weight"), (b, "bias"))]
+    y = cpu_gemm.linear(ours[0], ours[1], ours[2] if with_bias else None)
+    assert type(y.grad_fn).__name__ == "OneDnnLinearBackward"
+    y.backward(grad)
+    assert fp32_error(y, F.linear(*[t.detach() for t in ref[:2]], ref[2].detach() if with_bias else None)) < 1e-6
+    for mine, theirs, name in zip(ours, ref, ("x", "weight", "bias")):
+        if name == frozen or (name == "bias" and not with_bias):
+            assert mine.grad is None
+        else:
+            assert fp32_error(mine.grad, theirs.grad) < 1e-6, name
+
+
+@needs_onednn
+def test_small_products_float64_bf16_and_autocast_stay_on_aten(backend):
+    backend("onednn")
+    w = torch.randn(96, 96, requires_grad=True)
+    assert type(cpu_gemm.linear(torch.randn(49, 96), w).grad_fn).__name__ == "MmBackward0"  # 0.45M MACs
+    assert type(cpu_gemm.linear(torch.randn(400, 96), w).grad_fn).__name__ == "OneDnnLinearBackward"
+    big = torch.randn(4000, 96)
+    assert not cpu_gemm.applies(big.double(), w.double(), 10**9)
+    assert not cpu_gemm.applies(big.bfloat16(), w.bfloat16(), 10**9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_gemm.applies(big, w, 10**9)
+        assert cpu_gemm.linear(big, w).dtype == torch.bfloat16  # autocast's own Linear
+    backend("aten")
+    assert not cpu_gemm.applies(big, w, 10**9)
+
+
+@needs_onednn
+def test_empty_batch_gives_zero_gradients(backend):
+    backend("onednn")
+    w, b = torch.randn(300, 8000, requires_grad=True), torch.randn(300, requires_grad=True)
+    cpu_gemm.OneDnnLinear.apply(torch.randn(0, 8000, requires_grad=True), w, b).sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+@needs_onednn
+@pytest.mark.parametrize("n, k", [(96, 288), (384, 96), (192, 192)])  # both oneDNN orders, and MKL's square one
+@pytest.mark.parametrize("accumulate", [None, torch.float32, torch.bfloat16])
+def test_weight_grad_orders_and_accumulation(n, k, accumulate, backend):
+    backend("onednn")
+    dtype = accumulate or torch.float32
+    grad, x = torch.randn(3000, n, dtype=dtype), torch.randn(3000, k, dtype=dtype)
+    want = grad.double().t() @ x.double()
+    if accumulate is None:
+        got = cpu_gemm.weight_grad(grad, x)
+    else:  # into an fp32 total, as the MLP node sums its chunks (bf16 products under autocast)
+        start = torch.randn(n, k)
+        got = cpu_gemm.weight_grad(grad, x, accumulate=start.clone())
+        want = want + start.double()
+    assert got.shape == (n, k) and got.dtype == torch.float32 and got.is_contiguous()
+    assert fp32_error(got, want) < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+@needs_onednn
+@pytest.mark.parametrize("version", [1, 2])
+def test_training_step_and_inference_equal_to_aten(version, backend):
+    """A whole model, fp32: logits and every parameter gradient through oneDNN equal aten's up to fp32 rounding
+    (the sums run in another order), in training (autograd nodes, the MLP node's chunks) and in eval (fast path)."""
+    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
+                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
+    torch.manual_seed(1)
+    model = SwinTransformer(cfg)
+    with torch.no_grad():  # non-trivial weights everywhere (V2 starts its post-norms at zero)
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
+    results = {}
+    for name in ("aten", "onednn"):
+        backend(name)
+        model.zero_grad(set_to_none=True)
+        model.train()
+        F.cross_entropy(model(x), y).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        with torch.inference_mode():
+            logits = model.eval()(x)
+        results[name] = logits, grads
+    (ref_logits, ref_grads), (logits, grads) = results["aten"], results["onednn"]
+    assert fp32_error(logits, ref_logits.double()) < 1e-5
+    for n, g in grads.items():
+        assert fp32_error(g, ref_grads[n].double()) < 1e-4, n
+
+
+@needs_onednn
+def test_export_traces_aten_linear_with_a_free_batch(backend):
+    """torch.export sees aten's linear (a graph other runtimes know), and no guard on the batch from the size test."""
+    backend("onednn")
+    layer = cpu_gemm.Linear(512, 512)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with torch.no_grad():
+        program = torch.export.export(layer, (torch.randn(64, 512),), dynamic_shapes=({0: batch},), strict=False)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert targets == {"aten.linear.default"}
+    assert program.module()(torch.randn(3, 512)).shape == (3, 512)
