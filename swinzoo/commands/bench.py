@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--malloc", choices=("default", "keep"), default="default",
                    help="keep: glibc keeps freed memory for reuse, as `swinzoo finetune` sets on the CPU; it applies "
                    "to the whole process, timm's models too (default: glibc as it is)")
+    p.add_argument("--cpu-gemm", choices=("auto", "onednn", "aten"), default="auto",
+                   help="library for swinzoo's fp32 products on the CPU: oneDNN, or aten's BLAS (MKL); auto: oneDNN "
+                   "on AMD CPUs with AVX-512, where MKL runs AVX2 kernels (timm always runs aten's)")
     p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")
@@ -51,9 +54,12 @@ def run(args) -> int:
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
     from swinzoo.hardware import cpu_model, keep_freed_memory, native_bf16_matmul
+    from swinzoo.models import cpu_gemm
 
     if args.malloc == "keep" and keep_freed_memory() is None:
         args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
+    cpu_gemm.set_backend(args.cpu_gemm)
+    args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
@@ -70,7 +76,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "native_bf16_matmul": native_bf16_matmul(), "device": machine_name(args.device),
-                          "malloc": args.malloc,
+                          "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
                           "results": [asdict(r) for r in results]}, indent=1))
         return 0
     print_table(results, args)
@@ -97,10 +103,11 @@ def print_table(results, args) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
+    library = results[0].extra.get("matmul_library", "") if results else ""
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
     table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
-                        f"{torch.get_num_threads()} threads, malloc {args.malloc}; "
-                        f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s")
+                        f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}; "
+                        f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]
     if args.memory:
