@@ -1,6 +1,7 @@
 """`swinzoo bench` runs and reports what it promises (a smoke test on a tiny input: no timing is asserted)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from PIL import Image
 from swinzoo.bench import Result, Spec, add_ratios, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
 from swinzoo.hardware import cpu_model, describe_cpu, native_bf16_matmul
-from swinzoo.models import count_macs
+from swinzoo.models import count_macs, cpu_gemm
 from swinzoo.zoo import zoo_config
 
 from .conftest import run_cli
@@ -27,15 +28,27 @@ def test_bench_json_vs_timm(capsys):
     rows = data["results"]
     assert data["cpu"] == cpu_model() and data["native_bf16_matmul"] == native_bf16_matmul()
     assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
+    assert data["cpu_gemm"] == cpu_gemm.backend()  # what "auto" chose on this CPU
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:
         assert set(r) == KEYS
         assert r["res"] == 32 and r["mode"] == "eval" and r["images_per_s"] > 0 and r["matmul_peak_gflops"] > 0
         assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
     assert rows[0]["params"] == 28288354
+    assert {r["extra"]["matmul_library"] for r in rows} <= {"aten", "onednn"}
     assert rows[0]["extra"]["speedup_vs_timm"] > 0
     low, high = rows[0]["extra"]["speedup_vs_timm_quartiles"]
     assert 0 < low <= rows[0]["extra"]["speedup_vs_timm"] <= high
+
+
+def test_bench_cpu_gemm_switch(capsys):
+    """--cpu-gemm aten: swinzoo's fp32 products on MKL for the run (the title says so); the process's own choice
+    comes back afterwards (the switch is process-wide)."""
+    before = cpu_gemm.backend()
+    code, out, _ = run_cli(["bench", "swin_t_224", "--res", 32, "--batch", 1, "--reps", 1, "--warmup", 0,
+                            "--cpu-gemm", "aten"], capsys)
+    assert code == 0 and "fp32 products aten" in " ".join(out.split())
+    assert cpu_gemm.backend() == before and cpu_gemm.BACKEND_ENV not in os.environ
 
 
 def test_ratios_are_per_round():

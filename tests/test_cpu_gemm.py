@@ -19,9 +19,8 @@ needs_onednn = pytest.mark.skipif(not cpu_gemm.onednn_available(), reason="this 
 @pytest.fixture
 def backend():
     """Set a backend for one test; the process's own choice comes back afterwards."""
-    before = cpu_gemm._state["backend"]
-    yield cpu_gemm.set_backend
-    cpu_gemm.set_backend(before)
+    with cpu_gemm.using(cpu_gemm._state["backend"]):
+        yield cpu_gemm.set_backend
 
 
 def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:

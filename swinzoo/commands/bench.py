@@ -47,19 +47,25 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from swinzoo.hardware import keep_freed_memory
+    from swinzoo.models import cpu_gemm
+
+    if args.malloc == "keep" and keep_freed_memory() is None:
+        args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
+    with cpu_gemm.using(args.cpu_gemm):
+        args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
+        return measure_and_report(args)
+
+
+def measure_and_report(args) -> int:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
-    from swinzoo.hardware import cpu_model, keep_freed_memory, native_bf16_matmul
-    from swinzoo.models import cpu_gemm
+    from swinzoo.hardware import cpu_model, native_bf16_matmul
 
-    if args.malloc == "keep" and keep_freed_memory() is None:
-        args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
-    cpu_gemm.set_backend(args.cpu_gemm)
-    args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,

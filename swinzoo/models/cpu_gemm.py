@@ -15,6 +15,7 @@ order (fp32 tests in `tests/test_cpu_gemm.py` hold the two equal); float64, bf16
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -43,6 +44,23 @@ def set_backend(backend: str) -> None:
     else:
         onednn = backend == "onednn" and onednn_available()
     _state.update(backend=backend, onednn=onednn)
+
+
+@contextlib.contextmanager
+def using(backend: str):
+    """`set_backend(backend)` for a block, in this process and in the subprocesses it starts (through the
+    environment variable); both come back as they were afterwards."""
+    before, env = _state["backend"], os.environ.get(BACKEND_ENV)
+    set_backend(backend)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        set_backend(before)
+        if env is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = env
 
 
 def onednn_available() -> bool:
@@ -154,4 +172,4 @@ if _env not in BACKENDS:
 set_backend(_env)
 
 __all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "linear", "linear_into", "mm",
-           "onednn_available", "onednn_mm", "set_backend", "weight_grad"]
+           "onednn_available", "onednn_mm", "set_backend", "using", "weight_grad"]
