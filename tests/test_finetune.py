@@ -16,6 +16,7 @@ from PIL import Image
 import swinzoo
 from swinzoo.config import SwinConfig
 from swinzoo.hardware import auto_precision
+from swinzoo.models import cpu_gemm
 from swinzoo.train.shapes import render
 from tests.conftest import run_cli
 
@@ -158,18 +159,20 @@ def test_progress_bar_titles_a_step_bound_run():
 
 def test_finetune_with_ema_and_layer_decay(tiny, tmp_path, capsys):
     """The recipe's EMA and layer-wise lr decay run end to end: the optimizer gets one lr per layer, and the saved
-    weights are the EMA's: they differ from those of the same (deterministic) run without EMA."""
+    weights are the EMA's: they differ from those of the same (deterministic) run without EMA. In fp32 on the CPU
+    the log names the library of the fp32 products."""
     data = image_folder(tmp_path / "data")
     base = ("epochs: 1\nbatch_size: 4\nbase_lr: 0.05\nwarmup_epochs: 0\nlayer_decay: 0.5\nseed: 0\nmixup: 0.0\n"
-            "cutmix: 0.0\nrand_augment: null\nrandom_erasing: 0.0\n")
+            "cutmix: 0.0\nrand_augment: null\nrandom_erasing: 0.0\nprecision: 32-true\n")
     runs = {}
     for name, extra in (("plain", ""), ("again", ""), ("ema", "ema_decay: 0.5\n")):
         recipe = tmp_path / f"{name}.yaml"
         recipe.write_text(base + extra)
         out = tmp_path / name
-        code, _, err = run_cli(["finetune", "--from", tiny, "--data", data, "--recipe", recipe, "--max-steps", "3",
-                                "--out", out, *FAST], capsys)
+        code, stdout, err = run_cli(["finetune", "--from", tiny, "--data", data, "--recipe", recipe,
+                                     "--max-steps", "3", "--out", out, *FAST], capsys)
         assert code == 0, err
+        assert f"matmul {cpu_gemm.describe()}" in " ".join(stdout.split())
         runs[name] = swinzoo.load_model(out)
     recorded = runs["ema"].provenance["recipe"]
     assert recorded["ema_decay"] == 0.5 and recorded["layer_decay"] == 0.5

@@ -63,6 +63,15 @@ def using(backend: str):
             os.environ[BACKEND_ENV] = env
 
 
+def describe() -> str:
+    """One line for a run log: which library multiplies fp32 matrices on the CPU, and why."""
+    if _state["onednn"]:
+        why = "AMD CPU with AVX-512, where MKL runs AVX2 kernels" if _state["backend"] == "auto" else "as set"
+        return f"fp32 products through oneDNN ({why}; {BACKEND_ENV}=aten for MKL)"
+    why = "auto: oneDNN only on AMD CPUs with AVX-512" if _state["backend"] == "auto" else "as set"
+    return f"fp32 products through aten's BLAS (MKL; {why})"
+
+
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -171,5 +180,5 @@ if _env not in BACKENDS:
     _env = "auto"
 set_backend(_env)
 
-__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "linear", "linear_into", "mm",
-           "onednn_available", "onednn_mm", "set_backend", "using", "weight_grad"]
+__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "describe", "linear",
+           "linear_into", "mm", "onednn_available", "onednn_mm", "set_backend", "using", "weight_grad"]

@@ -62,7 +62,7 @@ class Recipe:
     res: int | None = None
     window: int | None = None
     data: str | None = None
-    precision: str = "auto"  # auto: 16-mixed on CUDA (official AMP), 32-true on CPU
+    precision: str = "auto"  # auto: 16-mixed on CUDA (official AMP); CPU: bf16-mixed with bf16 matmul, else 32-true
     seed: int = 0
     finetune_recipe: str | None = None  # the recipe later fine-tunes of a model trained with this one default to
 

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
+from swinzoo.models import cpu_gemm
 from swinzoo.train.checks import check_logger, trainer_objects
 from swinzoo.train.module import (
     AtomicCheckpointIO,
@@ -81,6 +82,8 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     memory = keep_freed_memory() if isinstance(trainer.accelerator, CPUAccelerator) else None
     if memory and console is not None:
         console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
+    if isinstance(trainer.accelerator, CPUAccelerator) and str(precision).startswith("32") and console is not None:
+        console.print(f"[bold]matmul[/bold] {cpu_gemm.describe()}", soft_wrap=True)
     return trainer
 
 
