@@ -65,3 +65,14 @@ def test_label_efficiency_table_and_plot(tmp_path, capsys):
     row = "| 1% (200 images) | **0.850** (0.800-0.900) | **0.750** (0.700-0.800) | **0.450** (0.400-0.500) | 50-51 s |"
     assert row in table and "mean over 2 seeds" in table
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_gemm_script_runs(tmp_path):
+    script = load_script("cpu_gemm")
+    if not script.cpu_gemm.onednn_available():
+        return
+    assert script.main(["--batch", "1", "--reps", "1", "--json", str(tmp_path / "g.json")]) == 0
+    report = json.loads((tmp_path / "g.json").read_text())
+    names = [r["name"] for r in report["products"]]
+    assert names[0] == "2048^3" and "stage 4 fc2" in names and "stage 4 merge" not in names
+    assert all(r["forward aten"] > 0 and r["weight grad onednn"] > 0 for r in report["products"])
