@@ -44,11 +44,11 @@ def test_bench_json_vs_timm(capsys):
 def test_bench_cpu_gemm_switch(capsys):
     """--cpu-gemm aten: swinzoo's fp32 products on MKL for the run (the title says so); the process's own choice
     comes back afterwards (the switch is process-wide)."""
-    before = cpu_gemm.backend()
+    before, env = cpu_gemm.backend(), os.environ.get(cpu_gemm.BACKEND_ENV)
     code, out, _ = run_cli(["bench", "swin_t_224", "--res", 32, "--batch", 1, "--reps", 1, "--warmup", 0,
                             "--cpu-gemm", "aten"], capsys)
     assert code == 0 and "fp32 products aten" in " ".join(out.split())
-    assert cpu_gemm.backend() == before and cpu_gemm.BACKEND_ENV not in os.environ
+    assert cpu_gemm.backend() == before and os.environ.get(cpu_gemm.BACKEND_ENV) == env
 
 
 def test_ratios_are_per_round():

@@ -19,7 +19,7 @@ needs_onednn = pytest.mark.skipif(not cpu_gemm.onednn_available(), reason="this 
 @pytest.fixture
 def backend():
     """Set a backend for one test; the process's own choice comes back afterwards."""
-    with cpu_gemm.using(cpu_gemm._state["backend"]):
+    with cpu_gemm.using(cpu_gemm.requested()):
         yield cpu_gemm.set_backend
 
 
@@ -50,7 +50,7 @@ def test_unknown_backend_is_refused(backend):
 
 @pytest.mark.parametrize("value, chosen", [("aten", "aten"), ("bogus", None)])
 def test_environment_variable(value, chosen):
-    code = "from swinzoo.models import cpu_gemm; print(cpu_gemm._state['backend'], cpu_gemm.backend())"
+    code = "from swinzoo.models import cpu_gemm; print(cpu_gemm.requested(), cpu_gemm.backend())"
     env = {**os.environ, cpu_gemm.BACKEND_ENV: value}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     if chosen:

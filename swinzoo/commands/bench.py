@@ -35,9 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--malloc", choices=("default", "keep"), default="default",
                    help="keep: glibc keeps freed memory for reuse, as `swinzoo finetune` sets on the CPU; it applies "
                    "to the whole process, timm's models too (default: glibc as it is)")
-    p.add_argument("--cpu-gemm", choices=("auto", "onednn", "aten"), default="auto",
+    p.add_argument("--cpu-gemm", choices=("auto", "onednn", "aten"),
                    help="library for swinzoo's fp32 products on the CPU: oneDNN, or aten's BLAS (MKL); auto: oneDNN "
-                   "on AMD CPUs with AVX-512, where MKL runs AVX2 kernels (timm always runs aten's)")
+                   "on AMD CPUs with AVX-512, where MKL runs AVX2 kernels (default: SWINZOO_CPU_GEMM, else auto; "
+                   "timm always runs aten's)")
     p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")
@@ -52,7 +53,7 @@ def run(args) -> int:
 
     if args.malloc == "keep" and keep_freed_memory() is None:
         args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
-    with cpu_gemm.using(args.cpu_gemm):
+    with cpu_gemm.using(args.cpu_gemm or cpu_gemm.requested()):
         args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
         return measure_and_report(args)
 

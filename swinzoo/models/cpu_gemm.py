@@ -76,6 +76,11 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def requested() -> str:
+    """What was asked for: 'auto', 'onednn' or 'aten' (`backend()` says what it resolved to)."""
+    return _state["backend"]
+
+
 def backend() -> str:
     """The library that multiplies fp32 matrices on the CPU now: 'onednn' or 'aten'."""
     return "onednn" if _state["onednn"] else "aten"
@@ -182,4 +187,4 @@ if _env not in BACKENDS:
 set_backend(_env)
 
 __all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "describe", "linear",
-           "linear_into", "mm", "onednn_available", "onednn_mm", "set_backend", "using", "weight_grad"]
+           "linear_into", "mm", "onednn_available", "onednn_mm", "requested", "set_backend", "using", "weight_grad"]
