@@ -1,7 +1,7 @@
 """fp32 products on this CPU: torch's BLAS (MKL on x86 wheels) against oneDNN, at the Linear shapes of a Swin-T
 training step, forward and both backward products, as `swinzoo.models.cpu_gemm` runs them.
 
-`cpu_gemm`'s "auto" takes oneDNN only on AMD CPUs with AVX-512, the class where it was measured faster (MKL runs its
+`cpu_gemm`'s "auto" takes oneDNN only on AMD Zen 5 and later, the class where it was measured faster (MKL runs its
 AVX2 kernels there). On any other CPU this script says whether oneDNN would pay: `SWINZOO_CPU_GEMM=onednn` then
 switches it on.
 

@@ -43,6 +43,12 @@ def cpu_vendor() -> str:
     return _cpuinfo().get("vendor_id", "")
 
 
+def cpu_family() -> int | None:
+    """/proc/cpuinfo's cpu family (AMD: 25 = Zen 3 / Zen 4, 26 = Zen 5); None when the OS does not say."""
+    family = _cpuinfo().get("cpu family", "")
+    return int(family) if family.isdigit() else None
+
+
 def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
@@ -99,5 +105,5 @@ def keep_freed_memory() -> str | None:
     return f"glibc keeps freed memory for reuse (fewer page faults per step; {MALLOC_ENV}=default leaves it as is)"
 
 
-__all__ = ["auto_precision", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu", "keep_freed_memory",
+__all__ = ["auto_precision", "cpu_family", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu", "keep_freed_memory",
            "native_bf16_matmul"]

@@ -29,11 +29,13 @@ def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @needs_onednn
-@pytest.mark.parametrize("vendor, flags, chosen", [("AuthenticAMD", "avx2 avx512f", "onednn"),
-                                                   ("AuthenticAMD", "avx2", "aten"),
-                                                   ("GenuineIntel", "avx2 avx512f amx_bf16", "aten")])
-def test_auto_takes_onednn_on_amd_with_avx512_only(vendor, flags, chosen, backend, monkeypatch):
+@pytest.mark.parametrize("vendor, family, flags, chosen", [("AuthenticAMD", 26, "avx2 avx512f", "onednn"),
+                                                           ("AuthenticAMD", 25, "avx2 avx512f", "aten"),  # Zen 4
+                                                           ("AuthenticAMD", 25, "avx2", "aten"),  # Zen 3
+                                                           ("GenuineIntel", 6, "avx2 avx512f amx_bf16", "aten")])
+def test_auto_takes_onednn_on_amd_zen5_only(vendor, family, flags, chosen, backend, monkeypatch):
     monkeypatch.setattr(cpu_gemm, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(cpu_gemm, "cpu_family", lambda: family)
     monkeypatch.setattr(cpu_gemm, "cpu_flags", lambda: frozenset(flags.split()))
     backend("auto")
     assert cpu_gemm.backend() == chosen

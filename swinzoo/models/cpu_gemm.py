@@ -7,10 +7,12 @@ patch merging and the head, forward and backward, run their fp32 products throug
 (`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
 
 Switch: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import.
-"auto" (the default) takes oneDNN on AMD CPUs with AVX-512 (Zen 4 and later), the only class measured faster;
-Intel CPUs keep MKL, which runs AVX-512 there. Either way the values are the same products summed in another
-order (fp32 tests in `tests/test_cpu_gemm.py` hold the two equal); float64, bf16 / autocast, other devices,
-`torch.compile`, `torch.export` and tracing always take aten.
+"auto" (the default) takes oneDNN on AMD Zen 5 and later (family 26 on, AVX-512 on full-width units), the class
+measured faster; Intel CPUs keep MKL, which runs AVX-512 there, and so do earlier AMD CPUs (Zen 3 has no AVX-512,
+Zen 4 runs it on 256-bit units, the width of MKL's AVX2: not measured); `benchmarks/cpu_gemm.py` tells for any
+CPU. Either way the values are the same products summed in another order (fp32 tests in
+`tests/test_cpu_gemm.py` hold the two equal); float64, bf16 / autocast, other devices, `torch.compile`,
+`torch.export` and tracing always take aten.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from swinzoo.hardware import cpu_flags, cpu_vendor
+from swinzoo.hardware import cpu_family, cpu_flags, cpu_vendor
 
 BACKEND_ENV = "SWINZOO_CPU_GEMM"
 BACKENDS = ("auto", "onednn", "aten")
+ZEN5_FAMILY = 26
 _state = {"backend": "auto", "onednn": False}
 # oneDNN spends ~10 us a call before multiplying, MKL ~2 us: with MKL at half oneDNN's rate (AVX2 against
 # AVX-512) they break even near 2M multiply-adds (measured on Zen 5: 0.45M MACs 11 us MKL / 19 us oneDNN,
@@ -36,11 +39,12 @@ MIN_MACS = 1 << 21
 
 
 def set_backend(backend: str) -> None:
-    """'onednn', 'aten' or 'auto' (oneDNN on AMD CPUs with AVX-512, aten elsewhere), for the whole process."""
+    """'onednn', 'aten' or 'auto' (oneDNN on AMD Zen 5 and later, aten elsewhere), for the whole process."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown CPU GEMM backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        onednn = onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+        onednn = (onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+                  and (cpu_family() or 0) >= ZEN5_FAMILY)
     else:
         onednn = backend == "onednn" and onednn_available()
     _state.update(backend=backend, onednn=onednn)
@@ -66,9 +70,9 @@ def using(backend: str):
 def describe() -> str:
     """One line for a run log: which library multiplies fp32 matrices on the CPU, and why."""
     if _state["onednn"]:
-        why = "AMD CPU with AVX-512, where MKL runs AVX2 kernels" if _state["backend"] == "auto" else "as set"
+        why = "AMD Zen 5, where MKL runs AVX2 kernels" if _state["backend"] == "auto" else "as set"
         return f"fp32 products through oneDNN ({why}; {BACKEND_ENV}=aten for MKL)"
-    why = "auto: oneDNN only on AMD CPUs with AVX-512" if _state["backend"] == "auto" else "as set"
+    why = "auto: oneDNN only on AMD Zen 5 and later" if _state["backend"] == "auto" else "as set"
     return f"fp32 products through aten's BLAS (MKL; {why})"
 
 
