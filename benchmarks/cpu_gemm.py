@@ -14,12 +14,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from swinzoo import bench
 from swinzoo.hardware import describe_cpu
 from swinzoo.models import cpu_gemm
 
@@ -39,18 +39,8 @@ def shapes(batch: int) -> list[tuple[str, int, int, int]]:
     return rows
 
 
-def seconds(step, reps: int) -> float:
-    step()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def measure(m: int, k: int, n: int, reps: int) -> dict[str, float]:
-    """GFLOP/s of x W^T, g W and g^T x by aten and by `cpu_gemm` with oneDNN on (which keeps MKL for a square
+    """GFLOP/s of x W^T, g W and g^T x by aten and by `cpu_gemm` with oneDNN on (which keeps MKL for a narrow square
     weight gradient and below `cpu_gemm.MIN_MACS`, and takes the faster order for the others)."""
     x, w, g = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
     flops = 2 * m * k * n / 1e9
@@ -59,9 +49,9 @@ def measure(m: int, k: int, n: int, reps: int) -> dict[str, float]:
              "weight grad": (lambda: torch.mm(g.t(), x), lambda: cpu_gemm.weight_grad(g, x))}
     out = {}
     with cpu_gemm.using("onednn"):
-        for product, (aten, onednn) in pairs.items():
-            out[f"{product} aten"] = flops / seconds(aten, reps)
-            out[f"{product} onednn"] = flops / seconds(onednn, reps)
+        for product, steps in pairs.items():
+            for library, times in zip(("aten", "onednn"), bench.time_interleaved(list(steps), "cpu", reps, 1)):
+                out[f"{product} {library}"] = flops / statistics.median(times)
     return out
 
 

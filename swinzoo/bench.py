@@ -168,14 +168,8 @@ def matmul_step(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int 
 
     def onednn():
         cpu_gemm.onednn_mm(a, b)
-    fastest = min((aten, onednn), key=lambda step: min(_seconds(step) for _ in range(3)))
-    return fastest, 2 * n**3, fastest.__name__
-
-
-def _seconds(step) -> float:
-    t = time.perf_counter()
-    step()
-    return time.perf_counter() - t
+    aten_s, onednn_s = time_interleaved([aten, onednn], device, reps=3, warmup=0)
+    return (aten, 2 * n**3, "aten") if min(aten_s) <= min(onednn_s) else (onednn, 2 * n**3, "onednn")
 
 
 def time_interleaved(steps: list, device: str, reps: int, warmup: int, progress=None) -> list[list[float]]:
