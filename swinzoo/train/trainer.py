@@ -78,12 +78,15 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
                            "--strategy, --precision and --trainer") from None
-    # the accelerator Lightning chose, not a guess from the flags: glibc's settings only matter on the CPU
-    memory = keep_freed_memory() if isinstance(trainer.accelerator, CPUAccelerator) else None
-    if memory and console is not None:
-        console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
-    if isinstance(trainer.accelerator, CPUAccelerator) and str(precision).startswith("32") and console is not None:
-        console.print(f"[bold]matmul[/bold] {cpu_gemm.describe()}", soft_wrap=True)
+    # the accelerator Lightning chose, not a guess from the flags: glibc and the fp32 products only matter on the CPU
+    if not isinstance(trainer.accelerator, CPUAccelerator):
+        return trainer
+    memory = keep_freed_memory()
+    if console is not None:
+        if memory:
+            console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
+        if str(precision).startswith("32"):
+            console.print(f"[bold]matmul[/bold] {cpu_gemm.describe()}", soft_wrap=True)
     return trainer
 
 
