@@ -24,6 +24,15 @@ def _default_dtype():
     torch.set_default_dtype(torch.float32)
 
 
+def randomized(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
+    """Non-trivial weights everywhere (V2 starts its post-norms at zero, which would hide the attention)."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * scale + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    return model
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run the CLI in process; returns (exit code, stdout, stderr)."""
     from swinzoo.cli import cli_main

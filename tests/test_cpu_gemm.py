@@ -13,6 +13,8 @@ from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import cpu_gemm
 
+from .conftest import randomized
+
 needs_onednn = pytest.mark.skipif(not cpu_gemm.onednn_available(), reason="this torch has no oneDNN")
 
 
@@ -134,11 +136,7 @@ def test_training_step_and_inference_equal_to_aten(version, backend):
     (the sums run in another order), in training (autograd nodes, the MLP node's chunks) and in eval (fast path)."""
     cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
                      pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
-    torch.manual_seed(1)
-    model = SwinTransformer(cfg)
-    with torch.no_grad():  # non-trivial weights everywhere (V2 starts its post-norms at zero)
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    model = randomized(SwinTransformer(cfg), scale=0.05)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
     results = {}
     for name in ("aten", "onednn"):

@@ -14,20 +14,13 @@ from swinzoo.models.attention import ScaledUnitRows, SoftmaxAttention, split_hea
 from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
+from .conftest import randomized
+
 
 def tiny(version: int = 1, img_size: int = 56, window: int = 7, **kw) -> SwinConfig:
     kw = {"depths": (2, 2), "num_heads": (2, 4), **kw}
     return SwinConfig(version=version, img_size=img_size, window_size=window, embed_dim=16,
                       pretrained_window_sizes=(0, 0), num_classes=5, drop_path_rate=0.0, **kw)
-
-
-def randomized(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial weights everywhere (V2 starts its post-norms at zero, which would hide the attention)."""
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
-    return model
 
 
 def dense_reference(block, x: torch.Tensor) -> torch.Tensor:
