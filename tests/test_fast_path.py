@@ -222,6 +222,20 @@ def test_v2_cache_survives_dtype_moves():
 
 
 @pytest.mark.parametrize("version", [1, 2])
+def test_model_converted_in_inference_mode_runs_uncached(version):
+    """Parameters made inside inference_mode have no version counter for the term cache to key on."""
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        expected = model(x)
+    with torch.inference_mode():
+        converted = SwinTransformer(tiny(version)).eval()
+        converted.load_state_dict(model.state_dict())
+        torch.testing.assert_close(converted(x), expected, rtol=0, atol=0)
+        assert not converted.layers[0].blocks[1].attn.term_cache.terms
+
+
+@pytest.mark.parametrize("version", [1, 2])
 def test_bf16_autocast_cpu(version):
     model = randomized(SwinTransformer(tiny(version)).eval())
     x = torch.randn(2, 3, 56, 56)
@@ -233,14 +247,33 @@ def test_bf16_autocast_cpu(version):
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
 
 
-def test_eval_uses_the_fused_cpu_attention_kernel():
+def test_eval_attention_on_cpu_is_products_and_one_softmax_in_fp32_sdpa_in_bf16():
     model = SwinTransformer(tiny(1)).eval()
     x = torch.randn(1, 3, 56, 56)
     with torch.inference_mode(), torch.profiler.profile() as prof:
         model(x)
     names = {e.key for e in prof.key_averages()}
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert "aten::_softmax" in names and "aten::matmul" in names
+    assert not any("scaled_dot_product" in name for name in names)
     assert "aten::roll" not in names
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), torch.profiler.profile() as prof:
+        model(x)
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sdpa_attention_of_other_devices_matches_the_cpu_one(version, monkeypatch):
+    """Off the CPU the fast path calls SDPA once per mask group; forced here on the CPU, in float64."""
+    model = randomized(SwinTransformer(tiny(version, depths=(3, 2), num_heads=(2, 4))).double().eval())
+    monkeypatch.setattr(fast_path, "CPU_CHUNK_BYTES", 8 * 64 * 49 * 3)  # several runs, several groups per run
+    x = torch.randn(2, 3, 56, 56, dtype=torch.float64)
+    with torch.inference_mode():
+        eager = model(x)
+        monkeypatch.setattr(fast_path, "eager_attention", lambda device: False)
+        with torch.profiler.profile() as prof:
+            fused = model(x)
+    assert any("scaled_dot_product" in e.key for e in prof.key_averages())
+    torch.testing.assert_close(fused, eager, rtol=0, atol=1e-10)
 
 
 compile_ok = pytest.mark.skipif(not hasattr(torch, "compile") or not hasattr(torch, "_dynamo"),

@@ -67,7 +67,8 @@ class WindowAttentionV1(nn.Module):
     def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         """(B, N, C) -> q, k, v (B, heads, N, d) and the logit scale (None: SDPA's default 1/sqrt(d), the official
-        qk_scale). `contiguous` packs the three for SDPA, which runs ~25% faster on packed heads."""
+        qk_scale). `contiguous` packs the three in one copy for the inference path: batched products would copy
+        each strided view, and SDPA runs ~25% faster on packed heads."""
         q, k, v = split_heads(self.qkv(x), self.num_heads, contiguous)
         return q, k, v, None
 
@@ -270,9 +271,11 @@ class TermCache:
 
 def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan, dtype: torch.dtype) -> torch.Tensor:
     """(G, heads, N, N): position bias + the mask of each window group of `plan`."""
-    cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+    params = attn.bias_parameters()
+    # inference tensors (a model converted inside inference_mode) have no version counter to key on
+    cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                     or any(p.is_inference() for p in params))
     if cacheable:
-        params = attn.bias_parameters()
         key = tuple((p.data_ptr(), p._version) for p in params)
         cache = attn.term_cache
         if cache.key != key:

@@ -6,9 +6,9 @@ row gather (`index_select` over contiguous C-vectors, several times faster than 
 
 The plan also sorts windows by their mask. A shifted grid has at most a handful of distinct window masks
 (interior, bottom edge, right edge, corner; a few more with padding), so windows with the same mask are laid
-out next to each other, batch by batch, and inference runs one SDPA call per stretch of a group (see `chunks`)
-with a (1, heads, N, N) additive term that broadcasts over its windows: no (B*nW, heads, N, N) mask is ever
-materialised.
+out next to each other, batch by batch, and inference adds one (1, heads, N, N) term per stretch of a group
+(see `chunks`), broadcast over its windows (one SDPA call per stretch off the CPU): no (B*nW, heads, N, N) mask
+is ever materialised.
 
 Geometry rule for any input size (the configured resolution gives exactly the official geometry):
 - a block keeps the window it was built with (`SwinConfig.stage_window` at the configured resolution), so its
