@@ -111,6 +111,48 @@ def test_inference_stages_match_the_autograd_path(version, hw, monkeypatch):
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_inference_in_image_groups_matches_one_call(version, monkeypatch):
+    """Patch tokens over CPU_GROUP_BYTES run in groups of images (the last one short): the reference's logits."""
+    model = randomized(SwinTransformer(tiny(version)).double().eval())
+    monkeypatch.setattr(fast_path, "CPU_GROUP_BYTES", 2 * 14 * 14 * 16 * 8)  # two 56 px float64 images
+    x = torch.randn(5, 3, 56, 56, dtype=torch.float64)
+    calls, conv_forward = [], model.patch_embed.proj.forward
+
+    def counted(images):  # not a hook: a hook turns the grouping off
+        calls.append(images.shape[0])
+        return conv_forward(images)
+
+    monkeypatch.setattr(model.patch_embed.proj, "forward", counted)
+    with torch.inference_mode():
+        grouped = model(x)
+        assert calls == [2, 2, 1]
+        model.set_fast_path(False)
+        reference = model(x)
+    assert calls[3:] == [5]
+    torch.testing.assert_close(grouped, reference, rtol=0, atol=1e-10)
+
+
+def test_image_groups_only_where_nothing_can_tell(monkeypatch):
+    model = SwinTransformer(tiny(1)).eval()
+    monkeypatch.setattr(fast_path, "CPU_GROUP_BYTES", 3 * 14 * 14 * 16 * 4)  # three 56 px fp32 images
+    x = torch.randn(4, 3, 56, 56)
+    with torch.inference_mode():
+        assert fast_path.image_groups(model, x) == 3
+        assert fast_path.image_groups(model, x[:3]) is None  # one group: the whole batch
+        assert fast_path.image_groups(model, torch.randn(4, 3, 50, 50)) == 3  # padded to the patch grid
+        assert fast_path.image_groups(model, torch.randn(4, 3, 64, 64)) == 2
+        handle = model.layers[1].register_forward_hook(lambda m, i, o: None)  # a hook sees the whole batch once
+        assert fast_path.image_groups(model, x) is None
+        handle.remove()
+        model.layers[0].fast_path = False
+        assert fast_path.image_groups(model, x) is None
+        model.layers[0].fast_path = True
+    with torch.no_grad():
+        assert fast_path.image_groups(model.train(), x) is None
+    assert fast_path.image_groups(model.eval(), x) is None  # autograd on
+
+
 def test_fast_path_switch_decides_which_code_runs():
     """On: inference runs the fast path's stage (SDPA per mask group); off: the reference blocks, called as modules."""
     model = SwinTransformer(tiny(1)).eval()

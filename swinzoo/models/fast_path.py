@@ -10,7 +10,8 @@ This module is the only place the fast path lives. It computes exactly what `Swi
   (1, heads, N, N) term broadcast over it: one in-place add in fp32 on CPU, where attention is the two products and
   one in-place softmax (the fused CPU flash kernel takes ~1.8x as long on 49-token windows), one SDPA call per run
   elsewhere;
-- on CPU, a block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
+- on CPU, a batch whose patch tokens exceed `CPU_GROUP_BYTES` runs through the model in groups of images, and a
+  block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
   rows of the output: attention, both residuals and the MLP while the run is hot.
 
 Switch: `SwinTransformer.set_fast_path(False)` (or `stage.fast_path = False`) runs the reference instead. The fast
@@ -36,11 +37,32 @@ from swinzoo.models.windows import WindowPlan
 # CPU (docs/performance.md). Other devices have caching allocators and run a block over all its windows at once.
 CPU_CHUNK_BYTES = 8 << 20
 
+# CPU only: inference runs the model on groups of images whose patch tokens (B, H/4, W/4, C) stay under this size
+# (images never share a window, so nothing changes but the sizes). Whole batch-100 activations are hundreds of
+# MiB, mapped and page-faulted afresh at every call. Swin-T 224 / SwinV2-T 256 at batch 100, groups of 4-16 images
+# (4.8-25 MiB): 1.05-1.10x; a nano model's whole batch is a few MiB and is not split (docs/performance.md).
+CPU_GROUP_BYTES = 12 << 20
+
 
 def applies(stage: nn.Module) -> bool:
     """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks on its blocks."""
     return (stage.fast_path and not stage.training and not torch.is_grad_enabled()
             and not any(block._forward_hooks or block._forward_pre_hooks for block in stage.blocks))
+
+
+def image_groups(model: nn.Module, x: torch.Tensor) -> int | None:
+    """Images per group when `model` should run inference on `x` (B, 3, H, W) in groups, else None: CPU, no
+    autograd, eval mode, every stage on the fast path, no hooks anywhere (a hook must see the whole batch once),
+    not compiling or tracing (no guard on a symbolic batch), and patch tokens over `CPU_GROUP_BYTES`."""
+    if (x.device.type != "cpu" or model.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+            or torch.jit.is_tracing() or not all(stage.fast_path and not stage.traceable for stage in model.layers)):
+        return None
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return None
+    p = model.config.patch_size
+    per_image = -(-x.shape[2] // p) * -(-x.shape[3] // p) * model.config.embed_dim * x.element_size()
+    group = max(1, CPU_GROUP_BYTES // per_image)
+    return group if x.shape[0] > group else None
 
 
 def stage_forward(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:

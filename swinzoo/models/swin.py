@@ -145,6 +145,9 @@ class SwinTransformer(nn.Module):
         Any H, W: the configured `img_size` runs the official geometry; other sizes are padded to the patch and
         window grids with the padding masked out of attention (see `swinzoo.models.windows`).
         """
+        group = fast_path.image_groups(self, x)
+        if group is not None:
+            return torch.cat([self.forward_tokens(self.patch_embed(part)) for part in x.split(group)])
         return self.forward_tokens(self.patch_embed(x))
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
