@@ -154,7 +154,8 @@ def test_image_groups_only_where_nothing_can_tell(monkeypatch):
 
 
 def test_fast_path_switch_decides_which_code_runs():
-    """On: inference runs the fast path's stage (SDPA per mask group); off: the reference blocks, called as modules."""
+    """On: inference runs the fast path's stage (one attention call per mask group); off: the reference blocks,
+    called as modules."""
     model = SwinTransformer(tiny(1)).eval()
     calls = []
     model.layers[0].blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(1))  # the MLP, not the block
@@ -311,7 +312,7 @@ def test_sdpa_attention_of_other_devices_matches_the_cpu_one(version, monkeypatc
     x = torch.randn(2, 3, 56, 56, dtype=torch.float64)
     with torch.inference_mode():
         eager = model(x)
-        monkeypatch.setattr(fast_path, "eager_attention", lambda device: False)
+        monkeypatch.setattr(fast_path, "eager_attention", lambda q: False)
         with torch.profiler.profile() as prof:
             fused = model(x)
     assert any("scaled_dot_product" in e.key for e in prof.key_averages())
