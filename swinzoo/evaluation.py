@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
+from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
@@ -96,6 +97,11 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     workers = default_workers() if num_workers is None else num_workers
     loader = eval_loader(dataset, cfg, batch_size, workers, test_crop)
     net = net.to(dev)
+    # each batch's activations are freed and allocated again: on the CPU glibc would hand them back to the kernel
+    # and page-fault them in anew at every batch (~1.1x of a Swin-T batch of 100, docs/performance.md)
+    memory = keep_freed_memory() if dev.type == "cpu" else None
+    if memory:
+        console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
     runner = torch.compile(net) if compile else net
     with torch.inference_mode(), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))

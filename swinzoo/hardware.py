@@ -90,8 +90,8 @@ MALLOC_ENV = "SWINZOO_MALLOC"  # "default": leave glibc as it is
 def keep_freed_memory() -> str | None:
     """Make glibc keep freed memory for the next step (blocks up to 32 MiB from the heap, the heap never trimmed).
 
-    Process-wide and for the rest of the process: for training runs on the CPU. Returns a line for the run log,
-    or None where nothing was changed (not glibc, or SWINZOO_MALLOC=default)."""
+    Process-wide and for the rest of the process: for training and evaluation runs on the CPU. Returns a line for
+    the run log, or None where nothing was changed (not glibc, or SWINZOO_MALLOC=default)."""
     if os.environ.get(MALLOC_ENV, "").lower() == "default":
         return None
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
