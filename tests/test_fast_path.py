@@ -290,18 +290,42 @@ def test_bf16_autocast_cpu(version):
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
 
 
-def test_eval_attention_on_cpu_is_products_and_one_softmax_in_fp32_sdpa_in_bf16():
+@pytest.mark.parametrize("autocast", [False, True])
+def test_eval_attention_on_cpu_is_products_and_one_softmax(autocast):
     model = SwinTransformer(tiny(1)).eval()
     x = torch.randn(1, 3, 56, 56)
-    with torch.inference_mode(), torch.profiler.profile() as prof:
+    with (torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+          torch.profiler.profile() as prof):
         model(x)
     names = {e.key for e in prof.key_averages()}
     assert "aten::_softmax" in names and "aten::matmul" in names
     assert not any("scaled_dot_product" in name for name in names)
     assert "aten::roll" not in names
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), torch.profiler.profile() as prof:
-        model(x)
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_bf16_autocast_fast_path_computes_what_the_reference_computes(version):
+    """Under bf16 autocast the reference makes bf16 logits, adds the fp32 term, takes the softmax in fp32 and
+    multiplies v in bf16; the fast path does the same (an fp32 term, not the bf16 residual stream's dtype), so
+    it lands on the reference's bf16 output, not merely near fp32."""
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    x = torch.randn(2, 3, 56, 56)
+    with torch.inference_mode():
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(x).float()
+            model.set_fast_path(False)
+            reference = model(x).float()
+    bf16_error = (reference - fp32).abs().max()
+    assert bf16_error > 0  # the check below would hold trivially otherwise
+    assert (fast - reference).abs().max() <= 0.1 * bf16_error
+
+
+def test_cpu_runs_of_windows_count_bf16_activations_as_fp32():
+    """The logits and softmax of a run stay fp32 under autocast: a bf16 run holds as many windows as an fp32 one."""
+    hidden = 384 * 49
+    fp32, bf16 = (fast_path._max_windows(torch.empty(1, dtype=d), hidden) for d in (torch.float32, torch.bfloat16))
+    assert bf16 == fp32 == fast_path.CPU_CHUNK_BYTES // (4 * hidden)
 
 
 @pytest.mark.parametrize("version", [1, 2])

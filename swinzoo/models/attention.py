@@ -127,7 +127,9 @@ class WindowAttentionV2(nn.Module):
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return ScaledUnitRows.apply(q, scale), ScaledUnitRows.apply(k, None), v, 1.0
-        return F.normalize(q, dim=-1) * scale, F.normalize(k, dim=-1), v, 1.0
+        # in place: q keeps its dtype (bf16 under autocast, where `* scale` would promote it to fp32), rounded once
+        # from the fp32 product, as the cast at the bf16 product with k would round it
+        return F.normalize(q, dim=-1).mul_(scale), F.normalize(k, dim=-1), v, 1.0
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         return window_attention(self, x, plan)

@@ -7,8 +7,8 @@ This module is the only place the fast path lives. It computes exactly what `Swi
   permutations composed), instead of partition -> attention -> reverse back to the grid for every block; the
   stage returns to grid order once, at its end, in the same gather that does patch merging's 2x2 regrouping;
 - windows are laid out by mask group (see `windows.WindowPlan`), so each run of windows sharing a mask takes one
-  (1, heads, N, N) term broadcast over it: one in-place add in fp32 on CPU, where attention is the two products and
-  one in-place softmax (the fused CPU flash kernel takes ~1.8x as long on 49-token windows), one SDPA call per run
+  (1, heads, N, N) term broadcast over it: one add on CPU, where attention is the two products and one in-place
+  softmax (the fused CPU flash kernel takes ~1.6-2x as long on 49-token windows), one SDPA call per run
   elsewhere;
 - on CPU, a batch whose patch tokens exceed `CPU_GROUP_BYTES` runs through the model in groups of images, and a
   block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
@@ -105,7 +105,9 @@ def block_forward(block: nn.Module, src: torch.Tensor, gather: torch.Tensor, pla
     """
     c, n = src.shape[-1], plan.window**2
     out = src.new_empty(gather.shape[0], c)
-    term = attention_term(block.attn, plan, src.dtype)
+    # the term in fp32 (float64 for float64) also under autocast, whose residual stream is bf16 from the patch
+    # embedding on: the reference adds it to the logits by type promotion
+    term = attention_term(block.attn, plan, torch.promote_types(src.dtype, torch.float32))
     mlp = block.mlp
     for start, end, segments in plan.chunks(batch, _max_windows(src, mlp.fc1.out_features * n)):
         t = torch.index_select(src, 0, gather[start:end], out=out[start:end])
@@ -121,7 +123,9 @@ def block_forward(block: nn.Module, src: torch.Tensor, gather: torch.Tensor, pla
 def _max_windows(src: torch.Tensor, hidden_per_window: int) -> int:
     if src.device.type != "cpu":
         return 1 << 62  # one run: the whole batch
-    return max(1, CPU_CHUNK_BYTES // (src.element_size() * hidden_per_window))
+    # counted in fp32 bytes also for bf16 activations: the attention's logits and softmax stay fp32 (bf16 runs
+    # twice as many windows long took 1.2x as long, docs/performance.md)
+    return max(1, CPU_CHUNK_BYTES // (max(src.element_size(), 4) * hidden_per_window))
 
 
 def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
@@ -135,6 +139,7 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
     if eager_attention(q):
         out = softmax_attention(q, k, v, term, segments, scale)
     else:  # SDPA's output comes back in (windows, N, heads, d) memory order: the head merge below copies nothing
+        term = term.to(q.dtype)  # SDPA takes a float mask in the query's dtype
         outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
                 for a, b, g in segments]
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -142,21 +147,25 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
 
 
 def eager_attention(q: torch.Tensor) -> bool:
-    """Products and softmax for fp32 and float64 on CPU; SDPA's fused kernels elsewhere. In bf16 on CPU the eager
-    form, which needs an fp32 buffer for the term and the softmax, measured 0.96-1.08x on Swin-T and 1.04-1.16x on
-    SwinV2-T over three runs: no clear gain, so SDPA stays."""
-    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+    """Products and softmax on the CPU (fp32, float64, bf16); SDPA's fused kernels elsewhere. On the CPU SDPA's
+    flash kernel takes ~1.6-2x as long on 49-token windows, in bf16 too (docs/performance.md)."""
+    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16)
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor,
                       segments: tuple[tuple[int, int, int], ...], scale: float | None) -> torch.Tensor:
     """softmax(scale * q k^T + term) v: q, k, v (windows, heads, N, d) -> (windows, heads, N, d). Consumes q.
 
-    One logits buffer takes the term of each run of windows and the softmax, in place.
+    One logits buffer takes the term of each run of windows and the softmax, in place. bf16 products (autocast)
+    with an fp32 term: the sum and the softmax in an fp32 buffer, the probabilities back in bf16 for the product
+    with v, as the reference computes under autocast (and the training node).
     """
     if scale is None:  # V1: the official qk_scale, applied to q before the product as the official code does
         scale = q.shape[-1] ** -0.5
     logits = torch.matmul(q.mul_(scale) if scale != 1.0 else q, k.transpose(-2, -1))
+    # bf16 products: one cast to fp32 first (an add of mixed dtypes into an fp32 buffer ran ~1.5x as long)
+    probs = logits.to(term.dtype)
     for a, b, g in segments:
-        logits[a:b].add_(term[g])
-    return torch.matmul(torch.softmax(logits, -1, out=logits), v)
+        probs[a:b].add_(term[g])
+    torch.softmax(probs, -1, out=probs)
+    return torch.matmul(probs.to(v.dtype), v)
