@@ -321,6 +321,22 @@ def test_bf16_autocast_fast_path_computes_what_the_reference_computes(version):
     assert (fast - reference).abs().max() <= 0.1 * bf16_error
 
 
+@pytest.mark.parametrize("n", [16, 36, 49, 64, 144])
+def test_softmax_attention_either_layout_is_the_formula(n):
+    """Keys-major logits (N up to 16 or not a multiple of 16) and query-major ones compute the same attention."""
+    torch.manual_seed(n)
+    windows, heads, d = 6, 2, 8
+    q, k, v = (torch.randn(windows, heads, n, d, dtype=torch.float64) for _ in range(3))
+    term = torch.randn(2, heads, n, n, dtype=torch.float64)
+    segments = ((0, 2, 1), (2, 6, 0))  # two runs of windows, each with its group's term
+    expected = torch.cat([torch.softmax(q[a:b] * 0.5 @ k[a:b].transpose(-2, -1) + term[g], -1) @ v[a:b]
+                          for a, b, g in segments])
+    assert fast_path.keys_major(q) == (n in (16, 36, 49))
+    out = fast_path.softmax_attention(q.clone(), k, v, term, segments, 0.5)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert not fast_path.keys_major(q.to(torch.bfloat16))  # bf16 keeps the reference's q k^T
+
+
 def test_cpu_runs_of_windows_count_bf16_activations_as_fp32():
     """The logits and softmax of a run stay fp32 under autocast: a bf16 run holds as many windows as an fp32 one."""
     hidden = 384 * 49
