@@ -173,8 +173,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: t
     probs = logits.to(term.dtype)
     for a, b, g in segments:
         probs[a:b].add_(term[g])
-    torch.softmax(probs, -2 if transposed else -1, out=probs)
-    return torch.matmul(probs.to(v.dtype).transpose(-2, -1) if transposed else probs.to(v.dtype), v)
+    probs = torch.softmax(probs, -2 if transposed else -1, out=probs).to(v.dtype)
+    return torch.matmul(probs.transpose(-2, -1) if transposed else probs, v)
 
 
 def keys_major(q: torch.Tensor) -> bool:
