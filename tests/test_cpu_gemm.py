@@ -165,3 +165,115 @@ def test_export_traces_aten_linear_with_a_free_batch(backend):
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert targets == {"aten.linear.default"}
     assert program.module()(torch.randn(3, 512)).shape == (3, 512)
+
+
+@pytest.fixture
+def packing():
+    """Set weight packing for one test; the process's setting comes back afterwards."""
+    before = cpu_gemm.weight_packing()
+    yield cpu_gemm.set_weight_packing
+    cpu_gemm.set_weight_packing(before)
+
+
+def float64_linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    return F.linear(x.double(), layer.weight.double(), layer.bias.double())
+
+
+@needs_onednn
+def test_packed_weight_is_the_same_product_and_follows_the_weights(backend, packing):
+    """Eval mode, no autograd: the packed weight gives the plain weight's product, and is packed again after an
+    in-place update, `load_state_dict` or `.data = ...`; training mode and the switch keep the plain weight."""
+    backend("onednn")
+    packing(True)
+    layer = cpu_gemm.Linear(192, 768).eval()
+    x = torch.randn(2107, 192)
+    with torch.no_grad():
+        got = layer(x)
+        assert layer.packed.tensor is not None and layer.packed.tensor.is_mkldnn
+        packing(False)
+        assert fp32_error(layer(x), got.double()) < 1e-6  # bit-equal on Zen 5: only the weight's layout differs
+        packing(True)
+        assert fp32_error(got, float64_linear(x, layer)) < 1e-6
+        layer.weight.mul_(-2)  # an optimizer step would do this in place
+        assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
+        layer.load_state_dict({"weight": torch.randn(768, 192), "bias": torch.randn(768)})
+        assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
+        layer.weight.data = torch.randn(768, 192)
+        assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
+        layer.train()
+        assert layer.packed.tensor is None
+        layer(x)
+        assert layer.packed.tensor is None
+    layer.eval()
+    layer(x).sum().backward()  # autograd records: the plain weight, whose gradient this is
+    assert layer.packed.tensor is None and layer.weight.grad is not None
+    packing(False)
+    with torch.no_grad():
+        layer(x)
+    assert layer.packed.tensor is None
+
+
+@needs_onednn
+def test_models_holding_packed_weights_copy_pickle_and_convert(backend, packing):
+    """An eval model that has packed its weights deep-copies, pickles (`torch.save` of the module) and converts
+    with `.double()` / `.to()`: the copies pack again, the converted model computes at its new dtype."""
+    import copy
+    import io
+
+    backend("onednn")
+    packing(True)
+    cfg = SwinConfig(version=2, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
+                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
+    model = randomized(SwinTransformer(cfg), scale=0.05).eval()
+    x = torch.randn(8, 3, 64, 64)
+    with torch.inference_mode():
+        logits = model(x)
+    assert any(m.packed.tensor is not None for m in model.modules() if isinstance(m, cpu_gemm.Linear))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)  # a pickled module: the test's own file
+    for clone in (copy.deepcopy(model), loaded):
+        assert all(m.packed.tensor is None for m in clone.modules() if isinstance(m, cpu_gemm.Linear))
+        with torch.inference_mode():
+            assert torch.equal(clone(x), logits)
+    with torch.inference_mode():
+        as_double = model.double()(x.double())
+    assert fp32_error(logits, as_double) < 1e-5
+
+
+@needs_onednn
+def test_inference_tensor_weights_run_unpacked(backend, packing):
+    """A layer made inside `torch.inference_mode()` has no version counter to key a cache on: it runs unpacked."""
+    backend("onednn")
+    packing(True)
+    with torch.inference_mode():
+        layer = cpu_gemm.Linear(192, 768).eval()
+        x = torch.randn(2107, 192)
+        got = layer(x)
+    assert layer.packed.tensor is None
+    assert fp32_error(got, float64_linear(x, layer)) < 1e-6
+
+
+@needs_onednn
+@pytest.mark.parametrize("version", [1, 2])
+def test_bf16_autocast_inference_packs_bf16_weights(version, backend, packing):
+    """Under CPU autocast an eval model packs bf16 weights (the cast autocast makes at every call, made once) and
+    gives autocast's own logits; V2's qkv takes its q/v bias through the same packed product."""
+    if not cpu_gemm.onednn_bf16_supported():
+        pytest.skip("this CPU has no oneDNN bf16")
+    backend("onednn")
+    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
+                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
+    model = randomized(SwinTransformer(cfg), scale=0.05).eval()
+    x = torch.randn(8, 3, 64, 64)
+    logits = {}
+    for pack in (False, True):
+        packing(pack)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+            logits[pack] = model(x).float()
+    linears = [m for m in model.modules() if isinstance(m, cpu_gemm.Linear)]
+    packed = [m.packed.tensor for m in linears if m.packed.tensor is not None]
+    assert packed and all(t.dtype == torch.bfloat16 for t in packed)
+    assert model.layers[0].blocks[0].attn.qkv.packed.tensor is not None
+    # bit-equal on Zen 5; elsewhere oneDNN may pick another kernel for the plain weight: within bf16 rounding
+    assert fp32_error(logits[True], logits[False].double()) < 2**-8

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from swinzoo.models.cpu_gemm import Linear, linear
+from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import relative_position_index
 from swinzoo.models.windows import WindowPlan
 
@@ -122,7 +122,7 @@ class WindowAttentionV2(nn.Module):
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = split_heads(linear(x, self.qkv.weight, bias), self.num_heads, contiguous)
+        q, k, v = split_heads(self.qkv.forward_with_bias(x, bias), self.num_heads, contiguous)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():

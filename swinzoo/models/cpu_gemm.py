@@ -6,20 +6,29 @@ already uses for bf16), reaches 460 with AVX-512 (docs/performance.md). Here the
 patch merging and the head, forward and backward, run their fp32 products through oneDNN's matmul
 (`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
 
-Switch: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import.
+In eval mode without autograd a `Linear` on the oneDNN backend keeps its weight in oneDNN's blocked layout between
+calls (`PackedWeight`): fp32, or bf16 under CPU autocast (cast once, as autocast would cast it at every call). The
+same products, bit for bit, without oneDNN copying (and autocast casting) the plain weight inside every call:
+Swin-T / SwinV2-T inference 1.03-1.14x in fp32 and 1.04-1.22x in bf16 on Zen 5 (docs/performance.md), for one more
+copy of the Linear weights (half of one in bf16) held while the model is in eval mode.
+
+Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
+`set_weight_packing(False)` keeps a single copy of the weights (inference at the plain-weight speed).
 "auto" (the default) takes oneDNN on AMD Zen 5 and later (family 26 on, AVX-512 on full-width units), the class
 measured faster; Intel CPUs keep MKL, which runs AVX-512 there, and so do earlier AMD CPUs (Zen 3 has no AVX-512,
 Zen 4 runs it on 256-bit units, the width of MKL's AVX2: not measured); `benchmarks/cpu_gemm.py` tells for any
 CPU. Either way the values are the same products summed in another order (fp32 tests in
-`tests/test_cpu_gemm.py` hold the two equal); float64, bf16 / autocast, other devices, `torch.compile`,
-`torch.export` and tracing always take aten.
+`tests/test_cpu_gemm.py` hold the two equal); float64, other devices, `torch.compile`, `torch.export` and tracing
+always take aten, and so does bf16 / autocast except for the packed inference products above.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +40,7 @@ from swinzoo.hardware import cpu_family, cpu_flags, cpu_vendor
 BACKEND_ENV = "SWINZOO_CPU_GEMM"
 BACKENDS = ("auto", "onednn", "aten")
 ZEN5_FAMILY = 26
-_state = {"backend": "auto", "onednn": False}
+_state = {"backend": "auto", "onednn": False, "pack": True}
 # oneDNN spends ~10 us a call before multiplying, MKL ~2 us: with MKL at half oneDNN's rate (AVX2 against
 # AVX-512) they break even near 2M multiply-adds (measured on Zen 5: 0.45M MACs 11 us MKL / 19 us oneDNN,
 # 19M MACs 196 / 97 us)
@@ -65,6 +74,15 @@ def using(backend: str):
             os.environ.pop(BACKEND_ENV, None)
         else:
             os.environ[BACKEND_ENV] = env
+
+
+def set_weight_packing(enabled: bool) -> None:
+    """Whether eval-mode `Linear` layers on the oneDNN backend keep a packed copy of their weights (default True)."""
+    _state["pack"] = bool(enabled)
+
+
+def weight_packing() -> bool:
+    return _state["pack"]
 
 
 def describe() -> str:
@@ -177,11 +195,87 @@ class OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+@functools.cache
+def onednn_bf16_supported() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: oneDNN
+    backend, packing on, no autograd, not traced, an fp32 weight on the CPU (not an inference tensor, which has no
+    version counter to key the cache on), at least `MIN_MACS`; fp32 input, or bf16 CPU autocast."""
+    if (not (_state["onednn"] and _state["pack"]) or torch.is_grad_enabled() or torch.compiler.is_compiling()
+            or torch.jit.is_tracing() or x.device.type != "cpu" or weight.dtype != torch.float32
+            or weight.is_inference() or x.numel() * weight.shape[0] < MIN_MACS):
+        return None
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.float32 if x.dtype == torch.float32 else None
+    if (torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
+            and onednn_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+class PackedWeight:
+    """Eval-mode cache of one Linear weight in oneDNN's blocked layout (`mkldnn::_reorder_linear_weight`).
+
+    Keyed on the weight's data pointer, in-place version counter and shape, so an optimizer step,
+    `load_state_dict`, `.to()` or `.data = ...` invalidates it; the owner clears it on `train()` and `_apply`.
+    Never copied or pickled (a oneDNN tensor has no storage to pickle): a copy starts empty and packs again.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple = ()
+        self.tensor: torch.Tensor | None = None
+
+    def clear(self) -> None:
+        self.key, self.tensor = (), None
+
+    def get(self, weight: torch.Tensor, dtype: torch.dtype, rows: int) -> torch.Tensor:
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape), dtype)
+        if self.key != key:
+            # `rows` only hints the layout: the packed weight serves products of any number of rows
+            self.key, self.tensor = key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), rows)
+        return self.tensor
+
+    def __deepcopy__(self, memo: dict) -> PackedWeight:
+        return PackedWeight()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.clear()
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, state dict and init) whose fp32 CPU products go through `linear` above."""
+    """nn.Linear (same parameters, state dict and init) whose fp32 CPU products go through `linear` above, with
+    the weight packed once for oneDNN while in eval mode without autograd (`PackedWeight`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.packed = PackedWeight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return self.forward_with_bias(x, self.bias)
+
+    def forward_with_bias(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This layer's product with another bias (V2's q/v bias); (..., K) -> (..., N)."""
+        dtype = None if self.training else packed_dtype(x, self.weight)
+        if dtype is None:
+            return linear(x, self.weight, bias)
+        packed = self.packed.get(self.weight, dtype, x.numel() // x.shape[-1])
+        if dtype != x.dtype or (bias is not None and bias.dtype != dtype):  # autocast's casts, done by hand
+            x, bias = x.to(dtype), None if bias is None else bias.to(dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+    def train(self, mode: bool = True) -> Linear:
+        self.packed.clear()
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Linear:
+        self.packed.clear()
+        return super()._apply(fn, recurse)
 
 
 _env = os.environ.get(BACKEND_ENV, "").lower() or "auto"
@@ -190,5 +284,6 @@ if _env not in BACKENDS:
     _env = "auto"
 set_backend(_env)
 
-__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "applies", "backend", "describe", "linear",
-           "linear_into", "mm", "onednn_available", "onednn_mm", "requested", "set_backend", "using", "weight_grad"]
+__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "PackedWeight", "applies", "backend", "describe",
+           "linear", "linear_into", "mm", "onednn_available", "onednn_mm", "packed_dtype", "requested", "set_backend",
+           "set_weight_packing", "using", "weight_grad", "weight_packing"]
