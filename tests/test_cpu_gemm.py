@@ -63,6 +63,15 @@ def test_environment_variable(value, chosen):
         assert done.stdout.split()[0] == "auto" and cpu_gemm.BACKEND_ENV in done.stderr
 
 
+@pytest.mark.parametrize("value, packing", [("0", "False"), ("1", "True"), ("bogus", "True")])
+def test_weight_packing_environment_variable(value, packing):
+    code = "from swinzoo.models import cpu_gemm; print(cpu_gemm.weight_packing())"
+    env = {**os.environ, cpu_gemm.PACK_ENV: value}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [packing]
+    assert (cpu_gemm.PACK_ENV in done.stderr) == (value == "bogus")
+
+
 @needs_onednn
 @pytest.mark.parametrize("shape, k, n, with_bias, frozen", [((2, 300, 96), 96, 288, True, None),
                                                             ((700, 384), 384, 96, False, None),

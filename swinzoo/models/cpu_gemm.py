@@ -13,7 +13,8 @@ Swin-T / SwinV2-T inference 1.03-1.14x in fp32 and 1.04-1.22x in bf16 on Zen 5 (
 copy of the Linear weights (half of one in bf16) held while the model is in eval mode.
 
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
-`set_weight_packing(False)` keeps a single copy of the weights (inference at the plain-weight speed).
+`set_weight_packing(False)`, or `SWINZOO_PACK_WEIGHTS=0`, keeps a single copy of the weights (inference at the
+plain-weight speed).
 "auto" (the default) takes oneDNN on AMD Zen 5 and later (family 26 on, AVX-512 on full-width units), the class
 measured faster; Intel CPUs keep MKL, which runs AVX-512 there, and so do earlier AMD CPUs (Zen 3 has no AVX-512,
 Zen 4 runs it on 256-bit units, the width of MKL's AVX2: not measured); `benchmarks/cpu_gemm.py` tells for any
@@ -38,6 +39,7 @@ from torch.autograd.function import once_differentiable
 from swinzoo.hardware import cpu_family, cpu_flags, cpu_vendor
 
 BACKEND_ENV = "SWINZOO_CPU_GEMM"
+PACK_ENV = "SWINZOO_PACK_WEIGHTS"
 BACKENDS = ("auto", "onednn", "aten")
 ZEN5_FAMILY = 26
 _state = {"backend": "auto", "onednn": False, "pack": True}
@@ -283,7 +285,11 @@ if _env not in BACKENDS:
     warnings.warn(f"{BACKEND_ENV}={_env!r} is not one of {', '.join(BACKENDS)}: using 'auto'", stacklevel=1)
     _env = "auto"
 set_backend(_env)
+_pack_env = os.environ.get(PACK_ENV, "1").strip()
+if _pack_env not in ("0", "1"):
+    warnings.warn(f"{PACK_ENV}={_pack_env!r} is not 0 or 1: packing weights", stacklevel=1)
+set_weight_packing(_pack_env != "0")
 
-__all__ = ["BACKEND_ENV", "MIN_MACS", "Linear", "OneDnnLinear", "PackedWeight", "applies", "backend", "describe",
-           "linear", "linear_into", "mm", "onednn_available", "onednn_mm", "packed_dtype", "requested", "set_backend",
-           "set_weight_packing", "using", "weight_grad", "weight_packing"]
+__all__ = ["BACKEND_ENV", "MIN_MACS", "PACK_ENV", "Linear", "OneDnnLinear", "PackedWeight", "applies", "backend",
+           "describe", "linear", "linear_into", "mm", "onednn_available", "onednn_bf16_supported", "onednn_mm",
+           "packed_dtype", "requested", "set_backend", "set_weight_packing", "using", "weight_grad", "weight_packing"]
