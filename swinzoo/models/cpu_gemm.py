@@ -9,7 +9,7 @@ patch merging and the head, forward and backward, run their fp32 products throug
 In eval mode without autograd a `Linear` on the oneDNN backend keeps its weight in oneDNN's blocked layout between
 calls (`PackedWeight`): fp32, or bf16 under CPU autocast (cast once, as autocast would cast it at every call). The
 same products, bit for bit, without oneDNN copying (and autocast casting) the plain weight inside every call:
-Swin-T / SwinV2-T inference 1.03-1.14x in fp32 and 1.04-1.22x in bf16 on Zen 5 (docs/performance.md), for one more
+Swin-T / SwinV2-T inference 1.03-1.14x in fp32 and 1.18-1.23x in bf16 on Zen 5 (docs/performance.md), for one more
 copy of the Linear weights (half of one in bf16) held while the model is in eval mode.
 
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
