@@ -227,18 +227,24 @@ class PackedWeight:
     """
 
     def __init__(self) -> None:
-        self.key: tuple = ()
-        self.tensor: torch.Tensor | None = None
+        # one attribute, replaced whole: a thread running the same model never sees a key with another's tensor
+        self.entry: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def tensor(self) -> torch.Tensor | None:
+        return None if self.entry is None else self.entry[1]
 
     def clear(self) -> None:
-        self.key, self.tensor = (), None
+        self.entry = None
 
     def get(self, weight: torch.Tensor, dtype: torch.dtype, rows: int) -> torch.Tensor:
         key = (weight.data_ptr(), weight._version, tuple(weight.shape), dtype)
-        if self.key != key:
+        entry = self.entry
+        if entry is None or entry[0] != key:
             # `rows` only hints the layout: the packed weight serves products of any number of rows
-            self.key, self.tensor = key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), rows)
-        return self.tensor
+            entry = key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), rows)
+            self.entry = entry
+        return entry[1]
 
     def __deepcopy__(self, memo: dict) -> PackedWeight:
         return PackedWeight()
