@@ -63,7 +63,7 @@ def test_environment_variable(value, chosen):
         assert done.stdout.split()[0] == "auto" and cpu_gemm.BACKEND_ENV in done.stderr
 
 
-@pytest.mark.parametrize("value, packing", [("0", "False"), ("1", "True"), ("bogus", "True")])
+@pytest.mark.parametrize("value, packing", [("0", "False"), ("1", "True"), ("", "True"), ("bogus", "True")])
 def test_weight_packing_environment_variable(value, packing):
     code = "from swinzoo.models import cpu_gemm; print(cpu_gemm.weight_packing())"
     env = {**os.environ, cpu_gemm.PACK_ENV: value}
@@ -209,6 +209,10 @@ def test_packed_weight_is_the_same_product_and_follows_the_weights(backend, pack
         assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
         layer.weight.data = torch.randn(768, 192)
         assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
+        packed = layer.packed.tensor
+        layer.eval()  # code that calls eval() before every call keeps its packed weight
+        layer(x)
+        assert layer.packed.tensor is packed
         layer.train()
         assert layer.packed.tensor is None
         layer(x)
@@ -216,9 +220,11 @@ def test_packed_weight_is_the_same_product_and_follows_the_weights(backend, pack
     layer.eval()
     layer(x).sum().backward()  # autograd records: the plain weight, whose gradient this is
     assert layer.packed.tensor is None and layer.weight.grad is not None
-    packing(False)
     with torch.no_grad():
         layer(x)
+        assert layer.packed.tensor is not None
+        packing(False)  # switched off: the layer drops its copy at its next call
+        assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
     assert layer.packed.tensor is None
 
 

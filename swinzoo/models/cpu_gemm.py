@@ -79,7 +79,8 @@ def using(backend: str):
 
 
 def set_weight_packing(enabled: bool) -> None:
-    """Whether eval-mode `Linear` layers on the oneDNN backend keep a packed copy of their weights (default True)."""
+    """Whether eval-mode `Linear` layers on the oneDNN backend keep a packed copy of their weights (default True).
+    Off, a layer drops the copy it holds at its next call."""
     _state["pack"] = bool(enabled)
 
 
@@ -221,8 +222,9 @@ def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
 class PackedWeight:
     """Eval-mode cache of one Linear weight in oneDNN's blocked layout (`mkldnn::_reorder_linear_weight`).
 
-    Keyed on the weight's data pointer, in-place version counter and shape, so an optimizer step,
-    `load_state_dict`, `.to()` or `.data = ...` invalidates it; the owner clears it on `train()` and `_apply`.
+    Keyed on the weight's data pointer, in-place version counter, shape and dtype, so an optimizer step,
+    `load_state_dict`, `.to()` or `.data = ...` invalidates it; the owner clears it on `train()` and `_apply`
+    (`.to()`, `.double()`), and at its next call once packing is switched off.
     Never copied or pickled (a oneDNN tensor has no storage to pickle): a copy starts empty and packs again.
     """
 
@@ -271,6 +273,8 @@ class Linear(nn.Linear):
         """This layer's product with another bias (V2's q/v bias); (..., K) -> (..., N)."""
         dtype = None if self.training else packed_dtype(x, self.weight)
         if dtype is None:
+            if self.packed.entry is not None and not _state["pack"]:
+                self.packed.clear()
             return linear(x, self.weight, bias)
         packed = self.packed.get(self.weight, dtype, x.numel() // x.shape[-1])
         if dtype != x.dtype or (bias is not None and bias.dtype != dtype):  # autocast's casts, done by hand
@@ -278,7 +282,8 @@ class Linear(nn.Linear):
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     def train(self, mode: bool = True) -> Linear:
-        self.packed.clear()
+        if mode:  # not on eval(): code that calls eval() before every inference call keeps its packed weight
+            self.packed.clear()
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Linear:
@@ -291,7 +296,7 @@ if _env not in BACKENDS:
     warnings.warn(f"{BACKEND_ENV}={_env!r} is not one of {', '.join(BACKENDS)}: using 'auto'", stacklevel=1)
     _env = "auto"
 set_backend(_env)
-_pack_env = os.environ.get(PACK_ENV, "1").strip()
+_pack_env = os.environ.get(PACK_ENV, "").strip() or "1"
 if _pack_env not in ("0", "1"):
     warnings.warn(f"{PACK_ENV}={_pack_env!r} is not 0 or 1: packing weights", stacklevel=1)
 set_weight_packing(_pack_env != "0")
