@@ -114,10 +114,15 @@ def backend() -> str:
 def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
     """Whether a product of a and b (`macs` multiply-adds) goes through oneDNN: switched on, both fp32 on the CPU,
     no autocast, not traced, and large enough to pay oneDNN's ~10 us a call (MKL is faster below)."""
+    return (a.dtype == torch.float32 and b.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and _onednn_runs(a, macs))
+
+
+def _onednn_runs(x: torch.Tensor, macs: int) -> bool:
+    """oneDNN switched on, x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
     # the size test last: traced with symbolic sizes, comparing them would put a guard on the batch in the graph
     return (_state["onednn"] and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and macs >= MIN_MACS)
+            and x.device.type == "cpu" and macs >= MIN_MACS)
 
 
 def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -207,9 +212,9 @@ def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: oneDNN
     backend, packing on, no autograd, not traced, an fp32 weight on the CPU (not an inference tensor, which has no
     version counter to key the cache on), at least `MIN_MACS`; fp32 input, or bf16 CPU autocast."""
-    if (not (_state["onednn"] and _state["pack"]) or torch.is_grad_enabled() or torch.compiler.is_compiling()
-            or torch.jit.is_tracing() or x.device.type != "cpu" or weight.dtype != torch.float32
-            or weight.is_inference() or x.numel() * weight.shape[0] < MIN_MACS):
+    # is_inference() after the tracing tests: dynamo breaks the graph on it
+    if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype != torch.float32
+            or not _onednn_runs(x, x.numel() * weight.shape[0]) or weight.is_inference()):
         return None
     if not torch.is_autocast_enabled("cpu"):
         return torch.float32 if x.dtype == torch.float32 else None
@@ -277,9 +282,8 @@ class Linear(nn.Linear):
                 self.packed.clear()
             return linear(x, self.weight, bias)
         packed = self.packed.get(self.weight, dtype, x.numel() // x.shape[-1])
-        if dtype != x.dtype or (bias is not None and bias.dtype != dtype):  # autocast's casts, done by hand
-            x, bias = x.to(dtype), None if bias is None else bias.to(dtype)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        bias = None if bias is None else bias.to(dtype)  # autocast's casts, done by hand (no-ops in fp32)
+        return torch.ops.mkldnn._linear_pointwise(x.to(dtype), packed, bias, "none", [], "")
 
     def train(self, mode: bool = True) -> Linear:
         if mode:  # not on eval(): code that calls eval() before every inference call keeps its packed weight
