@@ -270,13 +270,14 @@ def test_inference_tensor_weights_run_unpacked(backend, packing):
 
 
 @needs_onednn
-@pytest.mark.parametrize("version", [1, 2])
-def test_bf16_autocast_inference_packs_bf16_weights(version, backend, packing):
+@pytest.mark.parametrize("version, fp32_backend", [(1, "onednn"), (2, "onednn"), (1, "aten"), (2, "aten")])
+def test_bf16_autocast_inference_packs_bf16_weights(version, fp32_backend, backend, packing):
     """Under CPU autocast an eval model packs bf16 weights (the cast autocast makes at every call, made once) and
-    gives autocast's own logits; V2's qkv takes its q/v bias through the same packed product."""
+    gives autocast's own logits; V2's qkv takes its q/v bias through the same packed product. Whichever library
+    multiplies fp32 (aten: Intel CPUs), torch's bf16 products are oneDNN's, so bf16 packs on both backends."""
     if not cpu_gemm.onednn_bf16_supported():
         pytest.skip("this CPU has no oneDNN bf16")
-    backend("onednn")
+    backend(fp32_backend)
     cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
                      pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
     model = randomized(SwinTransformer(cfg), scale=0.05).eval()
@@ -292,3 +293,16 @@ def test_bf16_autocast_inference_packs_bf16_weights(version, backend, packing):
     assert model.layers[0].blocks[0].attn.qkv.packed.tensor is not None
     # bit-equal on Zen 5; elsewhere oneDNN may pick another kernel for the plain weight: within bf16 rounding
     assert fp32_error(logits[True], logits[False].double()) < 2**-8
+
+
+@needs_onednn
+def test_fp32_inference_on_aten_keeps_plain_weights(backend, packing):
+    """On the aten backend (MKL multiplies fp32) an fp32 eval model holds no packed copy."""
+    backend("aten")
+    packing(True)
+    layer = cpu_gemm.Linear(192, 768).eval()
+    x = torch.randn(2107, 192)
+    with torch.inference_mode():
+        got = layer(x)
+    assert layer.packed.tensor is None
+    assert fp32_error(got, float64_linear(x, layer)) < 1e-6

@@ -6,11 +6,12 @@ already uses for bf16), reaches 460 with AVX-512 (docs/performance.md). Here the
 patch merging and the head, forward and backward, run their fp32 products through oneDNN's matmul
 (`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
 
-In eval mode without autograd a `Linear` on the oneDNN backend keeps its weight in oneDNN's blocked layout between
-calls (`PackedWeight`): fp32, or bf16 under CPU autocast (cast once, as autocast would cast it at every call). The
-same products, bit for bit, without oneDNN copying (and autocast casting) the plain weight inside every call:
-Swin-T / SwinV2-T inference 1.03-1.14x in fp32 and 1.18-1.23x in bf16 on Zen 5 (docs/performance.md), for one more
-copy of the Linear weights (half of one in bf16) held while the model is in eval mode.
+In eval mode without autograd a `Linear` keeps its weight in oneDNN's blocked layout between calls
+(`PackedWeight`): fp32 on the oneDNN backend, and bf16 under CPU autocast on any CPU where oneDNN multiplies bf16
+(torch's own bf16 products are oneDNN's whichever library multiplies fp32, so Intel AMX CPUs pack too; cast once,
+as autocast would cast it at every call). The same products, bit for bit, without oneDNN copying (and autocast
+casting) the plain weight inside every call (speed-ups in docs/performance.md), for one more copy of the Linear
+weights (half of one in bf16) held while the model is in eval mode.
 
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
 `set_weight_packing(False)`, or `SWINZOO_PACK_WEIGHTS=0`, keeps a single copy of the weights (inference at the
@@ -120,9 +121,14 @@ def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
 
 def _onednn_runs(x: torch.Tensor, macs: int) -> bool:
     """oneDNN switched on, x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
+    return _state["onednn"] and _worth_onednn(x, macs)
+
+
+def _worth_onednn(x: torch.Tensor, macs: int) -> bool:
+    """x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
     # the size test last: traced with symbolic sizes, comparing them would put a guard on the batch in the graph
-    return (_state["onednn"] and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and x.device.type == "cpu" and macs >= MIN_MACS)
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and x.device.type == "cpu"
+            and macs >= MIN_MACS)
 
 
 def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -209,19 +215,22 @@ def onednn_bf16_supported() -> bool:
 
 
 def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
-    """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: oneDNN
-    backend, packing on, no autograd, not traced, an fp32 weight on the CPU (not an inference tensor, which has no
-    version counter to key the cache on), at least `MIN_MACS`; fp32 input, or bf16 CPU autocast."""
-    # is_inference() after the tracing tests: dynamo breaks the graph on it
+    """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: packing on,
+    no autograd, not traced, an fp32 weight on the CPU (not an inference tensor, which has no version counter to
+    key the cache on), at least `MIN_MACS`; an fp32 input on the oneDNN backend, or bf16 CPU autocast wherever
+    oneDNN multiplies bf16 (on either backend: aten's bf16 products are oneDNN's too)."""
     if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype != torch.float32
-            or not _onednn_runs(x, x.numel() * weight.shape[0]) or weight.is_inference()):
+            or not _worth_onednn(x, x.numel() * weight.shape[0])):
         return None
     if not torch.is_autocast_enabled("cpu"):
-        return torch.float32 if x.dtype == torch.float32 else None
-    if (torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
-            and onednn_bf16_supported()):
-        return torch.bfloat16
-    return None
+        dtype = torch.float32 if x.dtype == torch.float32 and _state["onednn"] else None
+    elif (torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
+          and onednn_available() and onednn_bf16_supported()):
+        dtype = torch.bfloat16
+    else:
+        dtype = None
+    # is_inference() after the tracing tests: dynamo breaks the graph on it
+    return None if dtype is None or weight.is_inference() else dtype
 
 
 class PackedWeight:
@@ -265,7 +274,7 @@ class PackedWeight:
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, state dict and init) whose fp32 CPU products go through `linear` above, with
-    the weight packed once for oneDNN while in eval mode without autograd (`PackedWeight`)."""
+    the weight packed once for oneDNN while in eval mode without autograd (`PackedWeight`; bf16 under autocast)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
