@@ -3,7 +3,7 @@ training step, forward and both backward products, as `swinzoo.models.cpu_gemm` 
 
 `cpu_gemm`'s "auto" takes oneDNN only on AMD Zen 5 and later, the class where it was measured faster (MKL runs its
 AVX2 kernels there). On any other CPU this script says whether oneDNN would pay: `SWINZOO_CPU_GEMM=onednn` then
-switches it on.
+switches it on (and with it the packed fp32 weights of eval mode, the forward column's third figure).
 
     python benchmarks/cpu_gemm.py [--batch 8] [--reps 10] [--json out.json]
 """
@@ -41,16 +41,20 @@ def shapes(batch: int) -> list[tuple[str, int, int, int]]:
 
 def measure(m: int, k: int, n: int, reps: int) -> dict[str, float]:
     """GFLOP/s of x W^T, g W and g^T x by aten and by `cpu_gemm` with oneDNN on (which keeps MKL for a narrow square
-    weight gradient and below `cpu_gemm.MIN_MACS`, and takes the faster order for the others)."""
+    weight gradient and below `cpu_gemm.MIN_MACS`, and takes the faster order for the others); x W^T also by oneDNN
+    on a packed weight, the eval-mode product."""
     x, w, g = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
+    packed = torch.ops.mkldnn._reorder_linear_weight(w, m)  # as an eval-mode `cpu_gemm.Linear` keeps it
     flops = 2 * m * k * n / 1e9
-    pairs = {"forward": (lambda: torch.mm(x, w.t()), lambda: cpu_gemm.mm(x, w.t())),
+    steps = {"forward": (lambda: torch.mm(x, w.t()), lambda: cpu_gemm.mm(x, w.t()),
+                         lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")),
              "input grad": (lambda: torch.mm(g, w), lambda: cpu_gemm.mm(g, w)),
              "weight grad": (lambda: torch.mm(g.t(), x), lambda: cpu_gemm.weight_grad(g, x))}
     out = {}
     with cpu_gemm.using("onednn"):
-        for product, steps in pairs.items():
-            for library, times in zip(("aten", "onednn"), bench.time_interleaved(list(steps), "cpu", reps, 1)):
+        for product, calls in steps.items():
+            timed = bench.time_interleaved(list(calls), "cpu", reps, 1)
+            for library, times in zip(("aten", "onednn", "packed"), timed):
                 out[f"{product} {library}"] = flops / statistics.median(times)
     return out
 
@@ -65,15 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: this torch build has no oneDNN; nothing to compare", file=sys.stderr)
         return 2
     rows = [("2048^3", 2048, 2048, 2048), *shapes(args.batch)]
-    table = Table(title=f"fp32 GFLOP/s, aten (MKL) / cpu_gemm with oneDNN on: {describe_cpu()}, "
-                        f"{torch.get_num_threads()} threads, batch {args.batch}; auto: {cpu_gemm.backend()}")
-    for col in ("product", "M x K -> N", "forward", "input grad", "weight grad"):
+    table = Table(title=f"fp32 GFLOP/s, aten (MKL) / cpu_gemm with oneDNN on (/ oneDNN on a packed weight): "
+                        f"{describe_cpu()}, {torch.get_num_threads()} threads, batch {args.batch}; "
+                        f"auto: {cpu_gemm.backend()}")
+    for col in ("product", "M x K -> N", "forward (eval: packed)", "input grad", "weight grad"):
         table.add_column(col, justify="left" if col == "product" else "right")
     report = []
     for name, m, k, n in rows:
         r = measure(m, k, n, args.reps)
         report.append({"name": name, "m": m, "k": k, "n": n, **r})
         cells = [f"{r[f'{p} aten']:.0f} / {r[f'{p} onednn']:.0f}" for p in ("forward", "input grad", "weight grad")]
+        cells[0] += f" / {r['forward packed']:.0f}"
         table.add_row(name, f"{m} x {k} -> {n}", *cells)
     Console().print(table)
     if args.json:

@@ -75,4 +75,5 @@ def test_cpu_gemm_script_runs(tmp_path):
     report = json.loads((tmp_path / "g.json").read_text())
     names = [r["name"] for r in report["products"]]
     assert names[0] == "2048^3" and "stage 4 fc2" in names and "stage 4 merge" not in names
-    assert all(r["forward aten"] > 0 and r["weight grad onednn"] > 0 for r in report["products"])
+    assert all(r["forward aten"] > 0 and r["forward packed"] > 0 and r["weight grad onednn"] > 0
+               for r in report["products"])
