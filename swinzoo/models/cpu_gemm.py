@@ -80,8 +80,8 @@ def using(backend: str):
 
 
 def set_weight_packing(enabled: bool) -> None:
-    """Whether eval-mode `Linear` layers on the oneDNN backend keep a packed copy of their weights (default True).
-    Off, a layer drops the copy it holds at its next call."""
+    """Whether eval-mode `Linear` layers keep a packed copy of their weights (default True): fp32 on the oneDNN
+    backend, bf16 under CPU autocast on either. Off, a layer drops the copy it holds at its next call."""
     _state["pack"] = bool(enabled)
 
 
