@@ -296,6 +296,33 @@ def test_bf16_autocast_inference_packs_bf16_weights(version, fp32_backend, backe
 
 
 @needs_onednn
+@pytest.mark.parametrize("version, fp32_backend", [(1, "onednn"), (2, "aten")])
+def test_bf16_model_inference_packs_its_weights(version, fp32_backend, backend, packing):
+    """A bf16 model (`.bfloat16()`, no autocast) in eval mode packs its bf16 weights and gives the plain weights'
+    logits; float64 of the same weights stays within bf16 rounding."""
+    if not cpu_gemm.onednn_bf16_supported():
+        pytest.skip("this CPU has no oneDNN bf16")
+    backend(fp32_backend)
+    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
+                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
+    model = randomized(SwinTransformer(cfg), scale=0.05).eval().bfloat16()
+    x = torch.randn(8, 3, 64, 64).bfloat16()
+    logits = {}
+    for pack in (False, True):
+        packing(pack)
+        with torch.inference_mode():
+            logits[pack] = model(x).float()
+    linears = [m for m in model.modules() if isinstance(m, cpu_gemm.Linear)]
+    packed = [m.packed.tensor for m in linears if m.packed.tensor is not None]
+    assert packed and all(t.dtype == torch.bfloat16 for t in packed)
+    assert model.layers[0].blocks[0].attn.qkv.packed.tensor is not None
+    assert fp32_error(logits[True], logits[False].double()) < 2**-8
+    with torch.inference_mode():
+        as_double = model.double()(x.double())
+    assert fp32_error(logits[True], as_double) < 2**-4  # bf16 activations through two stages
+
+
+@needs_onednn
 def test_fp32_inference_on_aten_keeps_plain_weights(backend, packing):
     """On the aten backend (MKL multiplies fp32) an fp32 eval model holds no packed copy."""
     backend("aten")

@@ -6,12 +6,12 @@ already uses for bf16), reaches 460 with AVX-512 (docs/performance.md). Here the
 patch merging and the head, forward and backward, run their fp32 products through oneDNN's matmul
 (`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
 
-In eval mode without autograd a `Linear` keeps its weight in oneDNN's blocked layout between calls
-(`PackedWeight`): fp32 on the oneDNN backend, and bf16 under CPU autocast on any CPU where oneDNN multiplies bf16
-(torch's own bf16 products are oneDNN's whichever library multiplies fp32, so Intel AMX CPUs pack too; cast once,
-as autocast would cast it at every call). The same products, bit for bit, without oneDNN copying (and autocast
-casting) the plain weight inside every call (speed-ups in docs/performance.md), for one more copy of the Linear
-weights (half of one in bf16) held while the model is in eval mode.
+In eval mode without autograd a `Linear` keeps its weight in oneDNN's blocked layout between calls (`PackedWeight`):
+fp32 on the oneDNN backend, and bf16 (CPU autocast or a `.bfloat16()` model) on any CPU where oneDNN multiplies bf16
+(torch's own bf16 products are oneDNN's whichever library multiplies fp32, so Intel AMX CPUs pack too; under
+autocast the weight is cast once, as autocast would cast it at every call). The same products, bit for bit, without
+oneDNN copying (and autocast casting) the plain weight inside every call (speed-ups in docs/performance.md), for one
+more copy of the Linear weights, in the product's dtype, held while the model is in eval mode.
 
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
 `set_weight_packing(False)`, or `SWINZOO_PACK_WEIGHTS=0`, keeps a single copy of the weights (inference at the
@@ -81,7 +81,7 @@ def using(backend: str):
 
 def set_weight_packing(enabled: bool) -> None:
     """Whether eval-mode `Linear` layers keep a packed copy of their weights (default True): fp32 on the oneDNN
-    backend, bf16 under CPU autocast on either. Off, a layer drops the copy it holds at its next call."""
+    backend, bf16 (autocast or a bf16 model) on either. Off, a layer drops the copy it holds at its next call."""
     _state["pack"] = bool(enabled)
 
 
@@ -216,13 +216,15 @@ def onednn_bf16_supported() -> bool:
 
 def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: packing on,
-    no autograd, not traced, an fp32 weight on the CPU (not an inference tensor, which has no version counter to
-    key the cache on), at least `MIN_MACS`; an fp32 input on the oneDNN backend, or bf16 CPU autocast wherever
-    oneDNN multiplies bf16 (on either backend: aten's bf16 products are oneDNN's too)."""
-    if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype != torch.float32
+    no autograd, not traced, an fp32 or bf16 weight on the CPU (not an inference tensor, which has no version counter to
+    key the cache on), at least `MIN_MACS`; an fp32 input on the oneDNN backend, or bf16 CPU autocast or bf16
+    weights and input wherever oneDNN multiplies bf16 (on either backend: aten's bf16 products are oneDNN's too)."""
+    if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype not in (torch.float32, torch.bfloat16)
             or not _worth_onednn(x, x.numel() * weight.shape[0])):
         return None
-    if not torch.is_autocast_enabled("cpu"):
+    if weight.dtype == torch.bfloat16:  # a bf16 model (`.bfloat16()`), with or without autocast
+        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 and onednn_available() and onednn_bf16_supported() else None
+    elif not torch.is_autocast_enabled("cpu"):
         dtype = torch.float32 if x.dtype == torch.float32 and _state["onednn"] else None
     elif (torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
           and onednn_available() and onednn_bf16_supported()):
