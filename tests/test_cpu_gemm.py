@@ -191,7 +191,8 @@ def float64_linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
 @needs_onednn
 def test_packed_weight_is_the_same_product_and_follows_the_weights(backend, packing):
     """Eval mode, no autograd: the packed weight gives the plain weight's product, and is packed again after an
-    in-place update, `load_state_dict` or `.data = ...`; training mode and the switch keep the plain weight."""
+    in-place update, `load_state_dict` or `.data = ...`; training mode, the switch and the aten backend keep the
+    plain weight."""
     backend("onednn")
     packing(True)
     layer = cpu_gemm.Linear(192, 768).eval()
@@ -224,6 +225,11 @@ def test_packed_weight_is_the_same_product_and_follows_the_weights(backend, pack
         layer(x)
         assert layer.packed.tensor is not None
         packing(False)  # switched off: the layer drops its copy at its next call
+        assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
+    assert layer.packed.tensor is None
+    backend("aten")  # MKL multiplies fp32 there: no packed copy
+    packing(True)
+    with torch.no_grad():
         assert fp32_error(layer(x), float64_linear(x, layer)) < 1e-6
     assert layer.packed.tensor is None
 
@@ -270,11 +276,14 @@ def test_inference_tensor_weights_run_unpacked(backend, packing):
 
 
 @needs_onednn
-@pytest.mark.parametrize("version, fp32_backend", [(1, "onednn"), (2, "onednn"), (1, "aten"), (2, "aten")])
-def test_bf16_autocast_inference_packs_bf16_weights(version, fp32_backend, backend, packing):
+@pytest.mark.parametrize("version, fp32_backend, bf16_model", [(1, "onednn", False), (2, "onednn", False),
+                                                               (1, "aten", False), (2, "aten", False),
+                                                               (1, "onednn", True), (2, "aten", True)])
+def test_bf16_inference_packs_bf16_weights(version, fp32_backend, bf16_model, backend, packing):
     """Under CPU autocast an eval model packs bf16 weights (the cast autocast makes at every call, made once) and
-    gives autocast's own logits; V2's qkv takes its q/v bias through the same packed product. Whichever library
-    multiplies fp32 (aten: Intel CPUs), torch's bf16 products are oneDNN's, so bf16 packs on both backends."""
+    gives autocast's own logits; V2's qkv takes its q/v bias through the same packed product. A bf16 model
+    (`.bfloat16()`, no autocast) packs its weights as they are. Whichever library multiplies fp32 (aten: Intel
+    CPUs), torch's bf16 products are oneDNN's, so bf16 packs on both backends."""
     if not cpu_gemm.onednn_bf16_supported():
         pytest.skip("this CPU has no oneDNN bf16")
     backend(fp32_backend)
@@ -282,10 +291,12 @@ def test_bf16_autocast_inference_packs_bf16_weights(version, fp32_backend, backe
                      pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
     model = randomized(SwinTransformer(cfg), scale=0.05).eval()
     x = torch.randn(8, 3, 64, 64)
+    if bf16_model:
+        model, x = model.bfloat16(), x.bfloat16()
     logits = {}
     for pack in (False, True):
         packing(pack)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=not bf16_model):
             logits[pack] = model(x).float()
     linears = [m for m in model.modules() if isinstance(m, cpu_gemm.Linear)]
     packed = [m.packed.tensor for m in linears if m.packed.tensor is not None]
@@ -293,43 +304,6 @@ def test_bf16_autocast_inference_packs_bf16_weights(version, fp32_backend, backe
     assert model.layers[0].blocks[0].attn.qkv.packed.tensor is not None
     # bit-equal on Zen 5; elsewhere oneDNN may pick another kernel for the plain weight: within bf16 rounding
     assert fp32_error(logits[True], logits[False].double()) < 2**-8
-
-
-@needs_onednn
-@pytest.mark.parametrize("version, fp32_backend", [(1, "onednn"), (2, "aten")])
-def test_bf16_model_inference_packs_its_weights(version, fp32_backend, backend, packing):
-    """A bf16 model (`.bfloat16()`, no autocast) in eval mode packs its bf16 weights and gives the plain weights'
-    logits; float64 of the same weights stays within bf16 rounding."""
-    if not cpu_gemm.onednn_bf16_supported():
-        pytest.skip("this CPU has no oneDNN bf16")
-    backend(fp32_backend)
-    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
-                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
-    model = randomized(SwinTransformer(cfg), scale=0.05).eval().bfloat16()
-    x = torch.randn(8, 3, 64, 64).bfloat16()
-    logits = {}
-    for pack in (False, True):
-        packing(pack)
-        with torch.inference_mode():
-            logits[pack] = model(x).float()
-    linears = [m for m in model.modules() if isinstance(m, cpu_gemm.Linear)]
-    packed = [m.packed.tensor for m in linears if m.packed.tensor is not None]
-    assert packed and all(t.dtype == torch.bfloat16 for t in packed)
-    assert model.layers[0].blocks[0].attn.qkv.packed.tensor is not None
-    assert fp32_error(logits[True], logits[False].double()) < 2**-8
     with torch.inference_mode():
         as_double = model.double()(x.double())
     assert fp32_error(logits[True], as_double) < 2**-4  # bf16 activations through two stages
-
-
-@needs_onednn
-def test_fp32_inference_on_aten_keeps_plain_weights(backend, packing):
-    """On the aten backend (MKL multiplies fp32) an fp32 eval model holds no packed copy."""
-    backend("aten")
-    packing(True)
-    layer = cpu_gemm.Linear(192, 768).eval()
-    x = torch.randn(2107, 192)
-    with torch.inference_mode():
-        got = layer(x)
-    assert layer.packed.tensor is None
-    assert fp32_error(got, float64_linear(x, layer)) < 1e-6
