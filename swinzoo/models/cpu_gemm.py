@@ -215,22 +215,22 @@ def onednn_bf16_supported() -> bool:
 
 
 def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
-    """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: packing on,
-    no autograd, not traced, an fp32 or bf16 weight on the CPU (not an inference tensor, which has no version counter to
-    key the cache on), at least `MIN_MACS`; an fp32 input on the oneDNN backend, or bf16 CPU autocast or bf16
-    weights and input wherever oneDNN multiplies bf16 (on either backend: aten's bf16 products are oneDNN's too)."""
+    """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: packing on, no
+    autograd, not traced, an fp32 or bf16 weight on the CPU (not an inference tensor, which has no version counter
+    to key the cache on), at least `MIN_MACS`; fp32 on the oneDNN backend, bf16 (autocast, or bf16 weights and
+    input) on either backend wherever oneDNN multiplies bf16, as aten's bf16 products are oneDNN's too."""
     if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype not in (torch.float32, torch.bfloat16)
             or not _worth_onednn(x, x.numel() * weight.shape[0])):
         return None
     if weight.dtype == torch.bfloat16:  # a bf16 model (`.bfloat16()`), with or without autocast
-        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 and onednn_available() and onednn_bf16_supported() else None
+        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else None
     elif not torch.is_autocast_enabled("cpu"):
         dtype = torch.float32 if x.dtype == torch.float32 and _state["onednn"] else None
-    elif (torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)
-          and onednn_available() and onednn_bf16_supported()):
-        dtype = torch.bfloat16
-    else:
-        dtype = None
+    else:  # the cast autocast would make at every call, made once
+        dtype = (torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16
+                 and x.dtype in (torch.float32, torch.bfloat16) else None)
+    if dtype == torch.bfloat16 and not (onednn_available() and onednn_bf16_supported()):
+        return None
     # is_inference() after the tracing tests: dynamo breaks the graph on it
     return None if dtype is None or weight.is_inference() else dtype
 
