@@ -29,6 +29,7 @@ def test_bench_json_vs_timm(capsys):
     assert data["cpu"] == cpu_model() and data["native_bf16_matmul"] == native_bf16_matmul()
     assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
     assert data["cpu_gemm"] == cpu_gemm.backend()  # what "auto" chose on this CPU
+    assert data["weight_packing"] == cpu_gemm.weight_packing()
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:
         assert set(r) == KEYS

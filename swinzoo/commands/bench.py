@@ -55,6 +55,7 @@ def run(args) -> int:
         args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
     with cpu_gemm.using(args.cpu_gemm or cpu_gemm.requested()):
         args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
+        args.weight_packing = cpu_gemm.weight_packing()  # SWINZOO_PACK_WEIGHTS: eval-mode packed weights or not
         return measure_and_report(args)
 
 
@@ -83,7 +84,7 @@ def measure_and_report(args) -> int:
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "native_bf16_matmul": native_bf16_matmul(), "device": machine_name(args.device),
-                          "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
+                          "malloc": args.malloc, "cpu_gemm": args.cpu_gemm, "weight_packing": args.weight_packing,
                           "results": [asdict(r) for r in results]}, indent=1))
         return 0
     print_table(results, args)
@@ -113,7 +114,8 @@ def print_table(results, args) -> None:
     library = results[0].extra.get("matmul_library", "") if results else ""
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
     table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
-                        f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}; "
+                        f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
+                        f"weight packing {'on' if args.weight_packing else 'off'}; "
                         f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]
