@@ -115,13 +115,8 @@ def backend() -> str:
 def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
     """Whether a product of a and b (`macs` multiply-adds) goes through oneDNN: switched on, both fp32 on the CPU,
     no autocast, not traced, and large enough to pay oneDNN's ~10 us a call (MKL is faster below)."""
-    return (a.dtype == torch.float32 and b.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and _onednn_runs(a, macs))
-
-
-def _onednn_runs(x: torch.Tensor, macs: int) -> bool:
-    """oneDNN switched on, x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
-    return _state["onednn"] and _worth_onednn(x, macs)
+    return (_state["onednn"] and a.dtype == torch.float32 and b.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and _worth_onednn(a, macs))
 
 
 def _worth_onednn(x: torch.Tensor, macs: int) -> bool:
@@ -211,7 +206,8 @@ class OneDnnLinear(torch.autograd.Function):
 
 @functools.cache
 def onednn_bf16_supported() -> bool:
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    """Whether this torch has oneDNN and oneDNN multiplies bf16 on this CPU (AVX-512 and up)."""
+    return onednn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
@@ -229,7 +225,7 @@ def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     else:  # the cast autocast would make at every call, made once
         dtype = (torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16
                  and x.dtype in (torch.float32, torch.bfloat16) else None)
-    if dtype == torch.bfloat16 and not (onednn_available() and onednn_bf16_supported()):
+    if dtype == torch.bfloat16 and not onednn_bf16_supported():
         return None
     # is_inference() after the tracing tests: dynamo breaks the graph on it
     return None if dtype is None or weight.is_inference() else dtype
