@@ -16,10 +16,10 @@ import statistics
 import sys
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from swinzoo import bench
+from swinzoo.commands import table_console
 from swinzoo.hardware import describe_cpu
 from swinzoo.models import cpu_gemm
 
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{r[f'{p} aten']:.0f} / {r[f'{p} onednn']:.0f}" for p in ("forward", "input grad", "weight grad")]
         cells[0] += f" / {r['forward packed']:.0f}"
         table.add_row(name, f"{m} x {k} -> {n}", *cells)
-    console = Console()
-    # piped to a file: wide enough that no row wraps
-    (console if console.is_terminal else Console(width=140)).print(table)
+    table_console(140).print(table)  # piped: wide enough that no row wraps
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": describe_cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -36,6 +36,15 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "0 or more")
 
 
+def table_console(width: int):
+    """A rich Console for printing a table: the terminal's own, or `width` columns when the output is piped (rich
+    would otherwise assume 80 and wrap rows or cut digits)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=width)
+
+
 def add_trust_flag(p) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from swinzoo.commands import examples, non_negative_int, positive_int
+from swinzoo.commands import examples, non_negative_int, positive_int, table_console
 
 EPILOG = examples(
         "swinzoo bench swin_t_224 swinv2_t_256_w8 --vs-timm --eval-and-train",
@@ -104,12 +104,9 @@ def machine_name(device: str) -> str:
 
 def print_table(results, args) -> None:
     import torch
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = table_console(160)
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
     library = results[0].extra.get("matmul_library", "") if results else ""
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak

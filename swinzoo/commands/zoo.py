@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples
+from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, table_console
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,6 @@ def register(subparsers) -> None:
 
 def run_list(args) -> int:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from swinzoo.zoo import ENTRIES, matches
@@ -58,10 +57,7 @@ def run_list(args) -> int:
         table.add_row(r["name"] + (" *" if r["default"] else ""), str(r["version"]), str(r["res"]), str(r["window"]),
                       f"{r['params_m']:.1f}", f"{r['gmacs']:.1f}", "-" if r["top1"] is None else f"{r['top1']:.1f}",
                       str(r["classes"]), r["local"] or "-")
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=100)  # a pipe: wide enough for every row, no cut digits
-    console.print(table)
+    table_console(100).print(table)  # piped: wide enough for every row
     return 0
 
 
