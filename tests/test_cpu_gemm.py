@@ -25,6 +25,13 @@ def backend():
         yield cpu_gemm.set_backend
 
 
+def two_stage_model(version: int) -> SwinTransformer:
+    """A 64 px, window 4, two-stage model with randomized weights, small enough for a test, large enough to pack."""
+    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
+                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
+    return randomized(SwinTransformer(cfg), scale=0.05)
+
+
 def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """Largest deviation relative to the largest value: fp32 rounding of a sum is ~1e-7 of it."""
     return ((got.double() - want).abs().max() / want.abs().max()).item()
@@ -143,9 +150,7 @@ def test_weight_grad_orders_and_accumulation(n, k, accumulate, backend):
 def test_training_step_and_inference_equal_to_aten(version, backend):
     """A whole model, fp32: logits and every parameter gradient through oneDNN equal aten's up to fp32 rounding
     (the sums run in another order), in training (autograd nodes, the MLP node's chunks) and in eval (fast path)."""
-    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
-                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
-    model = randomized(SwinTransformer(cfg), scale=0.05)
+    model = two_stage_model(version)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
     results = {}
     for name in ("aten", "onednn"):
@@ -243,9 +248,7 @@ def test_models_holding_packed_weights_copy_pickle_and_convert(backend, packing)
 
     backend("onednn")
     packing(True)
-    cfg = SwinConfig(version=2, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
-                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
-    model = randomized(SwinTransformer(cfg), scale=0.05).eval()
+    model = two_stage_model(2).eval()
     x = torch.randn(8, 3, 64, 64)
     with torch.inference_mode():
         logits = model(x)
@@ -287,9 +290,7 @@ def test_bf16_inference_packs_bf16_weights(version, fp32_backend, bf16_model, ba
     if not cpu_gemm.onednn_bf16_supported():
         pytest.skip("this CPU has no oneDNN bf16")
     backend(fp32_backend)
-    cfg = SwinConfig(version=version, img_size=64, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4),
-                     pretrained_window_sizes=(0, 0), num_classes=10, drop_path_rate=0.0)
-    model = randomized(SwinTransformer(cfg), scale=0.05).eval()
+    model = two_stage_model(version).eval()
     x = torch.randn(8, 3, 64, 64)
     if bf16_model:
         model, x = model.bfloat16(), x.bfloat16()
