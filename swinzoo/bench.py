@@ -207,7 +207,8 @@ def summarize(spec: Spec, res: int, params: int, times: list[float], mm_times: l
     corrected = statistics.median(t * best_mm / m for t, m in zip(times, mm_times))
     return Result(spec.name, spec.impl, res, spec.batch, "train" if spec.train else "eval", spec.precision, params,
                   macs / 1e9, spec.batch / p50, 1e3 * p50, 1e3 * percentile(times, 0.95), peak,
-                  statistics.median(shares), 1e3 * corrected)
+                  statistics.median(shares), 1e3 * corrected,
+                  extra={"peak_share_quartiles": [percentile(shares, 0.25), percentile(shares, 0.75)]})
 
 
 # ---------------------------------------------------------------- peak memory, one step in a fresh process

@@ -77,3 +77,56 @@ def test_cpu_gemm_script_runs(tmp_path):
     assert names[0] == "2048^3" and "stage 4 fc2" in names and "stage 4 merge" not in names
     assert all(r["forward aten"] > 0 and r["forward packed"] > 0 and r["weight grad onednn"] > 0
                for r in report["products"])
+
+
+def _result(name, mode, impl, precision="fp32", p50=100.0, gmacs=4.5, share=0.5, speedup=None):
+    from swinzoo.bench import Result
+
+    extra = {"peak_share_quartiles": [share - 0.01, share + 0.01]}
+    if speedup is not None:
+        extra |= {"speedup_vs_timm": speedup, "speedup_vs_timm_quartiles": [speedup - 0.05, speedup + 0.05]}
+    return Result(name, impl, 224, 8, mode, precision, 1, gmacs, 8.0, p50, p50, 400.0, share, extra=extra)
+
+
+def test_cpu_targets_judge():
+    """Each target's verdict: the fp32 training goal follows timm's share of the peak, the AMX targets say n/a on
+    another CPU, misses say by how much, V2's step per GMAC is against V1's, memory against timm's."""
+    targets = load_script("cpu_targets")
+    fp32 = [_result("t", "train", "swinzoo", speedup=1.20), _result("t", "train", "timm", share=0.65),
+            _result("t", "eval", "swinzoo", speedup=2.1, share=0.72), _result("t", "eval", "timm"),
+            _result("v2", "train", "swinzoo", speedup=1.20), _result("v2", "train", "timm", share=0.40),
+            _result("v2", "eval", "swinzoo", speedup=1.4, share=0.76), _result("v2", "eval", "timm")]
+    bf16 = [_result("t", "train", "swinzoo", "bf16", p50=500, gmacs=4.5, speedup=1.6),
+            _result("v2", "train", "swinzoo", "bf16", p50=900, gmacs=5.9, speedup=1.6),
+            _result("t", "eval", "swinzoo", "bf16", speedup=1.9), _result("v2", "eval", "swinzoo", "bf16", speedup=2.2)]
+    memory = {"model": "swin_b_384", "batch": 4, "mib": {"swinzoo": 600.0, "timm": 2000.0}}
+    def verdict(rows, start, model):
+        (row,) = [r for r in rows if r["target"].startswith(start) and r["model"] == model]
+        return row["verdict"]
+
+    for native, amx in (("AMX", ["not met: 0.10x short", "met", "met", "met"]),
+                        ("AVX512-BF16", ["n/a: this CPU has AVX512-BF16, not AMX"] * 4)):
+        rows = targets.judge({"fp32": fp32, "bf16": bf16}, native, ("t", "v2"), memory)
+        # timm at 65% of the peak on "t": the 1.10x goal, met at 1.20x; at 40% on "v2": 1.25x, missed by 0.05x
+        assert verdict(rows, "training step >= 1.10x timm, fp32", "t") == "met"
+        assert verdict(rows, "training step >= 1.25x timm, fp32", "v2") == "not met: 0.05x short"
+        assert verdict(rows, "inference >= 1.5x timm, fp32", "v2") == "not met: 0.10x short"
+        assert [verdict(rows, start, model) for model in ("t", "v2") for start in
+                ("inference >= 2.0x timm, bf16", "training step >= 1.5x timm, bf16")] == amx
+        peak = [r for r in rows if "matmul peak" in r["target"]]
+        assert [r["verdict"] for r in peak] == ["not met: 3.0 points short", "met"]
+        assert peak[0]["measured"] == "72.0% (71.0%-73.0%) of 400 GFLOP/s"
+        per_gmac = next(r for r in rows if "per GMAC" in r["target"])
+        # (900 / 5.9) / (500 / 4.5) = 1.37
+        assert per_gmac["measured"].startswith("1.37x") and per_gmac["verdict"] == "not met: 0.07x over"
+        assert rows[-1]["measured"] == "30% (600 / 2000 MiB)" and rows[-1]["verdict"] == "met"
+
+
+def test_cpu_targets_script_smoke(tmp_path):
+    targets = load_script("cpu_targets")
+    assert targets.main(["--smoke", "--batch", "1", "--out", str(tmp_path / "t.json")]) == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["cpu"] and report["commit"] and report["date"]
+    assert {r["model"] for r in report["targets"]} == {"swin_n_64", "swinv2_n_64_w4", "swinv2_n_64_w4 / swin_n_64"}
+    assert {(r["mode"], r["precision"]) for v in report["results"].values() for r in v} == {
+        ("eval", "fp32"), ("train", "fp32"), ("eval", "bf16"), ("train", "bf16")}
