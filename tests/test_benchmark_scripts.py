@@ -1,5 +1,6 @@
 """The scripts in benchmarks/ stay runnable: gpu.py between GPU loans (its CPU smoke mode runs every part on the nano
-model), simmim_label_efficiency.py's table and plot from run folders."""
+model), cpu_targets.py's verdicts and its smoke run, cpu_gemm.py, simmim_label_efficiency.py's table and plot from
+run folders."""
 
 import importlib.util
 import json
@@ -100,6 +101,7 @@ def test_cpu_targets_judge():
             _result("v2", "train", "swinzoo", "bf16", p50=900, gmacs=5.9, speedup=1.6),
             _result("t", "eval", "swinzoo", "bf16", speedup=1.9), _result("v2", "eval", "swinzoo", "bf16", speedup=2.2)]
     memory = {"model": "swin_b_384", "batch": 4, "mib": {"swinzoo": 600.0, "timm": 2000.0}}
+
     def verdict(rows, start, model):
         (row,) = [r for r in rows if r["target"].startswith(start) and r["model"] == model]
         return row["verdict"]
