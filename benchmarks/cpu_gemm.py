@@ -19,8 +19,9 @@ import torch
 from rich.table import Table
 
 from swinzoo import bench
-from swinzoo.commands import table_console
+from swinzoo.commands import positive_int, table_console
 from swinzoo.hardware import describe_cpu
+from swinzoo.io import atomic_path
 from swinzoo.models import cpu_gemm
 
 # Swin-T at 224: (tokens per image, channels) per stage, and the stage's Linear layers as (name, in, out)
@@ -61,8 +62,8 @@ def measure(m: int, k: int, n: int, reps: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8, help="images of a Swin-T step (default 8)")
-    p.add_argument("--reps", type=int, default=10, help="timed calls per product (median)")
+    p.add_argument("--batch", type=positive_int, default=8, help="images of a Swin-T step (default 8)")
+    p.add_argument("--reps", type=positive_int, default=10, help="timed calls per product (median)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     if not cpu_gemm.onednn_available():
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(name, f"{m} x {k} -> {n}", *cells)
     table_console(140).print(table)  # piped: wide enough that no row wraps
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump({"cpu": describe_cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                        "auto": cpu_gemm.backend(), "products": report}, f, indent=1)
     return 0

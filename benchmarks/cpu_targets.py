@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from swinzoo import bench
-from swinzoo.commands import table_console
+from swinzoo.commands import positive_int, table_console
 from swinzoo.hardware import cpu_model, native_bf16_matmul
 from swinzoo.io import atomic_path
 
@@ -148,15 +148,12 @@ def print_rows(rows: list[dict[str, str]], title: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--reps", type=int, default=16, help="timed rounds per group (default 16)")
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--reps", type=positive_int, default=16, help="timed rounds per group (default 16)")
     p.add_argument("--memory", action="store_true", help=f"also the {MEMORY_MODEL} checkpointed step's peak memory")
     p.add_argument("--smoke", action="store_true", help="nano models, 2 rounds, no timm: checks the script runs")
     p.add_argument("--out", type=Path, help="also write the figures and verdicts as JSON")
     args = p.parse_args(argv)
-    if args.batch < 1 or args.reps < 1:
-        print("error: --batch and --reps must be at least 1", file=sys.stderr)
-        return 2
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

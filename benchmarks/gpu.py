@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from swinzoo import bench
+from swinzoo.commands import positive_int
 from swinzoo.hardware import describe_cpu
+from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer, fast_path
 from swinzoo.models.attention import SoftmaxAttention
 from swinzoo.zoo import zoo_config
@@ -119,8 +121,8 @@ def compare_training_attention(shapes, reps: int, device: str) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--reps", type=positive_int, default=20)
     p.add_argument("--smoke", action="store_true", help="nano model, 2 rounds, no timm: checks the script runs")
     p.add_argument("--out", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
         print(f"  training attention {a['windows']} windows x {a['heads']} heads: swinzoo node {a['node_ms']:.2f} ms, "
               f"SDPA with bias gradient {a['sdpa_ms']:.2f} ms ({a['sdpa_speedup']:.2f}x)")
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1))
     return 0 if all(c["ok"] for c in report["whole_batch_check"]) or args.smoke else 1
 
 
