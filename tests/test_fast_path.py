@@ -10,7 +10,13 @@ import torch
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import fast_path, layers
-from swinzoo.models.attention import ScaledUnitRows, SoftmaxAttention, split_heads
+from swinzoo.models.attention import (
+    ScaledUnitRows,
+    SoftmaxAttention,
+    softmax_rows,
+    softmax_rows_backward,
+    split_heads,
+)
 from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
@@ -488,22 +494,42 @@ def test_scaled_unit_rows_match_normalize_autograd(with_scale):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("n", [6, 16])  # softmax into a new buffer, or in place (`softmax_rows`)
 @pytest.mark.parametrize("groups, scale, frozen_term", [(1, 0.3, False), (4, 1.0, False), (4, 0.3, True)])
-def test_softmax_attention_node_matches_autograd(groups, scale, frozen_term):
+def test_softmax_attention_node_matches_autograd(groups, scale, frozen_term, n):
     """The training attention node (logits, term and softmax in one buffer, the logits' gradient made in place)
     gives autograd's values and gradients in float64, with the term broadcast over runs of windows or not."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(8, 3, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    term = torch.randn(groups, 3, 6, 6, dtype=torch.float64, requires_grad=not frozen_term)
-    g = torch.randn(8, 3, 6, 4, dtype=torch.float64)
+    q, k, v = (torch.randn(8, 3, n, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    term = torch.randn(groups, 3, n, n, dtype=torch.float64, requires_grad=not frozen_term)
+    g = torch.randn(8, 3, n, 4, dtype=torch.float64)
     ours = SoftmaxAttention.apply(q, k, v, term, scale)
     assert ours.grad_fn.name() == "SoftmaxAttentionBackward"
-    logits = ((q * scale) @ k.transpose(-2, -1)).view(-1, groups, 3, 6, 6) + term
-    ref = logits.softmax(-1).view(8, 3, 6, 6) @ v
+    logits = ((q * scale) @ k.transpose(-2, -1)).view(-1, groups, 3, n, n) + term
+    ref = logits.softmax(-1).view(8, 3, n, n) @ v
     wrt = [t for t in (q, k, v, term) if t.requires_grad]
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
     for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("n, in_place", [(49, False), (64, True), (144, True)])
+def test_softmax_rows_in_place_where_it_pays(n, in_place):
+    """On the CPU the softmax and its backward run in place only on rows a multiple of 16 long, with torch's
+    values either way."""
+    torch.manual_seed(n)
+    x, g = torch.randn(2, 3, n, n), torch.randn(2, 3, n, n)
+    expected = torch.softmax(x, -1)
+    buffer = x.clone()
+    probs = softmax_rows(buffer)
+    assert (probs.data_ptr() == buffer.data_ptr()) == in_place
+    torch.testing.assert_close(probs, expected, rtol=0, atol=0)
+    grad = g.clone()
+    grad_logits = softmax_rows_backward(grad, probs)
+    assert (grad_logits.data_ptr() == grad.data_ptr()) == in_place
+    leaf = x.clone().requires_grad_()
+    (reference,) = torch.autograd.grad(torch.softmax(leaf, -1), leaf, g)
+    torch.testing.assert_close(grad_logits, reference, rtol=0, atol=0)
 
 
 def test_softmax_attention_node_bf16_with_fp32_term():

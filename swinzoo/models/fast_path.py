@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swinzoo.models.attention import attention_term
+from swinzoo.models.attention import attention_term, softmax_rows
 from swinzoo.models.layers import PatchMerging
 from swinzoo.models.windows import WindowPlan
 
@@ -156,10 +156,11 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: t
                       segments: tuple[tuple[int, int, int], ...], scale: float | None) -> torch.Tensor:
     """softmax(scale * q k^T + term) v: q, k, v (windows, heads, N, d) -> (windows, heads, N, d). Consumes q.
 
-    One logits buffer takes the term of each run of windows and the softmax, in place. bf16 products (autocast)
-    with an fp32 term: the sum and the softmax in an fp32 buffer, the probabilities back in bf16 for the product
-    with v, as the reference computes under autocast (and the training node). Where `keys_major`, the buffer
-    holds the logits transposed, (keys, queries) per head, and the softmax runs down its columns.
+    One logits buffer takes the term of each run of windows and the softmax (in place where that pays). bf16
+    products (autocast) with an fp32 term: the sum and the softmax in an fp32 buffer, the probabilities back in
+    bf16 for the product with v, as the reference computes under autocast (and the training node). Where
+    `keys_major`, the buffer holds the logits transposed, (keys, queries) per head, and the softmax runs down its
+    columns.
     """
     if scale is None:  # V1: the official qk_scale, applied to q before the product as the official code does
         scale = q.shape[-1] ** -0.5
@@ -173,7 +174,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: t
     probs = logits.to(term.dtype)
     for a, b, g in segments:
         probs[a:b].add_(term[g])
-    probs = torch.softmax(probs, -2 if transposed else -1, out=probs).to(v.dtype)
+    # down the columns in place; along the rows in place where that pays (`softmax_rows`)
+    probs = (torch.softmax(probs, -2, out=probs) if transposed else softmax_rows(probs)).to(v.dtype)
     return torch.matmul(probs.transpose(-2, -1) if transposed else probs, v)
 
 
