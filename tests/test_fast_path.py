@@ -477,18 +477,21 @@ def test_split_heads_gradient_matches_autograd(used):
 @pytest.mark.parametrize("with_scale", [True, False])
 def test_scaled_unit_rows_match_normalize_autograd(with_scale):
     """V2's cosine q / k as one autograd node: values and gradients (x and the per-head scale) equal autograd
-    through F.normalize(x) * scale in float64, a zero row (clamped norm) included."""
+    through F.normalize(x) * scale in float64, a zero row (clamped norm) included. x comes as a strided view of
+    (B, N, heads, d) memory, as from the qkv output; the result is contiguous, ready for the attention products."""
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
-    x[0, 1, 2] = 0.0
-    x.requires_grad_()
+    tokens_major = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    tokens_major[0, 2, 1] = 0.0
+    tokens_major.requires_grad_()
+    x = tokens_major.transpose(1, 2)
     scale = torch.rand(3, 1, 1, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 3, 5, 4, dtype=torch.float64)
     ref = torch.nn.functional.normalize(x, dim=-1)
     ref = ref * scale if with_scale else ref
     ours = ScaledUnitRows.apply(x, scale if with_scale else None)
     assert ours.grad_fn.name() == "ScaledUnitRowsBackward"
-    wrt = (x, scale) if with_scale else (x,)
+    assert ours.is_contiguous()
+    wrt = (tokens_major, scale) if with_scale else (tokens_major,)
     for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)  # the zero row's gradient is ~1e12: relative
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)

@@ -189,7 +189,9 @@ class ScaledUnitRows(torch.autograd.Function):
         factor = inv if scale is None else inv * scale
         ctx.save_for_backward(x, inv, factor, clamped)
         ctx.has_scale = scale is not None
-        return x * factor.to(x.dtype)
+        # written contiguous: x is a strided view of the qkv output, which `x * factor` would copy in its layout and
+        # the attention node would then copy again to make (B, heads, N, d) contiguous for its products
+        return torch.mul(x, factor.to(x.dtype), out=x.new_empty(x.shape))
 
     @staticmethod
     @once_differentiable
