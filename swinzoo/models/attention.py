@@ -259,9 +259,9 @@ class SoftmaxAttention(torch.autograd.Function):
 def softmax_rows(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dim, in place in `x` where that is as fast as into a new tensor.
 
-    On the CPU, torch's softmax and its backward over rows whose length is not a multiple of 16 ran 1.2-2x as long
-    in place as into a new tensor (49-token windows, fp32 and bf16, Zen 5), likely the tail of one row's partial
-    vector written and then read back with the next row; at 64 and 144 tokens in place was as fast or faster, and
+    On the CPU, torch's softmax over rows whose length is not a multiple of 16 ran 1.2-1.3x as long in place as
+    into a new tensor (fp32, 49-token windows, Zen 5), its bf16 backward 1.4-1.8x, likely the tail of one row's
+    partial vector written and then read back with the next row; at 64 tokens in place was as fast or faster, and
     spares a buffer. Same values either way.
     """
     if in_place_pays(x):
