@@ -500,8 +500,9 @@ def test_scaled_unit_rows_match_normalize_autograd(with_scale):
 @pytest.mark.parametrize("n", [6, 16])  # softmax into a new buffer, or in place (`softmax_rows`)
 @pytest.mark.parametrize("groups, scale, frozen_term", [(1, 0.3, False), (4, 1.0, False), (4, 0.3, True)])
 def test_softmax_attention_node_matches_autograd(groups, scale, frozen_term, n):
-    """The training attention node (logits, term and softmax in one buffer, the logits' gradient made in place)
-    gives autograd's values and gradients in float64, with the term broadcast over runs of windows or not."""
+    """The training attention node (logits, term and softmax in one buffer, the logits' gradient made from the
+    probabilities', in place where that pays) gives autograd's values and gradients in float64, with the term
+    broadcast over runs of windows or not."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(8, 3, n, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     term = torch.randn(groups, 3, n, n, dtype=torch.float64, requires_grad=not frozen_term)
