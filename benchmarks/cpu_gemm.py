@@ -1,9 +1,10 @@
 """fp32 products on this CPU: torch's BLAS (MKL on x86 wheels) against oneDNN, at the Linear shapes of a Swin-T
 training step, forward and both backward products, as `swinzoo.models.cpu_gemm` runs them.
 
-`cpu_gemm`'s "auto" takes oneDNN only on AMD Zen 5 and later, the class where it was measured faster (MKL runs its
-AVX2 kernels there). On any other CPU this script says whether oneDNN would pay: `SWINZOO_CPU_GEMM=onednn` then
-switches it on (and with it the packed fp32 weights of eval mode, the forward column's third figure).
+`cpu_gemm`'s "auto" takes oneDNN on AMD CPUs with AVX-512, where it was measured faster (MKL runs its AVX2 kernels
+there): every product on Zen 5, all but the weight gradients on Zen 4. On any other CPU this script says whether
+oneDNN would pay: `SWINZOO_CPU_GEMM=onednn` then switches it on (and with it the packed fp32 weights of eval mode, the
+forward column's third figure).
 
     python benchmarks/cpu_gemm.py [--batch 8] [--reps 10] [--json out.json]
 """
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("2048^3", 2048, 2048, 2048), *shapes(args.batch)]
     table = Table(title=f"fp32 GFLOP/s, aten (MKL) / cpu_gemm with oneDNN on (/ oneDNN on a packed weight): "
                         f"{describe_cpu()}, {torch.get_num_threads()} threads, batch {args.batch}; "
-                        f"auto: {cpu_gemm.backend()}")
+                        f"auto: {cpu_gemm.backend()}, weight gradients {cpu_gemm.weight_grad_backend()}")
     for col in ("product", "M x K -> N", "forward (eval: packed)", "input grad", "weight grad"):
         table.add_column(col, justify="left" if col == "product" else "right")
     report = []
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump({"cpu": describe_cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                       "auto": cpu_gemm.backend(), "products": report}, f, indent=1)
+                       "auto": cpu_gemm.backend(),
+                       "auto_weight_grad": cpu_gemm.weight_grad_backend(), "products": report}, f, indent=1)
     return 0
 
 

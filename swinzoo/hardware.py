@@ -44,7 +44,8 @@ def cpu_vendor() -> str:
 
 
 def cpu_family() -> int | None:
-    """/proc/cpuinfo's cpu family (AMD: 25 = Zen 3 / Zen 4, 26 = Zen 5); None when the OS does not say."""
+    """/proc/cpuinfo's cpu family (AMD: 25 = Zen 3 / Zen 4, told apart by AVX-512; 26 = Zen 5); None when the OS
+    does not say."""
     family = _cpuinfo().get("cpu family", "")
     return int(family) if family.isdigit() else None
 

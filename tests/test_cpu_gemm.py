@@ -38,20 +38,34 @@ def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @needs_onednn
-@pytest.mark.parametrize("vendor, family, flags, chosen", [("AuthenticAMD", 26, "avx2 avx512f", "onednn"),
-                                                           ("AuthenticAMD", 25, "avx2 avx512f", "aten"),  # Zen 4
-                                                           ("AuthenticAMD", 25, "avx2", "aten"),  # Zen 3
-                                                           ("GenuineIntel", 6, "avx2 avx512f amx_bf16", "aten")])
-def test_auto_takes_onednn_on_amd_zen5_only(vendor, family, flags, chosen, backend, monkeypatch):
+@pytest.mark.parametrize("vendor, family, flags, chosen, weight_grads", [
+    ("AuthenticAMD", 26, "avx2 avx512f", "onednn", "onednn"),  # Zen 5
+    ("AuthenticAMD", 25, "avx2 avx512f", "onednn", "aten"),  # Zen 4: AVX-512 on 256-bit units
+    ("AuthenticAMD", 25, "avx2", "aten", "aten"),  # Zen 3
+    ("GenuineIntel", 6, "avx2 avx512f amx_bf16", "aten", "aten")])
+def test_auto_takes_onednn_on_amd_with_avx512(vendor, family, flags, chosen, weight_grads, backend, monkeypatch):
     monkeypatch.setattr(cpu_gemm, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(cpu_gemm, "cpu_family", lambda: family)
     monkeypatch.setattr(cpu_gemm, "cpu_flags", lambda: frozenset(flags.split()))
+    onednn_calls = []
+    real = cpu_gemm._onednn
+    monkeypatch.setattr(cpu_gemm, "_onednn", lambda *args: onednn_calls.append(1) or real(*args))
+    grad, x = torch.randn(512, 256), torch.randn(512, 384)  # 50M multiply-adds: above either class's threshold
+    small = torch.randn(64, 256)  # 4M: oneDNN's call pays on Zen 5, not on Zen 4
     backend("auto")
-    assert cpu_gemm.backend() == chosen
-    backend("onednn")
-    assert cpu_gemm.backend() == "onednn"
-    backend("aten")
-    assert cpu_gemm.backend() == "aten"
+    assert (cpu_gemm.backend(), cpu_gemm.weight_grad_backend()) == (chosen, weight_grads)
+    assert cpu_gemm.applies(small, grad, small.numel() * 256) == (chosen == "onednn" and weight_grads == "onednn")
+    cpu_gemm.linear(x, torch.randn(256, 384))
+    assert bool(onednn_calls) == (chosen == "onednn")
+    onednn_calls.clear()
+    assert fp32_error(cpu_gemm.weight_grad(grad, x), grad.double().t() @ x.double()) < 1e-6
+    assert bool(onednn_calls) == (weight_grads == "onednn")
+    for asked in ("onednn", "aten"):  # as set, every product
+        backend(asked)
+        assert cpu_gemm.backend() == cpu_gemm.weight_grad_backend() == asked
+        onednn_calls.clear()
+        cpu_gemm.weight_grad(grad, x)
+        assert bool(onednn_calls) == (asked == "onednn")
 
 
 def test_unknown_backend_is_refused(backend):

@@ -16,12 +16,14 @@ more copy of the Linear weights, in the product's dtype, held while the model is
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
 `set_weight_packing(False)`, or `SWINZOO_PACK_WEIGHTS=0`, keeps a single copy of the weights (inference at the
 plain-weight speed).
-"auto" (the default) takes oneDNN on AMD Zen 5 and later (family 26 on, AVX-512 on full-width units), the class
-measured faster; Intel CPUs keep MKL, which runs AVX-512 there, and so do earlier AMD CPUs (Zen 3 has no AVX-512,
-Zen 4 runs it on 256-bit units, the width of MKL's AVX2: not measured); `benchmarks/cpu_gemm.py` tells for any
-CPU. Either way the values are the same products summed in another order (fp32 tests in
-`tests/test_cpu_gemm.py` hold the two equal); float64, other devices, `torch.compile`, `torch.export` and tracing
-always take aten, and so does bf16 / autocast except for the packed inference products above.
+"auto" (the default) takes oneDNN on AMD CPUs with AVX-512, the classes measured faster: Zen 5 (family 26 on,
+AVX-512 on full-width units) for every product; Zen 4 (family 25 with AVX-512, run on 256-bit units) for the
+forward and input-gradient products, which oneDNN runs 1.1-1.5x faster there, while weight gradients stay on MKL,
+as fast or faster at most of Swin-T's shapes on Zen 4. Intel CPUs keep MKL, which runs AVX-512 there, and so does
+Zen 3 (no AVX-512); `benchmarks/cpu_gemm.py` tells for any CPU. Either way the values are the same products summed
+in another order (fp32 tests in `tests/test_cpu_gemm.py` hold the two equal); float64, other devices,
+`torch.compile`, `torch.export` and tracing always take aten, and so does bf16 / autocast except for the packed
+inference products above.
 """
 
 from __future__ import annotations
@@ -43,23 +45,32 @@ BACKEND_ENV = "SWINZOO_CPU_GEMM"
 PACK_ENV = "SWINZOO_PACK_WEIGHTS"
 BACKENDS = ("auto", "onednn", "aten")
 ZEN5_FAMILY = 26
-_state = {"backend": "auto", "onednn": False, "pack": True}
+# "onednn": fp32 forward and input-gradient products by oneDNN; "onednn_weight_grad": weight gradients too;
+# "min_macs": the smallest fp32 product worth oneDNN's call overhead on this CPU class
+_state = {"backend": "auto", "onednn": False, "onednn_weight_grad": False, "min_macs": 1 << 21, "pack": True}
 # oneDNN spends ~10 us a call before multiplying, MKL ~2 us: with MKL at half oneDNN's rate (AVX2 against
 # AVX-512) they break even near 2M multiply-adds (measured on Zen 5: 0.45M MACs 11 us MKL / 19 us oneDNN,
-# 19M MACs 196 / 97 us)
+# 19M MACs 196 / 97 us). Also the smallest product worth packing a weight for.
 MIN_MACS = 1 << 21
+# Zen 4 runs AVX-512 on 256-bit units, MKL's AVX2 gets closer: 1.8M MACs 25 us MKL / 40 us oneDNN, 7.2M 95 / 92,
+# 43M 537 / 467 (2 threads)
+ZEN4_MIN_MACS = 1 << 23
 
 
 def set_backend(backend: str) -> None:
-    """'onednn', 'aten' or 'auto' (oneDNN on AMD Zen 5 and later, aten elsewhere), for the whole process."""
+    """'onednn', 'aten' or 'auto' (oneDNN on AMD CPUs with AVX-512, its weight gradients on Zen 5 and later only;
+    aten elsewhere), for the whole process."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown CPU GEMM backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        onednn = (onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
-                  and (cpu_family() or 0) >= ZEN5_FAMILY)
+        onednn = onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+        full_width = (cpu_family() or 0) >= ZEN5_FAMILY
+        _state.update(onednn=onednn, onednn_weight_grad=onednn and full_width,
+                      min_macs=MIN_MACS if full_width else ZEN4_MIN_MACS)
     else:
         onednn = backend == "onednn" and onednn_available()
-    _state.update(backend=backend, onednn=onednn)
+        _state.update(onednn=onednn, onednn_weight_grad=onednn, min_macs=MIN_MACS)
+    _state.update(backend=backend)
 
 
 @contextlib.contextmanager
@@ -91,10 +102,13 @@ def weight_packing() -> bool:
 
 def describe() -> str:
     """One line for a run log: which library multiplies fp32 matrices on the CPU, and why."""
-    if _state["onednn"]:
+    if _state["onednn"] and _state["onednn_weight_grad"]:
         why = "AMD Zen 5, where MKL runs AVX2 kernels" if _state["backend"] == "auto" else "as set"
         return f"fp32 products through oneDNN ({why}; {BACKEND_ENV}=aten for MKL)"
-    why = "auto: oneDNN only on AMD Zen 5 and later" if _state["backend"] == "auto" else "as set"
+    if _state["onednn"]:
+        return (f"fp32 products through oneDNN, weight gradients through MKL (AMD Zen 4, AVX-512 on 256-bit units; "
+                f"{BACKEND_ENV}=onednn or aten for one library)")
+    why = "auto: oneDNN only on AMD CPUs with AVX-512" if _state["backend"] == "auto" else "as set"
     return f"fp32 products through aten's BLAS (MKL; {why})"
 
 
@@ -112,18 +126,23 @@ def backend() -> str:
     return "onednn" if _state["onednn"] else "aten"
 
 
+def weight_grad_backend() -> str:
+    """The library of fp32 Linear weight gradients on the CPU now: 'onednn' or 'aten' (aten on Zen 4 under auto)."""
+    return "onednn" if _state["onednn_weight_grad"] else "aten"
+
+
 def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
     """Whether a product of a and b (`macs` multiply-adds) goes through oneDNN: switched on, both fp32 on the CPU,
     no autocast, not traced, and large enough to pay oneDNN's ~10 us a call (MKL is faster below)."""
     return (_state["onednn"] and a.dtype == torch.float32 and b.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and _worth_onednn(a, macs))
+            and not torch.is_autocast_enabled("cpu") and _worth_onednn(a, macs, _state["min_macs"]))
 
 
-def _worth_onednn(x: torch.Tensor, macs: int) -> bool:
+def _worth_onednn(x: torch.Tensor, macs: int, min_macs: int = MIN_MACS) -> bool:
     """x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
     # the size test last: traced with symbolic sizes, comparing them would put a guard on the batch in the graph
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and x.device.type == "cpu"
-            and macs >= MIN_MACS)
+            and macs >= min_macs)
 
 
 def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,10 +188,11 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, accumulate: torch.Tensor | 
 
     The reduction runs over the M tokens. oneDNN is fastest with the smaller of N and K as its output rows
     (1.3-3.5x apart at Swin-T's shapes). A square one narrower than 128 runs best on MKL (96 x 96: 162 GFLOP/s
-    against 123 by oneDNN in either order; 192 x 192 and wider: oneDNN 1.3-2x ahead, measured on Zen 5).
+    against 123 by oneDNN in either order; 192 x 192 and wider: oneDNN 1.3-2x ahead, measured on Zen 5). On Zen 4
+    MKL is as fast or faster at most shapes (`onednn_weight_grad` off there).
     """
     n, k = grad.shape[1], x.shape[1]
-    if not applies(x, grad, x.numel() * n) or (n == k and n < 128):
+    if not (_state["onednn_weight_grad"] and applies(x, grad, x.numel() * n)) or (n == k and n < 128):
         if accumulate is None:
             return torch.mm(grad.t(), x)
         if accumulate.dtype == grad.dtype:
@@ -314,4 +334,5 @@ set_weight_packing(_pack_env != "0")
 
 __all__ = ["BACKEND_ENV", "MIN_MACS", "PACK_ENV", "Linear", "OneDnnLinear", "PackedWeight", "applies", "backend",
            "describe", "linear", "linear_into", "mm", "onednn_available", "onednn_bf16_supported", "onednn_mm",
-           "packed_dtype", "requested", "set_backend", "set_weight_packing", "using", "weight_grad", "weight_packing"]
+           "packed_dtype", "requested", "set_backend", "set_weight_packing", "using", "weight_grad",
+           "weight_grad_backend", "weight_packing"]
