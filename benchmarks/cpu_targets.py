@@ -23,7 +23,7 @@ import torch
 
 from swinzoo import bench
 from swinzoo.commands import positive_int, table_console
-from swinzoo.hardware import cpu_model, native_bf16_matmul
+from swinzoo.hardware import cpu_class, cpu_model, describe_cpu, native_bf16_matmul
 from swinzoo.io import atomic_path
 
 MODELS = ("swin_t_224", "swinv2_t_256_w8")  # V1 first: the per-GMAC target divides V2 by V1
@@ -175,10 +175,10 @@ def main(argv=None) -> int:
     native = native_bf16_matmul()
     rows = judge(results, native, models, memory)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-              "commit": commit(), "cpu": cpu_model(), "native_bf16_matmul": native, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "batch": args.batch, "reps": reps}
-    print_rows(rows, f"performance targets: {record['cpu']} ({native or 'no native bf16'}), {record['threads']} "
-                     f"threads, batch {args.batch}, {reps} rounds, commit {record['commit']}")
+              "commit": commit(), "cpu": cpu_model(), "cpu_class": cpu_class(), "native_bf16_matmul": native,
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "reps": reps}
+    print_rows(rows, f"performance targets: {describe_cpu()}, {record['threads']} threads, batch {args.batch}, "
+                     f"{reps} rounds, commit {record['commit']}")
     if args.out:
         report = {**record, "targets": rows, "memory": memory,
                   "results": {k: [vars(r) for r in v] for k, v in results.items()}}

@@ -54,6 +54,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
+def cpu_class() -> str | None:
+    """AMD's core generation, which the model name ('AMD EPYC' in many VMs) may not tell: 'Zen 3' / 'Zen 4' (family
+    25, without / with AVX-512), 'Zen 5' (26), 'Zen / Zen 2' (23); None for other CPUs, whose names say enough."""
+    if cpu_vendor() != "AuthenticAMD":
+        return None
+    family = cpu_family()
+    if family == 25:
+        return "Zen 4" if "avx512f" in cpu_flags() else "Zen 3"
+    return {23: "Zen / Zen 2", 26: "Zen 5"}.get(family)
+
+
 def native_bf16_matmul() -> str | None:
     """'AMX' or 'AVX512-BF16' when the CPU has bf16 matmul instructions, else None."""
     flags = cpu_flags()
@@ -61,9 +72,10 @@ def native_bf16_matmul() -> str | None:
 
 
 def describe_cpu() -> str:
-    """One line for logs and benchmark tables, e.g. 'AMD EPYC (AVX512-BF16)' or 'AMD EPYC (no native bf16)'."""
-    native = native_bf16_matmul()
-    return f"{cpu_model()} ({native or 'no native bf16'})"
+    """One line for logs and benchmark tables, e.g. 'AMD EPYC (Zen 4, AVX512-BF16)' or 'Intel(R) Xeon(R) Platinum
+    8488C (AMX)'."""
+    details = [cpu_class(), native_bf16_matmul() or "no native bf16"]
+    return f"{cpu_model()} ({', '.join(d for d in details if d)})"
 
 
 def auto_precision(on_cuda: bool) -> tuple[str, str]:
@@ -106,5 +118,5 @@ def keep_freed_memory() -> str | None:
     return f"glibc keeps freed memory for reuse (fewer page faults per step; {MALLOC_ENV}=default leaves it as is)"
 
 
-__all__ = ["auto_precision", "cpu_family", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu", "keep_freed_memory",
-           "native_bf16_matmul"]
+__all__ = ["auto_precision", "cpu_class", "cpu_family", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu",
+           "keep_freed_memory", "native_bf16_matmul"]

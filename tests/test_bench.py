@@ -9,7 +9,7 @@ from PIL import Image
 
 from swinzoo.bench import Result, Spec, add_ratios, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
-from swinzoo.hardware import cpu_model, describe_cpu, native_bf16_matmul
+from swinzoo.hardware import cpu_class, cpu_model, describe_cpu, native_bf16_matmul
 from swinzoo.models import count_macs, cpu_gemm
 from swinzoo.zoo import zoo_config
 
@@ -27,6 +27,7 @@ def test_bench_json_vs_timm(capsys):
     data = json.loads(out)
     rows = data["results"]
     assert data["cpu"] == cpu_model() and data["native_bf16_matmul"] == native_bf16_matmul()
+    assert data["cpu_class"] == cpu_class()
     assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
     assert data["cpu_gemm"] == cpu_gemm.backend()  # what "auto" chose on this CPU
     assert data["weight_packing"] == cpu_gemm.weight_packing()

@@ -11,11 +11,14 @@ from swinzoo import hardware
 from swinzoo.train.module import resolve_precision, trainer_kwargs
 from swinzoo.train.recipes import Recipe
 
-ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7R13 Processor\nflags\t\t: fpu avx avx2 fma\n"
-ZEN5 = ("processor\t: 0\nmodel name\t: AMD EPYC 9R45\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n\n"
-        "processor\t: 1\n")
-SAPPHIRE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
-            "flags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n")
+ZEN3 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+        "model name\t: AMD EPYC 7R13 Processor\nflags\t\t: fpu avx avx2 fma\n")
+ZEN4 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: avx2 avx512f avx512_bf16\n")
+ZEN5 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel name\t: AMD EPYC 9R45\n"
+        "flags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n")
+SAPPHIRE = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+            "model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n")
 
 
 @pytest.fixture
@@ -30,15 +33,15 @@ def cpuinfo(tmp_path, monkeypatch):
     hardware._cpuinfo.cache_clear()
 
 
-@pytest.mark.parametrize("text, model, native, precision", [
-    (ZEN3, "AMD EPYC 7R13 Processor", None, "32-true"),
-    (ZEN5, "AMD EPYC 9R45", "AVX512-BF16", "bf16-mixed"),
-    (SAPPHIRE, "Intel(R) Xeon(R) Platinum 8488C", "AMX", "bf16-mixed"),
+@pytest.mark.parametrize("text, model, described, precision", [
+    (ZEN3, "AMD EPYC 7R13 Processor", "AMD EPYC 7R13 Processor (Zen 3, no native bf16)", "32-true"),
+    (ZEN4, "AMD EPYC", "AMD EPYC (Zen 4, AVX512-BF16)", "bf16-mixed"),
+    (ZEN5, "AMD EPYC 9R45", "AMD EPYC 9R45 (Zen 5, AVX512-BF16)", "bf16-mixed"),
+    (SAPPHIRE, "Intel(R) Xeon(R) Platinum 8488C", "Intel(R) Xeon(R) Platinum 8488C (AMX)", "bf16-mixed"),
 ])
-def test_cpu_classes(cpuinfo, text, model, native, precision):
+def test_cpu_classes(cpuinfo, text, model, described, precision):
     cpuinfo(text)
-    assert hardware.cpu_model() == model and hardware.native_bf16_matmul() == native
-    assert hardware.describe_cpu() == f"{model} ({native or 'no native bf16'})"
+    assert hardware.cpu_model() == model and hardware.describe_cpu() == described
     chosen, why = hardware.auto_precision(on_cuda=False)
     assert chosen == precision and model in why
     assert resolve_precision(Recipe(), accelerator="cpu")[0] == precision

@@ -66,7 +66,7 @@ def measure_and_report(args) -> int:
 
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
-    from swinzoo.hardware import cpu_model, native_bf16_matmul
+    from swinzoo.hardware import cpu_class, cpu_model, native_bf16_matmul
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
@@ -83,8 +83,9 @@ def measure_and_report(args) -> int:
         draw_sweep(results, args.plot, title)
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
-                          "native_bf16_matmul": native_bf16_matmul(), "device": machine_name(args.device),
-                          "malloc": args.malloc, "cpu_gemm": args.cpu_gemm, "weight_packing": args.weight_packing,
+                          "cpu_class": cpu_class(), "native_bf16_matmul": native_bf16_matmul(),
+                          "device": machine_name(args.device), "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
+                          "weight_packing": args.weight_packing,
                           "results": [asdict(r) for r in results]}, indent=1))
         return 0
     print_table(results, args)
