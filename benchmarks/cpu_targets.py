@@ -4,8 +4,8 @@ matmul peak, SwinV2-T's bf16 step per GMAC against Swin-T's, and with --memory t
 Swin-B 384 step. Each target gets the measured figure, its quartiles and met / not met (by how much); a target for
 a CPU class this machine is not (AMX) says so instead.
 
-    python benchmarks/cpu_targets.py --out targets.json      # ~4 min on 2 cores of a Zen 5, --memory included
-    python benchmarks/cpu_targets.py --smoke                 # nano models, no timm: checks the script runs
+    python benchmarks/cpu_targets.py --memory --out targets.json   # ~4 min on 2 cores of a Zen 5, ~7.5 on a Zen 4
+    python benchmarks/cpu_targets.py --smoke                       # nano models, no timm: checks the script runs
 
 Figures for docs/performance.md: note the date, the commit and the CPU model (all in the JSON) next to them.
 """
