@@ -33,15 +33,16 @@ def cpuinfo(tmp_path, monkeypatch):
     hardware._cpuinfo.cache_clear()
 
 
-@pytest.mark.parametrize("text, model, described, precision", [
-    (ZEN3, "AMD EPYC 7R13 Processor", "AMD EPYC 7R13 Processor (Zen 3, no native bf16)", "32-true"),
-    (ZEN4, "AMD EPYC", "AMD EPYC (Zen 4, AVX512-BF16)", "bf16-mixed"),
-    (ZEN5, "AMD EPYC 9R45", "AMD EPYC 9R45 (Zen 5, AVX512-BF16)", "bf16-mixed"),
-    (SAPPHIRE, "Intel(R) Xeon(R) Platinum 8488C", "Intel(R) Xeon(R) Platinum 8488C (AMX)", "bf16-mixed"),
+@pytest.mark.parametrize("text, model, native, described, precision", [
+    (ZEN3, "AMD EPYC 7R13 Processor", None, "AMD EPYC 7R13 Processor (Zen 3, no native bf16)", "32-true"),
+    (ZEN4, "AMD EPYC", "AVX512-BF16", "AMD EPYC (Zen 4, AVX512-BF16)", "bf16-mixed"),
+    (ZEN5, "AMD EPYC 9R45", "AVX512-BF16", "AMD EPYC 9R45 (Zen 5, AVX512-BF16)", "bf16-mixed"),
+    (SAPPHIRE, "Intel(R) Xeon(R) Platinum 8488C", "AMX", "Intel(R) Xeon(R) Platinum 8488C (AMX)", "bf16-mixed"),
 ])
-def test_cpu_classes(cpuinfo, text, model, described, precision):
+def test_cpu_classes(cpuinfo, text, model, native, described, precision):
     cpuinfo(text)
-    assert hardware.cpu_model() == model and hardware.describe_cpu() == described
+    assert hardware.cpu_model() == model and hardware.native_bf16_matmul() == native
+    assert hardware.describe_cpu() == described
     chosen, why = hardware.auto_precision(on_cuda=False)
     assert chosen == precision and model in why
     assert resolve_precision(Recipe(), accelerator="cpu")[0] == precision
