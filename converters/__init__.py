@@ -114,4 +114,8 @@ def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_chang
         # (hf writes it as transformers' ...ForMaskedImageModeling)
         raise SwinzooError(f"this is a SimMIM pretraining model (encoder + decoder), which {fmt} cannot hold: write "
                            "it as simmim, hf or swinzoo")
+    if checkpoint.config.is_backbone and format_ not in (official.FORMAT, mmdet.FORMAT, native.FORMAT):
+        # timm, transformers and torchvision hold classifiers: their writers would fail on a missing head or norm
+        raise SwinzooError(f"this is a detection backbone (no head), which {fmt} cannot hold: write it as official, "
+                           "mmdet or swinzoo, or as a graph (onnx, pt2)")
     return format_.write(checkpoint, out, allow_numeric_change=allow_numeric_change, overwrite=overwrite)

@@ -219,6 +219,19 @@ def test_a_classifier_exported_to_mmdet_becomes_a_backbone(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("fmt", ["timm", "hf", "torchvision", "simmim"])
+def test_a_backbone_to_a_classifier_format_is_one_line(tmp_path, capsys, fmt):
+    """Those formats hold classifiers: the error says so and names the formats that hold a backbone."""
+    backbone = swinzoo.load_model("swin_n_64", features_only=True)
+    src = tmp_path / "det.safetensors"
+    converters.write(Checkpoint(backbone.state_dict(), backbone.config), "swinzoo", src)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["export", src, "--to", fmt, "-o", out], capsys)
+    assert code != 0 and err.count("\n") == 1
+    assert f"this is a detection backbone (no head), which {fmt} cannot hold: write it as official, mmdet" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["det.safetensors"]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: swinzoo.load_model("swin_n_64", features_only=True, window=0), "window must be a positive integer, got 0"),
     (lambda: swinzoo.load_model("swin_n_64", features_only=True, window=2.5), "window must be a positive integer"),
