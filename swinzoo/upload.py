@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import SwinzooError
 from swinzoo.hub import check_repo_id
@@ -49,6 +50,13 @@ def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
         source = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     except SwinzooError as e:
         raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
+    # the pushed folder is timm's classifier layout, which holds neither of these
+    if source.config.is_backbone:
+        raise SwinzooError(f"{src} is a detection backbone (no head), which the pushed timm layout cannot hold: push "
+                           "the classifier it came from, or share the file (swinzoo export --to mmdet or official)")
+    if is_simmim(source.state_dict):
+        raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
+                           "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
     metrics = None
     folder = path if path.is_dir() else path.parent
     if (folder / "metrics.json").exists():

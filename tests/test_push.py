@@ -149,7 +149,7 @@ def test_push_to_loopback_hub_and_load_back(finetune_dir, tmp_path):
         assert run.returncode == 0 and b"hf-hub:acme/x" in hub.files("acme/x")["README.md"]
 
 
-@pytest.mark.parametrize("case", ["no_token", "bad_repo_id", "refused", "not_a_model"])
+@pytest.mark.parametrize("case", ["no_token", "bad_repo_id", "refused", "not_a_model", "backbone", "simmim"])
 def test_bad_input_fails_cleanly(case, finetune_dir, tmp_path):
     before = tree_digest(finetune_dir)
     src, repo, token = finetune_dir, "acme/x", "hf_test"
@@ -160,14 +160,21 @@ def test_bad_input_fails_cleanly(case, finetune_dir, tmp_path):
             repo = "just-a-name"
         elif case == "refused":
             hub.refuse["commit"] = 403
-        else:
+        elif case == "not_a_model":
             src = tmp_path / "notes.txt"
             src.write_text("not a model")
+        elif case == "backbone":  # the timm layout holds classifiers only
+            src = tmp_path / "det.safetensors"
+            swinzoo.convert("swin_n_64", src, features=True)
+        else:
+            src = tmp_path / "simmim.pth"
+            swinzoo.export("swin_n_64.simmim", to="simmim", output=src)
         run = _cli(["push", src, "--repo", repo], _env(hub, tmp_path, token))
         lines = run.stderr.strip().splitlines()
         assert run.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
         expected = {"no_token": "login", "bad_repo_id": "not ORG/NAME", "refused": "403",
-                    "not_a_model": "not a model"}[case]
+                    "not_a_model": "not a model", "backbone": "detection backbone (no head), which the pushed timm",
+                    "simmim": "SimMIM pretraining model (encoder + decoder), which the pushed timm"}[case]
         assert expected in lines[0]
         if case == "refused":
             assert "acme/x" in lines[0]
