@@ -146,6 +146,23 @@ def test_killed_run_resumes_at_same_step(tiny, tmp_path):
     assert steps and max(steps) <= step + 2
 
 
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_ctrl_c_in_a_training_step_exits_130_and_leaves_nothing(verb, tiny, tmp_path, capsys, monkeypatch):
+    """Lightning turns Ctrl+C into SystemExit(1) after its shutdown; the CLI still says `error: interrupted`, 130."""
+    from swinzoo.train.module import SwinClassifier
+    from swinzoo.train.simmim_module import SimMIMPretrainer
+
+    def ctrl_c(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SwinClassifier if verb == "finetune" else SimMIMPretrainer, "training_step", ctrl_c)
+    out = tmp_path / "run"
+    code, _, err = run_cli([verb, "--from", tiny, "--data", image_folder(tmp_path / "d"), "--max-steps", "3",
+                            "--out", out, *FAST], capsys)
+    assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    assert not out.exists()
+
+
 def test_progress_bar_titles_a_step_bound_run():
     """Lightning's rich bar would title a max_steps run "Epoch 0/-2" (max_epochs = -1)."""
     from types import SimpleNamespace

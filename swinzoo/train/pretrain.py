@@ -62,7 +62,7 @@ from swinzoo.train.pretrain_options import (
 from swinzoo.train.recipes import Recipe, load_recipe, recipe_from_dict
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
-from swinzoo.train.trainer import build_trainer, third_party_quiet
+from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet
 from swinzoo.transfer import transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
@@ -121,13 +121,14 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
             print_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
-                    weights_only=not args.trust_checkpoint)
-        results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        with interruptible(trainer):
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                        weights_only=not args.trust_checkpoint)
+            results = trainer.validate(module, datamodule=dm, verbose=False)[0]
         if not trainer.is_global_zero:
             return None
         metrics = write_outputs(plan, module, results, trainer.global_step, time.monotonic() - start, console)
-    except BaseException:  # incl. Ctrl+C (Lightning turns it into SystemExit): no half-made run left behind
+    except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
         raise

@@ -52,7 +52,7 @@ from swinzoo.train.options import (
     options_record,
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
-from swinzoo.train.trainer import build_trainer, keep_weights, third_party_quiet
+from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet
 from swinzoo.transfer import transfer
 from swinzoo.upload import check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -253,14 +253,15 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
             print_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
-                    weights_only=not args.trust_checkpoint)
-        results = trainer.validate(module, datamodule=dm, verbose=False)[0]
-        results, kept = keep_weights(trainer, module, dm, results)
+        with interruptible(trainer):
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                        weights_only=not args.trust_checkpoint)
+            results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+            results, kept = keep_weights(trainer, module, dm, results)
         if not trainer.is_global_zero:
             return None
         metrics = write_outputs(plan, module, results, trainer.global_step, kept, console)
-    except BaseException:  # incl. Ctrl+C (Lightning turns it into SystemExit): no half-made run left behind
+    except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
         raise

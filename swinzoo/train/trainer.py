@@ -90,6 +90,18 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     return trainer
 
 
+@contextlib.contextmanager
+def interruptible(trainer):
+    """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
+    `SystemExit(1)` after its own shutdown; the CLI gets its KeyboardInterrupt back (exit 130, `error: interrupted`)."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def as_list(value) -> list:
     if value is None:
         return []
