@@ -100,10 +100,17 @@ def atomic_path(path: str | Path):
     path = Path(path)
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / 'model.safetensors'})")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # the rename would replace the link or the device / FIFO itself (as root, /dev/null with a regular file)
+        kind = "a link" if path.is_symlink() else "not a regular file"
+        raise SwinzooError(f"{path} is {kind}; give the path of a regular file to write")
     created = _make_parents(path.parent)
     remove_stale_temps(path)
     folder = _temp_beside(path)
-    folder.mkdir()
+    try:
+        folder.mkdir()
+    except OSError as e:  # name the user's path, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     tmp = folder / path.name
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
     try:

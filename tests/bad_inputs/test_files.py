@@ -235,6 +235,28 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "pwned").exists()  # no pickle ran
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+@pytest.mark.parametrize("verb", ["convert", "export"])
+def test_an_output_that_is_not_a_regular_file_is_refused(kind, verb, tmp_path, capsys):
+    """The rename would replace the FIFO / device / link itself (as root: /dev/null with a 4 MB file)."""
+    import stat
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "o.pth"
+    target = tmp_path / "precious.txt"
+    target.write_text("mine")
+    os.mkfifo(out) if kind == "fifo" else out.symlink_to(target)
+    args = ["convert", "swin_n_64", "-o", out] if verb == "convert" else \
+        ["export", "swin_n_64", "--to", "official", "-o", out]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {out} is {'not a regular file' if kind == 'fifo' else 'a link'}; give the path of a regular file to "
+        "write"], err
+    assert (stat.S_ISFIFO(os.lstat(out).st_mode) if kind == "fifo" else out.is_symlink())
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["o.pth", "precious.txt"]
+
+
 # ---------------------------------------------------------------------------------------------- data loss
 def test_overwrite_replaces_only_the_exports_own_files(tmp_path, capsys):
     from tests.conftest import run_cli
