@@ -89,9 +89,15 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     if cfg.num_classes != len(dataset.classes):
         raise SwinzooError(f"the model has {cfg.num_classes} classes but {data} has {len(dataset.classes)}; "
                            "fine-tune it on this data first (swinzoo finetune)")
+    to_model = None  # the model's index of each data label, when the two name the same classes in another order
     if cfg.class_names and list(cfg.class_names) != list(dataset.classes):
-        console.print(f"note: class names differ from the model's ({dataset.classes[:3]}... vs "
-                      f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
+        if sorted(cfg.class_names) == sorted(dataset.classes) and len(set(dataset.classes)) == len(dataset.classes):
+            to_model = torch.tensor([list(cfg.class_names).index(name) for name in dataset.classes])
+            console.print("note: the data has the model's classes in another order; labels are matched by name",
+                          soft_wrap=True)
+        else:
+            console.print(f"note: class names differ from the model's ({dataset.classes[:3]}... vs "
+                          f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
     workers = default_workers() if num_workers is None else num_workers
@@ -107,6 +113,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
         task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
         for images, labels in loader:
             logits = run_model(runner, images, dev, dtype).cpu()
+            labels = labels if to_model is None else to_model[labels]
             top1.update(logits, labels)
             top5.update(logits, labels)
             progress.advance(task)

@@ -207,6 +207,20 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     return out, dst, report
 
 
+def match_head_to_classes(state_dict: dict[str, torch.Tensor], head_names, data_names) -> str | None:
+    """Reorder a kept head's rows (in place) when the data has the head's classes in another order (folders sort
+    alphabetically): row i then scores the data's class i, as its name says. Returns a note, or None."""
+    head_names, data_names = list(head_names or ()), list(data_names)
+    if (head_names == data_names or sorted(head_names) != sorted(data_names) or len(set(data_names)) != len(data_names)
+            or "head.weight" not in state_dict or state_dict["head.weight"].shape[0] != len(data_names)):
+        return None
+    order = torch.tensor([head_names.index(name) for name in data_names])
+    for key in ("head.weight", "head.bias"):
+        if key in state_dict:
+            state_dict[key] = state_dict[key].index_select(0, order)
+    return f"reordered the head's {len(order)} rows to the data's class order (the same names, matched by name)"
+
+
 def is_simmim_state_dict(state_dict: dict) -> bool:
     """A SimMIM pretraining state dict: the encoder under `encoder.` and the pixel decoder `decoder.0.*`."""
     return "decoder.0.weight" in state_dict and any(k.startswith("encoder.") for k in state_dict)

@@ -53,7 +53,7 @@ from swinzoo.train.options import (
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet
-from swinzoo.transfer import transfer
+from swinzoo.transfer import match_head_to_classes, transfer
 from swinzoo.upload import check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
 
@@ -104,6 +104,9 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         dst = dst.replace(class_names=classes)
     else:
         state_dict, dst, report = transfer(src_sd, src_cfg, dst)
+        if src_cfg.num_classes == len(classes):
+            note = match_head_to_classes(state_dict, src_cfg.class_names, classes)
+            report.notes.extend([note] if note else [])
         dst = dst.replace(class_names=classes)
     if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
         out = Path(os.environ.get(OUT_ENV) or args.out)
