@@ -88,3 +88,9 @@ def test_zero_shot_sweep_and_plot(tmp_path, capsys):
     single = swinzoo.evaluate("swin_n_64", res=96, batch_size=500, num_workers=0)
     assert single["top1"] == rows[1]["top1"]
     assert (tmp_path / "zs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a plot that cannot be written: one error line, the results already printed
+    (tmp_path / "file").write_text("x")
+    code, out, err = run_cli(["eval", "swin_n_64", "--res", 64, "--batch-size", 500, "--num-workers", 0,
+                              "--plot", tmp_path / "file" / "zs.png"], capsys)
+    assert code != 0 and err.strip().splitlines()[-1].startswith("error: ") and "swin_n_64" in out
+    assert out.splitlines()[1].split()[3] == f"{rows[0]['top1']:.4f}"

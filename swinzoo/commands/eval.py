@@ -75,20 +75,24 @@ def run_eval(args) -> int:
         return 0
     if args.res is None:
         raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
+    if args.plot and Path(args.plot).is_dir():
+        raise SwinzooError(f"--plot {args.plot} is a folder; give a file name (e.g. {Path(args.plot) / 'sweep.png'})")
     rows = sweep(args.models, args.res, args.data, **options)
+    # the results first: a plot that cannot be written must not cost the evaluation
+    if args.json:
+        print(json.dumps(rows), flush=True)
+    else:
+        sys.stdout.write("model                            res  window   top1    top5      n\n")
+        for r in rows:
+            sys.stdout.write(f"{r['model'][:32]:<32} {r['res']:>4} {r['window']:>7} {r['top1']:>6.4f} "
+                             f"{r['top5']:>7.4f} {r['n']:>6}\n")
+        sys.stdout.flush()
     if args.plot:
         from swinzoo.accuracy_plot import draw_accuracy
 
         draw_accuracy(rows, args.plot, f"zero-shot transfer on {args.data or 'the built-in data'}")
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    sys.stdout.write("model                            res  window   top1    top5      n\n")
-    for r in rows:
-        sys.stdout.write(f"{r['model'][:32]:<32} {r['res']:>4} {r['window']:>7} {r['top1']:>6.4f} {r['top5']:>7.4f} "
-                         f"{r['n']:>6}\n")
-    if args.plot:
-        sys.stdout.write(f"plot written to {args.plot}\n")
+        if not args.json:
+            sys.stdout.write(f"plot written to {args.plot}\n")
     return 0
 
 
