@@ -11,6 +11,7 @@ permissions) 1, anything else 1 with its type; `SWINZOO_DEBUG=1` shows the trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
@@ -110,6 +111,10 @@ def cli_main(args: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `swinzoo list | head`: the reader has what it wanted; stop quietly, as `cat` would
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing stdout
+        return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe closed
     except OSError as e:  # the disk or the network: full, read-only, unreachable
         if debug:
             raise

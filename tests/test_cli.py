@@ -98,3 +98,12 @@ def test_every_argument_says_what_it_is():
     missing = [(name, a.option_strings or a.dest) for name, p in sub.choices.items() for a in p._actions
                if not a.help and a.dest != "help"]
     assert missing == []
+
+
+def test_a_closed_pipe_ends_the_output_quietly():
+    """`swinzoo list --json | head -1`: the reader left; no error line, the shell's 141 (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "swinzoo", "list", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the first write
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == b"", err
