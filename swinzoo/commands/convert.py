@@ -13,7 +13,7 @@ CONVERT_EPILOG = examples(
         "swinzoo convert hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k -o t.safetensors")
 EXPORT_EPILOG = examples(
         "swinzoo export m.safetensors --to timm -o out_timm",
-        "swinzoo export swin_n_64 --to hf -o out_hf --res 128",
+        "swinzoo export swinv2_n_64_w4 --to hf -o out_hf --res 128",
         "swinzoo export m.safetensors --to official -o m.pth",
         "swinzoo export swin_t_224 --to onnx -o swin_t.onnx",
         "swinzoo export swin_t_224 --features --to pt2 -o swin_t_backbone.pt2")
