@@ -124,9 +124,13 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
 
 def download(ref: str) -> Path:
     """`swinzoo download`: a zoo name's or `hf-hub:ORG/NAME[@REV]`'s config and weights into the Hugging Face
-    cache (downloaded unless already there); returns their folder."""
+    cache (downloaded unless already there); returns their folder (the file itself for weights shipped inside
+    swinzoo)."""
     if not is_hub_ref(ref):
-        get_entry(ref)  # unknown names fail here, with the closest names
+        entry, tag = get_entry(ref)  # unknown names fail here, with the closest names
+        shipped = entry.weights_for(tag).package_path()
+        if shipped is not None:  # the nano models ship inside swinzoo: nothing to fetch
+            return shipped
         ref = zoo_repo(ref)
     return fetch(ref, downloading=True)
 

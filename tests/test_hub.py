@@ -90,6 +90,8 @@ def test_zoo_name_resolves_to_its_timm_repo(hub_home, capsys):
     assert code == 2 and "timm/swin_tiny_patch4_window7_224.ms_in1k" in err and "HF_HUB_OFFLINE" in err
     code, _, err = run_cli(["export", "swin_s_224.in22k", "--to", "timm", "-o", "x"], capsys)
     assert code == 2 and "timm/swin_small_patch4_window7_224.ms_in22k" in err
+    code, out, err = run_cli(["download", "swin_n_64.simmim"], capsys)  # shipped in the package, even offline
+    assert code == 0 and "ships inside swinzoo" in out and "nothing to download" in out, err
 
 
 def test_bad_references():

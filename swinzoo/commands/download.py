@@ -24,7 +24,10 @@ def run(args) -> int:
 
     console = Console()
     folder = download(args.ref)
-    console.print(f"{args.ref} -> {folder}", soft_wrap=True, markup=False)
+    if folder.is_file():
+        console.print(f"{args.ref} ships inside swinzoo ({folder}): nothing to download", soft_wrap=True, markup=False)
+    else:
+        console.print(f"{args.ref} -> {folder}", soft_wrap=True, markup=False)
     if args.check:
         cfg = read_checkpoint(args.ref).config
         console.print(f"V{cfg.version}, {cfg.img_size} px, window {cfg.window_size}, {cfg.num_classes} classes",
