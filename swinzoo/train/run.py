@@ -168,6 +168,10 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
     return recipe.replace(**changes) if changes else recipe
 
 
+# what --resume takes from the command line; the rest of the run comes from its run.json
+RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
+
+
 def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     """The plan of the run in --resume OUT, its checkpoint and the global step it holds, all checked."""
     out = Path(args.resume)
@@ -181,6 +185,13 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     if plan.provenance.get("task") == "simmim_pretrain":
         raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
+    defaults = FinetuneOptions()
+    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
+             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
+    if fixed:  # silently running the old plan instead would look like they had been applied
+        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
+                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
+                           f"{out / 'model.safetensors'}")
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -190,6 +201,9 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     plan.recipe = recipe.to_dict()
     plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
     step = check_checkpoint(ckpt, args.trust_checkpoint)
+    if recipe.max_steps is not None and recipe.max_steps <= step:
+        raise SwinzooError(f"--resume {out}: its checkpoint is at step {step}, and the run ends at max_steps "
+                           f"{recipe.max_steps}; give --max-steps above {step} to train on")
     return plan, ckpt, step
 
 
@@ -244,7 +258,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         plan, state_dict, dm, config_text = plan_run(args, console)
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
