@@ -136,14 +136,18 @@ def test_killed_run_resumes_at_same_step(tiny, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
     step = checkpoint_step(out / "last.ckpt")
+    first_log = out / "logs/metrics.csv"
+    before = first_log.read_bytes() if first_log.exists() else None
     resumed = subprocess.run(cli("finetune", "--resume", out, "--max-steps", step + 2, "--trainer",
                                  "limit_val_batches=2"), env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at global step {step}" in resumed.stdout
     assert json.loads((out / "metrics.json").read_text())["global_step"] == step + 2
-    steps = [int(line.split(",")[2]) for line in (out / "logs/metrics.csv").read_text().splitlines()[1:]
-             if line.split(",")[2]]
-    assert steps and max(steps) <= step + 2
+    # the resumed part logs beside the first part's log, which Lightning's CSV logger would have deleted
+    assert (first_log.read_bytes() if first_log.exists() else None) == before
+    resumed_log = out / f"logs/resumed-at-{step}/metrics.csv"
+    steps = [int(line.split(",")[2]) for line in resumed_log.read_text().splitlines()[1:] if line.split(",")[2]]
+    assert steps and step <= min(steps) and max(steps) <= step + 2
 
 
 def shapes_folder(root: Path, per_class: int = 4) -> Path:

@@ -109,7 +109,7 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
         plan, state_dict, dm, config_text = plan_run(args, console)
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)

@@ -31,12 +31,14 @@ from swinzoo.train.options import BEST_FILE, Plan
 from swinzoo.train.recipes import Recipe
 
 
-def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None):
+def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None,
+                  resumed_at: int | None = None):
     """The Lightning Trainer of a run; what Lightning refuses (no such device, a precision the accelerator cannot
     do, ...) is a one-line error, raised before anything is written.
 
     swinzoo's callbacks (last.ckpt for --resume, best.ckpt for --keep best, the progress display, EMA) and its CSV
-    log always run; callbacks and loggers given under `trainer` are added to them."""
+    log always run; callbacks and loggers given under `trainer` are added to them. A run resumed at step S logs to
+    logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv)."""
     out = Path(plan.out)
     user = trainer_objects(plan.trainer)
     callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
@@ -54,7 +56,8 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     if ema is not None:
         callbacks.append(ema)
     callbacks += as_list(user.pop("callbacks", None))
-    loggers = [CSVLogger(out, name="logs", version=""), *named_logger(plan.logger, out)]
+    version = "" if resumed_at is None else f"resumed-at-{resumed_at}"
+    loggers = [CSVLogger(out, name="logs", version=version), *named_logger(plan.logger, out)]
     given = user.pop("logger", None)
     if given is False:
         loggers = False
