@@ -170,8 +170,8 @@ def unwrap(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
 
 def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict."""
-    if is_safetensors(path):
-        return read_safetensors(path)[0]
+    if is_safetensors(path) or Path(path).suffix == ".safetensors":  # named so: a damaged one, not a torch file
+        return read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0]
     return unwrap(load_torch(path, trust_checkpoint), str(path))
 
 

@@ -102,6 +102,8 @@ CASES = {
     "missing file": (lambda t: ["convert", t / "nope.pth", "-o", t / "o.safetensors"], ["does not exist"]),
     "folder without config": (lambda t: ["convert", folder_with(t, {"x.bin": "x"}), "-o", t / "o.safetensors"],
                               ["has no config.json"]),
+    "empty .safetensors": (lambda t: ["info", write(t, "e.safetensors", "")],
+                           ["e.safetensors is not a readable safetensors file", "download or write it again"]),
     "text file": (lambda t: ["convert", write(t, "a.pth", "hello"), "-o", t / "o.safetensors"],
                   ["not a PyTorch checkpoint"]),
     "truncated pth": (lambda t: ["convert", truncated(t, fixture_pth(V1), "t.pth"), "-o", t / "o.safetensors"],
