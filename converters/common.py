@@ -203,9 +203,12 @@ def read_config_json(folder: Path) -> dict:
         raise SwinzooError(f"{folder} has no config.json; give a timm or transformers model folder, or the weight "
                            "file itself with --arch NAME")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise SwinzooError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(config, dict):
+        raise SwinzooError(f"{path} holds a JSON {type(config).__name__}, not the object of keys a model config is")
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- architecture

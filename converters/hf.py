@@ -115,10 +115,14 @@ def config_from_hf(d: dict, source: str = "config.json") -> dict:
         raise SwinzooError(f"{source}: use_absolute_embeddings is not supported (no released Swin uses it)")
     if d.get("hidden_act", "gelu") != "gelu":
         raise SwinzooError(f"{source}: hidden_act {d['hidden_act']!r}; swinzoo models use exact GELU ('gelu')")
+    sizes = {key: d.get(key, default) for key, default in (("image_size", 224), ("window_size", 7))}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == int(v) for v in sizes.values()):
+        raise SwinzooError(f"{source}: image_size and window_size must be whole numbers, got "
+                           f"{sizes['image_size']!r} and {sizes['window_size']!r}; fix the file")
     labels = d.get("id2label") or {}
     names = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]
-    return dict(version=MODEL_TYPES[model_type], img_size=int(d.get("image_size", 224)),
-                window_size=int(d.get("window_size", 7)),
+    return dict(version=MODEL_TYPES[model_type], img_size=int(sizes["image_size"]),
+                window_size=int(sizes["window_size"]),
                 pretrained_window_sizes=tuple(d.get("pretrained_window_sizes") or ()) or None,
                 class_names=default_class_names(names) if None not in names else None)
 

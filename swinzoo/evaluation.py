@@ -53,9 +53,19 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
         raise SwinzooError(f"device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SwinzooError(f"device {device} but no GPU is visible; use --device cpu")
+    if dev.type not in ("cpu", "cuda") and not _usable(dev):  # mps, xpu, ... where this torch build has them
+        raise SwinzooError(f"device {device} is not available in this torch build or machine; use cpu or cuda")
     if precision == "fp16" and dev.type == "cpu":
         raise SwinzooError("fp16 needs a GPU; on a CPU use --precision bf16 (or fp32)")
     return dev, PRECISIONS[precision]
+
+
+def _usable(dev: torch.device) -> bool:
+    try:
+        torch.empty(1, device=dev).cpu()  # the meta device has no data to bring back
+        return True
+    except (RuntimeError, AssertionError, NotImplementedError):
+        return False
 
 
 def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):

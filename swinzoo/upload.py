@@ -189,6 +189,8 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
     check_repo_id(repo_id)
     source = read_push_source(src, trust_checkpoint)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SwinzooError(f"--dry-run {out} is a file; give a new folder to write the push preview into")
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
     with atomic_dir(out) as tmp:

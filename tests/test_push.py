@@ -104,6 +104,10 @@ def test_dry_run_refuses_a_non_empty_folder(finetune_dir, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", out], capsys)
     assert code != 0 and "not empty" in err and (out / "keep.txt").read_text() == "mine"
+    image = tmp_path / "rgb.png"
+    image.write_bytes(b"mine")
+    code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", image], capsys)
+    assert code == 2 and err.startswith(f"error: --dry-run {image} is a file") and image.read_bytes() == b"mine"
 
 
 def _cli(args, env, timeout=300):
