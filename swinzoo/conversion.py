@@ -116,6 +116,8 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     """
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
+    if num_classes is not None and (features or out_indices is not None):
+        raise SwinzooError("--num-classes does not apply to a backbone (--features drops the head); drop one of them")
     # for a backbone the window is the backbone's (bias tables resized to it), not a classifier transfer's
     backbone_window = window if features or out_indices is not None else None
     checkpoint, report = read_transferred(src, res=res, window=None if backbone_window else window,

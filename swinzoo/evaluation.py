@@ -60,6 +60,9 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
     return dev, PRECISIONS[precision]
 
 
+_SAID: set[str] = set()  # run-log lines already printed in this process
+
+
 def _usable(dev: torch.device) -> bool:
     try:
         torch.empty(1, device=dev).cpu()  # the meta device has no data to bring back
@@ -116,7 +119,8 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     # each batch's activations are freed and allocated again: on the CPU glibc would hand them back to the kernel
     # and page-fault them in anew at every batch (~1.1x of a Swin-T batch of 100, docs/performance.md)
     memory = keep_freed_memory() if dev.type == "cpu" else None
-    if memory:
+    if memory and memory not in _SAID:  # once a process: a sweep evaluates many times
+        _SAID.add(memory)
         console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
     runner = torch.compile(net) if compile else net
     with torch.inference_mode(), Progress(console=console, transient=True) as progress:

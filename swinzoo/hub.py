@@ -39,7 +39,7 @@ def is_hub_ref(src: str) -> bool:
 def repo_id_problem(repo_id: str) -> str | None:
     """Why `repo_id` is not a valid Hub repo id ORG/NAME, or None when it is."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        return "it is not ORG/NAME"
+        return "it needs exactly one '/' between a non-empty ORG and NAME"
     if not REPO_ID.match(repo_id):
         return "ORG and NAME may only hold letters, digits, '-', '_' and '.', and start with a letter or digit"
     if "--" in repo_id or ".." in repo_id:

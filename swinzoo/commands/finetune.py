@@ -105,7 +105,7 @@ def build_parser(with_trainer: bool = True):
                       help="seed of the carved validation split (hf:) and of --train-fraction's subset, separate "
                       "from --seed (default 0)")
     data.add_argument("--train-fraction", dest="train_fraction", type=float | None,
-                      help="train on this share of the training images, stratified by class (e.g. 0.01 for a 1%% "
+                      help="train on this share of the training images, stratified by class (e.g. 0.01 for a 1% "
                       "label budget; validation is unchanged)")
     data.add_argument("--recipe", type=str | dict | None,
                       help="packaged recipe name, YAML path or a mapping of recipe keys (default: the one that fits "

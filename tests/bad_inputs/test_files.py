@@ -191,6 +191,8 @@ CASES = {
                       ["positive integer"]),
     "num-classes negative": (lambda t: ["export", "swin_n_64", "--to", "timm", "--num-classes", "-5", "-o",
                                         t / "o"], ["positive integer"]),
+    "num-classes for a backbone": (lambda t: ["convert", "swin_n_64", "--features", "--num-classes", "5", "-o",
+                                              t / "o.st"], ["--num-classes does not apply to a backbone"]),
     "eval res 0": (lambda t: ["eval", "swin_n_64", "--res", "0"], ["positive integer"]),
     "eval batch 0": (lambda t: ["eval", "swin_n_64", "--batch-size", "0"], ["positive integer"]),
     "eval workers negative": (lambda t: ["eval", "swin_n_64", "--num-workers", "-1"], ["0 or more"]),
