@@ -60,7 +60,7 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
     return dev, PRECISIONS[precision]
 
 
-_SAID: set[str] = set()  # run-log lines already printed in this process
+_sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed
 
 
 def _usable(dev: torch.device) -> bool:
@@ -119,9 +119,10 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     # each batch's activations are freed and allocated again: on the CPU glibc would hand them back to the kernel
     # and page-fault them in anew at every batch (~1.1x of a Swin-T batch of 100, docs/performance.md)
     memory = keep_freed_memory() if dev.type == "cpu" else None
-    if memory and memory not in _SAID:  # once a process: a sweep evaluates many times
-        _SAID.add(memory)
+    if memory and memory not in (_sweep_said or ()):  # once a sweep, which evaluates many times
         console.print(f"[bold]memory[/bold] {memory}", soft_wrap=True)
+        if _sweep_said is not None:
+            _sweep_said.add(memory)
     runner = torch.compile(net) if compile else net
     with torch.inference_mode(), Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
@@ -138,12 +139,15 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
 def sweep(models: list[str], resolutions: list[int], data: str | None = None, **options) -> list[dict]:
     """Zero-shot transfer at a glance: `evaluate` of each model at each resolution, moved there by the transfer
     alone (the official window choice, no fine-tuning). Rows {"model", "res", "window", "top1", "top5", "n"}."""
-    rows = []
-    for name in models:
-        for res in resolutions:
-            result = evaluate(name, data, res=res, **options)
-            rows.append({"model": name, "res": result["img_size"], "window": result["window_size"],
-                         "top1": result["top1"], "top5": result["top5"], "n": result["n"]})
+    global _sweep_said
+    rows, _sweep_said = [], set()
+    try:
+        results = [(name, evaluate(name, data, res=res, **options)) for name in models for res in resolutions]
+    finally:
+        _sweep_said = None
+    for name, result in results:
+        rows.append({"model": name, "res": result["img_size"], "window": result["window_size"],
+                     "top1": result["top1"], "top5": result["top5"], "n": result["n"]})
     return rows
 
 

@@ -2,6 +2,7 @@
 format registry is the one place formats are looked up (a new format is one module-like object and one row)."""
 
 import json
+import platform
 
 import pytest
 import torch
@@ -82,7 +83,8 @@ def test_zero_shot_sweep_and_plot(tmp_path, capsys):
     code, out, err = run_cli(["eval", "swin_n_64", "--res", 64, 96, "--batch-size", 500, "--num-workers", 0,
                               "--json", "--plot", tmp_path / "zs.png"], capsys)
     assert code == 0, err
-    assert err.count("glibc keeps freed memory") <= 1  # the run-log line once, not once per evaluation
+    if platform.libc_ver()[0] == "glibc":  # the run-log line once a sweep, not once per evaluation
+        assert err.count("glibc keeps freed memory") == 1
     rows = json.loads(out)
     assert [(r["res"], r["window"]) for r in rows] == [(64, 4), (96, 6)]
     assert rows[0]["top1"] > rows[1]["top1"] > 0.1  # the nano model loses accuracy off its training resolution
