@@ -201,7 +201,9 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     plan.recipe = recipe.to_dict()
     plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
     step = check_checkpoint(ckpt, args.trust_checkpoint)
-    if recipe.max_steps is not None and recipe.max_steps <= step:
+    # a run killed after its last step but before its outputs may resume to write them; a finished one has nothing
+    finished = (out / "metrics.json").exists() and recipe.max_steps is not None and recipe.max_steps <= step
+    if finished or (args.max_steps is not None and args.max_steps < step):
         raise SwinzooError(f"--resume {out}: its checkpoint is at step {step}, and the run ends at max_steps "
                            f"{recipe.max_steps}; give --max-steps above {step} to train on")
     return plan, ckpt, step

@@ -340,3 +340,13 @@ def test_folder_of_a_run_killed_before_its_first_checkpoint_is_accepted(t, capsy
     code, _, err = run_cli(steps(t), capsys)
     assert code == 0, err
     assert (t.out / "model.safetensors").is_file() and (t.out / "last.ckpt").is_file()
+
+
+def test_a_run_killed_after_its_last_step_resumes_to_write_its_outputs(t, capsys):
+    """last.ckpt at max_steps but no outputs yet (killed in the final validation): --resume finishes it."""
+    run = resume_run(t)
+    (run / "metrics.json").unlink()
+    (run / "model.safetensors").unlink()
+    code, _, err = run_cli(["finetune", "--resume", run], capsys)
+    assert code == 0, err
+    assert (run / "model.safetensors").exists() and json.loads((run / "metrics.json").read_text())["global_step"] >= 1
