@@ -16,6 +16,7 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
+from swinzoo.transfer import class_order
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
@@ -102,10 +103,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     if cfg.num_classes != len(dataset.classes):
         raise SwinzooError(f"the model has {cfg.num_classes} classes but {data} has {len(dataset.classes)}; "
                            "fine-tune it on this data first (swinzoo finetune)")
-    to_model = None  # the model's index of each data label, when the two name the same classes in another order
+    to_model = class_order(cfg.class_names, dataset.classes)  # the model's index of each data label, or None
     if cfg.class_names and list(cfg.class_names) != list(dataset.classes):
-        if sorted(cfg.class_names) == sorted(dataset.classes) and len(set(dataset.classes)) == len(dataset.classes):
-            to_model = torch.tensor([list(cfg.class_names).index(name) for name in dataset.classes])
+        if to_model is not None:
             console.print("note: the data has the model's classes in another order; labels are matched by name",
                           soft_wrap=True)
         else:

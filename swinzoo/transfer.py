@@ -207,14 +207,21 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     return out, dst, report
 
 
-def match_head_to_classes(state_dict: dict[str, torch.Tensor], head_names, data_names) -> str | None:
-    """Reorder a kept head's rows (in place) when the data has the head's classes in another order (folders sort
-    alphabetically): row i then scores the data's class i, as its name says. Returns a note, or None."""
+def class_order(head_names, data_names) -> torch.Tensor | None:
+    """The head's index of each of the data's classes when the two name the same distinct classes in another order
+    (class folders sort alphabetically), else None."""
     head_names, data_names = list(head_names or ()), list(data_names)
-    if (head_names == data_names or sorted(head_names) != sorted(data_names) or len(set(data_names)) != len(data_names)
-            or "head.weight" not in state_dict or state_dict["head.weight"].shape[0] != len(data_names)):
+    if head_names == data_names or sorted(head_names) != sorted(data_names) or len(set(data_names)) != len(data_names):
         return None
-    order = torch.tensor([head_names.index(name) for name in data_names])
+    return torch.tensor([head_names.index(name) for name in data_names])
+
+
+def match_head_to_classes(state_dict: dict[str, torch.Tensor], head_names, data_names) -> str | None:
+    """Reorder a kept head's rows (in place) by `class_order`: row i then scores the data's class i, as its name
+    says. Returns a note, or None."""
+    order = class_order(head_names, data_names)
+    if order is None or "head.weight" not in state_dict or state_dict["head.weight"].shape[0] != len(order):
+        return None
     for key in ("head.weight", "head.bias"):
         if key in state_dict:
             state_dict[key] = state_dict[key].index_select(0, order)
