@@ -88,6 +88,19 @@ def _remove_empty(folders: list[Path]) -> None:
             pass
 
 
+def check_file_output(path: str | Path, example: str = "model.safetensors") -> Path:
+    """`path` as a Path, if a rename can make it a regular file: not a folder, a link, a device or a FIFO. The
+    checks `atomic_path` makes; a command with long work before its write makes them first."""
+    path = Path(path)
+    if path.is_dir():
+        raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / example})")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # the rename would replace the link or the device / FIFO itself (as root, /dev/null with a regular file)
+        kind = "a link" if path.is_symlink() else "not a regular file"
+        raise SwinzooError(f"{path} is {kind}; give the path of a regular file to write")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path for `path`; rename it onto `path` only if the block succeeds. Nothing is left
@@ -97,13 +110,7 @@ def atomic_path(path: str | Path):
     beside the file they are given (safetensors writes an anonymous `.tmpXXXXXX` and renames it) are inside it
     too, and go with it.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / 'model.safetensors'})")
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        # the rename would replace the link or the device / FIFO itself (as root, /dev/null with a regular file)
-        kind = "a link" if path.is_symlink() else "not a regular file"
-        raise SwinzooError(f"{path} is {kind}; give the path of a regular file to write")
+    path = check_file_output(path)
     created = _make_parents(path.parent)
     remove_stale_temps(path)
     folder = _temp_beside(path)

@@ -60,6 +60,7 @@ def run_eval(args) -> int:
     from rich.console import Console
 
     from swinzoo.evaluation import evaluate, sweep
+    from swinzoo.io import check_file_output
 
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
     options = dict(window=args.window, batch_size=args.batch_size, num_workers=args.num_workers, test_crop=crop,
@@ -75,8 +76,8 @@ def run_eval(args) -> int:
         return 0
     if args.res is None:
         raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
-    if args.plot and Path(args.plot).is_dir():
-        raise SwinzooError(f"--plot {args.plot} is a folder; give a file name (e.g. {Path(args.plot) / 'sweep.png'})")
+    if args.plot:  # before the evaluation, not after it
+        check_file_output(args.plot, "sweep.png")
     rows = sweep(args.models, args.res, args.data, **options)
     # the results first: a plot that cannot be written must not cost the evaluation
     if args.json:
