@@ -138,11 +138,15 @@ def test_killed_run_resumes_at_same_step(tiny, tmp_path):
     step = checkpoint_step(out / "last.ckpt")
     first_log = out / "logs/metrics.csv"
     before = first_log.read_bytes() if first_log.exists() else None
+    out = out.rename(tmp_path / "moved")  # run.json and last.ckpt name the old folder; the run goes on where it is
+    first_log = out / "logs/metrics.csv"
     resumed = subprocess.run(cli("finetune", "--resume", out, "--max-steps", step + 2, "--trainer",
                                  "limit_val_batches=2"), env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at global step {step}" in resumed.stdout
     assert json.loads((out / "metrics.json").read_text())["global_step"] == step + 2
+    # not last-v1.ckpt beside the old one, as Lightning's version counter would have it
+    assert checkpoint_step(out / "last.ckpt") == step + 2 and not list(out.glob("last-v*"))
     # the resumed part logs beside the first part's log, which Lightning's CSV logger would have deleted
     assert (first_log.read_bytes() if first_log.exists() else None) == before
     resumed_log = out / f"logs/resumed-at-{step}/metrics.csv"

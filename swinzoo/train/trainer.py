@@ -41,7 +41,9 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv)."""
     out = Path(plan.out)
     user = trainer_objects(plan.trainer)
-    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every)]
+    # no version counter: a run resumed in a moved folder would write last-v1.ckpt and leave last.ckpt behind
+    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every,
+                                 enable_version_counter=False)]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
