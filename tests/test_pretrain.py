@@ -55,6 +55,17 @@ def test_resume_continues_to_more_steps(pretrained, tmp_path, capsys):
     assert "at global step 5" in stdout
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 7
     assert (out / "reconstructions/step_000007.png").is_file()
+    # the folder was copied: Lightning's version counter would have put the new checkpoint beside last.ckpt
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 7
+    assert sorted(p.name for p in out.glob("*.ckpt")) == ["last.ckpt"]
+    # what run.json fixes is refused beside --resume, and a finished run has no steps left to train
+    code, _, err = run_cli(["pretrain", "--resume", out, "--mask-ratio", "0.3", "--max-steps", "9"], capsys)
+    assert code == 2 and "--mask-ratio cannot change a resumed run" in err and "--from" in err
+    code, _, err = run_cli(["pretrain", "--resume", out], capsys)
+    assert code == 2 and "its checkpoint is at step 7" in err and "give --max-steps above 7" in err
+    code, _, err = run_cli(["pretrain", "--resume", out, "--max-steps", "6"], capsys)
+    assert code == 2 and "give --max-steps above 7" in err
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 7  # refusals leave the run as it was
     plan = json.loads((out / "run.json").read_text())
     del plan["provenance"]["task"]  # what a fine-tuning run's run.json looks like to pretrain
     (out / "run.json").write_text(json.dumps(plan))

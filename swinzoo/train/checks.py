@@ -307,6 +307,32 @@ def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> int:
     return state["global_step"]
 
 
+# what --resume takes from the command line; the rest of the run comes from its run.json
+RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
+
+
+def check_resume_flags(args, run_file: Path) -> None:
+    """Refuse run flags given beside --resume: silently running the old plan instead would look like they had been
+    applied. `args` is a FinetuneOptions or PretrainOptions; a flag counts as given when it differs from its
+    default."""
+    defaults = type(args)()
+    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
+             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
+    if fixed:
+        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
+                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
+                           f"{run_file.parent / 'model.safetensors'}")
+
+
+def check_resume_step(out: Path, max_steps: int | None, step: int, asked_max_steps: int | None) -> None:
+    """Refuse to resume a finished run, or one whose checkpoint is past the --max-steps asked for. A run killed
+    after its last step but before its outputs (no metrics.json yet) may resume: it has its outputs to write."""
+    finished = (out / "metrics.json").exists() and max_steps is not None and max_steps <= step
+    if finished or (asked_max_steps is not None and asked_max_steps < step):
+        raise SwinzooError(f"--resume {out}: its checkpoint is at step {step}, and the run ends at max_steps "
+                           f"{max_steps}; give --max-steps above {step} to train on")
+
+
 PLAN_TYPES = {"out": str, "source": (str, type(None)), "config": dict, "recipe": dict, "data": str,
               "devices": (str, int, list), "accelerator": str, "strategy": str, "num_nodes": int,
               "lr": (int, float, type(None)), "num_workers": (int, type(None)), "ckpt_every": (int, type(None)),

@@ -34,6 +34,8 @@ from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
+    check_resume_flags,
+    check_resume_step,
     check_run_values,
     check_trainer_options,
     read_plan,
@@ -298,6 +300,7 @@ def resume_plan(args: PretrainOptions) -> tuple[Plan, Path, int]:
     if plan.provenance.get("task") != TASK:
         raise SwinzooError(f"--resume {out} is a fine-tuning run, not a pretraining one: continue it with "
                            f"`swinzoo finetune --resume {out}`")
+    check_resume_flags(args, run_file)
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -306,7 +309,9 @@ def resume_plan(args: PretrainOptions) -> tuple[Plan, Path, int]:
         recipe = recipe.replace(epochs=args.epochs, max_steps=None)
     plan.recipe = recipe.to_dict()
     plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
-    return plan, ckpt, check_checkpoint(ckpt, args.trust_checkpoint)
+    step = check_checkpoint(ckpt, args.trust_checkpoint)
+    check_resume_step(out, recipe.max_steps, step, args.max_steps)
+    return plan, ckpt, step
 
 
 def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, recipe: Recipe, ckpt,

@@ -31,6 +31,8 @@ from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.checks import (
     check_checkpoint,
+    check_resume_flags,
+    check_resume_step,
     check_trainer_options,
     read_plan,
     validate_options,
@@ -168,10 +170,6 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
     return recipe.replace(**changes) if changes else recipe
 
 
-# what --resume takes from the command line; the rest of the run comes from its run.json
-RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
-
-
 def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     """The plan of the run in --resume OUT, its checkpoint and the global step it holds, all checked."""
     out = Path(args.resume)
@@ -185,13 +183,7 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     if plan.provenance.get("task") == "simmim_pretrain":
         raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
-    defaults = FinetuneOptions()
-    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
-             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
-    if fixed:  # silently running the old plan instead would look like they had been applied
-        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
-                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
-                           f"{out / 'model.safetensors'}")
+    check_resume_flags(args, run_file)
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -201,11 +193,7 @@ def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
     plan.recipe = recipe.to_dict()
     plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
     step = check_checkpoint(ckpt, args.trust_checkpoint)
-    # a run killed after its last step but before its outputs may resume to write them; a finished one has nothing
-    finished = (out / "metrics.json").exists() and recipe.max_steps is not None and recipe.max_steps <= step
-    if finished or (args.max_steps is not None and args.max_steps < step):
-        raise SwinzooError(f"--resume {out}: its checkpoint is at step {step}, and the run ends at max_steps "
-                           f"{recipe.max_steps}; give --max-steps above {step} to train on")
+    check_resume_step(out, recipe.max_steps, step, args.max_steps)
     return plan, ckpt, step
 
 
