@@ -32,6 +32,10 @@ ARCHS: dict[str, dict] = {
 
 IN22K_CLASSES = 21841
 IN1K_TAGS = ("in1k", "in22k_ft_in1k")  # tags whose 1000-way head is ImageNet-1k in its class-index order
+# the classes of the built-in `shapes` data (swinzoo.train.shapes draws them), in label order: the nano models' heads
+SHAPE_CLASSES = (
+    "solid", "stripes_0", "stripes_45", "stripes_90", "stripes_135", "checker", "dots", "rings", "circle", "frame",
+)
 IN1K_NAMES_FILE = "imagenet1k_classes.txt"
 R = "https://github.com/SwinTransformer/storage/releases/download"
 PWS_192 = (12, 12, 12, 6)  # effective windows of the 192 px / w12 22k pre-training (stage 3 is 6x6)
@@ -62,7 +66,10 @@ class Weights:
 
     @property
     def class_names(self) -> list[str] | None:
-        """The ImageNet-1k names of a 1000-way ImageNet-1k head; None otherwise (no 22k names are shipped)."""
+        """The ImageNet-1k names of a 1000-way ImageNet-1k head, the `shapes` names of the nano models' heads; None
+        otherwise (no 22k names are shipped)."""
+        if self.tag == "shapes" and self.num_classes == len(SHAPE_CLASSES):
+            return list(SHAPE_CLASSES)
         return list(imagenet1k_class_names()) if self.tag in IN1K_TAGS and self.num_classes == 1000 else None
 
     @property

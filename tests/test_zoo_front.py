@@ -68,13 +68,16 @@ def test_imagenet_names_are_the_1000_classes_in_index_order():
     assert list(names) == torchvision.models.Swin_T_Weights.IMAGENET1K_V1.meta["categories"]
 
 
-def test_zoo_configs_name_imagenet_1k_heads_only():
+def test_zoo_configs_name_imagenet_1k_and_shapes_heads():
     for entry in ENTRIES:
         for w in entry.weights:
             names = entry.config(w.tag).class_names
             if w.tag in ("in1k", "in22k_ft_in1k"):
                 assert names == list(imagenet1k_class_names()), f"{entry.name}.{w.tag}"
-            else:  # 22k heads (21841 classes, no names shipped) and the nano models (their names are in the file)
+            elif w.tag == "shapes":  # the nano models: what `swinzoo info` shows is what their shipped file holds
+                assert names == swinzoo.load_model(f"{entry.name}.{w.tag}").config.class_names, entry.name
+                assert len(names) == 10 and names[1] == "stripes_0", entry.name
+            else:  # 22k heads (21841 classes, no names shipped) and the SimMIM encoder (no head)
                 assert names is None, f"{entry.name}.{w.tag}"
     assert zoo_config("swin_b_224.in22k").num_classes == IN22K_CLASSES
     assert zoo_config(TINY, num_classes=10).class_names is None  # a new head: the names no longer apply

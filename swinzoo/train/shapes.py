@@ -14,9 +14,8 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-SHAPE_CLASSES = (
-    "solid", "stripes_0", "stripes_45", "stripes_90", "stripes_135", "checker", "dots", "rings", "circle", "frame",
-)
+from swinzoo.zoo import SHAPE_CLASSES
+
 SPLIT_SEEDS = {"train": 0, "val": 1_000_003}
 DEFAULT_SIZES = {"train": 20_000, "val": 1_000}
 LINE = 0.02  # half-width of the thin outlines, in image units (1.3 px at 64 px)
