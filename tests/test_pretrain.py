@@ -62,7 +62,7 @@ def test_resume_continues_to_more_steps(pretrained, tmp_path, capsys):
     code, _, err = run_cli(["pretrain", "--resume", out, "--mask-ratio", "0.3", "--max-steps", "9"], capsys)
     assert code == 2 and "--mask-ratio cannot change a resumed run" in err and "--from" in err
     code, _, err = run_cli(["pretrain", "--resume", out], capsys)
-    assert code == 2 and "its checkpoint is at step 7" in err and "give --max-steps above 7" in err
+    assert code == 2 and "the run finished at step 7" in err and "give --max-steps above 7" in err
     code, _, err = run_cli(["pretrain", "--resume", out, "--max-steps", "6"], capsys)
     assert code == 2 and "give --max-steps above 7" in err
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 7  # refusals leave the run as it was

@@ -129,7 +129,8 @@ def build_parser(with_trainer: bool = True):
     output.add_argument("--keep", type=Literal[KEEP_CHOICES], default="best",
                         help="weights in OUT/model.safetensors: the best on val/top1, or the last step's")
     output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
-                        help="also write OUT/last.ckpt every N optimizer steps")
+                        help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "
+                             "epoch and the last step anyway)")
     output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES],
                         default="float32", help="dtype of the weights in OUT/model.safetensors")
     output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",

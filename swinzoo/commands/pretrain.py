@@ -91,7 +91,8 @@ def build_parser(with_trainer: bool = True):
     output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-simmim-RES)")
     output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
     output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
-                        help="also write OUT/last.ckpt every N optimizer steps")
+                        help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "
+                             "epoch and the last step anyway)")
     output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES], default="float32",
                         help="dtype of the weights in OUT/model.safetensors")
     output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",

@@ -1,6 +1,6 @@
 """Every value a fine-tuning run is given, checked before anything is written: flags and `swinzoo.finetune`
-arguments (`validate_options`), `--trainer` options against Lightning's own signature, and `last.ckpt` before
-a resume (`check_checkpoint`). Each problem is one `SwinzooError` line naming the value and the fix."""
+arguments (`validate_options`), `--trainer` options against Lightning's own signature, and OUT/run.json
+(`read_plan`). Each problem is one `SwinzooError` line naming the value and the fix."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import lightning as L
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.io import load_torch
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan, as_plain, is_plain
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS
@@ -31,7 +30,7 @@ from swinzoo.train.recipes import MAX_SEED, PRECISIONS
 # Trainer options swinzoo sets itself (or through a named option): refused under `trainer`, with the reason.
 # Callbacks and loggers are not here: the user's are added to swinzoo's own.
 TRAINER_OWNED = {
-    "enable_checkpointing": "swinzoo's ModelCheckpoint writes the last.ckpt that --resume needs",
+    "enable_checkpointing": "swinzoo's LastCheckpoint writes the last.ckpt that --resume needs",
     "plugins": "swinzoo passes its own checkpoint plugin (atomic writes, safe loading of last.ckpt)",
     "devices": "use --devices",
     "accelerator": "use --accelerator",
@@ -288,50 +287,7 @@ def with_checked_run_options(args):
     return dataclasses.replace(args, trainer=trainer)
 
 
-# ---------------------------------------------------------------------------------------------- the output folder
-
-def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> int:
-    """The global step of a Lightning checkpoint, loaded as --resume will (tensors only unless trusted); a one-line
-    error when it is truncated, corrupt, not a training checkpoint, or holds Python objects."""
-    fix = "restore it from a backup, or start again with another --out"
-    try:
-        state = load_torch(ckpt, trust_checkpoint, fix=fix, mmap=True)
-    except SwinzooError:
-        raise
-    except Exception as e:  # a trusted file's own unpickling errors (a class that no longer exists, ...)
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise SwinzooError(f"{ckpt} is truncated or corrupt ({why}); {fix}") from None
-    if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("global_step"), int):
-        raise SwinzooError(f"{ckpt} is not a training checkpoint written by `swinzoo finetune` (no state_dict and "
-                           f"global_step); {fix}")
-    return state["global_step"]
-
-
-# what --resume takes from the command line; the rest of the run comes from its run.json
-RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
-
-
-def check_resume_flags(args, run_file: Path) -> None:
-    """Refuse run flags given beside --resume: silently running the old plan instead would look like they had been
-    applied. `args` is a FinetuneOptions or PretrainOptions; a flag counts as given when it differs from its
-    default."""
-    defaults = type(args)()
-    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
-             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
-    if fixed:
-        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
-                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
-                           f"{run_file.parent / 'model.safetensors'}")
-
-
-def check_resume_step(out: Path, max_steps: int | None, step: int, asked_max_steps: int | None) -> None:
-    """Refuse to resume a finished run, or one whose checkpoint is past the --max-steps asked for. A run killed
-    after its last step but before its outputs (no metrics.json yet) may resume: it has its outputs to write."""
-    finished = (out / "metrics.json").exists() and max_steps is not None and max_steps <= step
-    if finished or (asked_max_steps is not None and asked_max_steps < step):
-        raise SwinzooError(f"--resume {out}: its checkpoint is at step {step}, and the run ends at max_steps "
-                           f"{max_steps}; give --max-steps above {step} to train on")
-
+# ------------------------------------------------------------------------------------------------- OUT/run.json
 
 PLAN_TYPES = {"out": str, "source": (str, type(None)), "config": dict, "recipe": dict, "data": str,
               "devices": (str, int, list), "accelerator": str, "strategy": str, "num_nodes": int,

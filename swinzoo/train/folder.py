@@ -69,10 +69,7 @@ class RunFolder:
                 remove_entry(self.out / name)
         self.before = set(os.listdir(self.out)) if self.out.is_dir() else set()
         self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out / RUN_FILE) as tmp:
-            # Trainer objects built in Python cannot be recorded: a --resume gets them again from its caller
-            plain_trainer = {k: v for k, v in plan.trainer.items() if is_plain(v)}
-            tmp.write_text(json.dumps({**plan.__dict__, "trainer": plain_trainer}, indent=1))
+        write_plan(plan, self.out / RUN_FILE)
         if config_text:
             with atomic_path(self.out / CONFIG_FILE) as tmp:
                 tmp.write_text(config_text)
@@ -94,6 +91,14 @@ class RunFolder:
         else:
             for name in set(os.listdir(self.out)) - self.before:
                 remove_entry(self.out / name)
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """OUT/run.json, atomically; Trainer objects built in Python cannot be recorded (a --resume gets them again from
+    its caller)."""
+    plain_trainer = {k: v for k, v in plan.trainer.items() if is_plain(v)}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({**plan.__dict__, "trainer": plain_trainer}, indent=1))
 
 
 def remove_entry(path: Path) -> None:

@@ -209,4 +209,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
         if weights_only is None:
             weights_only = not self.trust_checkpoint
-        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=weights_only)
+        checkpoint = super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=weights_only)
+        return rehome_checkpoint_callbacks(checkpoint, Path(path).parent)
+
+
+def rehome_checkpoint_callbacks(checkpoint: dict, folder: Path) -> dict:
+    """The ModelCheckpoint states of a checkpoint loaded from a run folder that has moved, pointed at `folder`.
+
+    Lightning keeps a ModelCheckpoint's best score only when the folder in the checkpoint is the callback's own,
+    so a resumed `--keep best` run in a moved (copied, synced) folder would forget the best validation before
+    the move and overwrite best.ckpt with a worse one. Paths to files in the old folder become the same names in
+    `folder`."""
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    if not isinstance(callbacks, dict):
+        return checkpoint
+    here = os.path.realpath(folder)
+    for key, state in callbacks.items():
+        old = state.get("dirpath") if key.startswith("ModelCheckpoint") and isinstance(state, dict) else None
+        if not isinstance(old, str) or old == here:
+            continue
+
+        def moved(p, old=old):
+            return os.path.join(here, os.path.basename(p)) if isinstance(p, str) and os.path.dirname(p) == old else p
+
+        state["dirpath"] = here
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if name in state:
+                state[name] = moved(state[name])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+    return checkpoint

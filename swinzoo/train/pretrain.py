@@ -32,20 +32,11 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint
-from swinzoo.train.checks import (
-    check_checkpoint,
-    check_resume_flags,
-    check_resume_step,
-    check_run_values,
-    check_trainer_options,
-    read_plan,
-    with_checked_run_options,
-)
+from swinzoo.train.checks import check_run_values, with_checked_run_options
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
-    CKPT_FILE,
     CONFIG_FILE,
     DATA_OPTION_KEYS,
     OUT_ENV,
@@ -62,6 +53,7 @@ from swinzoo.train.pretrain_options import (
     PretrainResult,
 )
 from swinzoo.train.recipes import Recipe, load_recipe, recipe_from_dict
+from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet
@@ -99,8 +91,8 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
     start = time.monotonic()
     args = validate(args)
     if args.resume:
-        plan, ckpt, step = resume_plan(args)
-        state_dict, config_text = None, ""
+        plan, ckpt, point = resume_plan(args, "pretrain", check_pretrain_run)
+        state_dict, config_text, step = None, "", point.step
         recipe = recipe_from_dict(plan.recipe, str(Path(plan.out) / RUN_FILE))
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
         dm.check()
@@ -112,6 +104,8 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
+    if ckpt is not None and is_rank_zero():
+        record_resume(plan, point, args.command or " ".join(["swinzoo", *sys.argv[1:]]))
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
@@ -287,31 +281,10 @@ def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
     return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
 
 
-def resume_plan(args: PretrainOptions) -> tuple[Plan, Path, int]:
-    """The plan of the pretraining run in --resume OUT, its checkpoint and the global step it holds, all checked."""
-    out = Path(args.resume)
-    if out.exists() and not out.is_dir():
-        raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo pretrain`")
-    run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
-    if not run_file.is_file() or not ckpt.is_file():
-        raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
-                           f"`swinzoo pretrain --out {out}`")
-    plan = read_plan(run_file)
+def check_pretrain_run(plan: Plan, out: Path) -> None:
     if plan.provenance.get("task") != TASK:
         raise SwinzooError(f"--resume {out} is a fine-tuning run, not a pretraining one: continue it with "
                            f"`swinzoo finetune --resume {out}`")
-    check_resume_flags(args, run_file)
-    plan.out = str(out)  # where the run is now, should its folder have moved
-    recipe = recipe_from_dict(plan.recipe, str(run_file))
-    if args.max_steps is not None:
-        recipe = recipe.replace(max_steps=args.max_steps)
-    if args.epochs is not None:
-        recipe = recipe.replace(epochs=args.epochs, max_steps=None)
-    plan.recipe = recipe.to_dict()
-    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
-    step = check_checkpoint(ckpt, args.trust_checkpoint)
-    check_resume_step(out, recipe.max_steps, step, args.max_steps)
-    return plan, ckpt, step
 
 
 def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, recipe: Recipe, ckpt,

@@ -29,24 +29,15 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
-from swinzoo.train.checks import (
-    check_checkpoint,
-    check_resume_flags,
-    check_resume_step,
-    check_trainer_options,
-    read_plan,
-    validate_options,
-)
+from swinzoo.train.checks import validate_options
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier
 from swinzoo.train.options import (
-    CKPT_FILE,
     CONFIG_FILE,
     DATA_OPTION_KEYS,
     OUT_ENV,
-    RUN_FILE,
     FinetuneOptions,
     FinetuneResult,
     Plan,
@@ -54,6 +45,7 @@ from swinzoo.train.options import (
     options_record,
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
+from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet
 from swinzoo.transfer import match_head_to_classes, transfer
 from swinzoo.upload import check_repo_id, push
@@ -170,31 +162,10 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
     return recipe.replace(**changes) if changes else recipe
 
 
-def resume_plan(args: FinetuneOptions) -> tuple[Plan, Path, int]:
-    """The plan of the run in --resume OUT, its checkpoint and the global step it holds, all checked."""
-    out = Path(args.resume)
-    if out.exists() and not out.is_dir():
-        raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo finetune`")
-    run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
-    if not run_file.is_file() or not ckpt.is_file():
-        raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
-                           f"`swinzoo finetune --out {out}`")
-    plan = read_plan(run_file)
+def check_finetune_run(plan: Plan, out: Path) -> None:
     if plan.provenance.get("task") == "simmim_pretrain":
         raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
-    check_resume_flags(args, run_file)
-    plan.out = str(out)  # where the run is now, should its folder have moved
-    recipe = recipe_from_dict(plan.recipe, str(run_file))
-    if args.max_steps is not None:
-        recipe = recipe.replace(max_steps=args.max_steps)
-    if args.epochs is not None:
-        recipe = recipe.replace(epochs=args.epochs, max_steps=None)
-    plan.recipe = recipe.to_dict()
-    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
-    step = check_checkpoint(ckpt, args.trust_checkpoint)
-    check_resume_step(out, recipe.max_steps, step, args.max_steps)
-    return plan, ckpt, step
 
 
 def finetune(source: str | None = None, *, console=None, **options) -> FinetuneResult | None:
@@ -236,8 +207,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         if not get_token():
             raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
     if args.resume:
-        plan, ckpt, step = resume_plan(args)
-        state_dict = None
+        plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run)
+        state_dict, step = None, point.step
         recipe = recipe_from_dict(plan.recipe, "run.json")
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
         dm.check()
@@ -249,6 +220,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
+    if ckpt is not None and is_rank_zero():
+        record_resume(plan, point, args.command or " ".join(["swinzoo", *sys.argv[1:]]))
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from swinzoo.errors import SwinzooError
@@ -27,7 +28,7 @@ from swinzoo.train.module import (
     resolve_precision,
     trainer_kwargs,
 )
-from swinzoo.train.options import BEST_FILE, Plan
+from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.recipes import Recipe
 
 
@@ -41,9 +42,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv)."""
     out = Path(plan.out)
     user = trainer_objects(plan.trainer)
-    # no version counter: a run resumed in a moved folder would write last-v1.ckpt and leave last.ckpt behind
-    callbacks = [ModelCheckpoint(dirpath=out, save_top_k=0, save_last=True, every_n_train_steps=plan.ckpt_every,
-                                 enable_version_counter=False)]
+    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every)]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
@@ -95,6 +94,44 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     return trainer
 
 
+class LastCheckpoint(Checkpoint):
+    """OUT/last.ckpt, what --resume continues from: written after every validation during the fit, at the end of
+    every epoch and of training, and every `every_n_steps` optimizer steps when given; never twice at one step.
+
+    Not Lightning's ModelCheckpoint(save_top_k=0, save_last=True): under Lightning 2.6 it writes last.ckpt only when
+    a top-k checkpoint was written at the same step (never, with top-k 0) or at train end, and with
+    every_n_train_steps it leaves last.ckpt at the last multiple of N."""
+
+    def __init__(self, path: Path, every_n_steps: int | None = None) -> None:
+        self.path, self.every_n_steps = path, every_n_steps
+        self.saved_step: int | None = None
+
+    def save(self, trainer) -> None:
+        if self.saved_step != trainer.global_step and not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)  # on every rank: the strategy writes it once
+            self.saved_step = trainer.global_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a resumed run holds its checkpoint's step already; saving it again mid-accumulation would lose the
+        # gradients accumulated so far
+        self.saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # at an epoch's end the checkpoint waits for on_train_epoch_end, where Lightning counts the epoch as done
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+
 @contextlib.contextmanager
 def interruptible(trainer):
     """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
@@ -131,7 +168,7 @@ def named_logger(name: str, out: Path) -> list:
 def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
     """With --keep best: load best.ckpt's weights into `module` when they validated better than the last step's
     (a tie keeps the last). Returns the metrics of the weights kept and which they are ({"weights", "step"})."""
-    best = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/top1"), None)
+    best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/top1"), None)
     kept = {"weights": "last", "step": trainer.global_step}
     if best is None or best.best_model_score is None or not Path(best.best_model_path or "").is_file():
         return last, kept

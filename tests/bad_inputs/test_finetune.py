@@ -242,7 +242,7 @@ CASES = {
     "resume_max_steps_0": (lambda t, mp: (resume_run(t), ["finetune", "--resume", t.root / "done", "--max-steps",
                                                           "0"])[1], ["--max-steps 0"]),
     "resume_a_finished_run": (lambda t, mp: (resume_run(t), ["finetune", "--resume", t.root / "done"])[1],
-                              ["its checkpoint is at step", "give --max-steps above"]),
+                              ["the run finished at step", "give --max-steps above"]),
     "resume_with_run_flags": (lambda t, mp: (resume_run(t), ["finetune", "--resume", t.root / "done", "--res", "64",
                                                              "--lr", "0.1", "--max-steps", "9"])[1],
                               ["--res, --lr cannot change a resumed run", "--from"]),

@@ -1,0 +1,117 @@
+"""`--resume OUT`, shared by `finetune` and `pretrain`: the run's plan read back from OUT/run.json with the changes
+a resume may make (more steps or epochs, Trainer options), its last.ckpt checked, and, once the Trainer is built,
+the changed plan written back to run.json with a record of the resume, so that a later resume keeps them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from swinzoo.errors import SwinzooError
+from swinzoo.io import load_torch
+from swinzoo.train.checks import check_trainer_options, read_plan
+from swinzoo.train.folder import write_plan
+from swinzoo.train.options import CKPT_FILE, RUN_FILE, Plan
+from swinzoo.train.recipes import recipe_from_dict
+
+# what --resume takes from the command line; the rest of the run comes from its run.json
+RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
+METRICS_FILE = "metrics.json"  # written last, when a run has finished: its presence marks a finished run
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where last.ckpt stands: the optimizer steps taken and the training epochs done."""
+
+    step: int
+    epoch: int
+
+
+def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) -> tuple[Plan, Path, ResumePoint]:
+    """The plan of the run in --resume OUT with the changes `args` asks for, its checkpoint and where that stands,
+    all checked before anything is written. `command` ("finetune", "pretrain") names the command in the errors;
+    `check_task` refuses a run of the other command."""
+    out = Path(args.resume)
+    if out.exists() and not out.is_dir():
+        raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo {command}`")
+    run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
+    if not run_file.is_file() or not ckpt.is_file():
+        raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
+                           f"`swinzoo {command} --out {out}`")
+    plan = read_plan(run_file)
+    check_task(plan, out)
+    check_resume_flags(args, run_file)
+    plan.out = str(out)  # where the run is now, should its folder have moved
+    recipe = recipe_from_dict(plan.recipe, str(run_file))
+    if args.max_steps is not None:
+        recipe = recipe.replace(max_steps=args.max_steps)
+    if args.epochs is not None:
+        recipe = recipe.replace(epochs=args.epochs, max_steps=None)
+    plan.recipe = recipe.to_dict()
+    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
+    point = check_checkpoint(ckpt, args.trust_checkpoint)
+    check_resume_target(out, point, args.max_steps, args.epochs)
+    return plan, ckpt, point
+
+
+def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> ResumePoint:
+    """Where a Lightning checkpoint stands, loaded as --resume will (tensors only unless trusted); a one-line error
+    when it is truncated, corrupt, not a training checkpoint, or holds Python objects."""
+    fix = "restore it from a backup, or start again with another --out"
+    try:
+        state = load_torch(ckpt, trust_checkpoint, fix=fix, mmap=True)
+    except SwinzooError:
+        raise
+    except Exception as e:  # a trusted file's own unpickling errors (a class that no longer exists, ...)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SwinzooError(f"{ckpt} is truncated or corrupt ({why}); {fix}") from None
+    if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("global_step"), int):
+        raise SwinzooError(f"{ckpt} is not a training checkpoint written by `swinzoo finetune` (no state_dict and "
+                           f"global_step); {fix}")
+    return ResumePoint(state["global_step"], epochs_done(state))
+
+
+def epochs_done(state: dict) -> int:
+    """The epochs a checkpoint counts as done, as Lightning does when it checks max_epochs (its epoch progress);
+    the `epoch` key is the index of the epoch under way, the same at the end of an epoch as in its middle."""
+    try:
+        done = state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):
+        done = state.get("epoch")
+    return done if isinstance(done, int) else 0
+
+
+def check_resume_flags(args, run_file: Path) -> None:
+    """Refuse run flags given beside --resume: silently running the old plan instead would look like they had been
+    applied. `args` is a FinetuneOptions or PretrainOptions; a flag counts as given when it differs from its
+    default."""
+    defaults = type(args)()
+    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
+             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
+    if fixed:
+        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
+                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
+                           f"{run_file.parent / 'model.safetensors'}")
+
+
+def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, epochs: int | None) -> None:
+    """Refuse a resume that cannot train: of a finished run (it wrote metrics.json: its step or epoch budget was
+    spent, or a callback stopped it early) unless it asks for more steps or epochs than the checkpoint holds, and of
+    any run to fewer steps or epochs than its checkpoint holds. A run killed after its last step but before its
+    outputs may resume: it has its outputs to write."""
+    behind = ((max_steps is not None and max_steps < point.step) or (epochs is not None and epochs < point.epoch))
+    more = (max_steps is not None and max_steps > point.step) or (epochs is not None and epochs > point.epoch)
+    if behind or ((out / METRICS_FILE).exists() and not more):
+        state = "finished" if (out / METRICS_FILE).exists() else "stands"
+        raise SwinzooError(f"--resume {out}: the run {state} at step {point.step} (epoch {point.epoch}); give "
+                           f"--max-steps above {point.step} or --epochs above {point.epoch} to train on")
+
+
+def record_resume(plan: Plan, point: ResumePoint, command: str) -> None:
+    """Write the resumed plan back to OUT/run.json (rank zero, after the Trainer is built): the steps, epochs and
+    Trainer options this resume changed hold for the next resume too, and its provenance lists the resumes."""
+    plan.provenance = {**plan.provenance,
+                       "resumed": [*plan.provenance.get("resumed", []), {"step": point.step, "command": command}]}
+    write_plan(plan, Path(plan.out) / RUN_FILE)
+

@@ -1,0 +1,113 @@
+"""What a run leaves for `--resume` and what a resume keeps: last.ckpt after every epoch and at the last step, the
+changed plan written back to run.json, finished runs refused, --keep best across a moved folder."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import swinzoo
+from swinzoo.train.module import AtomicCheckpointIO
+from tests.conftest import run_cli
+from tests.test_finetune import image_folder
+
+# 12 training images in batches of 4: an epoch is 3 steps; one validation batch
+RUN = dict(recipe="nano_finetune", batch_size=4, num_workers=0, trainer={"limit_val_batches": 1})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
+    cfg = swinzoo.SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                             pretrained_window_sizes=(0, 0), num_classes=3)
+    swinzoo.save_model(swinzoo.SwinTransformer(cfg), path, {"source": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return image_folder(tmp_path_factory.mktemp("data"))
+
+
+def step_of(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+class CrashAt(L.Callback):
+    """A crash (out of memory, a bad batch, a node lost) before the training step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("crash")
+
+
+def test_a_run_without_ckpt_every_checkpoints_each_epoch_and_resumes(tiny, data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9,
+                         **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [CrashAt(4)]}})
+    assert step_of(out / "last.ckpt") == 3  # the end of the first epoch: the folder is kept, resumable
+    assert not (out / "metrics.json").exists()
+    result = swinzoo.finetune(resume=str(out), max_steps=5, trainer={"limit_val_batches": 1})
+    assert result.metrics["global_step"] == 5 and step_of(out / "last.ckpt") == 5
+    # the resume's --max-steps is the run's plan now, and its provenance says where it resumed
+    plan = json.loads((out / "run.json").read_text())
+    assert plan["recipe"]["max_steps"] == 5 and [r["step"] for r in plan["provenance"]["resumed"]] == [3]
+    assert swinzoo.load_model(out).provenance["resumed"][0]["step"] == 3
+
+
+def test_ckpt_every_leaves_last_ckpt_at_the_final_step(tiny, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=4, ckpt_every=3, **RUN)
+    assert result.metrics["global_step"] == 4 and step_of(out / "last.ckpt") == 4
+    # finished: a resume without more steps has nothing to train, and says how to train on
+    code, _, err = run_cli(["finetune", "--resume", out], capsys)
+    assert code == 2 and "the run finished at step 4" in err and "give --max-steps above 4" in err
+
+
+def test_a_finished_epoch_run_resumes_only_for_more_epochs(tiny, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), epochs=1, **RUN)
+    code, _, err = run_cli(["finetune", "--resume", out], capsys)
+    assert code == 2 and "the run finished at step 3 (epoch 1)" in err and "--epochs above 1" in err
+    code, _, err = run_cli(["finetune", "--resume", out, "--epochs", "1"], capsys)
+    assert code == 2 and "--epochs above 1" in err
+    result = swinzoo.finetune(resume=str(out), epochs=2, trainer={"limit_val_batches": 1})
+    assert result.metrics["global_step"] == 6
+    assert json.loads((out / "run.json").read_text())["recipe"]["epochs"] == 2
+
+
+def test_best_score_survives_a_moved_run_folder(tmp_path):
+    """A resumed run in a moved folder compares new validations with the best one before the move (Lightning
+    drops the best score when the checkpoint's folder is not the callback's)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+
+    def callback(folder: Path) -> ModelCheckpoint:
+        return ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1", mode="max", save_top_k=1,
+                               save_weights_only=True, enable_version_counter=False)
+
+    before, best = callback(old), str(old / "best.ckpt")
+    before.best_model_score, before.best_model_path, before.kth_best_model_path = torch.tensor(0.75), best, best
+    before.best_k_models = {best: torch.tensor(0.75)}
+    torch.save({"callbacks": {before.state_key: before.state_dict()}, "global_step": 3}, new / "last.ckpt")
+    after = callback(new)
+    after.load_state_dict(AtomicCheckpointIO().load_checkpoint(new / "last.ckpt")["callbacks"][after.state_key])
+    assert after.best_model_score == pytest.approx(0.75) and after.best_model_path == str(new / "best.ckpt")
+    assert list(after.best_k_models) == [str(new / "best.ckpt")]
+
+
+def test_a_validation_within_an_epoch_checkpoints_too(tiny, data, tmp_path):
+    """With validations every 2 steps in 3-step epochs, best.ckpt can be written mid-epoch: so is last.ckpt, and
+    a crash after it leaves a run that resumes, not a folder deleted with its best weights."""
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9,
+                         **{**RUN, "trainer": {**RUN["trainer"], "val_check_interval": 2, "callbacks": [CrashAt(2)]}})
+    assert step_of(out / "last.ckpt") == 2 and (out / "best.ckpt").is_file()
