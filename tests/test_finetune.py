@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
@@ -249,3 +250,34 @@ def test_finetune_on_a_hugging_face_dataset(tiny, tmp_path):
     model = swinzoo.load_model(out)
     assert model.config.class_names == ["cat", "dog"] and model.config.num_classes == 2
     assert json.loads((out / "metrics.json").read_text())["n"] == 8  # 2 val batches of 4
+
+
+class TransformSpy(L.Callback):
+    """The transforms of the loaders a run trains and validates with."""
+
+    def __init__(self) -> None:
+        self.train, self.val = [], []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.train.append(trainer.train_dataloader.dataset.transform)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.val.append(trainer.val_dataloaders.dataset.transform)
+
+
+def test_a_run_validates_with_the_preprocessing_its_weights_carry(tmp_path):
+    """A source with its own preprocessing (crop_pct 0.95, mean and std 0.5): the run validates as `swinzoo eval`
+    of its output does, so metrics.json holds the number eval prints, and training normalises alike."""
+    cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4, num_classes=2,
+                     pretrained_window_sizes=(0, 0),
+                     preprocess={"mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.95, "crop_mode": "center"})
+    source = tmp_path / "src.safetensors"
+    swinzoo.save_model(swinzoo.SwinTransformer(cfg), source, {"source": "test"})
+    data, spy = image_folder(tmp_path / "data"), TransformSpy()
+    result = swinzoo.finetune(str(source), data=str(data), recipe="nano_finetune", max_steps=1, batch_size=4,
+                              num_workers=0, out=str(tmp_path / "run"), trainer={"callbacks": [spy]})
+    image = Image.open(data / "val/a/0.png").convert("RGB").resize((41, 37))
+    expected = swinzoo.create_transform(swinzoo.load_model(result.out))(image)
+    assert spy.val and all(torch.equal(tf(image), expected) for tf in spy.val)
+    normalise = [t for t in spy.train[0].transforms if type(t).__name__ == "Normalize"]
+    assert [list(t.mean) for t in normalise] == [[0.5] * 3] and [list(t.std) for t in normalise] == [[0.5] * 3]

@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.preprocess import create_transform
+from swinzoo.preprocess import Preprocess, create_transform
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.recipes import Recipe
@@ -46,13 +46,15 @@ def eval_transform(res: int | SwinConfig, test_crop: bool | None = None) -> v2.C
 
 
 def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None = 9,
-                    random_erasing: float = 0.25, hflip: float = 0.5) -> v2.Compose:
-    """Official train aug: RandomResizedCrop (bicubic), flip, RandAugment, normalise, RandomErasing."""
+                    random_erasing: float = 0.25, hflip: float = 0.5, mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD) -> v2.Compose:
+    """Official train aug: RandomResizedCrop (bicubic), flip, RandAugment, normalise (with the model's mean and
+    std), RandomErasing."""
     ops = [v2.ToImage(), v2.RandomResizedCrop(res, scale=tuple(crop_scale), interpolation=BICUBIC, antialias=True),
            v2.RandomHorizontalFlip(hflip)]
     if rand_augment is not None:
         ops.append(v2.RandAugment(num_ops=2, magnitude=rand_augment, interpolation=v2.InterpolationMode.BILINEAR))
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if random_erasing > 0:
         ops.append(v2.RandomErasing(p=random_erasing, value=0))
     return v2.Compose(ops)
@@ -246,7 +248,9 @@ def default_workers() -> int:
 class SwinDataModule(L.LightningDataModule):
     """Train/val loaders for `data` at resolution `res` with the recipe's augmentation. `data_options`: the splits
     and columns of `hf:` data (None: the defaults); `console`: where `check` prints which splits it read (on global
-    rank zero), also kept in `description`."""
+    rank zero), also kept in `description`. Once the model is known, `config` (its SwinConfig) gives the
+    preprocessing: validation as `swinzoo eval` of the weights will do it, training normalised alike; without it,
+    the official rule at `res` with the recipe's test_crop and the ImageNet mean and std."""
 
     def __init__(self, data: str, res: int, batch_size: int, recipe=None, num_workers: int | None = None,
                  train_size: int | None = None, val_size: int | None = None,
@@ -258,6 +262,7 @@ class SwinDataModule(L.LightningDataModule):
         self.train_size, self.val_size = train_size, val_size
         self.data_options, self.console = data_options or DataOptions(), console
         self.train_base = self.val_base = self.description = None
+        self.config: SwinConfig | None = None
 
     def check(self) -> list[str]:
         """Open both splits (every image checked), before anything is written; returns the class names."""
@@ -292,12 +297,15 @@ class SwinDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         r = self.recipe
-        tf = train_transform(self.res, r.crop_scale, r.rand_augment, r.random_erasing, r.hflip)
+        stats = Preprocess.of(self.config) if self.config is not None else Preprocess()
+        tf = train_transform(self.res, r.crop_scale, r.rand_augment, r.random_erasing, r.hflip, stats.mean, stats.std)
         return DataLoader(TransformedDataset(self.train_base, tf), batch_size=self.batch_size, shuffle=True,
                           drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
+        if self.config is not None:  # its preprocessing has the recipe's test_crop already
+            return eval_loader(self.val_base, self.config, self.batch_size, self.num_workers, None)
         return eval_loader(self.val_base, self.res, self.batch_size, self.num_workers, self.recipe.test_crop)
 
 

@@ -218,6 +218,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
             raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, or a checkpoint file)")
         plan, state_dict, dm, config_text = plan_run(args, console)
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
+    dm.config = SwinConfig.from_dict(plan.config)  # validate with the preprocessing the weights will carry
     L.seed_everything(recipe.seed, verbose=False)
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
     if ckpt is not None and is_rank_zero():
