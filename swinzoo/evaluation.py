@@ -16,7 +16,6 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
-from swinzoo.transfer import class_order
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
@@ -100,17 +99,10 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
                            f"{', '.join(BUILTIN)}")
     cfg = net.config
     dataset = open_split(data, "val", cfg.img_size)
-    if cfg.num_classes != len(dataset.classes):
-        raise SwinzooError(f"the model has {cfg.num_classes} classes but {data} has {len(dataset.classes)}; "
-                           "fine-tune it on this data first (swinzoo finetune)")
-    to_model = class_order(cfg.class_names, dataset.classes)  # the model's index of each data label, or None
-    if cfg.class_names and list(cfg.class_names) != list(dataset.classes):
-        if to_model is not None:
-            console.print("note: the data has the model's classes in another order; labels are matched by name",
-                          soft_wrap=True)
-        else:
-            console.print(f"note: class names differ from the model's ({dataset.classes[:3]}... vs "
-                          f"{cfg.class_names[:3]}...); labels are matched by index", soft_wrap=True)
+    to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
+                                   model if isinstance(model, str) else "MODEL", data)
+    if note:
+        console.print(f"note: {note}", soft_wrap=True)
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
     workers = default_workers() if num_workers is None else num_workers
@@ -134,6 +126,39 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
             progress.advance(task)
     return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": len(dataset), "data": data,
             "img_size": cfg.img_size, "window_size": cfg.window_size}
+
+
+def label_order(num_classes: int, model_names, data_names, model: str, data: str) -> tuple[torch.Tensor | None,
+                                                                                           str | None]:
+    """The model's index of each of the data's labels (None: the same index) and a note on how they were matched.
+
+    By name when every data class is one of the model's (another order, or a subset: predictions still range over
+    all the model's classes); by index when no name is shared (ImageNet's synset folders beside a head named in
+    words) and the counts agree. Names shared only in part are refused: matching by index would pair wrong
+    classes silently."""
+    model_names, data_names = list(model_names or ()), list(data_names)
+    if model_names == data_names:
+        return None, None
+    shared = set(model_names) & set(data_names)
+    if shared and set(data_names) <= set(model_names):
+        order = torch.tensor([model_names.index(name) for name in data_names])
+        if len(data_names) == len(model_names):
+            return order, "the data has the model's classes in another order; labels are matched by name"
+        return order, (f"the data has {len(data_names)} of the model's {len(model_names)} classes; labels are "
+                       "matched by name, predictions range over all of them")
+    if shared:
+        alien = [name for name in data_names if name not in shared]
+        more = f" and {len(alien) - 3} more" if len(alien) > 3 else ""
+        raise SwinzooError(f"{data}: class folders {', '.join(map(repr, alien[:3]))}{more} are not among the model's "
+                           f"classes, which others match; name every folder as the model names its classes "
+                           f"(`swinzoo info {model}` lists them), or fine-tune on this data (swinzoo finetune)")
+    if num_classes != len(data_names):
+        raise SwinzooError(f"the model has {num_classes} classes but {data} has {len(data_names)}; fine-tune it "
+                           "on this data first (swinzoo finetune)")
+    if not model_names:
+        return None, None
+    return None, (f"class names differ from the model's ({data_names[:3]}... vs {model_names[:3]}...); labels are "
+                  "matched by index")
 
 
 def sweep(models: list[str], resolutions: list[int], data: str | None = None, **options) -> list[dict]:

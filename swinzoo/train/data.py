@@ -89,7 +89,8 @@ class ImageFolderSplit(Dataset):
         self.classes = found
         self.samples: list[tuple[Path, int]] = []
         for label, name in enumerate(found):
-            files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            # sub-folders too, as torchvision's ImageFolder reads them
+            files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not files:
                 raise SwinzooError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}); "
                                    "add images or remove the folder")

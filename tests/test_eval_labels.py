@@ -1,0 +1,50 @@
+"""How `swinzoo eval` matches the data's labels to the model's classes: by name when the names allow it (another
+order, a subset of the classes), by index only when no name is shared, never half and half."""
+
+import shutil
+
+import pytest
+
+import swinzoo
+from tests.conftest import run_cli
+from tests.test_finetune import shapes_folder
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return shapes_folder(tmp_path_factory.mktemp("shapes"), per_class=3)
+
+
+def copy_val(shapes, root, keep=None):
+    for folder in sorted((shapes / "val").iterdir()):
+        if keep is None or folder.name in keep:
+            shutil.copytree(folder, root / "val" / folder.name)
+    return root
+
+
+def test_a_subset_of_the_classes_is_matched_by_name(shapes, tmp_path, capsys):
+    names = swinzoo.load_model("swin_n_64").config.class_names
+    data = copy_val(shapes, tmp_path / "d", keep=names[2:5])
+    result = swinzoo.evaluate("swin_n_64", data=str(data), num_workers=0)
+    assert "3 of the model's 10 classes" in capsys.readouterr().err
+    full = swinzoo.evaluate("swin_n_64", data=str(shapes), num_workers=0)
+    assert result["n"] == 9 and full["n"] == 30 and result["top1"] > 0.5  # by index, the 3 labels would be 0, 1, 2
+
+
+def test_names_that_match_only_in_part_are_refused(shapes, tmp_path, capsys):
+    names = swinzoo.load_model("swin_n_64").config.class_names
+    data = copy_val(shapes, tmp_path / "d")
+    (data / "val" / names[0]).rename(data / "val" / "zebra")
+    code, _, err = run_cli(["eval", "swin_n_64", "--data", data], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "zebra" in err and "not among the model's classes" in err and "swinzoo info swin_n_64" in err
+
+
+def test_images_in_sub_folders_of_a_class_count(shapes, tmp_path):
+    """torchvision's ImageFolder reads a class folder's sub-folders; so does swinzoo (nothing skipped silently)."""
+    data = copy_val(shapes, tmp_path / "d")
+    first = sorted((data / "val").iterdir())[0]
+    (first / "more").mkdir()
+    for image in sorted(first.glob("*.png")):
+        shutil.copy(image, first / "more" / image.name)
+    assert swinzoo.evaluate("swin_n_64", data=str(data), num_workers=0)["n"] == 33
