@@ -166,8 +166,10 @@ def preprocessor_config(cfg: SwinConfig) -> dict:
     rounds an odd margin down where torchvision rounds half to even, so a few image sizes come out 1 px shifted.
     """
     p, res = Preprocess.of(cfg), cfg.img_size
+    # do_convert_rgb: swinzoo, timm and the official code convert every image to RGB; without it transformers' fast
+    # processors read a palette image's indices as grey levels
     out = {"do_resize": True, "resample": RESAMPLE[p.interpolation], "do_rescale": True, "rescale_factor": 1 / 255,
-           "do_normalize": True, "image_mean": list(p.mean), "image_std": list(p.std)}
+           "do_normalize": True, "image_mean": list(p.mean), "image_std": list(p.std), "do_convert_rgb": True}
     scale = p.scale_size(res)
     if (p.crop_mode == "center") == (res < NO_CROP_FROM) and (p.crop_mode == "center" or scale == res):
         return {"image_processor_type": "ConvNextImageProcessor", **out, "size": {"shortest_edge": res},
@@ -177,7 +179,7 @@ def preprocessor_config(cfg: SwinConfig) -> dict:
     size = {"shortest_edge": scale} if p.crop_mode == "center" else {"height": scale, "width": scale}
     # crop_pct is no Bit setting (transformers keeps it as an unused attribute): it makes a read-back exact
     return {"image_processor_type": "BitImageProcessor", **out, "size": size, "do_center_crop": True,
-            "crop_size": {"height": res, "width": res}, "do_convert_rgb": True, "crop_pct": p.crop_pct}
+            "crop_size": {"height": res, "width": res}, "crop_pct": p.crop_pct}
 
 
 def preprocess_from_hf(d: dict, img_size: int) -> dict | None:

@@ -213,6 +213,20 @@ def test_transformers_fast_processor_is_within_one_level(tmp_path):
             torch.testing.assert_close(hf_pixels(proc, image), ours(image), rtol=0, atol=level + 1e-5)
 
 
+def test_transformers_fast_processor_converts_other_modes_to_rgb(tmp_path):
+    """Palette, 16-bit, grey and RGBA images go through the exported processor as their RGB conversion does
+    (swinzoo converts every image to RGB first): the fast processor reads them as they are without
+    `do_convert_rgb` (a palette image's indices as grey levels, 16-bit values unscaled)."""
+    cfg = small_config(224)
+    out = hf.write_hf_folder(SwinTransformer(cfg).state_dict(), cfg, tmp_path / "hf")
+    proc, ours = hf_processor(out, fast=True), create_transform(cfg)
+    rgb = images()[2]
+    grey16 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    for image in (rgb.convert("P"), rgb.convert("L"), rgb.convert("RGBA"), grey16):
+        torch.testing.assert_close(hf_pixels(proc, image), ours(image.convert("RGB")), rtol=0,
+                                   atol=1 / 255 / min(IMAGENET_STD) + 1e-5, msg=image.mode)
+
+
 # ---------------------------------------------------------------------------------------------- read back
 READ_BACK = {  # name: (res, preprocess); the HF processor each needs
     "official_224": (224, None),
