@@ -138,3 +138,22 @@ def test_logger_without_its_package_is_one_line(tiny, tmp_path, capsys):  # noqa
                             "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and err.count("\n") == 1 and "pip install wandb" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("first", ["rich.console", "lightning"])
+def test_a_whole_number_of_batches_stays_a_count(first):
+    """`--trainer.limit_val_batches 1` is one batch, `1.0` all of them. typing caches `Optional[Union[...]]` by
+    equality, which ignores the order: imported first, rich's `Union[float, int]` made Lightning's annotations try
+    float first, and 1 became 1.0 (every batch)."""
+    import subprocess
+    import sys
+
+    code = (f"import {first}\nfrom swinzoo.commands.finetune import parse\n"
+            "t = parse(['--from', 'swin_n_64', '--trainer.limit_val_batches', '1', '--trainer.limit_train_batches',"
+            " '0.5', '--trainer.val_check_interval', '2', '--trainer.overfit_batches', '1.0',"
+            " '--trainer.gradient_clip_val', '1']).trainer\nprint(repr(sorted(t.items())))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == repr([("gradient_clip_val", 1), ("limit_train_batches", 0.5),
+                                        ("limit_val_batches", 1), ("overfit_batches", 1.0),
+                                        ("val_check_interval", 2)])

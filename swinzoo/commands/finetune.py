@@ -138,12 +138,9 @@ def build_parser(with_trainer: bool = True):
     output.add_argument("--push-to", dest="push_to", type=str | None, metavar="ORG/NAME",
                         help="push OUT to this Hugging Face Hub repo when training ends")
     if with_trainer:
-        import lightning as L
+        from swinzoo.train.checks import add_trainer_arguments
 
-        from swinzoo.train.checks import TRAINER_OWNED
-
-        p.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED),
-                              fail_untyped=False)
+        add_trainer_arguments(p)
     else:
         group = p.add_argument_group("any lightning.Trainer argument", TRAINER_HELP)
         group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import math
+import operator
 import re
 import types
 import typing
@@ -61,8 +62,38 @@ def trainer_parser():
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED), fail_untyped=False)
+    add_trainer_arguments(parser)
     return parser
+
+
+def add_trainer_arguments(parser) -> None:
+    """`--trainer.NAME` for every lightning.Trainer argument swinzoo does not own, on a jsonargparse parser."""
+    counts = counts_first()
+    parser.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED) | set(counts),
+                               fail_untyped=False)
+    for name, (hint, default) in counts.items():
+        parser.add_argument(f"--trainer.{name}", type=hint, default=default,
+                            help=f"lightning.Trainer's {name}: a whole number counts batches, a fraction is a share")
+
+
+def counts_first() -> dict[str, tuple]:
+    """The Trainer arguments that take a whole number or a fraction (limit_val_batches: 1 is one batch, 1.0 all of
+    them), typed int before float, with their defaults. typing caches `Optional[Union[...]]` by equality, which
+    ignores the order, so Lightning's `Union[int, float]` can come back as a `Union[float, int]` made earlier (rich
+    makes one), and jsonargparse, trying float first, turns 1 into 1.0. `int | float` is not cached."""
+    counts = {}
+    for name, param in inspect.signature(L.Trainer.__init__).parameters.items():
+        members = flat_union(param.annotation)
+        if name not in TRAINER_OWNED and int in members and float in members:
+            rest = [m for m in members if m not in (int, float)]
+            counts[name] = (functools.reduce(operator.or_, [int, float, *rest]), param.default)
+    return counts
+
+
+def flat_union(hint) -> list:
+    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
+        return [m for arg in typing.get_args(hint) for m in flat_union(arg)]
+    return [hint]
 
 
 def describe_type(hint) -> str:
