@@ -107,6 +107,8 @@ def env() -> dict:
 
 def test_ddp_two_cpu_processes(tiny, tmp_path):
     data = image_folder(tmp_path / "data")
+    odd = data / "val/b/6.png"  # 13 val images: the sampler pads one rank's share with a copy of the first
+    odd.write_bytes((data / "val/b/0.png").read_bytes())
     out = tmp_path / "ddp"
     proc = subprocess.run(cli("finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune", "--max-steps",
                               "2", "--out", out, "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", *FAST),
@@ -114,7 +116,7 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "total batch 8" in proc.stdout  # 4 per device x 2 devices
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["global_step"] == 2 and metrics["n"] == 12  # both ranks' val batches, synced
+    assert metrics["global_step"] == 2 and metrics["n"] == 13  # both ranks' images, synced, the copy not counted
 
 
 def checkpoint_step(path: Path) -> int:

@@ -234,12 +234,20 @@ def check_accelerator(accelerator, label: str) -> None:
                            "auto, or run where there is one")
 
 
+# strategies that start their processes from the calling one (Lightning's multiprocessing launcher)
+IN_PROCESS_LAUNCH = ("spawn", "fork", "notebook")
+
+
 def check_strategy(strategy, label: str) -> None:
     from lightning.pytorch.strategies import StrategyRegistry
 
     if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry:
         raise SwinzooError(f"{label}: not a Lightning strategy; valid: auto, "
                            f"{', '.join(StrategyRegistry.available_strategies())}")
+    if isinstance(strategy, str) and any(word in strategy for word in IN_PROCESS_LAUNCH):
+        raise SwinzooError(f"{label}: refused, its processes are started from this one and the trained state (step, "
+                           "metrics) stays in them, so the run could not write its outputs; use --strategy ddp "
+                           "(or fsdp, deepspeed)")
 
 
 def check_values(values: dict, label) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DistributedSampler
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
@@ -90,13 +91,34 @@ class SwinClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images).float()
-        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
+        real = self.unpadded(batch_idx, labels.numel())
+        if real is not None:
+            logits, labels = logits[real], labels[real]
+            if not labels.numel():
+                return
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True,
+                 batch_size=labels.numel())
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
         self.log("val/top1", self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
         self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))
         self.log("val/n", self.val_n, on_step=False, on_epoch=True)
+
+    def unpadded(self, batch_idx: int, size: int) -> torch.Tensor | None:
+        """Which samples of this validation batch are the data's own (None: all of them). Under DDP, Lightning's
+        DistributedSampler pads the validation set with copies of its first images so that every rank gets as many;
+        counted, they would skew top-1 and make n exceed the set (26 for 25 images). In the padded order the sample
+        at a rank's position i is at `rank + i * world_size`; from the set's length on, it is a copy."""
+        loader = self.trainer.val_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.drop_last or sampler.shuffle:
+            return None
+        length = len(sampler.dataset)
+        if sampler.total_size == length:
+            return None
+        position = batch_idx * loader.batch_size + torch.arange(size, device=self.device)
+        return sampler.rank + position * sampler.num_replicas < length
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),

@@ -181,6 +181,8 @@ CASES = {
                                     ["--accelerator gpu", "no such device", "cpu"]),
     "accelerator_unknown": (lambda t, mp: [*steps(t), "--accelerator", "abacus"], ["not an accelerator"]),
     "strategy_unknown": (lambda t, mp: [*steps(t), "--strategy", "ddpp"], ["--strategy ddpp", "ddp_spawn"]),
+    "strategy_spawn": (lambda t, mp: [*steps(t), "--strategy", "ddp_spawn"], ["--strategy ddp_spawn: refused",
+                                                                              "use --strategy ddp"]),
     "devices_0": (lambda t, mp: [*steps(t), "--devices", "0"], ["--devices 0", "0,"]),
     "devices_word": (lambda t, mp: [*steps(t), "--devices", "two"], ["--devices two"]),
     "num_nodes_0": (lambda t, mp: [*steps(t), "--num-nodes", "0"], ["--num-nodes 0", ">= 1"]),
