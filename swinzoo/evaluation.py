@@ -124,8 +124,15 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
             top1.update(logits, labels)
             top5.update(logits, labels)
             progress.advance(task)
-    return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": len(dataset), "data": data,
+    n = len(dataset)
+    return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
             "img_size": cfg.img_size, "window_size": cfg.window_size}
+
+
+def share(accuracy, n: int) -> float:
+    """A micro accuracy over `n` images as the fraction it is (k / n in float64): torchmetrics computes it in
+    float32, which JSON would print as 0.8766666650772095 for 263 / 300."""
+    return round(float(accuracy) * n) / n if n else float(accuracy)
 
 
 def label_order(num_classes: int, model_names, data_names, model: str, data: str) -> tuple[torch.Tensor | None,
@@ -190,6 +197,10 @@ def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int
         try:
             with Image.open(path) as im:
                 batch.append(tf(im.convert("RGB")))
+        except Image.DecompressionBombError:
+            raise SwinzooError(f"{path} has more pixels than PIL's limit ({2 * Image.MAX_IMAGE_PIXELS}; a guard "
+                               "against decompression bombs): shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS "
+                               "if you trust it") from None
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e})") from None
     with torch.inference_mode():

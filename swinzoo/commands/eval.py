@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per batch")
     p.add_argument("--num-workers", type=non_negative_int, help="data loader workers (default: half the CPUs)")
     p.add_argument("--test-crop", choices=("auto", "yes", "no"), default="auto",
-                   help="resize to res/0.875 and center crop (auto: below 384 px, as the official code)")
+                   help="auto: the model's own preprocessing (official: resize to res/0.875 and center crop below "
+                   "384 px); yes: center crop (the model's crop_pct, else 0.875); no: resize the whole image")
     add_runtime_arguments(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--plot", metavar="FILE.png", help="draw top-1 against resolution (several --res or models)")

@@ -26,6 +26,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.conversion import target_config
 from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError
+from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
@@ -271,8 +272,8 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
 def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, console) -> dict:
     out = Path(plan.out)
     n = int(results["val/n"])
-    metrics = {"top1": float(results["val/top1"]), "top5": float(results["val/top5"]), "n": n, "global_step": step,
-               "weights": kept["weights"], "weights_step": kept["step"]}
+    metrics = {"top1": share(results["val/top1"], n), "top5": share(results["val/top5"], n), "n": n,
+               "global_step": step, "weights": kept["weights"], "weights_step": kept["step"]}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "finetune": {**metrics, "command": plan.command}}
     dtype = getattr(torch, plan.save_dtype)

@@ -246,6 +246,17 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "pwned").exists()  # no pickle ran
 
 
+def test_predict_on_a_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch):
+    """PIL refuses images past twice its pixel limit (DecompressionBombError, not an OSError); the limit is
+    lowered here so an 8x8 image stands for one."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    fails_cleanly(["predict", "swin_n_64", tmp_path / "big.png"], capsys, tmp_path, "big.png",
+                  "more pixels than PIL's limit", "MAX_IMAGE_PIXELS")
+
+
 @pytest.mark.parametrize("kind", ["fifo", "link"])
 @pytest.mark.parametrize("verb", ["convert", "export"])
 def test_an_output_that_is_not_a_regular_file_is_refused(kind, verb, tmp_path, capsys):
