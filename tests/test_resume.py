@@ -111,3 +111,13 @@ def test_a_validation_within_an_epoch_checkpoints_too(tiny, data, tmp_path):
         swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9,
                          **{**RUN, "trainer": {**RUN["trainer"], "val_check_interval": 2, "callbacks": [CrashAt(2)]}})
     assert step_of(out / "last.ckpt") == 2 and (out / "best.ckpt").is_file()
+
+
+def test_a_second_resume_from_one_step_keeps_the_first_ones_log(tmp_path):
+    from swinzoo.train.trainer import log_version
+
+    assert log_version(tmp_path, 3) == "resumed-at-3"
+    (tmp_path / "logs" / "resumed-at-3").mkdir(parents=True)
+    assert log_version(tmp_path, 3) == "resumed-at-3-2"
+    (tmp_path / "logs" / "resumed-at-3-2").mkdir()
+    assert log_version(tmp_path, 3) == "resumed-at-3-3" and log_version(tmp_path, 4) == "resumed-at-4"

@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 import operator
+import os
 import re
 import types
 import typing
@@ -248,6 +249,25 @@ def check_strategy(strategy, label: str) -> None:
         raise SwinzooError(f"{label}: refused, its processes are started from this one and the trained state (step, "
                            "metrics) stays in them, so the run could not write its outputs; use --strategy ddp "
                            "(or fsdp, deepspeed)")
+
+
+def check_launcher(num_nodes: int) -> None:
+    """More than one node needs the command started on every node, by a launcher Lightning recognises (SLURM,
+    torchrun, LSF, MPI) or by hand with MASTER_ADDR, MASTER_PORT and NODE_RANK set; without one, rank 0 would wait
+    for the other nodes until the rendezvous times out (30 minutes)."""
+    if num_nodes <= 1 or os.environ.get("MASTER_ADDR"):
+        return
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    if not any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment, MPIEnvironment)):
+        raise SwinzooError(f"--num-nodes {num_nodes}: no multi-node launcher found (SLURM, torchrun, LSF, MPI); start "
+                           "the command on every node with one, or by hand with MASTER_ADDR, MASTER_PORT and "
+                           "NODE_RANK set on each")
 
 
 def check_values(values: dict, label) -> None:

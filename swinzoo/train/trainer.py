@@ -19,7 +19,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
-from swinzoo.train.checks import check_logger, trainer_objects
+from swinzoo.train.checks import check_launcher, check_logger, trainer_objects
 from swinzoo.train.module import (
     AtomicCheckpointIO,
     ProgressLines,
@@ -39,8 +39,9 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
 
     swinzoo's callbacks (last.ckpt for --resume, best.ckpt for --keep best, the progress display, EMA) and its CSV
     log always run; callbacks and loggers given under `trainer` are added to them. A run resumed at step S logs to
-    logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv)."""
+    logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv; see `log_version`)."""
     out = Path(plan.out)
+    check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
     callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every)]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
@@ -57,7 +58,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     if ema is not None:
         callbacks.append(ema)
     callbacks += as_list(user.pop("callbacks", None))
-    version = "" if resumed_at is None else f"resumed-at-{resumed_at}"
+    version = "" if resumed_at is None else log_version(out, resumed_at)
     loggers = [CSVLogger(out, name="logs", version=version), *named_logger(plan.logger, out)]
     given = user.pop("logger", None)
     if given is False:
@@ -142,6 +143,15 @@ def interruptible(trainer):
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
+
+
+def log_version(out: Path, resumed_at: int) -> str:
+    """The log folder of a run resumed at step S: logs/resumed-at-S, or -2, -3, ... when an earlier resume from
+    the same step (one stopped before its next checkpoint) has it: Lightning's CSV logger would replace its log."""
+    name, k = f"resumed-at-{resumed_at}", 2
+    while (out / "logs" / name).exists():
+        name, k = f"resumed-at-{resumed_at}-{k}", k + 1
+    return name
 
 
 def as_list(value) -> list:

@@ -71,6 +71,11 @@ def t(shared, tmp_path) -> SimpleNamespace:
     return SimpleNamespace(root=tmp_path, src=src, data=data, out=out, args=args, shared=shared)
 
 
+# what SLURM, torchrun, LSF, MPI and a hand start on every node set
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "LSB_JOBID",
+                      "LSB_HOSTS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE", "GROUP_RANK")
+
+
 def steps(t, n: int = 1) -> list:
     return [*t.args, "--max-steps", n]
 
@@ -186,6 +191,9 @@ CASES = {
     "devices_0": (lambda t, mp: [*steps(t), "--devices", "0"], ["--devices 0", "0,"]),
     "devices_word": (lambda t, mp: [*steps(t), "--devices", "two"], ["--devices two"]),
     "num_nodes_0": (lambda t, mp: [*steps(t), "--num-nodes", "0"], ["--num-nodes 0", ">= 1"]),
+    "num_nodes_without_a_launcher": (lambda t, mp: ([mp.delenv(k, raising=False) for k in LAUNCHER_VARIABLES],
+                                                    [*steps(t), "--num-nodes", "2"])[1],
+                                     ["--num-nodes 2: no multi-node launcher", "MASTER_ADDR"]),
     "num_workers_negative": (lambda t, mp: [*steps(t), "--num-workers", "-1"], ["--num-workers -1", ">= 0"]),
     "ckpt_every_0": (lambda t, mp: [*steps(t), "--ckpt-every", "0"], ["--ckpt-every 0", ">= 1"]),
     "seed_negative": (lambda t, mp: [*steps(t), "--seed", "-1"], ["--seed -1", "[0, 4294967295]"]),
