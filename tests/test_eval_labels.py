@@ -50,3 +50,12 @@ def test_images_in_sub_folders_of_a_class_count(shapes, tmp_path):
     for image in sorted(first.glob("*.png")):
         shutil.copy(image, first / "more" / image.name)
     assert swinzoo.evaluate("swin_n_64", data=str(data), num_workers=0)["n"] == 33
+
+
+def test_eval_says_transferred_only_when_it_moved_the_model(capsys):
+    """swinv2_n_64_w4 stores pretrained windows 0 ("its own"); reading it writes them out, which changes nothing."""
+    code, _, err = run_cli(["eval", "swinv2_n_64_w4", "--num-workers", "0", "--batch-size", "500"], capsys)
+    assert code == 0 and "transferred" not in err
+    code, _, err = run_cli(["eval", "swinv2_n_64_w4", "--res", "96", "--num-workers", "0", "--batch-size", "500"],
+                           capsys)
+    assert code == 0 and "transferred swinv2_n_64_w4" in err and "64 -> 96" in err
