@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 import torch
@@ -117,17 +119,46 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
         if _sweep_said is not None:
             _sweep_said.add(memory)
     runner = torch.compile(net) if compile else net
-    with torch.inference_mode(), Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"eval {cfg.img_size} px", total=len(loader))
+    with torch.inference_mode(), progress_display(console, f"eval {cfg.img_size} px", len(loader)) as advance:
         for images, labels in loader:
             logits = run_model(runner, images, dev, dtype).cpu()
             labels = labels if to_model is None else to_model[labels]
             top1.update(logits, labels)
             top5.update(logits, labels)
-            progress.advance(task)
+            advance()
     n = len(dataset)
     return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
             "img_size": cfg.img_size, "window_size": cfg.window_size}
+
+
+PIPED_EVERY = 15.0  # seconds between progress lines when the output is a file or a pipe
+
+
+@contextlib.contextmanager
+def progress_display(console: Console, title: str, total: int):
+    """Yields `advance()`, called once per batch: a rich bar on a terminal; piped or redirected, where a bar
+    redrawn in place shows nothing, a line every PIPED_EVERY seconds and one at the end."""
+    if console.is_terminal:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(title, total=total)
+            yield lambda: progress.advance(task)
+        return
+    start = last = time.monotonic()
+    done = 0
+
+    def advance() -> None:
+        nonlocal done, last
+        done += 1
+        now = time.monotonic()
+        if done == total:
+            console.print(f"{title}: {total} batches in {now - start:.1f} s", soft_wrap=True, highlight=False)
+        elif now - last >= PIPED_EVERY:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            console.print(f"{title}: batch {done}/{total}, {rate:.2f} batches/s, {(total - done) / rate:.0f} s left",
+                          soft_wrap=True, highlight=False)
+
+    yield advance
 
 
 def share(accuracy, n: int) -> float:

@@ -59,3 +59,19 @@ def test_eval_says_transferred_only_when_it_moved_the_model(capsys):
     code, _, err = run_cli(["eval", "swinv2_n_64_w4", "--res", "96", "--num-workers", "0", "--batch-size", "500"],
                            capsys)
     assert code == 0 and "transferred swinv2_n_64_w4" in err and "64 -> 96" in err
+
+
+def test_eval_piped_prints_progress_lines(shapes, monkeypatch):
+    """Redirected to a file, a rich bar shows nothing: a line every PIPED_EVERY seconds instead, and one at the end."""
+    import io
+
+    from rich.console import Console
+
+    from swinzoo import evaluation
+
+    monkeypatch.setattr(evaluation, "PIPED_EVERY", 0.0)
+    log = io.StringIO()
+    evaluation.evaluate("swin_n_64", data=str(shapes), num_workers=0, batch_size=10, console=Console(file=log))
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("eval 64 px")]
+    assert [line.split(",")[0] for line in lines[:-1]] == ["eval 64 px: batch 1/3", "eval 64 px: batch 2/3"]
+    assert lines[-1].startswith("eval 64 px: 3 batches in ")
