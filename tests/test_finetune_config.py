@@ -81,7 +81,7 @@ def test_keeps_the_best_validated_weights(tiny, tmp_path, capsys):  # noqa: F811
     with open(out / "logs" / "metrics.csv") as f:
         rows = [(int(r["step"]), float(r["val/top1"])) for r in csv.DictReader(f) if r.get("val/top1")]
     seen = [top1 for _, top1 in rows]
-    assert len(seen) >= 5  # four epochs and the final validation
+    assert len(seen) == 4  # four epochs; the validations after fit are not logged
     assert metrics["top1"] == pytest.approx(max(seen)) and (out / "best.ckpt").is_file()
     assert metrics["weights"] in ("best", "last") and 0 < metrics["weights_step"] <= metrics["global_step"] == 12
     again = swinzoo.evaluate(str(out / "model.safetensors"), str(data), batch_size=4, num_workers=0)
@@ -92,7 +92,7 @@ def test_keeps_the_best_validated_weights(tiny, tmp_path, capsys):  # noqa: F811
              "--keep", "last")
     kept = json.loads((last / "metrics.json").read_text())
     assert kept["weights"] == "last" and kept["weights_step"] == 12 and not (last / "best.ckpt").exists()
-    last_weights = next(top1 for step, top1 in rows if step == 12)  # the final validation, before any best load
+    last_weights = rows[-1][1]  # the last epoch's validation: of the last weights
     assert kept["top1"] == pytest.approx(last_weights)  # the same run, so the same last weights
 
 

@@ -186,8 +186,19 @@ def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
         return last, kept
     state = load_torch(Path(best.best_model_path), False, fix="start the run again with another --out")
     module.load_state_dict(state["state_dict"])
-    results = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    results = validate_unlogged(trainer, module, dm)
     return results, {"weights": "best", "step": int(state["global_step"])}
+
+
+def validate_unlogged(trainer, module, dm) -> dict:
+    """Validation after fit, kept out of the loggers: their rows are the training's, and these would be rows of
+    the epoch after the last (metrics.json holds the results)."""
+    loggers = trainer.loggers
+    trainer.loggers = []
+    try:
+        return trainer.validate(module, datamodule=dm, verbose=False)[0]
+    finally:
+        trainer.loggers = loggers
 
 
 # Lightning's messages swinzoo's own output replaces (the plan, the progress, the result) or that say nothing
