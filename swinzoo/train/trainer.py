@@ -109,7 +109,7 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer) -> None:
         if self.saved_step != trainer.global_step and not trainer.sanity_checking:
-            trainer.save_checkpoint(self.path)  # on every rank: the strategy writes it once
+            trainer.save_checkpoint(self.path, weights_only=False)  # on every rank: the strategy writes it once
             self.saved_step = trainer.global_step
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -203,8 +203,10 @@ def validate_unlogged(trainer, module, dm) -> dict:
 
 # Lightning's messages swinzoo's own output replaces (the plan, the progress, the result) or that say nothing
 # to a swinzoo user: adverts, device banners, a deprecation inside Lightning, our own run.json beside last.ckpt
-QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.distributed")
+# the DistributedSampler notice: SwinClassifier.unpadded counts each validation image once
+QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", r"Using `DistributedSampler` with the",
                   r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
                   r"The number of training batches .* is smaller than the logging")
 
