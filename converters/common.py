@@ -292,7 +292,23 @@ def config_for_arch(sd: dict[str, torch.Tensor], arch: SwinConfig, arch_name: st
     classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     cfg = arch.replace(num_classes=classes, class_names=None)
     check_against(sd, cfg, arch_name or "the given architecture")
+    if cfg.version == 2:
+        check_pretrained_windows(sd, cfg, arch_name or "the given architecture")
     return cfg
+
+
+def check_pretrained_windows(sd: dict[str, torch.Tensor], cfg: SwinConfig, arch: str) -> None:
+    """A V2 file that kept its relative_coords_table tells the windows it was pretrained at by the table's values
+    (its shape only tells the window): an --arch with others would rebuild the table and shift every logit."""
+    revealed = v2_pretrained_windows(sd, cfg)
+    for i, (found, given) in enumerate(zip(revealed, cfg.pretrained_window_sizes)):
+        key, own = f"layers.{i}.blocks.0.attn.relative_coords_table", cfg.stage_window(i)
+        if key in sd and (found or own) != (given or own):
+            file_windows, arch_windows = (tuple(p or cfg.stage_window(j) for j, p in enumerate(sizes))
+                                          for sizes in (revealed, cfg.pretrained_window_sizes))
+            raise SwinzooError(f"--arch {arch} contradicts the checkpoint: {key} says pretrained windows "
+                               f"{file_windows}, {arch} has {arch_windows}; drop --arch (the file's buffers tell its "
+                               "architecture) or give one with those windows")
 
 
 def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None = None, img_size: int | None = None,

@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from swinzoo import SwinzooError, create_model
+from swinzoo import SwinTransformer, SwinzooError, create_model
 from swinzoo.converters.official import from_official, read_official, to_official
 from swinzoo.transfer import transfer
 
@@ -73,6 +73,20 @@ def test_arch_with_other_head_counts(tmp_path, capsys):
     code, _, err = convert(tmp_path, capsys, src, "--arch", "swin_t_c24_256")
     assert_clean_failure(tmp_path, code, "out.safetensors", err,
                          "layers.0.blocks.0.attn.relative_position_bias_table", "(169, 3)", "(225, 4)")
+
+
+def test_arch_contradicting_v2_pretrained_windows(tmp_path, capsys):
+    """An official V2 file keeps relative_coords_table, whose values tell the windows it was pretrained at: an
+    --arch with other pretrained windows would rebuild the table and change every logit (6e-3 on Swin-T)."""
+    cfg = create_model("swinv2_n_64_w4").config.replace(pretrained_window_sizes=(3, 3, 3, 0))
+    sd = SwinTransformer(cfg).state_dict()
+    src = tmp_path / "v2.pth"
+    torch.save(to_official(sd, cfg), src)
+    code, _, err = convert(tmp_path, capsys, src, "--arch", "swinv2_n_64_w4")
+    assert_clean_failure(tmp_path, code, "out.safetensors", err, "--arch swinv2_n_64_w4 contradicts",
+                         "layers.0.blocks.0.attn.relative_coords_table", "pretrained windows (3, 3, 3,")
+    code, _, err = convert(tmp_path, capsys, src)  # the file alone tells them
+    assert code == 0, err
 
 
 def test_resolution_patch_cannot_tile(tmp_path, capsys):
