@@ -170,6 +170,9 @@ def unwrap(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
 
 def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict."""
+    if Path(path).is_dir():
+        raise SwinzooError(f"{path} is a folder; give the weight file inside it, or read the folder with "
+                           "--from-format auto (timm, transformers and swinzoo folders are recognised)")
     if is_safetensors(path) or Path(path).suffix == ".safetensors":  # named so: a damaged one, not a torch file
         return read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0]
     return unwrap(load_torch(path, trust_checkpoint), str(path))
@@ -180,11 +183,32 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], js
     """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files.
     An existing folder is refused unless it holds only such files (see `io.atomic_dir`) or `overwrite`."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    earlier = folder_kind(Path(out_dir) / "config.json")
+    if not overwrite and earlier not in (None, folder_kind(json_files.get("config.json"))):
+        raise SwinzooError(f"{out_dir} holds a {earlier} export, whose files this one would replace; choose a new "
+                           "or empty folder, or pass --overwrite to replace them")
     with atomic_dir(out_dir, owned={*json_files, "model.safetensors"}, overwrite=overwrite) as tmp:
         for name, content in json_files.items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return Path(out_dir)
+
+
+def folder_kind(config) -> str | None:
+    """Whose folder a config.json (a path or its content) describes: transformers (`model_type`), timm
+    (`architecture`), something else, or None when there is none."""
+    if isinstance(config, Path):
+        if not config.is_file():
+            return None
+        try:
+            config = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return "unreadable config.json"
+    if isinstance(config, dict) and "model_type" in config:
+        return "transformers"
+    if isinstance(config, dict) and "architecture" in config:
+        return "timm"
+    return "foreign config.json"
 
 
 def weights_in_folder(folder: Path) -> Path:

@@ -17,6 +17,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters.common import Checkpoint, Format
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
+from swinzoo.models import parameter_shapes
 
 CONFIG_KEY = "swinzoo_config"
 PROVENANCE_KEY = "swinzoo_provenance"
@@ -64,7 +65,19 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
         provenance = json.loads(meta.get(PROVENANCE_KEY, "{}") or "{}")
     except (SwinzooError, json.JSONDecodeError) as e:
         raise SwinzooError(f"{path}: unreadable swinzoo metadata: {e}") from None
+    check_weights_match(tensors, config, path)
     return Checkpoint(tensors, config, provenance if isinstance(provenance, dict) else {"provenance": provenance})
+
+
+def check_weights_match(tensors: dict[str, torch.Tensor], config: SwinConfig, path: Path) -> None:
+    """The config in the metadata must describe the tensors: a transfer would otherwise "repair" an edited or
+    mismatched file by resizing its bias tables (keys the config does not know, as a SimMIM decoder's, pass)."""
+    expected = parameter_shapes(config)
+    for key, tensor in tensors.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key]):
+            raise SwinzooError(f"{path}: its metadata contradicts its weights: {key} is {tuple(tensor.shape)} but "
+                               f"its config ({config.img_size} px, window {config.window_size}) gives "
+                               f"{tuple(expected[key])}; re-create the file with `swinzoo convert`")
 
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,

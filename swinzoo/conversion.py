@@ -13,7 +13,7 @@ from swinzoo.converters.dense import backbone_config, check_features_only, to_ba
 from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
-from swinzoo.io import load_strict, verify_state_dict
+from swinzoo.io import check_new_file, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import read_checkpoint
 from swinzoo.transfer import TransferReport, transfer
@@ -94,12 +94,16 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
 def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
             trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
-            out_indices: tuple[int, ...] | None = None) -> Converted:
+            out_indices: tuple[int, ...] | None = None, overwrite: bool = False) -> Converted:
     """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside); `features`: its
-    detection backbone (see `export`)."""
+    detection backbone (see `export`); `overwrite`: replace `output` when it exists."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
                   arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite, features=features,
-                  out_indices=out_indices)
+                  out_indices=out_indices, overwrite=overwrite)
+
+
+FOLDER_FORMATS = ("timm", "hf")  # the rest write one file
+FILE_EXAMPLES = {"swinzoo": "model.safetensors", "onnx": "model.onnx", "pt2": "model.pt2"}
 
 
 def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
@@ -111,11 +115,14 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
 
     `allow_numeric_change`: torchvision only, export a V2 model with pretrained windows anyway (its biases change).
-    `overwrite`: write a folder format into a folder that holds other files (only the format's files are replaced).
+    `overwrite`: replace an existing output file, or write a folder format into a folder that holds other files or
+    another kind of export (only the format's files are replaced).
     `features` / `out_indices`: export the detection backbone of a classifier (as `load_model(features_only=True)`).
     """
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
+    if to not in FOLDER_FORMATS:  # (a folder output is checked by its writer: earlier exports of its kind are its own)
+        check_new_file(output, overwrite, FILE_EXAMPLES.get(to, "model.pth"))
     if num_classes is not None and (features or out_indices is not None):
         raise SwinzooError("--num-classes does not apply to a backbone (--features drops the head); drop one of them")
     # for a backbone the window is the backbone's (bias tables resized to it), not a classifier transfer's

@@ -91,6 +91,8 @@ def _remove_empty(folders: list[Path]) -> None:
 def check_file_output(path: str | Path, example: str = "model.safetensors") -> Path:
     """`path` as a Path, if a rename can make it a regular file: not a folder, a link, a device or a FIFO. The
     checks `atomic_path` makes; a command with long work before its write makes them first."""
+    if str(path).endswith(("/", os.sep)):
+        raise SwinzooError(f"{path} names a folder; give a file name (e.g. {Path(path) / example})")
     path = Path(path)
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; give a file name (e.g. {path / example})")
@@ -98,6 +100,15 @@ def check_file_output(path: str | Path, example: str = "model.safetensors") -> P
         # the rename would replace the link or the device / FIFO itself (as root, /dev/null with a regular file)
         kind = "a link" if path.is_symlink() else "not a regular file"
         raise SwinzooError(f"{path} is {kind}; give the path of a regular file to write")
+    return path
+
+
+def check_new_file(path: str | Path, overwrite: bool = False, example: str = "model.safetensors") -> Path:
+    """`check_file_output`, and an existing file refused unless `overwrite`: a command never changes a file it
+    did not write unless told to."""
+    path = check_file_output(path, example)
+    if path.exists() and not overwrite:
+        raise SwinzooError(f"{path} exists; pass --overwrite to replace it, or choose another output")
     return path
 
 
@@ -152,7 +163,10 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
     created = _make_parents(path.parent)
     remove_stale_temps(path)
     tmp = _temp_beside(path)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:  # name the user's path, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         yield tmp
         for child in tmp.iterdir():

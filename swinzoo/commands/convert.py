@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the swinzoo file to write")
     add_source_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     p.set_defaults(func=run_convert)
 
     p = subparsers.add_parser("export", help="write a checkpoint in another library's format, or as an ONNX / "
@@ -37,8 +38,9 @@ def register(subparsers) -> None:
     add_source_arguments(p)
     p.add_argument("--allow-numeric-change", action="store_true",
                    help="torchvision only: export a V2 model with pretrained windows anyway (its biases change)")
-    p.add_argument("--overwrite", action="store_true", help="write into a folder that holds other files, replacing "
-                   "only the export's own (config.json, model.safetensors, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file, or write into a folder "
+                   "that holds other files or another kind of export, replacing only the export's own (config.json, "
+                   "model.safetensors, ...)")
     p.set_defaults(func=run_export)
 
 
@@ -66,7 +68,8 @@ def _source_kwargs(args) -> dict:
 def run_convert(args) -> int:
     from swinzoo.conversion import convert
 
-    _report(convert(args.src, args.output, **_source_kwargs(args)), "swinzoo", load_hint=False)
+    _report(convert(args.src, args.output, overwrite=args.overwrite, **_source_kwargs(args)), "swinzoo",
+            load_hint=False)
     return 0
 
 

@@ -110,6 +110,12 @@ CASES = {
                       ["truncated or corrupt"]),
     "truncated safetensors": (lambda t: ["convert", truncated(t, NANO, "t.safetensors"), "-o", t / "o.pth"],
                               ["not a readable safetensors"]),
+    "metadata contradicting the weights": (
+        lambda t: ["convert", nano_copy(t, meta_edit=_config_edit(img_size=128, window_size=8)), "-o", t / "o.st"],
+        ["its metadata contradicts its weights", "relative_position_bias_table", "(49, 1)", "(225, 1)"]),
+    "a folder as an official file": (lambda t: ["convert", folder_with(t, {"model.safetensors": "x"}),
+                                                "--from-format", "official", "-o", t / "o.st"],
+                                     ["is a folder", "--from-format"]),
     "non-swin state dict": (lambda t: ["convert", _saved(t, {"a.weight": torch.zeros(2)}), "-o", t / "o.st"],
                             ["not a Swin checkpoint"]),
     "detector without a Swin backbone": (
@@ -294,6 +300,44 @@ def test_overwrite_replaces_only_the_exports_own_files(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "again"], capsys)
     assert code == 0, err  # an earlier export of the same kind is replaced without --overwrite
+
+
+@pytest.mark.parametrize("verb", ["convert", "export official", "export onnx"])
+def test_an_existing_output_file_is_kept_unless_overwrite(verb, tmp_path, capsys):
+    """A command never changes a file it did not write: an existing output file needs --overwrite."""
+    from tests.conftest import run_cli
+
+    out = write(tmp_path, "notes.pth", "my notes")
+    args = {"convert": ["convert", "swin_n_64", "-o", out],
+            "export official": ["export", "swin_n_64", "--to", "official", "-o", out],
+            "export onnx": ["export", "swin_n_64", "--to", "onnx", "-o", out]}[verb]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.strip().splitlines() == [f"error: {out} exists; pass --overwrite to replace it, or "
+                                                      "choose another output"], err
+    assert out.read_text() == "my notes"
+    code, _, err = run_cli([*args, "--overwrite"], capsys)
+    assert code == 0 and out.read_bytes() != b"my notes", err
+
+
+def test_a_folder_export_of_another_kind_is_kept_unless_overwrite(tmp_path, capsys):
+    """A timm folder and a transformers folder hold files of the same names; one does not silently become the
+    other."""
+    from tests.conftest import run_cli
+
+    out = tmp_path / "t"
+    assert run_cli(["export", "swinv2_n_64_w4", "--to", "timm", "-o", out], capsys)[0] == 0
+    before = snapshot(out)
+    code, _, err = run_cli(["export", "swinv2_n_64_w4", "--to", "hf", "-o", out], capsys)
+    assert code == 2 and "holds a timm export" in err and "--overwrite" in err and snapshot(out) == before
+    assert run_cli(["export", "swinv2_n_64_w4", "--to", "hf", "-o", out, "--overwrite"], capsys)[0] == 0
+    assert json.loads((out / "config.json").read_text())["model_type"] == "swinv2"
+
+
+def test_a_file_output_named_as_a_folder_is_refused(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["export", "swin_n_64", "--to", "official", "-o", f"{tmp_path / 'offdir'}/"], capsys)
+    assert code == 2 and "names a folder" in err and not (tmp_path / "offdir").exists()
 
 
 def test_outputs_read_like_any_other_file(tmp_path, capsys):
