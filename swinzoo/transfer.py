@@ -166,10 +166,11 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
     out: dict[str, torch.Tensor] = {}
     if dst.version == 2:
         moved = with_source_windows(src, dst)
-        if moved.pretrained_window_sizes != dst.pretrained_window_sizes:
+        # the same effective windows spelled another way (0: "the stage's own") change nothing: no note, no rewrite
+        if source_windows(moved) != source_windows(dst):
             report.notes.append(f"pretrained_window_sizes {list(moved.pretrained_window_sizes)} (the source's "
                                 "effective windows)")
-        dst = moved
+            dst = moved
     for key, value in state_dict.items():
         if key.endswith("relative_position_bias_table"):
             stage = int(key.split(".")[1])

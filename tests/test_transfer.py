@@ -29,6 +29,18 @@ def test_identity_transfer_changes_nothing():
     assert all(moved[k] is sd[k] for k in sd)
 
 
+def test_a_v2_model_moved_nowhere_keeps_its_implicit_pretrained_windows(tmp_path, capsys):
+    """pretrained_window_sizes 0 means "the stage's own window": writing the windows out changes no number, so a
+    plain convert reports no transfer and a round trip keeps the config as it was."""
+    model = create_model("swinv2_n_64_w4")
+    assert model.config.pretrained_window_sizes == (0, 0, 0, 0)
+    _, dst, report = transfer(model.state_dict(), model.config, model.config)
+    assert not report.changed and dst.pretrained_window_sizes == (0, 0, 0, 0)
+    code, out, err = run_cli(["convert", "swinv2_n_64_w4", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0 and "transfer" not in out, err
+    assert load_model(tmp_path / "m.safetensors").config.pretrained_window_sizes == (0, 0, 0, 0)
+
+
 def test_22k_to_1k_head_is_row_gathered(tmp_path, capsys):
     cfg = SwinConfig(version=1, img_size=224, window_size=7, num_classes=21841, **TINY)
     model = SwinTransformer(cfg)
