@@ -124,3 +124,26 @@ def test_a_second_resume_from_one_step_keeps_the_first_ones_log(tmp_path):
     assert log_version(tmp_path, 3) == "resumed-at-3-2"
     (tmp_path / "logs" / "resumed-at-3-2").mkdir()
     assert log_version(tmp_path, 3) == "resumed-at-3-3" and log_version(tmp_path, 4) == "resumed-at-4"
+
+
+class LrAtStep(L.Callback):
+    """The lr each optimizer step runs at."""
+
+    def __init__(self) -> None:
+        self.lrs = {}
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[-1]["lr"]
+
+
+def test_a_resume_with_more_steps_follows_the_new_schedule_from_its_first_step(tiny, data, tmp_path):
+    """The schedule of 6 steps is not the one of 3: Lightning restores the optimizer's lr of the old schedule, and
+    LambdaLR would apply the new one only after the resumed run's first step."""
+    straight, resumed = LrAtStep(), LrAtStep()
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "a"), max_steps=6,
+                     **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [straight]}})
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "b"), max_steps=3, **RUN)
+    swinzoo.finetune(resume=str(tmp_path / "b"), max_steps=6, trainer={**RUN["trainer"], "callbacks": [resumed]})
+    assert set(resumed.lrs) == {3, 4, 5}
+    assert all(resumed.lrs[s] == pytest.approx(straight.lrs[s], rel=1e-12) for s in resumed.lrs), (resumed.lrs,
+                                                                                                    straight.lrs)

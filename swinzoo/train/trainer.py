@@ -10,10 +10,11 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch.optim.lr_scheduler import LambdaLR
 
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
@@ -43,7 +44,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
-    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every)]
+    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep()]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
@@ -131,6 +132,22 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)
+
+
+class ScheduleAtStep(Callback):
+    """The lr of each LambdaLR set for the step training starts at. A resume with another --max-steps or --epochs
+    has a new schedule, but Lightning restores the old schedule's lr into the optimizer, and LambdaLR would apply
+    the new one only after the first step (a fresh run: no change)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, LambdaLR):
+                lrs = [base * factor(scheduler.last_epoch)
+                       for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+                for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                scheduler._last_lr = lrs  # what get_last_lr() (and Lightning's LearningRateMonitor) report
 
 
 @contextlib.contextmanager
