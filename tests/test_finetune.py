@@ -115,6 +115,8 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
                           env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "total batch 8" in proc.stdout  # 4 per device x 2 devices
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("precision ") for line in lines) == 1  # the plan once, not once per process
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["n"] == 13  # both ranks' images, synced, the copy not counted
 

@@ -165,7 +165,14 @@ def check_trainer_options(options: dict | None, label: str = "--trainer") -> dic
             raise SwinzooError(f"{label}.{key}={value!r}: {why}") from None
         if isinstance(value, (dict, list)):  # a class named briefly comes back as its full class_path/init_args
             options[key] = as_plain(parsed.as_dict()["trainer"][key])
+        if key in TRAINER_COUNTS and isinstance(value, int) and value < 1:
+            raise SwinzooError(f"{label}.{key}={value!r}: must be a whole number >= 1 ({TRAINER_COUNTS[key]})")
     return options
+
+
+# Trainer counts Lightning takes as given and fails on later (a division by zero mid-run)
+TRAINER_COUNTS = {"accumulate_grad_batches": "batches per optimizer step",
+                  "check_val_every_n_epoch": "epochs between validations"}
 
 
 def trainer_objects(options: dict) -> dict:

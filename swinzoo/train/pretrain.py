@@ -84,7 +84,7 @@ def pretrain(source: str | None = None, *, console=None, **options) -> PretrainR
 def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:
     """`pretrain` on a `PretrainOptions` record (what the CLI calls)."""
     with third_party_quiet():
-        return _run(args, console)
+        return _run(args, console if is_rank_zero() else Console(quiet=True))  # DDP workers: the plan once
 
 
 def _run(args: PretrainOptions, console) -> PretrainResult | None:

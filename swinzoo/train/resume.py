@@ -87,12 +87,17 @@ def check_resume_flags(args, run_file: Path) -> None:
     applied. `args` is a FinetuneOptions or PretrainOptions; a flag counts as given when it differs from its
     default."""
     defaults = type(args)()
-    fixed = [f"--{name.replace('_', '-')}" for name in vars(defaults)
+    fixed = [flag_name(name) for name in vars(defaults)
              if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
     if fixed:
         raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
                            f"--epochs and --trainer.* can): drop them, or start a new run with --from "
                            f"{run_file.parent / 'model.safetensors'}")
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of an options field (`source` is `--from`)."""
+    return "--from" if field == "source" else f"--{field.replace('_', '-')}"
 
 
 def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, epochs: int | None) -> None:

@@ -195,7 +195,7 @@ def finetune(source: str | None = None, *, console=None, **options) -> FinetuneR
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
     with third_party_quiet():
-        return _run_finetune(args, console)
+        return _run_finetune(args, console if is_rank_zero() else Console(quiet=True))  # DDP workers: the plan once
 
 
 def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:

@@ -256,6 +256,11 @@ CASES = {
     "resume_with_run_flags": (lambda t, mp: (resume_run(t), ["finetune", "--resume", t.root / "done", "--res", "64",
                                                              "--lr", "0.1", "--max-steps", "9"])[1],
                               ["--res, --lr cannot change a resumed run", "--from"]),
+    "resume_with_a_source": (lambda t, mp: (resume_run(t), ["finetune", "--resume", t.root / "done", "--from",
+                                                            "swin_n_64", "--max-steps", "9"])[1],
+                             ["error: --from cannot change a resumed run"]),
+    "trainer_accumulate_0": (lambda t, mp: [*steps(t), "--trainer.accumulate_grad_batches", "0"],
+                             ["--trainer.accumulate_grad_batches=0", "whole number >= 1"]),
     "resume_a_file": (lambda t, mp: ((t.root / "f").write_text("x"), ["finetune", "--resume", t.root / "f"])[1],
                       ["is a file"]),
 }
