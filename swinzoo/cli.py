@@ -4,8 +4,9 @@ Each command module has `register(subparsers)`, which adds its parser and sets `
 parse their own arguments with jsonargparse (config files, Lightning objects) and are handed everything after
 their name.
 `cli_main(args)` runs in process (tests call it directly) and is the one place exceptions become one line on
-stderr: a `SwinzooError` (bad input: the message names the problem and the fix) exits 2, an OS error (disk full,
-permissions) 1, anything else 1 with its type; `SWINZOO_DEBUG=1` shows the traceback instead.
+stderr: a `SwinzooError` (bad input: the message names the problem and the fix) exits 2, a `NetworkError` (the Hub
+unreachable or failing) and an OS error (disk full, permissions) 1, anything else 1 with its type;
+`SWINZOO_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import signal
 import sys
 
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -107,7 +108,7 @@ def cli_main(args: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, NetworkError) else 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

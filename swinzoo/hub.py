@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError
 from swinzoo.hub_http import (
     HubNetworkError,
     cache_dir,
@@ -118,7 +118,7 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
         raise refused(ref, status, phrase) from None
     except OSError as e:  # network errors are OSErrors in requests/httpx; also a full or read-only cache
         detail = str(e).splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise SwinzooError(f"could not download {ref} ({type(e).__name__}: {detail}); check the network and the "
+        raise NetworkError(f"could not download {ref} ({type(e).__name__}: {detail}); check the network and the "
                            f"cache folder {cache_dir()}") from None
 
 
@@ -168,7 +168,7 @@ def fetch(src: str, downloading: bool = False) -> Path:
         if missing_locally:
             where = f"{repo} is not in the Hugging Face cache ({cache_dir()})"
             if isinstance(network, HubNetworkError) and not offline():
-                raise SwinzooError(f"{src}: {network.what()} and {where}; {network.hint()}, or set HF_HOME to a "
+                raise NetworkError(f"{src}: {network.what()} and {where}; {network.hint()}, or set HF_HOME to a "
                                    "cache that has it")
             if offline():
                 how = "HF_HUB_OFFLINE is set"
@@ -181,7 +181,8 @@ def fetch(src: str, downloading: bool = False) -> Path:
             else:
                 fix = (("unset HF_HUB_OFFLINE and " if offline() else "")
                        + f"run `swinzoo download {src}` with network access")
-            raise SwinzooError(f"{src}: {where} and {how}; {fix}, or set HF_HOME to a cache that has it")
+            error = NetworkError if network is not None and not offline() else SwinzooError
+            raise error(f"{src}: {where} and {how}; {fix}, or set HF_HOME to a cache that has it")
         raise SwinzooError(f"{src}: {repo} has no {' or '.join(WEIGHT_FILES)}; it is not a timm or transformers "
                            "model repo")
     return found[-1].parent

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_ENV = "SWINZOO_HUB_TIMEOUT"
@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT = 10.0
 WRITE_TIMEOUT_FACTOR = 3  # a commit or an upload (PUT) may take longer to be answered
 
 
-class HubNetworkError(SwinzooError):
+class HubNetworkError(NetworkError):
     """The Hub could not be reached (refused, unknown host, timed out) or kept answering 429/5xx."""
 
     def __init__(self, url: str, reason: str, *, reached: bool = False, timed_out: bool = False) -> None:
@@ -285,7 +285,7 @@ def http_error(error: BaseException | None) -> tuple[int, str] | None:
 def refused(ref: str, status: int, phrase: str) -> SwinzooError:
     """A download the Hub answered with a client error (no retry, no cache fallback helps)."""
     if not status:
-        return SwinzooError(f"could not download {ref}: the Hugging Face Hub at {endpoint()} failed ({phrase})")
+        return NetworkError(f"could not download {ref}: the Hugging Face Hub at {endpoint()} failed ({phrase})")
     answered = f"the Hugging Face Hub at {endpoint()} answered {status} {phrase}".rstrip()
     if status == 404:
         return SwinzooError(f"{ref} does not exist or is private ({answered}); check the name, or set HF_TOKEN for "

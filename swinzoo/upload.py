@@ -20,7 +20,7 @@ from pathlib import Path
 from swinzoo.config import SwinConfig
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
 from swinzoo.io import atomic_dir
@@ -232,7 +232,7 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
                 info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
                                          commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
         except HubNetworkError as e:
-            raise SwinzooError(f"push to {repo_id} failed: {e}") from None
+            raise NetworkError(f"push to {repo_id} failed: {e}") from None
         except HfHubHTTPError as e:
             response = e.response
             status = response.status_code if response is not None else "no"
@@ -240,10 +240,11 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
             reason = (getattr(response, "reason", None) or getattr(response, "reason_phrase", None)
                       if response is not None else None) or str(e).splitlines()[0]
             hint = " (check the token's write access to it)" if status in (401, 403) else ""
-            raise SwinzooError(f"push to {repo_id} failed: the Hugging Face Hub at {endpoint()} answered {status} "
+            error = NetworkError if isinstance(status, int) and status >= 500 else SwinzooError
+            raise error(f"push to {repo_id} failed: the Hugging Face Hub at {endpoint()} answered {status} "
                                f"{reason}{hint}") from None
         except OSError as e:
             detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
-            raise SwinzooError(f"push to {repo_id} failed: could not reach the Hugging Face Hub at {endpoint()} "
+            raise NetworkError(f"push to {repo_id} failed: could not reach the Hugging Face Hub at {endpoint()} "
                                f"({detail})") from None
     return str(info.commit_url if hasattr(info, "commit_url") else info)

@@ -24,16 +24,18 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
-def fails_cleanly(args: list, capsys, root: Path, *expect: str, owned: tuple[str, ...] = ()) -> str:
+def fails_cleanly(args: list, capsys, root: Path, *expect: str, owned: tuple[str, ...] = (),
+                  code: int | None = None) -> str:
     """Run the CLI in process; assert the contract above over the tree `root`; return the one stderr line.
 
     `owned`: paths (relative to `root`, prefixes) the command may leave behind, e.g. an output folder a rerun
-    accepts. `expect`: fragments the line must contain (case-insensitive).
+    accepts. `expect`: fragments the line must contain (case-insensitive). `code`: the exit code, when it matters.
     """
     before = snapshot(root)
-    code, _, err = run_cli([str(a) for a in args], capsys)
+    exit_code, _, err = run_cli([str(a) for a in args], capsys)
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code != 0, f"exit 0 for {args}"
+    assert exit_code != 0, f"exit 0 for {args}"
+    assert code is None or exit_code == code, f"exit {exit_code}, not {code}, for {args}: {err}"
     assert len(lines) == 1, f"{len(lines)} stderr lines for {args}:\n{err}"
     line = lines[0]
     assert line.startswith("error: "), line
