@@ -151,7 +151,7 @@ def from_canonical(sd: dict[str, torch.Tensor], cfg: SwinConfig,
     """Canonical -> a torchvision state dict (buffers included) for `build_model(cfg)`."""
     problem = export_problem(cfg)
     if problem:
-        raise SwinzooError(f"cannot export to torchvision: {problem}; export as timm, hf or official instead")
+        raise SwinzooError(f"cannot export to torchvision: {problem}; export as timm or official instead")
     problem = v2_window_problem(cfg)
     if problem:
         if not allow_numeric_change:

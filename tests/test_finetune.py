@@ -83,6 +83,9 @@ def test_finetune_from_python(tiny, tmp_path):
                               max_steps=2, batch_size=4, num_workers=0, out=str(tmp_path / "run"),
                               trainer={"limit_val_batches": 1, "enable_model_summary": False})
     assert result.out == tmp_path / "run" and result.metrics["global_step"] == 2 and result.metrics["n"] == 4
+    # the call is what the run records as its command, not the argv of the Python process that made it
+    command = json.loads((result.out / "run.json").read_text())["command"]
+    assert command.startswith(f"swinzoo.finetune({str(tiny)!r}, res=64, ") and "max_steps=2" in command
     assert swinzoo.load_model(result.out).config.img_size == 64
     with pytest.raises(swinzoo.SwinzooError, match="not a Trainer option"):
         swinzoo.finetune(str(tiny), data="shapes", trainer={"max_epoch": 1})

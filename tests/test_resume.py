@@ -78,7 +78,7 @@ def test_a_finished_epoch_run_resumes_only_for_more_epochs(tiny, data, tmp_path,
     rows = (out / "logs/metrics.csv").read_text().splitlines()[1:]
     assert rows and {row.split(",")[0] for row in rows} == {"0"}
     code, _, err = run_cli(["finetune", "--resume", out], capsys)
-    assert code == 2 and "the run finished at step 3 (epoch 1)" in err and "--epochs above 1" in err
+    assert code == 2 and "the run finished at step 3, after 1 epoch;" in err and "--epochs above 1" in err
     code, _, err = run_cli(["finetune", "--resume", out, "--epochs", "1"], capsys)
     assert code == 2 and "--epochs above 1" in err
     result = swinzoo.finetune(resume=str(out), epochs=2, trainer={"limit_val_batches": 1})

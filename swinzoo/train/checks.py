@@ -337,7 +337,7 @@ def check_run_values(args, names: tuple[str, ...]) -> None:
     max_steps, and the recipe's kind."""
     check_values({n: getattr(args, n) for n in names}, flag_label)
     if args.epochs is not None and args.max_steps is not None:
-        raise SwinzooError("give epochs or max_steps, not both")
+        raise SwinzooError("give --epochs or --max-steps (epochs= or max_steps=), not both")
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
         raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
                            "keys")

@@ -127,4 +127,8 @@ def options_record(options_class, source: str | None, options: dict, verb: str):
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise SwinzooError(f"{verb}(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return options_class(source=source, **{**options, "trainer": dict(options.get("trainer") or {})})
+    # what run.json, config.yaml and a model card record as the command: this call, not the Python script's argv
+    shown = [repr(source)] if source is not None else []
+    shown += [f"{k}={v!r}" for k, v in options.items() if is_plain(v)]
+    return options_class(source=source, **{**options, "trainer": dict(options.get("trainer") or {})},
+                         command=f"swinzoo.{verb}({', '.join(shown)})")

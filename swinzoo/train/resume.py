@@ -109,7 +109,8 @@ def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, ep
     more = (max_steps is not None and max_steps > point.step) or (epochs is not None and epochs > point.epoch)
     if behind or ((out / METRICS_FILE).exists() and not more):
         state = "finished" if (out / METRICS_FILE).exists() else "stands"
-        raise SwinzooError(f"--resume {out}: the run {state} at step {point.step} (epoch {point.epoch}); give "
+        epochs = f"{point.epoch} epoch{'' if point.epoch == 1 else 's'}"
+        raise SwinzooError(f"--resume {out}: the run {state} at step {point.step}, after {epochs}; give "
                            f"--max-steps above {point.step} or --epochs above {point.epoch} to train on")
 
 
