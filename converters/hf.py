@@ -109,6 +109,10 @@ def buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
 def config_from_hf(d: dict, source: str = "config.json") -> dict:
     """SwinConfig fields (geometry and class names) of an HF config.json; another model type is an error."""
     model_type = d.get("model_type")
+    if model_type is None:
+        hint = " (it names a timm architecture: read it with --from-format timm or auto)" if "architecture" in d else ""
+        raise SwinzooError(f"{source} has no model_type, so it is not a transformers config{hint}; expected "
+                           "model_type 'swin' or 'swinv2'")
     if model_type not in MODEL_TYPES:
         raise SwinzooError(f"{source} is a {model_type!r} model, not Swin; expected model_type 'swin' or 'swinv2'")
     if d.get("use_absolute_embeddings"):

@@ -76,6 +76,10 @@ def from_official(sd: dict[str, torch.Tensor], arch: SwinConfig | None = None, a
     if not looks_official(sd):
         raise SwinzooError(f"{source} is not an official Swin state dict (expected patch_embed.proj.weight and "
                            f"layers.0.blocks.0.*; first keys seen: {', '.join(list(sd)[:4])})")
+    if "head.fc.weight" in sd or ("layers.1.downsample.reduction.weight" in sd
+                                  and "layers.0.downsample.reduction.weight" not in sd):
+        raise SwinzooError(f"{source} is a timm Swin state dict (head.fc.* / the downsample at the start of each "
+                           "stage), not an official one; read it with --from-format timm (or auto)")
     cfg = config_for_arch(sd, arch, arch_name) if arch is not None else detect_config(sd, source)
     canonical, _ = drop_buffers(sd)
     return canonical, cfg

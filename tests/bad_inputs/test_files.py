@@ -113,6 +113,10 @@ CASES = {
     "metadata contradicting the weights": (
         lambda t: ["convert", nano_copy(t, meta_edit=_config_edit(img_size=128, window_size=8)), "-o", t / "o.st"],
         ["its metadata contradicts its weights", "relative_position_bias_table", "(49, 1)", "(225, 1)"]),
+    "a timm file as official": (lambda t: ["convert", timm_file(t), "--from-format", "official", "-o", t / "o.st"],
+                                ["is a timm Swin state dict", "--from-format timm"]),
+    "a timm folder as hf": (lambda t: ["convert", timm_file(t).parent, "--from-format", "hf", "-o", t / "o.st"],
+                            ["has no model_type", "--from-format timm"]),
     "a folder as an official file": (lambda t: ["convert", folder_with(t, {"model.safetensors": "x"}),
                                                 "--from-format", "official", "-o", t / "o.st"],
                                      ["is a folder", "--from-format"]),
@@ -227,6 +231,13 @@ CASES = {
     "predict bad precision": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "x"), "--precision", "fp8"],
                               ["invalid choice"]),
 }
+
+
+def timm_file(tmp: Path) -> Path:
+    """model.safetensors of a timm folder of the nano V1 model."""
+    from swinzoo.conversion import export
+
+    return export("swin_n_64", "timm", tmp / "timm").output / "model.safetensors"
 
 
 def _saved(tmp: Path, sd: dict) -> Path:
