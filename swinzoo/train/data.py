@@ -77,7 +77,7 @@ class TransformedDataset(Dataset):
 class ImageFolderSplit(Dataset):
     """One split (`root/train` or `root/val`) of a class-per-folder image tree, checked up front."""
 
-    def __init__(self, root: Path, classes: list[str] | None = None) -> None:
+    def __init__(self, root: Path, classes: list[str] | None = None, check: bool = True) -> None:
         if not root.is_dir():
             raise SwinzooError(f"data folder {root} does not exist; --data needs train/ and val/ folders with one "
                                "sub-folder of images per class")
@@ -95,7 +95,8 @@ class ImageFolderSplit(Dataset):
                 raise SwinzooError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}); "
                                    "add images or remove the folder")
             self.samples += [(path, label) for path in files]
-        check_images([path for path, _ in self.samples], str(root))
+        if check:  # else the caller checks them, e.g. with the other split's, to count every bad image at once
+            check_images([path for path, _ in self.samples], str(root))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -182,7 +183,7 @@ def check_images(paths: list[Path], where: str = "", console=None) -> None:
 
 
 def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None,
-               options: DataOptions | None = None):
+               options: DataOptions | None = None, check: bool = True):
     """The untransformed dataset `split` ("train" or "val") named by `--data`; it has `.classes`. `options`: the
     splits and columns of `hf:` data (eval's `--val-split` picks the split it reads); other data takes none."""
     if data.startswith("hf:"):
@@ -197,7 +198,7 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
     if not (root / "train").is_dir() and not (root / "val").is_dir():
         raise SwinzooError(f"data folder {root} is empty of train/ and val/; --data needs {root}/train/<class>/ "
                            f"and {root}/val/<class>/ image folders")
-    return ImageFolderSplit(root / split, classes)
+    return ImageFolderSplit(root / split, classes, check)
 
 
 class LabelBudget(Dataset):
@@ -276,8 +277,12 @@ class SwinDataModule(L.LightningDataModule):
                 self.train_base, self.val_base = open_hf(self.data, opts)  # one load of the dataset for both
             else:
                 check_no_hf_options(self.data, opts)
-                self.train_base = open_split(self.data, "train", self.res, size=self.train_size)
-                self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size)
+                self.train_base = open_split(self.data, "train", self.res, size=self.train_size, check=False)
+                self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size,
+                                           check=False)
+                if isinstance(self.train_base, ImageFolderSplit):  # both splits' images in one pass, one error
+                    check_images([p for base in (self.train_base, self.val_base) for p, _ in base.samples],
+                                 self.data)
             fraction = opts.train_fraction
             if fraction is not None and fraction < 1:
                 self.train_base = LabelBudget(self.train_base, fraction, opts.split_seed)

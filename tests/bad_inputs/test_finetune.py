@@ -170,6 +170,9 @@ CASES = {
                               ["train/a/2.jpg", "not a readable image", "truncated"]),
     "png_cut_in_half": (lambda t, mp: (truncate(t.data / "train/b/0.png"), steps(t))[1],
                         ["train/b/0.png", "not a readable image"]),
+    "bad_images_in_both_splits": (lambda t, mp: (truncate(t.data / "train/b/0.png"),
+                                                 truncated_png(t.data / "val/b/1.png"), steps(t))[2],
+                                  ["train/b/0.png", "not a readable image", "(1 more unreadable: 1.png)"]),
     # 2. every value, before anything is written
     "batch_size_0": (lambda t, mp: [*steps(t), "--batch-size", "0"], ["--batch-size 0", ">= 1"]),
     "max_steps_0": (lambda t, mp: steps(t, 0), ["--max-steps 0", ">= 1"]),
