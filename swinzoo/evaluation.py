@@ -34,8 +34,7 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
     if checkpoint.config.num_classes == 0:  # e.g. a SimMIM pretraining's encoder: nothing to classify with
         raise SwinzooError(f"{model} has no classifier head (0 classes; a SimMIM pretraining or a headless "
                            f"encoder): fine-tune it first (swinzoo finetune --from {model})")
-    # without res / window nothing moves: a change then only writes out what the file left implicit
-    if report.changed and (res or window) and console is not None:
+    if report.changed and console is not None:
         console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
     net = SwinTransformer(checkpoint.config)
     load_strict(net, {k: v.float() for k, v in checkpoint.state_dict.items()}, str(model))
