@@ -194,9 +194,20 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], js
     return Path(out_dir)
 
 
+def config_kind(config: dict | None) -> str | None:
+    """Whose config.json this is: "timm" (timm names an `architecture`), "hf" (transformers a `model_type`), or
+    None. What format detection and a folder export's check of an existing folder both go by (timm first, as
+    detection always tried it first)."""
+    if isinstance(config, dict) and "architecture" in config:
+        return "timm"
+    if isinstance(config, dict) and "model_type" in config:
+        return "hf"
+    return None
+
+
 def folder_kind(config) -> str | None:
-    """Whose folder a config.json (a path or its content) describes: transformers (`model_type`), timm
-    (`architecture`), something else, or None when there is none."""
+    """Whose folder a config.json (a path or its content) describes: transformers, timm (`config_kind`), something
+    else, or None when there is none."""
     if isinstance(config, Path):
         if not config.is_file():
             return None
@@ -204,11 +215,7 @@ def folder_kind(config) -> str | None:
             config = json.loads(config.read_text())
         except (OSError, ValueError):
             return "unreadable config.json"
-    if isinstance(config, dict) and "model_type" in config:
-        return "transformers"
-    if isinstance(config, dict) and "architecture" in config:
-        return "timm"
-    return "foreign config.json"
+    return {"hf": "transformers", "timm": "timm"}.get(config_kind(config), "foreign config.json")
 
 
 def weights_in_folder(folder: Path) -> Path:

@@ -27,6 +27,7 @@ from swinzoo.converters.common import (
     Format,
     KeyMap,
     build_config,
+    config_kind,
     default_class_names,
     first_keys,
     geometry_args,
@@ -305,5 +306,5 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 FORMAT = Format("hf", "Hugging Face transformers folder (config.json + model.safetensors)", read, write,
-                claims_folder=lambda folder, cfg: cfg is not None and "model_type" in cfg,
+                claims_folder=lambda folder, cfg: config_kind(cfg) == "hf",
                 claims_keys=looks_hf)

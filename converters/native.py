@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.common import Checkpoint, Format
+from swinzoo.converters.common import Checkpoint, Format, config_kind
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
 from swinzoo.models import parameter_shapes
@@ -87,7 +87,7 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 def claims_folder(folder: Path, config_json: dict | None) -> bool:
-    if config_json is not None and ("architecture" in config_json or "model_type" in config_json):
+    if config_kind(config_json) is not None:
         return False
     return has_metadata(folder / "model.safetensors")
 

@@ -23,6 +23,7 @@ from swinzoo.converters.common import (
     Format,
     KeyMap,
     build_config,
+    config_kind,
     default_class_names,
     geometry_args,
     read_config_json,
@@ -238,5 +239,5 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
 
 
 FORMAT = Format("timm", "timm folder (config.json + model.safetensors) or weight file", read, write,
-                claims_folder=lambda folder, cfg: cfg is not None and "architecture" in cfg,
+                claims_folder=lambda folder, cfg: config_kind(cfg) == "timm",
                 claims_keys=looks_timm)
