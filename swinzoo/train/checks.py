@@ -309,8 +309,13 @@ def check_values(values: dict, label) -> None:
         check_strategy(values["strategy"], label("strategy", values["strategy"]))
 
 
+def flag_name(field: str) -> str:
+    """The command-line flag of an options field (`source` is `--from`)."""
+    return "--from" if field == "source" else f"--{field.replace('_', '-')}"
+
+
 def flag_label(name: str, value) -> str:
-    return f"--{name.replace('_', '-')} {value}"
+    return f"{flag_name(name)} {value}"
 
 
 def check_logger(name: str) -> None:

@@ -12,6 +12,7 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"  # the run as `swinzoo finetune --config` reads it (replays the run)
 CKPT_FILE = "last.ckpt"
 BEST_FILE = "best.ckpt"  # weights only: the best validated step, when --keep best
+METRICS_FILE = "metrics.json"  # written last, when a run has finished: its presence marks a finished run
 OUT_ENV = "SWINZOO_RUN_OUT"
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
 KEEP_CHOICES = ("best", "last")  # which weights OUT/model.safetensors holds

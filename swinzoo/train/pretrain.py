@@ -39,6 +39,7 @@ from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     CONFIG_FILE,
     DATA_OPTION_KEYS,
+    METRICS_FILE,
     OUT_ENV,
     RUN_FILE,
     Plan,
@@ -311,7 +312,7 @@ def write_outputs(plan: Plan, module: SimMIMPretrainer, results: dict, step: int
     dtype = getattr(torch, plan.save_dtype)
     sd = {k: v.detach().to(dtype) for k, v in module.model.state_dict().items()}
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
-    with atomic_path(out / "metrics.json") as tmp:
+    with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     console.print(f"wrote {out / 'model.safetensors'}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on "
                   f"{metrics['n']} val images at {cfg.img_size} px after {step} steps; pictures in "

@@ -10,14 +10,13 @@ from pathlib import Path
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
-from swinzoo.train.checks import check_trainer_options, read_plan
+from swinzoo.train.checks import check_trainer_options, flag_name, read_plan
 from swinzoo.train.folder import write_plan
-from swinzoo.train.options import CKPT_FILE, RUN_FILE, Plan
+from swinzoo.train.options import CKPT_FILE, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
 
 # what --resume takes from the command line; the rest of the run comes from its run.json
 RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}
-METRICS_FILE = "metrics.json"  # written last, when a run has finished: its presence marks a finished run
 
 
 @dataclass(frozen=True)
@@ -95,11 +94,6 @@ def check_resume_flags(args, run_file: Path) -> None:
                            f"{run_file.parent / 'model.safetensors'}")
 
 
-def flag_name(field: str) -> str:
-    """The command-line flag of an options field (`source` is `--from`)."""
-    return "--from" if field == "source" else f"--{field.replace('_', '-')}"
-
-
 def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, epochs: int | None) -> None:
     """Refuse a resume that cannot train: of a finished run (it wrote metrics.json: its step or epoch budget was
     spent, or a callback stopped it early) unless it asks for more steps or epochs than the checkpoint holds, and of
@@ -107,8 +101,9 @@ def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, ep
     outputs may resume: it has its outputs to write."""
     behind = ((max_steps is not None and max_steps < point.step) or (epochs is not None and epochs < point.epoch))
     more = (max_steps is not None and max_steps > point.step) or (epochs is not None and epochs > point.epoch)
-    if behind or ((out / METRICS_FILE).exists() and not more):
-        state = "finished" if (out / METRICS_FILE).exists() else "stands"
+    finished = (out / METRICS_FILE).exists()
+    if behind or (finished and not more):
+        state = "finished" if finished else "stands"
         epochs = f"{point.epoch} epoch{'' if point.epoch == 1 else 's'}"
         raise SwinzooError(f"--resume {out}: the run {state} at step {point.step}, after {epochs}; give "
                            f"--max-steps above {point.step} or --epochs above {point.epoch} to train on")

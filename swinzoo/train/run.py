@@ -38,6 +38,7 @@ from swinzoo.train.module import SwinClassifier
 from swinzoo.train.options import (
     CONFIG_FILE,
     DATA_OPTION_KEYS,
+    METRICS_FILE,
     OUT_ENV,
     FinetuneOptions,
     FinetuneResult,
@@ -279,7 +280,7 @@ def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, cons
     dtype = getattr(torch, plan.save_dtype)
     sd = {k: v.detach().to(dtype) for k, v in module.model.state_dict().items()}
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
-    with atomic_path(out / "metrics.json") as tmp:
+    with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     console.print(f"wrote {out / 'model.safetensors'}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} "
                   f"on {n} val images at {cfg.img_size} px ({kept['weights']} weights: step {kept['step']} of {step})",
