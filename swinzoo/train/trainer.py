@@ -110,7 +110,8 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer) -> None:
         if self.saved_step != trainer.global_step and not trainer.sanity_checking:
-            trainer.save_checkpoint(self.path, weights_only=False)  # on every rank: the strategy writes it once
+            # the whole training state (optimizer, loops), on every rank: the strategy writes it once
+            trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_step = trainer.global_step
 
     def on_train_start(self, trainer, pl_module) -> None:
