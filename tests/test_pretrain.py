@@ -236,3 +236,36 @@ def test_shipped_simmim_nano_weights_reconstruct_shapes():
     assert trained < 0.6 * untrained, (trained, untrained)
     with pytest.raises(swinzoo.SwinzooError, match="load it with swinzoo.load_simmim"):
         swinzoo.load_model("swin_n_64.simmim")
+
+
+def test_a_resume_within_an_epoch_reads_the_rest_of_the_epoch_in_the_straight_runs_order(tmp_path, monkeypatch):
+    """As for fine-tuning (tests/test_resume.py): 12 training images in batches of 4, resumed after step 4 of 9."""
+    import lightning as L
+
+    from swinzoo.train.simmim_data import Transformed
+    from tests.test_finetune import image_folder
+
+    class CrashAt(L.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if trainer.global_step == 5:
+                raise RuntimeError("crash")
+
+    read, getitem = [], Transformed.__getitem__
+
+    def recording(self, index):
+        if any(type(t).__name__ == "RandomResizedCrop" for t in self.transform.transforms):  # training reads
+            read.append(index)
+        return getitem(self, index)
+
+    monkeypatch.setattr(Transformed, "__getitem__", recording)
+    data = image_folder(tmp_path / "data")
+    run = dict(data=str(data), max_steps=9, batch_size=4, num_workers=0, trainer={"limit_val_batches": 1})
+    swinzoo.pretrain("swin_n_64", out=str(tmp_path / "a"), **run)
+    straight = read.copy()
+    assert len(straight) == 36
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.pretrain("swin_n_64", out=str(tmp_path / "b"), ckpt_every=2,
+                         **{**run, "trainer": {**run["trainer"], "callbacks": [CrashAt()]}})
+    read.clear()
+    swinzoo.pretrain(resume=str(tmp_path / "b"), trainer=run["trainer"])
+    assert read == straight[16:]

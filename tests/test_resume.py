@@ -147,3 +147,45 @@ def test_a_resume_with_more_steps_follows_the_new_schedule_from_its_first_step(t
     assert set(resumed.lrs) == {3, 4, 5}
     assert all(resumed.lrs[s] == pytest.approx(straight.lrs[s], rel=1e-12) for s in resumed.lrs), (resumed.lrs,
                                                                                                     straight.lrs)
+
+
+
+def test_a_resume_within_an_epoch_reads_the_rest_of_the_epoch_in_the_straight_runs_order(tiny, data, tmp_path,
+                                                                                            monkeypatch):
+    """Resumed after step 4 (one batch into the second epoch), training reads the images the straight run reads
+    from step 4 on, in its order: not a fresh shuffle of the whole epoch (Lightning's 'not resumable' warning)."""
+    from swinzoo.train.data import TransformedDataset
+
+    read, getitem = [], TransformedDataset.__getitem__
+
+    def recording(self, index):
+        if any(type(t).__name__ == "RandomResizedCrop" for t in self.transform.transforms):  # training reads
+            read.append(index)
+        return getitem(self, index)
+
+    monkeypatch.setattr(TransformedDataset, "__getitem__", recording)
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "a"), max_steps=9, **RUN)
+    straight = read.copy()
+    assert len(straight) == 36  # 3 epochs of 3 batches of 4
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "b"), max_steps=9, ckpt_every=2,
+                         **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [CrashAt(5)]}})
+    assert step_of(tmp_path / "b/last.ckpt") == 4
+    read.clear()
+    swinzoo.finetune(resume=str(tmp_path / "b"), trainer=RUN["trainer"])
+    assert read == straight[16:]
+    # a run that finished at step 4 and resumes for more: Lightning counts its epoch as done (it sets the sampler's
+    # epoch to 2 for the rest of the second one); the order is still the straight run's
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "c"), max_steps=4, **RUN)
+    read.clear()
+    swinzoo.finetune(resume=str(tmp_path / "c"), max_steps=9, trainer=RUN["trainer"])
+    assert read == straight[16:]
+
+
+def test_overfit_batches_puts_in_lightnings_own_sampler(tiny, data, tmp_path):
+    """Lightning makes the training loader again with a sequential sampler; it has nothing to resume."""
+    result = swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "run"), max_steps=2,
+                              **{**RUN, "trainer": {**RUN["trainer"], "overfit_batches": 1}})
+    assert result.metrics["global_step"] == 2
+    loops = torch.load(tmp_path / "run/last.ckpt", weights_only=True)["loops"]
+    assert loops["fit_loop"]["state_dict"] == {"combined_loader": [{}]}

@@ -32,6 +32,7 @@ from swinzoo.preprocess import Preprocess, create_transform
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.recipes import Recipe
+from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -305,9 +306,8 @@ class SwinDataModule(L.LightningDataModule):
         r = self.recipe
         stats = Preprocess.of(self.config) if self.config is not None else Preprocess()
         tf = train_transform(self.res, r.crop_scale, r.rand_augment, r.random_erasing, r.hflip, stats.mean, stats.std)
-        return DataLoader(TransformedDataset(self.train_base, tf), batch_size=self.batch_size, shuffle=True,
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return ResumableLoader(TransformedDataset(self.train_base, tf), self.batch_size, self.num_workers,
+                               r.seed, self.trainer, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         if self.config is not None:  # its preprocessing has the recipe's test_crop already

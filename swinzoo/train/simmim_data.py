@@ -28,6 +28,7 @@ from swinzoo.train.data import BUILTIN, IMAGE_SUFFIXES, check_images, check_no_h
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
 from swinzoo.train.recipes import Recipe
+from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
 CARVE_FRACTION = 0.1  # of a plain folder held out for validation ...
@@ -178,9 +179,8 @@ class SimMIMDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         tf = pretrain_transform(self.res, self.recipe.crop_scale, self.recipe.hflip)
-        return DataLoader(Transformed(self.train_base, tf), batch_size=self.batch_size, shuffle=True,
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return ResumableLoader(Transformed(self.train_base, tf), self.batch_size, self.num_workers,
+                               self.recipe.seed, self.trainer, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         # in order: batch 0 is the same images every validation, for the reconstruction grid

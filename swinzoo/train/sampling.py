@@ -1,0 +1,76 @@
+"""The training loader: an order drawn from (seed, epoch) alone, and a position Lightning saves in the checkpoint,
+so that a run resumed within an epoch reads the rest of that epoch as the straight run would have.
+
+Lightning resumes a loader within an epoch only when the loader has `state_dict` / `load_state_dict`; otherwise
+it warns and reads the epoch again in a fresh order, so the resumed run sees some images twice and others not at
+all. DataLoader's default RandomSampler draws each epoch's order from the global RNG, which a resume does not
+restore; DistributedSampler draws it from seed + epoch, on one process as on many (it is what Lightning puts in
+under DDP, with the same seed).
+
+Augmentations and dropout still draw from the global RNG: a resumed run reads the same images in the same order,
+not bit-identical batches.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+
+class EpochOrder(DistributedSampler):
+    """This rank's share of a shuffle drawn from seed + epoch; a pass can start `skip` samples in (the next one
+    only). `offset` is added to the epoch Lightning sets (see `ResumableLoader.load_state_dict`)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.skip = self.offset = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch + self.offset)
+
+    def __iter__(self):
+        order = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader of a run on `trainer` (None: one process, outside a run): shuffled by `EpochOrder`,
+    batches dropped at the epoch's end (as the official loaders do), and stateful for Lightning.
+
+    Its state is the epoch and how many of the epoch's batches were trained on: the trainer's count, not the
+    loader's own, which runs ahead by the batches Lightning and the workers prefetch."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int, trainer: L.Trainer | None,
+                 sampler: Sampler | None = None, **kwargs) -> None:
+        # `sampler` is for Lightning, which makes the loader again with a sampler of its own for
+        # --trainer.overfit_batches; that loader has nothing to resume
+        if sampler is None:
+            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = EpochOrder(dataset, replicas, rank, seed)
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+                         persistent_workers=num_workers > 0, **kwargs)
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, int]:
+        if not isinstance(self.sampler, EpochOrder):
+            return {}
+        return {"epoch": self.sampler.epoch,
+                "batches": self.trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+                "of": int(self.trainer.num_training_batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the saved epoch `skip` batches in (or, saved at its end, start the next one). Set here, before
+        Lightning makes the iterator (worker processes draw their indices as it is made), not only by Lightning's
+        set_epoch at the epoch's start."""
+        if not state or not isinstance(self.sampler, EpochOrder):
+            return
+        finished = state["batches"] >= state["of"]
+        epoch = state["epoch"] + finished
+        # Lightning's epoch can be one ahead: a run that stopped at --max-steps within an epoch has that epoch
+        # counted as done, and the resumed run trains the rest of it as the next one
+        sampler, lightning_epoch = self.sampler, self.trainer.fit_loop.epoch_progress.current.processed
+        sampler.offset = 0
+        sampler.set_epoch(epoch)
+        sampler.offset = epoch - lightning_epoch
+        sampler.skip = 0 if finished else state["batches"] * self.batch_size
