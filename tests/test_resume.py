@@ -189,3 +189,29 @@ def test_overfit_batches_puts_in_lightnings_own_sampler(tiny, data, tmp_path):
     assert result.metrics["global_step"] == 2
     loops = torch.load(tmp_path / "run/last.ckpt", weights_only=True)["loops"]
     assert loops["fit_loop"]["state_dict"] == {"combined_loader": [{}]}
+
+
+class Validations(L.Callback):
+    """The steps validations ran at, in fit and after it."""
+
+    def __init__(self) -> None:
+        self.steps = []
+
+    def on_validation_end(self, trainer, *args) -> None:
+        self.steps.append(trainer.global_step)
+
+
+def test_the_final_weights_are_validated_once(tiny, data, tmp_path):
+    """The epoch's end validated the last step's weights: metrics.json takes that validation's figures rather
+    than running it again; a run that stops between validations validates after fit."""
+    seen = Validations()
+    result = swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "a"), epochs=1,
+                              **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [seen]}})
+    assert seen.steps == [3] and result.metrics["global_step"] == 3 and result.metrics["n"] == 4
+    rows = (tmp_path / "a/logs/metrics.csv").read_text().splitlines()
+    top1 = rows[0].split(",").index("val/top1")
+    assert [float(row.split(",")[top1]) for row in rows[1:] if row.split(",")[top1]] == [result.metrics["top1"]]
+    seen.steps.clear()
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "b"), max_steps=4,
+                     **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [seen]}})
+    assert seen.steps == [3, 4]

@@ -57,7 +57,7 @@ from swinzoo.train.recipes import Recipe, load_recipe, recipe_from_dict
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
-from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_unlogged
+from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
 from swinzoo.transfer import transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
@@ -121,7 +121,7 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
         with interruptible(trainer):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
-            results = validate_unlogged(trainer, module, dm)
+            results = validate_after_fit(trainer, module, dm)
         if not trainer.is_global_zero:
             return None
         metrics = write_outputs(plan, module, results, trainer.global_step, time.monotonic() - start, console)

@@ -48,7 +48,7 @@ from swinzoo.train.options import (
 )
 from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.resume import record_resume, resume_plan
-from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_unlogged
+from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.transfer import match_head_to_classes, transfer
 from swinzoo.upload import check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -239,7 +239,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         with interruptible(trainer):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
-            results = validate_unlogged(trainer, module, dm)
+            results = validate_after_fit(trainer, module, dm)
             results, kept = keep_weights(trainer, module, dm, results)
         if not trainer.is_global_zero:
             return None

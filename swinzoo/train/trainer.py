@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -44,7 +44,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
-    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep()]
+    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep(), LatestValidation()]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
@@ -151,6 +151,19 @@ class ScheduleAtStep(Callback):
                 scheduler._last_lr = lrs  # what get_last_lr() (and Lightning's LearningRateMonitor) report
 
 
+class LatestValidation(Callback):
+    """The figures of the fit's latest validation and the step it ran at (they are `trainer.validate`'s keys)."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.step = trainer.global_step
+            self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
 @contextlib.contextmanager
 def interruptible(trainer):
     """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
@@ -206,6 +219,17 @@ def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
     module.load_state_dict(state["state_dict"])
     results = validate_unlogged(trainer, module, dm)
     return results, {"weights": "best", "step": int(state["global_step"])}
+
+
+def validate_after_fit(trainer, module, dm) -> dict:
+    """The figures of the final weights: the fit's latest validation when it ran at the final step (an epoch's or
+    a --trainer.val_check_interval's end), else a validation now. With weight averaging the fit validated the
+    average of that moment, which a later epoch-end update may change: validated again."""
+    latest = next((c for c in trainer.callbacks if isinstance(c, LatestValidation)), None)
+    averaging = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
+    if latest is not None and latest.step == trainer.global_step and latest.metrics and not averaging:
+        return latest.metrics
+    return validate_unlogged(trainer, module, dm)
 
 
 def validate_unlogged(trainer, module, dm) -> dict:
