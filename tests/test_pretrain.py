@@ -269,3 +269,22 @@ def test_a_resume_within_an_epoch_reads_the_rest_of_the_epoch_in_the_straight_ru
     read.clear()
     swinzoo.pretrain(resume=str(tmp_path / "b"), trainer=run["trainer"])
     assert read == straight[16:]
+
+
+def test_ddp_validation_counts_each_image_once(tmp_path):
+    """13 validation images on 2 processes: the sampler pads one rank's share with a copy of the first image,
+    which neither n nor the loss may count."""
+    import subprocess
+    import sys
+
+    from tests.test_finetune import env, image_folder
+
+    data = image_folder(tmp_path / "data")
+    (data / "val/b/6.png").write_bytes((data / "val/b/0.png").read_bytes())
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "swinzoo", "pretrain", "--from", "swin_n_64", "--data", str(data),
+                           "--max-steps", "1", "--out", str(out), "--batch-size", "4", "--num-workers", "0",
+                           "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp"],
+                          env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 13

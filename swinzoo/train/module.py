@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DistributedSampler
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
@@ -28,6 +27,7 @@ from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import Recipe, recipe_from_dict
+from swinzoo.train.sampling import unpadded
 
 
 def batch_mixer(recipe: Recipe, num_classes: int):
@@ -91,7 +91,7 @@ class SwinClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images).float()
-        real = self.unpadded(batch_idx, labels.numel())
+        real = unpadded(self.trainer, batch_idx, labels.numel(), self.device)
         if real is not None:
             logits, labels = logits[real], labels[real]
             if not labels.numel():
@@ -104,21 +104,6 @@ class SwinClassifier(L.LightningModule):
         self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
         self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))
         self.log("val/n", self.val_n, on_step=False, on_epoch=True)
-
-    def unpadded(self, batch_idx: int, size: int) -> torch.Tensor | None:
-        """Which samples of this validation batch are the data's own (None: all of them). Under DDP, Lightning's
-        DistributedSampler pads the validation set with copies of its first images so that every rank gets as many;
-        counted, they would skew top-1 and make n exceed the set (26 for 25 images). In the padded order the sample
-        at a rank's position i is at `rank + i * world_size`; from the set's length on, it is a copy."""
-        loader = self.trainer.val_dataloaders
-        sampler = getattr(loader, "sampler", None)
-        if not isinstance(sampler, DistributedSampler) or sampler.drop_last or sampler.shuffle:
-            return None
-        length = len(sampler.dataset)
-        if sampler.total_size == length:
-            return None
-        position = batch_idx * loader.batch_size + torch.arange(size, device=self.device)
-        return sampler.rank + position * sampler.num_replicas < length
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),

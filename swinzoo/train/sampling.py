@@ -1,5 +1,7 @@
-"""The training loader: an order drawn from (seed, epoch) alone, and a position Lightning saves in the checkpoint,
-so that a run resumed within an epoch reads the rest of that epoch as the straight run would have.
+"""Samplers: the training loader's order and position, and the validation samples DDP adds.
+
+The training loader's order is drawn from (seed, epoch) alone, and its position is saved in the checkpoint, so
+that a run resumed within an epoch reads the rest of that epoch as the straight run would have.
 
 Lightning resumes a loader within an epoch only when the loader has `state_dict` / `load_state_dict`; otherwise
 it warns and reads the epoch again in a fresh order, so the resumed run sees some images twice and others not at
@@ -14,6 +16,7 @@ not bit-identical batches.
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
@@ -74,3 +77,19 @@ class ResumableLoader(DataLoader):
         sampler.set_epoch(epoch)
         sampler.offset = epoch - lightning_epoch
         sampler.skip = 0 if finished else state["batches"] * self.batch_size
+
+
+def unpadded(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor | None:
+    """Which samples of this validation batch are the data's own (None: all of them). Under DDP, Lightning's
+    DistributedSampler pads the validation set with copies of its first images so that every rank gets as many;
+    counted, they would skew the figures and make n exceed the set (26 for 25 images). In the padded order the
+    sample at a rank's position i is at `rank + i * world_size`; from the set's length on, it is a copy."""
+    loader = trainer.val_dataloaders
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last or sampler.shuffle:
+        return None
+    length = len(sampler.dataset)
+    if sampler.total_size == length:
+        return None
+    position = batch_idx * loader.batch_size + torch.arange(size, device=device)
+    return sampler.rank + position * sampler.num_replicas < length

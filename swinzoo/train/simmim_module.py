@@ -8,7 +8,8 @@ tensors, biases, `mask_token` and the encoder's no-decay names; no layer decay),
 warmup then cosine. Gradient clipping and precision are Trainer settings (`module.trainer_kwargs`).
 
 Validation uses fixed masks (seeded by the run seed and the batch index: the same every validation), logs the
-masked-pixel L1 as `val/loss`, and draws the first batch (up to 8 images) to OUT/reconstructions/ on global rank 0.
+masked-pixel L1 as `val/loss` (without the copies DDP pads the set with), and draws the first batch (up to 8
+images) to OUT/reconstructions/ on global rank 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from swinzoo.models import MaskGenerator, SimMIM
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
+from swinzoo.train.sampling import unpadded
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
 TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
@@ -77,6 +79,11 @@ class SimMIMPretrainer(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         mask = self.masks(batch, mask_seed(self.recipe.seed, VAL_STREAM, batch_idx))
+        real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
+        if real is not None:  # drawn for the whole batch: an image's mask does not depend on the padding
+            batch, mask = batch[real], mask[real]
+            if not batch.shape[0]:
+                return
         loss, reconstruction = self(batch, mask)
         n = batch.shape[0]
         self.val_loss.update(loss.detach().float(), n)

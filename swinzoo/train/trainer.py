@@ -247,7 +247,7 @@ def validate_unlogged(trainer, module, dm) -> dict:
 # to a swinzoo user: adverts, device banners, a deprecation inside Lightning, our own run.json beside last.ckpt
 QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.fabric.utilities.distributed")
-# the DistributedSampler notice: SwinClassifier.unpadded counts each validation image once
+# the DistributedSampler notice: sampling.unpadded counts each validation image once
 QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", r"Using `DistributedSampler` with the",
                   r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
                   r"The number of training batches .* is smaller than the logging")
