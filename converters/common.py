@@ -185,8 +185,10 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], js
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     earlier = folder_kind(Path(out_dir) / "config.json")
     if not overwrite and earlier not in (None, folder_kind(json_files.get("config.json"))):
-        raise SwinzooError(f"{out_dir} holds a {earlier} export, whose files this one would replace; choose a new "
-                           "or empty folder, or pass --overwrite to replace them")
+        what = {"other": "a config.json that is neither timm's nor transformers'",
+                "unreadable": "a config.json that is not JSON"}.get(earlier, f"a {earlier} export")
+        raise SwinzooError(f"{out_dir} holds {what}, whose files this export would replace; choose a new or empty "
+                           "folder, or pass --overwrite to replace them")
     with atomic_dir(out_dir, owned={*json_files, "model.safetensors"}, overwrite=overwrite) as tmp:
         for name, content in json_files.items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
@@ -206,16 +208,16 @@ def config_kind(config: dict | None) -> str | None:
 
 
 def folder_kind(config) -> str | None:
-    """Whose folder a config.json (a path or its content) describes: transformers, timm (`config_kind`), something
-    else, or None when there is none."""
+    """Whose folder a config.json (a path or its content) describes: "transformers", "timm" (`config_kind`),
+    "other", "unreadable", or None when there is none."""
     if isinstance(config, Path):
         if not config.is_file():
             return None
         try:
             config = json.loads(config.read_text())
         except (OSError, ValueError):
-            return "unreadable config.json"
-    return {"hf": "transformers", "timm": "timm"}.get(config_kind(config), "foreign config.json")
+            return "unreadable"
+    return {"hf": "transformers", "timm": "timm"}.get(config_kind(config), "other")
 
 
 def weights_in_folder(folder: Path) -> Path:

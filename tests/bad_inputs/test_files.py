@@ -342,6 +342,12 @@ def test_a_folder_export_of_another_kind_is_kept_unless_overwrite(tmp_path, caps
     assert code == 2 and "holds a timm export" in err and "--overwrite" in err and snapshot(out) == before
     assert run_cli(["export", "swinv2_n_64_w4", "--to", "hf", "-o", out, "--overwrite"], capsys)[0] == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == "swinv2"
+    # a config.json of neither library, and one that is not JSON, are named for what they are
+    for text, said in (('{"lr": 0.1}', "holds a config.json that is neither timm's nor transformers'"),
+                       ("not json", "holds a config.json that is not JSON")):
+        (out / "config.json").write_text(text)
+        code, _, err = run_cli(["export", "swinv2_n_64_w4", "--to", "timm", "-o", out], capsys)
+        assert code == 2 and said in err and "--overwrite" in err, err
 
 
 def test_a_file_output_named_as_a_folder_is_refused(tmp_path, capsys):
