@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def test_finetune_eval_predict(tiny, tmp_path, capsys):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"top1", "top5"} and metrics["global_step"] == 3 and metrics["n"] == 8  # 2 val batches of 4
+    # the command as given to cli_main (not the argv of the process that called it), quoted to be replayed
+    command = json.loads((out / "run.json").read_text())["command"]
+    assert shlex.split(command) == ["swinzoo", "finetune", "--from", str(tiny), "--res", "64", "--data", str(data),
+                                    "--recipe", "nano_finetune", "--max-steps", "3", "--out", str(out), *FAST]
     model = swinzoo.load_model(out)
     assert model.config.img_size == 64 and model.config.window_size == 8 and model.config.class_names == ["a", "b"]
     assert model.provenance["recipe"]["name"] == "nano_finetune" and model.provenance["transfer"]["interpolated"]

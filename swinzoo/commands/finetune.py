@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-import sys
+import shlex
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
@@ -268,6 +268,7 @@ def parse(argv: list[str]):
 def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     """argv (after `verb`) -> `options_class` from the jsonargparse parser `make_parser(with_trainer)` builds, or an
     exit code when help or the config was printed (shared by `finetune` and `pretrain`)."""
+    command = shlex.join(["swinzoo", verb, *argv])  # what run.json records: the words given, quoted for a shell
     argv = normalise_argv(argv)
     parser = make_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
     try:
@@ -276,12 +277,12 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
         return int(e.code or 0)
     except argparse.ArgumentError as e:
         raise SwinzooError(f"swinzoo {verb}: {explain(e, parser)}") from None
-    return options_from(cfg.as_dict(), parser, options_class)
+    return options_from(cfg.as_dict(), parser, options_class, command)
 
 
-def options_from(values: dict, parser, options_class=None):
-    """Parsed values -> `options_class` (default FinetuneOptions): `from` is `source`, and only the Trainer
-    arguments that differ from Lightning's defaults are kept."""
+def options_from(values: dict, parser, options_class=None, command: str = ""):
+    """Parsed values -> `options_class` (default FinetuneOptions) recording `command`: `from` is `source`, and only
+    the Trainer arguments that differ from Lightning's defaults are kept."""
     if options_class is None:
         from swinzoo.train.options import FinetuneOptions as options_class
 
@@ -292,7 +293,7 @@ def options_from(values: dict, parser, options_class=None):
     values["source"] = values.pop("from")
     for key in ("config", "__path__", "print_config"):
         values.pop(key, None)
-    return options_class(**values, trainer=trainer, command=" ".join(["swinzoo", *sys.argv[1:]]))
+    return options_class(**values, trainer=trainer, command=command)
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
     L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
     if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command or " ".join(["swinzoo", *sys.argv[1:]]))
+        record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
@@ -230,7 +229,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
             report.print_to(console)
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
-                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype, "last", args.logger,
+                args.command, args.save_dtype, "last", args.logger,
                 data_options)
     return plan, state_dict, dm, replay_config(args, plan, dst.window_size)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -123,7 +122,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
-                args.command or " ".join(["swinzoo", *sys.argv[1:]]), args.save_dtype, args.keep, args.logger,
+                args.command, args.save_dtype, args.keep, args.logger,
                 data_options)
     return plan, state_dict, dm, replay_config(args, plan, window=dst.window_size)
 
@@ -224,7 +223,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     L.seed_everything(recipe.seed, verbose=False)
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
     if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command or " ".join(["swinzoo", *sys.argv[1:]]))
+        record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
