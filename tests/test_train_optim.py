@@ -32,6 +32,22 @@ def test_weight_decay_groups_v2():
     assert "layers.0.blocks.0.attn.qkv.weight" not in no_decay and "head.weight" not in no_decay
 
 
+@pytest.mark.parametrize("name", ["swin_n_64", "swinv2_n_64_w4"])
+def test_simmim_pretraining_groups_follow_the_official_prefixed_names(name):
+    """The official `SimMIM.no_weight_decay(_keywords)` prefix the encoder's names with `encoder.`, and
+    `get_pretrain_param_groups` matches keywords as substrings: `encoder.relative_position_bias_table` is in no
+    block's name, so the pretraining decays the bias tables (V1), the 2-D `cpb_mlp` weights and `logit_scale` (V2);
+    only 1-D tensors, biases, `encoder.mask_token` and `encoder.absolute_pos_embed` are left undecayed."""
+    model = swinzoo.SimMIM(swinzoo.create_model(name).config.replace(num_classes=0, class_names=None, ape=True))
+    no_decay = names_without_decay(model)
+    for n, p in model.named_parameters():
+        official = p.ndim == 1 or n.endswith(".bias") or n in ("encoder.mask_token", "encoder.absolute_pos_embed")
+        assert (n in no_decay) == official, n
+    decayed = {n.removeprefix("encoder.layers.0.blocks.0.attn.") for n in dict(model.named_parameters())} - no_decay
+    assert {"relative_position_bias_table"} <= decayed if name == "swin_n_64" else {"cpb_mlp.0.weight",
+                                                                                     "logit_scale"} <= decayed
+
+
 def test_layer_ids_follow_simmim():
     depths = (2, 2, 6, 2)
     assert layer_id("patch_embed.proj.weight", depths) == 0

@@ -110,8 +110,11 @@ class SimMIM(nn.Module):
         self.encoder.set_grad_checkpointing(enable)
 
     def no_weight_decay_keywords(self) -> set[str]:
-        """The encoder's no-decay names plus the mask token (official `SimMIM.no_weight_decay`)."""
-        return self.encoder.no_weight_decay_keywords() | {"mask_token"}
+        """The official `SimMIM.no_weight_decay(_keywords)`: the encoder's names and the mask token, each prefixed
+        with `encoder.`. Matched as substrings (`optim.is_no_decay`, as the official `get_pretrain_param_groups`),
+        `encoder.relative_position_bias_table`, `encoder.cpb_mlp` and `encoder.logit_scale` are in no parameter's
+        name, so the official pretraining decays those tensors; swinzoo keeps its numbers."""
+        return {"encoder." + k for k in self.encoder.no_weight_decay_keywords() | {"mask_token"}}
 
 
 def local_stats(images: torch.Tensor, kernel: int = NORM_TARGET_KERNEL) -> tuple[torch.Tensor, torch.Tensor]:
