@@ -53,7 +53,7 @@ class TransferReport:
             k, a, b = self.interpolated[0]
             out.append(f"interpolated {len(self.interpolated)} tensors bicubically, e.g. {k} {a} -> {b}")
         out.extend(f"mapped {k}" for k in self.mapped)
-        out.extend(f"re-initialised {k} to zeros (as the official code does)" for k in self.reinitialized)
+        out.extend(f"re-initialised {k}" for k in self.reinitialized)
         if self.dropped:
             out.append(f"dropped {len(self.dropped)} buffers (rebuilt for the target geometry)")
         out.append(f"kept {self.kept} tensors unchanged")
@@ -145,14 +145,18 @@ def check_compatible(src: SwinConfig, dst: SwinConfig) -> None:
 
 
 def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConfig,
-             class_map: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], SwinConfig, TransferReport]:
+             class_map: torch.Tensor | None = None,
+             head_seed: int = 0) -> tuple[dict[str, torch.Tensor], SwinConfig, TransferReport]:
     """Move `state_dict` (canonical keys, a model of config `src`) to config `dst`.
 
     - V1: each `relative_position_bias_table` is resized bicubically when the (effective) window changes;
       `absolute_pos_embed` likewise when the grid changes.
     - V2: weights carry over unchanged; `dst.pretrained_window_sizes` becomes the windows the source normalised
       its log-spaced coordinates by, so the CPB MLP sees the same inputs for the offsets both windows share.
-    - Head: kept when the class count matches, gathered 21841 -> 1000 with the official map, else zeroed.
+    - Head: kept when the class count matches, gathered 21841 -> 1000 with the official map, else zeroed (the
+      official `load_pretrained`). A source without one (a SimMIM encoder, a headless model) gets the model's own
+      init, truncated normal(std 0.02) weights drawn from `head_seed` and zero biases, which the official SimMIM
+      fine-tune load leaves in place.
     - A SimMIM pretraining state dict (`encoder.*`, `decoder.0.*`) takes the official SimMIM fine-tune load first
       (`simmim_encoder_to_classifier`: V1 tables resized geometrically, not bicubically), then the rules above.
     """
@@ -190,16 +194,21 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
             elif dst.num_classes > 0:
                 shape = (dst.num_classes,) + tuple(value.shape[1:])
                 out[key] = torch.zeros(shape, dtype=value.dtype)
-                report.reinitialized.append(f"{key} {tuple(value.shape)} -> {shape}")
+                report.reinitialized.append(f"{key} {tuple(value.shape)} -> {shape} to zeros (as the official code "
+                                            "does)")
             else:
                 report.dropped.append(key)
             continue
         out[key] = value
         report.kept += 1
     if dst.num_classes > 0 and "head.weight" not in out:  # a headless source gets a fresh head
-        for key, shape in (("head.weight", (dst.num_classes, dst.num_features)), ("head.bias", (dst.num_classes,))):
-            out[key] = torch.zeros(shape, dtype=state_dict["norm.weight"].dtype)
-            report.reinitialized.append(f"{key} (absent) -> {shape}")
+        dtype, shape = state_dict["norm.weight"].dtype, (dst.num_classes, dst.num_features)
+        weight = torch.empty(shape, dtype=torch.float32)
+        torch.nn.init.trunc_normal_(weight, std=0.02, generator=torch.Generator().manual_seed(head_seed))
+        out["head.weight"], out["head.bias"] = weight.to(dtype), torch.zeros(dst.num_classes, dtype=dtype)
+        report.reinitialized.append(f"head.weight (absent) -> {shape}: truncated normal, std 0.02, seed {head_seed}, "
+                                    "and head.bias zeros (the model's own init, which the official SimMIM fine-tune "
+                                    "keeps)")
     if src.img_size != dst.img_size or src.window_size != dst.window_size:
         report.notes.insert(0, f"resolution {src.img_size} -> {dst.img_size}, window {src.window_size} -> "
                                f"{dst.window_size}")

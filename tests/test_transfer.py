@@ -81,6 +81,23 @@ def test_other_class_counts_zero_the_head():
     model.load_state_dict(moved)
 
 
+def test_a_headless_source_gets_the_models_own_head_init():
+    """No head to load (a SimMIM encoder, a headless timm model): the official SimMIM fine-tune leaves the model's
+    own init, truncated normal(std 0.02) weights and zero biases (zeros are the official supervised load's, for a
+    head of another class count), drawn from `head_seed`."""
+    sd, cfg = from_official(read_official(fixture_pth(V1)))
+    headless = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    src = cfg.replace(num_classes=0, class_names=None)
+    moved, _, report = transfer(headless, src, cfg.replace(num_classes=5), head_seed=3)
+    weight = moved["head.weight"]
+    assert weight.shape == (5, 192) and not moved["head.bias"].any()
+    assert 0.015 < float(weight.std()) < 0.025 and float(weight.abs().max()) < 0.02 * 5
+    again, _, _ = transfer(headless, src, cfg.replace(num_classes=5), head_seed=3)
+    other, _, _ = transfer(headless, src, cfg.replace(num_classes=5), head_seed=4)
+    assert torch.equal(again["head.weight"], weight) and not torch.equal(other["head.weight"], weight)
+    assert "head.weight (absent) -> (5, 192): truncated normal, std 0.02, seed 3" in str(report)
+
+
 def test_v2_pretrained_windows_come_from_the_source():
     src = SwinConfig(version=2, img_size=192, window_size=12, **TINY)
     sd = SwinTransformer(src).state_dict()

@@ -98,7 +98,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         state_dict, report = None, None
         dst = dst.replace(class_names=classes)
     else:
-        state_dict, dst, report = transfer(src_sd, src_cfg, dst)
+        state_dict, dst, report = transfer(src_sd, src_cfg, dst, head_seed=recipe.seed)
         if src_cfg.num_classes == len(classes):
             note = match_head_to_classes(state_dict, src_cfg.class_names, classes)
             report.notes.extend([note] if note else [])
