@@ -114,9 +114,9 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     return model
 
 
-def load_simmim(src: str | Path, *, norm_targets: bool = False, norm_target_kernel: int = NORM_TARGET_KERNEL,
-                mask_patch_size: int = 32, mask_ratio: float = 0.6, from_format: str = "auto", arch: str | None = None,
-                trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
+def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_target_kernel: int = NORM_TARGET_KERNEL,
+                mask_patch_size: int | None = None, mask_ratio: float | None = None, from_format: str = "auto",
+                arch: str | None = None, trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
     """A SimMIM pretraining model (`models.simmim.SimMIM`, official numerics) from a SimMIM checkpoint (an official
     pretraining .pth, or swinzoo's own file holding one), or built around the encoder of any classification source
     `read_checkpoint` reads (a zoo name, file, folder or `hf-hub:` reference): its head is dropped, the mask token
@@ -124,8 +124,9 @@ def load_simmim(src: str | Path, *, norm_targets: bool = False, norm_target_kern
     provenance says so. The model carries `.config` (the encoder's) and `.provenance`.
 
     `norm_targets` / `norm_target_kernel`: the loss compares with locally normalised images (official NORM_TARGET);
-    `mask_patch_size`, `mask_ratio`: what `model.mask_generator()` draws; `config_overrides` are `SwinConfig`
-    fields that do not change the weights (e.g. `drop_path_rate=0.1`).
+    `mask_patch_size`, `mask_ratio`: what `model.mask_generator()` draws. Not given, they are what the checkpoint's
+    `swinzoo pretrain` run used (its provenance), else the official 32 px, 0.6 and raw targets. `config_overrides`
+    are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`).
     """
     checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
     config, provenance = checkpoint.config, dict(checkpoint.provenance)
@@ -139,8 +140,11 @@ def load_simmim(src: str | Path, *, norm_targets: bool = False, norm_target_kern
                                 "initialised": [f"{MASK_TOKEN} (truncated normal, std 0.02, as the official)",
                                                 "decoder.0 (PyTorch's default Conv2d init, as the official)"]}
     config = config.replace(**config_overrides) if config_overrides else config  # SimMIM drops the head
-    model = SimMIM(config, norm_targets=norm_targets, norm_target_kernel=norm_target_kernel,
-                   mask_patch_size=mask_patch_size, mask_ratio=mask_ratio)
+    recorded = {} if fresh else simmim_settings(provenance)
+    model = SimMIM(config, norm_targets=recorded.get("norm_targets", False) if norm_targets is None else norm_targets,
+                   norm_target_kernel=norm_target_kernel,
+                   mask_patch_size=recorded.get("mask_patch_size", 32) if mask_patch_size is None else mask_patch_size,
+                   mask_ratio=recorded.get("mask_ratio", 0.6) if mask_ratio is None else mask_ratio)
     state_dict = checkpoint.state_dict
     if fresh:
         own = model.state_dict()
@@ -149,6 +153,15 @@ def load_simmim(src: str | Path, *, norm_targets: bool = False, norm_target_kern
     load_strict(model, state_dict, str(src))
     model.provenance = provenance
     return model
+
+
+SIMMIM_SETTINGS = ("mask_patch_size", "mask_ratio", "norm_targets")
+
+
+def simmim_settings(provenance: dict) -> dict:
+    """The mask and target settings a `swinzoo pretrain` run recorded in its model's provenance (none: {})."""
+    recorded = provenance.get("simmim")
+    return {k: recorded[k] for k in SIMMIM_SETTINGS if k in recorded} if isinstance(recorded, dict) else {}
 
 
 def packaged_file(src: str) -> Path | None:

@@ -288,3 +288,19 @@ def test_ddp_validation_counts_each_image_once(tmp_path):
                           env=env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["n"] == 13
+
+
+def test_a_runs_mask_and_targets_travel_with_its_weights(tmp_path):
+    """`load_simmim(OUT)` and `pretrain --from OUT/model.safetensors` take the run's --mask-patch-size,
+    --mask-ratio and --norm-targets; what the caller gives still wins."""
+    out = tmp_path / "a"
+    assert cli_main(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "1", "--out", str(out),
+                     "--mask-patch-size", "16", "--mask-ratio", "0.5", "--norm-targets", *FAST]) == 0
+    model = swinzoo.load_simmim(out)
+    assert (model.mask_patch_size, model.mask_ratio, model.norm_targets) == (16, 0.5, True)
+    model = swinzoo.load_simmim(out, mask_patch_size=32, norm_targets=False)
+    assert (model.mask_patch_size, model.mask_ratio, model.norm_targets) == (32, 0.5, False)
+    assert cli_main(["pretrain", "--from", str(out / "model.safetensors"), "--data", "shapes", "--max-steps", "1",
+                     "--out", str(tmp_path / "b"), "--mask-ratio", "0.6", *FAST]) == 0
+    recipe = json.loads((tmp_path / "b/run.json").read_text())["recipe"]
+    assert (recipe["mask_patch_size"], recipe["mask_ratio"], recipe["norm_targets"]) == (16, 0.6, True)

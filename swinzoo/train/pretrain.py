@@ -30,7 +30,7 @@ from swinzoo.converters.simmim import DECODER_KEYS, ENCODER, MASK_TOKEN, is_simm
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
-from swinzoo.sources import read_checkpoint
+from swinzoo.sources import read_checkpoint, simmim_settings
 from swinzoo.train.checks import check_run_values, with_checked_run_options
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
@@ -191,8 +191,10 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     """Resolve recipe, source, target config and data; return the plan, the starting weights (SimMIM keys; the
     mask token and decoder absent when they start fresh; None from scratch), the data and the YAML that replays
     the run."""
-    recipe = apply_overrides(load_recipe(args.recipe or DEFAULT_RECIPE), args)
     src_cfg, encoder, own, src_prov, how = read_source(args)
+    # continuing a SimMIM run: its masks and targets, unless a recipe or a flag says otherwise
+    inherited = simmim_settings(src_prov) if own and args.recipe is None else {}
+    recipe = apply_overrides(load_recipe(args.recipe or DEFAULT_RECIPE), args, inherited)
     # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
     res = args.res or recipe.res or src_cfg.img_size
     window = args.window or (recipe.window if recipe.res in (None, res) else None)
@@ -223,6 +225,10 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
     if is_rank_zero():
         console.print(f"[bold]start[/bold] {how}", soft_wrap=True)
+        if inherited:
+            console.print(f"[bold]masks[/bold] {recipe.mask_patch_size} px, ratio {recipe.mask_ratio:g}, "
+                          f"{'normalised' if recipe.norm_targets else 'raw'} targets: the SimMIM source's run, where "
+                          "no flag or --recipe sets them", soft_wrap=True)
     if report is not None and report.changed:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
         if is_rank_zero():
@@ -234,9 +240,11 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     return plan, state_dict, dm, replay_config(args, plan, dst.window_size)
 
 
-def apply_overrides(recipe: Recipe, args: PretrainOptions) -> Recipe:
-    changes = {k: getattr(args, k) for k in ("batch_size", "precision", "seed", "mask_ratio", "mask_patch_size",
-                                             "norm_targets", "max_steps") if getattr(args, k) is not None}
+def apply_overrides(recipe: Recipe, args: PretrainOptions, inherited: dict | None = None) -> Recipe:
+    """The recipe with the flags given, and `inherited` settings (the source run's masks) where no flag is."""
+    changes = {**(inherited or {}), **{k: getattr(args, k) for k in ("batch_size", "precision", "seed", "mask_ratio",
+                                                                     "mask_patch_size", "norm_targets", "max_steps")
+                                       if getattr(args, k) is not None}}
     if args.epochs is not None:
         changes.update(epochs=args.epochs, max_steps=None)
     return recipe.replace(**changes) if changes else recipe
