@@ -8,6 +8,7 @@ detection backbone, `load_simmim` a SimMIM pretraining model.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,9 +16,10 @@ import torch
 from swinzoo import converters, hub
 from swinzoo.converters import Checkpoint
 from swinzoo.converters.dense import check_features_only, check_window, to_backbone
+from swinzoo.converters.native import PROVENANCE_KEY
 from swinzoo.converters.simmim import DECODER_KEYS, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError
-from swinzoo.io import load_strict
+from swinzoo.io import load_strict, safetensors_metadata
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer, count_macs, count_params
 from swinzoo.models.simmim import NORM_TARGET_KERNEL
 from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
@@ -171,6 +173,12 @@ def packaged_file(src: str) -> Path | None:
     entry, tag = ZOO[split_name(src)[0]], split_name(src)[1]
     weights = next((w for w in entry.weights if w.tag == (tag or entry.default_tag)), None)
     return weights.package_path() if weights else None
+
+
+def shipped_provenance(src: str) -> dict:
+    """The provenance of the weights shipped inside swinzoo for a zoo name ({} for any other source)."""
+    path = packaged_file(src)
+    return json.loads(safetensors_metadata(path).get(PROVENANCE_KEY, "{}")) if path is not None else {}
 
 
 def looks_like_name(src: str) -> bool:

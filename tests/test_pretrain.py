@@ -38,7 +38,8 @@ def test_pretrain_writes_a_simmim_model_metrics_and_pictures(pretrained):
     assert math.isfinite(metrics["val_loss"]) and 0 < metrics["val_loss"] < 5
     model = swinzoo.load_simmim(pretrained / "model.safetensors")
     assert isinstance(model, swinzoo.SimMIM) and model.config.img_size == 64 and model.config.num_classes == 0
-    assert model.provenance["finetune_recipe"] == "simmim_finetune" and model.provenance["dataset"] == "shapes"
+    # the source's own fine-tune recipe (the nano models': nano_finetune), not Swin-B's ImageNet one
+    assert model.provenance["finetune_recipe"] == "nano_finetune" and model.provenance["dataset"] == "shapes"
     assert model.provenance["simmim"]["mask_patch_size"] == 32 and model.provenance["pretrain"]["global_step"] == 5
     assert model.provenance["recipe"]["name"] == "simmim_pretrain"
     checkpoint = swinzoo.read_checkpoint(pretrained)  # the folder, as `finetune --from OUT` reads it
@@ -115,7 +116,7 @@ def test_a_plain_image_folder_and_a_v2_source_at_a_new_resolution(tmp_path, caps
     assert "resolution 64 -> 96" in stdout  # the encoder moved by the transfer
     model = swinzoo.load_simmim(out)
     assert model.config.img_size == 96 and model.config.version == 2
-    assert model.provenance["finetune_recipe"] == "simmim_finetune_v2"
+    assert model.provenance["finetune_recipe"] == "nano_finetune"
     assert json.loads((out / "metrics.json").read_text())["n"] == 2
     with Image.open(out / "reconstructions/latest.png") as img:
         assert img.size == grid_size(2, 96, 96)
@@ -192,9 +193,21 @@ def test_finetune_starts_from_the_pretrained_encoder(pretrained, tmp_path, capsy
     code, stdout, err = run_cli(["finetune", "--from", pretrained / "model.safetensors", "--data", "shapes",
                                  "--max-steps", "2", "--out", out, *FAST], capsys)
     assert code == 0, err
-    assert "simmim_finetune" in stdout  # the recipe the pretraining named
+    assert "recipe nano_finetune: the fine-tune recipe the source was trained to use" in stdout
     model = swinzoo.load_model(out)
-    assert model.config.num_classes == 10 and model.provenance["recipe"]["name"] == "simmim_finetune"
+    assert model.config.num_classes == 10 and model.provenance["recipe"]["name"] == "nano_finetune"
+
+
+def test_the_named_fine_tune_recipe_is_the_sources_else_the_official_one():
+    from swinzoo.train.pretrain import finetune_recipe_for
+    from swinzoo.train.recipes import Recipe
+
+    assert finetune_recipe_for(Recipe(), {}, 1) == "simmim_finetune"  # an official architecture, or --scratch
+    assert finetune_recipe_for(Recipe(), {}, 2) == "simmim_finetune_v2"
+    assert finetune_recipe_for(Recipe(), {"finetune_recipe": "nano_finetune"}, 1) == "nano_finetune"
+    assert finetune_recipe_for(Recipe(finetune_recipe="mine"), {"finetune_recipe": "nano_finetune"}, 1) == "mine"
+    shipped = swinzoo.load_simmim("swin_n_64.simmim")
+    assert shipped.provenance["finetune_recipe"] == "nano_finetune"
 
 
 def test_every_pretrain_example_parses(tmp_path, monkeypatch, capsys):

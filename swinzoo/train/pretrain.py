@@ -30,7 +30,7 @@ from swinzoo.converters.simmim import DECODER_KEYS, ENCODER, MASK_TOKEN, is_simm
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
-from swinzoo.sources import read_checkpoint, simmim_settings
+from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
 from swinzoo.train.checks import check_run_values, with_checked_run_options
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
@@ -219,7 +219,8 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
     provenance = {"task": TASK, "source": args.source, "dataset": data, "recipe": recipe.to_dict(),
                   # what `swinzoo finetune --from OUT/model.safetensors` uses without --recipe
-                  "finetune_recipe": recipe.finetune_recipe or FINETUNE_RECIPES[dst.version],
+                  "finetune_recipe": finetune_recipe_for(
+                      recipe, shipped_provenance(args.source) if args.scratch else src_prov, dst.version),
                   "simmim": {"start": how, "mask_patch_size": recipe.mask_patch_size,
                              "mask_ratio": recipe.mask_ratio, "norm_targets": recipe.norm_targets},
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
@@ -238,6 +239,13 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
                 args.command, args.save_dtype, "last", args.logger,
                 data_options)
     return plan, state_dict, dm, replay_config(args, plan, dst.window_size)
+
+
+def finetune_recipe_for(recipe: Recipe, source_provenance: dict, version: int) -> str:
+    """What `finetune --from OUT` uses without --recipe: the pretraining recipe's choice, else the one the source
+    names (swinzoo's nano models: nano_finetune; for --scratch, the shipped weights'), else the official SimMIM
+    fine-tune of the version (Swin-B / SwinV2-B at 224 px on ImageNet)."""
+    return recipe.finetune_recipe or source_provenance.get("finetune_recipe") or FINETUNE_RECIPES[version]
 
 
 def apply_overrides(recipe: Recipe, args: PretrainOptions, inherited: dict | None = None) -> Recipe:
