@@ -76,6 +76,10 @@ def read_transferred(src: str, *, res: int | None = None, window: int | None = N
     provenance.setdefault("source", src)
     if report.changed:
         provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
+        # a run's validation figures scored the weights before this move, not these
+        measured = {k: provenance.pop(k) for k in ("finetune", "pretrain") if k in provenance}
+        if measured:
+            provenance["before_transfer"] = measured
     return Checkpoint(state_dict, dst, provenance), report
 
 

@@ -57,14 +57,25 @@ def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
     if is_simmim(source.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
-    metrics = None
+    return PushSource(source.state_dict, source.config, source.provenance, run_metrics(path, source.provenance), path)
+
+
+def run_metrics(path: Path, provenance: dict) -> dict | None:
+    """The metrics.json of the fine-tuning run that wrote these weights: given the run folder or its
+    model.safetensors, and only when the figures are the ones the weights' provenance records (a converted or
+    copied model in the folder was never scored by it)."""
     folder = path if path.is_dir() else path.parent
-    if (folder / "metrics.json").exists():
-        try:
-            metrics = json.loads((folder / "metrics.json").read_text())
-        except json.JSONDecodeError:
-            raise SwinzooError(f"{folder / 'metrics.json'} is not valid JSON; fix or remove it") from None
-    return PushSource(source.state_dict, source.config, source.provenance, metrics, path)
+    file = folder / "metrics.json"
+    if not (path.is_dir() or path.name == "model.safetensors") or not file.exists():
+        return None
+    try:
+        metrics = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        raise SwinzooError(f"{file} is not valid JSON; fix or remove it") from None
+    recorded = provenance.get("finetune")
+    if not isinstance(metrics, dict) or not isinstance(recorded, dict):
+        return None
+    return metrics if all(recorded.get(k) == v for k, v in metrics.items()) else None
 
 
 # ---------------------------------------------------------------------------------------------- model card

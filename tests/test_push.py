@@ -32,7 +32,8 @@ def finetune_dir(tmp_path):
     out = tmp_path / "run"
     provenance = {"source": "swinv2_t_256_w8", "dataset": "shapes", "recipe": "nano.yaml",
                   "transfer": {"from": {"img_size": 64, "window_size": 4}, "interpolated": [], "mapped": [],
-                               "reinitialized": [], "notes": ["pretrained_window_sizes [4, 4, 4, 2]"]}}
+                               "reinitialized": [], "notes": ["pretrained_window_sizes [4, 4, 4, 2]"]},
+                  "finetune": {"top1": 0.91, "top5": 1.0, "command": "swinzoo finetune ..."}}
     save_model(model, out / "model.safetensors", provenance=provenance)
     (out / "metrics.json").write_text(json.dumps({"top1": 0.91, "top5": 1.0}))
     return out
@@ -84,6 +85,24 @@ def test_dry_run_folder_loads_in_swinzoo_and_timm(finetune_dir, tmp_path, capsys
     assert [m["value"] for m in metrics] == [0.91, 1.0]
     assert "hf-hub:acme/x" in card and "timm.create_model" in card and "64 px / window 4" in card
     assert "M parameters" in card and "GMACs at 128 px" in card and "Swin Transformer V2: Scaling Up" in card
+
+
+def test_a_file_beside_a_runs_metrics_is_pushed_without_them(finetune_dir, tmp_path, capsys):
+    """metrics.json scores the run's own model.safetensors: another model in that folder (a converted copy) is
+    pushed without figures it never earned."""
+    moved = tmp_path / "as96.safetensors"
+    assert run_cli(["convert", finetune_dir, "--res", "96", "-o", moved], capsys)[0] == 0
+    (finetune_dir / moved.name).write_bytes(moved.read_bytes())
+    for src in (finetune_dir / moved.name, finetune_dir / "model.safetensors"):
+        out = tmp_path / src.stem
+        code, _, err = run_cli(["push", src, "--repo", "acme/x", "--dry-run", out], capsys)
+        assert code == 0, err
+        header = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+        config = json.loads((out / "config.json").read_text())
+        if src.name == "model.safetensors":
+            assert "model-index" in header and config["swinzoo"]["metrics"]["top1"] == 0.91
+        else:
+            assert "model-index" not in header and config["swinzoo"]["metrics"] is None, header
 
 
 def test_card_names_hub_datasets_only():
