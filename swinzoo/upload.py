@@ -144,9 +144,12 @@ def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | N
                          model_name=repo_id.split("/")[1], eval_results=results or None)
 
 
-def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None) -> str:
-    """README.md: metadata for the Hub, then how the model was made, its size and how to load it."""
+def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None,
+               revision: str | None = None) -> str:
+    """README.md: metadata for the Hub, then how the model was made, its size and how to load it (from `revision`
+    when it is not main: a new repo's main is empty)."""
     name = repo_id.split("/")[1]
+    ref = f"{repo_id}@{revision}" if revision and revision != "main" else repo_id
     dataset = trained_on(provenance)
     base = base_model(provenance)
     header = ["---", card_data(repo_id, cfg, provenance, metrics).to_yaml().strip(), "---"]
@@ -160,10 +163,13 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
     transfer = provenance.get("transfer")
     if transfer:
         src = transfer.get("from", {})
-        made.append(f"- transferred from {src.get('img_size')} px / window {src.get('window_size')}: "
-                    f"{len(transfer.get('interpolated', []))} tensors interpolated (bicubic), "
-                    f"{len(transfer.get('reinitialized', []))} re-initialised, "
-                    f"{len(transfer.get('mapped', []))} mapped; " + "; ".join(transfer.get("notes", [])))
+        done = [f"{len(transfer[key])} tensors {what}" for key, what in (
+            ("interpolated", "interpolated (bicubic)"), ("reinitialized", "re-initialised"), ("mapped", "mapped"))
+            if transfer.get(key)] + list(transfer.get("notes", []))
+        moved = (src.get("img_size"), src.get("window_size")) != (cfg.img_size, cfg.window_size)
+        if moved or done:
+            made.append(f"- transferred from {src.get('img_size')} px / window {src.get('window_size')}"
+                        + (": " + "; ".join(done) if done else ""))
     if provenance.get("recipe"):
         recipe = provenance["recipe"]
         made.append(f"- recipe: `{recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe}`")
@@ -178,8 +184,8 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
         body += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
         body.append("")
     body += ["## How to use", "", "swinzoo:", "", "```python", "import swinzoo", "",
-             f'model = swinzoo.load_model("hf-hub:{repo_id}")', "```", "", "timm:", "", "```python", "import timm", "",
-             f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)', "```", "",
+             f'model = swinzoo.load_model("hf-hub:{ref}")', "```", "", "timm:", "", "```python", "import timm", "",
+             f'model = timm.create_model("hf-hub:{ref}", pretrained=True)', "```", "",
              f"Preprocessing ({cfg.img_size} px input; `pretrained_cfg` in config.json, `swinzoo.data_config`): "
              f"{Preprocess.of(cfg).describe(cfg.img_size)}.", "", "## Citation", "", "```bibtex", CITATIONS[1],
              *([CITATIONS[2]] if cfg.version == 2 else []), "```", ""]
@@ -187,15 +193,17 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
 
 
 # ---------------------------------------------------------------------------------------------- folder
-def write_push_folder(source: PushSource, repo_id: str, out_dir: Path) -> None:
+def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision: str | None = None) -> None:
     """Fill `out_dir` with model.safetensors (timm layout), config.json and README.md."""
     extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": source.provenance,
                          "metrics": source.metrics}}
     write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
-    (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics))
+    (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics,
+                                                  revision))
 
 
-def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False) -> Path:
+def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False,
+                  revision: str | None = None) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
     check_repo_id(repo_id)
     source = read_push_source(src, trust_checkpoint)
@@ -205,7 +213,7 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
     with atomic_dir(out) as tmp:
-        write_push_folder(source, repo_id, tmp)
+        write_push_folder(source, repo_id, tmp, revision)
     return out
 
 
@@ -215,12 +223,12 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit; returns the
     commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
     `trust_checkpoint`: allow a full (unsafe) torch.load of a .pth holding Python objects."""
-    if dry_run is not None:
-        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint))
-    repo_id = check_repo_id(repo)
     if revision is not None and (not revision.strip() or not revision.isprintable() or ".." in revision
                                  or any(c.isspace() for c in revision)):
         raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
+    if dry_run is not None:
+        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint, revision))
+    repo_id = check_repo_id(repo)
     hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything is read
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -232,10 +240,13 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     api = HfApi(endpoint=endpoint(), token=token)
     with tempfile.TemporaryDirectory(prefix="swinzoo-push-") as tmp:
         folder = Path(tmp)
-        write_push_folder(source, repo_id, folder)
+        write_push_folder(source, repo_id, folder, revision)
         try:
             with hub_calls():
                 api.create_repo(repo_id, private=private, exist_ok=True)
+                if private and not api.repo_info(repo_id).private:  # create_repo leaves an existing repo as it is
+                    raise SwinzooError(f"{repo_id} exists and is public; --private cannot change that: make it "
+                                       "private in its settings on the Hub, or push without --private")
                 if revision and revision != "main":
                     api.create_branch(repo_id, branch=revision, exist_ok=True)
                 if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):

@@ -117,6 +117,21 @@ def test_card_names_hub_datasets_only():
         assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
 
 
+def test_the_card_loads_from_the_pushed_branch_and_claims_no_empty_transfer(finetune_dir, tmp_path, capsys):
+    out = tmp_path / "D"
+    code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--revision", "dev", "--dry-run", out], capsys)
+    assert code == 0, err
+    card = (out / "README.md").read_text()
+    assert 'load_model("hf-hub:acme/x@dev")' in card and 'create_model("hf-hub:acme/x@dev"' in card
+    from swinzoo.upload import model_card
+
+    cfg = swinzoo.load_model(finetune_dir).config
+    same = {"transfer": {"from": {"img_size": 128, "window_size": 8}, "interpolated": [], "mapped": [],
+                         "reinitialized": [], "notes": []}}
+    card = model_card("acme/x", cfg, same, None)
+    assert "transferred" not in card and "; \n" not in card and 'load_model("hf-hub:acme/x")' in card
+
+
 def test_dry_run_refuses_a_non_empty_folder(finetune_dir, tmp_path, capsys):
     out = tmp_path / "D"
     out.mkdir()
@@ -149,6 +164,10 @@ def test_push_to_loopback_hub_and_load_back(finetune_dir, tmp_path):
         run = _cli(["push", finetune_dir, "--repo", "acme/x", "--commit-message", "first"], env)
         assert run.returncode == 0, run.stderr[-3000:]
         assert hub.calls.count("commit") == 1  # one commit
+        # the repo exists and is public now: --private cannot make it private, and says so before uploading
+        again = _cli(["push", finetune_dir, "--repo", "acme/x", "--private"], env)
+        assert again.returncode == 2 and "acme/x exists and is public" in again.stderr, again.stderr[-2000:]
+        assert hub.calls.count("commit") == 1
         files = hub.files("acme/x")
         assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
         # load back through hf-hub: from the same server, into a fresh cache
