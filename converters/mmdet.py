@@ -12,8 +12,8 @@ Two key layouts, told apart by their keys, with or without the detector's `backb
   stages 1-3 (`stages.{s+1}.downsample` = official `layers.{s}.downsample`) and normalises after the reduction.
 
 Everything outside the backbone is dropped and listed in the provenance (`dropped`). `write` makes the mmdet 2.x
-layout, `{"meta": {"swinzoo": ...}, "state_dict": {"backbone.*"}}`, for a detector's `load_from` or a backbone's
-`init_cfg` (a classifier is made a backbone first, as `load_model(features_only=True)` does); `to_openmmlab`
+layout, `{"meta": {"swinzoo": ...}, "state_dict": {"backbone.*"}}`, for the official Swin detection code's
+`load_from` (a classifier is made a backbone first, as `load_model(features_only=True)` does); `to_openmmlab`
 builds the 3.x layout, for tests and tools.
 """
 
@@ -176,8 +176,10 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
           overwrite: bool = False) -> str:
     obj, notes = to_mmdet(checkpoint)
     save_torch(obj, out)
-    how = ("load_from = 'OUT' in an mmdet 2.x config, or the backbone's init_cfg=dict(type='Pretrained', "
-           "checkpoint='OUT', prefix='backbone.')")
+    # not an init_cfg for mmdet's own SwinTransformer: it expects the OpenMMLab layout (stages.*, attn.w_msa.*) and,
+    # loading non-strictly, would keep its random init without a word
+    how = ("load_from = 'OUT' in a config of the official Swin-Transformer-Object-Detection code (mmdet 2.x with "
+           "its Swin backbone)")
     return how + (" (written as a backbone: the classifier's head and final norm dropped, fresh output norms)"
                   if notes else "")
 

@@ -213,6 +213,8 @@ def test_a_classifier_exported_to_mmdet_becomes_a_backbone(tmp_path):
     out = tmp_path / "cls_mmdet.pth"
     how = converters.write(read_checkpoint("swin_n_64"), "mmdet", out)
     assert "written as a backbone" in how
+    # mmdet's own SwinTransformer reads the OpenMMLab layout (stages.*, w_msa): an init_cfg hint would load nothing
+    assert "load_from" in how and "Swin-Transformer-Object-Detection" in how and "init_cfg" not in how
     meta = torch.load(out, weights_only=True)["meta"]["swinzoo"]
     assert any("head.weight" in n for n in meta["provenance"]["backbone"])
     assert_same_outputs(swinzoo.load_model(out), swinzoo.load_model("swin_n_64", features_only=True))
