@@ -289,7 +289,13 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
     """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors); a SimMIM
     state dict (`encoder.*`, `decoder.0.*`) -> a MaskedImageModeling folder."""
     mim = is_simmim(state_dict)
-    cfg_json = config_to_hf(config)
+    try:
+        cfg_json = config_to_hf(config)
+    except SwinzooError as e:  # timm and official drop a SimMIM model's mask token and decoder
+        if not mim:
+            raise
+        raise SwinzooError(str(e).split("; export")[0] + "; export this SimMIM model with --to simmim, which keeps "
+                           "the encoder, mask token and decoder") from None
     tensors = from_canonical(hf_mim.encoder_part(state_dict) if mim else state_dict, config.version)
     tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
     if mim:

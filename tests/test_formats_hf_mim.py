@@ -146,3 +146,13 @@ def test_export_keeps_simmim_for_hf(tmp_path, monkeypatch):
     theirs = transformers.AutoModelForMaskedImageModeling.from_pretrained(tmp_path / "mim").double().eval()
     exp = expected(NAMES[1])
     assert_close(hf_forward(theirs, exp["input"].double(), exp["mask"]), (exp["loss"][0], exp["reconstruction"]))
+
+
+def test_a_simmim_model_transformers_cannot_hold_is_pointed_to_the_simmim_export(tmp_path, capsys):
+    """The nano V1 SimMIM model has a 2 px last stage under window 4: transformers' Swin cannot hold it, and timm
+    or official would drop its mask token and decoder."""
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["export", "swin_n_64.simmim", "--to", "hf", "-o", tmp_path / "h"], capsys)
+    assert code == 2 and "--to simmim" in err and "timm or official" not in err, err
+    assert not (tmp_path / "h").exists()
