@@ -317,3 +317,17 @@ def test_a_runs_mask_and_targets_travel_with_its_weights(tmp_path):
                      "--out", str(tmp_path / "b"), "--mask-ratio", "0.6", *FAST]) == 0
     recipe = json.loads((tmp_path / "b/run.json").read_text())["recipe"]
     assert (recipe["mask_patch_size"], recipe["mask_ratio"], recipe["norm_targets"]) == (16, 0.6, True)
+
+
+def test_a_recipe_for_the_other_command_is_refused(tmp_path, capsys):
+    """A fine-tune recipe's mixup, RandAugment and 0.08 crops are no pretraining, and a pretraining recipe's
+    masks no fine-tune: each command names the recipes it takes."""
+    code, _, err = run_cli(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--recipe", "simmim_finetune",
+                            "--max-steps", "1", "--out", tmp_path / "a", *FAST], capsys)
+    assert code == 2 and "simmim_finetune is a fine-tuning recipe" in err and "simmim_pretrain" in err, err
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", "shapes", "--recipe", "simmim_pretrain",
+                            "--max-steps", "1", "--out", tmp_path / "b", *FAST], capsys)
+    assert code == 2 and "simmim_pretrain is a pretraining recipe" in err and "swinzoo pretrain" in err, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert {load_recipe(n).task for n in ("simmim_pretrain", "simmim_finetune", "nano", "finetune")} == {
+        "pretrain", "finetune"}

@@ -52,7 +52,7 @@ from swinzoo.train.pretrain_options import (
     PretrainOptions,
     PretrainResult,
 )
-from swinzoo.train.recipes import Recipe, load_recipe, recipe_from_dict
+from swinzoo.train.recipes import Recipe, check_task, load_recipe, recipe_from_dict
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
@@ -195,6 +195,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     # continuing a SimMIM run: its masks and targets, unless a recipe or a flag says otherwise
     inherited = simmim_settings(src_prov) if own and args.recipe is None else {}
     recipe = apply_overrides(load_recipe(args.recipe or DEFAULT_RECIPE), args, inherited)
+    check_task(recipe, "pretrain", DEFAULT_RECIPE)
     # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
     res = args.res or recipe.res or src_cfg.img_size
     window = args.window or (recipe.window if recipe.res in (None, res) else None)

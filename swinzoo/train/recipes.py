@@ -65,6 +65,7 @@ class Recipe:
     precision: str = "auto"  # auto: 16-mixed on CUDA (official AMP); CPU: bf16-mixed with bf16 matmul, else 32-true
     seed: int = 0
     finetune_recipe: str | None = None  # the recipe later fine-tunes of a model trained with this one default to
+    task: str | None = None  # "finetune" or "pretrain": the command the recipe is for (None: either)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -131,6 +132,18 @@ PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true
               "transformer-engine-float16", "64", "32", "16", "bf16")
 MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 
+TASKS = (None, "finetune", "pretrain")
+COMMANDS = {"finetune": ("fine-tuning", "swinzoo finetune"), "pretrain": ("pretraining", "swinzoo pretrain")}
+
+
+def check_task(recipe: Recipe, command: str, default: str) -> None:
+    """A recipe written for the other command is refused (`default`: the recipe this command uses unnamed)."""
+    if recipe.task not in (None, command):
+        kind, user = COMMANDS[recipe.task]
+        raise SwinzooError(f"--recipe {recipe.name} is a {kind} recipe (for `{user}`); give a {COMMANDS[command][0]} "
+                           f"recipe such as {default}, or leave --recipe out (`swinzoo recipes` lists them)")
+
+
 # field -> (lowest, highest, lowest included, highest included, what the value means); None = no bound
 RANGES = {
     "epochs": (0, None, True, True, "training epochs"),
@@ -190,6 +203,8 @@ def check_recipe(recipe: Recipe, source: str = "recipe") -> None:
                                f"{_range_text(0, 1, low_in, high_in)}")
     if recipe.crop_scale[0] > recipe.crop_scale[1]:
         raise SwinzooError(f"{source}: crop_scale={list(recipe.crop_scale)} must be [low, high] with low <= high")
+    if recipe.task not in TASKS:
+        raise SwinzooError(f"{source}: task={recipe.task!r} is not one of {', '.join(map(str, TASKS))}")
     if recipe.precision not in PRECISIONS:
         raise SwinzooError(f"{source}: precision={recipe.precision!r} is not a precision; valid: "
                            f"{', '.join(PRECISIONS)}")

@@ -45,7 +45,7 @@ from swinzoo.train.options import (
     is_plain,
     options_record,
 )
-from swinzoo.train.recipes import Recipe, choose_recipe, load_recipe, recipe_from_dict
+from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.transfer import match_head_to_classes, transfer
@@ -83,6 +83,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
                                   src_prov.get("finetune_recipe"))
         recipe = load_recipe(name)
     recipe = apply_overrides(recipe, args)
+    check_task(recipe, "finetune", PLAIN_RECIPE)
     data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder with train/ and val/, hf:NAME, or the built-in "
