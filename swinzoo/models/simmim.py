@@ -75,7 +75,9 @@ class SimMIM(nn.Module):
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W), (B, H/p, W/p) -> (scalar loss, (B, C, H, W) reconstruction)."""
         self.check_inputs(images, mask)
-        z = self.encoder.forward_masked(images, mask).permute(0, 3, 1, 2)  # (B, num_features, H/32, W/32)
+        # (B, num_features, H/32, W/32), made contiguous: a channels-last input gives the decoder's weight gradient
+        # strides that DDP's gradient buckets do not share (a warning and a copy every step)
+        z = self.encoder.forward_masked(images, mask).permute(0, 3, 1, 2).contiguous()
         reconstruction = self.decoder(z)
         p = self.config.patch_size
         pixel_mask = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1).contiguous()
