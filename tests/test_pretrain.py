@@ -333,3 +333,23 @@ def test_a_recipe_for_the_other_command_is_refused(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert {load_recipe(n).task for n in ("simmim_pretrain", "simmim_finetune", "nano", "finetune")} == {
         "pretrain", "finetune"}
+
+
+def test_validation_masks_belong_to_images_not_batches(tmp_path):
+    """Each validation image gets the same mask at any --batch-size, so val/loss compares across runs."""
+    import lightning as L
+
+    from swinzoo.train.recipes import Recipe
+    from swinzoo.train.simmim_data import SimMIMDataModule
+    from swinzoo.train.simmim_module import SimMIMPretrainer
+    from tests.test_finetune import image_folder
+
+    data = image_folder(tmp_path / "data")  # 12 validation images
+    cfg = swinzoo.create_model("swin_n_64").config.replace(num_classes=0, class_names=None)
+    module = SimMIMPretrainer(cfg.to_dict(), Recipe(mask_patch_size=16).to_dict(), 8)
+    losses = []
+    for batch in (4, 8):
+        dm = SimMIMDataModule(str(data), 64, batch, Recipe(mask_patch_size=16), num_workers=0)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+        losses.append(trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5), losses

@@ -1,4 +1,5 @@
-"""Samplers: the training loader's order and position, and the validation samples DDP adds.
+"""Samplers: the training loader's order and position; which image each validation sample is, and the
+copies DDP adds.
 
 The training loader's order is drawn from (seed, epoch) alone, and its position is saved in the checkpoint, so
 that a run resumed within an epoch reads the rest of that epoch as the straight run would have.
@@ -79,17 +80,25 @@ class ResumableLoader(DataLoader):
         sampler.skip = 0 if finished else state["batches"] * self.batch_size
 
 
-def unpadded(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor | None:
-    """Which samples of this validation batch are the data's own (None: all of them). Under DDP, Lightning's
-    DistributedSampler pads the validation set with copies of its first images so that every rank gets as many;
-    counted, they would skew the figures and make n exceed the set (26 for 25 images). In the padded order the
-    sample at a rank's position i is at `rank + i * world_size`; from the set's length on, it is a copy."""
+def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor:
+    """The position in the validation set of each sample of this batch. The loader reads the set in order; under
+    DDP, Lightning's DistributedSampler deals it out round-robin (rank r takes r, r + world, ...) and pads the
+    deal with copies of the first images, so positions from the set's length on are copies."""
     loader = trainer.val_dataloaders
     sampler = getattr(loader, "sampler", None)
+    position = batch_idx * loader.batch_size + torch.arange(size, device=device)
+    if isinstance(sampler, DistributedSampler) and not sampler.shuffle:
+        position = sampler.rank + position * sampler.num_replicas
+    return position
+
+
+def unpadded(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor | None:
+    """Which samples of this validation batch are the data's own (None: all of them): counted, DDP's padded
+    copies would skew the figures and make n exceed the set (26 for 25 images)."""
+    sampler = getattr(trainer.val_dataloaders, "sampler", None)
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last or sampler.shuffle:
         return None
     length = len(sampler.dataset)
     if sampler.total_size == length:
         return None
-    position = batch_idx * loader.batch_size + torch.arange(size, device=device)
-    return sampler.rank + position * sampler.num_replicas < length
+    return validation_indices(trainer, batch_idx, size, device) < length

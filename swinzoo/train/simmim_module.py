@@ -4,12 +4,12 @@ Each training batch gets one random mask per image from the official `MaskGenera
 from a generator seeded by (run seed, rank, global step, micro-batch): a run, its resume and a rerun with the same
 --seed draw the same masks, and DDP ranks draw different ones (the official seeds numpy per rank). The loss is
 SimMIM's own (L1 on the masked pixels). AdamW over the official pretraining groups (no weight decay on 1-D
-tensors, biases, `mask_token` and the encoder's no-decay names; no layer decay), lr per optimizer step: linear
+tensors, biases, `mask_token` and `absolute_pos_embed`; no layer decay), lr per optimizer step: linear
 warmup then cosine. Gradient clipping and precision are Trainer settings (`module.trainer_kwargs`).
 
-Validation uses fixed masks (seeded by the run seed and the batch index: the same every validation), logs the
-masked-pixel L1 as `val/loss` (without the copies DDP pads the set with), and draws the first batch (up to 8
-images) to OUT/reconstructions/ on global rank 0.
+Validation uses fixed masks (one per image, seeded by the run seed and the image's place in the set: the same
+every validation, at any batch size or device count), logs the masked-pixel L1 as `val/loss` (without the copies
+DDP pads the set with), and draws the first batch (up to 8 images) to OUT/reconstructions/ on global rank 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from swinzoo.models import MaskGenerator, SimMIM
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
-from swinzoo.train.sampling import unpadded
+from swinzoo.train.sampling import unpadded, validation_indices
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
 TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
@@ -78,9 +78,13 @@ class SimMIMPretrainer(L.LightningModule):
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        mask = self.masks(batch, mask_seed(self.recipe.seed, VAL_STREAM, batch_idx))
+        # one mask per image, drawn from its place in the set: the same at any batch size or device count
+        length = len(self.trainer.val_dataloaders.dataset)
+        indices = validation_indices(self.trainer, batch_idx, batch.shape[0], torch.device("cpu"))
+        mask = torch.cat([self.masks(batch[:1], mask_seed(self.recipe.seed, VAL_STREAM, int(i) % length))
+                          for i in indices])
         real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
-        if real is not None:  # drawn for the whole batch: an image's mask does not depend on the padding
+        if real is not None:
             batch, mask = batch[real], mask[real]
             if not batch.shape[0]:
                 return
