@@ -217,6 +217,30 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
     return out
 
 
+def check_push_access(repo_id: str) -> None:
+    """Before a long run that ends with a push: a token exists, the Hub answers, and it accepts the token."""
+    hub_timeout()
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not get_token():
+        raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
+    try:
+        with hub_calls():
+            HfApi(endpoint=endpoint(), token=get_token()).whoami()
+    except HubNetworkError as e:
+        raise NetworkError(f"--push-to {repo_id}: {e}; or drop --push-to and push the run later") from None
+    except (HfHubHTTPError, OSError) as e:  # whoami re-raises a refused token as the HTTP library's own error
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status is None and not isinstance(e, HfHubHTTPError):
+            raise
+        if status in (401, 403):
+            raise SwinzooError(f"--push-to {repo_id}: the Hugging Face Hub at {endpoint()} refused the token "
+                               f"({status}); log in again (`huggingface-cli login`) or set HF_TOKEN") from None
+        raise NetworkError(f"--push-to {repo_id}: the Hugging Face Hub at {endpoint()} answered {status}; try "
+                           "again later, or drop --push-to and push the run later") from None
+
+
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
          trust_checkpoint: bool = False) -> str:

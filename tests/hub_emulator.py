@@ -158,6 +158,10 @@ class HubEmulator:
 
             def do_GET(self) -> None:
                 path = unquote(urlparse(self.path).path)
+                if path == "/api/whoami-v2":
+                    if not self._authorized() or hub.token is None and not self.headers.get("Authorization"):
+                        return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+                    return self._send(200, {"type": "user", "name": "emulator"})
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/(.+))?", path)
                 if m:
                     if self._refused("info"):

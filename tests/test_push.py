@@ -245,6 +245,11 @@ def test_finetune_push_to(tmp_path):
         assert {"README.md", "config.json", "model.safetensors"} <= set(files)
         card = files["README.md"].decode()
         assert "top-1 accuracy" in card and "recipe: `nano_finetune`" in card
+        # a token the Hub refuses: said before training, not after it
+        run = _cli([*args[:-len(FAST) - 2], "--out", tmp_path / "run3", "--push-to", "acme/tiny", *FAST],
+                   {**env, "HF_TOKEN": "hf_bad"})
+        assert run.returncode == 2 and "refused the token" in run.stderr and not (tmp_path / "run3").exists(), (
+            run.stderr[-2000:])
         # no token: refused before any training output exists
         env.pop("HF_TOKEN")
         run = _cli([*args[:-len(FAST) - 2], "--out", tmp_path / "run2", "--push-to", "acme/tiny", *FAST], env)

@@ -49,7 +49,7 @@ from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, choose_recip
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.transfer import match_head_to_classes, transfer
-from swinzoo.upload import check_repo_id, push
+from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
 
 
@@ -203,11 +203,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     args = validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
-        from huggingface_hub import get_token
-
         check_repo_id(push_to)
-        if not get_token():
-            raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
+        check_push_access(push_to)
     if args.resume:
         plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run)
         state_dict, step = None, point.step
@@ -249,7 +246,11 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
             folder.discard()
         raise
     if push_to:
-        url = push(str(plan.out), push_to)
+        try:
+            url = push(str(plan.out), push_to)
+        except SwinzooError as e:  # the run itself is complete
+            raise type(e)(f"{e}; the run is kept in {plan.out}: push it with `swinzoo push {plan.out} --repo "
+                          f"{push_to}`") from None
         console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True)
     return FinetuneResult(Path(plan.out), metrics)
 
