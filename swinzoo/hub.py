@@ -144,6 +144,7 @@ def fetch(src: str, downloading: bool = False) -> Path:
     found: list[Path] = []
     missing_locally = False
     network: HubNetworkError | str | None = None
+    busy = False  # the Hub answered 429 or 5xx: the network is fine, the Hub is not (now)
     local_only = offline()
     for name in ("config.json", *WEIGHT_FILES):
         if name in WEIGHT_FILES and any(p.name in WEIGHT_FILES for p in found):
@@ -158,6 +159,7 @@ def fetch(src: str, downloading: bool = False) -> Path:
         except LocalEntryNotFoundError as e:
             # online, this means the Hub did not answer: use the cache for the other files instead of retrying
             answer = None if local_only else http_error(e)
+            busy = busy or bool(answer and (answer[0] == 429 or answer[0] >= 500))
             network = network or (f"the Hugging Face Hub at {endpoint()} answered {answer[0]} {answer[1]}".rstrip()
                                   if answer else None)
             missing_locally = local_only = True
@@ -176,7 +178,9 @@ def fetch(src: str, downloading: bool = False) -> Path:
                 how = f"{network} (HF_HUB_OFFLINE=1 skips the Hub)"
             else:
                 how = "the Hub could not be reached (set HF_HUB_OFFLINE=1 to skip trying)"
-            if downloading:  # the user is already running `swinzoo download`: say what else to change
+            if busy and not offline():
+                fix = "try again later" + ("" if downloading else f" (`swinzoo download {src}`)")
+            elif downloading:  # the user is already running `swinzoo download`: say what else to change
                 fix = "unset HF_HUB_OFFLINE to download it" if offline() else "run it again with network access"
             else:
                 fix = (("unset HF_HUB_OFFLINE and " if offline() else "")

@@ -22,7 +22,7 @@ from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import NetworkError, SwinzooError
 from swinzoo.hub import check_repo_id
-from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout
+from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, offline
 from swinzoo.io import atomic_dir
 from swinzoo.models import count_macs, count_params
 from swinzoo.preprocess import Preprocess
@@ -225,6 +225,9 @@ def check_push_access(repo_id: str) -> None:
 
     if not get_token():
         raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
+    if offline():
+        raise SwinzooError("--push-to needs the Hub, and HF_HUB_OFFLINE is set: unset it, or drop --push-to and "
+                           "push the run later")
     try:
         with hub_calls():
             HfApi(endpoint=endpoint(), token=get_token()).whoami()
@@ -253,6 +256,9 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     if dry_run is not None:
         return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint, revision))
     repo_id = check_repo_id(repo)
+    if offline():
+        raise SwinzooError(f"pushing to {repo_id} needs the Hub, and HF_HUB_OFFLINE is set: unset it and push again "
+                           "(or --dry-run DIR to see what would be uploaded)")
     hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything is read
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
