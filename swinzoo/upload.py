@@ -193,9 +193,21 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
 
 
 # ---------------------------------------------------------------------------------------------- folder
+LOCAL_KEYS = ("loaded_from", "local_path")  # where a file lay on this machine: its user's folders and cache
+
+
+def without_local_paths(provenance):
+    """`provenance` for the Hub: the records of where files lay on this machine left out, at any depth."""
+    if isinstance(provenance, dict):
+        return {k: without_local_paths(v) for k, v in provenance.items() if k not in LOCAL_KEYS}
+    if isinstance(provenance, list):
+        return [without_local_paths(v) for v in provenance]
+    return provenance
+
+
 def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision: str | None = None) -> None:
     """Fill `out_dir` with model.safetensors (timm layout), config.json and README.md."""
-    extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": source.provenance,
+    extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": without_local_paths(source.provenance),
                          "metrics": source.metrics}}
     write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics,

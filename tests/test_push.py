@@ -105,6 +105,19 @@ def test_a_file_beside_a_runs_metrics_is_pushed_without_them(finetune_dir, tmp_p
             assert "model-index" not in header and config["swinzoo"]["metrics"] is None, header
 
 
+def test_the_pushed_provenance_holds_no_local_paths(finetune_dir, tmp_path, capsys):
+    """Where the weights lay on this machine (the HF cache, the user's folders) is not published."""
+    model = swinzoo.load_model(finetune_dir / "model.safetensors")
+    src = tmp_path / "m.safetensors"
+    save_model(model, src, provenance={"source": "hf-hub:acme/n64", "parent": {
+        "loaded_from": "/home/me/.cache/huggingface/hub/models--acme--n64/snapshots/1/model.safetensors",
+        "local_path": "/home/me/.cache/huggingface/hub/models--acme--n64/snapshots/1"}})
+    out = tmp_path / "D"
+    assert run_cli(["push", src, "--repo", "acme/x", "--dry-run", out], capsys)[0] == 0
+    text = (out / "config.json").read_text() + (out / "README.md").read_text()
+    assert "/home/me" not in text and str(tmp_path) not in text and "hf-hub:acme/n64" in text
+
+
 def test_card_names_hub_datasets_only():
     from swinzoo.upload import model_card
 
