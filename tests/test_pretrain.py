@@ -353,3 +353,18 @@ def test_validation_masks_belong_to_images_not_batches(tmp_path):
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
         losses.append(trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5), losses
+
+
+def test_a_run_that_is_all_warmup_says_so(tmp_path, capsys):
+    """--epochs at or below the recipe's warmup_epochs: the lr only rises, and the plan says so."""
+    from swinzoo.train.recipes import Recipe, warmup_note
+    from tests.test_finetune import image_folder
+
+    assert warmup_note(Recipe(epochs=30, warmup_epochs=5)) is None
+    assert warmup_note(Recipe(epochs=30, warmup_epochs=5, max_steps=10)) is None
+    assert "all 3 epochs" in warmup_note(Recipe(epochs=3, warmup_epochs=10))
+    code, stdout, err = run_cli(["pretrain", "--from", "swin_n_64", "--data", image_folder(tmp_path / "d"),
+                                 "--epochs", "1", "--out", tmp_path / "a", "--batch-size", "4", "--num-workers", "0"],
+                                capsys)
+    assert code == 0, err
+    assert "warmup covers all 1 epochs" in " ".join(stdout.split()) and "--epochs above 10" in stdout

@@ -52,7 +52,7 @@ from swinzoo.train.pretrain_options import (
     PretrainOptions,
     PretrainResult,
 )
-from swinzoo.train.recipes import Recipe, check_task, load_recipe, recipe_from_dict
+from swinzoo.train.recipes import Recipe, check_task, load_recipe, recipe_from_dict, warmup_note
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
@@ -316,6 +316,8 @@ def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, 
                   f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path {cfg.drop_path_rate:g}, mask "
                   f"{recipe.mask_patch_size} px ratio {recipe.mask_ratio:g}"
                   + (", normalised targets" if recipe.norm_targets else ""), soft_wrap=True)
+    if note := warmup_note(recipe):
+        console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 

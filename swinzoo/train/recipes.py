@@ -80,6 +80,15 @@ class Recipe:
         return min(1.0, self.warmup_epochs / self.epochs) if self.epochs > 0 else 0.0
 
 
+def warmup_note(recipe: Recipe) -> str | None:
+    """A warning for a run of epochs that is warmup from start to end (the lr only rises), else None. The official
+    schedule counts warmup in epochs too, so fewer epochs than warmup_epochs is no decay at all."""
+    if recipe.max_steps is not None or not 0 < recipe.epochs <= recipe.warmup_epochs:
+        return None
+    return (f"warmup covers all {recipe.epochs} epochs (the recipe warms up for {recipe.warmup_epochs:g}): the lr "
+            f"only rises; give --epochs above {recipe.warmup_epochs:g}, or --max-steps in place of --epochs")
+
+
 def valid_keys() -> list[str]:
     return [f.name for f in fields(Recipe)]
 

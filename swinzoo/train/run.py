@@ -45,7 +45,15 @@ from swinzoo.train.options import (
     is_plain,
     options_record,
 )
-from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, choose_recipe, load_recipe, recipe_from_dict
+from swinzoo.train.recipes import (
+    PLAIN_RECIPE,
+    Recipe,
+    check_task,
+    choose_recipe,
+    load_recipe,
+    recipe_from_dict,
+    warmup_note,
+)
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.transfer import match_head_to_classes, transfer
@@ -268,6 +276,8 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
                   + f", total batch {total_batch}, peak lr {module.peak_lr:.3g} (warmup {module.warmup_lr:.3g}, "
                   f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path {cfg.drop_path_rate:g}",
                   soft_wrap=True)
+    if note := warmup_note(recipe):
+        console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
