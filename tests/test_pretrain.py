@@ -368,3 +368,24 @@ def test_a_run_that_is_all_warmup_says_so(tmp_path, capsys):
                                 capsys)
     assert code == 0, err
     assert "warmup covers all 1 epochs" in " ".join(stdout.split()) and "--epochs above 10" in stdout
+
+
+def test_the_picture_denormalises_with_the_visible_pixels_only():
+    """With --norm-targets the prediction is drawn in image units with local statistics of the pixels the model
+    saw: what lies under the mask must not leak into the picture (a zero prediction would show its outline)."""
+    from swinzoo.train.recon_grid import from_local_norm
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    visible = torch.ones(2, 1, 64, 64)
+    visible[:, :, 16:48, 16:48] = 0  # a 32 px mask unit
+    other = images * visible + torch.randn_like(images) * (1 - visible) * 5  # other content under the mask
+    prediction = torch.randn_like(images)
+    torch.testing.assert_close(from_local_norm(prediction, images, 47, visible),
+                               from_local_norm(prediction, other, 47, visible))
+    # where every pixel is visible, the official statistics (models.simmim.local_stats)
+    from swinzoo.models.simmim import local_stats
+
+    mean, std = local_stats(images, 47)
+    torch.testing.assert_close(from_local_norm(prediction, images, 47, torch.ones_like(visible)),
+                               prediction * std + mean, rtol=1e-4, atol=1e-4)

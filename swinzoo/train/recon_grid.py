@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
-from swinzoo.models.simmim import local_stats
 from swinzoo.plot import save_png
 
 ROWS = (("original", ""), ("masked", "(grey patches)"), ("reconstruction", "(predicted in mask)"))
@@ -38,11 +38,27 @@ def denormalise(x: torch.Tensor) -> torch.Tensor:
     return (x * std + mean).clamp(0, 1)
 
 
-def from_local_norm(prediction: torch.Tensor, images: torch.Tensor, kernel: int) -> torch.Tensor:
+def from_local_norm(prediction: torch.Tensor, images: torch.Tensor, kernel: int,
+                    visible: torch.Tensor) -> torch.Tensor:
     """A prediction of locally normalised targets (`norm_targets`) back in image units, with the local mean and
-    standard deviation of the images (what `models.simmim.normalized_targets` divides out)."""
-    mean, std = local_stats(images, kernel)
-    return prediction * std + mean
+    standard deviation (`models.simmim.local_stats`' rule) of the pixels the model saw, `visible` (n, 1, H, W): the
+    masked ones' statistics would paint what lies under the mask into the picture. A neighbourhood with fewer than
+    two visible pixels takes the image's visible mean and spread."""
+    pad = kernel // 2
+
+    def total(t: torch.Tensor) -> torch.Tensor:  # the sum over each pixel's kernel x kernel neighbourhood
+        return F.avg_pool2d(t, kernel, stride=1, padding=pad, count_include_pad=True) * kernel**2
+
+    seen = visible.expand_as(images)
+    count, s1, s2 = total(seen), total(images * seen), total(images**2 * seen)
+    mean = s1 / count.clamp(min=1)
+    var = ((s2 - count * mean**2) / (count - 1).clamp(min=1)).clamp(min=0)
+    n = seen.sum((2, 3), keepdim=True).clamp(min=1)
+    whole_mean = (images * seen).sum((2, 3), keepdim=True) / n
+    whole_var = (((images - whole_mean) ** 2 * seen).sum((2, 3), keepdim=True) / (n - 1).clamp(min=1))
+    few = count < 2
+    mean, var = torch.where(few, whole_mean.expand_as(mean), mean), torch.where(few, whole_var.expand_as(var), var)
+    return prediction * (var + 1e-6).sqrt() + mean
 
 
 def draw_reconstructions(images: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, patch_size: int,
@@ -52,7 +68,8 @@ def draw_reconstructions(images: torch.Tensor, mask: torch.Tensor, reconstructio
     images, reconstruction = images.float(), reconstruction.float()
     n, _, h, w = images.shape
     pixels = mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1).float()
-    prediction = reconstruction if norm_kernel is None else from_local_norm(reconstruction, images, norm_kernel)
+    prediction = (reconstruction if norm_kernel is None
+                  else from_local_norm(reconstruction, images, norm_kernel, 1 - pixels))
     original, predicted = denormalise(images), denormalise(prediction)
     rows = [original, original * (1 - pixels) + GREY * pixels, original * (1 - pixels) + predicted * pixels]
     k = cell_scale(h, w)
