@@ -11,6 +11,7 @@ Nothing local is changed.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import tempfile
@@ -256,12 +257,20 @@ def check_push_access(repo_id: str) -> None:
                            "again later, or drop --push-to and push the run later") from None
 
 
+# files of an earlier model the same commit removes: timm and transformers would load or read them instead of, or
+# beside, the new model.safetensors and config.json (a card, notes and other files stay)
+STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json", "*.bin.index.json",
+                  "preprocessor_config.json")
+
+
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
-         trust_checkpoint: bool = False) -> str:
-    """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit; returns the
-    commit URL. `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
-    `trust_checkpoint`: allow a full (unsafe) torch.load of a .pth holding Python objects."""
+         trust_checkpoint: bool = False, console=None) -> str:
+    """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit, which also
+    removes an earlier model's weight files and preprocessor config (`STALE_PATTERNS`); returns the commit URL.
+    `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
+    `trust_checkpoint`: allow a full (unsafe) torch.load of a .pth holding Python objects. `console`: where to say
+    which files the commit removed."""
     if revision is not None and (not revision.strip() or not revision.isprintable() or ".." in revision
                                  or any(c.isspace() for c in revision)):
         raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
@@ -293,8 +302,12 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
                     api.create_branch(repo_id, branch=revision, exist_ok=True)
                 if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):
                     (folder / "README.md").unlink()  # keep the card already on the Hub
+                uploaded = {p.name for p in folder.iterdir()}
+                stale = sorted(f for f in api.list_repo_files(repo_id, revision=revision)
+                               if f not in uploaded and any(fnmatch.fnmatch(f, p) for p in STALE_PATTERNS))
                 info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
-                                         commit_message=commit_message or f"Add {source.config.img_size} px Swin model")
+                                         commit_message=commit_message or f"Add {source.config.img_size} px Swin model",
+                                         delete_patterns=list(STALE_PATTERNS))
         except HubNetworkError as e:
             raise NetworkError(f"push to {repo_id} failed: {e}") from None
         except HfHubHTTPError as e:
@@ -311,4 +324,6 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
             detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
             raise NetworkError(f"push to {repo_id} failed: could not reach the Hugging Face Hub at {endpoint()} "
                                f"({detail})") from None
+    if stale and console is not None:
+        console.print(f"removed {', '.join(stale)} from {repo_id} (an earlier model's files)", soft_wrap=True)
     return str(info.commit_url if hasattr(info, "commit_url") else info)

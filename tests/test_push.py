@@ -177,12 +177,17 @@ def test_push_to_loopback_hub_and_load_back(finetune_dir, tmp_path):
         run = _cli(["push", finetune_dir, "--repo", "acme/x", "--commit-message", "first"], env)
         assert run.returncode == 0, run.stderr[-3000:]
         assert hub.calls.count("commit") == 1  # one commit
+        # another model's weights and preprocessing in the repo go with the next push: loaders would find them
+        files = hub.files("acme/x")
+        files.update({"pytorch_model.bin": b"old", "preprocessor_config.json": b"{}", "notes.txt": b"mine"})
+        again = _cli(["push", finetune_dir, "--repo", "acme/x", "--commit-message", "second"], env)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert sorted(hub.files("acme/x")) == ["README.md", "config.json", "model.safetensors", "notes.txt"]
+        assert "removed preprocessor_config.json, pytorch_model.bin from acme/x" in " ".join(again.stdout.split())
         # the repo exists and is public now: --private cannot make it private, and says so before uploading
         again = _cli(["push", finetune_dir, "--repo", "acme/x", "--private"], env)
         assert again.returncode == 2 and "acme/x exists and is public" in again.stderr, again.stderr[-2000:]
-        assert hub.calls.count("commit") == 1
-        files = hub.files("acme/x")
-        assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+        assert hub.calls.count("commit") == 2
         # load back through hf-hub: from the same server, into a fresh cache
         code = ("import sys, torch, swinzoo; m = swinzoo.load_model('hf-hub:acme/x'); "
                 "torch.save(m.state_dict(), sys.argv[1])")

@@ -29,7 +29,7 @@ def run(args) -> int:
     console = Console()
     result = push(args.src, args.repo, private=args.private, revision=args.revision,
                   commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run,
-                  trust_checkpoint=args.trust_checkpoint)
+                  trust_checkpoint=args.trust_checkpoint, console=console)
     if args.dry_run:
         console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True)
     else:
