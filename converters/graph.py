@@ -29,6 +29,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, load_strict
 from swinzoo.models import SwinBackbone, SwinTransformer
 from swinzoo.models.traceable import traceable
+from swinzoo.preprocess import Preprocess
 
 GRAPH_FORMATS = ("onnx", "pt2")
 ONNX_OPSET = 18
@@ -38,8 +39,11 @@ METADATA_KEY = "swinzoo"  # ONNX metadata_props / .pt2 extra file holding the co
 
 
 def output_names(config: SwinConfig) -> list[str]:
-    """`logits` for a classifier; `stage{i}` (NCHW, stride 4 * 2**i) per backbone output."""
-    return [f"stage{i}" for i in config.out_indices] if config.is_backbone else ["logits"]
+    """`logits` for a classifier, `features` (pooled) for a headless model (0 classes: a SimMIM encoder);
+    `stage{i}` (NCHW, stride 4 * 2**i) per backbone output."""
+    if config.is_backbone:
+        return [f"stage{i}" for i in config.out_indices]
+    return ["logits"] if config.num_classes > 0 else ["features"]
 
 
 def min_size(config: SwinConfig) -> int:
@@ -104,6 +108,8 @@ def metadata(checkpoint: Checkpoint, fmt: str) -> str:
     config = checkpoint.config
     return json.dumps({"format": fmt, "config": config.to_dict(), "provenance": checkpoint.provenance,
                        "input": INPUT_NAME, "outputs": output_names(config),
+                       # resolved, for a deployment without swinzoo (timm's data_config keys)
+                       "preprocess": Preprocess.of(config).data_config(config.img_size, config.in_chans),
                        "dynamic": ["batch"] + ([] if fixed_size(config) else ["height", "width"]),
                        "min_size": min_size(config)}, default=str)
 

@@ -89,6 +89,10 @@ def test_onnx_file_says_its_opset_and_config(onnx_classifier):
     meta = json.loads({p.key: p.value for p in model.metadata_props}["swinzoo"])
     assert meta["config"]["window_size"] == 4 and meta["dynamic"] == ["batch", "height", "width"]
     assert meta["outputs"] == ["logits"]
+    # the eval preprocessing, resolved: a deployment without swinzoo can still feed the graph what it expects
+    assert meta["preprocess"] == {"input_size": [3, 64, 64], "interpolation": "bicubic",
+                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 0.875,
+                                  "crop_mode": "center"}
 
 
 def test_onnx_backbone_v2_runs_every_size(tiny_v2, tmp_path):
@@ -155,3 +159,10 @@ def load_model_checkpoint():
     from swinzoo.sources import read_checkpoint
 
     return read_checkpoint("swin_n_64")
+
+
+def test_a_headless_model_exports_features_not_logits():
+    """A SimMIM encoder exported as a graph (0 classes) gives pooled features: named so."""
+    cfg = load_model("swin_n_64").config
+    assert graph.output_names(cfg) == ["logits"]
+    assert graph.output_names(cfg.replace(num_classes=0, class_names=None)) == ["features"]
