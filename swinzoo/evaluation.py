@@ -31,6 +31,10 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
         return model.eval()
     checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format,
                                           trust_checkpoint=trust_checkpoint)
+    if checkpoint.config.is_backbone:  # stage features for a detector: no pooling, no head
+        raise SwinzooError(f"{model} is a detection backbone (stage features, no classifier head): classify with "
+                           "the classifier it came from, or fine-tune one from it (swinzoo finetune --from "
+                           f"{model})")
     if checkpoint.config.num_classes == 0:  # e.g. a SimMIM pretraining's encoder: nothing to classify with
         raise SwinzooError(f"{model} has no classifier head (0 classes; a SimMIM pretraining or a headless "
                            f"encoder): fine-tune it first (swinzoo finetune --from {model})")

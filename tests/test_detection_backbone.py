@@ -142,3 +142,15 @@ def test_bad_inputs_are_one_line_errors(call, message):
     with pytest.raises(SwinzooError, match=re.escape(message)) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_predict_on_a_backbone_says_it_is_one(tmp_path, capsys):
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    bb = tmp_path / "bb.safetensors"
+    assert run_cli(["convert", "swin_n_64", "--features", "-o", bb], capsys)[0] == 0
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
+    code, _, err = run_cli(["predict", bb, tmp_path / "x.png"], capsys)
+    assert code == 2 and "is a detection backbone" in err and "SimMIM" not in err, err
