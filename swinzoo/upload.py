@@ -173,7 +173,9 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
                         + (": " + "; ".join(done) if done else ""))
     if provenance.get("recipe"):
         recipe = provenance["recipe"]
-        made.append(f"- recipe: `{recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe}`")
+        made.append(f"- recipe: `{recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe}`"
+                    + (" (the training of the weights before the transfer above)" if "before_transfer" in provenance
+                       else ""))
     if isinstance(provenance.get("finetune"), dict) and provenance["finetune"].get("command"):
         made.append(f"- command: `{provenance['finetune']['command']}`")
     if dataset:

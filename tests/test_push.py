@@ -103,6 +103,9 @@ def test_a_file_beside_a_runs_metrics_is_pushed_without_them(finetune_dir, tmp_p
             assert "model-index" in header and config["swinzoo"]["metrics"]["top1"] == 0.91
         else:
             assert "model-index" not in header and config["swinzoo"]["metrics"] is None, header
+            # the run's recipe and command describe the weights it trained, which the convert moved since
+            card = (out / "README.md").read_text()
+            assert "the training of the weights before the transfer" in card and "swinzoo finetune ..." not in card
 
 
 def test_the_pushed_provenance_holds_no_local_paths(finetune_dir, tmp_path, capsys):
