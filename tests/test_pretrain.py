@@ -257,20 +257,14 @@ def test_a_resume_within_an_epoch_reads_the_rest_of_the_epoch_in_the_straight_ru
 
     from swinzoo.train.simmim_data import Transformed
     from tests.test_finetune import image_folder
+    from tests.test_resume import training_reads
 
     class CrashAt(L.Callback):
         def on_train_batch_start(self, trainer, *args) -> None:
             if trainer.global_step == 5:
                 raise RuntimeError("crash")
 
-    read, getitem = [], Transformed.__getitem__
-
-    def recording(self, index):
-        if any(type(t).__name__ == "RandomResizedCrop" for t in self.transform.transforms):  # training reads
-            read.append(index)
-        return getitem(self, index)
-
-    monkeypatch.setattr(Transformed, "__getitem__", recording)
+    read = training_reads(monkeypatch, Transformed)
     data = image_folder(tmp_path / "data")
     run = dict(data=str(data), max_steps=9, batch_size=4, num_workers=0, trainer={"limit_val_batches": 1})
     swinzoo.pretrain("swin_n_64", out=str(tmp_path / "a"), **run)

@@ -150,20 +150,26 @@ def test_a_resume_with_more_steps_follows_the_new_schedule_from_its_first_step(t
 
 
 
+def training_reads(monkeypatch, dataset_class) -> list[int]:
+    """The indices training reads from `dataset_class` (its samples cropped by RandomResizedCrop), in order."""
+    read, getitem = [], dataset_class.__getitem__
+
+    def recording(self, index):
+        if any(type(t).__name__ == "RandomResizedCrop" for t in self.transform.transforms):
+            read.append(index)
+        return getitem(self, index)
+
+    monkeypatch.setattr(dataset_class, "__getitem__", recording)
+    return read
+
+
 def test_a_resume_within_an_epoch_reads_the_rest_of_the_epoch_in_the_straight_runs_order(tiny, data, tmp_path,
                                                                                             monkeypatch):
     """Resumed after step 4 (one batch into the second epoch), training reads the images the straight run reads
     from step 4 on, in its order: not a fresh shuffle of the whole epoch (Lightning's 'not resumable' warning)."""
     from swinzoo.train.data import TransformedDataset
 
-    read, getitem = [], TransformedDataset.__getitem__
-
-    def recording(self, index):
-        if any(type(t).__name__ == "RandomResizedCrop" for t in self.transform.transforms):  # training reads
-            read.append(index)
-        return getitem(self, index)
-
-    monkeypatch.setattr(TransformedDataset, "__getitem__", recording)
+    read = training_reads(monkeypatch, TransformedDataset)
     swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "a"), max_steps=9, **RUN)
     straight = read.copy()
     assert len(straight) == 36  # 3 epochs of 3 batches of 4
