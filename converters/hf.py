@@ -132,14 +132,16 @@ def config_from_hf(d: dict, source: str = "config.json") -> dict:
                 class_names=default_class_names(names) if None not in names else None)
 
 
-def config_to_hf(cfg: SwinConfig) -> dict:
-    """An HF config.json (SwinConfig / Swinv2Config fields) for `cfg`."""
+def config_to_hf(cfg: SwinConfig, instead: str | None = None) -> dict:
+    """An HF config.json (SwinConfig / Swinv2Config fields) for `cfg`. `instead`: the export a refusal points to
+    (default: the classifier formats that hold the model)."""
     if cfg.ape or not cfg.patch_norm:
         raise SwinzooError("transformers' Swin always normalises the patch embedding and its absolute position "
-                           "embedding differs; export this model as official")
+                           f"embedding differs; {instead or 'export this model as official'}")
     if cfg.version == 1 and any(cfg.stage_resolution(i) < cfg.window_size for i in range(cfg.num_stages)):
         raise SwinzooError(f"transformers' Swin V1 sizes every bias table for window {cfg.window_size}, but a stage "
-                           f"of this {cfg.img_size} px model is smaller than that; export it as timm or official")
+                           f"of this {cfg.img_size} px model is smaller than that; "
+                           f"{instead or 'export it as timm or official'}")
     names = cfg.class_names or [f"LABEL_{i}" for i in range(cfg.num_classes)]
     out = {
         "architectures": ["Swinv2ForImageClassification" if cfg.version == 2 else "SwinForImageClassification"],
@@ -289,13 +291,9 @@ def write_hf_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out
     """Canonical weights -> an HF folder (config.json, preprocessor_config.json, model.safetensors); a SimMIM
     state dict (`encoder.*`, `decoder.0.*`) -> a MaskedImageModeling folder."""
     mim = is_simmim(state_dict)
-    try:
-        cfg_json = config_to_hf(config)
-    except SwinzooError as e:  # timm and official drop a SimMIM model's mask token and decoder
-        if not mim:
-            raise
-        raise SwinzooError(str(e).split("; export")[0] + "; export this SimMIM model with --to simmim, which keeps "
-                           "the encoder, mask token and decoder") from None
+    # timm and official would drop a SimMIM model's mask token and decoder
+    cfg_json = config_to_hf(config, "export this SimMIM model with --to simmim, which keeps the encoder, mask token "
+                                    "and decoder" if mim else None)
     tensors = from_canonical(hf_mim.encoder_part(state_dict) if mim else state_dict, config.version)
     tensors.update(buffers(config))  # so transformers loads it without "newly initialized" warnings
     if mim:
