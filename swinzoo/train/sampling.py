@@ -73,11 +73,10 @@ class ResumableLoader(DataLoader):
         epoch = state["epoch"] + finished
         # Lightning's epoch can be one ahead: a run that stopped at --max-steps within an epoch has that epoch
         # counted as done, and the resumed run trains the rest of it as the next one
-        sampler, lightning_epoch = self.sampler, self.trainer.fit_loop.epoch_progress.current.processed
-        sampler.offset = 0
-        sampler.set_epoch(epoch)
-        sampler.offset = epoch - lightning_epoch
-        sampler.skip = 0 if finished else state["batches"] * self.batch_size
+        lightning_epoch = self.trainer.fit_loop.epoch_progress.current.processed
+        self.sampler.offset = epoch - lightning_epoch
+        self.sampler.set_epoch(lightning_epoch)  # = epoch
+        self.sampler.skip = 0 if finished else state["batches"] * self.batch_size
 
 
 def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor:
