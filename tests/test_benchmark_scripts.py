@@ -28,6 +28,26 @@ def test_gpu_script_smoke_on_cpu(tmp_path, capsys):
                                                   check["reference_ms"]) > 0
     (attention,) = report["training_attention"]
     assert attention["windows"] == 8 and attention["node_ms"] > 0 and attention["sdpa_ms"] > 0
+    (parity,) = report["parity"]  # float64, the fast path against the reference blocks (and timm when installed)
+    assert parity["ok"] and parity["eval_logits_fast_vs_reference"] < 1e-6
+
+
+def test_gpu_script_parity_can_fail(monkeypatch):
+    """The parity check sees a wrong number: a fast path that drops one block's attention output is reported."""
+    gpu = load_script()
+    from swinzoo.models import fast_path
+
+    real = fast_path.block_forward
+    calls = []
+
+    def broken(block, *args, **kwargs):
+        calls.append(1)
+        out = real(block, *args, **kwargs)
+        return out * 1.001 if len(calls) == 1 else out
+
+    monkeypatch.setattr(fast_path, "block_forward", broken)
+    (row,) = gpu.check_parity("cpu", smoke=True)
+    assert calls and not row["ok"] and row["eval_logits_fast_vs_reference"] > 1e-6
 
 
 def test_gpu_script_without_a_gpu_says_so(capsys):
