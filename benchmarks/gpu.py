@@ -24,7 +24,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
 
 from swinzoo import bench
 from swinzoo.commands import positive_int
@@ -32,8 +31,8 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters.timm import to_canonical
 from swinzoo.hardware import describe_cpu
 from swinzoo.io import atomic_path
-from swinzoo.models import SwinTransformer, fast_path
-from swinzoo.models.attention import SoftmaxAttention
+from swinzoo.models import SwinTransformer, attention, fast_path
+from swinzoo.models.attention import SoftmaxAttention, sdpa_windows
 from swinzoo.zoo import zoo_config
 
 # (zoo name, resolution): Swin-T and SwinV2-T at their own size, and the 384 px class
@@ -102,24 +101,63 @@ def attention_steps(windows: int, heads: int, groups: int, device: str) -> list:
     def node():
         SoftmaxAttention.apply(q, k, v, term, 32**-0.5).backward(grad)
 
-    def sdpa():
-        mask = term.to(torch.bfloat16).expand(windows // groups, -1, -1, -1, -1).reshape(windows, heads, 49, 49)
-        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=32**-0.5).backward(grad)
+    def sdpa():  # what training runs off the CPU: the groups folded into the head dim, the term broadcast
+        sdpa_windows(q, k, v, term, 32**-0.5).backward(grad)
 
     return [node, sdpa]
 
 
 def compare_training_attention(shapes, reps: int, device: str) -> list[dict]:
     """Forward + backward of softmax(q k^T / sqrt(d) + term) v with the term's gradient, bf16, 7x7 windows:
-    swinzoo's node (`SoftmaxAttention`: eager products, fp32 softmax) against SDPA with the term expanded to a
-    per-window mask (the fused kernels take no broadcast over a merged batch), interleaved. Where SDPA wins by a
-    margin, training could route CUDA attention through it."""
+    swinzoo's CPU node (`SoftmaxAttention`: eager products, fp32 softmax) against SDPA as training runs it off
+    the CPU (`sdpa_windows`), interleaved."""
     out = []
     for windows, heads, groups in shapes:
         steps = attention_steps(windows, heads, groups, device)
         node_s, sdpa_s = (statistics.median(t) for t in bench.time_interleaved(steps, device, reps, 2))
         out.append({"windows": windows, "heads": heads, "groups": groups, "node_ms": 1e3 * node_s,
                     "sdpa_ms": 1e3 * sdpa_s, "sdpa_speedup": node_s / sdpa_s})
+    return out
+
+
+@contextlib.contextmanager
+def undone(choice: str, model):
+    """The model with one of training's device choices undone: 'eager attention' (the CPU's node instead of
+    SDPA) or 'stored GELU' (the MLP keeps its GELU output instead of recomputing it in backward)."""
+    if choice == "eager attention":
+        with mock.patch.object(attention, "fused_training", lambda q: False):
+            yield
+    elif choice == "stored GELU":
+        model.set_fast_path(False)  # in training this switches only the MLP's recompute
+        try:
+            yield
+        finally:
+            model.set_fast_path(True)
+    else:
+        yield
+
+
+def compare_training_choices(cases, batches, reps: int, device: str) -> list[dict]:
+    """A bf16 training step (forward, backward, SGD) as shipped against the same step with one choice undone,
+    interleaved per round: ratios above 1 mean the shipped choice is faster."""
+    out = []
+    for name, res in cases:
+        for batch in batches:
+            spec = bench.Spec(name, res=res, batch=batch, train=True, precision="bf16", device=device)
+            model, res, _ = bench.build(spec)
+            step = bench.make_step(model, spec, res)
+            choices = ["default", "eager attention", "stored GELU"]
+
+            def run(choice, model=model, step=step):
+                def go():
+                    with undone(choice, model):
+                        step()
+                return go
+
+            times = [statistics.median(t) for t in bench.time_interleaved([run(c) for c in choices], device,
+                                                                          reps, warmup=2)]
+            out.append({"name": name, "res": res, "batch": batch, **{f"{c}_ms": 1e3 * t for c, t in
+                                                                     zip(choices, times)}})
     return out
 
 
@@ -221,6 +259,9 @@ def main(argv=None) -> int:
         "vs_timm": (lambda: compare_vs_timm(cases, args.batch, reps, args.device, vs_timm=not args.smoke),
                     print_vs_timm),
         "whole_batch_check": (lambda: check_whole_batch(cases, args.batch, reps, args.device), print_whole_batch),
+        "training_choices": (lambda: compare_training_choices(cases[:2], (args.batch, 64) if not args.smoke else
+                                                              (args.batch,), reps, args.device),
+                             print_training_choices),
         "training_attention": (lambda: compare_training_attention(ATTENTION_SMOKE if args.smoke else ATTENTION, reps,
                                                                   args.device), print_attention)}
     for key, (measure, show) in sections.items():
@@ -258,6 +299,14 @@ def print_whole_batch(rows) -> None:
         print(f"  {c['name']} {c['res']} px inference: default {c['default_ms']:.2f} ms, runs of windows "
               f"{c['runs_of_windows_ms']:.2f} ms, reference blocks {c['reference_ms']:.2f} ms: "
               + ("ok" if c["ok"] else f"SLOWER than {TOLERANCE:.2f}x the best alternative"), flush=True)
+
+
+def print_training_choices(rows) -> None:
+    for r in rows:
+        base = r["default_ms"]
+        print(f"  training step {r['name']} {r['res']} px batch {r['batch']}: {base:.2f} ms; "
+              f"eager attention {r['eager attention_ms'] / base:.2f}x, stored GELU {r['stored GELU_ms'] / base:.2f}x",
+              flush=True)
 
 
 def print_attention(rows) -> None:
