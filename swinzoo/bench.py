@@ -151,13 +151,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_step(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048):
-    """(step, FLOPs, library): an n x n x n product, the reference for this machine's practical peak.
+def matmul_step(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None):
+    """(step, FLOPs, library): an n x n x n product, the reference for this machine's practical peak (n 2048 on
+    the CPU, 8192 on a GPU, where a 2048 product is over in ~20 us and times the launch: 79 of ~790 TFLOP/s on an
+    H200 in bf16).
 
     On the CPU, the faster of torch's two libraries: `torch.mm` (MKL for fp32, which runs AVX2 kernels on AMD
     CPUs) and oneDNN (`cpu_gemm`'s; AVX-512 wherever the CPU has it), so a share of the peak is of what the
     machine can do, not of what one library does on it.
     """
+    n = n or (2048 if device == "cpu" else 8192)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
 

@@ -78,6 +78,24 @@ def test_bench_table_and_errors(capsys):
     assert code == 2 and "no timm counterpart" in err
 
 
+def test_gpu_title_leaves_out_cpu_settings_and_the_peak_is_a_big_product(capsys):
+    """On a GPU the title names no CPU threads, malloc or CPU matmul settings, and the peak is an 8192 product
+    (a 2048 one times the launch: 79 of ~790 TFLOP/s on an H200)."""
+    import argparse
+
+    from swinzoo.bench import matmul_step
+    from swinzoo.commands.bench import print_table
+
+    row = Result("swin_t_224", "swinzoo", 224, 8, "eval", "bf16", 28, 4.5, 1000.0, 8.0, 9.0, 7e5, 0.1, 8.0)
+    args = argparse.Namespace(device="cuda", precision="bf16", batch=8, malloc="default", cpu_gemm="auto",
+                              weight_packing=True, memory=False, vs_timm=False, runtime=None, plot=None)
+    print_table([row], args)
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "measured bf16 matmul peak 700000 GFLOP/s" in flat
+    assert "threads" not in flat and "malloc" not in flat and "weight packing" not in flat
+    assert matmul_step("meta", torch.bfloat16)[1] == 2 * 8192**3 and matmul_step("cpu")[1] == 2 * 2048**3
+
+
 def test_timm_names():
     assert timm_arch("swin_t_224") == "swin_tiny_patch4_window7_224"
     assert timm_arch("swinv2_t_256_w8") == "swinv2_tiny_window8_256"

@@ -111,10 +111,10 @@ def print_table(results, args) -> None:
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
     library = results[0].extra.get("matmul_library", "") if results else ""
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
+    cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
+                    f"weight packing {'on' if args.weight_packing else 'off'}; ") if args.device == "cpu" else ""
     table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
-                        f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
-                        f"weight packing {'on' if args.weight_packing else 'off'}; "
-                        f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
+                        f"{cpu_settings}measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]
     if args.memory:
