@@ -24,6 +24,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
 from swinzoo import bench
 from swinzoo.commands import positive_int
@@ -32,7 +33,8 @@ from swinzoo.converters.timm import to_canonical
 from swinzoo.hardware import describe_cpu
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer, attention, fast_path
-from swinzoo.models.attention import SoftmaxAttention, sdpa_windows
+from swinzoo.models.attention import SoftmaxAttention
+from swinzoo.models.layers import Mlp
 from swinzoo.zoo import zoo_config
 
 # (zoo name, resolution): Swin-T and SwinV2-T at their own size, and the 384 px class
@@ -101,7 +103,7 @@ def attention_steps(windows: int, heads: int, groups: int, device: str) -> list:
     def node():
         SoftmaxAttention.apply(q, k, v, term, 32**-0.5).backward(grad)
 
-    def sdpa():  # what training runs off the CPU: the groups folded into the head dim, the term broadcast
+    def sdpa():
         sdpa_windows(q, k, v, term, 32**-0.5).backward(grad)
 
     return [node, sdpa]
@@ -109,8 +111,8 @@ def attention_steps(windows: int, heads: int, groups: int, device: str) -> list:
 
 def compare_training_attention(shapes, reps: int, device: str) -> list[dict]:
     """Forward + backward of softmax(q k^T / sqrt(d) + term) v with the term's gradient, bf16, 7x7 windows:
-    swinzoo's CPU node (`SoftmaxAttention`: eager products, fp32 softmax) against SDPA as training runs it off
-    the CPU (`sdpa_windows`), interleaved."""
+    swinzoo's node (`SoftmaxAttention`: eager products, fp32 softmax) against SDPA (`sdpa_windows`), interleaved.
+    The attention alone: `compare_training_choices` says what the whole step makes of it."""
     out = []
     for windows, heads, groups in shapes:
         steps = attention_steps(windows, heads, groups, device)
@@ -120,44 +122,60 @@ def compare_training_attention(shapes, reps: int, device: str) -> list[dict]:
     return out
 
 
+def sdpa_windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:
+    """The alternative to `SoftmaxAttention` measured here: the same softmax(scale * q k^T + term) v through SDPA,
+    each image's G windows folded into the head dim so that the (G, heads, N, N) term is one mask broadcast over
+    images (the fused kernels broadcast over the batch dim only), cast to the query's dtype as SDPA requires."""
+    bw, heads, n, d = q.shape
+    groups = term.shape[0]
+
+    def fold(t):
+        return t.reshape(bw // groups, groups * heads, n, t.shape[-1])
+
+    mask = term.to(q.dtype).reshape(1, groups * heads, n, n)
+    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=mask, scale=scale)
+    return out.reshape(bw, heads, n, d)
+
+
+ALTERNATIVES = ("SDPA attention", "recomputed GELU")
+
+
 @contextlib.contextmanager
-def undone(choice: str, model):
-    """The model with one of training's device choices undone: 'eager attention' (the CPU's node instead of
-    SDPA) or 'stored GELU' (the MLP keeps its GELU output instead of recomputing it in backward)."""
-    if choice == "eager attention":
-        with mock.patch.object(attention, "fused_training", lambda q: False):
+def alternative(choice: str):
+    """Training with one alternative to what ships: 'SDPA attention' (`sdpa_windows` instead of the eager node) or
+    'recomputed GELU' (the CPU's MLP node, which recomputes the GELU in backward, on any device)."""
+    if choice == "SDPA attention":
+        with mock.patch.object(attention.SoftmaxAttention, "apply", sdpa_windows):
             yield
-    elif choice == "stored GELU":
-        model.set_fast_path(False)  # in training this switches only the MLP's recompute
-        try:
+    elif choice == "recomputed GELU":
+        def anywhere(self, x):
+            return self.recompute_gelu and torch.is_grad_enabled() and not (self.training and self.drop.p > 0)
+        with mock.patch.object(Mlp, "recompute_applies", anywhere):
             yield
-        finally:
-            model.set_fast_path(True)
     else:
         yield
 
 
 def compare_training_choices(cases, batches, reps: int, device: str) -> list[dict]:
-    """A bf16 training step (forward, backward, SGD) as shipped against the same step with one choice undone,
-    interleaved per round: ratios above 1 mean the shipped choice is faster."""
+    """A bf16 training step (forward, backward, SGD) as shipped against the same step with each alternative,
+    interleaved per round: an alternative's time over the default's, above 1 where the default is faster."""
     out = []
     for name, res in cases:
         for batch in batches:
             spec = bench.Spec(name, res=res, batch=batch, train=True, precision="bf16", device=device)
             model, res, _ = bench.build(spec)
             step = bench.make_step(model, spec, res)
-            choices = ["default", "eager attention", "stored GELU"]
 
-            def run(choice, model=model, step=step):
+            def run(choice, step=step):
                 def go():
-                    with undone(choice, model):
+                    with alternative(choice):
                         step()
                 return go
 
-            times = [statistics.median(t) for t in bench.time_interleaved([run(c) for c in choices], device,
-                                                                          reps, warmup=2)]
-            out.append({"name": name, "res": res, "batch": batch, **{f"{c}_ms": 1e3 * t for c, t in
-                                                                     zip(choices, times)}})
+            default, *others = (statistics.median(t) for t in bench.time_interleaved(
+                [run("default")] + [run(c) for c in ALTERNATIVES], device, reps, warmup=2))
+            out.append({"name": name, "res": res, "batch": batch, "default_ms": 1e3 * default,
+                        **{c: t / default for c, t in zip(ALTERNATIVES, others)}})
     return out
 
 
@@ -303,10 +321,9 @@ def print_whole_batch(rows) -> None:
 
 def print_training_choices(rows) -> None:
     for r in rows:
-        base = r["default_ms"]
-        print(f"  training step {r['name']} {r['res']} px batch {r['batch']}: {base:.2f} ms; "
-              f"eager attention {r['eager attention_ms'] / base:.2f}x, stored GELU {r['stored GELU_ms'] / base:.2f}x",
-              flush=True)
+        others = ", ".join(f"{c} {r[c]:.2f}x" for c in ALTERNATIVES)
+        print(f"  training step {r['name']} {r['res']} px batch {r['batch']}: default {r['default_ms']:.2f} ms; "
+              f"{others} its time (above 1: the default is faster)", flush=True)
 
 
 def print_attention(rows) -> None:

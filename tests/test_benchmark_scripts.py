@@ -28,8 +28,40 @@ def test_gpu_script_smoke_on_cpu(tmp_path, capsys):
                                                   check["reference_ms"]) > 0
     (attention,) = report["training_attention"]
     assert attention["windows"] == 8 and attention["node_ms"] > 0 and attention["sdpa_ms"] > 0
+    (choices,) = report["training_choices"]
+    assert choices["default_ms"] > 0 and choices["SDPA attention"] > 0 and choices["recomputed GELU"] > 0
     (parity,) = report["parity"]  # float64, the fast path against the reference blocks (and timm when installed)
     assert parity["ok"] and parity["eval_logits_fast_vs_reference"] < 1e-6
+
+
+def test_gpu_script_alternatives_compute_the_same_step():
+    """The training alternatives gpu.py times are the same computation: SDPA over images' windows folded into heads
+    (shift masks and padding: 56 and 44 px) and the recomputed GELU give the default step's logits and gradients in
+    float64, and the SDPA one really runs SDPA."""
+    gpu = load_script()
+    from swinzoo import SwinConfig, SwinTransformer
+
+    for version in (1, 2):
+        cfg = SwinConfig(version=version, img_size=56, window_size=7, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                         pretrained_window_sizes=(0, 0), num_classes=5, drop_path_rate=0.0)
+        model = gpu.randomized(SwinTransformer(cfg)).double().train()
+        for size in (56, 44):
+            x = torch.randn(3, 3, size, size, dtype=torch.float64)
+
+            def step(model=model, x=x):
+                model.zero_grad()
+                logits = model(x)
+                logits.square().sum().backward()
+                return [logits.detach()] + [p.grad.clone() for p in model.parameters()]
+
+            default = step()
+            for choice in gpu.ALTERNATIVES:
+                with gpu.alternative(choice), torch.profiler.profile() as prof:
+                    got = step()
+                if choice == "SDPA attention":
+                    assert any("scaled_dot_product" in e.key for e in prof.key_averages())
+                for a, b in zip(got, default):
+                    torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
 def test_gpu_script_parity_can_fail(monkeypatch):

@@ -9,7 +9,7 @@ import torch
 
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
-from swinzoo.models import attention, fast_path, layers
+from swinzoo.models import fast_path, layers
 from swinzoo.models.attention import (
     ScaledUnitRows,
     SoftmaxAttention,
@@ -363,35 +363,6 @@ def test_sdpa_attention_of_other_devices_matches_the_cpu_one(version, monkeypatc
             fused = model(x)
     assert any("scaled_dot_product" in e.key for e in prof.key_averages())
     torch.testing.assert_close(fused, eager, rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("size", [56, 44])  # on the window grid, and padded (11 -> 14 tokens)
-def test_sdpa_training_of_other_devices_matches_the_cpu_node(version, size, monkeypatch):
-    """Off the CPU, training takes SDPA (`sdpa_windows`, images' windows folded into heads, the term broadcast);
-    forced here on the CPU, the same logits and gradients as the CPU's node, in float64, shift masks and padding
-    included."""
-    model = randomized(SwinTransformer(tiny(version, depths=(2, 2), num_heads=(2, 4))).double().train())
-    x = torch.randn(3, 3, size, size, dtype=torch.float64)
-
-    def step():
-        model.zero_grad()
-        logits = model(x)
-        logits.square().sum().backward()
-        return [logits.detach()] + [p.grad.clone() for p in model.parameters()]
-
-    node = step()
-    monkeypatch.setattr(attention, "fused_training", lambda q: True)
-    with torch.profiler.profile() as prof:
-        fused = step()
-    assert any("scaled_dot_product" in e.key for e in prof.key_averages())
-    for a, b in zip(fused, node):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
-
-
-def test_training_takes_sdpa_off_the_cpu_only():
-    assert not attention.fused_training(torch.empty(1, device="cpu"))
-    assert attention.fused_training(torch.empty(1, device="meta"))
 
 
 compile_ok = pytest.mark.skipif(not hasattr(torch, "compile") or not hasattr(torch, "_dynamo"),

@@ -320,32 +320,6 @@ def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan
     return term
 
 
-def fused_training(q: torch.Tensor) -> bool:
-    """Whether training takes SDPA's fused kernels: off the CPU, where CUDA's memory-efficient kernel returns the
-    term's gradient and ran a Swin-T step's attention 1.05-1.8x as fast as `SoftmaxAttention` (H200, bf16,
-    docs/performance.md). On the CPU SDPA has no fused kernel with a mask gradient; its math fallback is the eager
-    path with more passes."""
-    return q.device.type != "cpu"
-
-
-def sdpa_windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(scale * q k^T + term) v through SDPA: q, k, v (B*nW, heads, N, d), term (G, heads, N, N) added to
-    each run of G consecutive windows -> (B*nW, heads, N, d).
-
-    The fused kernels broadcast a mask over the batch dim only, so each image's G windows are folded into the head
-    dim ((B, G*heads, N, N), a view): the term is then one (1, G*heads, N, N) mask, never copied per image. It is
-    cast to the query's dtype (SDPA takes no other), as timm's SDPA path does under autocast."""
-    bw, heads, n, d = q.shape
-    groups = term.shape[0]
-
-    def fold(t):
-        return t.reshape(bw // groups, groups * heads, n, t.shape[-1])
-
-    mask = term.to(q.dtype).reshape(1, groups * heads, n, n)
-    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=mask, scale=scale)
-    return out.reshape(bw, heads, n, d)
-
-
 def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     """(B*nW, N, C) -> (B*nW, N, C) on windows in the official order: the reference attention.
 
@@ -365,9 +339,7 @@ def window_attention(attn: WindowAttentionV1 | WindowAttentionV2, x: torch.Tenso
         # (nW, heads, N, N), broadcast over the batch; index_select, not term[idx]: the latter's backward (an
         # accumulating index_put) took 3 ms for Swin-T's stage 1 against 0.06 ms
         term = term.index_select(0, plan.window_group.to(term.device))
-    if torch.is_grad_enabled() and fused_training(q):
-        out = sdpa_windows(q, k, v, term, scale)
-    elif torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         out = SoftmaxAttention.apply(q, k, v, term, scale)
     else:
         logits = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)
