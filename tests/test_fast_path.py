@@ -418,6 +418,13 @@ def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-13)
 
 
+def test_mlp_gelu_recompute_on_the_cpu_only():
+    """A GPU step that stores the GELU ran faster (H200): the node is the CPU's; elsewhere autograd's MLP."""
+    mlp = Mlp(8, 32).train()
+    assert mlp.recompute_applies(torch.empty(2, 8))
+    assert not mlp.recompute_applies(torch.empty(2, 8, device="meta"))
+
+
 def test_mlp_gelu_recompute_on_no_rows():
     """An empty batch gives autograd's empty input gradient and zero weight and bias gradients."""
     mlp = Mlp(8, 32).double().train()
