@@ -179,7 +179,7 @@ class SwinTransformer(nn.Module):
 
     def set_fast_path(self, enable: bool = True) -> None:
         """Switch the fast implementations (on by default): the inference fast path of every stage
-        (`models/fast_path.py`) and the training MLP that recomputes its GELU in backward (`layers.Mlp`).
+        (`models/fast_path.py`) and the CPU training MLP that recomputes its GELU in backward (`layers.Mlp`).
         Off, the model runs the reference block only: same numbers (held equal by float64 tests), slower."""
         for module in self.modules():
             if isinstance(module, SwinStage):
