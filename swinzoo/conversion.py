@@ -75,6 +75,9 @@ def read_transferred(src: str, *, res: int | None = None, window: int | None = N
     provenance = dict(source.provenance)
     provenance.setdefault("source", src)
     if report.changed:
+        if "transfer" in provenance:  # moved before: that surgery stays on record, oldest first
+            earlier = {k: provenance.pop(k) for k in ("transfer", "before_transfer") if k in provenance}
+            provenance["earlier_transfers"] = [*provenance.get("earlier_transfers", []), earlier]
         provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
         # a run's validation figures scored the weights before this move, not these
         measured = {k: provenance.pop(k) for k in ("finetune", "pretrain") if k in provenance}

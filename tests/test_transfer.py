@@ -41,6 +41,20 @@ def test_a_v2_model_moved_nowhere_keeps_its_implicit_pretrained_windows(tmp_path
     assert load_model(tmp_path / "m.safetensors").config.pretrained_window_sizes == (0, 0, 0, 0)
 
 
+def test_a_second_move_keeps_the_record_of_the_first(tmp_path, capsys):
+    """A checkpoint records every surgery done to it: converted 64 -> 96 px, then 96 -> 128, the file says both,
+    oldest first, each with the figures measured before it."""
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert run_cli(["convert", "swin_n_64", "--res", 96, "-o", first], capsys)[0] == 0
+    assert run_cli(["convert", first, "--res", 128, "-o", second], capsys)[0] == 0
+    provenance = load_model(second).provenance
+    assert provenance["transfer"]["from"]["img_size"] == 96
+    (earlier,) = provenance["earlier_transfers"]
+    assert earlier["transfer"]["from"]["img_size"] == 64
+    assert run_cli(["convert", second, "-o", tmp_path / "c.safetensors"], capsys)[0] == 0  # no move: nothing added
+    assert load_model(tmp_path / "c.safetensors").provenance["earlier_transfers"] == provenance["earlier_transfers"]
+
+
 def test_22k_to_1k_head_is_row_gathered(tmp_path, capsys):
     cfg = SwinConfig(version=1, img_size=224, window_size=7, num_classes=21841, **TINY)
     model = SwinTransformer(cfg)
