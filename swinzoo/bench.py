@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from swinzoo.errors import SwinzooError
+from swinzoo.hardware import resolve_device
 from swinzoo.models import SwinTransformer, count_macs, cpu_gemm
 from swinzoo.zoo import get_entry, zoo_config
 
@@ -100,7 +101,7 @@ def macs_at(name: str, res: int) -> int:
 
 
 def _autocast(spec: Spec):
-    return torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+    return torch.autocast(device_type(spec.device), dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
 
 def onnx_session(cfg):
@@ -146,8 +147,13 @@ def make_step(model: torch.nn.Module, spec: Spec, res: int):
     return step
 
 
+def device_type(device: str) -> str:
+    """'cpu', 'cuda', ... of a device string such as 'cuda:1' or 'cpu:0'."""
+    return torch.device(device).type
+
+
 def _sync(device: str) -> None:
-    if device.startswith("cuda"):
+    if device_type(device) == "cuda":
         torch.cuda.synchronize()
 
 
@@ -160,13 +166,14 @@ def matmul_step(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int 
     CPUs) and oneDNN (`cpu_gemm`'s; AVX-512 wherever the CPU has it), so a share of the peak is of what the
     machine can do, not of what one library does on it.
     """
-    n = n or (2048 if device == "cpu" else 8192)
+    on_cpu = device_type(device) == "cpu"
+    n = n or (2048 if on_cpu else 8192)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
 
     def aten():
         torch.mm(a, b)
-    if device != "cpu" or not cpu_gemm.onednn_available():
+    if not on_cpu or not cpu_gemm.onednn_available():
         return aten, 2 * n**3, "aten"
 
     def onednn():
@@ -252,7 +259,7 @@ def memory_probe(spec: Spec) -> tuple[float, str]:
     torch.manual_seed(0)
     model, res, _ = build(spec)
     step = make_step(model, spec, res)
-    if spec.device.startswith("cuda"):
+    if device_type(spec.device) == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -304,15 +311,13 @@ def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, trai
          vs_timm: bool = False, reps: int = 10, device: str | None = None, runtime: str | None = None) -> list[Spec]:
     """The specs `benchmark` measures; every bad argument fails here, before anything runs. `runtime`
     "onnxruntime" adds the model's ONNX export, run by onnxruntime, to every inference group."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(device))
     for name in names:
         get_entry(name)
     if batch < 1 or reps < 1:
         raise SwinzooError("--batch and --reps must be at least 1")
     if precision not in ("fp32", "bf16"):
         raise SwinzooError(f"precision {precision!r}: use fp32 or bf16")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SwinzooError("--device cuda but no GPU is visible; use --device cpu")
     modes = [False, True] if eval_and_train else [train]
     impls = ["swinzoo", "timm"] if vs_timm else ["swinzoo"]
     if vs_timm:
@@ -321,7 +326,7 @@ def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, trai
     if runtime not in (None, "eager", "onnxruntime"):
         raise SwinzooError(f"runtime {runtime!r}: use onnxruntime (eager PyTorch is always timed)")
     if runtime == "onnxruntime":
-        if modes == [True] or precision != "fp32" or not device.startswith("cpu"):
+        if modes == [True] or precision != "fp32" or device_type(device) != "cpu":
             raise SwinzooError("--runtime onnxruntime times fp32 inference on the CPU: drop --train, --precision "
                                "bf16 and --device cuda")
         impls.append("onnxruntime")

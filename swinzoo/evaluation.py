@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
-from swinzoo.hardware import keep_freed_memory
+from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
@@ -53,28 +53,13 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
     """The device (None: cuda when a GPU is visible, else cpu) and the autocast dtype of an eval or predict run."""
     if precision not in PRECISIONS:
         raise SwinzooError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    try:
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise SwinzooError(f"device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SwinzooError(f"device {device} but no GPU is visible; use --device cpu")
-    if dev.type not in ("cpu", "cuda") and not _usable(dev):  # mps, xpu, ... where this torch build has them
-        raise SwinzooError(f"device {device} is not available in this torch build or machine; use cpu or cuda")
+    dev = resolve_device(device)
     if precision == "fp16" and dev.type == "cpu":
         raise SwinzooError("fp16 needs a GPU; on a CPU use --precision bf16 (or fp32)")
     return dev, PRECISIONS[precision]
 
 
 _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed
-
-
-def _usable(dev: torch.device) -> bool:
-    try:
-        torch.empty(1, device=dev).cpu()  # the meta device has no data to bring back
-        return True
-    except (RuntimeError, AssertionError, NotImplementedError):
-        return False
 
 
 def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):

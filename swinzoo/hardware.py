@@ -78,6 +78,34 @@ def describe_cpu() -> str:
     return f"{cpu_model()} ({', '.join(d for d in details if d)})"
 
 
+def resolve_device(device: str | None):
+    """`device` as a torch.device (None: cuda when a GPU is visible, else cpu), refused with a one-line error where
+    torch does not know it or this machine cannot run it."""
+    import torch
+
+    from swinzoo.errors import SwinzooError
+
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SwinzooError(f"device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SwinzooError(f"device {device} but no GPU is visible; use --device cpu")
+    if dev.type not in ("cpu", "cuda") and not _usable(dev):  # mps, xpu, ... where this torch build has them
+        raise SwinzooError(f"device {device} is not available in this torch build or machine; use cpu or cuda")
+    return dev
+
+
+def _usable(dev) -> bool:
+    import torch
+
+    try:
+        torch.empty(1, device=dev).cpu()  # the meta device has no data to bring back
+        return True
+    except (RuntimeError, AssertionError, NotImplementedError):
+        return False
+
+
 def auto_precision(on_cuda: bool) -> tuple[str, str]:
     """(Lightning precision, why) for a recipe whose precision is 'auto'; fp16 AMP on CUDA is the official
     recipes' choice."""

@@ -94,6 +94,7 @@ def test_gpu_title_leaves_out_cpu_settings_and_the_peak_is_a_big_product(capsys)
     assert "measured bf16 matmul peak 700000 GFLOP/s" in flat
     assert "threads" not in flat and "malloc" not in flat and "weight packing" not in flat
     assert matmul_step("meta", torch.bfloat16)[1] == 2 * 8192**3 and matmul_step("cpu")[1] == 2 * 2048**3
+    assert matmul_step("cpu:0")[1] == 2 * 2048**3  # a CPU named with an index is still the CPU
 
 
 def test_timm_names():
