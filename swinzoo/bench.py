@@ -319,6 +319,18 @@ def plan(names: list[str], *, res: list[int] | None = None, batch: int = 8, trai
     if precision not in ("fp32", "bf16"):
         raise SwinzooError(f"precision {precision!r}: use fp32 or bf16")
     modes = [False, True] if eval_and_train else [train]
+    if grad_ckpt and modes == [False]:
+        raise SwinzooError("--grad-ckpt applies to a training step: add --train or --eval-and-train")
+    for name in names:
+        cfg = zoo_config(name)
+        smallest = cfg.patch_size * 2 ** (cfg.num_stages - 1)  # one token in the last stage
+        too_small = [r for r in res or [] if r < smallest]
+        if too_small:
+            raise SwinzooError(f"--res {too_small[0]} is below {smallest} px, the smallest input {name} takes (one "
+                               f"token in its last stage); use --res {smallest} or more")
+        if True in modes and cfg.num_classes == 0:
+            raise SwinzooError(f"{name} has no classifier head, and a training step needs one: time its inference "
+                               "(drop --train / --eval-and-train)")
     impls = ["swinzoo", "timm"] if vs_timm else ["swinzoo"]
     if vs_timm:
         for name in names:

@@ -67,8 +67,11 @@ def measure_and_report(args) -> int:
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
     from swinzoo.hardware import cpu_class, cpu_model, native_bf16_matmul
+    from swinzoo.io import check_file_output
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.plot:  # before the measurements, not after them
+        check_file_output(args.plot, "sweep.png")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
                        grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device,
@@ -78,17 +81,19 @@ def measure_and_report(args) -> int:
                   disable=args.json) as progress:
         task = progress.add_task("bench", total=bench.rounds(specs, args.reps))
         results = bench.run(specs, args.reps, args.warmup, args.memory, lambda: progress.advance(task))
-    if args.plot:
-        title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
-        draw_sweep(results, args.plot, title)
+    # the results first: a plot that cannot be drawn must not cost the measurements
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "cpu_class": cpu_class(), "native_bf16_matmul": native_bf16_matmul(),
                           "device": machine_name(args.device), "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
-                          "weight_packing": args.weight_packing,
+                          "weight_packing": args.weight_packing, "reps": args.reps, "warmup": args.warmup,
+                          "compile": args.compile, "grad_ckpt": args.grad_ckpt,
                           "results": [asdict(r) for r in results]}, indent=1))
-        return 0
-    print_table(results, args)
+    else:
+        print_table(results, args)
+    if args.plot:
+        title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
+        draw_sweep(results, args.plot, title)
     return 0
 
 
@@ -113,8 +118,12 @@ def print_table(results, args) -> None:
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
     cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
                     f"weight packing {'on' if args.weight_packing else 'off'}; ") if args.device == "cpu" else ""
-    table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}, "
-                        f"{cpu_settings}measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
+    options = "".join((", torch.compile" if args.compile else "",
+                       ", swinzoo checkpointed (timm not)" if args.grad_ckpt and args.vs_timm
+                       else ", checkpointed" if args.grad_ckpt else ""))
+    table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}{options}, "
+                        f"{args.reps} rounds after {args.warmup} warm-up, {cpu_settings}"
+                        f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]
     if args.memory:
