@@ -395,6 +395,21 @@ def test_compile_without_graph_breaks_and_parity(version):
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
 
 
+@compile_ok
+def test_compiled_inference_compiles_once():
+    """Under torch.compile the fast path steps aside (its per-plan caches are Python state dynamo would guard on):
+    repeated inference calls reuse the first graph instead of recompiling until the recompile limit."""
+    import torch._dynamo
+
+    model = randomized(SwinTransformer(tiny(1)).eval())
+    x = torch.randn(2, 3, 56, 56)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with torch.inference_mode(), torch._dynamo.config.patch(error_on_recompile=True):
+        outs = [compiled(x) for _ in range(3)]
+        torch.testing.assert_close(outs[-1], model(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 3])
 @pytest.mark.parametrize("frozen", ["none", "weights", "input"])
 def test_mlp_gelu_recompute_matches_autograd(frozen, chunk_rows, monkeypatch):

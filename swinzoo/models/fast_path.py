@@ -45,9 +45,11 @@ CPU_GROUP_BYTES = 12 << 20
 
 
 def applies(stage: nn.Module) -> bool:
-    """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks on its blocks."""
+    """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks on its blocks, not
+    compiling (its per-plan caches of runs and gathers are Python state dynamo guards on: each call recompiled, up to
+    the recompile limit; the compiled reference blocks are one graph)."""
     return (stage.fast_path and not stage.training and not torch.is_grad_enabled()
-            and not any(map(hooked, stage.blocks)))
+            and not torch.compiler.is_compiling() and not any(map(hooked, stage.blocks)))
 
 
 def hooked(module: nn.Module) -> bool:
