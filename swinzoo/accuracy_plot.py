@@ -45,5 +45,10 @@ def draw_accuracy(rows: list[dict], path: str | Path, title: str = "") -> Path:
             pen.line(coords, fill=color, width=3)
         for x, y in coords:
             pen.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        legend_entry(pen, width - margin_r + 12, margin_t + 10 + 22 * i, color, label[:28])
+        legend_entry(pen, width - margin_r + 12, margin_t + 10 + 22 * i, color, tail_label(label, 28))
     return save_png(img, path)
+
+
+def tail_label(text: str, width: int) -> str:
+    """`text` cut to `width` characters from its end: model paths differ in their run folders, not their roots."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]

@@ -203,29 +203,38 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     return rows
 
 
-def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5, device: str | None = None,
-            precision: str = "fp32", from_format: str = "auto", trust_checkpoint: bool = False) -> list[dict]:
-    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first; images are
-    preprocessed as the model's metadata says (`swinzoo.data_config`)."""
+def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5, batch_size: int = 64,
+            device: str | None = None, precision: str = "fp32", from_format: str = "auto",
+            trust_checkpoint: bool = False) -> list[dict]:
+    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first, in batches of
+    `batch_size`; images are preprocessed as the model's metadata says (`swinzoo.data_config`)."""
+    if batch_size < 1:
+        raise SwinzooError(f"batch_size must be at least 1, got {batch_size}")
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     tf = eval_transform(cfg)
-    batch = []
-    for path in images:
-        try:
-            with Image.open(path) as im:
-                batch.append(tf(im.convert("RGB")))
-        except Image.DecompressionBombError:
-            raise SwinzooError(f"{path} has more pixels than PIL's limit ({2 * Image.MAX_IMAGE_PIXELS}; a guard "
-                               "against decompression bombs): shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS "
-                               "if you trust it") from None
-        except (OSError, UnidentifiedImageError) as e:
-            raise SwinzooError(f"{path} is not a readable image ({e})") from None
-    with torch.inference_mode():
-        probs = run_model(net, torch.stack(batch), dev, dtype).softmax(-1).cpu()
     k = max(1, min(topk, cfg.num_classes))
-    values, indices = probs.topk(k, dim=-1)
-    return [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
-            for path, v, ix in zip(images, values.tolist(), indices.tolist())]
+    rows = []
+    for start in range(0, len(images), batch_size):
+        paths = images[start : start + batch_size]
+        with torch.inference_mode():
+            probs = run_model(net, torch.stack([read_image(path, tf) for path in paths]), dev, dtype).softmax(-1)
+        values, indices = probs.cpu().topk(k, dim=-1)
+        rows += [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
+                 for path, v, ix in zip(paths, values.tolist(), indices.tolist())]
+    return rows
+
+
+def read_image(path: str | Path, transform) -> torch.Tensor:
+    """One image file through `transform`, or a one-line error naming it."""
+    try:
+        with Image.open(path) as im:
+            return transform(im.convert("RGB"))
+    except Image.DecompressionBombError:
+        raise SwinzooError(f"{path} has more pixels than PIL's limit ({2 * Image.MAX_IMAGE_PIXELS}; a guard "
+                           "against decompression bombs): shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS "
+                           "if you trust it") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise SwinzooError(f"{path} is not a readable image ({e})") from None

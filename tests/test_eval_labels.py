@@ -1,6 +1,7 @@
 """How `swinzoo eval` matches the data's labels to the model's classes: by name when the names allow it (another
 order, a subset of the classes), by index only when no name is shared, never half and half."""
 
+import json
 import shutil
 
 import pytest
@@ -75,3 +76,44 @@ def test_eval_piped_prints_progress_lines(shapes, monkeypatch):
     lines = [line for line in log.getvalue().splitlines() if line.startswith("eval 64 px")]
     assert [line.split(",")[0] for line in lines[:-1]] == ["eval 64 px: batch 1/3", "eval 64 px: batch 2/3"]
     assert lines[-1].startswith("eval 64 px: 3 batches in ")
+
+
+def test_predict_in_batches_names_each_image_as_given(tmp_path, capsys, monkeypatch):
+    """predict runs `--batch-size` images at a time (not every image at once), the same probabilities as one batch,
+    and each line names the image as given: two files called x.png in different folders stay apart."""
+    from PIL import Image
+
+    from swinzoo import evaluation
+
+    paths = []
+    for i, folder in enumerate(["a", "b", "c", "d", "e"]):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "x.png")
+        Image.new("RGB", (64, 64), (40 * i, 90, 200 - 30 * i)).save(paths[-1])
+    sizes = []
+    real = evaluation.run_model
+
+    def counted(net, images, *args):
+        sizes.append(len(images))
+        return real(net, images, *args)
+
+    monkeypatch.setattr(evaluation, "run_model", counted)
+    code, out, err = run_cli(["predict", "swin_n_64", *paths, "--batch-size", "2", "--json"], capsys)
+    assert code == 0, err
+    assert sizes == [2, 2, 1]
+    batched = json.loads(out)
+    code, out, err = run_cli(["predict", "swin_n_64", *paths, "--json"], capsys)
+    assert code == 0 and sizes[3:] == [5], err
+    for a, b in zip(batched, json.loads(out)):
+        assert a["image"] == b["image"] and [c for c, _ in a["predictions"]] == [c for c, _ in b["predictions"]]
+        assert max(abs(p - q) for (_, p), (_, q) in zip(a["predictions"], b["predictions"])) < 1e-5
+    code, out, err = run_cli(["predict", "swin_n_64", *paths[:2]], capsys)
+    assert [line.split(": ")[0] for line in out.splitlines()] == [str(p) for p in paths[:2]]
+
+
+def test_long_model_paths_keep_their_distinguishing_tail():
+    from swinzoo.accuracy_plot import tail_label
+
+    a, b = (f"experiments/shapes_finetune/run_lr{lr}/model.safetensors" for lr in ("1e-3", "3e-4"))
+    assert tail_label(a, 32) != tail_label(b, 32) and len(tail_label(a, 32)) == 32
+    assert tail_label(a, 32).endswith("run_lr1e-3/model.safetensors") and tail_label("swin_n_64", 32) == "swin_n_64"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, non_negative_int, positive_int
 from swinzoo.errors import SwinzooError
@@ -50,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="zoo name, .safetensors, fine-tune output folder or .pth")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     add_runtime_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {image, predictions: [[class, p]]}")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
@@ -60,6 +60,7 @@ def register(subparsers) -> None:
 def run_eval(args) -> int:
     from rich.console import Console
 
+    from swinzoo.accuracy_plot import tail_label
     from swinzoo.evaluation import evaluate, sweep
     from swinzoo.io import check_file_output
 
@@ -86,7 +87,7 @@ def run_eval(args) -> int:
     else:
         sys.stdout.write("model                            res  window   top1    top5      n\n")
         for r in rows:
-            sys.stdout.write(f"{r['model'][:32]:<32} {r['res']:>4} {r['window']:>7} {r['top1']:>6.4f} "
+            sys.stdout.write(f"{tail_label(r['model'], 32):<32} {r['res']:>4} {r['window']:>7} {r['top1']:>6.4f} "
                              f"{r['top5']:>7.4f} {r['n']:>6}\n")
         sys.stdout.flush()
     if args.plot:
@@ -101,11 +102,12 @@ def run_eval(args) -> int:
 def run_predict(args) -> int:
     from swinzoo.evaluation import predict
 
-    rows = predict(args.model, args.images, topk=args.topk, device=args.device, precision=args.precision,
+    rows = predict(args.model, args.images, topk=args.topk, batch_size=args.batch_size, device=args.device,
+                   precision=args.precision,
                    from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
     if args.json:
         print(json.dumps(rows))
         return 0
     for row in rows:
-        print(Path(row["image"]).name + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
+        print(row["image"] + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
     return 0
