@@ -250,3 +250,54 @@ def test_unlabelled_and_unreadable_datasets_are_one_line_each(tmp_path):
 def test_missing_datasets_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)
     one_line_error(lambda: open_hf("hf:beans"), "pip install 'swinzoo[hf]'")
+
+
+def with_bad_rows(ds, rows, key="image"):
+    """`ds` with the images of `rows` replaced by bytes no decoder reads."""
+    values = ds.select_columns([key]).with_format("arrow")[:].column(key).to_pylist()
+    for r in rows:
+        values[r] = {"bytes": b"notanimage", "path": None}
+    return ds.remove_columns([key]).add_column(key, values, feature=datasets.Image())
+
+
+def test_unreadable_rows_stop_the_open_named_by_split_and_row(tmp_path):
+    dd = datasets.DatasetDict({"train": with_bad_rows(table([0, 1, 2] * 4), [0, 5]),
+                               "validation": with_bad_rows(table([0, 1, 2], seed=1), [2])})
+    dd.save_to_disk(str(tmp_path / "bad"))
+    data = f"hf:{tmp_path / 'bad'}"
+    # every bad row of both splits in one error, the first named in full
+    one_line_error(lambda: open_hf(data), f"{data} split 'train' row 0 is not a readable image",
+                   "cannot identify image file", "replace or drop that row", "2 more unreadable: row 5, "
+                   "split 'validation' row 2")
+    # a carved validation split reads rows of train: they are checked once, as train's
+    one_line_error(lambda: open_hf(data, DataOptions(val_fraction=0.25)), "split 'train' row 0",
+                   "1 more unreadable: row 5)")
+    # eval's open reads one split only, and checks it
+    one_line_error(lambda: open_split(data, "val", 16), "split 'validation' row 2", "replace or drop")
+    good = datasets.DatasetDict({"train": table([0, 1, 2] * 4), "validation": table([0, 1], seed=1)})
+    good["validation"] = with_bad_rows(good["validation"], [])
+    good.save_to_disk(str(tmp_path / "good"))
+    assert [len(s) for s in open_hf(f"hf:{tmp_path / 'good'}")] == [12, 2]
+
+
+def test_rows_read_from_image_files_are_checked_too(tmp_path):
+    """An imagefolder-style dataset keeps paths, not bytes: the files are decoded."""
+    for split in ("train", "validation"):
+        for name in ("cat", "dog"):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (16, 16)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    (tmp_path / "pets" / "validation" / "dog" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    one_line_error(lambda: open_hf(f"hf:{tmp_path / 'pets'}"), "split 'validation' row 3 is not a readable image")
+
+
+def test_finetune_on_an_unreadable_row_fails_before_anything_is_written(tmp_path, capsys):
+    from tests.bad_inputs.harness import fails_cleanly
+
+    dd = datasets.DatasetDict({"train": with_bad_rows(table([0, 1, 2] * 4), [0])})
+    dd.save_to_disk(str(tmp_path / "bad"))
+    capsys.readouterr()  # the library's progress bars while saving
+    for command in (["finetune", "--val-fraction", "0.25"], ["pretrain"]):
+        fails_cleanly([command[0], "--from", "swin_n_64", "--data", f"hf:{tmp_path / 'bad'}", *command[1:],
+                       "--max-steps", "7", "--batch-size", "4", "--res", "64", "--out", tmp_path / "out"],
+                      capsys, tmp_path, "split 'train' row 0 is not a readable image", owned=("hf-cache",), code=2)

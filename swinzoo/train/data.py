@@ -16,7 +16,6 @@ model's preprocessing from `swinzoo.preprocess`, the one every export writes.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +30,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess, create_transform
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
+from swinzoo.train.image_check import check_image, check_images, image_problem  # noqa: F401 (re-exported)
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
@@ -109,78 +109,6 @@ class ImageFolderSplit(Dataset):
                 return im.convert("RGB"), label
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
-
-
-def image_problem(path: Path) -> str | None:
-    """Why `path` is not a readable image (None when it is): the structure is verified (PNG chunk checksums), then
-    every byte of the image data is decoded. A JPEG decodes in draft mode (libjpeg's 1/8 scaling): the whole
-    entropy-coded stream is still read, so truncation and broken markers are found, at about half the cost."""
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        with Image.open(path) as im:
-            im.draft(im.mode, (1, 1))  # a no-op for formats other than JPEG
-            im.load()
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ... on bad files
-        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    return None
-
-
-def check_image(path: Path) -> None:
-    """Decode one image fully: an unreadable image stops the run, named."""
-    problem = image_problem(path)
-    if problem is not None:
-        raise SwinzooError(f"{path} is not a readable image ({problem}); remove or replace it")
-
-
-CHECK_CHUNK = 64  # images per thread-pool task
-PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
-
-
-def check_workers() -> int:
-    """Threads for the image check: decoders release the GIL, and network file systems like more reads in flight."""
-    return min(32, (os.cpu_count() or 1) + 4)
-
-
-def _problems(paths: list[Path]) -> list[tuple[Path, str]]:
-    return [(p, why) for p in paths if (why := image_problem(p)) is not None]
-
-
-def check_images(paths: list[Path], where: str = "", console=None) -> None:
-    """Decode every image in `paths` (in a thread pool, in chunks; a transient progress bar on a terminal's stderr
-    from PROGRESS_FROM images); raise one error naming the first unreadable one (in the order given) and how many
-    others there are, so one pass finds them all.
-
-    Cost: a full decode, about 0.5-1 ms per ImageNet-sized JPEG (draft mode) and a few ms per PNG on one core,
-    divided by the thread count: ImageNet-1k's 1.28M training images take roughly a minute on 16 cores (local
-    disk); the 50k validation images a few seconds.
-    """
-    chunks = [paths[i:i + CHECK_CHUNK] for i in range(0, len(paths), CHECK_CHUNK)]
-    bad: list[tuple[Path, str]] = []
-    if len(chunks) <= 1:
-        bad = _problems(paths)
-    else:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = console or Console(stderr=True)  # stdout may be a pipe of results (eval --json)
-        show = len(paths) >= PROGRESS_FROM and console.is_terminal
-        progress = Progress(TextColumn("checking images in {task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console, transient=True, disable=not show)
-        pool = ThreadPoolExecutor(min(check_workers(), len(chunks)), thread_name_prefix="swinzoo-image-check")
-        try:
-            with progress:
-                task = progress.add_task(where or "data", total=len(paths))
-                for chunk, problems in zip(chunks, pool.map(_problems, chunks)):
-                    bad += problems
-                    progress.advance(task, len(chunk))
-        finally:  # Ctrl+C: drop the chunks not started instead of decoding them all first
-            pool.shutdown(wait=True, cancel_futures=True)
-    if bad:
-        (path, why), more = bad[0], len(bad) - 1
-        others = f" ({more} more unreadable: {', '.join(p.name for p, _ in bad[1:4])}{', ...' if more > 3 else ''})"
-        raise SwinzooError(f"{path} is not a readable image ({why}); remove or replace it"
-                           + (others if more else ""))
 
 
 def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None,

@@ -12,7 +12,8 @@ folder); CONFIG picks one of its configurations. `DataOptions` picks the splits 
   `ClassLabel` feature (label/labels/fine_label when there are several), else an integer column named so.
 
 Every bad value stops the run with one line naming it and the fix, when the data is opened (before anything is
-written). The datasets library is imported only here, inside functions.
+written); so does an unreadable image: every row a run reads is decoded then, as image folders are
+(`swinzoo.train.image_check`). The datasets library is imported only here, inside functions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.data import Dataset
 
 from swinzoo.errors import SwinzooError
 from swinzoo.hub_http import hub_calls
+from swinzoo.train.image_check import image_problem, more_unreadable, scan
 
 VAL_SPLITS = ("validation", "val", "valid", "test")
 IMAGE_COLUMNS = ("image", "img")
@@ -234,10 +236,11 @@ class HFSplit(Dataset):
     """The train or val split (`split`) of the Hugging Face dataset `name` (what follows `hf:`: NAME[:CONFIG]),
     read as `options` say; has `.classes` and `.description` (which split or carve it is, for the console).
     `classes`: the train split's, to check the validation split against; `loaded`: the DatasetDict when the
-    caller already loaded it (both splits from one load)."""
+    caller already loaded it (both splits from one load); `check`: decode every image it reads now (else the
+    caller checks them, e.g. with the other split's, to decode a shared split once and count every bad row)."""
 
     def __init__(self, name: str, split: str, options: DataOptions | None = None,
-                 classes: list[str] | None = None, *, loaded=None) -> None:
+                 classes: list[str] | None = None, *, loaded=None, check: bool = True) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', not {split!r}")
         options = options or DataOptions()
@@ -248,6 +251,7 @@ class HFSplit(Dataset):
             raise SwinzooError(f"{data} has no split {train_name!r} (--train-split); its splits: {', '.join(dd)}")
         chosen = train_name if split == "train" or carved else val_name
         where, ds = f"{data} split {chosen!r}", dd[chosen]
+        self.data, self.split_name = data, chosen
         # columns are picked on the train split (when there is one: eval may read a test-only dataset), so both
         # splits read the same ones
         base = dd[train_name] if train_name in dd else ds
@@ -281,6 +285,8 @@ class HFSplit(Dataset):
                                 f"label, split seed {options.split_seed} (--val-fraction, --split-seed)"
                                 + (f"; the dataset's {unused!r} split is not used" if unused else ""))
         self.description += f" ({len(self)} rows)"
+        if check:
+            check_rows([(data, chosen, self.ds, self.image_key, self.rows)])
 
     def _classes(self, ds, labels: np.ndarray, train_classes: list[str] | None, where: str) -> list[str]:
         names = getattr(ds.features[self.label_key], "names", None)
@@ -308,9 +314,59 @@ class HFSplit(Dataset):
         return row[self.image_key].convert("RGB"), int(row[self.label_key])
 
 
+def row_problems(ds, key: str, rows: np.ndarray | None):
+    """`scan`'s problems_in over `rows` (None: all) of `ds`: (row, why) for each unreadable image of column `key`.
+    Rows are read as Arrow (the encoded bytes or the file path), so nothing is decoded twice."""
+    raw = ds.select_columns([key]).with_format("arrow")
+    feature = ds.features[key]
+
+    def problems_in(start: int, stop: int) -> list[tuple[int, str]]:
+        index = list(range(start, stop)) if rows is None else [int(r) for r in rows[start:stop]]
+        values = (raw[start:stop] if rows is None else raw[index]).column(key).to_pylist()
+        return [(i, why) for i, value in zip(index, values) if (why := _row_problem(feature, value)) is not None]
+
+    return problems_in
+
+
+def _row_problem(feature, value: dict | None) -> str | None:
+    if value is None:
+        return "the row has no image"
+    data, path = value.get("bytes"), value.get("path")
+    if data is not None:
+        return image_problem(data)
+    if path is None:
+        return "the row has neither image bytes nor a path"
+    if "://" not in path:
+        return image_problem(Path(path))
+    try:  # a remote file: fetched by the library, as training would fetch it
+        feature.decode_example(value)
+    except Exception as e:
+        return _first_line(e)
+    return None
+
+
+def check_rows(parts: list[tuple[str, str, object, str, np.ndarray | None]], console=None) -> None:
+    """Decode the image of every row of `parts`, (data, split, dataset, image column, rows or None for all), in one
+    pass; raise one error naming the first unreadable row and how many others there are."""
+    bad = []
+    for data, split, ds, key, rows in parts:
+        count = len(ds) if rows is None else len(rows)
+        bad += [(split, row, why) for row, why in scan(count, row_problems(ds, key, rows), f"{data} split {split!r}",
+                                                       console)]
+    if bad:
+        (split, row, why), data = bad[0], parts[0][0]
+        others = [f"row {r}" if s == split else f"split {s!r} row {r}" for s, r, _ in bad[1:]]
+        raise SwinzooError(f"{data} split {split!r} row {row} is not a readable image ({why}); replace or drop that "
+                           "row of the dataset" + more_unreadable(others))
+
+
 def open_hf(data: str, options: DataOptions | None = None) -> tuple[HFSplit, HFSplit]:
-    """The train and val splits of `hf:NAME[:CONFIG]` from one load of the dataset."""
+    """The train and val splits of `hf:NAME[:CONFIG]` from one load of the dataset, every image they read decoded
+    (a carved validation split's rows and the train rows make up the train split: it is checked once)."""
     name = data[3:] if data.startswith("hf:") else data
     dd = load_hf(*parse_hf(name))
-    train = HFSplit(name, "train", options, loaded=dd)
-    return train, HFSplit(name, "val", options, train.classes, loaded=dd)
+    train = HFSplit(name, "train", options, loaded=dd, check=False)
+    val = HFSplit(name, "val", options, train.classes, loaded=dd, check=False)
+    parts = {base.split_name: (base.data, base.split_name, base.ds, base.image_key, None) for base in (train, val)}
+    check_rows(list(parts.values()))
+    return train, val

@@ -1,0 +1,101 @@
+"""The up-front image check of every kind of `--data`: each image is decoded before anything is written, so a bad
+one stops the run at once, named, instead of killing it midway. Image files (`check_images`) and the rows of a
+Hugging Face dataset (`swinzoo.train.hf_data`) share the decode (`image_problem`) and the pass (`scan`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from swinzoo.errors import SwinzooError
+
+CHECK_CHUNK = 64  # images per thread-pool task
+PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
+
+
+def image_problem(source: Path | bytes) -> str | None:
+    """Why `source` (a file, or an encoded image's bytes) is not a readable image (None when it is): the structure
+    is verified (PNG chunk checksums), then every byte of the image data is decoded. A JPEG decodes in draft mode
+    (libjpeg's 1/8 scaling): the whole entropy-coded stream is still read, so truncation and broken markers are
+    found, at about half the cost."""
+    # verify() leaves the image unusable, so the second pass needs a fresh file object
+    opened = (lambda: io.BytesIO(source)) if isinstance(source, (bytes, bytearray)) else (lambda: source)
+    try:
+        with Image.open(opened()) as im:
+            im.verify()
+        with Image.open(opened()) as im:
+            im.draft(im.mode, (1, 1))  # a no-op for formats other than JPEG
+            im.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ... on bad files
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        # a buffer's repr (an address) says nothing to the user and differs on every run
+        return re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", why)[:200]
+    return None
+
+
+def check_image(path: Path) -> None:
+    """Decode one image fully: an unreadable image stops the run, named."""
+    problem = image_problem(path)
+    if problem is not None:
+        raise SwinzooError(f"{path} is not a readable image ({problem}); remove or replace it")
+
+
+def check_workers() -> int:
+    """Threads for the image check: decoders release the GIL, and network file systems like more reads in flight."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", console=None) -> list:
+    """The problems `problems_in(start, stop)` finds in items start..stop-1 of `count`, for every chunk of
+    CHECK_CHUNK items, concatenated in item order: chunks run in a thread pool, with a transient progress bar on a
+    terminal's stderr from PROGRESS_FROM items. `problems_in` reads its own items, so only the chunks in flight are
+    held in memory."""
+    bounds = [(i, min(i + CHECK_CHUNK, count)) for i in range(0, count, CHECK_CHUNK)]
+    if len(bounds) <= 1:
+        return [p for a, b in bounds for p in problems_in(a, b)]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)  # stdout may be a pipe of results (eval --json)
+    show = count >= PROGRESS_FROM and console.is_terminal
+    progress = Progress(TextColumn("checking images in {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, transient=True, disable=not show)
+    found: list = []
+    pool = ThreadPoolExecutor(min(check_workers(), len(bounds)), thread_name_prefix="swinzoo-image-check")
+    try:
+        with progress:
+            task = progress.add_task(where or "data", total=count)
+            for (a, b), problems in zip(bounds, pool.map(lambda ab: problems_in(*ab), bounds)):
+                found += problems
+                progress.advance(task, b - a)
+    finally:  # Ctrl+C: drop the chunks not started instead of decoding them all first
+        pool.shutdown(wait=True, cancel_futures=True)
+    return found
+
+
+def more_unreadable(names: list[str]) -> str:
+    """The tail of a bad-image error: how many others there are, the first few named, so one pass finds them all."""
+    if not names:
+        return ""
+    return f" ({len(names)} more unreadable: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+
+
+def check_images(paths: list[Path], where: str = "", console=None) -> None:
+    """Decode every image in `paths` (`scan`); raise one error naming the first unreadable one (in the order given)
+    and how many others there are.
+
+    Cost: a full decode, about 0.5-1 ms per ImageNet-sized JPEG (draft mode) and a few ms per PNG on one core,
+    divided by the thread count: ImageNet-1k's 1.28M training images take roughly a minute on 16 cores (local
+    disk); the 50k validation images a few seconds.
+    """
+    bad = scan(len(paths), lambda a, b: [(p, why) for p in paths[a:b] if (why := image_problem(p)) is not None],
+               where, console)
+    if bad:
+        (path, why), others = bad[0], [p.name for p, _ in bad[1:]]
+        raise SwinzooError(f"{path} is not a readable image ({why}); remove or replace it" + more_unreadable(others))
