@@ -301,3 +301,44 @@ def test_finetune_on_an_unreadable_row_fails_before_anything_is_written(tmp_path
         fails_cleanly([command[0], "--from", "swin_n_64", "--data", f"hf:{tmp_path / 'bad'}", *command[1:],
                        "--max-steps", "7", "--batch-size", "4", "--res", "64", "--out", tmp_path / "out"],
                       capsys, tmp_path, "split 'train' row 0 is not a readable image", owned=("hf-cache",), code=2)
+
+
+def images_only(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(n)]},
+        features=datasets.Features({"image": datasets.Image()}))
+
+
+def test_pretraining_reads_unlabelled_datasets(tmp_path):
+    from swinzoo.train.simmim_data import open_pretrain_data
+
+    plain = write(tmp_path / "plain", {"default": {"train": images_only(20)}})
+    train, val = open_pretrain_data(plain, 16)
+    assert (len(train), len(val)) == (18, 2) and train[0].mode == "RGB" and train[0].size == (16, 16)
+    assert "carved off, at random, split seed 0" in val.description
+    # STL-10's layout: a labelled train and test, and an `unlabeled` split of label -1 rows
+    stl = write(tmp_path / "stl", {"default": {"train": table([0, 1, 2] * 3), "test": table([0, 1], seed=1),
+                                               "unlabeled": table([-1] * 10, seed=2)}})
+    train, val = open_pretrain_data(stl, 16, DataOptions(train_split="unlabeled"))
+    assert (len(train), len(val)) == (10, 2) and "split 'test'" in val.description
+    train, val = open_pretrain_data(stl, 16, DataOptions(train_split="unlabeled", val_fraction=0.2))
+    assert (len(train), len(val)) == (8, 2) and "at random" in val.description
+    # fine-tuning still needs the labels
+    one_line_error(lambda: open_hf(stl, DataOptions(train_split="unlabeled")), "unlabelled rows")
+    one_line_error(lambda: open_hf(plain), "no ClassLabel column")
+    # labels a dataset has still stratify the carve: the rows held out are the fine-tune's
+    labelled = write(tmp_path / "labelled", {"default": {"train": table([0] * 20 + [1] * 12 + [2] * 8)}})
+    assert np.array_equal(open_pretrain_data(labelled, 16)[1].base.rows, open_hf(labelled)[1].rows)
+    # a label column named is read as named
+    one_line_error(lambda: open_pretrain_data(plain, 16, DataOptions(label_column="kind")), "no column 'kind'")
+
+
+def test_pretrain_on_an_image_only_dataset(tmp_path, capsys):
+    from swinzoo.cli import cli_main
+
+    datasets.DatasetDict({"train": images_only(12)}).save_to_disk(str(tmp_path / "photos"))
+    out = tmp_path / "pre"
+    assert cli_main(["pretrain", "--from", "swin_n_64", "--data", f"hf:{tmp_path / 'photos'}", "--max-steps", "2",
+                     "--batch-size", "4", "--res", "64", "--num-workers", "0", "--out", str(out)]) == 0
+    assert "carved off, at random" in capsys.readouterr().out and (out / "model.safetensors").is_file()

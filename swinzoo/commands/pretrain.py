@@ -64,7 +64,8 @@ def build_parser(with_trainer: bool = True):
                              ("--val-fraction", float, "fraction of train held out when there is no validation "
                               "split (default 0.1)"),
                              ("--image-column", str, "the image column (default: the one image feature)"),
-                             ("--label-column", str, "the label column, needed to read the dataset though unused"),
+                             ("--label-column", str, "labels that stratify a carved validation "
+                              "split (default: the label feature, if any)"),
                              ("--split-seed", int, "seed of the carved validation split (default 0)")):
         data.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind | None, help=f"hf: {text}")
     data.add_argument("--mask-ratio", dest="mask_ratio", type=float | None,

@@ -10,6 +10,8 @@ folder); CONFIG picks one of its configurations. `DataOptions` picks the splits 
   `eval` with the same options) holds out the same rows, whatever the training seed.
 - image column: the dataset's one `Image` feature (image/img when there are several); label column: its
   `ClassLabel` feature (label/labels/fine_label when there are several), else an integer column named so.
+  Pretraining (`labelled=False`) needs only the image column: a dataset without labels, or with unlabelled rows
+  (label -1), is read as it is.
 
 Every bad value stops the run with one line naming it and the fix, when the data is opened (before anything is
 written); so does an unreadable image: every row a run reads is decoded then, as image folders are
@@ -237,10 +239,12 @@ class HFSplit(Dataset):
     read as `options` say; has `.classes` and `.description` (which split or carve it is, for the console).
     `classes`: the train split's, to check the validation split against; `loaded`: the DatasetDict when the
     caller already loaded it (both splits from one load); `check`: decode every image it reads now (else the
-    caller checks them, e.g. with the other split's, to decode a shared split once and count every bad row)."""
+    caller checks them, e.g. with the other split's, to decode a shared split once and count every bad row);
+    `labelled` False (SimMIM pretraining): only the image column is required, items are (image, -1) and
+    `.classes` is empty; labels the dataset happens to have only stratify a carved validation split."""
 
     def __init__(self, name: str, split: str, options: DataOptions | None = None,
-                 classes: list[str] | None = None, *, loaded=None, check: bool = True) -> None:
+                 classes: list[str] | None = None, *, loaded=None, check: bool = True, labelled: bool = True) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', not {split!r}")
         options = options or DataOptions()
@@ -259,34 +263,54 @@ class HFSplit(Dataset):
         datasets = _datasets()
         self.image_key = _pick_column(base, base_where, "image_column", options.image_column, datasets.Image,
                                       IMAGE_COLUMNS)
-        self.label_key = _pick_column(base, base_where, "label_column", options.label_column, datasets.ClassLabel,
-                                      LABEL_COLUMNS)
-        for key, option in ((self.image_key, "image_column"), (self.label_key, "label_column")):
-            if key not in ds.column_names:
-                raise SwinzooError(f"{where} has no column {key!r} ({FLAGS[option]}); its columns: "
-                                   f"{', '.join(ds.column_names)}")
+        if self.image_key not in ds.column_names:
+            raise SwinzooError(f"{where} has no column {self.image_key!r} (--image-column); its columns: "
+                               f"{', '.join(ds.column_names)}")
         if not isinstance(ds.features[self.image_key], datasets.Image):
             raise SwinzooError(f"{where}: column {self.image_key!r} holds {ds.features[self.image_key]!r}, not "
                                "images; pick an Image column with --image-column")
-        labels = _labels(ds, self.label_key, where, "train_split" if chosen == train_name else "val_split")
-        self.classes = self._classes(ds, labels, classes, where)
-        self.ds = ds.select_columns([self.image_key, self.label_key])  # rows decode no other column
+        option = "train_split" if chosen == train_name else "val_split"
+        if labelled or options.label_column is not None:  # a label column given is read as given, used or not
+            self.label_key = _pick_column(base, base_where, "label_column", options.label_column,
+                                          datasets.ClassLabel, LABEL_COLUMNS)
+            if self.label_key not in ds.column_names:
+                raise SwinzooError(f"{where} has no column {self.label_key!r} (--label-column); its columns: "
+                                   f"{', '.join(ds.column_names)}")
+            labels = _labels(ds, self.label_key, where, option)
+            self.classes = self._classes(ds, labels, classes, where) if labelled else []
+        else:
+            labels, self.label_key, self.classes = self._usable_labels(base, base_where, ds, where, option), None, []
+        # rows decode no other column
+        self.ds = ds.select_columns([self.image_key, *([self.label_key] if self.label_key else [])])
         self.rows, self.description = None, f"{'train' if split == 'train' else 'validation'}: split {chosen!r}"
         if carved:
             if len(ds) < 2:
                 raise SwinzooError(f"{where} has {len(ds)} row(s), too few to carve a validation split from; name "
                                    f"one with --val-split (splits: {', '.join(dd)})")
             fraction = options.val_fraction or DEFAULT_VAL_FRACTION
-            kept, held = carve(labels, fraction, options.split_seed)
+            stratified = labels is not None
+            kept, held = carve(labels if stratified else np.zeros(len(ds), np.int64), fraction, options.split_seed)
             self.rows = kept if split == "train" else held
             unused = next((s for s in VAL_SPLITS if s in dd), None)
             self.description = (f"train: split {train_name!r} less the validation rows" if split == "train" else
-                                f"validation: {fraction * 100:g}% of split {train_name!r} carved off, stratified by "
-                                f"label, split seed {options.split_seed} (--val-fraction, --split-seed)"
+                                f"validation: {fraction * 100:g}% of split {train_name!r} carved off, "
+                                f"{'stratified by label' if stratified else 'at random'}, split seed "
+                                f"{options.split_seed} (--val-fraction, --split-seed)"
                                 + (f"; the dataset's {unused!r} split is not used" if unused else ""))
         self.description += f" ({len(self)} rows)"
         if check:
             check_rows([(data, chosen, self.ds, self.image_key, self.rows)])
+
+    @staticmethod
+    def _usable_labels(base, base_where: str, ds, where: str, option: str) -> np.ndarray | None:
+        """The labels of an unlabelled read when the dataset has usable ones (a carve is stratified by them, so a
+        labelled dataset holds out the rows it held out when pretraining required labels), else None."""
+        datasets = _datasets()
+        try:
+            key = _pick_column(base, base_where, "label_column", None, datasets.ClassLabel, LABEL_COLUMNS)
+            return _labels(ds, key, where, option) if key in ds.column_names else None
+        except SwinzooError:  # no label column, unlabelled (-1) rows, text: nothing to stratify by
+            return None
 
     def _classes(self, ds, labels: np.ndarray, train_classes: list[str] | None, where: str) -> list[str]:
         names = getattr(ds.features[self.label_key], "names", None)
@@ -311,7 +335,7 @@ class HFSplit(Dataset):
 
     def __getitem__(self, index: int):
         row = self.ds[int(index if self.rows is None else self.rows[index])]
-        return row[self.image_key].convert("RGB"), int(row[self.label_key])
+        return row[self.image_key].convert("RGB"), int(row[self.label_key]) if self.label_key else -1
 
 
 def row_problems(ds, key: str, rows: np.ndarray | None):
@@ -360,13 +384,13 @@ def check_rows(parts: list[tuple[str, str, object, str, np.ndarray | None]], con
                            "row of the dataset" + more_unreadable(others))
 
 
-def open_hf(data: str, options: DataOptions | None = None) -> tuple[HFSplit, HFSplit]:
+def open_hf(data: str, options: DataOptions | None = None, labelled: bool = True) -> tuple[HFSplit, HFSplit]:
     """The train and val splits of `hf:NAME[:CONFIG]` from one load of the dataset, every image they read decoded
     (a carved validation split's rows and the train rows make up the train split: it is checked once)."""
     name = data[3:] if data.startswith("hf:") else data
     dd = load_hf(*parse_hf(name))
-    train = HFSplit(name, "train", options, loaded=dd, check=False)
-    val = HFSplit(name, "val", options, train.classes, loaded=dd, check=False)
+    train = HFSplit(name, "train", options, loaded=dd, check=False, labelled=labelled)
+    val = HFSplit(name, "val", options, train.classes, loaded=dd, check=False, labelled=labelled)
     parts = {base.split_name: (base.data, base.split_name, base.ds, base.image_key, None) for base in (train, val)}
     check_rows(list(parts.values()))
     return train, val

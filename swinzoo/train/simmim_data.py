@@ -4,7 +4,8 @@
 - a folder with `train/` (and `val/`): every image under each, at any depth (class folders or none);
 - a plain folder of images (at any depth) without `train/`: a fixed validation set is held out of it, drawn
   from CARVE_SEED alone, so every run, resume and DDP rank validates on the same images;
-- `hf:NAME[:CONFIG]` and the built-in `shapes`, opened as for fine-tuning (`swinzoo.train.data`).
+- `hf:NAME[:CONFIG]`, opened as for fine-tuning but for the labels: only the image column is needed;
+- the built-in `shapes`.
 
 Every image of a folder is decoded before anything is written (`check_images`). Training uses the official
 `SimMIMTransform` (RandomResizedCrop with scale (0.67, 1) and ratio (3/4, 4/3), bilinear as torchvision's default,
@@ -139,7 +140,7 @@ def carved(files: list[Path], where: Path) -> tuple[ImageFiles, ImageFiles]:
 def open_pretrain_data(data: str, res: int, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """(train, val) image datasets (items: an image, no label) named by `--data`."""
     if data.startswith("hf:"):
-        train, val = open_hf(data, options)
+        train, val = open_hf(data, options, labelled=False)
         return Unlabelled(train), Unlabelled(val)
     check_no_hf_options(data, options)
     if data == "shapes":
