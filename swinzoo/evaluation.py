@@ -18,6 +18,7 @@ from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict
 from swinzoo.models import SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
+from swinzoo.train.hf_data import FLAGS, DataOptions
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
@@ -72,24 +73,32 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
              test_crop: bool | None = None, device: str | None = None, precision: str = "fp32",
              compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, data_options: DataOptions | dict | None = None) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, hf:NAME or shapes; default: the model's built-in training dataset), preprocessed as the model's
     metadata says (`swinzoo.data_config`; official: resize to res/0.875 and center crop below 384 px, a plain
     resize from 384). `test_crop` True/False forces the center crop on/off. `device` None: a GPU when one is visible;
     `precision` fp32, bf16 or fp16 (GPU) autocast; `compile`: torch.compile the model; `num_workers` None: half
-    the CPUs."""
+    the CPUs. A fine-tune's output (its folder's run.json, or its model file's provenance) also says which data it
+    validated on and how (`DataOptions`: splits, columns, carved rows): that data is the default, read the same
+    way, so a carved validation split is the run's held-out rows; `data_options` (the options given; a dict holds
+    only those) change some of them."""
     console = console or Console(stderr=True)
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
                         console=console)
     provenance = getattr(net, "provenance", None) or {}
-    data = data or (provenance.get("dataset") if provenance.get("dataset") in BUILTIN else None)
+    data, options, note = data_of_run(model, data, data_options, provenance)
     if data is None:
         raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
                            f"{', '.join(BUILTIN)}")
     cfg = net.config
-    dataset = open_split(data, "val", cfg.img_size)
+    dataset = open_split(data, "val", cfg.img_size, options=options)
+    if note and note not in (_sweep_said or ()):
+        console.print(f"note: {note}" + (f"; {dataset.description}" if getattr(dataset, "description", None) else ""),
+                      soft_wrap=True, markup=False, highlight=False)
+        if _sweep_said is not None:
+            _sweep_said.add(note)
     to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
                                    model if isinstance(model, str) else "MODEL", data)
     if note:
@@ -117,6 +126,57 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     n = len(dataset)
     return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
             "img_size": cfg.img_size, "window_size": cfg.window_size}
+
+
+def data_of_run(model, data: str | None, given: DataOptions | dict | None,
+                provenance: dict) -> tuple[str | None, DataOptions | None, str | None]:
+    """(data, options, a note saying the run's record was used, or None) for `evaluate`: the run's data and
+    options when `data` is None or names the run's data, with the options `given` over them; else `data` (or the
+    model's built-in dataset) with `given` alone."""
+    if isinstance(given, DataOptions):
+        given = {k: v for k, v in given.to_dict().items() if v != getattr(DataOptions(), k)}
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    recorded, where = run_record(model, provenance)
+    if recorded is None or (data is not None and not same_data(data, recorded[0])):
+        data = data or (provenance.get("dataset") if provenance.get("dataset") in BUILTIN else None)
+        return data, DataOptions.from_dict(given, "data options") if given else None, None
+    run_data, run_options = recorded
+    # which rows were trained on is the run's business, not the validation split's
+    options = {k: v for k, v in run_options.items() if k != "train_fraction"}
+    for one, other in (("val_split", "val_fraction"), ("val_fraction", "val_split")):
+        if one in given:  # either says where validation comes from: the one given replaces the run's
+            options.pop(other, None)
+    options.update(given)
+    if data is None and not run_data.startswith("hf:") and run_data not in BUILTIN and not Path(run_data).exists():
+        raise SwinzooError(f"the run's data {run_data} ({where}) is not there from here (a path relative to where "
+                           "it trained?); give it with --data")
+    shown = ", ".join(f"{FLAGS[k]} {v}" for k, v in options.items())
+    return data or run_data, DataOptions.from_dict(options, where), (f"data {data or run_data} read as the run "
+                                                                    f"read it ({where}{': ' + shown if shown else ''})")
+
+
+def run_record(model, provenance: dict) -> tuple[tuple[str, dict] | None, str]:
+    """((data, data options) of the fine-tune `model` came from, or None, and where they were read)."""
+    run_file = Path(model) / "run.json" if isinstance(model, (str, Path)) else None
+    if run_file is not None and run_file.is_file():
+        from swinzoo.train.checks import read_plan
+
+        plan = read_plan(run_file)
+        return (plan.data, dict(plan.data_options)), str(run_file)
+    recorded = provenance.get("data_options")
+    if isinstance(recorded, dict) and isinstance(provenance.get("dataset"), str):
+        return (provenance["dataset"], dict(recorded)), "its provenance"
+    return None, ""
+
+
+def same_data(a: str, b: str) -> bool:
+    """Whether two `--data` values name the same data (a local folder by any path to it)."""
+    if a == b:
+        return True
+    if a.startswith("hf:") != b.startswith("hf:"):
+        return False
+    pa, pb = (Path(d[3:] if d.startswith("hf:") else d) for d in (a, b))
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 PIPED_EVERY = 15.0  # seconds between progress lines when the output is a file or a pipe

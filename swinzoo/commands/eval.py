@@ -8,6 +8,8 @@ import sys
 from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, non_negative_int, positive_int
 from swinzoo.errors import SwinzooError
 
+DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
+
 
 def add_runtime_arguments(p) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)")
@@ -23,8 +25,20 @@ def register(subparsers) -> None:
         "swinzoo eval swin_b_224 --data imagenet/ --res 384 --device cuda --precision bf16",
         "swinzoo eval swin_n_64 swinv2_n_64_w4 --res 64 96 128 --plot zero_shot.png   # transfer, no fine-tune"))
     p.add_argument("models", metavar="MODEL", nargs="+", help="zoo name, .safetensors, fine-tune output folder or .pth")
-    p.add_argument("--data", help="folder with val/ class folders, hf:NAME or shapes (default: the model's "
+    p.add_argument("--data", help="folder with val/ class folders, hf:NAME or shapes (default: a fine-tune's own "
+                                  "data, read as it read it, from its run.json or provenance; else the model's "
                                   "built-in training dataset)")
+    # the finetune flags that say where validation comes from: by default a fine-tune's own, so a carved
+    # validation split is the rows the run held out
+    for flag, kind, text in (("--train-split", str, "the split columns are picked on and carved from"),
+                             ("--val-split", str, "the split evaluated (default: validation, ..., else carved)"),
+                             ("--val-fraction", float, "evaluate this fraction of the train split, carved off as "
+                              "finetune carves it"),
+                             ("--split-seed", non_negative_int, "seed of the carved split"),
+                             ("--image-column", str, "the image column"),
+                             ("--label-column", str, "the label column")):
+        p.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind,
+                       help=f"hf: {text} (default: the fine-tune's, else as finetune's default)")
     p.add_argument("--res", type=positive_int, nargs="+", help="evaluation resolution(s) (default: the model's); "
                    "another resolution transfers the model first (official window choice); several: a sweep")
     p.add_argument("--window", type=positive_int, help="window at --res (default: the official choice)")
@@ -67,7 +81,8 @@ def run_eval(args) -> int:
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
     options = dict(window=args.window, batch_size=args.batch_size, num_workers=args.num_workers, test_crop=crop,
                    device=args.device, precision=args.precision, compile=args.compile,
-                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True))
+                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True),
+                   data_options={k: getattr(args, k) for k in DATA_FLAGS if getattr(args, k) is not None})
     if len(args.models) == 1 and len(args.res or [None]) == 1 and not args.plot:
         result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], **options)
         if args.json:
