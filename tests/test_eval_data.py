@@ -33,7 +33,8 @@ def eval_json(capsys, *args):
 def test_eval_of_a_run_reads_the_rows_it_held_out(run, capsys):
     data, out, metrics = run
     assert metrics["n"] == 6
-    for args in ([out], [out, "--data", data]):
+    for args in ([out], [out, "--data", data], [out / "model.safetensors", "--data", data],
+                 [out / "model.safetensors"]):
         result, err = eval_json(capsys, *args)
         assert (result["n"], result["top1"]) == (6, metrics["top1"]), args
         assert "--val-fraction 0.25, --split-seed 3" in err and "(6 rows)" in err, err

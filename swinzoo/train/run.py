@@ -118,7 +118,8 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         out = Path(args.out) if args.out else default_out(args.source, res)
         check_out(out)
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
-    provenance = {"source": args.source, "dataset": data, "recipe": recipe.to_dict(),
+    # data_options with the data: `swinzoo eval` of the weights alone reads the validation rows the run held out
+    provenance = {"source": args.source, "dataset": data, "data_options": data_options, "recipe": recipe.to_dict(),
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
     if recipe.finetune_recipe:
         provenance["finetune_recipe"] = recipe.finetune_recipe
