@@ -7,6 +7,7 @@
   truncated, corrupt) stops the run with its name (nothing is skipped silently), as does an empty class folder.
 - `hf:NAME[:CONFIG]` (optional extra `pip install swinzoo[hf]`): a Hugging Face dataset with an image and a label
   column; `DataOptions` (`swinzoo.train.hf_data`) pick its splits and columns, or carve validation from train.
+  Every row's image is decoded when the data is set up, as a folder's files are.
 - `shapes`: the built-in procedural dataset (`swinzoo.train.shapes`), drawn at the run's resolution.
 
 Transforms are the official ones (`data/build.py`), with torchvision `transforms.v2`; the eval transform is the

@@ -7,9 +7,10 @@
 - `hf:NAME[:CONFIG]`, opened as for fine-tuning but for the labels: only the image column is needed;
 - the built-in `shapes`.
 
-Every image of a folder is decoded before anything is written (`check_images`). Training uses the official
-`SimMIMTransform` (RandomResizedCrop with scale (0.67, 1) and ratio (3/4, 4/3), bilinear as torchvision's default,
-flip, ImageNet normalisation); validation a deterministic resize of the short side and a center crop.
+Every image (of a folder or an `hf:` dataset) is decoded before anything is written (`image_check`). Training
+uses the official `SimMIMTransform` (RandomResizedCrop with scale (0.67, 1) and ratio (3/4, 4/3), bilinear as
+torchvision's default, flip, ImageNet normalisation); validation a deterministic resize of the short side and a
+center crop.
 """
 
 from __future__ import annotations
