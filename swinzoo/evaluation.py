@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from pathlib import Path
 
@@ -85,24 +86,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     only those) change some of them."""
     console = console or Console(stderr=True)
     dev, dtype = runtime(device, precision)
-    net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
-                        console=console)
-    provenance = getattr(net, "provenance", None) or {}
-    data, options, note = data_of_run(model, data, data_options, provenance)
-    if data is None:
-        raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
-                           f"{', '.join(BUILTIN)}")
+    net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format,
+                                         trust_checkpoint=trust_checkpoint, console=console, data_options=data_options)
     cfg = net.config
-    dataset = open_split(data, "val", cfg.img_size, options=options)
-    if note and note not in (_sweep_said or ()):
-        console.print(f"note: {note}" + (f"; {dataset.description}" if getattr(dataset, "description", None) else ""),
-                      soft_wrap=True, markup=False, highlight=False)
-        if _sweep_said is not None:
-            _sweep_said.add(note)
-    to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
-                                   model if isinstance(model, str) else "MODEL", data)
-    if note:
-        console.print(f"note: {note}", soft_wrap=True)
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
     workers = default_workers() if num_workers is None else num_workers
@@ -126,6 +112,34 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     n = len(dataset)
     return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
             "img_size": cfg.img_size, "window_size": cfg.window_size}
+
+
+def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, window: int | None, from_format: str,
+          trust_checkpoint: bool, console: Console, data_options: DataOptions | dict | None,
+          open_data: bool = True) -> tuple:
+    """(net, data, dataset, label map) of an evaluation, every check made and every note printed; without
+    `open_data` only the model is read and moved (dataset and label map None)."""
+    net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
+                        console=console)
+    provenance = getattr(net, "provenance", None) or {}
+    data, options, note = data_of_run(model, data, data_options, provenance)
+    if data is None:
+        raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
+                           f"{', '.join(BUILTIN)}")
+    if not open_data:
+        return net, data, None, None
+    cfg = net.config
+    dataset = open_split(data, "val", cfg.img_size, options=options)
+    if note and note not in (_sweep_said or ()):
+        console.print(f"note: {note}" + (f"; {dataset.description}" if getattr(dataset, "description", None) else ""),
+                      soft_wrap=True, markup=False, highlight=False)
+        if _sweep_said is not None:
+            _sweep_said.add(note)
+    to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
+                                 model if isinstance(model, str) else "MODEL", data)
+    if note:
+        console.print(f"note: {note}", soft_wrap=True)
+    return net, data, dataset, to_model
 
 
 def data_of_run(model, data: str | None, given: DataOptions | dict | None,
@@ -252,6 +266,16 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     """Zero-shot transfer at a glance: `evaluate` of each model at each resolution, moved there by the transfer
     alone (the official window choice, no fine-tuning). Rows {"model", "res", "window", "top1", "top5", "n"}."""
     global _sweep_said
+    # every model, resolution and data / class match checked before the first evaluation: a bad one late in the
+    # list must not cost the others' minutes and results (the data is opened once per model: its classes do not
+    # depend on the resolution)
+    quiet = Console(file=io.StringIO())
+    check = dict(window=options.get("window"), from_format=options.get("from_format", "auto"),
+                 trust_checkpoint=options.get("trust_checkpoint", False), data_options=options.get("data_options"))
+    runtime(options.get("device"), options.get("precision", "fp32"))
+    for name in models:
+        for i, res in enumerate(resolutions):
+            setup(name, data, res=res, console=quiet, open_data=i == 0, **check)
     rows, _sweep_said = [], set()
     try:
         results = [(name, evaluate(name, data, res=res, **options)) for name in models for res in resolutions]

@@ -117,3 +117,21 @@ def test_long_model_paths_keep_their_distinguishing_tail():
     a, b = (f"experiments/shapes_finetune/run_lr{lr}/model.safetensors" for lr in ("1e-3", "3e-4"))
     assert tail_label(a, 32) != tail_label(b, 32) and len(tail_label(a, 32)) == 32
     assert tail_label(a, 32).endswith("run_lr1e-3/model.safetensors") and tail_label("swin_n_64", 32) == "swin_n_64"
+
+
+@pytest.mark.parametrize("bad", ["model", "res"])
+def test_a_sweep_checks_everything_before_evaluating(bad, capsys, monkeypatch):
+    """A bad model name or resolution late in a sweep is refused before the first evaluation, not after the others
+    have run (and their results were lost)."""
+    from swinzoo import evaluation
+
+    ran = []
+    monkeypatch.setattr(evaluation, "run_model", lambda *a: ran.append(1))
+    models, res = ["swin_n_64", "swinv2_n_64_w4"], ["64", "96"]
+    if bad == "model":
+        models.append("nope_model")
+    else:
+        res.append("17")
+    code, out, err = run_cli(["eval", *models, "--res", *res, "--data", "shapes"], capsys)
+    assert code == 2 and not ran and not out
+    assert ("unknown model name" if bad == "model" else "17") in err
