@@ -587,6 +587,10 @@ def test_v2_training_gradients_under_bf16_autocast_follow_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(x).float().square().mean()
     loss.backward()
+    # bf16 accuracy: with one thread torch's bf16 kernels put the norm biases' gradients ~5-6% off (timm's alike),
+    # with two ~2-3%; all the gradients together ~1%
+    got = {name: p.grad for name, p in model.named_parameters() if name in ref}
     for name, grad in ref.items():
-        got = dict(model.named_parameters())[name].grad
-        assert (got - grad).norm() <= 0.05 * grad.norm() + 1e-6, name
+        assert (got[name] - grad).norm() <= 0.08 * grad.norm() + 1e-6, name
+    flat_ref, flat_got = (torch.cat([g[n].flatten() for n in ref]) for g in (ref, got))
+    assert (flat_got - flat_ref).norm() <= 0.02 * flat_ref.norm()
