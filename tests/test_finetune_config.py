@@ -72,6 +72,22 @@ def test_callbacks_and_loggers_join_swinzoos_own(tiny, tmp_path, capsys):  # noq
     assert json.loads((tmp_path / "early" / "metrics.json").read_text())["global_step"] == steps_per_epoch
 
 
+def test_early_stopping_on_val_top1_when_max_steps_ends_inside_an_epoch(tiny, tmp_path, capsys):  # noqa: F811
+    """The --help example: 2 steps of a 3-step epoch. The run validates at its last step inside fit, so
+    EarlyStopping finds val/top1 at the epoch's end instead of failing and taking the run folder with it."""
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", "--from", tiny, "--data", data, "--max-steps", "2", *FAST, "--out", out,
+                            "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/top1",
+                            "--trainer.callbacks.mode=max"], capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and (out / "last.ckpt").is_file()
+    with open(out / "logs" / "metrics.csv") as f:
+        logged = [float(r["val/top1"]) for r in csv.DictReader(f) if r.get("val/top1")]
+    assert logged == [metrics["top1"]]  # the last step's validation, in the log and in metrics.json
+
+
 def test_keeps_the_best_validated_weights(tiny, tmp_path, capsys):  # noqa: F811
     data = image_folder(tmp_path / "data")
     out = tmp_path / "best"

@@ -209,7 +209,7 @@ class Validations(L.Callback):
 
 def test_the_final_weights_are_validated_once(tiny, data, tmp_path):
     """The epoch's end validated the last step's weights: metrics.json takes that validation's figures rather
-    than running it again; a run that stops between validations validates after fit."""
+    than running it again; a run whose --max-steps ends between validations validates at that step, in fit."""
     seen = Validations()
     result = swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "a"), epochs=1,
                               **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [seen]}})

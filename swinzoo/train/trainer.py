@@ -44,7 +44,8 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
-    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep(), LatestValidation()]
+    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep(), LatestValidation(),
+                 ValidateLastStep()]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
@@ -151,6 +152,19 @@ class ScheduleAtStep(Callback):
                 scheduler._last_lr = lrs  # what get_last_lr() (and Lightning's LearningRateMonitor) report
 
 
+class ValidateLastStep(Callback):
+    """A run whose --max-steps ends inside an epoch validates at that step, inside fit. Else the fit ends without
+    val/ metrics, and a callback checking one at the epoch's end (EarlyStopping: `val/top1 not available`) fails
+    after every step has trained, before the last checkpoint is written; `LatestValidation` then hands these
+    figures to `validate_after_fit`, so the final weights are still validated once."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if 0 <= trainer.max_steps <= trainer.global_step and not loop.batch_progress.is_last_batch:
+            # Lightning validates in the same batch when should_stop is set (what EarlyStopping itself relies on)
+            trainer.should_stop = True
+
+
 class LatestValidation(Callback):
     """The figures of the fit's latest validation and the step it ran at (they are `trainer.validate`'s keys)."""
 
@@ -223,8 +237,9 @@ def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
 
 def validate_after_fit(trainer, module, dm) -> dict:
     """The figures of the final weights: the fit's latest validation when it ran at the final step (an epoch's or
-    a --trainer.val_check_interval's end), else a validation now. With weight averaging the fit validated the
-    average of that moment, which a later epoch-end update may change: validated again."""
+    a --trainer.val_check_interval's end, or the last step: `ValidateLastStep`), else a validation now. With
+    weight averaging the fit validated the average of that moment, which a later epoch-end update may change:
+    validated again."""
     latest = next((c for c in trainer.callbacks if isinstance(c, LatestValidation)), None)
     averaging = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
     if latest is not None and latest.step == trainer.global_step and latest.metrics and not averaging:
