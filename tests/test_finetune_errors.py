@@ -79,3 +79,13 @@ def test_eval_class_count_mismatch(tiny, tmp_path, capsys):
 def test_resume_needs_a_run(tmp_path, capsys):
     code, _, err = run_cli(["finetune", "--resume", tmp_path], capsys)
     assert code == 2 and "needs" in err and "last.ckpt" in err
+
+
+def test_callback_monitoring_a_metric_the_run_never_logs(tiny, tmp_path, capsys):
+    data = image_folder(tmp_path / "data", per_class=2)
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--trainer.callbacks+=EarlyStopping",
+                         "--trainer.callbacks.monitor=val/acc")
+    assert "EarlyStopping monitors 'val/acc', which the run never logs; monitor one of val/top1" in err
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--trainer.limit_val_batches", "0",
+                         "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor=val/top1")
+    assert "--trainer.limit_val_batches 0 turns validation off" in err

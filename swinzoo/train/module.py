@@ -55,6 +55,8 @@ class SwinClassifier(L.LightningModule):
     `lr` overrides the scaled peak rate (warmup and min rates keep their recipe ratios to it).
     """
 
+    METRICS = ("val/top1", "val/top5", "val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
+
     def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()

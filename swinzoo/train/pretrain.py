@@ -103,7 +103,8 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
         plan, state_dict, dm, config_text = plan_run(args, console)
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
+                            metrics=SimMIMPretrainer.METRICS)
     if ckpt is not None and is_rank_zero():
         record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))

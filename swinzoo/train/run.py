@@ -228,7 +228,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
     dm.config = SwinConfig.from_dict(plan.config)  # validate with the preprocessing the weights will carry
     L.seed_everything(recipe.seed, verbose=False)
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step)
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
+                            metrics=SwinClassifier.METRICS)
     if ckpt is not None and is_rank_zero():
         record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))

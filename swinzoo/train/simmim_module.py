@@ -41,6 +41,8 @@ class SimMIMPretrainer(L.LightningModule):
     """Pretrains `SimMIM(config)` with the recipe's mask settings; `total_batch` (batch x devices x nodes x
     accumulation) scales the lr; `lr` overrides the scaled peak rate (warmup and min keep their ratios to it)."""
 
+    METRICS = ("val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
+
     def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()

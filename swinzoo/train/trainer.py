@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -34,13 +34,14 @@ from swinzoo.train.recipes import Recipe
 
 
 def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None,
-                  resumed_at: int | None = None):
+                  resumed_at: int | None = None, *, metrics: tuple[str, ...]):
     """The Lightning Trainer of a run; what Lightning refuses (no such device, a precision the accelerator cannot
     do, ...) is a one-line error, raised before anything is written.
 
     swinzoo's callbacks (last.ckpt for --resume, best.ckpt for --keep best, the progress display, EMA) and its CSV
     log always run; callbacks and loggers given under `trainer` are added to them. A run resumed at step S logs to
-    logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv; see `log_version`)."""
+    logs/resumed-at-S/ (Lightning's CSV logger would delete the earlier logs/metrics.csv; see `log_version`).
+    `metrics`: what the module logs, the names a given EarlyStopping or ModelCheckpoint may monitor."""
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
@@ -59,7 +60,9 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     ema = ema_callback(recipe)
     if ema is not None:
         callbacks.append(ema)
-    callbacks += as_list(user.pop("callbacks", None))
+    given_callbacks = as_list(user.pop("callbacks", None))
+    check_monitors(given_callbacks, metrics, user.get("limit_val_batches", 1) != 0)
+    callbacks += given_callbacks
     version = "" if resumed_at is None else log_version(out, resumed_at)
     loggers = [CSVLogger(out, name="logs", version=version), *named_logger(plan.logger, out)]
     given = user.pop("logger", None)
@@ -95,6 +98,24 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
         if str(precision).startswith("32"):
             console.print(f"[bold]matmul[/bold] {cpu_gemm.describe()}", soft_wrap=True)
     return trainer
+
+
+def check_monitors(callbacks: list, metrics: tuple[str, ...], validates: bool) -> None:
+    """A given EarlyStopping or ModelCheckpoint whose metric is never logged fails at its first check, which may
+    come after every step has trained (and before the checkpoint that keeps them): refused before the run."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(callback, (EarlyStopping, ModelCheckpoint)) or monitor is None:
+            continue
+        if isinstance(callback, EarlyStopping) and not callback.strict:  # told to tolerate a missing metric
+            continue
+        name = type(callback).__name__
+        if monitor not in metrics:
+            raise SwinzooError(f"--trainer.callbacks: {name} monitors {monitor!r}, which the run never logs; "
+                               f"monitor one of {', '.join(metrics)}")
+        if monitor.startswith("val/") and not validates:
+            raise SwinzooError(f"--trainer.callbacks: {name} monitors {monitor!r}, but --trainer.limit_val_batches "
+                               "0 turns validation off; drop that setting or monitor train/loss")
 
 
 class LastCheckpoint(Checkpoint):
