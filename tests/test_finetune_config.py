@@ -48,6 +48,40 @@ def test_print_config_and_run_config_replay_the_run(tiny, tmp_path, capsys):  # 
     assert not all(torch.equal(a[k], d[k]) for k in a)  # a flag after --config overrides it: another seed
 
 
+def test_recipe_keys_change_the_named_or_chosen_recipe(tiny, tmp_path, capsys):  # noqa: F811
+    """--recipe.KEY VALUE sets one key over the recipe the run would use without it; it is recorded, and the run
+    replays from --print-config and from its config.yaml."""
+    data = image_folder(tmp_path / "data")
+    flags = ["--from", tiny, "--data", data, "--max-steps", "2", *FAST, "--recipe", "nano_finetune",
+             "--recipe.base_lr", "0.5"]
+    stdout = finetune(capsys, *flags, "--out", tmp_path / "a")
+    assert "recipe nano_finetune (with base_lr 0.5 set over it): given" in stdout
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    recipe = run["recipe"]
+    assert recipe["name"] == "nano_finetune" and recipe["base_lr"] == 0.5
+    assert recipe["mixup"] == recipe["hflip"] == 0.0 and recipe["epochs"] == 30  # nano_finetune's, not defaults
+    assert run["provenance"]["recipe_overrides"] == {"base_lr": 0.5}
+    assert "\nrecipe_overrides:\n  base_lr: 0.5\n" in (tmp_path / "a" / "config.yaml").read_text()
+    printed = finetune(capsys, *flags, "--print-config")
+    assert "\nrecipe: nano_finetune\nrecipe_overrides:\n  base_lr: 0.5\n" in printed
+    (tmp_path / "run.yaml").write_text(printed)
+    finetune(capsys, "--config", tmp_path / "run.yaml", "--out", tmp_path / "b")
+    finetune(capsys, "--config", tmp_path / "a" / "config.yaml", "--out", tmp_path / "c")
+    metrics = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in "abc"}
+    assert metrics["a"] == metrics["b"] == metrics["c"]
+    a, b, c = (weights(tmp_path / k) for k in "abc")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    for k in "bc":
+        assert json.loads((tmp_path / k / "run.json").read_text())["recipe"] == recipe
+
+    # no --recipe: over the chosen one, also when a partial mapping is the recipe
+    stdout = finetune(capsys, "--from", tiny, "--data", data, "--max-steps", "2", *FAST, "--recipe.mixup", "0",
+                      "--recipe", "{cutmix: 0.5}", "--out", tmp_path / "d")
+    assert f"recipe {PLAIN_RECIPE} (with cutmix 0.5, mixup 0.0 set over it): a plain fine-tune" in stdout
+    chosen = json.loads((tmp_path / "d" / "run.json").read_text())["recipe"]
+    assert chosen["name"] == PLAIN_RECIPE and chosen["mixup"] == 0.0 and chosen["cutmix"] == 0.5
+
+
 def test_callbacks_and_loggers_join_swinzoos_own(tiny, tmp_path, capsys):  # noqa: F811
     data = image_folder(tmp_path / "data")
     out = tmp_path / "run"

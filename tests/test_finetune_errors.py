@@ -89,3 +89,11 @@ def test_callback_monitoring_a_metric_the_run_never_logs(tiny, tmp_path, capsys)
     err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--trainer.limit_val_batches", "0",
                          "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor=val/top1")
     assert "--trainer.limit_val_batches 0 turns validation off" in err
+
+
+def test_recipe_key_that_is_not_one(tiny, tmp_path, capsys):
+    data = image_folder(tmp_path / "data", per_class=2)
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--recipe.warmup", "3")
+    assert "--recipe.warmup: unknown recipe key 'warmup'; valid keys:" in err and "warmup_epochs" in err
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--recipe.base_lr", "fast")
+    assert "--recipe.base_lr: base_lr='fast' is invalid" in err

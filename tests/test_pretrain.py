@@ -315,6 +315,26 @@ def test_a_runs_mask_and_targets_travel_with_its_weights(tmp_path):
     assert (recipe["mask_patch_size"], recipe["mask_ratio"], recipe["norm_targets"]) == (16, 0.6, True)
 
 
+def test_recipe_keys_change_the_recipe_the_run_would_use(tmp_path, capsys):
+    """--recipe.KEY VALUE over simmim_pretrain (not Recipe's fine-tune defaults), and over the masks a SimMIM
+    source's run hands on, recorded in run.json and config.yaml."""
+    out = tmp_path / "a"
+    code, stdout, err = run_cli(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "1", "--out",
+                                 out, "--mask-patch-size", "16", "--recipe.base_lr", "1e-3", *FAST], capsys)
+    assert code == 0, err
+    assert "recipe simmim_pretrain (with base_lr 0.001 set over it)" in stdout
+    run = json.loads((out / "run.json").read_text())
+    official = load_recipe("simmim_pretrain").to_dict()
+    assert run["recipe"] == {**official, "base_lr": 1e-3, "mask_patch_size": 16, "max_steps": 1, "batch_size": 8}
+    assert run["provenance"]["recipe_overrides"] == {"base_lr": 1e-3}
+    assert "\nrecipe_overrides:\n  base_lr: 0.001\n" in (out / "config.yaml").read_text()
+    code, _, err = run_cli(["pretrain", "--from", out / "model.safetensors", "--data", "shapes", "--max-steps", "1",
+                            "--out", tmp_path / "b", "--recipe.mask_ratio", "0.4", *FAST], capsys)
+    assert code == 0, err
+    recipe = json.loads((tmp_path / "b/run.json").read_text())["recipe"]
+    assert (recipe["name"], recipe["mask_patch_size"], recipe["mask_ratio"]) == ("simmim_pretrain", 16, 0.4)
+
+
 def test_a_recipe_for_the_other_command_is_refused(tmp_path, capsys):
     """A fine-tune recipe's mixup, RandAugment and 0.08 crops are no pretraining, and a pretraining recipe's
     masks no fine-tune: each command names the recipes it takes."""

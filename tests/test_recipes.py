@@ -3,7 +3,7 @@
 import pytest
 
 from swinzoo import SwinzooError
-from swinzoo.train.recipes import load_recipe, packaged_recipes, recipe_from_dict, valid_keys
+from swinzoo.train.recipes import load_recipe, packaged_recipes, recipe_from_dict, split_recipe, valid_keys
 
 EXPECTED = {"swin_224to384", "swin_22kto1k", "swinv2_192to256", "swinv2_192to384", "nano", "nano_finetune"}
 
@@ -53,3 +53,10 @@ def test_bad_values_and_names(tmp_path):
         load_recipe("nope")
     assert recipe_from_dict({"base_lr": "1e-3"}).base_lr == 1e-3  # YAML reads 1e-3 as a string
     assert "base_lr" in valid_keys()
+
+
+def test_a_partial_mapping_changes_the_recipe_a_whole_one_replaces_it():
+    assert split_recipe({"base_lr": "1e-3"}, {"epochs": 2}) == (None, {"base_lr": 1e-3, "epochs": 2})
+    whole = load_recipe("nano_finetune").to_dict()
+    assert split_recipe(whole, {"crop_scale": (0.5, 1)}) == (whole, {"crop_scale": [0.5, 1.0]})
+    assert split_recipe("nano_finetune", None) == ("nano_finetune", {})

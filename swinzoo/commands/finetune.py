@@ -109,7 +109,8 @@ def build_parser(with_trainer: bool = True):
                       "label budget; validation is unchanged)")
     data.add_argument("--recipe", type=str | dict | None,
                       help="packaged recipe name, YAML path or a mapping of recipe keys (default: the one that fits "
-                      "source and target; `swinzoo recipes` lists them)")
+                      "source and target; `swinzoo recipes` lists them); a mapping of some keys changes that default")
+    add_recipe_overrides(data)
     data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
     data.add_argument("--max-steps", dest="max_steps", type=int | None,
                       help="stop after this many optimizer steps (warmup and cosine span them in the recipe's "
@@ -148,13 +149,15 @@ def build_parser(with_trainer: bool = True):
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """The spellings jsonargparse does not know: `--print-config`, and `--trainer KEY=VALUE` (swinzoo's first
-    form) -> `--trainer.KEY=VALUE`."""
+    """The spellings jsonargparse does not know: `--print-config`, `--recipe.KEY` (see `add_recipe_overrides`),
+    and `--trainer KEY=VALUE` (swinzoo's first form) -> `--trainer.KEY=VALUE`."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--print-config" or arg.startswith("--print-config="):
             arg = arg.replace("--print-config", "--print_config", 1)
+        if arg.startswith("--recipe."):
+            arg = "--recipe_overrides." + arg[len("--recipe."):]
         if arg == "--trainer" and i + 1 < len(argv) and _is_pair(argv[i + 1]):
             arg, i = "--trainer." + argv[i + 1].strip(), i + 1
         elif arg.startswith("--trainer=") and _is_pair(arg[len("--trainer="):]):
@@ -209,6 +212,8 @@ def explain(error: Exception, parser) -> str:
 
 
 def _flag(key: str) -> str:
+    if key.startswith("recipe_overrides."):
+        return "--recipe." + key[len("recipe_overrides."):]
     return f"--{key}" if key.startswith("trainer.") else f"--{key.replace('_', '-')}"
 
 
@@ -245,6 +250,16 @@ def _wanted(key: str, parser) -> str:
     return "expected " + describe_type(kind) if kind is not None else "invalid value"
 
 
+def add_recipe_overrides(group) -> None:
+    """`--recipe.KEY VALUE`, which `normalise_argv` turns into `--recipe_overrides.KEY VALUE`: jsonargparse would
+    make it the whole --recipe, dropping the recipe named or chosen."""
+    from typing import Any
+
+    group.add_argument("--recipe_overrides", type=dict[str, Any] | None, metavar="{KEY: VALUE}",
+                       help="recipe keys set over the recipe, named or chosen (--recipe.KEY VALUE sets one, e.g. "
+                       "--recipe.base_lr 1e-3)")
+
+
 def add_hardware_arguments(p) -> None:
     """The Lightning hardware flags `finetune` and `pretrain` share."""
     hardware = p.add_argument_group("hardware (Lightning)")
@@ -276,7 +291,8 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     except SystemExit as e:  # --help, --print-config
         return int(e.code or 0)
     except argparse.ArgumentError as e:
-        raise SwinzooError(f"swinzoo {verb}: {explain(e, parser)}") from None
+        text = explain(e, parser).replace("--recipe_overrides.", "--recipe.")  # as the user spelt it
+        raise SwinzooError(f"swinzoo {verb}: {text.replace('--recipe_overrides', '--recipe.KEY')}") from None
     return options_from(cfg.as_dict(), parser, options_class, command)
 
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
-from swinzoo.commands.finetune import TRAINER_HELP, _formatter, add_hardware_arguments, parse_run_options
+from swinzoo.commands.finetune import (
+    TRAINER_HELP,
+    _formatter,
+    add_hardware_arguments,
+    add_recipe_overrides,
+    parse_run_options,
+)
 from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 EXAMPLES = examples(
@@ -75,7 +81,9 @@ def build_parser(with_trainer: bool = True):
     data.add_argument("--norm-targets", dest="norm_targets", action=ActionYesNo(no_prefix="no-"), default=None,
                       help="L1 against locally normalised pixels, as the official SwinV2-B (default: the recipe's)")
     data.add_argument("--recipe", type=str | dict | None,
-                      help="recipe name, YAML path or mapping of recipe keys (default: simmim_pretrain)")
+                      help="recipe name, YAML path or mapping of recipe keys (default: simmim_pretrain; a mapping of "
+                      "some keys changes it)")
+    add_recipe_overrides(data)
     data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
     data.add_argument("--max-steps", dest="max_steps", type=int | None,
                       help="stop after this many optimizer steps (warmup and cosine span them)")

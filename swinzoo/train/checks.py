@@ -311,6 +311,8 @@ def check_values(values: dict, label) -> None:
 
 def flag_name(field: str) -> str:
     """The command-line flag of an options field (`source` is `--from`)."""
+    if field == "recipe_overrides":
+        return "--recipe.KEY"
     return "--from" if field == "source" else f"--{field.replace('_', '-')}"
 
 
@@ -346,6 +348,8 @@ def check_run_values(args, names: tuple[str, ...]) -> None:
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
         raise SwinzooError(f"recipe={args.recipe!r}: give a packaged recipe name, a YAML path or a mapping of recipe "
                            "keys")
+    if args.recipe_overrides is not None and not isinstance(args.recipe_overrides, dict):
+        raise SwinzooError(f"recipe_overrides={args.recipe_overrides!r}: give a mapping of recipe keys")
 
 
 def with_checked_run_options(args):

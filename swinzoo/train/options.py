@@ -66,6 +66,7 @@ class FinetuneOptions:
     split_seed: int | None = None
     train_fraction: float | None = None
     recipe: str | dict | None = None
+    recipe_overrides: dict | None = None
     epochs: int | None = None
     max_steps: int | None = None
     batch_size: int | None = None

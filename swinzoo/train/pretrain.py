@@ -52,7 +52,15 @@ from swinzoo.train.pretrain_options import (
     PretrainOptions,
     PretrainResult,
 )
-from swinzoo.train.recipes import Recipe, check_task, load_recipe, recipe_from_dict, warmup_note
+from swinzoo.train.recipes import (
+    Recipe,
+    changes_text,
+    check_task,
+    load_recipe,
+    recipe_from_dict,
+    split_recipe,
+    warmup_note,
+)
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
@@ -70,7 +78,8 @@ def pretrain(source: str | None = None, *, console=None, **options) -> PretrainR
       the official choice for `res`); `from_format`, `arch`, `trust_checkpoint`: how to read the source.
     - `data`: a folder of images (with train/ and val/, or without: a fixed validation set is held out),
       `hf:NAME[:CONFIG]` (with `train_split`, `val_split`, ...) or `shapes` (built in); labels are never used.
-    - `recipe` (default `simmim_pretrain`): name, YAML path or mapping; `epochs`, `max_steps`, `batch_size`,
+    - `recipe` (default `simmim_pretrain`): name, YAML path or mapping (of some keys: set over the default, as
+      `recipe_overrides` sets its keys over the recipe); `epochs`, `max_steps`, `batch_size`,
       `precision`, `seed`, `mask_ratio`, `mask_patch_size`, `norm_targets` override it, `lr` replaces the scaled
       peak lr.
     - `devices`, `accelerator`, `strategy`, `num_nodes`, `trainer` (any other `lightning.Trainer` kwargs), `logger`.
@@ -193,9 +202,11 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     mask token and decoder absent when they start fresh; None from scratch), the data and the YAML that replays
     the run."""
     src_cfg, encoder, own, src_prov, how = read_source(args)
-    # continuing a SimMIM run: its masks and targets, unless a recipe or a flag says otherwise
-    inherited = simmim_settings(src_prov) if own and args.recipe is None else {}
-    recipe = apply_overrides(load_recipe(args.recipe or DEFAULT_RECIPE), args, inherited)
+    named, changes = split_recipe(args.recipe, args.recipe_overrides)
+    # continuing a SimMIM run: its masks and targets, unless a recipe, a recipe key or a flag says otherwise
+    inherited = simmim_settings(src_prov) if own and named is None else {}
+    inherited = {k: v for k, v in inherited.items() if k not in changes}
+    recipe = apply_overrides(load_recipe(named or DEFAULT_RECIPE).replace(**changes), args, inherited)
     check_task(recipe, "pretrain", DEFAULT_RECIPE)
     # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
     res = args.res or recipe.res or src_cfg.img_size
@@ -226,8 +237,12 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
                   "simmim": {"start": how, "mask_patch_size": recipe.mask_patch_size,
                              "mask_ratio": recipe.mask_ratio, "norm_targets": recipe.norm_targets},
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
+    if changes:  # `recipe` holds them already; this says which keys were not the named recipe's
+        provenance["recipe_overrides"] = changes
     if is_rank_zero():
         console.print(f"[bold]start[/bold] {how}", soft_wrap=True)
+        if changes:
+            console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(changes)}", soft_wrap=True)
         if inherited:
             console.print(f"[bold]masks[/bold] {recipe.mask_patch_size} px, ratio {recipe.mask_ratio:g}, "
                           f"{'normalised' if recipe.norm_targets else 'raw'} targets: the SimMIM source's run, where "
@@ -289,7 +304,9 @@ def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
     the mask settings), none of the one-off ones (--out, --resume)."""
     values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
               "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
-              "data": plan.data, **plan.data_options, "recipe": plan.recipe, "lr": plan.lr,
+              "data": plan.data, **plan.data_options, "recipe": plan.recipe,
+              # set over the whole recipe again, a no-op that keeps the record of the changes
+              "recipe_overrides": plan.provenance.get("recipe_overrides"), "lr": plan.lr,
               "num_workers": plan.num_workers, "devices": plan.devices, "accelerator": plan.accelerator,
               "strategy": plan.strategy, "num_nodes": plan.num_nodes, "ckpt_every": plan.ckpt_every,
               "save_dtype": plan.save_dtype, "logger": plan.logger,

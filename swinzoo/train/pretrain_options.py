@@ -28,6 +28,7 @@ class PretrainOptions:
     label_column: str | None = None
     split_seed: int | None = None
     recipe: str | dict | None = None
+    recipe_overrides: dict | None = None
     epochs: int | None = None
     max_steps: int | None = None
     batch_size: int | None = None

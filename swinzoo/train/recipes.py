@@ -136,6 +136,30 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     return recipe
 
 
+def split_recipe(recipe: str | dict | None, overrides: dict | None) -> tuple[str | dict | None, dict]:
+    """What a run's `recipe` and `recipe_overrides` (`--recipe.KEY VALUE`) ask for: the recipe named (a packaged
+    name, a YAML path, or a mapping of every key: what a run's config.yaml holds), None when the run chooses it, and
+    the keys to set over it, checked and typed. A mapping of some keys changes the recipe the run would use without
+    it: filling the rest from Recipe's defaults would swap a nano recipe for a 30-epoch ImageNet schedule."""
+    if isinstance(recipe, dict) and not set(valid_keys()) <= set(recipe):
+        recipe, overrides = None, {**recipe, **(overrides or {})}
+    changes = dict(overrides or {})
+    unknown = sorted(set(changes) - set(valid_keys()))
+    if unknown:
+        raise SwinzooError(f"--recipe.{unknown[0]}: unknown recipe key {unknown[0]!r}; valid keys: "
+                           f"{', '.join(valid_keys())}")
+    hints = typing.get_type_hints(Recipe)
+    typed = {k: _coerce(k, hints[k], v, f"--recipe.{k}") for k, v in changes.items()}
+    # as to_dict writes them: run.json and config.yaml record the changes
+    return recipe, {k: list(v) if isinstance(v, tuple) else v for k, v in typed.items()}
+
+
+def changes_text(changes: dict) -> str:
+    """How the run log shows the keys set over a recipe ("" without any)."""
+    shown = ", ".join(f"{k} {v}" for k, v in changes.items())
+    return f" (with {shown} set over it)" if shown else ""
+
+
 # Lightning's precision names (Trainer(precision=...)) plus swinzoo's "auto"
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")
@@ -278,4 +302,5 @@ def describe_recipes() -> list[tuple[str, str]]:
 
 
 __all__ = ["IMAGENET_22K_CLASSES", "OFFICIAL_MOVES", "PLAIN_RECIPE", "PRECISIONS", "Recipe", "check_recipe",
-           "choose_recipe", "describe_recipes", "load_recipe", "packaged_recipes", "recipe_from_dict", "valid_keys"]
+           "changes_text", "choose_recipe", "describe_recipes", "load_recipe", "packaged_recipes", "recipe_from_dict",
+           "split_recipe", "valid_keys"]

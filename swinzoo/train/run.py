@@ -48,10 +48,12 @@ from swinzoo.train.options import (
 from swinzoo.train.recipes import (
     PLAIN_RECIPE,
     Recipe,
+    changes_text,
     check_task,
     choose_recipe,
     load_recipe,
     recipe_from_dict,
+    split_recipe,
     warmup_note,
 )
 from swinzoo.train.resume import record_resume, resume_plan
@@ -81,15 +83,16 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         source = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
                                  trust_checkpoint=args.trust_checkpoint)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
-    if args.recipe is not None:  # given: its resolution applies unless --res says otherwise
-        recipe = load_recipe(args.recipe)
+    named, changes = split_recipe(args.recipe, args.recipe_overrides)
+    if named is not None:  # given: its resolution applies unless --res says otherwise
+        recipe = load_recipe(named).replace(**changes)
         res = args.res or recipe.res or src_cfg.img_size
         why = "given"
     else:  # chosen from source and target: without --res the run keeps the source's resolution
-        res = args.res or src_cfg.img_size
+        res = args.res or changes.get("res") or src_cfg.img_size
         name, why = choose_recipe(src_cfg.version, src_cfg.img_size, res, src_cfg.num_classes,
                                   src_prov.get("finetune_recipe"))
-        recipe = load_recipe(name)
+        recipe = load_recipe(name).replace(**changes)
     recipe = apply_overrides(recipe, args)
     check_task(recipe, "finetune", PLAIN_RECIPE)
     data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
@@ -123,8 +126,10 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
     if recipe.finetune_recipe:
         provenance["finetune_recipe"] = recipe.finetune_recipe
+    if changes:  # `recipe` holds them already; this says which keys were not the named or chosen recipe's
+        provenance["recipe_overrides"] = changes
     if is_rank_zero():
-        console.print(f"[bold]recipe[/bold] {recipe.name}: {why}", soft_wrap=True)
+        console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(changes)}: {why}", soft_wrap=True)
     if report is not None:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
         report.print_to(console)
@@ -148,7 +153,9 @@ def replay_config(args: FinetuneOptions, plan: Plan, window) -> str:
     window, the whole recipe with the overrides applied), none of the one-off ones (--out, --resume, --push-to)."""
     values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
               "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
-              "data": plan.data, **plan.data_options, "recipe": plan.recipe, "lr": plan.lr,
+              "data": plan.data, **plan.data_options, "recipe": plan.recipe,
+              # set over the whole recipe again, a no-op that keeps the record of the changes
+              "recipe_overrides": plan.provenance.get("recipe_overrides"), "lr": plan.lr,
               "num_workers": plan.num_workers, "devices": plan.devices, "accelerator": plan.accelerator,
               "strategy": plan.strategy, "num_nodes": plan.num_nodes, "keep": plan.keep,
               "ckpt_every": plan.ckpt_every, "save_dtype": plan.save_dtype, "logger": plan.logger,
@@ -188,8 +195,9 @@ def finetune(source: str | None = None, *, console=None, **options) -> FinetuneR
     - `data`: a folder with train/ and val/ class folders, `hf:NAME[:CONFIG]`, or `shapes` (built in); default: the
       dataset the source was trained on when it is built in. For `hf:` data: `train_split`, `val_split`,
       `val_fraction`, `split_seed`, `image_column`, `label_column`.
-    - `recipe`: packaged recipe name, YAML path or a mapping of recipe keys (default: chosen from source and target,
-      see `choose_recipe`); `epochs`, `max_steps`, `batch_size`, `precision`, `seed` override it, `lr` replaces the
+    - `recipe`: packaged recipe name, YAML path or a mapping of every recipe key (default: chosen from source and
+      target, see `choose_recipe`); `recipe_overrides` (or a mapping of some keys as `recipe`): keys set over the
+      recipe named or chosen; `epochs`, `max_steps`, `batch_size`, `precision`, `seed` override it, `lr` replaces the
       scaled peak lr.
     - `devices`, `accelerator`, `strategy`, `num_nodes`, and `trainer` (any other `lightning.Trainer` kwargs,
       callbacks and loggers added to swinzoo's own) go to the Trainer; `logger`: csv, tensorboard or wandb.
