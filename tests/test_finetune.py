@@ -293,3 +293,15 @@ def test_a_run_validates_with_the_preprocessing_its_weights_carry(tmp_path):
     assert spy.val and all(torch.equal(tf(image), expected) for tf in spy.val)
     normalise = [t for t in spy.train[0].transforms if type(t).__name__ == "Normalize"]
     assert [list(t.mean) for t in normalise] == [[0.5] * 3] and [list(t.std) for t in normalise] == [[0.5] * 3]
+
+
+def test_scratch_from_a_zoo_name_keeps_its_data_and_recipe(tmp_path, capsys):
+    """Fresh weights of swin_n_64, with the defaults its entry gives a fine-tune: shapes and nano_finetune."""
+    out = tmp_path / "scratch"
+    code, stdout, err = run_cli(["finetune", "--from", "swin_n_64", "--scratch", "--max-steps", "1", "--out", out,
+                                 *FAST], capsys)
+    assert code == 0, err
+    assert "recipe nano_finetune: the fine-tune recipe" in stdout and "fresh weights" in stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"] == "shapes" and run["recipe"]["name"] == "nano_finetune"
+    assert run["provenance"]["parent"] == {}  # defaults from the entry, weights not from its shipped file

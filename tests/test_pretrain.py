@@ -87,10 +87,12 @@ def test_a_simmim_source_continues_with_its_mask_token_and_decoder(pretrained, t
 
 
 def test_scratch_with_a_zoo_name_starts_fresh(tmp_path):
-    result = swinzoo.pretrain("swin_n_64", scratch=True, data="shapes", max_steps=1, batch_size=8, num_workers=0,
+    # no data given: the zoo entry's (the nano models': shapes), fresh weights or not
+    result = swinzoo.pretrain("swin_n_64", scratch=True, max_steps=1, batch_size=8, num_workers=0,
                               mask_patch_size=16, norm_targets=True, out=str(tmp_path / "s"),
                               trainer={"limit_val_batches": 1})
     model = swinzoo.load_simmim(result.out)
+    assert model.provenance["dataset"] == "shapes" and model.provenance["finetune_recipe"] == "nano_finetune"
     assert model.provenance["simmim"]["start"] == "fresh weights of the swin_n_64 architecture"
     assert model.provenance["simmim"]["mask_patch_size"] == 16 and model.provenance["parent"] == {}
     assert model.provenance["simmim"]["norm_targets"] and math.isfinite(result.metrics["val_loss"])

@@ -217,7 +217,9 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     if encoder is not None:
         encoder, dst, report = transfer(encoder, src_cfg, dst)
         state_dict = {**{ENCODER + k: v for k, v in encoder.items()}, **own}
-    data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
+    # --scratch: no parent, but the zoo entry's defaults (what its shipped weights name)
+    defaults = shipped_provenance(args.source) if args.scratch else src_prov
+    data = args.data or recipe.data or (defaults.get("dataset") if defaults.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder of images (or with train/ and val/), hf:NAME, or the "
                            f"built-in {', '.join(BUILTIN)}")
@@ -232,8 +234,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
     provenance = {"task": TASK, "source": args.source, "dataset": data, "recipe": recipe.to_dict(),
                   # what `swinzoo finetune --from OUT/model.safetensors` uses without --recipe
-                  "finetune_recipe": finetune_recipe_for(
-                      recipe, shipped_provenance(args.source) if args.scratch else src_prov, dst.version),
+                  "finetune_recipe": finetune_recipe_for(recipe, defaults, dst.version),
                   "simmim": {"start": how, "mask_patch_size": recipe.mask_patch_size,
                              "mask_ratio": recipe.mask_ratio, "norm_targets": recipe.norm_targets},
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}

@@ -28,7 +28,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.preprocess import Preprocess
-from swinzoo.sources import read_checkpoint
+from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
@@ -79,10 +79,13 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     config that replays the run (YAML text)."""
     if args.scratch and is_zoo_name(args.source):
         src_cfg, src_sd, src_prov = zoo_config(args.source), None, {}
+        # no parent, but the entry's defaults: the data and recipe its shipped weights name (nano: shapes)
+        defaults = shipped_provenance(args.source)
     else:
         source = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
                                  trust_checkpoint=args.trust_checkpoint)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
+        defaults = src_prov
     named, changes = split_recipe(args.recipe, args.recipe_overrides)
     if named is not None:  # given: its resolution applies unless --res says otherwise
         recipe = load_recipe(named).replace(**changes)
@@ -91,11 +94,11 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     else:  # chosen from source and target: without --res the run keeps the source's resolution
         res = args.res or changes.get("res") or src_cfg.img_size
         name, why = choose_recipe(src_cfg.version, src_cfg.img_size, res, src_cfg.num_classes,
-                                  src_prov.get("finetune_recipe"))
+                                  defaults.get("finetune_recipe"))
         recipe = load_recipe(name).replace(**changes)
     recipe = apply_overrides(recipe, args)
     check_task(recipe, "finetune", PLAIN_RECIPE)
-    data = args.data or recipe.data or (src_prov.get("dataset") if src_prov.get("dataset") in BUILTIN else None)
+    data = args.data or recipe.data or (defaults.get("dataset") if defaults.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder with train/ and val/, hf:NAME, or the built-in "
                            f"{', '.join(BUILTIN)}")
