@@ -122,6 +122,18 @@ def test_early_stopping_on_val_top1_when_max_steps_ends_inside_an_epoch(tiny, tm
     assert logged == [metrics["top1"]]  # the last step's validation, in the log and in metrics.json
 
 
+def test_validation_off_during_fit_still_scores_the_final_weights(tiny, tmp_path, capsys):  # noqa: F811
+    """--trainer.limit_val_batches 0 skips the fit's validations (for speed); metrics.json still gets the final
+    weights' figures from one whole validation after fit instead of an IndexError after training."""
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", "--from", tiny, "--data", data, "--max-steps", "2", *FAST, "--out", out,
+                            "--trainer.limit_val_batches", "0"], capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["n"] > 0 and 0 <= metrics["top1"] <= 1
+
+
 def test_keeps_the_best_validated_weights(tiny, tmp_path, capsys):  # noqa: F811
     data = image_folder(tmp_path / "data")
     out = tmp_path / "best"

@@ -271,12 +271,14 @@ def validate_after_fit(trainer, module, dm) -> dict:
 def validate_unlogged(trainer, module, dm) -> dict:
     """Validation after fit, kept out of the loggers: their rows are the training's, and these would be rows of
     the epoch after the last (metrics.json holds the results)."""
-    loggers = trainer.loggers
+    loggers, limit = trainer.loggers, trainer.limit_val_batches
     trainer.loggers = []
+    if limit == 0:  # --trainer.limit_val_batches 0 skips the fit's validations; metrics.json still needs figures
+        trainer.limit_val_batches = 1.0
     try:
         return trainer.validate(module, datamodule=dm, verbose=False)[0]
     finally:
-        trainer.loggers = loggers
+        trainer.loggers, trainer.limit_val_batches = loggers, limit
 
 
 # Lightning's messages swinzoo's own output replaces (the plan, the progress, the result) or that say nothing
