@@ -305,3 +305,17 @@ def test_scratch_from_a_zoo_name_keeps_its_data_and_recipe(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["data"] == "shapes" and run["recipe"]["name"] == "nano_finetune"
     assert run["provenance"]["parent"] == {}  # defaults from the entry, weights not from its shipped file
+
+
+def test_scratch_from_a_file_takes_its_architecture_not_its_weights(tmp_path, capsys):
+    """--scratch is fresh weights of the source's architecture for a file too (it had quietly fine-tuned the file's
+    weights): nothing transferred, no parent, the file's defaults kept."""
+    src = tmp_path / "src.safetensors"
+    assert run_cli(["convert", "swin_n_64", "-o", src], capsys)[0] == 0
+    out = tmp_path / "scratch"
+    code, stdout, err = run_cli(["finetune", "--from", src, "--scratch", "--max-steps", "1", "--out", out, *FAST],
+                                capsys)
+    assert code == 0, err
+    assert "fresh weights" in stdout and "transfer" not in stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["provenance"]["parent"] == {} and run["data"] == "shapes"

@@ -86,6 +86,8 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
                                  trust_checkpoint=args.trust_checkpoint)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
         defaults = src_prov
+        if args.scratch:  # the file's architecture with fresh weights: nothing of its weights, no parent
+            src_sd, src_prov = None, {}
     named, changes = split_recipe(args.recipe, args.recipe_overrides)
     if named is not None:  # given: its resolution applies unless --res says otherwise
         recipe = load_recipe(named).replace(**changes)
