@@ -31,7 +31,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess, create_transform
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
-from swinzoo.train.image_check import check_image, check_images, image_problem  # noqa: F401 (re-exported)
+from swinzoo.train.image_check import check_images
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset

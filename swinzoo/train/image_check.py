@@ -39,13 +39,6 @@ def image_problem(source: Path | bytes) -> str | None:
     return None
 
 
-def check_image(path: Path) -> None:
-    """Decode one image fully: an unreadable image stops the run, named."""
-    problem = image_problem(path)
-    if problem is not None:
-        raise SwinzooError(f"{path} is not a readable image ({problem}); remove or replace it")
-
-
 def check_workers() -> int:
     """Threads for the image check: decoders release the GIL, and network file systems like more reads in flight."""
     return min(32, (os.cpu_count() or 1) + 4)
