@@ -97,6 +97,9 @@ def test_gpu_title_leaves_out_cpu_settings_and_the_peak_is_a_big_product(capsys)
     assert "threads" not in flat and "malloc" not in flat and "weight packing" not in flat
     assert matmul_step("meta", torch.bfloat16)[1] == 2 * 8192**3 and matmul_step("cpu")[1] == 2 * 2048**3
     assert matmul_step("cpu:0")[1] == 2 * 2048**3  # a CPU named with an index is still the CPU
+    args.device = "cpu:0"
+    print_table([row], args)
+    assert "threads" in " ".join(capsys.readouterr().out.split())
 
 
 def test_timm_names():

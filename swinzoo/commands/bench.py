@@ -66,10 +66,10 @@ def measure_and_report(args) -> int:
 
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
-    from swinzoo.hardware import cpu_class, cpu_model, native_bf16_matmul
+    from swinzoo.hardware import cpu_class, cpu_model, native_bf16_matmul, resolve_device
     from swinzoo.io import check_file_output
 
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = str(resolve_device(args.device))  # the default and the checks `bench.plan` applies
     if args.plot:  # before the measurements, not after them
         check_file_output(args.plot, "sweep.png")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
@@ -112,12 +112,16 @@ def print_table(results, args) -> None:
     import torch
     from rich.table import Table
 
+    from swinzoo.bench import device_type
+
     console = table_console(160)
     peak = max((r.matmul_peak_gflops for r in results), default=0.0)
     library = results[0].extra.get("matmul_library", "") if results else ""
     # a bf16 run is measured against a bf16 matmul: its share is of the bf16 peak
-    cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
-                    f"weight packing {'on' if args.weight_packing else 'off'}; ") if args.device == "cpu" else ""
+    cpu_settings = ""
+    if device_type(args.device) == "cpu":
+        cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
+                        f"weight packing {'on' if args.weight_packing else 'off'}; ")
     options = "".join((", torch.compile" if args.compile else "",
                        ", swinzoo checkpointed (timm not)" if args.grad_ckpt and args.vs_timm
                        else ", checkpointed" if args.grad_ckpt else ""))
