@@ -139,7 +139,7 @@ def build_parser(with_trainer: bool = True):
     output.add_argument("--push-to", dest="push_to", type=str | None, metavar="ORG/NAME",
                         help="push OUT to this Hugging Face Hub repo when training ends")
     if with_trainer:
-        from swinzoo.train.checks import add_trainer_arguments
+        from swinzoo.train.trainer_options import add_trainer_arguments
 
         add_trainer_arguments(p)
     else:
@@ -224,7 +224,7 @@ def _closest(word: str, choices: list[str], prog: str = "swinzoo finetune") -> s
 
 def _trainer_key_problem(key: str, prog: str = "swinzoo finetune") -> str:
     """An unknown or swinzoo-owned `trainer.KEY`: which, and what to write instead."""
-    from swinzoo.train.checks import TRAINER_OWNED, trainer_hints
+    from swinzoo.train.trainer_options import TRAINER_OWNED, trainer_hints
 
     if key in TRAINER_OWNED:
         return f"--trainer.{key}: refused, {TRAINER_OWNED[key]}"
@@ -243,7 +243,7 @@ def _config_keys(parser) -> list[str]:
 
 
 def _wanted(key: str, parser) -> str:
-    from swinzoo.train.checks import describe_type
+    from swinzoo.train.trainer_options import describe_type
 
     action = next((a for a in parser._actions if a.dest == key), None)
     kind = getattr(action, "_typehint", None) or getattr(action, "type", None)

@@ -107,7 +107,7 @@ def build_parser(with_trainer: bool = True):
     output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
                         help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
     if with_trainer:
-        from swinzoo.train.checks import add_trainer_arguments
+        from swinzoo.train.trainer_options import add_trainer_arguments
 
         add_trainer_arguments(p)
     else:

@@ -1,194 +1,24 @@
 """Every value a fine-tuning run is given, checked before anything is written: flags and `swinzoo.finetune`
-arguments (`validate_options`), `--trainer` options against Lightning's own signature, and OUT/run.json
-(`read_plan`). Each problem is one `SwinzooError` line naming the value and the fix."""
+arguments (`validate_options`), `--trainer` options (through `trainer_options`), and OUT/run.json (`read_plan`). Each
+problem is one `SwinzooError` line naming the value and the fix."""
 
 from __future__ import annotations
 
-import collections.abc
-import copy
 import dataclasses
-import difflib
-import functools
 import importlib.util
-import inspect
 import json
 import math
-import operator
 import os
 import re
-import types
-import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
-
-import lightning as L
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.train.folder import check_out, is_rank_zero
-from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan, as_plain, is_plain
+from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS
-
-# Trainer options swinzoo sets itself (or through a named option): refused under `trainer`, with the reason.
-# Callbacks and loggers are not here: the user's are added to swinzoo's own.
-TRAINER_OWNED = {
-    "enable_checkpointing": "swinzoo's LastCheckpoint writes the last.ckpt that --resume needs",
-    "plugins": "swinzoo passes its own checkpoint plugin (atomic writes, safe loading of last.ckpt)",
-    "devices": "use --devices",
-    "accelerator": "use --accelerator",
-    "strategy": "use --strategy",
-    "num_nodes": "use --num-nodes",
-    "precision": "use --precision",
-    "max_steps": "use --max-steps",
-    "max_epochs": "use --epochs",
-    "default_root_dir": "use --out",
-}
-
-
-@functools.lru_cache(maxsize=1)
-def trainer_hints() -> dict:
-    """`lightning.Trainer.__init__` parameter -> type annotation ({} values when they cannot be resolved)."""
-    names = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
-    try:
-        hints = typing.get_type_hints(L.Trainer.__init__)
-    except Exception:  # an annotation this Python cannot resolve: check the names only
-        hints = {}
-    return {n: hints.get(n) for n in names}
-
-
-@functools.lru_cache(maxsize=1)
-def trainer_parser():
-    """jsonargparse's view of the Trainer arguments swinzoo does not own (what the CLI parses under `trainer.`):
-    it types each value and resolves objects given as class_path/init_args, or by a bare class name."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    add_trainer_arguments(parser)
-    return parser
-
-
-def add_trainer_arguments(parser) -> None:
-    """`--trainer.NAME` for every lightning.Trainer argument swinzoo does not own, on a jsonargparse parser."""
-    counts = counts_first()
-    parser.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED) | set(counts),
-                               fail_untyped=False)
-    for name, (hint, default) in counts.items():
-        parser.add_argument(f"--trainer.{name}", type=hint, default=default,
-                            help=f"lightning.Trainer's {name}: a whole number counts batches, a fraction is a share")
-
-
-def counts_first() -> dict[str, tuple]:
-    """The Trainer arguments that take a whole number or a fraction (limit_val_batches: 1 is one batch, 1.0 all of
-    them), typed int before float, with their defaults. typing caches `Optional[Union[...]]` by equality, which
-    ignores the order, so Lightning's `Union[int, float]` can come back as a `Union[float, int]` made earlier (rich
-    makes one), and jsonargparse, trying float first, turns 1 into 1.0. `int | float` is not cached."""
-    counts = {}
-    for name, param in inspect.signature(L.Trainer.__init__).parameters.items():
-        members = flat_union(param.annotation)
-        if name not in TRAINER_OWNED and int in members and float in members:
-            rest = [m for m in members if m not in (int, float)]
-            counts[name] = (functools.reduce(operator.or_, [int, float, *rest]), param.default)
-    return counts
-
-
-def flat_union(hint) -> list:
-    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
-        return [m for arg in typing.get_args(hint) for m in flat_union(arg)]
-    return [hint]
-
-
-def describe_type(hint) -> str:
-    """A type annotation in words: `int | float | None` -> "a whole number or a number or null"."""
-    kinds, literals, objects, stack = set(), [], [], [hint]
-    while stack:
-        h = stack.pop()
-        origin = typing.get_origin(h)
-        if origin is typing.Union or isinstance(h, types.UnionType):
-            stack += typing.get_args(h)
-        elif origin is typing.Literal:
-            literals += typing.get_args(h)
-        elif origin in (list, collections.abc.Iterable) and typing.get_args(h) and not all(
-                a in (bool, int, float, str) for a in typing.get_args(h)):  # list[Callback], Iterable[Logger]
-            objects.append(f"list of {_name(typing.get_args(h)[0])}")
-        elif origin in (list, dict, tuple):
-            kinds.add(origin)
-        elif h in (type(None), bool, int, float, str):
-            kinds.add(h)
-        else:  # a Logger, Callback, Profiler, timedelta
-            objects.append(_name(h))
-    words = {type(None): "null", bool: "true/false", int: "a whole number", float: "a number", str: "a string",
-             list: "a list", dict: "a mapping", tuple: "a list"}
-    parts = [words[k] for k in (bool, int, float, str, list, dict, tuple, type(None)) if k in kinds]
-    if literals:
-        parts.insert(0, "one of " + ", ".join(map(str, literals)))
-    if objects:
-        parts.insert(0, f"a {' or a '.join(dict.fromkeys(objects))} (a class name, or class_path/init_args)")
-    return " or ".join(parts) or "a value"
-
-
-def _name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def check_trainer_options(options: dict | None, label: str = "--trainer") -> dict:
-    """Trainer kwargs given besides the named options: every key a `lightning.Trainer` argument that swinzoo does
-    not set itself, every value of a type it takes (jsonargparse checks, as the CLI's parser does). Plain values
-    come back normalised (a callback named by its class becomes its full class_path/init_args); objects built in
-    Python pass as they are."""
-    if options is not None and not isinstance(options, dict):
-        raise SwinzooError(f"{label}: give Trainer options as a mapping of name -> value, e.g. "
-                           "{'limit_val_batches': 10}")
-    options = dict(options or {})
-    hints = trainer_hints()
-    for key, value in options.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=1)
-            raise SwinzooError(f"{label}.{key}: not a Trainer option; "
-                               + (f"did you mean {close[0]}?" if close else f"valid: {', '.join(hints)}"))
-        if key in TRAINER_OWNED and not (key == "enable_checkpointing" and value is True):
-            raise SwinzooError(f"{label}.{key}={value!r}: refused, {TRAINER_OWNED[key]}")
-    options.pop("enable_checkpointing", None)
-    plain = {k: v for k, v in options.items() if is_plain(v)}
-    if not plain:
-        return options
-    from jsonargparse import ArgumentError
-
-    parser = trainer_parser()
-    for key, value in plain.items():  # one at a time, so the error names the key
-        try:
-            # a copy: jsonargparse turns the dicts inside a given list into Namespaces in place
-            parsed = parser.parse_object({"trainer": {key: copy.deepcopy(value)}}, defaults=False)
-        except (ArgumentError, ValueError, TypeError) as e:
-            problem = re.search(r"Problem with given class_path '([^']+)':\s*(.+)", str(e))
-            why = (f"{problem.group(1)}: {problem.group(2).strip()}" if problem
-                   else f"Lightning wants {describe_type(hints[key])}")
-            raise SwinzooError(f"{label}.{key}={value!r}: {why}") from None
-        if isinstance(value, (dict, list)):  # a class named briefly comes back as its full class_path/init_args
-            options[key] = as_plain(parsed.as_dict()["trainer"][key])
-        if key in TRAINER_COUNTS and isinstance(value, int) and value < 1:
-            raise SwinzooError(f"{label}.{key}={value!r}: must be a whole number >= 1 ({TRAINER_COUNTS[key]})")
-    return options
-
-
-# Trainer counts Lightning takes as given and fails on later (a division by zero mid-run)
-TRAINER_COUNTS = {"accumulate_grad_batches": "batches per optimizer step",
-                  "check_val_every_n_epoch": "epochs between validations"}
-
-
-def trainer_objects(options: dict) -> dict:
-    """Trainer kwargs with every class_path/init_args value (callbacks, loggers, profilers) built."""
-    specs = {k: v for k, v in options.items() if is_plain(v) and _has_class_path(v)}
-    if not specs:
-        return dict(options)
-    parser = trainer_parser()
-    built = parser.instantiate(parser.parse_object({"trainer": copy.deepcopy(specs)}, defaults=False))
-    return {**options, **{k: built.trainer[k] for k in specs}}
-
-
-def _has_class_path(value) -> bool:
-    if isinstance(value, dict):
-        return "class_path" in value
-    return isinstance(value, list) and any(_has_class_path(v) for v in value)
+from swinzoo.train.trainer_options import check_trainer_options
 
 
 # ---------------------------------------------------------------------------------------------- value checks

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
-from swinzoo.train.checks import check_trainer_options, flag_name, read_plan
+from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.folder import write_plan
 from swinzoo.train.options import CKPT_FILE, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
+from swinzoo.train.trainer_options import check_trainer_options
 
 # what --resume takes from the command line; the rest of the run comes from its run.json
 RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint", "push_to", "command"}

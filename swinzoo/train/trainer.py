@@ -20,7 +20,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
-from swinzoo.train.checks import check_launcher, check_logger, trainer_objects
+from swinzoo.train.checks import check_launcher, check_logger
 from swinzoo.train.module import (
     AtomicCheckpointIO,
     ProgressLines,
@@ -31,6 +31,7 @@ from swinzoo.train.module import (
 )
 from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.recipes import Recipe
+from swinzoo.train.trainer_options import trainer_objects
 
 
 def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None,
