@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from swinzoo.errors import SwinzooError
-from swinzoo.hardware import resolve_device
+from swinzoo.hardware import peak_rss_bytes, reset_peak_rss, resolve_device, rss_bytes
 from swinzoo.models import SwinTransformer, count_macs, cpu_gemm
 from swinzoo.zoo import get_entry, zoo_config
 
@@ -222,38 +222,6 @@ def summarize(spec: Spec, res: int, params: int, times: list[float], mm_times: l
 
 
 # ---------------------------------------------------------------- peak memory, one step in a fresh process
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_rss_bytes()
-
-
-def _reset_peak_rss() -> None:
-    """Restart this process's RSS high-water mark (Linux >= 4.0: `5` to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_bytes() -> int:
-    """VmHWM, the high-water mark of this address space. Not `ru_maxrss`: Linux carries that over `exec` from
-    the parent (subprocess forks with vfork), so a probe started by a process that once held 5 GiB reports 5 GiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def memory_probe(spec: Spec) -> tuple[float, str]:
     """Peak memory (MiB) of one step of `spec`, measured in this process (call it in a fresh one)."""
     torch.manual_seed(0)
@@ -266,10 +234,10 @@ def memory_probe(spec: Spec) -> tuple[float, str]:
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda max_memory_allocated growth"
-    base = _rss_bytes()
-    _reset_peak_rss()
+    base = rss_bytes()
+    reset_peak_rss()
     step()
-    peak = _peak_rss_bytes()
+    peak = peak_rss_bytes()
     return max(0, peak - base) / 2**20, "peak RSS growth during one step (fresh process, glibc mmap threshold 64 KiB)"
 
 

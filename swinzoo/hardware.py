@@ -1,4 +1,5 @@
-"""What the CPU offers (its model name, whether it multiplies bf16 matrices natively) and how its memory is kept.
+"""What the CPU offers (its model name, whether it multiplies bf16 matrices natively), how its memory is kept, and
+how much of it this process holds (resident set, read from /proc).
 
 bf16 autocast only pays on a CPU with bf16 matmul instructions (Intel AMX, or AVX512-BF16 on Intel Cooper Lake
 and later and AMD Zen 4 and later): there oneDNN runs bf16 GEMMs at several times the fp32 rate. Elsewhere bf16
@@ -146,5 +147,39 @@ def keep_freed_memory() -> str | None:
     return f"glibc keeps freed memory for reuse (fewer page faults per step; {MALLOC_ENV}=default leaves it as is)"
 
 
+# ---------------------------------------------------------------- resident memory, read from /proc (Linux)
+def rss_bytes() -> int:
+    """This process's resident set size now, in bytes."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss_bytes()
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's RSS high-water mark (Linux >= 4.0: `5` to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM, the high-water mark of this address space. Not `ru_maxrss`: Linux carries that over `exec` from
+    the parent (subprocess forks with vfork), so a probe started by a process that once held 5 GiB reports 5 GiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 __all__ = ["auto_precision", "cpu_class", "cpu_family", "cpu_flags", "cpu_model", "cpu_vendor", "describe_cpu",
-           "keep_freed_memory", "native_bf16_matmul"]
+           "keep_freed_memory", "native_bf16_matmul", "peak_rss_bytes", "reset_peak_rss", "rss_bytes"]
