@@ -125,7 +125,9 @@ class WindowAttentionV2(nn.Module):
         q, k, v = split_heads(self.qkv.forward_with_bias(x, bias), self.num_heads, contiguous)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # cosine similarity times the per-head scale; folding the scale into q lets SDPA run with scale 1
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # float16: F.normalize's eps (1e-12) is 0 there, and a padded token's key, a zero vector (V2 has no k
+        # bias), would come out 0/0 = NaN; the node clamps its fp32 norm instead
+        if (torch.is_grad_enabled() and not torch.compiler.is_compiling()) or q.dtype == torch.float16:
             return ScaledUnitRows.apply(q, scale), ScaledUnitRows.apply(k, None), v, 1.0
         # in place: q keeps its dtype (bf16 under autocast, where `* scale` would promote it to fp32), rounded once
         # from the fp32 product, as the cast at the bf16 product with k would round it
@@ -191,7 +193,7 @@ class ScaledUnitRows(torch.autograd.Function):
         ctx.has_scale = scale is not None
         # written contiguous: x is a strided view of the qkv output, which `x * factor` would copy in its layout and
         # the attention node would then copy again to make (B, heads, N, d) contiguous for its products
-        return torch.mul(x, factor.to(x.dtype), out=x.new_empty(x.shape))
+        return torch.mul(x, low_precision_factor(factor, x.dtype), out=x.new_empty(x.shape))
 
     @staticmethod
     @once_differentiable
@@ -204,8 +206,16 @@ class ScaledUnitRows(torch.autograd.Function):
             grad_scale = (gx * inv).sum(dim=tuple(d for d in range(gx.dim()) if d != gx.dim() - 3), keepdim=True)
             grad_scale = grad_scale.view(-1, 1, 1)
         along = (-factor * inv * inv * gx).masked_fill_(clamped, 0.0)
+        if x.dtype == torch.float16:  # in fp32, cast once: 1/|x| of a zero row (1e12) is inf in float16
+            return torch.addcmul(grad * factor, x, along).to(x.dtype), grad_scale
         grad_x = torch.addcmul(grad * factor.to(grad.dtype), x, along.to(x.dtype))
         return grad_x, grad_scale
+
+
+def low_precision_factor(factor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The fp32 row factor in x's dtype, except in float16, where a zero row's 1e12 would be inf: kept fp32 there
+    (the product runs in fp32 and is cast once)."""
+    return factor if dtype == torch.float16 else factor.to(dtype)
 
 
 class SoftmaxAttention(torch.autograd.Function):
