@@ -1,6 +1,6 @@
 """The scripts in benchmarks/ stay runnable: gpu.py between GPU loans (its CPU smoke mode runs every part on the nano
-model), cpu_targets.py's verdicts and its smoke run, cpu_gemm.py, simmim_label_efficiency.py's table and plot from
-run folders."""
+model), cpu_targets.py's verdicts and its smoke run, profile_steps.py's op kinds and its smoke run, cpu_gemm.py,
+simmim_label_efficiency.py's table and plot from run folders."""
 
 import importlib.util
 import json
@@ -184,3 +184,23 @@ def test_cpu_targets_script_smoke(tmp_path):
     assert {r["model"] for r in report["targets"]} == {"swin_n_64", "swinv2_n_64_w4", "swinv2_n_64_w4 / swin_n_64"}
     assert {(r["mode"], r["precision"]) for v in report["results"].values() for r in v} == {
         ("eval", "fp32"), ("train", "fp32"), ("eval", "bf16"), ("train", "bf16")}
+
+
+def test_profile_script_kinds_and_smoke(tmp_path):
+    """profile_steps.py files every op of a step under a kind by its aten / oneDNN name (backward ops with their
+    forward), and its smoke run profiles an inference pass and a training step and times both attention choices."""
+    prof = load_script("profile_steps")
+    kinds = {"mkldnn::_linear_pointwise": "Linear products, patch conv", "aten::addmm": "Linear products, patch conv",
+             "aten::mm": "Linear products, patch conv", "aten::bmm": "attention products",
+             "aten::_scaled_dot_product_flash_attention_for_cpu": "attention products",
+             "aten::_softmax_backward_data": "softmax", "aten::native_layer_norm_backward": "layer norms",
+             "aten::gelu_backward": "GELU", "aten::copy_": "copies", "aten::index_select": "row gathers",
+             "aten::linalg_vector_norm": "elementwise", "aten::add_": "elementwise", "aten::empty": "other"}
+    assert {op: prof.kind_of(op) for op in kinds} == kinds
+    assert prof.main(["--smoke", "--out", str(tmp_path / "p.json")]) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert {(r["impl"], r["mode"]) for r in report["profiles"]} == {("swinzoo", "eval"), ("swinzoo", "train")}
+    for r in report["profiles"]:
+        assert r["ms_per_pass"]["Linear products, patch conv"] > 0 and r["ms_per_pass"]["attention products"] > 0
+    (choice,) = report["attention_choice"]
+    assert min(choice["ms"].values()) > 0 and choice["sdpa_over_products"] > 0
