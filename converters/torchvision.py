@@ -196,8 +196,9 @@ def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool
     cfg = checkpoint.config
     save_torch(from_canonical(checkpoint.state_dict, cfg, allow_numeric_change), out)
     args = ", ".join(f"{k}={v}" for k, v in builder_kwargs(cfg).items())
-    v2 = ", block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2" if cfg.version == 2 else ""
-    return f"torchvision.models.swin_transformer.SwinTransformer({args}{v2})"
+    module = "torchvision.models.swin_transformer"
+    v2 = f", block={module}.SwinTransformerBlockV2, downsample_layer={module}.PatchMergingV2"
+    return f"{module}.SwinTransformer({args}{v2 if cfg.version == 2 else ''})"
 
 
 FORMAT = Format("torchvision", "torchvision .pth state dict", read, write, claims_keys=looks_torchvision)

@@ -81,3 +81,21 @@ def test_padding_geometry_is_refused():
     cfg = SwinConfig(version=1, img_size=64, window_size=4, **SMALL)  # last stage 2x2: torchvision would pad
     with pytest.raises(SwinzooError, match="not a whole number of 4-windows"):
         tv_format.from_canonical(SwinTransformer(cfg).state_dict(), cfg)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_printed_call_builds_the_model_as_printed(version, tmp_path):
+    """`export --to torchvision` prints the constructor call; pasted after `import torchvision` it must build the
+    model that takes the file strictly (V2's block and merging classes qualified like the constructor)."""
+    import torchvision  # noqa: F401  (the namespace the printed call is evaluated in)
+
+    from swinzoo.converters import Checkpoint
+
+    cfg = SwinConfig(version=version, img_size=128, window_size=4, num_classes=5, **SMALL)
+    ours = randomize(SwinTransformer(cfg)).double().eval()
+    call = tv_format.write(Checkpoint(ours.state_dict(), cfg, {}), tmp_path / "tv.pth")
+    theirs = eval(call, {"torchvision": torchvision})
+    theirs.load_state_dict(torch.load(tmp_path / "tv.pth", weights_only=True), strict=True)
+    x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), theirs.double().eval()(x))
