@@ -381,6 +381,17 @@ def geometry_args(fields: dict) -> dict:
     return dict(window=fields["window_size"], img_size=fields["img_size"], pretrained_window_sizes=pws)
 
 
+# dropout rates a format's config can state (transformers always, timm in model_args); SwinConfig's defaults otherwise
+RATES = ("drop_rate", "drop_path_rate")
+
+
+def rate_args(fields: dict) -> dict:
+    """The dropout rates a format's config stated, where they are numbers in [0, 1). They never change what the
+    weights compute, so one that is not is left out (the default), rather than stopping a read."""
+    return {k: float(v) for k in RATES if isinstance(v := fields.get(k), (int, float)) and not isinstance(v, bool)
+            and 0 <= v < 1}
+
+
 def default_class_names(names: list[str] | None) -> list[str] | None:
     """None when names are absent or the libraries' placeholders (LABEL_0, ...)."""
     if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):

@@ -31,6 +31,7 @@ from swinzoo.converters.common import (
     default_class_names,
     first_keys,
     geometry_args,
+    rate_args,
     read_config_json,
     read_weights,
     weights_in_folder,
@@ -108,7 +109,8 @@ def buffers(cfg: SwinConfig) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------------- config
 def config_from_hf(d: dict, source: str = "config.json") -> dict:
-    """SwinConfig fields (geometry and class names) of an HF config.json; another model type is an error."""
+    """SwinConfig fields (geometry, class names, dropout rates) of an HF config.json; another model type is an
+    error."""
     model_type = d.get("model_type")
     if model_type is None:
         hint = " (it names a timm architecture: read it with --from-format timm or auto)" if "architecture" in d else ""
@@ -129,7 +131,8 @@ def config_from_hf(d: dict, source: str = "config.json") -> dict:
     return dict(version=MODEL_TYPES[model_type], img_size=int(sizes["image_size"]),
                 window_size=int(sizes["window_size"]),
                 pretrained_window_sizes=tuple(d.get("pretrained_window_sizes") or ()) or None,
-                class_names=default_class_names(names) if None not in names else None)
+                class_names=default_class_names(names) if None not in names else None,
+                drop_path_rate=d.get("drop_path_rate"), drop_rate=d.get("hidden_dropout_prob"))
 
 
 def config_to_hf(cfg: SwinConfig, instead: str | None = None) -> dict:
@@ -271,7 +274,7 @@ def _config(sd: dict[str, torch.Tensor], fields: dict | None, source: str, arch:
     version = 2 if "layers.0.blocks.0.attn.logit_scale" in sd else 1
     if version != fields["version"]:
         raise SwinzooError(f"{source}: config.json says Swin V{fields['version']} but the weights are V{version}")
-    return build_config(sd, source, **geometry_args(fields), class_names=fields["class_names"],
+    return build_config(sd, source, **geometry_args(fields), **rate_args(fields), class_names=fields["class_names"],
                         preprocess=fields["preprocess"])
 
 

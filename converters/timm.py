@@ -19,6 +19,7 @@ import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.common import (
+    RATES,
     Checkpoint,
     Format,
     KeyMap,
@@ -26,6 +27,7 @@ from swinzoo.converters.common import (
     config_kind,
     default_class_names,
     geometry_args,
+    rate_args,
     read_config_json,
     read_weights,
     weights_in_folder,
@@ -125,6 +127,8 @@ def config_from_timm(d: dict, source: str = "config.json") -> dict:
             fields[key] = _square(value, key.replace("_size", ""))
         elif key in GEOMETRY_ARGS:
             fields[key] = tuple(value) if isinstance(value, list) else value
+        elif key in RATES:
+            fields[key] = value
         elif key not in HARMLESS_ARGS:
             raise SwinzooError(f"{source}: model_args {key}={value!r} changes the network in a way swinzoo does not "
                                "model; only geometry arguments are supported")
@@ -166,7 +170,8 @@ def pick_arch(cfg: SwinConfig) -> tuple[str, dict]:
         if best is None or len(diff) < len(best[1]):
             best = (name, diff)
     name, diff = best
-    for key in ("mlp_ratio", "qkv_bias", "patch_size", "in_chans"):  # the timm defaults are the official ones
+    # the timm defaults are the official ones, and SwinConfig's dropout rates timm's (drop_path_rate 0.1)
+    for key in ("mlp_ratio", "qkv_bias", "patch_size", "in_chans", *RATES):
         if want[key] != SwinConfig.__dataclass_fields__[key].default:
             diff[key] = want[key]
     return name, {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in diff.items()}
@@ -211,8 +216,8 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     if arch is not None:
         return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields:
-        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), class_names=fields["class_names"],
-                                           preprocess=fields["preprocess"]))
+        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), **rate_args(fields),
+                                           class_names=fields["class_names"], preprocess=fields["preprocess"]))
     return Checkpoint(sd, build_config(sd, str(path)))
 
 

@@ -100,3 +100,20 @@ def test_converters_run_as_scripts(tmp_path, capsys):
         main([fmt, str(out), str(back)])
         sd, cfg, _ = read_checkpoint(back)
         assert cfg == ref_cfg and all(torch.equal(sd[k], ref_sd[k]) for k in ref_sd) and sd.keys() == ref_sd.keys()
+
+
+@pytest.mark.parametrize("to", ["hf", "timm"])
+@pytest.mark.parametrize("rates", [(0.0, 0.0), (0.3, 0.2)])
+def test_dropout_rates_survive_an_export_and_back(to, rates, tmp_path):
+    """transformers' config.json states drop_path_rate and hidden_dropout_prob, timm's model_args can carry
+    drop_path_rate and drop_rate: read back, they are the model's, not SwinConfig's defaults (0.1, 0.0)."""
+    from swinzoo.converters import Checkpoint, write
+    from swinzoo.sources import read_checkpoint
+    from swinzoo.zoo import zoo_config
+
+    drop_path_rate, drop_rate = rates
+    cfg = zoo_config("swinv2_n_64_w4").replace(drop_path_rate=drop_path_rate, drop_rate=drop_rate)
+    write(Checkpoint(SwinTransformer(cfg).state_dict(), cfg, {}), to, tmp_path / "out")
+    back = read_checkpoint(str(tmp_path / "out")).config
+    assert (back.drop_path_rate, back.drop_rate) == rates
+    assert back.replace(class_names=None, preprocess=None) == cfg.replace(class_names=None, preprocess=None)
