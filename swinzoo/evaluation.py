@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from pathlib import Path
 
@@ -287,11 +288,14 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     return rows
 
 
-def predict(model: str | SwinTransformer, images: list[str | Path], *, topk: int = 5, batch_size: int = 64,
-            device: str | None = None, precision: str = "fp32", from_format: str = "auto",
+def predict(model: str | SwinTransformer, images: str | Path | list[str | Path], *, topk: int = 5,
+            batch_size: int = 64, device: str | None = None, precision: str = "fp32", from_format: str = "auto",
             trust_checkpoint: bool = False) -> list[dict]:
-    """[{"image", "predictions": [[class name, probability], ...]}] for image files, best first, in batches of
-    `batch_size`; images are preprocessed as the model's metadata says (`swinzoo.data_config`)."""
+    """[{"image", "predictions": [[class name, probability], ...]}] for image files (one path, or a list of them),
+    best first, in batches of `batch_size`; images are preprocessed as the model's metadata says
+    (`swinzoo.data_config`)."""
+    # a path is iterable (a str by character): taken as a list it would be read one character at a time
+    images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if batch_size < 1:
         raise SwinzooError(f"batch_size must be at least 1, got {batch_size}")
     dev, dtype = runtime(device, precision)
