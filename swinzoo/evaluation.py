@@ -18,7 +18,7 @@ from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict
-from swinzoo.models import SwinTransformer
+from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
@@ -31,7 +31,16 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
     if isinstance(model, SwinTransformer):
         if (res and res != model.config.img_size) or (window and window != model.config.window_size):
             raise SwinzooError("res/window apply to a source that is read; convert the model first (swinzoo.convert)")
+        if model.config.num_classes == 0:
+            raise SwinzooError("the model has no classifier head (0 classes; a headless encoder): fine-tune it first "
+                               "(swinzoo.save_model it, then swinzoo.finetune the file), or give a classifier")
         return model.eval()
+    if not isinstance(model, (str, os.PathLike)):  # str() of a module is its repr, "File name too long" as a path
+        what = {SwinBackbone: "a detection backbone: stage features", SimMIM: "a SimMIM pretraining model"}.get(
+            type(model), "not a swinzoo classifier")
+        raise SwinzooError(f"a {type(model).__name__} object ({what}, no classifier head) cannot classify: give a "
+                           "SwinTransformer classifier (swinzoo.load_model) or a source: a zoo name, file, folder or "
+                           "hf-hub: reference")
     checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format,
                                           trust_checkpoint=trust_checkpoint)
     if checkpoint.config.is_backbone:  # stage features for a detector: no pooling, no head

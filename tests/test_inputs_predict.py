@@ -2,17 +2,20 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import swinzoo
+from swinzoo.errors import SwinzooError
 
 
 @pytest.fixture
 def image(tmp_path) -> Path:
+    from swinzoo.train.shapes import render
+
     path = tmp_path / "x.png"
-    Image.fromarray(np.full((70, 80, 3), 120, np.uint8)).save(path)
+    Image.fromarray(render(0, 64, seed=1).permute(1, 2, 0).numpy()).save(path)
     return path
 
 
@@ -22,3 +25,22 @@ def test_predict_takes_one_path_as_one_image(image, as_type):
     (row,) = swinzoo.predict(model, as_type(image), topk=2)
     assert row["image"] == str(image) and len(row["predictions"]) == 2
     assert swinzoo.predict(model, [image], topk=2) == [row]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: swinzoo.create_model("swin_n_64", features_only=True), "SwinBackbone object (a detection backbone"),
+    (lambda: swinzoo.load_simmim("swin_n_64"), "SimMIM object (a SimMIM pretraining model"),
+    (lambda: torch.nn.Linear(2, 2), "Linear object (not a swinzoo classifier"),
+])
+def test_a_model_object_that_cannot_classify_is_one_line(image, make, words):
+    model = make()
+    for call in (lambda: swinzoo.predict(model, [image]), lambda: swinzoo.evaluate(model, "shapes")):
+        with pytest.raises(SwinzooError, match="SwinTransformer classifier") as e:
+            call()
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_predict_on_a_headless_model_object_is_one_line(image):
+    with pytest.raises(SwinzooError, match="no classifier head"):
+        swinzoo.predict(swinzoo.create_model("swin_n_64", num_classes=0), [image])
+
