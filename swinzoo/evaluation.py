@@ -76,8 +76,10 @@ _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already
 
 def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):
     """Logits (float32) of a batch on `device`, under autocast to `dtype` when given."""
+    # in the weights' dtype: a model object made .double() or bfloat16 has conv biases that float32 input mismatches
+    weights = next(net.parameters()).dtype
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        return net(images.to(device, non_blocking=True)).float()
+        return net(images.to(device, weights, non_blocking=True)).float()
 
 
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,

@@ -44,3 +44,13 @@ def test_predict_on_a_headless_model_object_is_one_line(image):
     with pytest.raises(SwinzooError, match="no classifier head"):
         swinzoo.predict(swinzoo.create_model("swin_n_64", num_classes=0), [image])
 
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_predict_and_evaluate_feed_the_model_its_own_dtype(image, dtype):
+    model = swinzoo.create_model("swin_n_64", pretrained=True)
+    ((want, p),) = swinzoo.predict(model, [image], topk=1)[0]["predictions"]
+    model = model.to(dtype)
+    ((got, q),) = swinzoo.predict(model, [image], topk=1)[0]["predictions"]
+    assert got == want and q == pytest.approx(p, abs=0.02)
+    assert swinzoo.evaluate(model, "shapes", num_workers=0, batch_size=200)["n"] > 0
+
