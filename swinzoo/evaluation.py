@@ -26,15 +26,16 @@ from swinzoo.train.hf_data import FLAGS, DataOptions
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
                   from_format: str = "auto", trust_checkpoint: bool = False,
                   console: Console | None = None) -> SwinTransformer:
-    """A model in eval mode: `model` itself, or the source it names moved to `res` / `window` when they differ from
-    its own (official window choice). The model carries `.provenance`."""
+    """`model` itself (a classifier object, left in its mode: run it under `eval_mode`), or the source it names
+    moved to `res` / `window` when they differ from its own (official window choice), in eval mode. The model
+    carries `.provenance`."""
     if isinstance(model, SwinTransformer):
         if (res and res != model.config.img_size) or (window and window != model.config.window_size):
             raise SwinzooError("res/window apply to a source that is read; convert the model first (swinzoo.convert)")
         if model.config.num_classes == 0:
             raise SwinzooError("the model has no classifier head (0 classes; a headless encoder): fine-tune it first "
                                "(swinzoo.save_model it, then swinzoo.finetune the file), or give a classifier")
-        return model.eval()
+        return model
     if not isinstance(model, (str, os.PathLike)):  # str() of a module is its repr, "File name too long" as a path
         what = {SwinBackbone: "a detection backbone: stage features", SimMIM: "a SimMIM pretraining model"}.get(
             type(model), "not a swinzoo classifier")
@@ -82,6 +83,19 @@ def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, 
         return net(images.to(device, weights, non_blocking=True)).float()
 
 
+@contextlib.contextmanager
+def eval_mode(net: torch.nn.Module):
+    """`net` in eval mode for the block, then each submodule back in the mode it had: a caller's model that was
+    training (or had parts frozen in eval) is left as it was."""
+    modes = [(module, module.training) for module in net.modules()]
+    net.eval()
+    try:
+        yield net
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
              test_crop: bool | None = None, device: str | None = None, precision: str = "fp32",
@@ -114,7 +128,8 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
         if _sweep_said is not None:
             _sweep_said.add(memory)
     runner = torch.compile(net) if compile else net
-    with torch.inference_mode(), progress_display(console, f"eval {cfg.img_size} px", len(loader)) as advance:
+    with eval_mode(net), torch.inference_mode(), progress_display(console, f"eval {cfg.img_size} px",
+                                                                  len(loader)) as advance:
         for images, labels in loader:
             logits = run_model(runner, images, dev, dtype).cpu()
             labels = labels if to_model is None else to_model[labels]
@@ -318,7 +333,7 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     rows = []
     for start in range(0, len(images), batch_size):
         paths = images[start : start + batch_size]
-        with torch.inference_mode():
+        with eval_mode(net), torch.inference_mode():
             probs = run_model(net, torch.stack([read_image(path, tf) for path in paths]), dev, dtype).softmax(-1)
         values, indices = probs.cpu().topk(k, dim=-1)
         rows += [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}

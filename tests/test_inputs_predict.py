@@ -54,3 +54,12 @@ def test_predict_and_evaluate_feed_the_model_its_own_dtype(image, dtype):
     assert got == want and q == pytest.approx(p, abs=0.02)
     assert swinzoo.evaluate(model, "shapes", num_workers=0, batch_size=200)["n"] > 0
 
+
+def test_predict_and_evaluate_leave_the_callers_model_in_its_mode(image):
+    model = swinzoo.create_model("swin_n_64").train()
+    model.layers[0].eval()  # a part frozen in eval by the caller stays so
+    modes = [m.training for m in model.modules()]
+    swinzoo.predict(model, [image])
+    assert [m.training for m in model.modules()] == modes
+    swinzoo.evaluate(model, "shapes", num_workers=0, batch_size=200)
+    assert [m.training for m in model.modules()] == modes
