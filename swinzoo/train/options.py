@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -129,6 +130,10 @@ def options_record(options_class, source: str | None, options: dict, verb: str):
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise SwinzooError(f"{verb}(): unknown option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    if source is not None and not isinstance(source, (str, os.PathLike)):  # str() of a module: its repr as a path
+        raise SwinzooError(f"{verb}(): the source is a {type(source).__name__} object; give one to read: a zoo name, "
+                           "file, folder or hf-hub: reference (a model in memory: swinzoo.save_model(model, PATH), "
+                           f"then {verb}(PATH, ...))")
     # what run.json, config.yaml and a model card record as the command: this call, not the Python script's argv
     shown = [repr(source)] if source is not None else []
     shown += [f"{k}={v!r}" for k, v in options.items() if is_plain(v)]
