@@ -2,7 +2,11 @@
 one line, and values of the wrong type named as they were given."""
 
 
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 import swinzoo
 from swinzoo.errors import SwinzooError
@@ -20,3 +24,34 @@ def test_a_model_object_as_the_source_is_one_line(verb, model, tmp_path):
     with pytest.raises(SwinzooError, match=rf"{verb}\(\): the source is a \w+ object; .*swinzoo.save_model") as e:
         getattr(swinzoo, verb)(model(), data="shapes", out=str(tmp_path / "o"), **RUN)
     assert "\n" not in str(e.value) and not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return swinzoo.convert("swin_n_64", tmp_path_factory.mktemp("src") / "m.safetensors").output
+
+
+def image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    from swinzoo.train.shapes import render
+
+    for split in ("train", "val"):
+        for label, name in enumerate(("solid", "frame")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                image = Image.fromarray(render(label, 64, seed=i).permute(1, 2, 0).numpy())
+                image.save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_pathlike_source_data_and_out_are_recorded_as_str(verb, model_file, tmp_path):
+    data, out = image_folder(tmp_path / "data"), tmp_path / "run"
+    result = getattr(swinzoo, verb)(Path(model_file), data=data, out=out, **RUN)
+    assert result.out == out
+    plan = json.loads((out / "run.json").read_text())
+    assert plan["source"] == str(model_file) and plan["data"] == str(data) and plan["out"] == str(out)
+    assert plan["command"].startswith(f"swinzoo.{verb}({str(model_file)!r}, data={str(data)!r}, out={str(out)!r}")
+    replay = yaml.safe_load((out / "config.yaml").read_text())
+    assert replay["from"] == str(model_file) and replay["data"] == str(data)

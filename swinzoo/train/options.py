@@ -123,6 +123,9 @@ def as_plain(value):
     return value
 
 
+PATH_OPTIONS = ("data", "out", "resume", "recipe")  # options that may name a file or folder
+
+
 def options_record(options_class, source: str | None, options: dict, verb: str):
     """`options_class(source=source, **options)` for the library calls `finetune()` / `pretrain()`, an unknown
     keyword named in one line with the valid ones."""
@@ -134,6 +137,9 @@ def options_record(options_class, source: str | None, options: dict, verb: str):
         raise SwinzooError(f"{verb}(): the source is a {type(source).__name__} object; give one to read: a zoo name, "
                            "file, folder or hf-hub: reference (a model in memory: swinzoo.save_model(model, PATH), "
                            f"then {verb}(PATH, ...))")
+    # run.json and config.yaml hold plain strings: YAML cannot represent a Path, and the command shows it as given
+    source = os.fspath(source) if source is not None else None
+    options = {k: os.fspath(v) if k in PATH_OPTIONS and isinstance(v, os.PathLike) else v for k, v in options.items()}
     # what run.json, config.yaml and a model card record as the command: this call, not the Python script's argv
     shown = [repr(source)] if source is not None else []
     shown += [f"{k}={v!r}" for k, v in options.items() if is_plain(v)]
