@@ -63,3 +63,19 @@ def test_predict_and_evaluate_leave_the_callers_model_in_its_mode(image):
     assert [m.training for m in model.modules()] == modes
     swinzoo.evaluate(model, "shapes", num_workers=0, batch_size=200)
     assert [m.training for m in model.modules()] == modes
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda i: swinzoo.evaluate("swin_n_64", "shapes", batch_size=0), "batch_size=0: must be a whole number >= 1"),
+    (lambda i: swinzoo.evaluate("swin_n_64", "shapes", batch_size=2.0), "batch_size=2.0: must be a whole number"),
+    (lambda i: swinzoo.evaluate("swin_n_64", "shapes", num_workers=-1), "num_workers=-1: must be a whole number >= 0"),
+    (lambda i: swinzoo.evaluate("swin_n_64", "shapes", num_workers="2"), "num_workers='2': must be a whole number"),
+    (lambda i: swinzoo.predict("swin_n_64", i, topk="3"), "topk='3': must be a whole number >= 1 (a str was"),
+    (lambda i: swinzoo.predict("swin_n_64", i, topk=0), "topk=0: must be a whole number >= 1"),
+    (lambda i: swinzoo.predict("swin_n_64", i, batch_size="2"), "batch_size='2': must be a whole number"),
+    (lambda i: swinzoo.predict("swin_n_64", i, batch_size=True), "batch_size=True: must be a whole number"),
+])
+def test_counts_of_the_wrong_type_or_range_are_one_line(image, call, words):
+    with pytest.raises(SwinzooError) as e:
+        call(image)
+    assert words in str(e.value) and "\n" not in str(e.value)
