@@ -11,6 +11,8 @@ import yaml
 import swinzoo
 from swinzoo.errors import SwinzooError
 
+from .conftest import run_cli
+
 RUN = {"max_steps": 1, "batch_size": 4, "num_workers": 0, "accelerator": "cpu", "devices": 1,
        "trainer": {"limit_val_batches": 1, "enable_model_summary": False}}
 
@@ -55,3 +57,26 @@ def test_pathlike_source_data_and_out_are_recorded_as_str(verb, model_file, tmp_
     assert plan["command"].startswith(f"swinzoo.{verb}({str(model_file)!r}, data={str(data)!r}, out={str(out)!r}")
     replay = yaml.safe_load((out / "config.yaml").read_text())
     assert replay["from"] == str(model_file) and replay["data"] == str(data)
+
+
+@pytest.mark.parametrize("verb, options, words", [
+    ("finetune", {"max_steps": "3"}, "max_steps='3': must be a whole number >= 1 (optimizer steps; a str was given)"),
+    ("finetune", {"batch_size": 0}, "batch_size=0: must be a whole number >= 1"),
+    ("finetune", {"lr": "1e-4"}, "lr='1e-4': must be a positive number"),
+    ("pretrain", {"seed": 1.5}, "seed=1.5: must be a whole number in [0, "),
+    ("pretrain", {"mask_ratio": "0.5"}, "mask_ratio='0.5': must be a number in (0, 1]"),
+    ("pretrain", {"mask_patch_size": 0}, "mask_patch_size=0: must be a whole number >= 1"),
+])
+def test_a_bad_value_from_python_is_named_as_given(verb, options, words, tmp_path):
+    with pytest.raises(SwinzooError) as e:
+        getattr(swinzoo, verb)("swin_n_64", data="shapes", out=str(tmp_path / "o"), **options)
+    assert words in str(e.value) and "--" not in str(e.value)
+
+
+@pytest.mark.parametrize("verb, flags, words", [
+    ("finetune", ["--max-steps", "0"], "--max-steps 0: must be a whole number >= 1 (optimizer steps)"),
+    ("pretrain", ["--mask-patch-size", "0"], "--mask-patch-size 0: must be a whole number >= 1"),
+])
+def test_the_command_line_names_the_flag(verb, flags, words, tmp_path, capsys):
+    code, _, err = run_cli([verb, "--from", "swin_n_64", "--data", "shapes", "--out", tmp_path / "o", *flags], capsys)
+    assert code == 2 and f"error: {words}" in err

@@ -26,7 +26,8 @@ def _whole(value, minimum: int, label: str, meaning: str, maximum: int | None = 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
             maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise SwinzooError(f"{label}: must be a whole number {bound} ({meaning})")
+        given = f"; a {type(value).__name__} was given" if isinstance(value, bool) or not isinstance(value, int) else ""
+        raise SwinzooError(f"{label}: must be a whole number {bound} ({meaning}{given})")
 
 
 DEVICE_LIST = re.compile(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*")
@@ -150,6 +151,17 @@ def flag_label(name: str, value) -> str:
     return f"{flag_name(name)} {value}"
 
 
+def keyword_label(name: str, value) -> str:
+    return f"{name}={value!r}"
+
+
+def value_label(args):
+    """How a bad value of `args` is named: as its flag on the command line, as keyword=repr from Python, where
+    `--max-steps 3` for max_steps='3' would name a valid-looking value (`options_record` writes `swinzoo.VERB(`
+    as the command)."""
+    return keyword_label if args.command.startswith("swinzoo.") else flag_label
+
+
 def check_logger(name: str) -> None:
     """--logger NAME needs its package (Lightning imports it only when the logger is made, after the checks)."""
     packages = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(name, ())
@@ -172,7 +184,7 @@ def validate_options(args: FinetuneOptions) -> FinetuneOptions:
 def check_run_values(args, names: tuple[str, ...]) -> None:
     """The value checks `finetune` and `pretrain` share: the fields `names` by type and range, epochs or
     max_steps, and the recipe's kind."""
-    check_values({n: getattr(args, n) for n in names}, flag_label)
+    check_values({n: getattr(args, n) for n in names}, value_label(args))
     if args.epochs is not None and args.max_steps is not None:
         raise SwinzooError("give --epochs or --max-steps (epochs= or max_steps=), not both")
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):

@@ -31,7 +31,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
-from swinzoo.train.checks import check_run_values, with_checked_run_options
+from swinzoo.train.checks import check_run_values, value_label, with_checked_run_options
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
@@ -147,14 +147,14 @@ def validate(args: PretrainOptions) -> PretrainOptions:
     names = ("res", "window", "epochs", "max_steps", "batch_size", "lr", "devices", "accelerator", "strategy",
              "num_nodes", "precision", "num_workers", "ckpt_every", "seed", "save_dtype", "logger")
     check_run_values(args, names)
-    ratio, patch = args.mask_ratio, args.mask_patch_size
+    ratio, patch, label = args.mask_ratio, args.mask_patch_size, value_label(args)
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
                               or not 0 < ratio <= 1):
-        raise SwinzooError(f"--mask-ratio {ratio}: must be a number in (0, 1] (the share of mask units masked; "
-                           "official 0.6)")
+        raise SwinzooError(f"{label('mask_ratio', ratio)}: must be a number in (0, 1] (the share of mask units "
+                           "masked; official 0.6)")
     if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
-        raise SwinzooError(f"--mask-patch-size {patch}: must be a whole number >= 1 (the side of a mask unit in "
-                           "pixels; official 32)")
+        raise SwinzooError(f"{label('mask_patch_size', patch)}: must be a whole number >= 1 (the side of a mask unit "
+                           "in pixels; official 32)")
     return with_checked_run_options(args)
 
 
