@@ -12,6 +12,7 @@ A model whose preprocessing differs (a timm or transformers folder that says so)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,7 +118,8 @@ class Preprocess:
         return f"{text}, {stats}"
 
     def transform(self, img_size: int):
-        """The eval transform: PIL image (any size) or uint8 tensor (C, H, W) -> float32 tensor (C, res, res).
+        """The eval transform: PIL image of any size and mode (read as RGB), uint8 numpy array (H, W, C) or uint8
+        tensor (C, H, W) -> float32 tensor (C, res, res).
 
         Resizing happens before the tensor conversion, so a PIL image is resized by PIL exactly as the official code
         and timm do (a tensor's bicubic differs from PIL's by up to a few 1e-2)."""
@@ -130,8 +132,8 @@ class Preprocess:
         ops = [v2.Resize(size, interpolation=mode, antialias=True)]
         if self.crop_mode == "center" or scale != img_size:
             ops.append(v2.CenterCrop(img_size))
-        return v2.Compose([*ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                           v2.Normalize(list(self.mean), list(self.std))])
+        return eval_compose()([*ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                               v2.Normalize(list(self.mean), list(self.std))])
 
     @classmethod
     def from_data_config(cls, d: dict) -> tuple[Preprocess, int, int]:
@@ -147,6 +149,44 @@ class Preprocess:
             raise SwinzooError(f"input_size {list(d['input_size'])} is not square; Swin models take square inputs")
         fields = {k: d[k] for k in PREPROCESS_KEYS if d.get(k) is not None}
         return cls(**fields), height, chans
+
+
+def rgb_image(image):
+    """A PIL image of any mode as RGB (as `predict` reads files), a uint8 numpy array (H, W[, C]) as the PIL image
+    it holds, in RGB; anything else (a tensor) unchanged. torchvision v2 would pass an array through its resize and
+    crop untouched, and normalise RGBA's four channels against three means."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise SwinzooError(f"a numpy image of shape {image.shape} and dtype {image.dtype}: give uint8 (H, W, C) "
+                               "with C 1, 3 or 4 (from floats in [0, 1]: (array * 255).round().astype(np.uint8)), "
+                               "or a PIL image")
+        image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    if isinstance(image, Image.Image) and image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+@functools.cache
+def eval_compose() -> type:
+    """`EvalCompose`, a torchvision v2 Compose that reads its input with `rgb_image` first; made on first use, as
+    torchvision is imported only when a transform is."""
+    from torchvision.transforms import v2
+
+    class EvalCompose(v2.Compose):
+        def forward(self, *inputs):
+            return super().forward(*map(rgb_image, inputs))
+
+    EvalCompose.__qualname__ = EvalCompose.__name__  # pickled by name (DataLoader workers): module __getattr__
+    return EvalCompose
+
+
+def __getattr__(name: str):
+    if name == "EvalCompose":
+        return eval_compose()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- timm-style API
@@ -178,9 +218,10 @@ def data_config(model, *, test_crop: bool | None = None) -> dict:
 
 
 def create_transform(model=None, *, test_crop: bool | None = None, **data_config_keys):
-    """The eval transform (torchvision v2) a model's metadata implies: PIL image or uint8 (C, H, W) tensor ->
-    normalised float32 (C, res, res). Call it as `create_transform(model)` or, like timm,
-    `create_transform(**data_config(model))`; data config keys given as keywords override the model's."""
+    """The eval transform (torchvision v2) a model's metadata implies: PIL image of any mode (read as RGB), uint8
+    numpy array (H, W, C) or uint8 (C, H, W) tensor -> normalised float32 (C, res, res). Call it as
+    `create_transform(model)` or, like timm, `create_transform(**data_config(model))`; data config keys given as
+    keywords override the model's."""
     if model is None and not data_config_keys:
         raise SwinzooError("create_transform needs a model, a SwinConfig, a resolution or data config keywords")
     base = data_config(model) if model is not None else {}
