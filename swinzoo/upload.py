@@ -232,6 +232,18 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
     return out
 
 
+def login_command() -> str:
+    """The login command of the installed huggingface_hub: `hf auth login` from 0.34, which added the `hf` command
+    (1.0 removed `huggingface-cli`), `huggingface-cli login` before it."""
+    import huggingface_hub
+
+    try:
+        major, minor = (int(part) for part in huggingface_hub.__version__.split(".")[:2])
+    except ValueError:  # a development build's odd version: the current spelling
+        return "hf auth login"
+    return "hf auth login" if (major, minor) >= (0, 34) else "huggingface-cli login"
+
+
 def check_push_access(repo_id: str) -> None:
     """Before a long run that ends with a push: a token exists, the Hub answers, and it accepts the token."""
     hub_timeout()
@@ -239,7 +251,7 @@ def check_push_access(repo_id: str) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     if not get_token():
-        raise SwinzooError("--push-to needs a Hugging Face token: run `huggingface-cli login` or set HF_TOKEN")
+        raise SwinzooError(f"--push-to needs a Hugging Face token: run `{login_command()}` or set HF_TOKEN")
     if offline():
         raise SwinzooError("--push-to needs the Hub, and HF_HUB_OFFLINE is set: unset it, or drop --push-to and "
                            "push the run later")
@@ -254,7 +266,7 @@ def check_push_access(repo_id: str) -> None:
             raise
         if status in (401, 403):
             raise SwinzooError(f"--push-to {repo_id}: the Hugging Face Hub at {endpoint()} refused the token "
-                               f"({status}); log in again (`huggingface-cli login`) or set HF_TOKEN") from None
+                               f"({status}); log in again (`{login_command()}`) or set HF_TOKEN") from None
         raise NetworkError(f"--push-to {repo_id}: the Hugging Face Hub at {endpoint()} answered {status}; try "
                            "again later, or drop --push-to and push the run later") from None
 
@@ -289,7 +301,7 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     source = read_push_source(str(src), trust_checkpoint)
     token = get_token()
     if not token:
-        raise SwinzooError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")
+        raise SwinzooError(f"no Hugging Face token: run `{login_command()}` or set HF_TOKEN, then push again")
     api = HfApi(endpoint=endpoint(), token=token)
     with tempfile.TemporaryDirectory(prefix="swinzoo-push-") as tmp:
         folder = Path(tmp)
