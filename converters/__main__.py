@@ -1,35 +1,96 @@
 """`python -m swinzoo.converters FORMAT SRC OUT`: read FORMAT into a swinzoo .safetensors file;
 `python -m swinzoo.converters FORMAT --export SRC OUT`: write a swinzoo file out as FORMAT. No transfer, no zoo:
-the thin script over one format module (`swinzoo convert` / `swinzoo export` do the rest)."""
+the thin script over one format module (`swinzoo convert` / `swinzoo export` do the rest).
+
+Errors are one line on stderr, as `swinzoo`'s: bad input (a `SwinzooError`) exits 2, the disk (an OS error) and
+anything else 1; `SWINZOO_DEBUG=1` shows the traceback. An existing OUT is refused unless `--overwrite`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from swinzoo.converters import FORMATS, native
+from swinzoo.converters import FORMATS, native, write
+from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.io import check_new_file
+
+PROG = "python -m swinzoo.converters"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m swinzoo.converters", description=__doc__.splitlines()[0])
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # argparse would print its usage block and exit; one line, like every other bad input here
+        raise SwinzooError(f"{PROG}: {message}; see `{PROG} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("format", choices=[name for name in FORMATS if name != "swinzoo"],
                    help="; ".join(f"{name}: {f.summary}" for name, f in FORMATS.items() if name != "swinzoo"))
     p.add_argument("src")
     p.add_argument("out")
     p.add_argument("--export", action="store_true", help="SRC is a swinzoo checkpoint; write FORMAT to OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (a folder export replaces only "
+                   "its own files in it)")
     p.add_argument("--allow-numeric-change", action="store_true", help="torchvision export of a V2 model with "
                    "pretrained windows (its biases change)")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow a full (unsafe) torch.load")
-    args = p.parse_args(argv)
+    return p
+
+
+def convert(args: argparse.Namespace) -> None:
+    src, out = Path(args.src), Path(args.out)
+    if not src.exists():
+        raise SwinzooError(f"{src} does not exist; give the {'swinzoo checkpoint' if args.export else args.format} "
+                           "file or folder to read")
+    # refused before reading: a file or folder this script did not write is not replaced unasked
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise SwinzooError(f"{out} exists and is not empty; pass --overwrite to write into it, or choose another OUT")
+    if not out.is_dir():
+        check_new_file(out, args.overwrite)
     fmt = FORMATS[args.format]
     if args.export:
-        fmt.write(native.read(args.src), args.out, allow_numeric_change=args.allow_numeric_change)
+        write(native.read(src), args.format, out, allow_numeric_change=args.allow_numeric_change,
+              overwrite=args.overwrite)
     else:
-        checkpoint = fmt.read(Path(args.src), None, "", args.trust_checkpoint, None)
+        checkpoint = fmt.read(src, None, "", args.trust_checkpoint, None)
         checkpoint.provenance = {"source": str(args.src), "format": fmt.name}
-        native.write(checkpoint, args.out)
-    print(f"wrote {args.out}")
+        native.write(checkpoint, out)
+    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the script on `argv`; returns the exit code (errors reported as one line on stderr)."""
+    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    try:
+        convert(build_parser().parse_args(argv))
+        return 0
+    except SwinzooError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, NetworkError) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: {type(e).__name__}{where}: {e.strerror or e}; check the path, free space and permissions "
+              "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, or input no check caught yet
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
+              "report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
