@@ -67,11 +67,11 @@ def measure_and_report(args) -> int:
     from swinzoo import bench
     from swinzoo.bench_plot import draw_sweep
     from swinzoo.hardware import cpu_class, cpu_model, native_bf16_matmul, resolve_device
-    from swinzoo.io import check_file_output
+    from swinzoo.plot import check_png_output, naming_the_plot
 
     args.device = str(resolve_device(args.device))  # the default and the checks `bench.plan` applies
     if args.plot:  # before the measurements, not after them
-        check_file_output(args.plot, "sweep.png")
+        check_png_output(args.plot, "sweep.png")
     specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
                        grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device,
@@ -93,7 +93,10 @@ def measure_and_report(args) -> int:
         print_table(results, args)
     if args.plot:
         title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
-        draw_sweep(results, args.plot, title)
+        with naming_the_plot(args.plot):
+            draw_sweep(results, args.plot, title)
+        if not args.json:  # said once written: a failed write is the error line alone
+            print(f"plot written to {args.plot}")
     return 0
 
 
@@ -158,5 +161,3 @@ def print_table(results, args) -> None:
     console.print(table)
     if args.memory and results:
         console.print(f"peak memory: {results[0].mem_method}")
-    if args.plot:
-        console.print(f"plot written to {args.plot}")

@@ -76,7 +76,7 @@ def run_eval(args) -> int:
 
     from swinzoo.accuracy_plot import tail_label
     from swinzoo.evaluation import evaluate, sweep
-    from swinzoo.io import check_file_output
+    from swinzoo.plot import check_png_output
 
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
     options = dict(window=args.window, batch_size=args.batch_size, num_workers=args.num_workers, test_crop=crop,
@@ -94,7 +94,7 @@ def run_eval(args) -> int:
     if args.res is None:
         raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
     if args.plot:  # before the evaluation, not after it
-        check_file_output(args.plot, "sweep.png")
+        check_png_output(args.plot, "zero_shot.png")
     rows = sweep(args.models, args.res, args.data, **options)
     # the results first: a plot that cannot be written must not cost the evaluation
     if args.json:
@@ -107,8 +107,10 @@ def run_eval(args) -> int:
         sys.stdout.flush()
     if args.plot:
         from swinzoo.accuracy_plot import draw_accuracy
+        from swinzoo.plot import naming_the_plot
 
-        draw_accuracy(rows, args.plot, f"zero-shot transfer on {args.data or 'the built-in data'}")
+        with naming_the_plot(args.plot):
+            draw_accuracy(rows, args.plot, f"zero-shot transfer on {args.data or 'the built-in data'}")
         if not args.json:
             sys.stdout.write(f"plot written to {args.plot}\n")
     return 0
