@@ -19,6 +19,7 @@ import argparse
 import difflib
 import re
 import shlex
+from pathlib import Path
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
@@ -180,6 +181,9 @@ def explain(error: Exception, parser) -> str:
     if m:
         path = m.group(1).strip("'")
         return f"--config {path}: no such file; give a YAML config (from --print-config, or a run's OUT/config.yaml)"
+    if first.startswith("Unexpected config"):  # inline text that is no mapping (files are checked first)
+        given = first.split(":", 1)[1].strip()
+        return f"--config {given!r}: neither a YAML file nor a mapping of keys; {CONFIG_FIX}"
     if first.startswith("Problems parsing config"):
         where = re.findall(r"line (\d+), column (\d+)", text)
         at = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""
@@ -285,6 +289,8 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     exit code when help or the config was printed (shared by `finetune` and `pretrain`)."""
     command = shlex.join(["swinzoo", verb, *argv])  # what run.json records: the words given, quoted for a shell
     argv = normalise_argv(argv)
+    if not any(a in HELP_FLAGS for a in argv):
+        check_config_files(argv, verb)
     parser = make_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
     try:
         cfg = parser.parse_args(argv)
@@ -294,6 +300,44 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
         text = explain(e, parser).replace("--recipe_overrides.", "--recipe.")  # as the user spelt it
         raise SwinzooError(f"swinzoo {verb}: {text.replace('--recipe_overrides', '--recipe.KEY')}") from None
     return options_from(cfg.as_dict(), parser, options_class, command)
+
+
+CONFIG_FIX = "give a YAML mapping of keys (from --print-config, or a run's OUT/config.yaml)"
+
+
+def check_config_files(argv: list[str], verb: str = "finetune") -> None:
+    """Each `--config PATH` naming a file or folder read as jsonargparse will, with one line naming the file and
+    what is wrong: jsonargparse reports a folder as `--config='?'` and an empty file, a YAML list or plain text as
+    `Unexpected config: ...`, none of which names the file. A path that does not exist is left to jsonargparse,
+    which also takes the config inline (`--config '{res: 96}'`) and names a missing file itself."""
+    import yaml
+
+    values = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    values += [a[len("--config="):] for a in argv if a.startswith("--config=")]
+    for value in values:
+        path = Path(value)
+        if not path.exists():
+            continue
+        where = f"swinzoo {verb}: --config {value}"
+        if path.is_dir():
+            inside = path / "config.yaml"
+            hint = f"did you mean --config {inside}?" if inside.is_file() else CONFIG_FIX
+            raise SwinzooError(f"{where}: a folder, not a YAML file; {hint}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SwinzooError(f"{where}: not a text file; {CONFIG_FIX}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise SwinzooError(f"{where}: not valid YAML{at} ({problem}); fix the file") from None
+        if data is None:
+            raise SwinzooError(f"{where}: the file is empty; {CONFIG_FIX}")
+        if not isinstance(data, dict):
+            kind = ("a list" if isinstance(data, list) else "plain text" if isinstance(data, str)
+                    else f"a single value ({data!r})")
+            raise SwinzooError(f"{where}: holds {kind}, not a mapping of keys; {CONFIG_FIX}")
 
 
 def options_from(values: dict, parser, options_class=None, command: str = ""):
