@@ -4,6 +4,7 @@ the changed plan written back to run.json with a record of the resume, so that a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch
 from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.folder import write_plan
-from swinzoo.train.options import CKPT_FILE, METRICS_FILE, RUN_FILE, Plan
+from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.trainer_options import check_trainer_options
 
@@ -41,7 +42,7 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
                            f"`swinzoo {command} --out {out}`")
     plan = read_plan(run_file)
     check_task(plan, out)
-    check_resume_flags(args, run_file)
+    check_resume_flags(args, run_file, plan)
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -82,17 +83,42 @@ def epochs_done(state: dict) -> int:
     return done if isinstance(done, int) else 0
 
 
-def check_resume_flags(args, run_file: Path) -> None:
+def check_resume_flags(args, run_file: Path, plan: Plan | None = None) -> None:
     """Refuse run flags given beside --resume: silently running the old plan instead would look like they had been
     applied. `args` is a FinetuneOptions or PretrainOptions; a flag counts as given when it differs from its
-    default."""
+    default, and is accepted when it repeats what `plan` (the run's run.json) recorded: a command line replayed with
+    --resume added asks for no change."""
     defaults = type(args)()
-    fixed = [flag_name(name) for name in vars(defaults)
-             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)]
+    fixed = [name for name in vars(defaults)
+             if name not in RESUME_CHANGES and getattr(args, name) != getattr(defaults, name)
+             and not (plan is not None and same_as_recorded(getattr(args, name), recorded(plan, name)))]
     if fixed:
-        raise SwinzooError(f"{', '.join(fixed)} cannot change a resumed run ({run_file} fixes it; --max-steps, "
-                           f"--epochs and --trainer.* can): drop them, or start a new run with --from "
+        # the recorded values worth a line: not a recipe's whole mapping
+        was = [f"{flag_name(name)} {recorded(plan, name)}" for name in fixed
+               if plan is not None and isinstance(recorded(plan, name), str | int | float)]
+        ran = f"; it ran with {', '.join(was)}" if was else ""
+        raise SwinzooError(f"{', '.join(map(flag_name, fixed))} cannot change a resumed run ({run_file} fixes it{ran}; "
+                           f"--max-steps, --epochs and --trainer.* can): drop them, or start a new run with --from "
                            f"{run_file.parent / 'model.safetensors'}")
+
+
+_UNRECORDED = object()
+
+
+def recorded(plan: Plan, name: str):
+    """What run.json holds for the options field `name` (`_UNRECORDED` for a field it keeps only inside the recipe
+    or not at all)."""
+    if name in DATA_OPTION_KEYS:
+        return plan.data_options.get(name)
+    return getattr(plan, name, _UNRECORDED)
+
+
+def same_as_recorded(value, was) -> bool:
+    if value == was:
+        return True
+    # a path spelt another way (./runs/a/model.safetensors, absolute) is the same source while it names the same file
+    return (isinstance(value, str) and isinstance(was, str) and os.path.exists(value) and os.path.exists(was)
+            and os.path.samefile(value, was))
 
 
 def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, epochs: int | None) -> None:

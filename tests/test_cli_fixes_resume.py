@@ -1,0 +1,46 @@
+"""`finetune --resume OUT` beside flags that repeat what OUT/run.json recorded (a command line replayed with --resume
+added): accepted; a flag that would change the run: refused, naming what the run has."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import swinzoo
+from tests.conftest import run_cli
+from tests.test_finetune import image_folder
+
+FAST = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch) -> Path:
+    """A finished one-step run from a relative --from, made in tmp_path (the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = swinzoo.SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                             pretrained_window_sizes=(0, 0), num_classes=2)
+    swinzoo.save_model(swinzoo.SwinTransformer(cfg), "tiny.safetensors", {"source": "test"})
+    image_folder(Path("data"), per_class=2)
+    result = swinzoo.finetune("tiny.safetensors", data="data", recipe="nano_finetune", max_steps=1, batch_size=2,
+                              num_workers=0, out="run", trainer={"limit_val_batches": 1, "enable_progress_bar": False,
+                                                                 "enable_model_summary": False})
+    assert result.metrics["global_step"] == 1
+    return Path("run")
+
+
+@pytest.mark.parametrize("spelling", ["as recorded", "absolute"])
+def test_resume_accepts_the_runs_own_source_and_data(run, capsys, spelling):
+    source = "tiny.safetensors" if spelling == "as recorded" else os.path.abspath("tiny.safetensors")
+    code, _, err = run_cli(["finetune", "--resume", run, "--from", source, "--data", "data", "--max-steps", "2",
+                            *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
+
+
+def test_resume_refuses_another_source_and_names_the_runs(run, capsys):
+    code, _, err = run_cli(["finetune", "--resume", run, "--from", "swin_n_64", "--max-steps", "2"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--from cannot change a resumed run" in err and "it ran with --from tiny.safetensors" in err
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 1
