@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, table_console
+from swinzoo.errors import SwinzooError
 
 
 def register(subparsers) -> None:
@@ -41,6 +42,8 @@ def run_list(args) -> int:
                              res=e.img_size, window=e.window_size, params_m=e.params_m, gmacs=e.gmacs, top1=w.top1,
                              classes=w.num_classes,
                              hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}", local=local(w)))
+    if not rows:  # an empty table reads like a zoo without such models, not a typo
+        raise SwinzooError(f"no model matches {args.pattern!r}; {close_names(args.pattern)}")
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -55,10 +58,31 @@ def run_list(args) -> int:
                          min_width=len(col))
     for r in rows:
         table.add_row(r["name"] + (" *" if r["default"] else ""), str(r["version"]), str(r["res"]), str(r["window"]),
-                      f"{r['params_m']:.1f}", f"{r['gmacs']:.1f}", "-" if r["top1"] is None else f"{r['top1']:.1f}",
+                      f"{r['params_m']:.1f}", gmacs_text(r["gmacs"]), "-" if r["top1"] is None else f"{r['top1']:.1f}",
                       str(r["classes"]), r["local"] or "-")
     table_console(100).print(table)  # piped: wide enough for every row
     return 0
+
+
+def gmacs_text(gmacs: float) -> str:
+    """Three characters for the paper's models (4.5, 47.1), two significant digits below 1: the nano models' 0.028
+    would read 0.0."""
+    return f"{gmacs:.1f}" if gmacs >= 1 else f"{gmacs:.2g}"
+
+
+def close_names(pattern: str) -> str:
+    """The hint for a pattern that matches nothing: the closest names (as an unknown model name gets), else where
+    the names are."""
+    import difflib
+
+    from swinzoo.zoo import ENTRIES
+
+    names = [e.name for e in ENTRIES]
+    word = pattern.strip("*?[]").split(".")[0]
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.5)
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    return "`swinzoo list` shows every name (PATTERN is a substring, or a glob with * ? [)"
 
 
 def local(weights) -> str | None:
