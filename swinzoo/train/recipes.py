@@ -257,7 +257,8 @@ def load_recipe(name_or_path: str | dict) -> Recipe:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise SwinzooError(f"recipe file {path} does not exist; packaged recipes: {', '.join(packaged_recipes())}")
+            raise SwinzooError(f"recipe file {path} does not exist; packaged recipes: "
+                               f"{', '.join(sorted(packaged_recipes()))}")
         text, default_name = path.read_text(), path.stem
     else:
         shipped = packaged_recipes()
@@ -270,8 +271,28 @@ def load_recipe(name_or_path: str | dict) -> Recipe:
     except yaml.YAMLError as e:
         raise SwinzooError(f"{name_or_path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if isinstance(data, dict):
+        check_not_a_run_file(data, str(name_or_path))
         data.setdefault("name", default_name)
     return recipe_from_dict(data, str(name_or_path))
+
+
+# keys of a run's config.yaml (`--print-config`) or run.json that no recipe has: a file holding them was meant for
+# --config, and listing every key it has as unknown would hide that
+RUN_FILE_KEYS = ("from", "source", "trainer", "recipe", "out", "resume", "devices", "accelerator", "strategy",
+                 "num_nodes", "push_to", "scratch", "arch", "from_format", "provenance")
+
+
+def check_not_a_run_file(data: dict, source: str) -> None:
+    found = [k for k in RUN_FILE_KEYS if k in data]
+    if not found:
+        return
+    keys = ", ".join(found[:3])
+    if "provenance" in data:  # run.json: the plan a run wrote, which --config does not read
+        folder = Path(source).parent
+        raise SwinzooError(f"--recipe {source} is a run's run.json (it has {keys}), not a recipe: replay the run "
+                           f"with --config {folder / 'config.yaml'}, or continue it with --resume {folder}")
+    raise SwinzooError(f"--recipe {source} is a run config (it has {keys}), not a recipe: give it as --config "
+                       f"{source} (its recipe: key is the recipe it runs)")
 
 
 # (version, source resolution, target resolution) -> the official recipe for that move
