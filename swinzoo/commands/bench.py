@@ -77,6 +77,9 @@ def measure_and_report(args) -> int:
                        grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device,
                        runtime=args.runtime)
     console = Console(stderr=True)
+    if args.compile and args.warmup == 0:
+        console.print("warning: --compile with --warmup 0 times the compilation in the first round (seconds to "
+                      "minutes); give --warmup 1 or more to time the compiled model alone", soft_wrap=True)
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=args.json) as progress:
         task = progress.add_task("bench", total=bench.rounds(specs, args.reps))
