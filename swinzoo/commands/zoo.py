@@ -42,11 +42,11 @@ def run_list(args) -> int:
                              res=e.img_size, window=e.window_size, params_m=e.params_m, gmacs=e.gmacs, top1=w.top1,
                              classes=w.num_classes,
                              hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}", local=local(w)))
-    if not rows:  # an empty table reads like a zoo without such models, not a typo
-        raise SwinzooError(f"no model matches {args.pattern!r}; {close_names(args.pattern)}")
-    if args.json:
+    if args.json:  # for scripts: an empty list is an answer, as list_models gives it
         print(json.dumps(rows, indent=1))
         return 0
+    if not rows:  # an empty table reads like a zoo without such models, not a typo
+        raise SwinzooError(f"no model matches {args.pattern!r}; {close_names(args.pattern)}")
     # a header rule only, short headers, one space between columns: 78 columns wide, so it fits an 80-column
     # terminal (and pipes) without cutting a digit
     table = Table(title="paper params (M) / GMACs / ImageNet-1k top-1; * = default weights",
