@@ -27,7 +27,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_dir, is_safetensors, load_torch, read_safetensors, verify_state_dict
 from swinzoo.models import parameter_shapes
-from swinzoo.transfer import BUFFER_NAMES, canonical_buffers, drop_buffers
+from swinzoo.weight_transfer import BUFFER_NAMES, canonical_buffers, drop_buffers
 
 # placeholder -> (canonical stage -> foreign number, foreign number -> canonical stage or None when impossible)
 STAGE_MAPS = {

@@ -24,7 +24,7 @@ from swinzoo.converters.common import Checkpoint, arch_from_keys, v2_pretrained_
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes
-from swinzoo.transfer import drop_buffers, resize_bias_table, source_windows
+from swinzoo.weight_transfer import drop_buffers, resize_bias_table, source_windows
 
 ALL_STAGES = None  # out_indices default: every stage, as the official backbone
 OUTPUT_NORM = re.compile(r"^norm\d+\.weight$")

@@ -29,7 +29,7 @@ from swinzoo.converters.dense import from_backbone_keys, has_output_norms
 from swinzoo.errors import SwinzooError
 from swinzoo.io import save_torch
 from swinzoo.models import parameter_shapes
-from swinzoo.transfer import canonical_buffers, drop_buffers
+from swinzoo.weight_transfer import canonical_buffers, drop_buffers
 
 
 # ---------------------------------------------------------------------------------------------- detection

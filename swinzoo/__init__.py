@@ -22,7 +22,7 @@ _EXPORTS = {
     "SwinBackbone": "swinzoo.models",
     "SimMIM": "swinzoo.models",
     "MaskGenerator": "swinzoo.models",
-    "transfer": "swinzoo.transfer",
+    "transfer": "swinzoo.weight_transfer",
     "Checkpoint": "swinzoo.converters",
     "save_model": "swinzoo.converters.native",
     "read_checkpoint": "swinzoo.sources",
@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     from swinzoo.sources import load_model, load_simmim, model_info, read_checkpoint
     from swinzoo.train.pretrain import pretrain
     from swinzoo.train.run import finetune
-    from swinzoo.transfer import transfer
     from swinzoo.upload import push
+    from swinzoo.weight_transfer import transfer
     from swinzoo.zoo import list_models
 
 

@@ -16,7 +16,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import check_new_file, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import read_checkpoint
-from swinzoo.transfer import TransferReport, transfer
+from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
 
 

@@ -7,7 +7,7 @@ import torch
 
 from swinzoo import SwinTransformer, SwinzooError, create_model
 from swinzoo.converters.official import from_official, read_official, to_official
-from swinzoo.transfer import transfer
+from swinzoo.weight_transfer import transfer
 
 from .conftest import V1, V2, fixture_pth, run_cli
 

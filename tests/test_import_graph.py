@@ -1,8 +1,9 @@
 """The layers of swinzoo, read from the source: every import of a project module (at module level, inside functions
 and under TYPE_CHECKING alike) goes down the ladder or sideways within a layer, never up, and never in a cycle.
 
-    errors, config, zoo, preprocess -> models -> transfer, geometric_interp, io -> converters -> sources, hub(_http),
-    upload, conversion -> train, evaluation, bench -> commands, cli (and the package's own lazy `swinzoo` namespace)
+    errors, config, zoo, preprocess -> models -> weight_transfer, geometric_interp, io -> converters -> sources,
+    hub(_http), upload, conversion -> train, evaluation, bench -> commands, cli (and the package's own lazy `swinzoo`
+    namespace)
 """
 
 import ast
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess", "swinzoo.hardware")),
     (1, ("swinzoo.models",)),
-    (2, ("swinzoo.transfer", "swinzoo.geometric_interp", "swinzoo.io")),
+    (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io")),
     (3, ("swinzoo.converters",)),
     (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.hub_http", "swinzoo.upload", "swinzoo.conversion")),
     (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.accuracy_plot", "swinzoo.plot", "swinzoo.bench",

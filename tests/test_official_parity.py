@@ -5,7 +5,7 @@ import torch
 
 from swinzoo import SwinTransformer, load_model
 from swinzoo.converters.official import from_official, read_official
-from swinzoo.transfer import transfer
+from swinzoo.weight_transfer import transfer
 
 from .conftest import V1, V2, expected, fixture_pth, run_cli
 

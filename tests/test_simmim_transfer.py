@@ -16,7 +16,7 @@ from swinzoo.geometric_interp import (
     resize_bias_table_geometric,
     spline_matrix,
 )
-from swinzoo.transfer import simmim_encoder_to_classifier, with_source_windows
+from swinzoo.weight_transfer import simmim_encoder_to_classifier, with_source_windows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "simmim"
 TINY = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))

@@ -8,7 +8,7 @@ import torch
 
 from swinzoo import SwinConfig, SwinTransformer, SwinzooError, create_model, load_model
 from swinzoo.converters.official import from_official, read_official, to_official
-from swinzoo.transfer import map22kto1k, transfer
+from swinzoo.weight_transfer import map22kto1k, transfer
 
 from .conftest import V1, fixture_pth, run_cli
 

@@ -65,7 +65,7 @@ from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
-from swinzoo.transfer import transfer
+from swinzoo.weight_transfer import transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
 

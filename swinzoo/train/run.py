@@ -58,8 +58,8 @@ from swinzoo.train.recipes import (
 )
 from swinzoo.train.resume import record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
-from swinzoo.transfer import match_head_to_classes, transfer
 from swinzoo.upload import check_push_access, check_repo_id, push
+from swinzoo.weight_transfer import match_head_to_classes, transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
 
