@@ -156,12 +156,17 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
     or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
     `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).
+    A new `img_size` without `window_size` scales the window with it (224/w7 -> 384/w12), fresh weights too.
     Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`).
 
     `features_only=True`: the zoo architecture as a `SwinBackbone` (see `load_model`) returning `out_indices`
     (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
     backbone's window (`load_model(name, features_only=True, window=W)`); with `img_size` the classifier is moved
     first, as above."""
+    if not pretrained and window_size is None and img_size is not None:
+        # the window the pretrained path would scale to, so fresh and released weights share one geometry
+        base = zoo_config(name, **overrides)
+        window_size = base.window_size if img_size == base.img_size else scaled_window(base, img_size)
     if check_features_only(zoo_config(name), features_only, out_indices, name):
         if num_classes is not None:
             raise SwinzooError("num_classes does not apply to a backbone (features_only=True has no head); drop it")

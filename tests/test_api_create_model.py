@@ -1,0 +1,21 @@
+"""`create_model`: fresh and pretrained weights agree on geometry, timm's idioms work, bad arguments give one line."""
+
+import pytest
+
+import swinzoo
+
+
+@pytest.mark.parametrize("name, img_size, window", [("swin_n_64", 128, 8), ("swin_t_224", 384, 12),
+                                                     ("swinv2_n_64_w4", 128, 8)])
+def test_fresh_weights_scale_the_window_as_pretrained_ones_do(name, img_size, window):
+    model = swinzoo.create_model(name, img_size=img_size)
+    assert (model.config.img_size, model.config.window_size) == (img_size, window)
+
+
+def test_fresh_and_pretrained_nano_models_share_the_geometry():
+    fresh = swinzoo.create_model("swin_n_64", img_size=128)
+    released = swinzoo.create_model("swin_n_64", pretrained=True, img_size=128)
+    assert fresh.config.window_size == released.config.window_size == 8
+    assert swinzoo.create_model("swin_n_64", img_size=128, window_size=4).config.window_size == 4  # as given
+    backbone = swinzoo.create_model("swin_n_64", img_size=128, features_only=True)
+    assert backbone.config.window_size == 8
