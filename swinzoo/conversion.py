@@ -149,6 +149,16 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     return Converted(Path(output), checkpoint.config, report, how)
 
 
+def without_head(checkpoint: Checkpoint) -> Checkpoint:
+    """timm's `num_classes=0`: the pooled features, no classifier; the provenance says which head was dropped."""
+    state_dict = {k: v for k, v in checkpoint.state_dict.items() if not k.startswith("head.")}
+    provenance = dict(checkpoint.provenance)
+    if len(state_dict) < len(checkpoint.state_dict):
+        provenance["head_dropped"] = (f"the {checkpoint.config.num_classes}-class head (num_classes=0: the model "
+                                      "returns the pooled features)")
+    return Checkpoint(state_dict, checkpoint.config.replace(num_classes=0, class_names=None), provenance)
+
+
 def create_model(name: str, *, pretrained: bool = False, num_classes: int | None = None, img_size: int | None = None,
                  window_size: int | None = None, features_only: bool = False,
                  out_indices: tuple[int, ...] | None = None, frozen_stages: int = -1,
@@ -156,6 +166,7 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
     or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
     `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).
+    `num_classes=0` (timm's idiom): no head, the model returns the pooled features; pretrained, the head is dropped.
     A new `img_size` without `window_size` scales the window with it (224/w7 -> 384/w12), fresh weights too.
     Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`).
 
@@ -192,7 +203,11 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
         model = SwinTransformer(zoo_config(name, **given, **overrides))
         model.provenance = {"zoo": name, "weights": "initialised"}
         return model
-    checkpoint, _ = read_transferred(name, res=img_size, window=window_size, num_classes=num_classes)
+    headless = num_classes == 0
+    checkpoint, _ = read_transferred(name, res=img_size, window=window_size,
+                                     num_classes=None if headless else num_classes)
+    if headless:
+        checkpoint = without_head(checkpoint)
     config = checkpoint.config.replace(**overrides) if overrides else checkpoint.config
     model = SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, name)

@@ -1,6 +1,7 @@
 """`create_model`: fresh and pretrained weights agree on geometry, timm's idioms work, bad arguments give one line."""
 
 import pytest
+import torch
 
 import swinzoo
 
@@ -19,3 +20,15 @@ def test_fresh_and_pretrained_nano_models_share_the_geometry():
     assert swinzoo.create_model("swin_n_64", img_size=128, window_size=4).config.window_size == 4  # as given
     backbone = swinzoo.create_model("swin_n_64", img_size=128, features_only=True)
     assert backbone.config.window_size == 8
+
+
+def test_pretrained_with_num_classes_0_drops_the_head_as_timm_does():
+    full = swinzoo.create_model("swin_n_64", pretrained=True).eval()
+    headless = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(headless(x), full.forward_head(full.forward_features(x), pre_logits=True))
+    assert headless.config.num_classes == 0 and headless.config.class_names is None
+    assert "10-class head" in headless.provenance["head_dropped"]
+    moved = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=0, img_size=128)
+    assert (moved.config.window_size, moved.config.num_classes) == (8, 0) and "transfer" in moved.provenance
