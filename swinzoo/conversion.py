@@ -15,7 +15,7 @@ from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import check_new_file, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
-from swinzoo.sources import read_checkpoint
+from swinzoo.sources import check_override_names, read_checkpoint
 from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
 
@@ -149,6 +149,22 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     return Converted(Path(output), checkpoint.config, report, how)
 
 
+CREATE_KEYWORDS = ("pretrained", "num_classes", "img_size", "window_size", "features_only", "out_indices",
+                   "frozen_stages")
+
+
+def check_create_arguments(num_classes, img_size, window_size, overrides: dict) -> None:
+    """One line for an argument `create_model` cannot take, before any weights are read or built."""
+    check_override_names(overrides, "create_model", CREATE_KEYWORDS)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 0):
+        raise SwinzooError(f"num_classes must be a whole number of classes (0: no head, the pooled features), got "
+                           f"{num_classes!r}")
+    for what, value in (("img_size", img_size), ("window", window_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SwinzooError(f"{what} must be a positive integer, got {value!r}")
+
+
 def without_head(checkpoint: Checkpoint) -> Checkpoint:
     """timm's `num_classes=0`: the pooled features, no classifier; the provenance says which head was dropped."""
     state_dict = {k: v for k, v in checkpoint.state_dict.items() if not k.startswith("head.")}
@@ -174,6 +190,7 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
     (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
     backbone's window (`load_model(name, features_only=True, window=W)`); with `img_size` the classifier is moved
     first, as above."""
+    check_create_arguments(num_classes, img_size, window_size, overrides)
     if not pretrained and window_size is None and img_size is not None:
         # the window the pretrained path would scale to, so fresh and released weights share one geometry
         base = zoo_config(name, **overrides)

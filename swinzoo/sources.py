@@ -8,12 +8,15 @@ detection backbone, `load_simmim` a SimMIM pretraining model.
 
 from __future__ import annotations
 
+import difflib
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from swinzoo import converters, hub
+from swinzoo.config import SwinConfig
 from swinzoo.converters import Checkpoint
 from swinzoo.converters.dense import check_features_only, check_window, to_backbone
 from swinzoo.converters.native import PROVENANCE_KEY
@@ -114,6 +117,17 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     load_strict(model, checkpoint.state_dict, str(src))
     model.provenance = checkpoint.provenance
     return model
+
+
+def check_override_names(overrides: dict, caller: str, keywords: tuple[str, ...]) -> None:
+    """A one-line error for a keyword that is neither one of `caller`'s own `keywords` nor a `SwinConfig` field."""
+    valid = [f.name for f in fields(SwinConfig) if f.name not in keywords]
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, [*keywords, *valid], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SwinzooError(f"{caller} has no argument {key!r}; {hint}it takes {', '.join(keywords)} and the "
+                               f"SwinConfig fields {', '.join(valid)}")
 
 
 def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_target_kernel: int = NORM_TARGET_KERNEL,

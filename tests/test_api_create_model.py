@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import swinzoo
+from swinzoo import SwinzooError
 
 
 @pytest.mark.parametrize("name, img_size, window", [("swin_n_64", 128, 8), ("swin_t_224", 384, 12),
@@ -32,3 +33,19 @@ def test_pretrained_with_num_classes_0_drops_the_head_as_timm_does():
     assert "10-class head" in headless.provenance["head_dropped"]
     moved = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=0, img_size=128)
     assert (moved.config.window_size, moved.config.num_classes) == (8, 0) and "transfer" in moved.provenance
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"foo": 1}, "create_model has no argument 'foo'; it takes pretrained,"),
+    ({"drop_path": 0.2}, "did you mean drop_path_rate?"),
+    ({"window": 8}, "did you mean window_size?"),
+    ({"num_classes": "5"}, "num_classes must be a whole number of classes (0: no head, the pooled features), got '5'"),
+    ({"num_classes": 2.0}, "num_classes must be a whole number of classes"),
+    ({"num_classes": -1}, "num_classes must be a whole number of classes"),
+    ({"num_classes": 5, "pretrained": True, "img_size": "128"}, "img_size must be a positive integer, got '128'"),
+    ({"window_size": True}, "window must be a positive integer, got True"),
+])
+def test_bad_arguments_give_one_line(kwargs, message):
+    with pytest.raises(SwinzooError) as e:
+        swinzoo.create_model("swin_n_64", **kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
