@@ -15,7 +15,7 @@ from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import check_new_file, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
-from swinzoo.sources import check_override_names, read_checkpoint
+from swinzoo.sources import check_override_names, read_checkpoint, stage_indices
 from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
 
@@ -101,7 +101,7 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
 def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
             trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
-            out_indices: tuple[int, ...] | None = None, overwrite: bool = False) -> Converted:
+            out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False) -> Converted:
     """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside); `features`: its
     detection backbone (see `export`); `overwrite`: replace `output` when it exists."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
@@ -116,7 +116,7 @@ FILE_EXAMPLES = {"swinzoo": "model.safetensors", "onnx": "model.onnx", "pt2": "m
 def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
            num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
            trust_checkpoint: bool = False, allow_nonfinite: bool = False, allow_numeric_change: bool = False,
-           overwrite: bool = False, features: bool = False, out_indices: tuple[int, ...] | None = None
+           overwrite: bool = False, features: bool = False, out_indices: int | tuple[int, ...] | None = None
            ) -> Converted:
     """Any supported checkpoint -> format `to`: a weight format (official, timm, hf, torchvision, mmdet; see
     `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
@@ -138,6 +138,7 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
                                           num_classes=num_classes, from_format=from_format, arch=arch,
                                           trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite,
                                           keep_simmim=to in ("simmim", "hf"))
+    out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if check_features_only(checkpoint.config, features or None, out_indices, src) and (
             not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):
         checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)
@@ -177,7 +178,7 @@ def without_head(checkpoint: Checkpoint) -> Checkpoint:
 
 def create_model(name: str, *, pretrained: bool = False, num_classes: int | None = None, img_size: int | None = None,
                  window_size: int | None = None, features_only: bool = False,
-                 out_indices: tuple[int, ...] | None = None, frozen_stages: int = -1,
+                 out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1,
                  **overrides) -> SwinTransformer | SwinBackbone:
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
     or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
@@ -195,6 +196,7 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
         # the window the pretrained path would scale to, so fresh and released weights share one geometry
         base = zoo_config(name, **overrides)
         window_size = base.window_size if img_size == base.img_size else scaled_window(base, img_size)
+    out_indices = stage_indices(out_indices, zoo_config(name, **({} if pretrained else overrides)).num_stages)
     if check_features_only(zoo_config(name), features_only, out_indices, name):
         if num_classes is not None:
             raise SwinzooError("num_classes does not apply to a backbone (features_only=True has no head); drop it")

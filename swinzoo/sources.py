@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import operator
 from dataclasses import fields
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
     return checkpoint
 
 
-def load_model(src: str | Path, *, features_only: bool | None = None, out_indices: tuple[int, ...] | None = None,
+def load_model(src: str | Path, *, features_only: bool | None = None, out_indices: int | tuple[int, ...] | None = None,
                frozen_stages: int = -1, window: int | None = None,
                **config_overrides) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
@@ -98,13 +99,15 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     `drop_path_rate=0.2`).
 
     `features_only=True` returns a `SwinBackbone` (official detection numerics, NCHW maps of the stages in
-    `out_indices`, default all; `frozen_stages` as the official backbone): from a classifier, its head and final
+    `out_indices`, default all, read as timm does: an int n is the last n stages, a negative index counts from the
+    end; `frozen_stages` as the official backbone): from a classifier, its head and final
     norm are dropped and the output norms start fresh. A backbone checkpoint (a detector) loads as a backbone
     by default (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
     """
     check_window(window, features_only)  # before anything is fetched
     checkpoint = read_checkpoint(src)
+    out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if is_simmim(checkpoint.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
                            "fine-tune/convert it (the encoder moves to the classifier)")
@@ -128,6 +131,30 @@ def check_override_names(overrides: dict, caller: str, keywords: tuple[str, ...]
             hint = f"did you mean {close[0]}? " if close else ""
             raise SwinzooError(f"{caller} has no argument {key!r}; {hint}it takes {', '.join(keywords)} and the "
                                f"SwinConfig fields {', '.join(valid)}")
+
+
+def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
+    """`out_indices` as timm reads it: None (all stages), an int n (the last n stages), or stage numbers where a
+    negative one counts from the end; as the sorted absolute stage numbers, or a one-line error."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= num_stages:
+            raise SwinzooError(f"out_indices={value} asks for the last {value} stages, but this model has "
+                               f"{num_stages}: give 1..{num_stages}, or a list of stage numbers")
+        return tuple(range(num_stages - value, num_stages))
+    try:  # whole numbers only: 1.0, "1" or True is a mistake, not a stage
+        items = [operator.index(i) for i in value]
+        if any(isinstance(i, bool) for i in value):
+            raise TypeError
+    except TypeError:
+        raise SwinzooError(f"out_indices must be a number of last stages or a list of stage numbers "
+                           f"(0..{num_stages - 1}, or -{num_stages}..-1 from the end), got {value!r}") from None
+    wrong = [i for i in items if not -num_stages <= i < num_stages]
+    if not items or wrong:
+        raise SwinzooError(f"out_indices {list(value)} out of range: this model has {num_stages} stages, so pick from "
+                           f"0..{num_stages - 1} or -{num_stages}..-1 (e.g. out_indices=(1, 2, 3) or 3 for the last 3)")
+    return tuple(sorted({i % num_stages for i in items}))
 
 
 def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_target_kernel: int = NORM_TARGET_KERNEL,
