@@ -15,7 +15,7 @@ from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import check_new_file, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
-from swinzoo.sources import check_override_names, read_checkpoint, stage_indices
+from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
 from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
 
@@ -208,6 +208,8 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
             given = {k: v for k, v in (("img_size", img_size), ("window_size", window_size)) if v is not None}
             checkpoint = Checkpoint({}, backbone_config(zoo_config(name, **given), out_indices),
                                     {"zoo": name, "weights": "initialised"})
+        if pretrained:
+            check_weight_overrides(overrides, checkpoint.config, "create_model(pretrained=True)")
         config = checkpoint.config.replace(**overrides) if overrides else checkpoint.config
         model = SwinBackbone(config, frozen_stages)
         if pretrained:
@@ -227,6 +229,7 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
                                      num_classes=None if headless else num_classes)
     if headless:
         checkpoint = without_head(checkpoint)
+    check_weight_overrides(overrides, checkpoint.config, "create_model(pretrained=True)")
     config = checkpoint.config.replace(**overrides) if overrides else checkpoint.config
     model = SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, name)

@@ -95,17 +95,19 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
                **config_overrides) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
-    zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields (e.g.
-    `drop_path_rate=0.2`).
+    zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields that do not
+    change what the weights mean (e.g. `drop_path_rate=0.2`): a new resolution, window or head is a transfer
+    (`swinzoo.convert`, `create_model(name, pretrained=True, ...)`), and is refused here.
 
     `features_only=True` returns a `SwinBackbone` (official detection numerics, NCHW maps of the stages in
     `out_indices`, default all, read as timm does: an int n is the last n stages, a negative index counts from the
-    end; `frozen_stages` as the official backbone): from a classifier, its head and final
-    norm are dropped and the output norms start fresh. A backbone checkpoint (a detector) loads as a backbone
-    by default (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
+    end; `frozen_stages` as the official backbone): from a classifier, its head and final norm are dropped and the
+    output norms start fresh. A backbone checkpoint (a detector) loads as a backbone by default
+    (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
     """
     check_window(window, features_only)  # before anything is fetched
+    check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window"))
     checkpoint = read_checkpoint(src)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if is_simmim(checkpoint.state_dict):
@@ -115,11 +117,18 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
         checkpoint, _ = to_backbone(checkpoint, out_indices, window)
     elif frozen_stages != -1:
         raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
+    check_weight_overrides(config_overrides, checkpoint.config, "load_model")
     config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config
     model = SwinBackbone(config, frozen_stages) if config.is_backbone else SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, str(src))
     model.provenance = checkpoint.provenance
     return model
+
+
+# SwinConfig fields the weights do not depend on; the others describe the tensors or the geometry they were trained
+# at, which only a transfer (convert, create_model(pretrained=True)) may change
+WEIGHT_FREE_FIELDS = ("drop_rate", "drop_path_rate", "class_names", "preprocess")
+GEOMETRY_FIELDS = ("img_size", "window_size", "pretrained_window_sizes")
 
 
 def check_override_names(overrides: dict, caller: str, keywords: tuple[str, ...]) -> None:
@@ -131,6 +140,36 @@ def check_override_names(overrides: dict, caller: str, keywords: tuple[str, ...]
             hint = f"did you mean {close[0]}? " if close else ""
             raise SwinzooError(f"{caller} has no argument {key!r}; {hint}it takes {', '.join(keywords)} and the "
                                f"SwinConfig fields {', '.join(valid)}")
+
+
+def check_weight_overrides(overrides: dict, config: SwinConfig, caller: str) -> None:
+    """A one-line error for an override that would change what the loaded weights mean: the architecture, the
+    geometry (V1 bias tables, V2 windows) or the head. Overrides equal to the checkpoint's own values are kept."""
+    for key, value in overrides.items():
+        if key in WEIGHT_FREE_FIELDS or same_value(config, key, value):
+            continue
+        if key == "window_size" and config.is_backbone:
+            raise SwinzooError(f"{caller} gives a backbone a new window with window={value!r}, not window_size")
+        if key in GEOMETRY_FIELDS:
+            raise SwinzooError(f"{caller} loads the weights at their own geometry, so {key}={value!r} is refused: move "
+                               "them with swinzoo.convert(src, out, res=..., window=...) and load the result, or use "
+                               "create_model(name, pretrained=True, img_size=..., window_size=...) for a zoo name")
+        if key == "num_classes":
+            raise SwinzooError(f"{caller} keeps the checkpoint's head ({config.num_classes} classes), so "
+                               f"num_classes={value!r} is refused: use create_model(name, pretrained=True, "
+                               f"num_classes={value!r}) or swinzoo.convert(src, out, num_classes={value!r}) (CLI: "
+                               f"swinzoo convert --num-classes {value!r})")
+        raise SwinzooError(f"{key} is part of the architecture the weights belong to ({getattr(config, key)!r}), so "
+                           f"{caller} cannot change it: create_model(name, {key}=...) builds fresh weights of "
+                           "another architecture")
+
+
+def same_value(config: SwinConfig, key: str, value) -> bool:
+    """Whether `value` is what `config` already holds for `key`, as the config spells it (a list as a tuple)."""
+    try:
+        return getattr(config.replace(**{key: value}), key) == getattr(config, key)
+    except SwinzooError:
+        return False
 
 
 def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
@@ -171,7 +210,10 @@ def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_targe
     `swinzoo pretrain` run used (its provenance), else the official 32 px, 0.6 and raw targets. `config_overrides`
     are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`).
     """
+    check_override_names(config_overrides, "load_simmim", ("norm_targets", "norm_target_kernel", "mask_patch_size",
+                                                           "mask_ratio", "from_format", "arch", "trust_checkpoint"))
     checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    check_weight_overrides(config_overrides, checkpoint.config, "load_simmim")
     config, provenance = checkpoint.config, dict(checkpoint.provenance)
     if config.is_backbone:
         raise SwinzooError(f"{src} is a detection backbone (no final norm): SimMIM pretrains a classification "
