@@ -3,6 +3,7 @@ resolution, window or class count on the way (`transfer`, which reports what it 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,13 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
     return src.replace(**changes)
 
 
-def read_transferred(src: str, *, res: int | None = None, window: int | None = None, num_classes: int | None = None,
-                     from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
-                     allow_nonfinite: bool = False, keep_simmim: bool = False) -> tuple[Checkpoint, TransferReport]:
+def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: int | None = None,
+                     num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
+                     trust_checkpoint: bool = False, allow_nonfinite: bool = False,
+                     keep_simmim: bool = False) -> tuple[Checkpoint, TransferReport]:
     """`src` read and moved to the target the arguments describe. Provenance records the surgery. A SimMIM
     pretraining checkpoint becomes a classifier by the official SimMIM fine-tune load, unless `keep_simmim`."""
+    src = os.fspath(src)
     source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
                              allow_nonfinite=allow_nonfinite)
     if keep_simmim and is_simmim(source.state_dict):
@@ -98,7 +101,7 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
     return dict(source.state_dict), source.config, TransferReport(kept=len(source.state_dict))
 
 
-def convert(src: str, output: str | Path, *, res: int | None = None, window: int | None = None,
+def convert(src: str | os.PathLike, output: str | os.PathLike, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
             trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
             out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False) -> Converted:
@@ -113,11 +116,11 @@ FOLDER_FORMATS = ("timm", "hf")  # the rest write one file
 FILE_EXAMPLES = {"swinzoo": "model.safetensors", "onnx": "model.onnx", "pt2": "model.pt2"}
 
 
-def export(src: str, to: str, output: str | Path, *, res: int | None = None, window: int | None = None,
-           num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
-           trust_checkpoint: bool = False, allow_nonfinite: bool = False, allow_numeric_change: bool = False,
-           overwrite: bool = False, features: bool = False, out_indices: int | tuple[int, ...] | None = None
-           ) -> Converted:
+def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: int | None = None,
+           window: int | None = None, num_classes: int | None = None, from_format: str = "auto",
+           arch: str | None = None, trust_checkpoint: bool = False, allow_nonfinite: bool = False,
+           allow_numeric_change: bool = False, overwrite: bool = False, features: bool = False,
+           out_indices: int | tuple[int, ...] | None = None) -> Converted:
     """Any supported checkpoint -> format `to`: a weight format (official, timm, hf, torchvision, mmdet; see
     `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
 
@@ -126,6 +129,7 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
     another kind of export (only the format's files are replaced).
     `features` / `out_indices`: export the detection backbone of a classifier (as `load_model(features_only=True)`).
     """
+    src, output = os.fspath(src), Path(output)
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
     if to not in FOLDER_FORMATS:  # (a folder output is checked by its writer: earlier exports of its kind are its own)
@@ -147,7 +151,7 @@ def export(src: str, to: str, output: str | Path, *, res: int | None = None, win
         how = graph.write(checkpoint, to, output)
     else:
         how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
-    return Converted(Path(output), checkpoint.config, report, how)
+    return Converted(output, checkpoint.config, report, how)
 
 
 CREATE_KEYWORDS = ("pretrained", "num_classes", "img_size", "window_size", "features_only", "out_indices",
@@ -176,8 +180,8 @@ def without_head(checkpoint: Checkpoint) -> Checkpoint:
     return Checkpoint(state_dict, checkpoint.config.replace(num_classes=0, class_names=None), provenance)
 
 
-def create_model(name: str, *, pretrained: bool = False, num_classes: int | None = None, img_size: int | None = None,
-                 window_size: int | None = None, features_only: bool = False,
+def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_classes: int | None = None,
+                 img_size: int | None = None, window_size: int | None = None, features_only: bool = False,
                  out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1,
                  **overrides) -> SwinTransformer | SwinBackbone:
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
@@ -191,6 +195,7 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int | None
     (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
     backbone's window (`load_model(name, features_only=True, window=W)`); with `img_size` the classifier is moved
     first, as above."""
+    name = os.fspath(name)
     check_create_arguments(num_classes, img_size, window_size, overrides)
     if not pretrained and window_size is None and img_size is not None:
         # the window the pretrained path would scale to, so fresh and released weights share one geometry

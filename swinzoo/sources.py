@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import operator
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 
-def read_checkpoint(src: str | Path, *, from_format: str = "auto", arch: str | None = None,
+def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
                     trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Checkpoint:
     """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
 
@@ -39,8 +40,9 @@ def read_checkpoint(src: str | Path, *, from_format: str = "auto", arch: str | N
     file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects. Weights
     must be floating point and finite: the first NaN/Inf tensor is an error unless `allow_nonfinite`.
     """
-    checkpoint = _read(str(src), from_format, arch, trust_checkpoint)
-    check_weights(checkpoint.state_dict, str(src), allow_nonfinite)
+    src = os.fspath(src)
+    checkpoint = _read(src, from_format, arch, trust_checkpoint)
+    check_weights(checkpoint.state_dict, src, allow_nonfinite)
     return checkpoint
 
 
@@ -56,7 +58,6 @@ def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) 
 
 
 def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool) -> Checkpoint:
-    src = str(src)
     if from_format != "auto":
         converters.get_format(from_format)  # an unknown format fails before anything is fetched
     if hub.is_hub_ref(src):
@@ -90,8 +91,8 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
     return checkpoint
 
 
-def load_model(src: str | Path, *, features_only: bool | None = None, out_indices: int | tuple[int, ...] | None = None,
-               frozen_stages: int = -1, window: int | None = None,
+def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
+               out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1, window: int | None = None,
                **config_overrides) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
@@ -106,6 +107,7 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
     """
+    src = os.fspath(src)
     check_window(window, features_only)  # before anything is fetched
     check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window"))
     checkpoint = read_checkpoint(src)
@@ -113,14 +115,14 @@ def load_model(src: str | Path, *, features_only: bool | None = None, out_indice
     if is_simmim(checkpoint.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
                            "fine-tune/convert it (the encoder moves to the classifier)")
-    if check_features_only(checkpoint.config, features_only, out_indices, str(src), window):
+    if check_features_only(checkpoint.config, features_only, out_indices, src, window):
         checkpoint, _ = to_backbone(checkpoint, out_indices, window)
     elif frozen_stages != -1:
         raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
     check_weight_overrides(config_overrides, checkpoint.config, "load_model")
     config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config
     model = SwinBackbone(config, frozen_stages) if config.is_backbone else SwinTransformer(config)
-    load_strict(model, checkpoint.state_dict, str(src))
+    load_strict(model, checkpoint.state_dict, src)
     model.provenance = checkpoint.provenance
     return model
 
@@ -196,9 +198,10 @@ def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
     return tuple(sorted({i % num_stages for i in items}))
 
 
-def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_target_kernel: int = NORM_TARGET_KERNEL,
-                mask_patch_size: int | None = None, mask_ratio: float | None = None, from_format: str = "auto",
-                arch: str | None = None, trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
+def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
+                norm_target_kernel: int = NORM_TARGET_KERNEL, mask_patch_size: int | None = None,
+                mask_ratio: float | None = None, from_format: str = "auto", arch: str | None = None,
+                trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
     """A SimMIM pretraining model (`models.simmim.SimMIM`, official numerics) from a SimMIM checkpoint (an official
     pretraining .pth, or swinzoo's own file holding one), or built around the encoder of any classification source
     `read_checkpoint` reads (a zoo name, file, folder or `hf-hub:` reference): its head is dropped, the mask token
@@ -210,6 +213,7 @@ def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_targe
     `swinzoo pretrain` run used (its provenance), else the official 32 px, 0.6 and raw targets. `config_overrides`
     are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`).
     """
+    src = os.fspath(src)
     check_override_names(config_overrides, "load_simmim", ("norm_targets", "norm_target_kernel", "mask_patch_size",
                                                            "mask_ratio", "from_format", "arch", "trust_checkpoint"))
     checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
@@ -221,7 +225,7 @@ def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_targe
     fresh = not is_simmim(checkpoint.state_dict)
     if fresh:
         dropped = [k for k in checkpoint.state_dict if k.startswith("head.")]
-        provenance["simmim"] = {"encoder_from": str(src), "dropped": dropped,
+        provenance["simmim"] = {"encoder_from": src, "dropped": dropped,
                                 "initialised": [f"{MASK_TOKEN} (truncated normal, std 0.02, as the official)",
                                                 "decoder.0 (PyTorch's default Conv2d init, as the official)"]}
     config = config.replace(**config_overrides) if config_overrides else config  # SimMIM drops the head
@@ -235,7 +239,7 @@ def load_simmim(src: str | Path, *, norm_targets: bool | None = None, norm_targe
         own = model.state_dict()
         state_dict = {MASK_TOKEN: own[MASK_TOKEN], **{k: own[k] for k in DECODER_KEYS},
                       **{"encoder." + k: v for k, v in state_dict.items() if not k.startswith("head.")}}
-    load_strict(model, state_dict, str(src))
+    load_strict(model, state_dict, src)
     model.provenance = provenance
     return model
 
@@ -249,8 +253,9 @@ def simmim_settings(provenance: dict) -> dict:
     return {k: recorded[k] for k in SIMMIM_SETTINGS if k in recorded} if isinstance(recorded, dict) else {}
 
 
-def packaged_file(src: str) -> Path | None:
+def packaged_file(src: str | os.PathLike) -> Path | None:
     """The file shipped inside swinzoo for a zoo name whose weights are package data (the nano models), or None."""
+    src = os.fspath(src)
     if not looks_like_name(src) or Path(src).exists() or split_name(src)[0] not in ZOO:
         return None
     entry, tag = ZOO[split_name(src)[0]], split_name(src)[1]
@@ -258,21 +263,23 @@ def packaged_file(src: str) -> Path | None:
     return weights.package_path() if weights else None
 
 
-def shipped_provenance(src: str) -> dict:
+def shipped_provenance(src: str | os.PathLike) -> dict:
     """The provenance of the weights shipped inside swinzoo for a zoo name ({} for any other source)."""
     path = packaged_file(src)
     return json.loads(safetensors_metadata(path).get(PROVENANCE_KEY, "{}")) if path is not None else {}
 
 
-def looks_like_name(src: str) -> bool:
+def looks_like_name(src: str | os.PathLike) -> bool:
     """A bare word such as `swin_b_224.in22k`, not a path: no folder separator and no checkpoint suffix."""
+    src = os.fspath(src)
     suffixes = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
     return "/" not in src and "\\" not in src and Path(src).suffix not in suffixes
 
 
-def model_info(src: str, *, from_format: str = "auto", trust_checkpoint: bool = False) -> dict:
+def model_info(src: str | os.PathLike, *, from_format: str = "auto", trust_checkpoint: bool = False) -> dict:
     """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
     (its provenance)."""
+    src = os.fspath(src)
     if is_zoo_name(src):
         entry, tag = get_entry(src)
         cfg = entry.config(tag)
