@@ -29,6 +29,7 @@ _EXPORTS = {
     "load_model": "swinzoo.sources",
     "load_simmim": "swinzoo.sources",
     "create_model": "swinzoo.conversion",
+    "Converted": "swinzoo.conversion",
     "model_info": "swinzoo.sources",
     "download": "swinzoo.hub",
     "push": "swinzoo.upload",
@@ -37,10 +38,13 @@ _EXPORTS = {
     "evaluate": "swinzoo.evaluation",
     "predict": "swinzoo.evaluation",
     "finetune": "swinzoo.train.run",
+    "FinetuneResult": "swinzoo.train.options",
     "pretrain": "swinzoo.train.pretrain",
+    "PretrainResult": "swinzoo.train.pretrain_options",
 }
 __all__ = [
-    "Checkpoint", "MaskGenerator", "SimMIM", "SwinBackbone", "SwinConfig", "SwinTransformer", "SwinzooError",
+    "Checkpoint", "Converted", "FinetuneResult", "MaskGenerator", "PretrainResult", "SimMIM", "SwinBackbone",
+    "SwinConfig", "SwinTransformer", "SwinzooError",
     "convert", "create_model", "create_transform", "data_config", "download", "evaluate", "export", "finetune",
     "list_models", "load_model", "load_simmim", "model_info", "predict", "pretrain", "push", "read_checkpoint",
     "save_model", "transfer",
@@ -48,7 +52,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from swinzoo.config import SwinConfig
-    from swinzoo.conversion import convert, create_model, export
+    from swinzoo.conversion import Converted, convert, create_model, export
     from swinzoo.converters import Checkpoint
     from swinzoo.converters.native import save_model
     from swinzoo.errors import SwinzooError
@@ -57,7 +61,9 @@ if TYPE_CHECKING:
     from swinzoo.models import MaskGenerator, SimMIM, SwinBackbone, SwinTransformer
     from swinzoo.preprocess import create_transform, data_config
     from swinzoo.sources import load_model, load_simmim, model_info, read_checkpoint
+    from swinzoo.train.options import FinetuneResult
     from swinzoo.train.pretrain import pretrain
+    from swinzoo.train.pretrain_options import PretrainResult
     from swinzoo.train.run import finetune
     from swinzoo.upload import push
     from swinzoo.weight_transfer import transfer

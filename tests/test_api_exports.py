@@ -2,6 +2,8 @@
 
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import swinzoo
 
@@ -18,3 +20,18 @@ def test_transfer_is_the_function_after_its_module_is_imported():
     ck = swinzoo.read_checkpoint("swin_n_64")
     sd, dst, report = swinzoo.transfer(ck.state_dict, ck.config, ck.config.replace(img_size=128, window_size=8))
     assert (dst.img_size, dst.window_size) == (128, 8) and report.interpolated
+
+
+def test_the_return_types_the_readme_names_are_exported():
+    """`-> Converted(...)`, `-> PretrainResult(...)`: a reader can import what the README says a call returns."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    api = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"-> ([A-Z]\w+)\(", api))
+    assert {"Checkpoint", "Converted", "FinetuneResult", "PretrainResult"} <= named
+    assert named <= set(swinzoo.__all__)
+    from swinzoo.conversion import Converted
+    from swinzoo.train.options import FinetuneResult
+    from swinzoo.train.pretrain_options import PretrainResult
+
+    assert (swinzoo.Converted, swinzoo.FinetuneResult, swinzoo.PretrainResult) == (Converted, FinetuneResult,
+                                                                                   PretrainResult)
