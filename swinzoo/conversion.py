@@ -114,6 +114,31 @@ def convert(src: str | os.PathLike, output: str | os.PathLike, *, res: int | Non
 
 FOLDER_FORMATS = ("timm", "hf")  # the rest write one file
 FILE_EXAMPLES = {"swinzoo": "model.safetensors", "onnx": "model.onnx", "pt2": "model.pt2"}
+# readers go by the suffix (swinzoo info, torch.export.load, onnxruntime): a torch zip named .safetensors reads as
+# a damaged safetensors file, so a suffix of another format is refused before anything is written
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+FILE_SUFFIXES = {"swinzoo": (".safetensors",), "onnx": (".onnx",), "pt2": (".pt2",),
+                 **dict.fromkeys(("official", "torchvision", "mmdet", "simmim"), TORCH_SUFFIXES)}
+SUFFIX_FORMATS = {".safetensors": "swinzoo's own format, written by swinzoo convert", ".onnx": "written by --to onnx",
+                  ".pt2": "written by --to pt2", ".ckpt": "a Lightning checkpoint",
+                  **dict.fromkeys(TORCH_SUFFIXES, "a torch file, by --to official, torchvision, mmdet or simmim")}
+
+
+def check_output_suffix(to: str, output: Path) -> None:
+    """A one-line error when `output`'s suffix is another format's (a folder format: any file format's)."""
+    suffix = output.suffix.lower()
+    if to in FOLDER_FORMATS:
+        if suffix in SUFFIX_FORMATS:
+            raise SwinzooError(f"--to {to} writes a folder (config.json and model.safetensors), not a {suffix} file; "
+                               f"give a folder name, e.g. {output.with_suffix('')}")
+        return
+    expected = FILE_SUFFIXES.get(to)
+    # a format added to the registry names its own files; a suffix no format claims is the user's choice
+    if expected is None or suffix in expected or suffix not in SUFFIX_FORMATS:
+        return
+    what = "swinzoo convert" if to == "swinzoo" else f"--to {to}"
+    raise SwinzooError(f"{what} writes a {' / '.join(expected)} file, not {output.name!r} ({suffix}: "
+                       f"{SUFFIX_FORMATS[suffix]}); name the output {output.with_suffix(expected[0]).name}")
 
 
 def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: int | None = None,
@@ -132,6 +157,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     src, output = os.fspath(src), Path(output)
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
+    check_output_suffix(to, output)
     if to not in FOLDER_FORMATS:  # (a folder output is checked by its writer: earlier exports of its kind are its own)
         check_new_file(output, overwrite, FILE_EXAMPLES.get(to, "model.pth"))
     if num_classes is not None and (features or out_indices is not None):
