@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.foreign import check_not_a_program, check_not_training_state
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_dir, is_safetensors, load_torch, read_safetensors, verify_state_dict
 from swinzoo.models import parameter_shapes
@@ -175,7 +176,10 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, 
                            "--from-format auto (timm, transformers and swinzoo folders are recognised)")
     if is_safetensors(path) or Path(path).suffix == ".safetensors":  # named so: a damaged one, not a torch file
         return read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0]
-    return unwrap(load_torch(path, trust_checkpoint), str(path))
+    check_not_a_program(path)
+    obj = load_torch(path, trust_checkpoint)
+    check_not_training_state(obj, path)
+    return unwrap(obj, str(path))
 
 
 def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], json_files: dict[str, dict],
