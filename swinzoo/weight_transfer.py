@@ -19,7 +19,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.geometric_interp import resize_bias_table_geometric
 from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index, shift_mask
-from swinzoo.zoo import IN22K_CLASSES
+from swinzoo.zoo import IN22K_CLASSES, imagenet1k_class_names
 
 # buffers the official code persists; never trusted from a file, rebuilt by the model for its own geometry
 BUFFER_NAMES = ("relative_position_index", "attn_mask", "relative_coords_table")
@@ -214,6 +214,9 @@ def transfer(state_dict: dict[str, torch.Tensor], src: SwinConfig, dst: SwinConf
                                f"{dst.window_size}")
     if src.class_names != dst.class_names and dst.class_names is None and src.num_classes == dst.num_classes:
         dst = dst.replace(class_names=src.class_names)
+    elif report.mapped and class_map is None and dst.class_names is None:
+        # the official map lists the 1k classes in their 1k order: the mapped head scores ImageNet-1k's classes
+        dst = dst.replace(class_names=list(imagenet1k_class_names()))
     return out, dst, report
 
 

@@ -163,3 +163,16 @@ def test_architecture_changes_are_refused():
     src = SwinConfig(version=1, **TINY)
     with pytest.raises(SwinzooError, match="embed_dim"):
         transfer(SwinTransformer(src).state_dict(), src, src.replace(embed_dim=48))
+
+
+def test_head_mapped_22k_to_1k_takes_the_imagenet_names():
+    """The official map puts the 1000 ImageNet-1k classes in their 1k order, so the mapped head is named by the
+    packaged 1k names (exports then carry label_names / id2label); another class map leaves the names unknown."""
+    from swinzoo.zoo import imagenet1k_class_names, zoo_config
+
+    src = zoo_config("swin_n_64").replace(num_classes=21841, class_names=None)
+    sd = SwinTransformer(src).state_dict()
+    _, dst, report = transfer(sd, src, src.replace(num_classes=1000))
+    assert report.mapped and dst.class_names == list(imagenet1k_class_names())
+    _, dst, _ = transfer(sd, src, src.replace(num_classes=1000), class_map=torch.arange(1000))
+    assert dst.class_names is None
