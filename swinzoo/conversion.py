@@ -154,10 +154,11 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     another kind of export (only the format's files are replaced).
     `features` / `out_indices`: export the detection backbone of a classifier (as `load_model(features_only=True)`).
     """
-    src, output = os.fspath(src), Path(output)
+    # as given, not Path(...): a trailing slash says the user named a folder, which a file format refuses
+    src, output = os.fspath(src), os.fspath(output)
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
-    check_output_suffix(to, output)
+    check_output_suffix(to, Path(output))
     if to not in FOLDER_FORMATS:  # (a folder output is checked by its writer: earlier exports of its kind are its own)
         check_new_file(output, overwrite, FILE_EXAMPLES.get(to, "model.pth"))
     if num_classes is not None and (features or out_indices is not None):
@@ -177,7 +178,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
         how = graph.write(checkpoint, to, output)
     else:
         how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
-    return Converted(output, checkpoint.config, report, how)
+    return Converted(Path(output), checkpoint.config, report, how)
 
 
 CREATE_KEYWORDS = ("pretrained", "num_classes", "img_size", "window_size", "features_only", "out_indices",

@@ -108,7 +108,7 @@ CASES = {
                   ["not a PyTorch checkpoint"]),
     "truncated pth": (lambda t: ["convert", truncated(t, fixture_pth(V1), "t.pth"), "-o", t / "o.safetensors"],
                       ["truncated or corrupt"]),
-    "truncated safetensors": (lambda t: ["convert", truncated(t, NANO, "t.safetensors"), "-o", t / "o.pth"],
+    "truncated safetensors": (lambda t: ["convert", truncated(t, NANO, "t.safetensors"), "-o", t / "o.safetensors"],
                               ["not a readable safetensors"]),
     "metadata contradicting the weights": (
         lambda t: ["convert", nano_copy(t, meta_edit=_config_edit(img_size=128, window_size=8)), "-o", t / "o.st"],
@@ -291,7 +291,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused(kind, verb, tmp_path, c
 
     from tests.conftest import run_cli
 
-    out = tmp_path / "o.pth"
+    out = tmp_path / ("o.safetensors" if verb == "convert" else "o.pth")
     target = tmp_path / "precious.txt"
     target.write_text("mine")
     os.mkfifo(out) if kind == "fifo" else out.symlink_to(target)
@@ -302,7 +302,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused(kind, verb, tmp_path, c
         f"error: {out} is {'not a regular file' if kind == 'fifo' else 'a link'}; give the path of a regular file to "
         "write"], err
     assert (stat.S_ISFIFO(os.lstat(out).st_mode) if kind == "fifo" else out.is_symlink())
-    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["o.pth", "precious.txt"]
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [out.name, "precious.txt"]
 
 
 # ---------------------------------------------------------------------------------------------- data loss
@@ -327,7 +327,8 @@ def test_an_existing_output_file_is_kept_unless_overwrite(verb, tmp_path, capsys
     """A command never changes a file it did not write: an existing output file needs --overwrite."""
     from tests.conftest import run_cli
 
-    out = write(tmp_path, "notes.pth", "my notes")
+    out = write(tmp_path, {"convert": "notes.safetensors", "export onnx": "notes.onnx"}.get(verb, "notes.pth"),
+                "my notes")
     args = {"convert": ["convert", "swin_n_64", "-o", out],
             "export official": ["export", "swin_n_64", "--to", "official", "-o", out],
             "export onnx": ["export", "swin_n_64", "--to", "onnx", "-o", out]}[verb]
