@@ -16,7 +16,8 @@ from pathlib import Path
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters import hf, mmdet, native, official, simmim, timm, torchvision
-from swinzoo.converters.common import Checkpoint, Format, read_config_json, read_weights
+from swinzoo.converters.common import Checkpoint, Format, read_weights
+from swinzoo.converters.folders import read_config_json
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes

@@ -27,16 +27,13 @@ from swinzoo.converters.common import (
     Format,
     KeyMap,
     build_config,
-    config_kind,
     default_class_names,
     first_keys,
     geometry_args,
     rate_args,
-    read_config_json,
     read_weights,
-    weights_in_folder,
-    write_model_folder,
 )
+from swinzoo.converters.folders import config_kind, read_config_json, weights_in_folder, write_model_folder
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.models.layers import relative_position_index

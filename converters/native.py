@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.common import Checkpoint, Format, config_kind
+from swinzoo.converters.common import Checkpoint, Format
+from swinzoo.converters.folders import config_kind
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
 from swinzoo.models import parameter_shapes

@@ -24,15 +24,12 @@ from swinzoo.converters.common import (
     Format,
     KeyMap,
     build_config,
-    config_kind,
     default_class_names,
     geometry_args,
     rate_args,
-    read_config_json,
     read_weights,
-    weights_in_folder,
-    write_model_folder,
 )
+from swinzoo.converters.folders import config_kind, read_config_json, weights_in_folder, write_model_folder
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess
 from swinzoo.zoo import ARCHS as SIZES

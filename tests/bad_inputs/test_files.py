@@ -352,6 +352,11 @@ def test_a_folder_export_of_another_kind_is_kept_unless_overwrite(tmp_path, caps
     assert code == 2 and "holds a timm export" in err and "--overwrite" in err and snapshot(out) == before
     assert run_cli(["export", "swinv2_n_64_w4", "--to", "hf", "-o", out, "--overwrite"], capsys)[0] == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == "swinv2"
+    # and back: the transformers export's preprocessor_config.json goes with it, not left describing another model
+    (out / "notes.txt").write_text("mine")
+    assert run_cli(["export", "swinv2_n_64_w4", "--to", "timm", "-o", out, "--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert run_cli(["export", "swinv2_n_64_w4", "--to", "hf", "-o", out, "--overwrite"], capsys)[0] == 0
     # a config.json of neither library, and one that is not JSON, are named for what they are
     for text, said in (('{"lr": 0.1}', "holds a config.json that is neither timm's nor transformers'"),
                        ("not json", "holds a config.json that is not JSON")):
@@ -403,14 +408,14 @@ def small_disk(tmp_path):
                                   ["export", "swin_n_64", "--to", "timm", "-o", "{out}/timm"]])
 def test_full_disk_is_one_line_and_leaves_nothing(verb, small_disk, tmp_path, capsys, monkeypatch):
     if small_disk is None:  # no tmpfs here: every write fails as a full disk would
-        import swinzoo.converters.common as common
+        import swinzoo.converters.folders as folders
         import swinzoo.converters.native as native
         import swinzoo.io as io
 
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        for module, name in ((native, "save_file"), (common, "save_file")):
+        for module, name in ((native, "save_file"), (folders, "save_file")):
             monkeypatch.setattr(module, name, full)
         monkeypatch.setattr(io.torch, "save", full)
         disk = tmp_path / "disk"
@@ -435,8 +440,8 @@ def slow(tensors, path, metadata=None):
         f.flush()
     time.sleep(60)
 native.save_file = slow
-import swinzoo.converters.common as common
-common.save_file = slow
+import swinzoo.converters.folders as folders
+folders.save_file = slow
 from swinzoo.cli import main
 sys.argv = ["swinzoo", *sys.argv[1:]]
 main()

@@ -1,0 +1,89 @@
+"""Hub-style model folders (timm's and transformers' layout): one `model.safetensors` beside JSON files, written
+atomically, and whose folder a config.json describes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from swinzoo.errors import SwinzooError
+from swinzoo.io import atomic_dir
+
+# the files each kind of folder export writes (timm: config.json and weights; transformers also its preprocessing)
+EXPORT_FILES = {"timm": {"config.json", "model.safetensors"},
+                "transformers": {"config.json", "model.safetensors", "preprocessor_config.json"}}
+
+
+def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], json_files: dict[str, dict],
+                       overwrite: bool = False) -> Path:
+    """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files.
+    An existing folder is refused unless it holds only such files (see `io.atomic_dir`) or `overwrite`."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    earlier = folder_kind(Path(out_dir) / "config.json")
+    if not overwrite and earlier not in (None, folder_kind(json_files.get("config.json"))):
+        what = {"other": "a config.json that is neither timm's nor transformers'",
+                "unreadable": "a config.json that is not JSON"}.get(earlier, f"a {earlier} export")
+        raise SwinzooError(f"{out_dir} holds {what}, whose files this export would replace; choose a new or empty "
+                           "folder, or pass --overwrite to replace them")
+    owned = {*json_files, "model.safetensors"}
+    if overwrite:  # an export of the other kind is replaced whole: its files would describe another model
+        owned |= EXPORT_FILES.get(earlier, set())
+    with atomic_dir(out_dir, owned=owned, overwrite=overwrite) as tmp:
+        for name, content in json_files.items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return Path(out_dir)
+
+
+def config_kind(config: dict | None) -> str | None:
+    """Whose config.json this is: "timm" (timm names an `architecture`), "hf" (transformers a `model_type`), or
+    None. What format detection and a folder export's check of an existing folder both go by (timm first, as
+    detection always tried it first)."""
+    if isinstance(config, dict) and "architecture" in config:
+        return "timm"
+    if isinstance(config, dict) and "model_type" in config:
+        return "hf"
+    return None
+
+
+def folder_kind(config) -> str | None:
+    """Whose folder a config.json (a path or its content) describes: "transformers", "timm" (`config_kind`),
+    "other", "unreadable", or None when there is none."""
+    if isinstance(config, Path):
+        if not config.is_file():
+            return None
+        try:
+            config = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return "unreadable"
+    return {"hf": "transformers", "timm": "timm"}.get(config_kind(config), "other")
+
+
+def weights_in_folder(folder: Path) -> Path:
+    """The weight file of a Hub-style folder: model.safetensors first, as timm and transformers do."""
+    for name in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth"):
+        if (folder / name).exists():
+            return folder / name
+    if (folder / "model.safetensors.index.json").exists():
+        raise SwinzooError(f"{folder} holds a sharded checkpoint; swinzoo reads single-file Swin weights only")
+    raise SwinzooError(f"{folder} has no model.safetensors or pytorch_model.bin; give the folder holding the weights")
+
+
+def read_config_json(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.exists():
+        raise SwinzooError(f"{folder} has no config.json; give a timm or transformers model folder, or the weight "
+                           "file itself with --arch NAME")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SwinzooError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(config, dict):
+        raise SwinzooError(f"{path} holds a JSON {type(config).__name__}, not the object of keys a model config is")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------- architecture
