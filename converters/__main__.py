@@ -9,12 +9,11 @@ anything else 1; `SWINZOO_DEBUG=1` shows the traceback. An existing OUT is refus
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from swinzoo.converters import FORMATS, native, write
-from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.errors import SwinzooError, exit_code
 from swinzoo.io import check_new_file
 
 PROG = "python -m swinzoo.converters"
@@ -63,33 +62,8 @@ def convert(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the script on `argv`; returns the exit code (errors reported as one line on stderr)."""
-    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
-    try:
-        convert(build_parser().parse_args(argv))
-        return 0
-    except SwinzooError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, NetworkError) else 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if debug:
-            raise
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error: {type(e).__name__}{where}: {e.strerror or e}; check the path, free space and permissions "
-              "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug, or input no check caught yet
-        if debug:
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
-              "report it)", file=sys.stderr)
-        return 1
+    """Run the script on `argv`; returns the exit code (errors reported as one line on stderr, as `swinzoo`'s)."""
+    return exit_code(lambda: convert(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

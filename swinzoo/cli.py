@@ -3,7 +3,7 @@
 Each command module has `register(subparsers)`, which adds its parser and sets `func`; `finetune` and `pretrain`
 parse their own arguments with jsonargparse (config files, Lightning objects) and are handed everything after
 their name.
-`cli_main(args)` runs in process (tests call it directly) and is the one place exceptions become one line on
+`cli_main(args)` runs in process (tests call it directly); `errors.exit_code` turns exceptions into one line on
 stderr: a `SwinzooError` (bad input: the message names the problem and the fix) exits 2, a `NetworkError` (the Hub
 unreachable or failing) and an OS error (disk full, permissions) 1, anything else 1 with its type;
 `SWINZOO_DEBUG=1` shows the traceback instead.
@@ -12,14 +12,12 @@ unreachable or failing) and an OS error (disk full, permissions) 1, anything els
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import importlib
-import os
 import signal
 import sys
 
-from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.errors import SwinzooError, exit_code
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -92,9 +90,9 @@ def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.N
 
 
 def cli_main(args: list[str] | None = None) -> int:
-    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     argv = sys.argv[1:] if args is None else [str(a) for a in args]
-    try:
+
+    def run() -> int:
         if argv[:1] in (["finetune"], ["pretrain"]):  # own parsers: YAML configs, the Trainer's arguments
             verb = importlib.import_module(f"swinzoo.commands.{argv[0]}")
             return verb.main(argv[1:])
@@ -104,33 +102,8 @@ def cli_main(args: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return int(ns.func(ns) or 0)
-    except SwinzooError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, NetworkError) else 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `swinzoo list | head`: the reader has what it wanted; stop quietly, as `cat` would
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing stdout
-        return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe closed
-    except OSError as e:  # the disk or the network: full, read-only, unreachable
-        if debug:
-            raise
-        where = f" {e.filename}" if e.filename else ""
-        reason = e.strerror or str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {type(e).__name__}{where}: {reason}; check the path, free space and permissions "
-              "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
-        if debug:
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
-              "report it)", file=sys.stderr)
-        return 1
+
+    return exit_code(run)
 
 
 def _terminated(signum, frame) -> None:

@@ -1,5 +1,12 @@
 """The exception types the CLI turns into a one-line message and a non-zero exit code: 2 for bad input, 1 for the
-network."""
+network; and `exit_code`, the one place that turns them (and the disk's, and bugs') into that line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
 
 
 class SwinzooError(Exception):
@@ -8,3 +15,40 @@ class SwinzooError(Exception):
 
 class NetworkError(SwinzooError):
     """The network or the Hub failed (unreachable, timed out, a server error): not the user's input (exit 1)."""
+
+
+def exit_code(command: Callable[[], int | None]) -> int:
+    """Run `command` and return its exit code, every exception as one line on stderr: a `SwinzooError` (bad input:
+    the message names the problem and the fix) 2, a `NetworkError` and an OS error (disk full, permissions) 1,
+    Ctrl-C / SIGTERM 130, a closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises instead, for
+    the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
+    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    try:
+        return int(command() or 0)
+    except SwinzooError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, NetworkError) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `swinzoo list | head`: the reader has what it wanted; stop quietly, as `cat` would
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing stdout
+        return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe closed
+    except OSError as e:  # the disk or the network: full, read-only, unreachable
+        if debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        reason = e.strerror or str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {type(e).__name__}{where}: {reason}; check the path, free space and permissions "
+              "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
+              "report it)", file=sys.stderr)
+        return 1

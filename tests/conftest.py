@@ -42,6 +42,15 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def one_error_line(err: str, *needles: str) -> str:
+    """The one `error: ...` line a refused command prints, holding each of `needles`."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def hub_home(tmp_path, monkeypatch):
     """An empty Hugging Face home (HF_HOME) in tmp_path, offline: what the Hub tests read instead of the network."""

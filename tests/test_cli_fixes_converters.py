@@ -7,6 +7,8 @@ import pytest
 import swinzoo
 from swinzoo.converters.__main__ import main
 
+from .conftest import one_error_line
+
 NANO = Path(swinzoo.__file__).parent / "data" / "swin_n_64.safetensors"
 
 
@@ -14,14 +16,6 @@ def run(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def one_error_line(err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(("flags", "src"), [([], "nope.pth"), (["--export"], "nope.safetensors")])

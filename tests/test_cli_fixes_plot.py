@@ -2,17 +2,9 @@
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import one_error_line, run_cli
 
 BENCH = ["bench", "swin_n_64", "--res", 32, 48, "--batch", 1, "--reps", 1, "--warmup", 0]
-
-
-def one_error_line(err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_bench_says_plot_written_only_after_the_write(tmp_path, capsys, monkeypatch):

@@ -2,13 +2,7 @@
 
 import json
 
-from .conftest import run_cli
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+from .conftest import one_error_line, run_cli
 
 
 def test_missing_recipe_file_lists_the_recipes_sorted(tmp_path, capsys):
