@@ -115,8 +115,8 @@ def window_of(sd: dict[str, torch.Tensor]) -> int | None:
 # ---------------------------------------------------------------------------------------------- export
 def export_problem(cfg: SwinConfig) -> str | None:
     """Why torchvision cannot run `cfg` exactly like the official code, or None."""
-    if cfg.ape or not cfg.patch_norm or cfg.in_chans != 3 or (cfg.version == 1 and not cfg.qkv_bias):
-        return "torchvision's Swin has 3 input channels, a patch norm, qkv bias and no absolute position embedding"
+    if cfg.ape or not cfg.patch_norm or cfg.in_chans != 3:
+        return "torchvision's Swin has 3 input channels, a patch norm and no absolute position embedding"
     for i in range(cfg.num_stages):
         res = cfg.stage_resolution(i)
         if res < cfg.window_size or res % cfg.window_size:
@@ -158,6 +158,9 @@ def from_canonical(sd: dict[str, torch.Tensor], cfg: SwinConfig,
             raise SwinzooError(f"cannot export to torchvision exactly: {problem}; pass --allow-numeric-change to "
                                "export anyway, or export as timm, hf or official")
         warnings.warn(f"torchvision export changes this model's numerics: {problem}", stacklevel=2)
+    if cfg.version == 1 and not cfg.qkv_bias:  # torchvision's attention always has one: zeros add nothing
+        sd = {**sd, **{k.replace(".weight", ".bias"): v.new_zeros(v.shape[0]) for k, v in sd.items()
+                       if k.endswith("attn.qkv.weight")}}
     out = KEYS.to_foreign(sd)
     if cfg.version == 2:
         out = fuse_v2_bias(out)

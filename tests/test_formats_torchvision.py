@@ -99,3 +99,16 @@ def test_printed_call_builds_the_model_as_printed(version, tmp_path):
     x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
     with torch.no_grad():
         assert_logits_close(ours(x), theirs.double().eval()(x))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_model_without_qkv_bias_exports_with_zero_biases(version):
+    """torchvision's attention always has a qkv bias; zeros compute exactly what no bias does, so V1 exports as V2
+    already did instead of being refused."""
+    cfg = SwinConfig(version=version, img_size=128, window_size=4, num_classes=5, qkv_bias=False, **SMALL)
+    ours = randomize(SwinTransformer(cfg)).double().eval()
+    theirs = tv_format.build_model(cfg)
+    theirs.load_state_dict(tv_format.from_canonical(ours.state_dict(), cfg), strict=True)
+    x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), theirs.double().eval()(x))
