@@ -19,6 +19,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
+from swinzoo.train.checks import check_whole
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
@@ -75,13 +76,10 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
 _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed
 
 
-def check_whole(minimum: int = 1, **values) -> None:
+def check_counts(minimum: int = 1, **values) -> None:
     """Counts given from Python (the CLI's parser types its flags): a str or float would fail deep in torch."""
     for name, value in values.items():
-        wrong_type = isinstance(value, bool) or not isinstance(value, int)
-        if wrong_type or value < minimum:
-            given = f" (a {type(value).__name__} was given)" if wrong_type else ""
-            raise SwinzooError(f"{name}={value!r}: must be a whole number >= {minimum}{given}")
+        check_whole(value, minimum, f"{name}={value!r}")
 
 
 def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):
@@ -120,9 +118,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     way, so a carved validation split is the run's held-out rows; `data_options` (the options given; a dict holds
     only those) change some of them."""
     console = console or Console(stderr=True)
-    check_whole(batch_size=batch_size)
+    check_counts(batch_size=batch_size)
     if num_workers is not None:
-        check_whole(0, num_workers=num_workers)
+        check_counts(0, num_workers=num_workers)
     dev, dtype = runtime(device, precision)
     net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format,
                                          trust_checkpoint=trust_checkpoint, console=console, data_options=data_options)
@@ -334,7 +332,7 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     (`swinzoo.data_config`)."""
     # a path is iterable (a str by character): taken as a list it would be read one character at a time
     images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    check_whole(topk=topk, batch_size=batch_size)
+    check_counts(topk=topk, batch_size=batch_size)
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config

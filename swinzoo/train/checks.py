@@ -22,12 +22,14 @@ from swinzoo.train.trainer_options import check_trainer_options
 
 
 # ---------------------------------------------------------------------------------------------- value checks
-def _whole(value, minimum: int, label: str, meaning: str, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
+def check_whole(value, minimum: int, label: str, meaning: str = "", maximum: int | None = None) -> None:
+    """A one-line error naming `label` unless `value` is an int (not a bool) in [minimum, maximum]; what it counts
+    (`meaning`) and, for a value of another type, that type in brackets."""
+    wrong_type = isinstance(value, bool) or not isinstance(value, int)
+    if wrong_type or value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        given = f"; a {type(value).__name__} was given" if isinstance(value, bool) or not isinstance(value, int) else ""
-        raise SwinzooError(f"{label}: must be a whole number {bound} ({meaning}{given})")
+        why = "; ".join(filter(None, (meaning, f"a {type(value).__name__} was given" if wrong_type else "")))
+        raise SwinzooError(f"{label}: must be a whole number {bound}" + (f" ({why})" if why else ""))
 
 
 DEVICE_LIST = re.compile(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*")
@@ -118,9 +120,9 @@ def check_values(values: dict, label) -> None:
               "ckpt_every": (1, "optimizer steps between checkpoints")}
     for name, (minimum, meaning) in wholes.items():
         if values.get(name) is not None:
-            _whole(values[name], minimum, label(name, values[name]), meaning)
+            check_whole(values[name], minimum, label(name, values[name]), meaning)
     if values.get("seed") is not None:
-        _whole(values["seed"], 0, label("seed", values["seed"]), "random seed", MAX_SEED)
+        check_whole(values["seed"], 0, label("seed", values["seed"]), "random seed", MAX_SEED)
     lr = values.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                            or lr <= 0):

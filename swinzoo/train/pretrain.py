@@ -31,7 +31,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
-from swinzoo.train.checks import check_run_values, value_label, with_checked_run_options
+from swinzoo.train.checks import check_run_values, check_whole, value_label, with_checked_run_options
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
@@ -152,9 +152,8 @@ def validate(args: PretrainOptions) -> PretrainOptions:
                               or not 0 < ratio <= 1):
         raise SwinzooError(f"{label('mask_ratio', ratio)}: must be a number in (0, 1] (the share of mask units "
                            "masked; official 0.6)")
-    if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
-        raise SwinzooError(f"{label('mask_patch_size', patch)}: must be a whole number >= 1 (the side of a mask unit "
-                           "in pixels; official 32)")
+    if patch is not None:
+        check_whole(patch, 1, label("mask_patch_size", patch), "the side of a mask unit in pixels; official 32")
     return with_checked_run_options(args)
 
 
