@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory, resolve_device
-from swinzoo.io import load_strict
+from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.train.checks import check_whole
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
@@ -226,8 +226,7 @@ def same_data(a: str, b: str) -> bool:
         return True
     if a.startswith("hf:") != b.startswith("hf:"):
         return False
-    pa, pb = (Path(d[3:] if d.startswith("hf:") else d) for d in (a, b))
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return same_file(*(d.removeprefix("hf:") for d in (a, b)))
 
 
 PIPED_EVERY = 15.0  # seconds between progress lines when the output is a file or a pipe

@@ -88,6 +88,11 @@ def _remove_empty(folders: list[Path]) -> None:
             pass
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one existing file or folder, however spelt (relative, absolute, through a link)."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
 def check_file_output(path: str | Path, example: str = "model.safetensors") -> Path:
     """`path` as a Path, if a rename can make it a regular file: not a folder, a link, a device or a FIFO. The
     checks `atomic_path` makes; a command with long work before its write makes them first."""

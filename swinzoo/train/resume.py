@@ -4,13 +4,12 @@ the changed plan written back to run.json with a record of the resume, so that a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from swinzoo.errors import SwinzooError
-from swinzoo.io import load_torch
+from swinzoo.io import load_torch, same_file
 from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.folder import write_plan
 from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
@@ -117,8 +116,7 @@ def same_as_recorded(value, was) -> bool:
     if value == was:
         return True
     # a path spelt another way (./runs/a/model.safetensors, absolute) is the same source while it names the same file
-    return (isinstance(value, str) and isinstance(was, str) and os.path.exists(value) and os.path.exists(was)
-            and os.path.samefile(value, was))
+    return isinstance(value, str) and isinstance(was, str) and same_file(value, was)
 
 
 def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, epochs: int | None) -> None:
