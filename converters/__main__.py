@@ -13,20 +13,14 @@ import sys
 from pathlib import Path
 
 from swinzoo.converters import FORMATS, native, write
-from swinzoo.errors import SwinzooError, exit_code
+from swinzoo.errors import OneLineParser, SwinzooError, exit_code
 from swinzoo.io import check_new_file
 
 PROG = "python -m swinzoo.converters"
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # argparse would print its usage block and exit; one line, like every other bad input here
-        raise SwinzooError(f"{PROG}: {message}; see `{PROG} --help`")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("format", choices=[name for name in FORMATS if name != "swinzoo"],
                    help="; ".join(f"{name}: {f.summary}" for name, f in FORMATS.items() if name != "swinzoo"))
     p.add_argument("src")

@@ -17,7 +17,7 @@ import importlib
 import signal
 import sys
 
-from swinzoo.errors import SwinzooError, exit_code
+from swinzoo.errors import OneLineParser, SwinzooError, exit_code
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -53,15 +53,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)".strip()
 
 
-class Parser(argparse.ArgumentParser):
+class Parser(OneLineParser):
     """argparse with its errors as a `SwinzooError` (one line, no usage dump) and `HelpFormatter`."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:

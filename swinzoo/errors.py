@@ -3,6 +3,7 @@ network; and `exit_code`, the one place that turns them (and the disk's, and bug
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -15,6 +16,13 @@ class SwinzooError(Exception):
 
 class NetworkError(SwinzooError):
     """The network or the Hub failed (unreachable, timed out, a server error): not the user's input (exit 1)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are a `SwinzooError` (one line through `exit_code`, no usage dump)."""
+
+    def error(self, message: str):
+        raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
 def exit_code(command: Callable[[], int | None]) -> int:
