@@ -46,8 +46,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
-    callbacks = [LastCheckpoint(out / CKPT_FILE, plan.ckpt_every), ScheduleAtStep(), LatestValidation(),
-                 ValidateLastStep()]
+    callbacks = [ScheduleAtStep(), LatestValidation(), ValidateLastStep()]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
         callbacks.append(ModelCheckpoint(dirpath=out, filename=BEST_FILE[:-5], monitor="val/top1", mode="max",
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
@@ -63,7 +62,9 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
         callbacks.append(ema)
     given_callbacks = as_list(user.pop("callbacks", None))
     check_monitors(given_callbacks, metrics, user.get("limit_val_batches", 1) != 0)
-    callbacks += given_callbacks
+    # last: Lightning runs checkpoint callbacks after the others, in list order, and last.ckpt must hold every
+    # ModelCheckpoint's state after the validation it is written at (else a resume forgets that best score)
+    callbacks += [*given_callbacks, LastCheckpoint(out / CKPT_FILE, plan.ckpt_every)]
     version = "" if resumed_at is None else log_version(out, resumed_at)
     loggers = [CSVLogger(out, name="logs", version=version), *named_logger(plan.logger, out)]
     given = user.pop("logger", None)
@@ -130,12 +131,26 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, path: Path, every_n_steps: int | None = None) -> None:
         self.path, self.every_n_steps = path, every_n_steps
         self.saved_step: int | None = None
+        self.in_validation = False
 
-    def save(self, trainer) -> None:
+    def save(self, trainer, in_validation: bool = False) -> None:
         if self.saved_step != trainer.global_step and not trainer.sanity_checking:
             # the whole training state (optimizer, loops), on every rank: the strategy writes it once
-            trainer.save_checkpoint(self.path, weights_only=False)
+            self.in_validation = in_validation
+            try:
+                trainer.save_checkpoint(self.path, weights_only=False)
+            finally:
+                self.in_validation = False
             self.saved_step = trainer.global_step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Lightning counts the step for its loggers after validating within an epoch, and a checkpoint written by
+        # that validation restarts "on the last batch", where Lightning adds nothing back: the resumed logs would
+        # go on one step behind the straight run's
+        loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        accumulating = trainer.fit_loop.epoch_loop._should_accumulate()  # the count moves at optimizer steps only
+        if self.in_validation and not accumulating and "_batches_that_stepped" in loops:
+            loops["_batches_that_stepped"] += 1
 
     def on_train_start(self, trainer, pl_module) -> None:
         # a resumed run holds its checkpoint's step already; saving it again mid-accumulation would lose the
@@ -149,7 +164,7 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         # at an epoch's end the checkpoint waits for on_train_epoch_end, where Lightning counts the epoch as done
         if trainer.state.fn == TrainerFn.FITTING and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self.save(trainer)
+            self.save(trainer, in_validation=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.save(trainer)
