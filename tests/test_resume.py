@@ -221,3 +221,56 @@ def test_the_final_weights_are_validated_once(tiny, data, tmp_path):
     swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "b"), max_steps=4,
                      **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [seen]}})
     assert seen.steps == [3, 4]
+
+
+def test_last_ckpt_written_at_a_validation_holds_that_validations_best_score(tiny, data, tmp_path):
+    """last.ckpt written by a validation within an epoch carries ModelCheckpoint's state after that validation:
+    a resume then compares new validations with it, and a worse one neither replaces best.ckpt nor the kept
+    weights (written before ModelCheckpoint had seen the score, it held none, and the resume kept the worse)."""
+    out = tmp_path / "run"
+    result = swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, **RUN)
+    state = torch.load(out / "last.ckpt", weights_only=True)["callbacks"]
+    (best,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert best["best_model_score"] is not None
+    assert float(best["best_model_score"]) == pytest.approx(result.metrics["top1"])
+
+
+def test_a_resume_logs_its_steps_where_the_straight_run_does(tiny, data, tmp_path):
+    """Lightning counts a logged step after validating within an epoch; last.ckpt written by that validation holds
+    the count the straight run has after the step, so a resumed run's logs go on at the straight run's step
+    numbers instead of one behind (its first row repeating the last step number logged before)."""
+    logged = {**RUN, "trainer": {**RUN["trainer"], "log_every_n_steps": 1}}
+
+    def loss_steps(csv: Path) -> list[int]:
+        rows = [row.split(",") for row in csv.read_text().splitlines()]
+        loss, step = rows[0].index("train/loss"), rows[0].index("step")
+        return [int(row[step]) for row in rows[1:] if row[loss]]
+
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "straight"), max_steps=4, **logged)
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "split"), max_steps=2, **logged)
+    swinzoo.finetune(resume=str(tmp_path / "split"), max_steps=4, trainer=logged["trainer"])
+    straight = loss_steps(tmp_path / "straight/logs/metrics.csv")
+    first = loss_steps(tmp_path / "split/logs/metrics.csv")
+    assert first + loss_steps(tmp_path / "split/logs/resumed-at-2/metrics.csv") == straight
+
+
+def test_the_kept_best_weights_validation_is_not_reported_as_the_last_steps(tiny, data, tmp_path):
+    """With --keep best, the best weights are validated again after the fit: that is step 2's weights, not a
+    validation at the final step, so the progress lines do not report it as one (the result line says which)."""
+    import io
+
+    from rich.console import Console
+
+    out = tmp_path / "run"
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, **RUN)
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    state = ckpt["callbacks"][key]  # step 2's weights beat anything to come
+    state["best_model_score"] = state["kth_value"] = torch.tensor(2.0)
+    state["best_k_models"] = {state["best_model_path"]: torch.tensor(2.0)}
+    torch.save(ckpt, out / "last.ckpt")
+    text = io.StringIO()
+    swinzoo.finetune(resume=str(out), max_steps=4, trainer=RUN["trainer"], console=Console(file=text, width=200))
+    lines = text.getvalue().splitlines()
+    assert sum(line.startswith("validation at step 4") for line in lines) == 1, lines
+    assert "(best weights: step 2 of 4)" in lines[-1]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
@@ -171,6 +172,8 @@ class ProgressLines(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         metrics = trainer.callback_metrics
         if trainer.sanity_checking or not trainer.is_global_zero or "val/top1" not in metrics:
+            return
+        if trainer.state.fn != TrainerFn.FITTING:  # after the fit: maybe another step's (kept best) weights
             return
         self.say(f"validation at step {trainer.global_step}: top1 {float(metrics['val/top1']):.4f}, top5 "
                  f"{float(metrics['val/top5']):.4f}")
