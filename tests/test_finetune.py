@@ -105,6 +105,46 @@ def test_embedded_nano_models_load_offline():
         assert src.provenance["dataset"] == "shapes" and src.provenance["recipe"]["name"] == "nano"
 
 
+def test_the_run_log_and_provenance_say_the_precision_lightning_runs(tiny, tmp_path, capsys):
+    """fp16 AMP is CUDA's: on the CPU Lightning runs 16-mixed as bf16-mixed, and the log and the weights' record
+    say so rather than repeating what was asked for."""
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune",
+                                 "--max-steps", "1", "--precision", "16-mixed", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    line = next(line for line in stdout.splitlines() if line.startswith("precision "))
+    assert line.startswith("precision bf16-mixed (16-mixed asked for") and "CUDA" in line, line
+    assert swinzoo.load_model(out).provenance["finetune"]["precision"] == "bf16-mixed"
+
+
+class Diverge(L.Callback):
+    """What an fp16 run without loss scaling can do: the weights turn NaN during training."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        with torch.no_grad():
+            pl_module.model.head.weight.fill_(float("nan"))
+
+
+def test_diverged_weights_are_an_error_not_a_model(tiny, tmp_path):
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    with pytest.raises(swinzoo.SwinzooError, match=r"training diverged: .*not finite \(head.weight\); .*--precision"):
+        swinzoo.finetune(str(tiny), data=str(data), recipe="nano_finetune", max_steps=1, batch_size=4, num_workers=0,
+                         keep="last", out=str(out), trainer={"callbacks": [Diverge()]})
+    # no model from NaN weights (last.ckpt stays, as after any failure past the first checkpoint)
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+
+
+def test_weights_that_overflow_the_save_dtype_are_an_error():
+    from swinzoo.train.run import check_finite
+
+    weights = {"a": torch.tensor([1e6]).to(torch.float16), "index": torch.tensor([3])}
+    with pytest.raises(swinzoo.SwinzooError, match=r"^--save-dtype float16: the weights do not fit that dtype \(a\); "):
+        check_finite(weights, "--save-dtype float16: the weights", "use --save-dtype float32", "do not fit that dtype")
+    check_finite({"a": torch.ones(2)}, "", "")
+
+
 def cli(*args) -> list[str]:
     return [sys.executable, "-m", "swinzoo", *map(str, args)]
 

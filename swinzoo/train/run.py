@@ -263,7 +263,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
             results, kept = keep_weights(trainer, module, dm, results)
         if not trainer.is_global_zero:
             return None
-        metrics = write_outputs(plan, module, results, trainer.global_step, kept, console)
+        metrics = write_outputs(plan, module, results, trainer.global_step, kept, console, str(trainer.precision))
     except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
@@ -296,15 +296,20 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, console) -> dict:
+def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, console, precision: str) -> dict:
     out = Path(plan.out)
     n = int(results["val/n"])
     metrics = {"top1": share(results["val/top1"], n), "top5": share(results["val/top5"], n), "n": n,
                "global_step": step, "weights": kept["weights"], "weights_step": kept["step"]}
     cfg = SwinConfig.from_dict(plan.config)
-    provenance = {**plan.provenance, "finetune": {**metrics, "command": plan.command}}
+    provenance = {**plan.provenance, "finetune": {**metrics, "precision": precision, "command": plan.command}}
+    weights = module.model.state_dict()
+    check_finite(weights, f"training diverged: the {kept['weights']} weights (step {kept['step']})",
+                 "nothing written; train again with --precision 32 or bf16-mixed, or a lower --lr")
     dtype = getattr(torch, plan.save_dtype)
-    sd = {k: v.detach().to(dtype) for k, v in module.model.state_dict().items()}
+    sd = {k: v.detach().to(dtype) for k, v in weights.items()}
+    check_finite(sd, f"--save-dtype {plan.save_dtype}: the weights", "nothing written; use --save-dtype float32",
+                 "do not fit that dtype")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
@@ -312,3 +317,12 @@ def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, cons
                   f"on {n} val images at {cfg.img_size} px ({kept['weights']} weights: step {kept['step']} of {step})",
                   soft_wrap=True)
     return metrics
+
+
+def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not finite") -> None:
+    """A run whose weights hold NaN or inf (fp16 without loss scaling, too high an lr) ends in an error rather
+    than in a model that predicts one class for everything."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise SwinzooError(f"{what} {problem} ({bad[0]}{more}); {fix}")

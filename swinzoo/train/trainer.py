@@ -82,14 +82,18 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     if "precision" in user:
         precision, why = user["precision"], "as set by --trainer.precision"
     kw.update(user)
-    if console is not None:
-        console.print(f"[bold]precision[/bold] {precision} ({why})", soft_wrap=True)
     try:
         trainer = L.Trainer(**kw)
     except (MisconfigurationException, ValueError, TypeError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise SwinzooError(f"Lightning refused the Trainer settings: {why}; check --devices, --accelerator, "
+        refused = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise SwinzooError(f"Lightning refused the Trainer settings: {refused}; check --devices, --accelerator, "
                            "--strategy, --precision and --trainer") from None
+    if console is not None:
+        used = str(trainer.precision)  # what Lightning runs: fp16 AMP asked for on the CPU becomes bf16-mixed
+        if used != PRECISION_ALIASES.get(str(precision), str(precision)):
+            why = f"{precision} asked for: Lightning runs fp16 AMP on CUDA only" if "16" in str(precision) else (
+                f"{precision} asked for")
+        console.print(f"[bold]precision[/bold] {used} ({why})", soft_wrap=True)
     # the accelerator Lightning chose, not a guess from the flags: glibc and the fp32 products only matter on the CPU
     if not isinstance(trainer.accelerator, CPUAccelerator):
         return trainer
@@ -100,6 +104,10 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
         if str(precision).startswith("32"):
             console.print(f"[bold]matmul[/bold] {cpu_gemm.describe()}", soft_wrap=True)
     return trainer
+
+
+# Lightning's names for the short precision flags (what `trainer.precision` reports)
+PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 
 
 def check_monitors(callbacks: list, metrics: tuple[str, ...], validates: bool) -> None:
@@ -304,7 +312,8 @@ QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.util
 # the DistributedSampler notice: sampling.unpadded counts each validation image once
 QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", r"Using `DistributedSampler` with the",
                   r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
-                  r"The number of training batches .* is smaller than the logging")
+                  r"The number of training batches .* is smaller than the logging",
+                  r".*AMP with fp16 is not supported on CPU")  # the run log says which precision runs instead
 
 
 @contextlib.contextmanager
