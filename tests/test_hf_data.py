@@ -247,6 +247,18 @@ def test_unlabelled_and_unreadable_datasets_are_one_line_each(tmp_path):
     one_line_error(lambda: open_hf(one_train), "too few to carve", "--val-split")
 
 
+def test_a_dataset_of_one_class_is_refused_for_training(tmp_path):
+    """A classifier of one class cannot train (and torchmetrics refuses num_classes=1 after the run has begun)."""
+    named = write(tmp_path / "n", {"default": {"train": table([0] * 4, ("only",)), "test": table([0] * 2, ("only",))}})
+    one_line_error(lambda: SwinDataModule(named, 16, 2).check(), "split 'train'", "at least 2 classes",
+                   "found 1 (only)", "--label-column")
+    ints = write(tmp_path / "i", {"default": {"train": table([0] * 4, None), "test": table([0] * 2, None)}})
+    one_line_error(lambda: SwinDataModule(ints, 16, 2).check(), "found 1 (0)")
+    # a ClassLabel of several names trains even when the rows use one of them
+    assert SwinDataModule(write(tmp_path / "s", {"default": {"train": table([0] * 4)}}), 16, 2).check() == \
+        ["a", "b", "c"]
+
+
 def test_missing_datasets_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)
     one_line_error(lambda: open_hf("hf:beans"), "pip install 'swinzoo[hf]'")

@@ -166,6 +166,22 @@ def check_no_hf_options(data: str, options: DataOptions | None) -> None:
                            f"{'them' if len(changed) > 1 else 'it'} for --data {data}")
 
 
+def check_classes(data: str, train) -> None:
+    """A classifier of one class learns nothing (its loss is always zero), and the accuracy metrics refuse to be
+    built for it once the run has begun: refuse it while nothing is written. Evaluating one class folder is fine:
+    `evaluate` matches it to the model's classes."""
+    classes = list(train.classes)
+    if len(classes) >= 2:
+        return
+    found = f"found {len(classes)}" + (f" ({', '.join(classes)})" if classes else "")
+    if isinstance(train, HFSplit):
+        raise SwinzooError(f"--data {data}: split {train.split_name!r} needs at least 2 classes to train a "
+                           f"classifier, {found} in label column {train.label_key!r}; pick another --label-column "
+                           "or a dataset with more classes")
+    raise SwinzooError(f"--data {data}: needs at least 2 class folders in train/, {found}; add a folder of images "
+                       "for each other class")
+
+
 def describe(data: str, train, val) -> str:
     """One line for the console: which splits (or carve) the run reads."""
     parts = [getattr(base, "description", None) or f"{role}: {len(base)} images"
@@ -213,6 +229,7 @@ class SwinDataModule(L.LightningDataModule):
                 if isinstance(self.train_base, ImageFolderSplit):  # both splits' images in one pass, one error
                     check_images([p for base in (self.train_base, self.val_base) for p, _ in base.samples],
                                  self.data)
+            check_classes(self.data, self.train_base)
             fraction = opts.train_fraction
             if fraction is not None and fraction < 1:
                 self.train_base = LabelBudget(self.train_base, fraction, opts.split_seed)

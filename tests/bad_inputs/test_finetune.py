@@ -170,6 +170,8 @@ CASES = {
                               ["train/a/2.jpg", "not a readable image", "truncated"]),
     "png_cut_in_half": (lambda t, mp: (truncate(t.data / "train/b/0.png"), steps(t))[1],
                         ["train/b/0.png", "not a readable image"]),
+    "one_class_folder": (lambda t, mp: ([shutil.rmtree(t.data / s / "b") for s in ("train", "val")], steps(t))[1],
+                         ["at least 2 class folders in train/", "found 1 (a)", "add a folder"]),
     "bad_images_in_both_splits": (lambda t, mp: (truncate(t.data / "train/b/0.png"),
                                                  truncated_png(t.data / "val/b/1.png"), steps(t))[2],
                                   ["train/b/0.png", "not a readable image", "(1 more unreadable: 1.png)"]),
