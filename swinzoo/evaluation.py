@@ -158,6 +158,10 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
     `open_data` only the model is read and moved (dataset and label map None)."""
     net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
                         console=console)
+    if net.config.num_classes == 1:  # torchmetrics' accuracy refuses it, and top-1 would be 1 whatever the images
+        name = model if isinstance(model, (str, os.PathLike)) else "the model"
+        raise SwinzooError(f"{name} has 1 class, so accuracy measures nothing: evaluate a classifier of 2 or more "
+                           "classes (swinzoo predict still runs it)")
     provenance = getattr(net, "provenance", None) or {}
     data, options, note = data_of_run(model, data, data_options, provenance)
     if data is None:

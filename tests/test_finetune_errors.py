@@ -97,3 +97,14 @@ def test_recipe_key_that_is_not_one(tiny, tmp_path, capsys):
     assert "--recipe.warmup: unknown recipe key 'warmup'; valid keys:" in err and "warmup_epochs" in err
     err = finetune_fails(tiny, tmp_path, capsys, "--data", data, "--recipe.base_lr", "fast")
     assert "--recipe.base_lr: base_lr='fast' is invalid" in err
+
+
+def test_eval_of_one_class(tmp_path, capsys):
+    """One class folder among a model's classes evaluates (labels matched by name); a model of one class cannot."""
+    data = image_folder(tmp_path / "data", classes=("dots",), per_class=3)
+    code, stdout, err = run_cli(["eval", "swin_n_64", "--data", data, "--num-workers", "0", "--json"], capsys)
+    assert code == 0 and '"n": 3' in stdout, err
+    one = tmp_path / "one.safetensors"
+    swinzoo.save_model(swinzoo.create_model("swin_n_64", num_classes=1), one)
+    code, _, err = run_cli(["eval", one, "--data", data], capsys)
+    assert code == 2 and err.count("\n") == 1 and "has 1 class" in err and "2 or more" in err, err
