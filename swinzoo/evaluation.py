@@ -19,6 +19,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
+from swinzoo.preprocess import to_rgb
 from swinzoo.train.checks import check_whole
 from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
 from swinzoo.train.hf_data import FLAGS, DataOptions
@@ -357,7 +358,7 @@ def read_image(path: str | Path, transform) -> torch.Tensor:
     """One image file through `transform`, or a one-line error naming it."""
     try:
         with Image.open(path) as im:
-            return transform(im.convert("RGB"))
+            return transform(to_rgb(im, str(path)))
     except Image.DecompressionBombError:
         raise SwinzooError(f"{path} has more pixels than PIL's limit ({2 * Image.MAX_IMAGE_PIXELS}; a guard "
                            "against decompression bombs): shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS "

@@ -152,9 +152,9 @@ class Preprocess:
 
 
 def rgb_image(image):
-    """A PIL image of any mode as RGB (as `predict` reads files), a uint8 numpy array (H, W[, C]) as the PIL image
-    it holds, in RGB; anything else (a tensor) unchanged. torchvision v2 would pass an array through its resize and
-    crop untouched, and normalise RGBA's four channels against three means."""
+    """A PIL image of any mode as RGB (`to_rgb`, as `predict` reads files), a uint8 numpy array (H, W[, C]) as the
+    PIL image it holds, in RGB; anything else (a tensor) unchanged. torchvision v2 would pass an array through its
+    resize and crop untouched, and normalise RGBA's four channels against three means."""
     import numpy as np
     from PIL import Image
 
@@ -165,8 +165,40 @@ def rgb_image(image):
                                "or a PIL image")
         image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     if isinstance(image, Image.Image) and image.mode != "RGB":
-        image = image.convert("RGB")
+        image = to_rgb(image)
     return image
+
+
+def pixel_problem(image) -> str | None:
+    """Why the pixels of a PIL image have no 8-bit meaning (None when they have): float pixels (mode F) with no
+    recorded range, integers (mode I) beyond 16 bits. `image_check` refuses such files before training starts."""
+    if image.mode == "F":
+        return ("float pixels (PIL mode F), whose range (0-1 or 0-255?) is not recorded; save it as an 8- or 16-bit "
+                "image")
+    if image.mode == "I":  # the I;16 modes hold 16 bits by definition
+        low, high = image.getextrema()
+        if low < 0 or high > 65535:
+            bound = f"down to {low}" if low < 0 else f"up to {high}"
+            return f"pixels {bound} (PIL mode {image.mode}), beyond 16 bits; save it as an 8- or 16-bit image"
+    return None
+
+
+def to_rgb(image, name: str = "the image"):
+    """A PIL image as a loaded RGB image, for every reader of images (training, eval, predict, create_transform).
+    16-bit pixels (modes I;16*, and I, which Pillow gives 16-bit PGM / PPM) are scaled to 8 bits first (value / 257,
+    rounded): PIL's convert, and so torchvision's ImageFolder, clips them at 255, nearly all white. Other modes
+    convert as PIL converts them, byte for byte. `name` (a path) names the image in the error for float pixels or
+    integers beyond 16 bits."""
+    problem = pixel_problem(image)
+    if problem:
+        raise SwinzooError(f"{name} has {problem}")
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        import numpy as np
+        from PIL import Image
+
+        deep = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((deep * 255 + 32767) // 65535).astype(np.uint8))  # round(value / 257)
+    return image.convert("RGB")
 
 
 @functools.cache

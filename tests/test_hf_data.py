@@ -259,6 +259,18 @@ def test_a_dataset_of_one_class_is_refused_for_training(tmp_path):
         ["a", "b", "c"]
 
 
+def test_sixteen_bit_rows_read_as_their_eight_bit_twins(tmp_path):
+    """As image files do (tests/test_inputs_deep.py): PIL's convert("RGB") alone clips them almost all white."""
+    deep = np.arange(0, 65536, 64, dtype=np.uint16).reshape(32, 32)
+    eight = np.round(deep / 257).astype(np.uint8)
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(deep), Image.fromarray(eight)], "label": [0, 1]},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=["a", "b"])}))
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
+    split = HFSplit(str(tmp_path / "ds"), "train", check=False)
+    assert split[0][0].tobytes() == split[1][0].tobytes() == Image.fromarray(eight).convert("RGB").tobytes()
+
+
 def test_missing_datasets_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)
     one_line_error(lambda: open_hf("hf:beans"), "pip install 'swinzoo[hf]'")

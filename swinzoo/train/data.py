@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
-from swinzoo.preprocess import Preprocess, create_transform
+from swinzoo.preprocess import Preprocess, create_transform, to_rgb
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.image_check import check_images
@@ -107,7 +107,7 @@ class ImageFolderSplit(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as im:
-                return im.convert("RGB"), label
+                return to_rgb(im, str(path)), label
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
 

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from swinzoo.errors import SwinzooError
 from swinzoo.hub_http import hub_calls
+from swinzoo.preprocess import to_rgb
 from swinzoo.train.image_check import image_problem, more_unreadable, scan
 
 VAL_SPLITS = ("validation", "val", "valid", "test")
@@ -334,8 +335,10 @@ class HFSplit(Dataset):
         return len(self.ds) if self.rows is None else len(self.rows)
 
     def __getitem__(self, index: int):
-        row = self.ds[int(index if self.rows is None else self.rows[index])]
-        return row[self.image_key].convert("RGB"), int(row[self.label_key]) if self.label_key else -1
+        at = int(index if self.rows is None else self.rows[index])
+        row = self.ds[at]
+        image = to_rgb(row[self.image_key], f"{self.data} split {self.split_name!r} row {at}")
+        return image, int(row[self.label_key]) if self.label_key else -1
 
 
 def row_problems(ds, key: str, rows: np.ndarray | None):

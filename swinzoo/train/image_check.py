@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from swinzoo.errors import SwinzooError
+from swinzoo.preprocess import pixel_problem
 
 CHECK_CHUNK = 64  # images per thread-pool task
 PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
@@ -21,7 +22,8 @@ PROGRESS_FROM = 2000  # show a progress bar when checking at least this many ima
 
 def image_problem(source: Path | bytes) -> str | None:
     """Why `source` (a file, or an encoded image's bytes) is not a readable image (None when it is): the structure
-    is verified (PNG chunk checksums), then every byte of the image data is decoded. A JPEG decodes in draft mode
+    is verified (PNG chunk checksums), then every byte of the image data is decoded, and its pixels must have an
+    8-bit meaning (`preprocess.pixel_problem`). A JPEG decodes in draft mode
     (libjpeg's 1/8 scaling): the whole entropy-coded stream is still read, so truncation and broken markers are
     found, at about half the cost."""
     # verify() leaves the image unusable, so the second pass needs a fresh file object
@@ -32,11 +34,12 @@ def image_problem(source: Path | bytes) -> str | None:
         with Image.open(opened()) as im:
             im.draft(im.mode, (1, 1))  # a no-op for formats other than JPEG
             im.load()
+            pixels = pixel_problem(im)  # a float image would fail midway through training, in to_rgb
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ... on bad files
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         # a buffer's repr (an address) says nothing to the user and differs on every run
         return re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", why)[:200]
-    return None
+    return pixels
 
 
 def check_workers() -> int:

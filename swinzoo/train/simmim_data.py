@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
+from swinzoo.preprocess import to_rgb
 from swinzoo.train.data import BUILTIN, IMAGE_SUFFIXES, check_images, check_no_hf_options, default_workers
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
@@ -65,7 +66,7 @@ class ImageFiles(Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as im:
-                return im.convert("RGB")
+                return to_rgb(im, str(path))
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
 
