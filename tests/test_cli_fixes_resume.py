@@ -44,3 +44,18 @@ def test_resume_refuses_another_source_and_names_the_runs(run, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "--from cannot change a resumed run" in err and "it ran with --from tiny.safetensors" in err
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 1
+
+
+def test_resume_refuses_another_accumulation_and_accepts_the_same(run, capsys):
+    """The total batch scales the lr, and the optimizer and schedule come back from last.ckpt with the old one: a
+    resume that accumulated otherwise would log one lr and train with another."""
+    run_json = (run / "run.json").read_text()
+    code, _, err = run_cli(["finetune", "--resume", run, "--max-steps", "2", "--trainer.accumulate_grad_batches", "2",
+                            *FAST], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--trainer.accumulate_grad_batches 2 cannot change a resumed run" in err and "it ran with 1" in err, err
+    assert (run / "run.json").read_text() == run_json
+    code, _, err = run_cli(["finetune", "--resume", run, "--max-steps", "2", "--trainer.accumulate_grad_batches", "1",
+                            *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2

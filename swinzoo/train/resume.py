@@ -49,7 +49,9 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs, max_steps=None)
     plan.recipe = recipe.to_dict()
-    plan.trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
+    trainer = check_trainer_options({**plan.trainer, **args.trainer}, f"{run_file} trainer")
+    check_same_accumulation(plan.trainer, trainer, recipe.accumulate_grad_batches, run_file)
+    plan.trainer = trainer
     point = check_checkpoint(ckpt, args.trust_checkpoint)
     check_resume_target(out, point, args.max_steps, args.epochs)
     return plan, ckpt, point
@@ -98,6 +100,19 @@ def check_resume_flags(args, run_file: Path, plan: Plan | None = None) -> None:
         ran = f"; it ran with {', '.join(was)}" if was else ""
         raise SwinzooError(f"{', '.join(map(flag_name, fixed))} cannot change a resumed run ({run_file} fixes it{ran}; "
                            f"--max-steps, --epochs and --trainer.* can): drop them, or start a new run with --from "
+                           f"{run_file.parent / 'model.safetensors'}")
+
+
+def check_same_accumulation(was: dict, now: dict, recipe_value: int, run_file: Path) -> None:
+    """Refuse another accumulate_grad_batches: it changes the total batch that scaled the run's lr, while last.ckpt
+    brings back the optimizer and schedule of the old one, so the run would log one lr and train with another.
+    (--devices and --num-nodes, the other factors, are run flags that cannot change.)"""
+    key = "accumulate_grad_batches"
+    old, new = was.get(key, recipe_value), now.get(key, recipe_value)
+    if new != old:
+        raise SwinzooError(f"--trainer.{key} {new} cannot change a resumed run ({run_file} fixes it: it ran with "
+                           f"{old}, and its total batch set the lr that last.ckpt holds): resume with "
+                           f"--trainer.{key} {old} or without it, or start a new run with --from "
                            f"{run_file.parent / 'model.safetensors'}")
 
 
