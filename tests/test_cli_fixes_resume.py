@@ -59,3 +59,17 @@ def test_resume_refuses_another_accumulation_and_accepts_the_same(run, capsys):
                             *FAST], capsys)
     assert code == 0, err
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
+
+
+def test_the_checkpoints_total_batch_is_read_and_another_refused(run):
+    """For --devices auto on a machine with another device count: what a resume checks once its Trainer is built."""
+    from swinzoo.errors import SwinzooError
+    from swinzoo.train.resume import check_checkpoint, check_total_batch
+
+    point = check_checkpoint(run / "last.ckpt")
+    assert (point.step, point.total_batch) == (1, 2)
+    check_total_batch(point, 2, run)
+    with pytest.raises(SwinzooError) as e:
+        check_total_batch(point, 4, run)
+    assert "\n" not in str(e.value) and "total batch 2" in str(e.value) and "with 4" in str(e.value)
+    assert "--from run/model.safetensors" in str(e.value)

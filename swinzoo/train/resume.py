@@ -22,10 +22,12 @@ RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint"
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where last.ckpt stands: the optimizer steps taken and the training epochs done."""
+    """Where last.ckpt stands: the optimizer steps taken, the training epochs done, and the total batch its lr was
+    scaled for (None in a checkpoint without it)."""
 
     step: int
     epoch: int
+    total_batch: int | None = None
 
 
 def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) -> tuple[Plan, Path, ResumePoint]:
@@ -71,7 +73,19 @@ def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> ResumePoint:
     if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("global_step"), int):
         raise SwinzooError(f"{ckpt} is not a training checkpoint written by `swinzoo finetune` (no state_dict and "
                            f"global_step); {fix}")
-    return ResumePoint(state["global_step"], epochs_done(state))
+    total_batch = (state.get("hyper_parameters") or {}).get("total_batch")
+    return ResumePoint(state["global_step"], epochs_done(state), total_batch if isinstance(total_batch, int) else None)
+
+
+def check_total_batch(point: ResumePoint, total_batch: int, out: Path) -> None:
+    """Refuse a resume whose Trainer makes another total batch than the checkpoint's (--devices auto on a machine
+    with another device count): last.ckpt brings back the lr and schedule of the old one. For the caller, once the
+    Trainer is built and before it writes anything."""
+    if point.total_batch is not None and total_batch != point.total_batch:
+        raise SwinzooError(f"--resume {out}: the run trained with total batch {point.total_batch} (batch x devices x "
+                           f"nodes x accumulation), this resume would train with {total_batch}; resume with as many "
+                           f"devices visible (CUDA_VISIBLE_DEVICES), or start a new run with --from "
+                           f"{out / 'model.safetensors'}")
 
 
 def epochs_done(state: dict) -> int:
