@@ -274,3 +274,16 @@ def test_the_kept_best_weights_validation_is_not_reported_as_the_last_steps(tiny
     lines = text.getvalue().splitlines()
     assert sum(line.startswith("validation at step 4") for line in lines) == 1, lines
     assert "(best weights: step 2 of 4)" in lines[-1]
+
+
+def test_a_resume_with_another_total_batch_is_refused(tiny, data, tmp_path):
+    """--devices auto on a machine with another device count makes another total batch than the one last.ckpt's
+    lr and schedule were scaled for (simulated here by the checkpoint's record): refused before training."""
+    out = tmp_path / "run"
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, **RUN)
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["total_batch"] = 8  # as if it ran on two devices
+    torch.save(ckpt, out / "last.ckpt")
+    with pytest.raises(swinzoo.SwinzooError, match=r"trained with total batch 8 .* would train with 4"):
+        swinzoo.finetune(resume=str(out), max_steps=4, trainer=RUN["trainer"])
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 2

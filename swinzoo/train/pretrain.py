@@ -61,7 +61,7 @@ from swinzoo.train.recipes import (
     split_recipe,
     warmup_note,
 )
-from swinzoo.train.resume import record_resume, resume_plan
+from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
@@ -114,10 +114,12 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
     L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
                             metrics=SimMIMPretrainer.METRICS)
-    if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
+    if ckpt is not None:  # --devices auto may see another device count than the run had
+        check_total_batch(point, total_batch, Path(plan.out))
+    if ckpt is not None and is_rank_zero():
+        record_resume(plan, point, args.command)
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)

@@ -56,7 +56,7 @@ from swinzoo.train.recipes import (
     split_recipe,
     warmup_note,
 )
-from swinzoo.train.resume import record_resume, resume_plan
+from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.weight_transfer import match_head_to_classes, transfer
@@ -243,10 +243,12 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     L.seed_everything(recipe.seed, verbose=False)
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
                             metrics=SwinClassifier.METRICS)
-    if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
+    if ckpt is not None:  # --devices auto may see another device count than the run had
+        check_total_batch(point, total_batch, Path(plan.out))
+    if ckpt is not None and is_rank_zero():
+        record_resume(plan, point, args.command)
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
