@@ -19,12 +19,14 @@ import argparse
 import difflib
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
+from swinzoo.commands.run_config import given_trainer, print_request, printed_config
 from swinzoo.errors import SwinzooError
-from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, as_plain  # no torch, no Lightning
+from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -46,9 +48,11 @@ Values not given come from the recipe and the source. Every flag is also a key o
 TRAINER_HELP = """any lightning.Trainer argument as --trainer.NAME VALUE (or --trainer NAME=VALUE), e.g.
 --trainer.limit_val_batches 10 --trainer.log_every_n_steps 5; callbacks and loggers as objects:
 --trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor=val/top1, or class_path/init_args in YAML.
-They are added to swinzoo's own (the checkpointing that --resume needs, the CSV log). `--print-config` lists
-every one with its default. Owned by swinzoo (use the named flag): devices, accelerator, strategy, num_nodes,
-precision, max_steps, max_epochs, default_root_dir, plugins, enable_checkpointing."""
+They are added to swinzoo's own (the checkpointing that --resume needs, the CSV log). A value given applies,
+even Lightning's default (--trainer.gradient_clip_val null turns the recipe's clipping off); `--print-config`
+lists the others with their defaults, as comments. Owned by swinzoo (use the named flag): devices,
+accelerator, strategy, num_nodes, precision, max_steps, max_epochs, default_root_dir, plugins,
+enable_checkpointing."""
 
 
 def register(subparsers) -> None:
@@ -292,14 +296,19 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     if not any(a in HELP_FLAGS for a in argv):
         check_config_files(argv, verb)
     parser = make_parser(with_trainer=not any(a in HELP_FLAGS for a in argv))
+    argv, print_flags = print_request(argv, verb)
     try:
         cfg = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --print-config
+        given = parser.parse_args(argv, defaults=False)  # what the command line and --config files set
+    except SystemExit as e:  # --help
         return int(e.code or 0)
     except argparse.ArgumentError as e:
         text = explain(e, parser).replace("--recipe_overrides.", "--recipe.")  # as the user spelt it
         raise SwinzooError(f"swinzoo {verb}: {text.replace('--recipe_overrides', '--recipe.KEY')}") from None
-    return options_from(cfg.as_dict(), parser, options_class, command)
+    if print_flags is not None:
+        sys.stdout.write(printed_config(parser, cfg, given, print_flags))
+        return 0
+    return options_from(cfg.as_dict(), given_trainer(given), options_class, command)
 
 
 CONFIG_FIX = "give a YAML mapping of keys (from --print-config, or a run's OUT/config.yaml)"
@@ -340,16 +349,13 @@ def check_config_files(argv: list[str], verb: str = "finetune") -> None:
             raise SwinzooError(f"{where}: holds {kind}, not a mapping of keys; {CONFIG_FIX}")
 
 
-def options_from(values: dict, parser, options_class=None, command: str = ""):
-    """Parsed values -> `options_class` (default FinetuneOptions) recording `command`: `from` is `source`, and only
-    the Trainer arguments that differ from Lightning's defaults are kept."""
+def options_from(values: dict, trainer: dict, options_class=None, command: str = ""):
+    """Parsed values -> `options_class` (default FinetuneOptions) recording `command`: `from` is `source`, and the
+    Trainer arguments are `trainer`, the ones given (see `run_config.given_trainer`), not the parser's defaults."""
     if options_class is None:
         from swinzoo.train.options import FinetuneOptions as options_class
 
-    defaults = parser.get_defaults().as_dict().get("trainer", {})
-    given = as_plain(values.pop("trainer", None) or {})
-    # by type as well: limit_val_batches=1 (one batch) equals the default 1.0 (all batches) as a number
-    trainer = {k: v for k, v in given.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
+    values.pop("trainer", None)
     values["source"] = values.pop("from")
     for key in ("config", "__path__", "print_config"):
         values.pop(key, None)

@@ -1,0 +1,58 @@
+"""`--trainer.*` options of `swinzoo finetune`: a value given applies (even Lightning's default, over the recipe's),
+callbacks whose defaults YAML cannot hold are built, and values Lightning would fail on mid-run are refused first."""
+
+import json
+
+import pytest
+
+from swinzoo.commands.finetune import parse
+from tests.conftest import run_cli
+from tests.test_finetune import image_folder, tiny  # noqa: F401  (the module-scoped source model)
+
+FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.fixture
+def trainers(monkeypatch) -> list:
+    """The lightning.Trainer each run of the test builds."""
+    import swinzoo.train.run
+
+    made, real = [], swinzoo.train.run.build_trainer
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(swinzoo.train.run, "build_trainer", recording)
+    return made
+
+
+def test_a_trainer_value_given_applies_even_at_lightnings_default(tiny, tmp_path, capsys,  # noqa: F811
+                                                                    trainers):
+    given = ["--recipe.accumulate_grad_batches", "2", "--trainer.accumulate_grad_batches", "1",
+             "--trainer.gradient_clip_val", "null"]
+    assert parse(["--from", "swin_n_64", *given]).trainer == {"accumulate_grad_batches": 1, "gradient_clip_val": None}
+    assert parse(["--from", "swin_n_64"]).trainer == {}  # the parser's defaults are not given
+    (tmp_path / "c.yaml").write_text("from: swin_n_64\ntrainer:\n  gradient_clip_val: null\n")
+    assert parse(["--config", str(tmp_path / "c.yaml")]).trainer == {"gradient_clip_val": None}
+
+    # --print-config holds the given ones only (the others as comments), so it replays as given
+    code, printed, err = run_cli(["finetune", "--from", "swin_n_64", *given, "--print-config"], capsys)
+    assert code == 0, err
+    assert "\ntrainer:\n  accumulate_grad_batches: 1\n  gradient_clip_val: null\n#" in printed
+    assert "\n#   limit_val_batches: null\n" in printed
+    (tmp_path / "p.yaml").write_text(printed)
+    assert parse(["--config", str(tmp_path / "p.yaml")]).trainer == {"accumulate_grad_batches": 1,
+                                                                "gradient_clip_val": None}
+    code, printed, err = run_cli(["finetune", "--from", "swin_n_64", "--print-config"], capsys)
+    (tmp_path / "d.yaml").write_text(printed)
+    assert code == 0 and "\ntrainer:" not in printed and parse(["--config", str(tmp_path / "d.yaml")]).trainer == {}
+
+    # ... and reaches the Trainer over the recipe's clipping (5.0) and accumulation
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", "--from", tiny, "--data", image_folder(tmp_path / "data"), "--max-steps", "1",
+                            *FAST, *given, "--out", out], capsys)
+    assert code == 0, err
+    assert trainers[-1].accumulate_grad_batches == 1 and trainers[-1].gradient_clip_val is None
+    assert json.loads((out / "run.json").read_text())["recipe"]["clip_grad"] == 5.0
