@@ -6,7 +6,7 @@ import json
 import pytest
 
 from swinzoo.commands.finetune import parse
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 from tests.test_finetune import image_folder, tiny  # noqa: F401  (the module-scoped source model)
 
 FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
@@ -56,3 +56,29 @@ def test_a_trainer_value_given_applies_even_at_lightnings_default(tiny, tmp_path
     assert code == 0, err
     assert trainers[-1].accumulate_grad_batches == 1 and trainers[-1].gradient_clip_val is None
     assert json.loads((out / "run.json").read_text())["recipe"]["clip_grad"] == 5.0
+
+
+def test_a_callback_whose_defaults_yaml_cannot_hold_is_built(tiny, tmp_path, capsys, trainers):  # noqa: F811
+    """StochasticWeightAveraging's device defaults to a torch.device: the spec keeps the init_args given, the class
+    fills in the rest, and --print-config and config.yaml stay YAML that replays."""
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    swa = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs=0.01"]
+    flags = ["--from", tiny, "--data", image_folder(tmp_path / "data"), "--max-steps", "2", *FAST, *swa]
+    code, _, err = run_cli(["finetune", *flags, "--out", tmp_path / "a"], capsys)  # a share of no epochs
+    assert code == 2 and "swa_epoch_start=0.8" in one_error_line(err, "--trainer.callbacks.swa_epoch_start=1")
+    assert not (tmp_path / "a").exists()
+
+    flags += ["--trainer.callbacks.swa_epoch_start=1"]
+    code, printed, err = run_cli(["finetune", *flags, "--print-config"], capsys)
+    assert code == 0 and "Unable to serialize" not in printed, err
+    (tmp_path / "p.yaml").write_text(printed)
+    for args in ([*flags, "--out", tmp_path / "a"], ["--config", tmp_path / "p.yaml", "--out", tmp_path / "b"],
+                 ["--config", tmp_path / "a" / "config.yaml", "--out", tmp_path / "c"]):
+        code, _, err = run_cli(["finetune", *args], capsys)
+        assert code == 0, err
+        swas = [c for c in trainers[-1].callbacks if isinstance(c, StochasticWeightAveraging)]
+        lrs = swas[0]._swa_lrs  # a list, one per parameter group, once training starts
+        assert len(swas) == 1 and set(lrs if isinstance(lrs, list) else [lrs]) == {0.01}
+        assert swas[0]._swa_epoch_start == 1
+    assert "swa_lrs: 0.01" in (tmp_path / "a" / "config.yaml").read_text()

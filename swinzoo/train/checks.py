@@ -18,7 +18,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS
-from swinzoo.train.trainer_options import check_trainer_options
+from swinzoo.train.trainer_options import check_step_bound, check_trainer_options
 
 
 # ---------------------------------------------------------------------------------------------- value checks
@@ -200,6 +200,8 @@ def with_checked_run_options(args):
     """The checks `finetune` and `pretrain` share last: Trainer options (returned normalised), the logger's
     package, and --out (not a file, empty, writable; rank zero only)."""
     trainer = check_trainer_options(args.trainer)
+    if args.max_steps is not None:
+        check_step_bound(trainer)
     check_logger(args.logger)
     if not args.resume and args.out and is_rank_zero():
         check_out(Path(args.out))

@@ -179,3 +179,17 @@ def _has_class_path(value) -> bool:
     if isinstance(value, dict):
         return "class_path" in value
     return isinstance(value, list) and any(_has_class_path(v) for v in value)
+
+
+def check_step_bound(options: dict, label: str = "--trainer") -> None:
+    """A run bound by --max-steps has no max_epochs (Lightning's -1), and StochasticWeightAveraging given its start
+    as a share of the epochs (its default, 0.8) fails when training starts, after the run folder is made."""
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    callbacks = trainer_objects({"callbacks": options.get("callbacks")})["callbacks"]
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        start = getattr(callback, "_swa_epoch_start", None)
+        if isinstance(callback, StochasticWeightAveraging) and isinstance(start, float):
+            raise SwinzooError(f"{label}.callbacks StochasticWeightAveraging: swa_epoch_start={start} is a share of "
+                               "the epochs, which a --max-steps run does not set; give the epoch it starts at "
+                               "(--trainer.callbacks.swa_epoch_start=1), or --epochs")
