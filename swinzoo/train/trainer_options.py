@@ -157,12 +157,26 @@ def check_trainer_options(options: dict | None, label: str = "--trainer") -> dic
             options[key] = as_plain(parsed.as_dict()["trainer"][key])
         if key in TRAINER_COUNTS and isinstance(value, int) and value < 1:
             raise SwinzooError(f"{label}.{key}={value!r}: must be a whole number >= 1 ({TRAINER_COUNTS[key]})")
+        check_batch_share(key, options[key], label)
     return options
 
 
 # Trainer counts Lightning takes as given and fails on later (a division by zero mid-run)
 TRAINER_COUNTS = {"accumulate_grad_batches": "batches per optimizer step",
                   "check_val_every_n_epoch": "epochs between validations"}
+
+# Trainer values that are a whole number of batches or a fraction of them: Lightning divides by 0 mid-run
+# (val_check_interval); a negative or a fraction above 1 it refuses in words that name neither flag nor fix
+BATCH_SHARES = {"val_check_interval": "of an epoch"}
+
+
+def check_batch_share(key: str, value, label: str) -> None:
+    if key not in BATCH_SHARES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # not a number: val_check_interval also takes a time ("00:01:00:00")
+    if value > 0 and (isinstance(value, int) or value <= 1 or value % 1 == 0):  # 2.0 is 2 batches to Lightning
+        return
+    raise SwinzooError(f"{label}.{key}={value!r}: give a whole number of batches >= 1 or a fraction "
+                       f"{BATCH_SHARES[key]} in (0, 1]")
 
 
 def trainer_objects(options: dict) -> dict:

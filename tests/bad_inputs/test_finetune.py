@@ -271,6 +271,13 @@ CASES = {
                              ["error: --from cannot change a resumed run"]),
     "trainer_accumulate_0": (lambda t, mp: [*steps(t), "--trainer.accumulate_grad_batches", "0"],
                              ["--trainer.accumulate_grad_batches=0", "whole number >= 1"]),
+    "trainer_val_check_interval_0": (lambda t, mp: [*steps(t), "--trainer.val_check_interval", "0"],
+                                     ["--trainer.val_check_interval=0: give a whole number of batches >= 1",
+                                      "fraction of an epoch in (0, 1]"]),
+    "trainer_val_check_interval_negative": (lambda t, mp: [*steps(t), "--trainer.val_check_interval", "-2"],
+                                            ["--trainer.val_check_interval=-2", "(0, 1]"]),
+    "trainer_val_check_interval_above_1": (lambda t, mp: [*steps(t), "--trainer.val_check_interval", "1.5"],
+                                           ["--trainer.val_check_interval=1.5", "(0, 1]"]),
     "resume_a_file": (lambda t, mp: ((t.root / "f").write_text("x"), ["finetune", "--resume", t.root / "f"])[1],
                       ["is a file"]),
 }
