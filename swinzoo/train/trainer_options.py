@@ -166,8 +166,9 @@ TRAINER_COUNTS = {"accumulate_grad_batches": "batches per optimizer step",
                   "check_val_every_n_epoch": "epochs between validations"}
 
 # Trainer values that are a whole number of batches or a fraction of them: Lightning divides by 0 mid-run
-# (val_check_interval); a negative or a fraction above 1 it refuses in words that name neither flag nor fix
-BATCH_SHARES = {"val_check_interval": "of an epoch"}
+# (val_check_interval) or trains 0 steps and reports success (limit_train_batches); a negative or a fraction above
+# 1 it refuses in words that name neither flag nor fix
+BATCH_SHARES = {"val_check_interval": "of an epoch", "limit_train_batches": "of the training batches"}
 
 
 def check_batch_share(key: str, value, label: str) -> None:
@@ -175,7 +176,8 @@ def check_batch_share(key: str, value, label: str) -> None:
         return  # not a number: val_check_interval also takes a time ("00:01:00:00")
     if value > 0 and (isinstance(value, int) or value <= 1 or value % 1 == 0):  # 2.0 is 2 batches to Lightning
         return
-    raise SwinzooError(f"{label}.{key}={value!r}: give a whole number of batches >= 1 or a fraction "
+    nothing = "it would train nothing; drop it, or " if key == "limit_train_batches" and value == 0 else ""
+    raise SwinzooError(f"{label}.{key}={value!r}: {nothing}give a whole number of batches >= 1 or a fraction "
                        f"{BATCH_SHARES[key]} in (0, 1]")
 
 

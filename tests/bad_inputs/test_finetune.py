@@ -278,6 +278,10 @@ CASES = {
                                             ["--trainer.val_check_interval=-2", "(0, 1]"]),
     "trainer_val_check_interval_above_1": (lambda t, mp: [*steps(t), "--trainer.val_check_interval", "1.5"],
                                            ["--trainer.val_check_interval=1.5", "(0, 1]"]),
+    "trainer_limit_train_batches_0": (lambda t, mp: [*steps(t), "--trainer.limit_train_batches", "0"],
+                                      ["--trainer.limit_train_batches=0: it would train nothing; drop it"]),
+    "trainer_limit_train_batches_0.0": (lambda t, mp: [*steps(t), "--trainer.limit_train_batches", "0.0"],
+                                        ["--trainer.limit_train_batches=0.0: it would train nothing", "(0, 1]"]),
     "resume_a_file": (lambda t, mp: ((t.root / "f").write_text("x"), ["finetune", "--resume", t.root / "f"])[1],
                       ["is a file"]),
 }
