@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+import swinzoo
 from swinzoo.commands.finetune import parse
+from swinzoo.errors import SwinzooError
 from tests.conftest import one_error_line, run_cli
 from tests.test_finetune import image_folder, tiny  # noqa: F401  (the module-scoped source model)
 
@@ -82,3 +84,12 @@ def test_a_callback_whose_defaults_yaml_cannot_hold_is_built(tiny, tmp_path, cap
         assert len(swas) == 1 and set(lrs if isinstance(lrs, list) else [lrs]) == {0.01}
         assert swas[0]._swa_epoch_start == 1
     assert "swa_lrs: 0.01" in (tmp_path / "a" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("trainer", [[1], 5, "foo"])
+def test_trainer_that_is_not_a_mapping_is_one_error_from_python(trainer, tmp_path):
+    with pytest.raises(SwinzooError) as e:
+        swinzoo.finetune("swin_n_64", max_steps=2, trainer=trainer, out=str(tmp_path / "run"))
+    assert str(e.value) == ("trainer: give a mapping of Trainer options (NAME: VALUE, or --trainer.NAME VALUE on the "
+                            f"command line), not {trainer!r}")
+    assert not (tmp_path / "run").exists()

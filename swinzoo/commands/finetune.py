@@ -193,6 +193,11 @@ def explain(error: Exception, parser) -> str:
         at = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""
         return f"--config: not valid YAML{at} ({first.split(':', 1)[1].strip()}); fix the file"
     m = re.match(r'Parser key "([^"]+)"', first)
+    if m and m.group(1) == "trainer":  # a value that is not a mapping (jsonargparse: "Unable to load config '5'")
+        from swinzoo.train.trainer_options import not_a_mapping
+
+        given = re.findall(r"Unable to load config '(.*)'", text) or re.findall(r'Unable to load config "(.*)"', text)
+        return not_a_mapping(given[0] if given else "that")
     if m:
         key = m.group(1)
         given = re.findall(r"Given value: (.*)", text) or re.findall(r"Got value: (.*)", text)

@@ -143,5 +143,7 @@ def options_record(options_class, source: str | None, options: dict, verb: str):
     # what run.json, config.yaml and a model card record as the command: this call, not the Python script's argv
     shown = [repr(source)] if source is not None else []
     shown += [f"{k}={v!r}" for k, v in options.items() if is_plain(v)]
-    return options_class(source=source, **{**options, "trainer": dict(options.get("trainer") or {})},
+    trainer = options.get("trainer") or {}
+    trainer = dict(trainer) if isinstance(trainer, dict) else trainer  # not a mapping: validate_options says so
+    return options_class(source=source, **{**options, "trainer": trainer},
                          command=f"swinzoo.{verb}({', '.join(shown)})")

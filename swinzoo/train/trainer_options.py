@@ -120,14 +120,19 @@ def _name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def not_a_mapping(given: str) -> str:
+    """The one line for a `trainer` value (YAML key, flag or keyword alike) that is not a mapping, showing it."""
+    return (f"trainer: give a mapping of Trainer options (NAME: VALUE, or --trainer.NAME VALUE on the command line), "
+            f"not {given}")
+
+
 def check_trainer_options(options: dict | None, label: str = "--trainer") -> dict:
     """Trainer kwargs given besides the named options: every key a `lightning.Trainer` argument that swinzoo does
     not set itself, every value of a type it takes (jsonargparse checks, as the CLI's parser does). Plain values
     come back normalised (a callback named by its class becomes its full class_path/init_args); objects built in
     Python pass as they are."""
     if options is not None and not isinstance(options, dict):
-        raise SwinzooError(f"{label}: give Trainer options as a mapping of name -> value, e.g. "
-                           "{'limit_val_batches': 10}")
+        raise SwinzooError(not_a_mapping(repr(options)))
     options = dict(options or {})
     hints = trainer_hints()
     for key, value in options.items():
