@@ -17,7 +17,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan
-from swinzoo.train.recipes import MAX_SEED, PRECISIONS
+from swinzoo.train.recipes import MAX_SEED, PRECISIONS, check_precision_package
 from swinzoo.train.trainer_options import check_step_bound, check_trainer_options
 
 
@@ -130,6 +130,8 @@ def check_values(values: dict, label) -> None:
     precision = values.get("precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise SwinzooError(f"{label('precision', precision)}: not a precision; valid: {', '.join(PRECISIONS)}")
+    if precision is not None:
+        check_precision_package(precision, label("precision", precision))
     for name, choices, what in (("save_dtype", SAVE_DTYPES, "not a dtype"), ("keep", KEEP_CHOICES, "not a choice"),
                                 ("logger", LOGGER_CHOICES, "not a logger")):
         if values.get(name) is not None and values[name] not in choices:

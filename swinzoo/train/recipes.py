@@ -9,6 +9,7 @@ images, as in the official configs: the run scales them by its total batch (batc
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -241,6 +242,15 @@ def check_recipe(recipe: Recipe, source: str = "recipe") -> None:
     if recipe.precision not in PRECISIONS:
         raise SwinzooError(f"{source}: precision={recipe.precision!r} is not a precision; valid: "
                            f"{', '.join(PRECISIONS)}")
+    check_precision_package(recipe.precision, f"{source}: precision={recipe.precision!r}")
+
+
+def check_precision_package(precision, label: str) -> None:
+    """Lightning's transformer-engine precisions import their package only when the Trainer is made, after the run
+    has started: a ModuleNotFoundError there."""
+    if str(precision).startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
+        raise SwinzooError(f"{label} needs the transformer_engine package (pip install transformer-engine) and a GPU; "
+                           "use bf16-mixed, 16-mixed or 32")
 
 
 def packaged_recipes() -> dict[str, str]:

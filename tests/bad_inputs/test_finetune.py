@@ -80,6 +80,15 @@ def steps(t, n: int = 1) -> list:
     return [*t.args, "--max-steps", n]
 
 
+def no_transformer_engine(monkeypatch) -> None:
+    """This machine as one without the transformer_engine package, whether or not it has it."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformer_engine" else find_spec(name, *a))
+
+
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     chunks, pos = [], 8
     while pos < len(data):
@@ -186,6 +195,13 @@ CASES = {
                                  ["label_smoothing=7.0", "[0, 1)"]),
     "recipe_precision": (lambda t, mp: [*steps(t), "--recipe", recipe_file(t, "precision: half\n")],
                          ["precision='half'", "32-true"]),
+    "precision_transformer_engine": (lambda t, mp: (no_transformer_engine(mp),
+                                                    [*steps(t), "--precision", "transformer-engine"])[1],
+                                     ["--precision transformer-engine needs the transformer_engine package",
+                                      "pip install transformer-engine", "bf16-mixed"]),
+    "recipe_precision_transformer_engine": (lambda t, mp: (no_transformer_engine(mp), [
+        *steps(t), "--recipe", recipe_file(t, "precision: transformer-engine-float16\n")])[1],
+        ["r.yaml: precision='transformer-engine-float16' needs the transformer_engine package"]),
     "precision_foo": (lambda t, mp: [*steps(t), "--precision", "foo"], ["--precision foo", "bf16-mixed"]),
     "accelerator_gpu_without_gpu": (lambda t, mp: (no_gpu(mp), [*steps(t), "--accelerator", "gpu"])[1],
                                     ["--accelerator gpu", "no such device", "cpu"]),
