@@ -93,3 +93,17 @@ def test_trainer_that_is_not_a_mapping_is_one_error_from_python(trainer, tmp_pat
     assert str(e.value) == ("trainer: give a mapping of Trainer options (NAME: VALUE, or --trainer.NAME VALUE on the "
                             f"command line), not {trainer!r}")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_listing_every_trainer_argument_keeps_the_old_meaning(tmp_path):
+    """--print-config files of earlier versions wrote every Trainer argument at its default: replayed, those
+    defaults are not taken as given (they would turn the recipe's clipping off); the values that differ are."""
+    from swinzoo.commands.finetune import build_parser
+
+    defaults = build_parser().get_defaults().as_dict()["trainer"]
+    dump = {k: v for k, v in defaults.items() if k not in ("callbacks", "logger", "plugins", "profiler")}
+    dump["log_every_n_steps"] = 7
+    import yaml
+
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump({"from": "swin_n_64", "trainer": dump}))
+    assert parse(["--config", str(tmp_path / "old.yaml")]).trainer == {"log_every_n_steps": 7}

@@ -313,7 +313,7 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     if print_flags is not None:
         sys.stdout.write(printed_config(parser, cfg, given, print_flags))
         return 0
-    return options_from(cfg.as_dict(), given_trainer(given), options_class, command)
+    return options_from(cfg.as_dict(), given_trainer(given, parser), options_class, command)
 
 
 CONFIG_FIX = "give a YAML mapping of keys (from --print-config, or a run's OUT/config.yaml)"

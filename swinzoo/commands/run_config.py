@@ -35,11 +35,20 @@ def print_request(argv: list[str], verb: str) -> tuple[list[str], dict | None]:
     return rest, request
 
 
-def given_trainer(given) -> dict:
+def given_trainer(given, parser) -> dict:
     """The Trainer options in `given` (the parse without defaults), as plain data. A callback or logger holds the
     init_args given only: its class fills in the rest when it is built, some of which YAML and run.json cannot
-    hold (StochasticWeightAveraging's device is a torch.device)."""
-    return as_plain(given.get("trainer") or {})
+    hold (StochasticWeightAveraging's device is a torch.device).
+
+    A config that lists every plain Trainer argument is a --print-config file of an earlier version, which wrote
+    them all at their defaults: there only the values that differ from Lightning's count as given."""
+    trainer = as_plain(given.get("trainer") or {})
+    defaults = as_plain(parser.get_defaults().as_dict().get("trainer") or {})
+    plain = {k for k, v in defaults.items() if is_plain(v) and v is not None}
+    if plain and plain <= set(trainer):
+        # by type as well: limit_val_batches=1 (one batch) is not the default 1.0 (all batches)
+        trainer = {k: v for k, v in trainer.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
+    return trainer
 
 
 def printed_config(parser, cfg, given, flags: dict) -> str:
