@@ -137,7 +137,7 @@ def test_diverged_weights_are_an_error_not_a_model(tiny, tmp_path):
 
 
 def test_weights_that_overflow_the_save_dtype_are_an_error():
-    from swinzoo.train.run import check_finite
+    from swinzoo.train.checks import check_finite
 
     weights = {"a": torch.tensor([1e6]).to(torch.float16), "index": torch.tensor([3])}
     with pytest.raises(swinzoo.SwinzooError, match=r"^--save-dtype float16: the weights do not fit that dtype \(a\); "):

@@ -252,3 +252,11 @@ def read_plan(run_file: Path) -> Plan:
         raise SwinzooError(f"{run_file}: config is not a valid model config ({str(e).strip().splitlines()[0]})"
                            ) from None
     return plan
+
+def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not finite") -> None:
+    """A run whose weights hold NaN or inf (fp16 without loss scaling, too high an lr) ends in an error rather
+    than in a model that predicts one class for everything."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise SwinzooError(f"{what} {problem} ({bad[0]}{more}); {fix}")

@@ -31,7 +31,13 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
-from swinzoo.train.checks import check_run_values, check_whole, value_label, with_checked_run_options
+from swinzoo.train.checks import (
+    check_finite,
+    check_run_values,
+    check_whole,
+    value_label,
+    with_checked_run_options,
+)
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
@@ -347,8 +353,13 @@ def write_outputs(plan: Plan, module: SimMIMPretrainer, results: dict, step: int
                "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png"}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
+    weights = module.model.state_dict()
+    check_finite(weights, f"pretraining diverged: the weights (step {step})",
+                 "nothing written; train again with --precision 32 or bf16-mixed, or a lower --lr")
     dtype = getattr(torch, plan.save_dtype)
-    sd = {k: v.detach().to(dtype) for k, v in module.model.state_dict().items()}
+    sd = {k: v.detach().to(dtype) for k, v in weights.items()}
+    check_finite(sd, f"--save-dtype {plan.save_dtype}: the weights", "nothing written; use --save-dtype float32",
+                 "do not fit that dtype")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))

@@ -29,7 +29,7 @@ from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint, shipped_provenance
-from swinzoo.train.checks import validate_options
+from swinzoo.train.checks import check_finite, validate_options
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
@@ -320,11 +320,3 @@ def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, cons
                   soft_wrap=True)
     return metrics
 
-
-def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not finite") -> None:
-    """A run whose weights hold NaN or inf (fp16 without loss scaling, too high an lr) ends in an error rather
-    than in a model that predicts one class for everything."""
-    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise SwinzooError(f"{what} {problem} ({bad[0]}{more}); {fix}")
