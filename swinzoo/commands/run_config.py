@@ -45,7 +45,7 @@ def given_trainer(given, parser) -> dict:
     trainer = as_plain(given.get("trainer") or {})
     defaults = as_plain(parser.get_defaults().as_dict().get("trainer") or {})
     plain = {k for k, v in defaults.items() if is_plain(v) and v is not None}
-    if plain and plain <= set(trainer):
+    if isinstance(trainer, dict) and plain and plain <= set(trainer):  # not a mapping: refused later, in one line
         # by type as well: limit_val_batches=1 (one batch) is not the default 1.0 (all batches)
         trainer = {k: v for k, v in trainer.items() if v != defaults.get(k) or type(v) is not type(defaults.get(k))}
     return trainer
