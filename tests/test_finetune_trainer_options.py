@@ -71,6 +71,12 @@ def test_a_callback_whose_defaults_yaml_cannot_hold_is_built(tiny, tmp_path, cap
     assert code == 2 and "swa_epoch_start=0.8" in one_error_line(err, "--trainer.callbacks.swa_epoch_start=1")
     assert not (tmp_path / "a").exists()
 
+    # the same where the recipe bounds the run by steps (nano_finetune: 150), no --max-steps given
+    bound = ["--from", tiny, "--data", image_folder(tmp_path / "data"), "--recipe", "nano_finetune", *FAST, *swa]
+    code, _, err = run_cli(["finetune", *bound, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "swa_epoch_start=0.8" in one_error_line(err, "--trainer.callbacks.swa_epoch_start=1")
+    assert not (tmp_path / "r").exists()
+
     flags += ["--trainer.callbacks.swa_epoch_start=1"]
     code, printed, err = run_cli(["finetune", *flags, "--print-config"], capsys)
     assert code == 0 and "Unable to serialize" not in printed, err

@@ -71,6 +71,7 @@ from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
+from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.weight_transfer import transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
@@ -215,6 +216,8 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     inherited = {k: v for k, v in inherited.items() if k not in changes}
     recipe = apply_overrides(load_recipe(named or DEFAULT_RECIPE).replace(**changes), args, inherited)
     check_task(recipe, "pretrain", DEFAULT_RECIPE)
+    if recipe.max_steps:  # bound by steps in the recipe, not by --max-steps (checked with the other flags)
+        check_step_bound(args.trainer)
     # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
     res = args.res or recipe.res or src_cfg.img_size
     window = args.window or (recipe.window if recipe.res in (None, res) else None)

@@ -58,6 +58,7 @@ from swinzoo.train.recipes import (
 )
 from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
+from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.weight_transfer import match_head_to_classes, transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -100,6 +101,8 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         recipe = load_recipe(name).replace(**changes)
     recipe = apply_overrides(recipe, args)
     check_task(recipe, "finetune", PLAIN_RECIPE)
+    if recipe.max_steps:  # bound by steps in the recipe, not by --max-steps (checked with the other flags)
+        check_step_bound(args.trainer)
     data = args.data or recipe.data or (defaults.get("dataset") if defaults.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder with train/ and val/, hf:NAME, or the built-in "
