@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from swinzoo.models.cache_keys import param_key
 from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import relative_position_index
 from swinzoo.models.windows import WindowPlan
@@ -293,18 +294,22 @@ def in_place_pays(x: torch.Tensor) -> bool:
 class TermCache:
     """Eval-mode cache of a block's additive attention term (position bias, V2's 16*sigmoid(CPB), + group masks).
 
-    Entries are keyed on the data pointers and in-place version counters of the parameters the bias is made of,
-    so an optimizer step, `load_state_dict`, `.to()` or `.double()` invalidates them; `train()` clears them. The
-    cache is bypassed in training, whenever autograd records (the term must carry gradients) and under
-    `torch.compile` (the compiled graph computes the term itself).
+    Entries are keyed on the data pointers and in-place version counters of the parameters the bias is made of
+    (`cache_keys.param_key`), so an optimizer step, `load_state_dict`, `.to()` or `.double()` invalidates them;
+    `train()` clears them. The cache is bypassed in training, whenever autograd records (the term must carry
+    gradients) and under `torch.compile` (the compiled graph computes the term itself). `state` (the key and its
+    terms) is replaced whole, never changed in place: threads sharing the model never see a half-made entry.
     """
 
     def __init__(self) -> None:
-        self.key: tuple = ()
-        self.terms: dict[tuple, torch.Tensor] = {}
+        self.state: tuple[tuple, dict[tuple, torch.Tensor]] = ((), {})
+
+    @property
+    def terms(self) -> dict[tuple, torch.Tensor]:
+        return self.state[1]
 
     def clear(self) -> None:
-        self.key, self.terms = (), {}
+        self.state = ((), {})
 
 
 def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan, dtype: torch.dtype) -> torch.Tensor:
@@ -314,19 +319,16 @@ def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan
     cacheable = not (attn.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
                      or any(p.is_inference() for p in params))
     if cacheable:
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cache = attn.term_cache
-        if cache.key != key:
-            cache.key, cache.terms = key, {}
-        entry = cache.terms.get((plan.key, dtype))
+        key = param_key(*params)
+        cached_key, terms = attn.term_cache.state
+        entry = terms.get((plan.key, dtype)) if cached_key == key else None
         if entry is not None:
             return entry
     bias = attn.position_bias()
     term = (bias.unsqueeze(0) + plan.group_masks.to(bias.device, bias.dtype).unsqueeze(1)).to(dtype)
     if cacheable:
-        if len(cache.terms) >= 8:
-            cache.terms.pop(next(iter(cache.terms)))
-        cache.terms[(plan.key, dtype)] = term.contiguous()
+        kept = list(terms.items())[-7:] if cached_key == key else []  # the newest, for many input sizes
+        attn.term_cache.state = (key, {**dict(kept), (plan.key, dtype): term.contiguous()})
     return term
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from swinzoo.hardware import cpu_family, cpu_flags, cpu_vendor
+from swinzoo.models.cache_keys import param_key
 
 BACKEND_ENV = "SWINZOO_CPU_GEMM"
 PACK_ENV = "SWINZOO_PACK_WEIGHTS"
@@ -139,10 +140,16 @@ def applies(a: torch.Tensor, b: torch.Tensor, macs: int) -> bool:
 
 
 def _worth_onednn(x: torch.Tensor, macs: int, min_macs: int = MIN_MACS) -> bool:
-    """x on the CPU, not traced, and `macs` enough to pay oneDNN's ~10 us a call."""
+    """x on the CPU, not traced, not under a dispatch mode, and `macs` enough to pay oneDNN's ~10 us a call."""
     # the size test last: traced with symbolic sizes, comparing them would put a guard on the batch in the graph
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and x.device.type == "cpu"
-            and macs >= min_macs)
+            and not _dispatch_mode_active() and macs >= min_macs)
+
+
+def _dispatch_mode_active() -> bool:
+    """A TorchDispatchMode sees aten's products only: FlopCounterMode (Lightning's ModelSummary counts FLOPs with
+    it) would count oneDNN's as nothing."""
+    return torch._C._len_torch_dispatch_stack() > 0
 
 
 def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,7 +261,7 @@ def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
 class PackedWeight:
     """Eval-mode cache of one Linear weight in oneDNN's blocked layout (`mkldnn::_reorder_linear_weight`).
 
-    Keyed on the weight's data pointer, in-place version counter, shape and dtype, so an optimizer step,
+    Keyed on the weight's data pointer, in-place version counter (`cache_keys`), shape and dtype, so an optimizer step,
     `load_state_dict`, `.to()` or `.data = ...` invalidates it; the owner clears it on `train()` and `_apply`
     (`.to()`, `.double()`), and at its next call once packing is switched off.
     Never copied or pickled (a oneDNN tensor has no storage to pickle): a copy starts empty and packs again.
@@ -272,7 +279,7 @@ class PackedWeight:
         self.entry = None
 
     def get(self, weight: torch.Tensor, dtype: torch.dtype, rows: int) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape), dtype)
+        key = (param_key(weight), tuple(weight.shape), dtype)
         entry = self.entry
         if entry is None or entry[0] != key:
             # `rows` only hints the layout: the packed weight serves products of any number of rows

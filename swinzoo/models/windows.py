@@ -136,7 +136,7 @@ class WindowPlan:
         key = (batch, max_windows)
         if key not in self._chunk_cache:
             total = sum(self.group_sizes) * batch
-            count = -(-total // max_windows)
+            count = max(1, -(-total // max_windows))  # an empty batch: one empty run
             bounds = [total * i // count for i in range(count + 1)]
             group_ends = [batch * end for end in itertools.accumulate(self.group_sizes)]
             n, runs = self.window**2, []
@@ -204,11 +204,13 @@ class PlanCache:
 
     def get(self, h: int, w: int, window: int, shift: int, dense: bool = False) -> WindowPlan:
         key = (h, w, window, shift, dense)
-        plan = self.plans.get(key)
+        plans = self.plans
+        plan = plans.get(key)
         if plan is None:
-            if len(self.plans) >= 16:  # many input sizes in one process: keep the newest
-                self.plans.pop(next(iter(self.plans)))
-            plan = self.plans[key] = _build_plan(h, w, window, shift, dense)
+            plan = _build_plan(h, w, window, shift, dense)
+            # replaced whole, never changed in place: threads sharing the model may read it meanwhile; many input
+            # sizes in one process keep the newest
+            self.plans = {**dict(list(plans.items())[-15:]), key: plan}
         return plan
 
 
