@@ -159,19 +159,28 @@ def test_image_groups_only_where_nothing_can_tell(monkeypatch):
     assert fast_path.image_groups(model.eval(), x) is None  # autograd on
 
 
-def test_fast_path_switch_decides_which_code_runs():
+def test_fast_path_switch_decides_which_code_runs(monkeypatch):
     """On: inference runs the fast path's stage (one attention call per mask group); off: the reference blocks,
-    called as modules."""
+    called as modules. A hook anywhere in a stage's blocks or patch merging also takes the reference, whose
+    tensors the hook expects."""
+    from swinzoo.models import fast_path
+
     model = SwinTransformer(tiny(1)).eval()
-    calls = []
-    model.layers[0].blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(1))  # the MLP, not the block
+    stages, real = [], fast_path.stage_forward
+    monkeypatch.setattr(fast_path, "stage_forward", lambda stage, x: stages.append(stage) or real(stage, x))
     x = torch.randn(1, 3, 56, 56)
     with torch.inference_mode():
         model(x)
-        assert calls == []
+        assert stages == list(model.layers)
+        stages.clear()
+        handle = model.layers[0].blocks[0].mlp.fc2.register_forward_hook(lambda *a: None)
+        model(x)
+        assert stages == list(model.layers[1:])
+        handle.remove()
+        stages.clear()
         model.set_fast_path(False)
         model(x)
-        assert calls == [1]
+        assert stages == []
     assert not any(m.recompute_gelu for m in model.modules() if isinstance(m, Mlp))
 
 

@@ -45,16 +45,23 @@ CPU_GROUP_BYTES = 12 << 20
 
 
 def applies(stage: nn.Module) -> bool:
-    """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks on its blocks, not
-    compiling (its per-plan caches of runs and gathers are Python state dynamo guards on: each call recompiled, up to
-    the recompile limit; the compiled reference blocks are one graph)."""
+    """Whether `stage` may take the fast path now: switched on, eval mode, no autograd, no hooks in its blocks or
+    its patch merging, not compiling (its per-plan caches of runs and gathers are Python state dynamo guards on:
+    each call recompiled, up to the recompile limit; the compiled reference blocks are one graph)."""
     return (stage.fast_path and not stage.training and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and not any(map(hooked, stage.blocks)))
+            and not torch.compiler.is_compiling() and not any(map(hooked_within, stage.blocks))
+            and not (stage.downsample is not None and hooked_within(stage.downsample)))
 
 
 def hooked(module: nn.Module) -> bool:
     """Whether `module` has forward hooks, which must see it called as a module, on the whole input."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def hooked_within(module: nn.Module) -> bool:
+    """Whether `module` or any part of it has forward hooks: the fast path calls the parts of a block (attention,
+    MLP, norms) on runs of windows, or not as modules at all, where a hook expects the reference's tensors."""
+    return any(map(hooked, module.modules()))
 
 
 def image_groups(model: nn.Module, x: torch.Tensor) -> int | None:

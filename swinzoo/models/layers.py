@@ -125,7 +125,15 @@ class Mlp(nn.Module):
             and torch.is_grad_enabled()
             and not (self.training and self.drop.p > 0)
             and not torch.compiler.is_compiling()
+            and self.plain()
         )
+
+    def plain(self) -> bool:
+        """fc1, GELU and fc2 as built and without hooks: the node uses their weights, never calls them, so a
+        wrapped layer (a LoRA adapter) or a hook must see them called as modules."""
+        return (type(self.fc1) is Linear and type(self.fc2) is Linear and type(self.act) is nn.GELU
+                and self.act.approximate == "none"
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in (self.fc1, self.act, self.fc2)))
 
 
 # Training runs the MLP over row chunks whose 4C-wide hidden is at most this size. glibc serves allocations
