@@ -235,23 +235,26 @@ def test_last_ckpt_written_at_a_validation_holds_that_validations_best_score(tin
     assert float(best["best_model_score"]) == pytest.approx(result.metrics["top1"])
 
 
-def test_a_resume_logs_its_steps_where_the_straight_run_does(tiny, data, tmp_path):
-    """Lightning counts a logged step after validating within an epoch; last.ckpt written by that validation holds
-    the count the straight run has after the step, so a resumed run's logs go on at the straight run's step
-    numbers instead of one behind (its first row repeating the last step number logged before)."""
+@pytest.mark.parametrize("every, split", [(None, 2), (2, 2), (None, 3)])
+def test_a_resume_logs_its_steps_where_the_straight_run_does(tiny, data, tmp_path, every, split):
+    """A resumed run's logs go on at the straight run's step numbers, not one behind or ahead, whether last.ckpt
+    was written by the validation at --max-steps within an epoch, by a --trainer.val_check_interval validation
+    (Lightning counts that step again on resuming) or at an epoch's end (3 steps an epoch here)."""
     logged = {**RUN, "trainer": {**RUN["trainer"], "log_every_n_steps": 1}}
+    if every:
+        logged["trainer"]["val_check_interval"] = every
 
     def loss_steps(csv: Path) -> list[int]:
         rows = [row.split(",") for row in csv.read_text().splitlines()]
         loss, step = rows[0].index("train/loss"), rows[0].index("step")
         return [int(row[step]) for row in rows[1:] if row[loss]]
 
-    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "straight"), max_steps=4, **logged)
-    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "split"), max_steps=2, **logged)
-    swinzoo.finetune(resume=str(tmp_path / "split"), max_steps=4, trainer=logged["trainer"])
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "straight"), max_steps=5, **logged)
+    swinzoo.finetune(str(tiny), data=str(data), out=str(tmp_path / "split"), max_steps=split, **logged)
+    swinzoo.finetune(resume=str(tmp_path / "split"), max_steps=5, trainer=logged["trainer"])
     straight = loss_steps(tmp_path / "straight/logs/metrics.csv")
     first = loss_steps(tmp_path / "split/logs/metrics.csv")
-    assert first + loss_steps(tmp_path / "split/logs/resumed-at-2/metrics.csv") == straight
+    assert first + loss_steps(tmp_path / f"split/logs/resumed-at-{split}/metrics.csv") == straight
 
 
 def test_the_kept_best_weights_validation_is_not_reported_as_the_last_steps(tiny, data, tmp_path):

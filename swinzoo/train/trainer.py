@@ -139,26 +139,31 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, path: Path, every_n_steps: int | None = None) -> None:
         self.path, self.every_n_steps = path, every_n_steps
         self.saved_step: int | None = None
-        self.in_validation = False
+        self.in_validation = self.at_epoch_end = False
 
-    def save(self, trainer, in_validation: bool = False) -> None:
+    def save(self, trainer, in_validation: bool = False, at_epoch_end: bool = False) -> None:
         if self.saved_step != trainer.global_step and not trainer.sanity_checking:
             # the whole training state (optimizer, loops), on every rank: the strategy writes it once
-            self.in_validation = in_validation
+            self.in_validation, self.at_epoch_end = in_validation, at_epoch_end
             try:
                 trainer.save_checkpoint(self.path, weights_only=False)
             finally:
-                self.in_validation = False
+                self.in_validation = self.at_epoch_end = False
             self.saved_step = trainer.global_step
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        # Lightning counts the step for its loggers after validating within an epoch, and a checkpoint written by
-        # that validation restarts "on the last batch", where Lightning adds nothing back: the resumed logs would
-        # go on one step behind the straight run's
+        # Lightning counts the step for its loggers after validating within an epoch. Resumed from a checkpoint
+        # written by that validation, it counts it then only where its interval rule finds the validation due
+        # again (a --trainer.val_check_interval one), not for the one `ValidateLastStep` asks for at --max-steps:
+        # there the resumed logs would go on one step behind the straight run's
         loops = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-        accumulating = trainer.fit_loop.epoch_loop._should_accumulate()  # the count moves at optimizer steps only
-        if self.in_validation and not accumulating and "_batches_that_stepped" in loops:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if (self.in_validation and "_batches_that_stepped" in loops and not epoch_loop._should_accumulate()
+                and not validation_due_on_restart(trainer)):
             loops["_batches_that_stepped"] += 1
+        elif self.at_epoch_end and "_batches_that_stepped" in loops:
+            # resumed at an epoch's end, Lightning counts the last step again
+            loops["_batches_that_stepped"] -= 1
 
     def on_train_start(self, trainer, pl_module) -> None:
         # a resumed run holds its checkpoint's step already; saving it again mid-accumulation would lose the
@@ -175,10 +180,21 @@ class LastCheckpoint(Checkpoint):
             self.save(trainer, in_validation=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.save(trainer)
+        self.save(trainer, at_epoch_end=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)
+
+
+def validation_due_on_restart(trainer) -> bool:
+    """Whether Lightning, resuming at this batch, finds a validation due here (and so counts the logged step
+    itself): its rule without the stop request, which a resumed run no longer has."""
+    stop = trainer.should_stop
+    trainer.should_stop = False
+    try:
+        return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+    finally:
+        trainer.should_stop = stop
 
 
 class ScheduleAtStep(Callback):
