@@ -169,6 +169,21 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
     assert metrics["global_step"] == 2 and metrics["n"] == 13  # both ranks' images, synced, the copy not counted
 
 
+def test_ddp_with_fewer_validation_images_than_processes(tiny, tmp_path):
+    """Two validation images (one a class) on three processes: the third rank's batch is only the sampler's
+    padding, and it must still take part in the epoch's metric sync (it returned early, and the others waited for
+    ever)."""
+    data = image_folder(tmp_path / "data")
+    for extra in data.glob("val/*/[1-9].png"):
+        extra.unlink()
+    out = tmp_path / "ddp"
+    proc = subprocess.run(cli("finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune", "--max-steps",
+                              "1", "--out", out, "--devices", "3", "--accelerator", "cpu", "--strategy", "ddp", *FAST),
+                          env=env(), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2
+
+
 def checkpoint_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import SumMetric
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
@@ -75,6 +75,7 @@ class SwinClassifier(L.LightningModule):
         self.val_top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(cfg.num_classes, top_k=top5, average="micro")
         self.val_n = SumMetric()  # images validated, over all devices
+        self.val_loss = MeanMetric()  # weighted by images, over all devices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) -> (B, num_classes) logits."""
@@ -97,12 +98,14 @@ class SwinClassifier(L.LightningModule):
         real = unpadded(self.trainer, batch_idx, labels.numel(), self.device)
         if real is not None:
             logits, labels = logits[real], labels[real]
-            if not labels.numel():
-                return
-        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True,
-                 batch_size=labels.numel())
-        self.val_top1.update(logits, labels)
-        self.val_top5.update(logits, labels)
+        # logged on every rank, also one whose batch was only the sampler's padding (fewer images than devices):
+        # the epoch's sync waits for every rank's metrics
+        n = labels.numel()
+        if n:  # torchmetrics' accuracy refuses an empty batch; its states stay zeros here
+            self.val_loss.update(F.cross_entropy(logits, labels), n)
+            self.val_top1.update(logits, labels)
+            self.val_top5.update(logits, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
         self.log("val/top1", self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
         self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))

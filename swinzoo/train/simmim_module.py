@@ -88,15 +88,16 @@ class SimMIMPretrainer(L.LightningModule):
         real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
         if real is not None:
             batch, mask = batch[real], mask[real]
-            if not batch.shape[0]:
-                return
-        loss, reconstruction = self(batch, mask)
         n = batch.shape[0]
+        if n:
+            loss, reconstruction = self(batch, mask)
+        else:  # the sampler's padding only (fewer images than devices): logged all the same, every rank syncs
+            loss, reconstruction = batch.new_zeros(()), batch
         self.val_loss.update(loss.detach().float(), n)
         self.val_n.update(torch.tensor(float(n), device=self.device))
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/n", self.val_n, on_step=False, on_epoch=True)
-        if batch_idx == 0 and self.trainer.is_global_zero:
+        if batch_idx == 0 and self.trainer.is_global_zero and n:
             self.shown = tuple(t[:SHOWN].detach().float().cpu() for t in (batch, mask, reconstruction))
 
     def on_validation_end(self) -> None:
