@@ -83,7 +83,10 @@ class SimMIM(nn.Module):
         pixel_mask = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1).contiguous()
         target = normalized_targets(images, self.norm_target_kernel) if self.norm_targets else images
         l1 = F.l1_loss(target, reconstruction, reduction="none")
-        # the official reduction, dtype promotion included: the mean absolute error per masked pixel and channel
+        # the official reduction, dtype promotion included: the mean absolute error per masked pixel and channel;
+        # summed in fp32 at least (autocast runs l1_loss in fp32 in the official AMP recipe; in pure fp16 the sum
+        # of a batch's masked pixels passes 65504)
+        l1 = l1.to(torch.promote_types(l1.dtype, torch.float32))
         loss = (l1 * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / self.config.in_chans
         return loss, reconstruction
 
