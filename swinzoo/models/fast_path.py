@@ -16,8 +16,8 @@ This module is the only place the fast path lives. It computes exactly what `Swi
 
 Switch: `SwinTransformer.set_fast_path(False)` (or `stage.fast_path = False`) runs the reference instead. The fast
 path applies only where it can: eval mode, no autograd recording (`torch.no_grad()` / `torch.inference_mode()`),
-and no forward hooks on the stage's blocks (a hook must see its block called as a module). The float64 tests in
-`tests/test_fast_path.py` hold it equal to the reference.
+and no forward hooks in the stage's blocks or patch merging (a hook must see its module called as a module, on the
+reference's tensors). The float64 tests in `tests/test_fast_path.py` hold it equal to the reference.
 """
 
 from __future__ import annotations
