@@ -180,6 +180,7 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, 
     return unwrap(obj, str(path))
 
 
+# ---------------------------------------------------------------------------------------------- architecture
 def arch_from_keys(sd: dict[str, torch.Tensor], source: str) -> dict:
     """What canonical keys reveal: {"fields": SwinConfig fields, "windows": the window of each stage or None}.
 

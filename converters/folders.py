@@ -84,6 +84,3 @@ def read_config_json(folder: Path) -> dict:
     if not isinstance(config, dict):
         raise SwinzooError(f"{path} holds a JSON {type(config).__name__}, not the object of keys a model config is")
     return config
-
-
-# ---------------------------------------------------------------------------------------------- architecture

@@ -253,6 +253,7 @@ def read_plan(run_file: Path) -> Plan:
                            ) from None
     return plan
 
+
 def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not finite") -> None:
     """A run whose weights hold NaN or inf (fp16 without loss scaling, too high an lr) ends in an error rather
     than in a model that predicts one class for everything."""

@@ -322,4 +322,3 @@ def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, cons
                   f"on {n} val images at {cfg.img_size} px ({kept['weights']} weights: step {kept['step']} of {step})",
                   soft_wrap=True)
     return metrics
-
