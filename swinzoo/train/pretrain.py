@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 from rich.console import Console
 
@@ -32,10 +31,10 @@ from swinzoo.io import atomic_path
 from swinzoo.models import MaskGenerator
 from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
 from swinzoo.train.checks import (
-    check_finite,
     check_run_values,
     check_whole,
     value_label,
+    weights_to_save,
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN
@@ -356,13 +355,7 @@ def write_outputs(plan: Plan, module: SimMIMPretrainer, results: dict, step: int
                "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png"}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
-    weights = module.model.state_dict()
-    check_finite(weights, f"pretraining diverged: the weights (step {step})",
-                 "nothing written; train again with --precision 32 or bf16-mixed, or a lower --lr")
-    dtype = getattr(torch, plan.save_dtype)
-    sd = {k: v.detach().to(dtype) for k, v in weights.items()}
-    check_finite(sd, f"--save-dtype {plan.save_dtype}: the weights", "nothing written; use --save-dtype float32",
-                 "do not fit that dtype")
+    sd = weights_to_save(module.model, plan.save_dtype, f"pretraining diverged: the weights (step {step})")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 from rich.console import Console
 
@@ -29,7 +28,7 @@ from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint, shipped_provenance
-from swinzoo.train.checks import check_finite, validate_options
+from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
@@ -308,13 +307,8 @@ def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, cons
                "global_step": step, "weights": kept["weights"], "weights_step": kept["step"]}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "finetune": {**metrics, "precision": precision, "command": plan.command}}
-    weights = module.model.state_dict()
-    check_finite(weights, f"training diverged: the {kept['weights']} weights (step {kept['step']})",
-                 "nothing written; train again with --precision 32 or bf16-mixed, or a lower --lr")
-    dtype = getattr(torch, plan.save_dtype)
-    sd = {k: v.detach().to(dtype) for k, v in weights.items()}
-    check_finite(sd, f"--save-dtype {plan.save_dtype}: the weights", "nothing written; use --save-dtype float32",
-                 "do not fit that dtype")
+    sd = weights_to_save(module.model, plan.save_dtype,
+                         f"training diverged: the {kept['weights']} weights (step {kept['step']})")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
