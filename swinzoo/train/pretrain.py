@@ -215,7 +215,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     inherited = {k: v for k, v in inherited.items() if k not in changes}
     recipe = apply_overrides(load_recipe(named or DEFAULT_RECIPE).replace(**changes), args, inherited)
     check_task(recipe, "pretrain", DEFAULT_RECIPE)
-    if recipe.max_steps:  # bound by steps in the recipe, not by --max-steps (checked with the other flags)
+    if recipe.max_steps and args.max_steps is None:  # bound by the recipe's steps (--max-steps: checked already)
         check_step_bound(args.trainer)
     # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
     res = args.res or recipe.res or src_cfg.img_size

@@ -100,7 +100,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         recipe = load_recipe(name).replace(**changes)
     recipe = apply_overrides(recipe, args)
     check_task(recipe, "finetune", PLAIN_RECIPE)
-    if recipe.max_steps:  # bound by steps in the recipe, not by --max-steps (checked with the other flags)
+    if recipe.max_steps and args.max_steps is None:  # bound by the recipe's steps (--max-steps: checked already)
         check_step_bound(args.trainer)
     data = args.data or recipe.data or (defaults.get("dataset") if defaults.get("dataset") in BUILTIN else None)
     if data is None:
