@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swinzoo.models.attention import attention_term, softmax_rows
-from swinzoo.models.layers import PatchMerging
+from swinzoo.models.layers import PatchMerging, hooked
 from swinzoo.models.windows import WindowPlan
 
 # CPU only: a block runs over runs of windows whose widest activation (the MLP hidden) stays under this size.
@@ -53,11 +53,6 @@ def applies(stage: nn.Module) -> bool:
             and not (stage.downsample is not None and hooked_within(stage.downsample)))
 
 
-def hooked(module: nn.Module) -> bool:
-    """Whether `module` has forward hooks, which must see it called as a module, on the whole input."""
-    return bool(module._forward_hooks or module._forward_pre_hooks)
-
-
 def hooked_within(module: nn.Module) -> bool:
     """Whether `module` or any part of it has forward hooks: the fast path calls the parts of a block (attention,
     MLP, norms) on runs of windows, or not as modules at all, where a hook expects the reference's tensors."""
@@ -75,7 +70,7 @@ def image_groups(model: nn.Module, x: torch.Tensor) -> int | None:
     per_image = -(-x.shape[2] // p) * -(-x.shape[3] // p) * model.config.embed_dim * x.element_size()
     group = max(1, CPU_GROUP_BYTES // per_image)
     # the walk over every module last: only batches big enough to split pay for it
-    if x.shape[0] <= group or any(map(hooked, model.modules())):
+    if x.shape[0] <= group or hooked_within(model):
         return None
     return group
 

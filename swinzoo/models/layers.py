@@ -90,6 +90,11 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1))
 
 
+def hooked(module: nn.Module) -> bool:
+    """Whether `module` has forward hooks, which must see it called as a module, on the whole input."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
 class Mlp(nn.Module):
     """(..., C) -> (..., C): fc1 -> exact-erf GELU -> dropout -> fc2 -> dropout.
 
@@ -133,7 +138,7 @@ class Mlp(nn.Module):
         wrapped layer (a LoRA adapter) or a hook must see them called as modules."""
         return (type(self.fc1) is Linear and type(self.fc2) is Linear and type(self.act) is nn.GELU
                 and self.act.approximate == "none"
-                and not any(m._forward_hooks or m._forward_pre_hooks for m in (self.fc1, self.act, self.fc2)))
+                and not any(map(hooked, (self.fc1, self.act, self.fc2))))
 
 
 # Training runs the MLP over row chunks whose 4C-wide hidden is at most this size. glibc serves allocations
