@@ -84,12 +84,15 @@ class SwinStage(nn.Module):
         self.traceable = False  # export: geometry from the input's shape in the graph (`models/traceable.py`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.traceable:
-            x = traceable.stage_blocks(self, x, dense=False)
-            return self.downsample.reduce(PatchMerging.merge_order(traceable.pad_even(x)).flatten(3)) \
-                if self.downsample is not None else x
-        if fast_path.applies(self):
+        if not self.traceable and fast_path.applies(self):
             return fast_path.stage_forward(self, x)
+        return self.merge(self.forward_blocks(x))
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C): the reference blocks, before patch merging (the stage output timm's
+        `forward_intermediates` returns: timm merges at the start of the next stage)."""
+        if self.traceable:
+            return traceable.stage_blocks(self, x, dense=False)
         _, h, w, _ = x.shape
         for block in self.blocks:
             plan = self.plans.get(h, w, self.window, block.shift)
@@ -98,7 +101,15 @@ class SwinStage(nn.Module):
                 x = checkpoint(block, x, plan, use_reentrant=False)
             else:
                 x = block(x, plan)
-        return self.downsample(x) if self.downsample is not None else x
+        return x
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H/2, W/2, 2C) by the patch merging; unchanged for the last stage."""
+        if self.downsample is None:
+            return x
+        if self.traceable:
+            return self.downsample.reduce(PatchMerging.merge_order(traceable.pad_even(x)).flatten(3))
+        return self.downsample(x)
 
 
 def build_stages(c: SwinConfig) -> nn.ModuleList:
@@ -157,16 +168,20 @@ class SwinTransformer(nn.Module):
         Split from `forward_features` so SimMIM can put its mask token where the official code does: between the
         patch norm and the position embedding.
         """
+        x = self.embed_positions(x)
+        for stage in self.layers:
+            x = stage(x)
+        return self.norm(x)
+
+    def embed_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, embed_dim) -> (B, h, w, embed_dim): the absolute position embedding (if any), then dropout."""
         if self.absolute_pos_embed is not None:
             g = self.config.patch_grid
             if x.shape[1:3] != (g, g):
                 raise SwinzooError(f"this model has an absolute position embedding for {self.config.img_size} px "
                                    f"inputs only; got {tuple(x.shape[1:3])} patches: convert it with --res first")
             x = x + self.absolute_pos_embed.view(1, x.shape[1], x.shape[2], -1)
-        x = self.pos_drop(x)
-        for stage in self.layers:
-            x = stage(x)
-        return self.norm(x)
+        return self.pos_drop(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, h, w, num_features) -> (B, num_classes) logits, or with `pre_logits` the (B, num_features) token mean
