@@ -32,12 +32,14 @@ from swinzoo.models import traceable
 from swinzoo.models.layers import PatchEmbed, PatchMerging
 from swinzoo.models.swin import SwinStage, SwinTransformer, _init_weights, build_stages
 from swinzoo.models.swin import parameter_shapes as classifier_shapes
+from swinzoo.models.timm_api import BackboneAPI
 
 
-class SwinBackbone(nn.Module):
+class SwinBackbone(BackboneAPI, nn.Module):
     """(B, 3, H, W), any H and W -> tuple of (B, C_i, ceil(H/(4*2^i)), ceil(W/(4*2^i))) maps for i in
     `config.out_indices`, each after its LayerNorm `norm{i}`. `config` (with `out_indices`) travels with the
-    module; `frozen_stages` freezes as the official backbone does (see `freeze_stages`)."""
+    module; `frozen_stages` freezes as the official backbone does (see `freeze_stages`). timm's `feature_info`,
+    `pretrained_cfg` and `no_weight_decay` come from `models/timm_api.py`."""
 
     def __init__(self, config: SwinConfig, frozen_stages: int = -1) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from swinzoo.models import fast_path, traceable
 from swinzoo.models.attention import WindowAttentionV1, WindowAttentionV2
 from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import DropPath, Mlp, PatchEmbed, PatchMerging
+from swinzoo.models.timm_api import ClassifierAPI
 from swinzoo.models.windows import PlanCache, WindowPlan
 
 
@@ -119,9 +120,10 @@ def build_stages(c: SwinConfig) -> nn.ModuleList:
     return nn.ModuleList(SwinStage(c, i, rates[starts[i] : starts[i] + c.depths[i]]) for i in range(c.num_stages))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(ClassifierAPI, nn.Module):
     """(B, 3, H, W) -> (B, num_classes) logits; H = W = `config.img_size` is the native size, any other size works
-    through masked padding. `config` travels with the module."""
+    through masked padding. `config` travels with the module. timm's model API (`reset_classifier`,
+    `forward_intermediates`, `group_matcher`, `pretrained_cfg`, ...) comes from `models/timm_api.py`."""
 
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
