@@ -216,7 +216,9 @@ def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_class
     `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).
     `num_classes=0` (timm's idiom): no head, the model returns the pooled features; pretrained, the head is dropped.
     A new `img_size` without `window_size` scales the window with it (224/w7 -> 384/w12), fresh weights too.
-    Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`).
+    Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`), with the
+    official meanings: `drop_rate` is the dropout after the position embedding and in every block, not timm's
+    dropout before the head only.
 
     `features_only=True`: the zoo architecture as a `SwinBackbone` (see `load_model`) returning `out_indices`
     (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
