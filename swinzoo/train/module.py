@@ -2,12 +2,15 @@
 
 Loss: soft-target cross-entropy after MixUp/CutMix (label smoothing folded into the targets, as the official
 Mixup does), else cross-entropy with label smoothing. AdamW over the official weight-decay groups (optionally
-with layer-wise lr decay), lr per optimizer step: linear warmup then cosine. Validation logs torchmetrics micro
-top-1 / top-5 once per epoch. Gradient clipping and precision are Trainer settings (see `trainer_kwargs`).
+with layer-wise lr decay), lr per optimizer step: linear warmup then cosine over the Trainer's run. Validation
+and test log torchmetrics micro top-1 / top-5 once per epoch; predict returns logits. Gradient clipping and
+precision are Trainer settings (see `trainer_kwargs`). The same module runs in `swinzoo finetune` and in a user's
+own Trainer (`SwinClassifier.from_pretrained`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -18,17 +21,22 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, Metric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from swinzoo.config import SwinConfig
+from swinzoo.conversion import target_config
+from swinzoo.errors import SwinzooError
 from swinzoo.hardware import auto_precision
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
+from swinzoo.preprocess import Preprocess
+from swinzoo.sources import read_checkpoint
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
-from swinzoo.train.recipes import Recipe, recipe_from_dict
+from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, choose_recipe, load_recipe, recipe_from_dict
 from swinzoo.train.sampling import unpadded
+from swinzoo.weight_transfer import match_head_to_classes, transfer
 
 
 def batch_mixer(recipe: Recipe, num_classes: int):
@@ -51,14 +59,19 @@ def soft_target_loss(logits: torch.Tensor, soft: torch.Tensor, smoothing: float)
 
 
 class SwinClassifier(L.LightningModule):
-    """Fine-tunes `SwinTransformer(config)`; `total_batch` (batch x devices x nodes x accumulation) scales the lr.
+    """Fine-tunes `SwinTransformer(config)` with `recipe` (a `Recipe.to_dict()`); `total_batch` (batch x devices x
+    nodes x accumulation) scales the recipe's lr, which is per 512 images; None: the batch the Trainer runs, read
+    from its training loader when the fit starts. `lr` overrides the scaled peak rate (warmup and min rates keep
+    their recipe ratios to it). `SwinClassifier.from_pretrained` builds one from released or fine-tuned weights.
 
-    `lr` overrides the scaled peak rate (warmup and min rates keep their recipe ratios to it).
+    Batches are (images (B, 3, R, R), labels (B,)); `predict_step` also takes bare image batches and returns
+    (B, num_classes) logits. The lr schedule spans the Trainer's run (`max_steps` or `max_epochs`); clipping,
+    accumulation and precision are Trainer settings (`trainer_kwargs(module.recipe)` gives the recipe's).
     """
 
     METRICS = ("val/top1", "val/top5", "val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
 
-    def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
+    def __init__(self, config: dict, recipe: dict, total_batch: int | None = None, lr: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.recipe = recipe_from_dict(recipe, "checkpoint recipe")
@@ -66,10 +79,9 @@ class SwinClassifier(L.LightningModule):
         self.model = SwinTransformer(cfg)
         if self.recipe.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        peak, warm, low = scaled_lrs(self.recipe.base_lr, self.recipe.warmup_lr, self.recipe.min_lr, total_batch)
-        if lr is not None:
-            peak, warm, low = lr, lr * warm / peak, lr * low / peak
-        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+        self.peak_lr = self.warmup_lr = self.min_lr = None
+        if total_batch is not None or lr is not None:  # lr alone: only the recipe's ratios matter
+            self.scale_lrs(total_batch or 512)
         self.mixer = batch_mixer(self.recipe, cfg.num_classes)
         top5 = min(5, cfg.num_classes)
         self.val_top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
@@ -77,9 +89,75 @@ class SwinClassifier(L.LightningModule):
         self.val_n = SumMetric()  # images validated, over all devices
         self.val_loss = MeanMetric()  # weighted by images, over all devices
 
+    @classmethod
+    def from_pretrained(cls, source, *, num_classes: int | None = None, res: int | None = None,
+                        window: int | None = None, recipe: str | dict | Recipe | None = None,
+                        total_batch: int | None = None, lr: float | None = None,
+                        class_names: list[str] | None = None, trust_checkpoint: bool = False) -> SwinClassifier:
+        """A SwinClassifier holding `source`'s weights (a zoo name such as `swin_n_64`, a file, a run folder or
+        `hf-hub:ORG/NAME`), moved to `num_classes` / `res` / `window` as `swinzoo.create_model(name, pretrained=True,
+        num_classes=..., img_size=...)` moves them: a new class count re-initialises the head, V1 bias tables are
+        resized, V2 windows recorded; a SimMIM encoder gets a fresh head (give `num_classes`).
+
+        `recipe`: a packaged recipe name (`swinzoo recipes`), a YAML path, a mapping or a `Recipe`; default: the one
+        `swinzoo finetune` would choose for this source and move. Its drop path and test crop go into the model's
+        config, as in `swinzoo finetune`. `class_names` names the classes (and sets `num_classes`); a kept head's
+        rows are matched to them by name. `total_batch`, `lr`: as in the constructor.
+
+        Returns the module; `module.model` is the moved `SwinTransformer` ((B, 3, res, res) -> (B, num_classes)),
+        its `.provenance` naming the source and recipe (what `swinzoo.save_model(module.model, path)` records).
+        """
+        checkpoint = read_checkpoint(source, trust_checkpoint=trust_checkpoint)
+        src = checkpoint.config
+        if src.is_backbone:
+            raise SwinzooError(f"{source} is a detection backbone (no head or final norm): SwinClassifier fine-tunes a "
+                               "classifier; give a classification or SimMIM checkpoint")
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+            if num_classes not in (None, len(class_names)):
+                raise SwinzooError(f"num_classes={num_classes} but {len(class_names)} class_names; give one of them")
+            num_classes = len(class_names)
+        if recipe is None:
+            res = res or src.img_size
+            recipe = choose_recipe(src.version, src.img_size, res, num_classes or src.num_classes,
+                                   checkpoint.provenance.get("finetune_recipe"))[0]
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        check_task(recipe, "finetune", PLAIN_RECIPE)
+        res = res or recipe.res or src.img_size
+        window = window or (recipe.window if recipe.res in (None, res) else None)
+        dst = target_config(src, res, window, num_classes).replace(drop_path_rate=recipe.drop_path_rate)
+        if dst.num_classes < 2:
+            raise SwinzooError(f"{source} has {dst.num_classes} classes; a classifier trains at least 2 classes: pass "
+                               "num_classes or class_names")
+        dst = dst.replace(preprocess=Preprocess.of(dst).with_test_crop(recipe.test_crop).overrides(dst.img_size))
+        state_dict, dst, _ = transfer(checkpoint.state_dict, src, dst, head_seed=recipe.seed)
+        if class_names is not None:
+            if src.num_classes == len(class_names):
+                match_head_to_classes(state_dict, src.class_names, class_names)
+            dst = dst.replace(class_names=class_names)
+        module = cls(dst.to_dict(), recipe.to_dict(), total_batch, lr)
+        module.model.load_state_dict(state_dict, strict=True)
+        # what `swinzoo.save_model(module.model, ...)` records, as a `swinzoo finetune` output does
+        module.model.provenance = {"source": str(source), "recipe": recipe.to_dict(),
+                                   "parent": {k: v for k, v in checkpoint.provenance.items() if k != "parent"}}
+        if recipe.finetune_recipe:
+            module.model.provenance["finetune_recipe"] = recipe.finetune_recipe
+        return module
+
+    def scale_lrs(self, total_batch: int) -> None:
+        """Peak, warmup and min lr for `total_batch` images per optimizer step (or `lr` given)."""
+        r, lr = self.recipe, self.hparams.lr
+        peak, warm, low = scaled_lrs(r.base_lr, r.warmup_lr, r.min_lr, total_batch)
+        if lr is not None:
+            peak, warm, low = lr, lr * warm / peak, lr * low / peak
+        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) -> (B, num_classes) logits."""
         return self.model(x)
+
+    def on_fit_start(self) -> None:
+        fresh_metrics(self)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -93,9 +171,22 @@ class SwinClassifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        self.score(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.score(batch, batch_idx, "test")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """(images, labels) or images -> (B, num_classes) logits."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images)
+
+    def score(self, batch, batch_idx: int, stage: str) -> None:
+        """Loss, top-1, top-5 and image count of a validation or test batch, logged as `{stage}/...` per epoch (the
+        same metric objects: Lightning runs one loop at a time)."""
         images, labels = batch
         logits = self(images).float()
-        real = unpadded(self.trainer, batch_idx, labels.numel(), self.device)
+        real = unpadded(self.trainer, batch_idx, labels.numel(), self.device) if stage == "val" else None
         if real is not None:
             logits, labels = logits[real], labels[real]
         # logged on every rank, also one whose batch was only the sampler's padding (fewer images than devices):
@@ -105,15 +196,47 @@ class SwinClassifier(L.LightningModule):
             self.val_loss.update(F.cross_entropy(logits, labels), n)
             self.val_top1.update(logits, labels)
             self.val_top5.update(logits, labels)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        self.log("val/top1", self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
+        self.log(f"{stage}/loss", self.val_loss, on_step=False, on_epoch=True)
+        self.log(f"{stage}/top1", self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/top5", self.val_top5, on_step=False, on_epoch=True)
         self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))
-        self.log("val/n", self.val_n, on_step=False, on_epoch=True)
+        self.log(f"{stage}/n", self.val_n, on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),
-                                   int(self.trainer.estimated_stepping_batches), self.recipe.layer_decay)
+        steps = run_steps(self.trainer)
+        if self.peak_lr is None:
+            self.scale_lrs(trainer_total_batch(self.trainer))
+        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr), steps,
+                                   self.recipe.layer_decay)
+
+
+def fresh_metrics(module: L.LightningModule) -> None:
+    """Reset `module`'s torchmetrics. A `trainer.validate` / `test` before the fit ran in inference mode, whose
+    reset left the states inference tensors; the fit validates under no_grad, where updating those in place fails."""
+    for metric in module.modules():
+        if isinstance(metric, Metric):
+            metric.reset()
+
+
+def run_steps(trainer: L.Trainer) -> int:
+    """The optimizer steps of the fit, which the warmup + cosine schedule spans; a one-line error when unbounded."""
+    steps = trainer.estimated_stepping_batches
+    if math.isinf(steps):
+        raise SwinzooError("the lr schedule (warmup then cosine) needs the length of the run: give the Trainer "
+                           "max_steps or max_epochs")
+    return int(steps)
+
+
+def trainer_total_batch(trainer: L.Trainer) -> int:
+    """Images per optimizer step of the fit: the training loader's batch x accumulation x devices x nodes."""
+    if trainer.train_dataloader is None:  # as Lightning's estimated_stepping_batches loads it
+        trainer.fit_loop.setup_data()
+    batch = getattr(trainer.train_dataloader, "batch_size", None)
+    if not isinstance(batch, int):
+        raise SwinzooError("total_batch not given, and the training loader has no batch_size to scale the lr by (a "
+                           "batch sampler, several loaders?): pass total_batch (batch x devices x nodes x "
+                           "accumulation) or lr")
+    return batch * trainer.accumulate_grad_batches * trainer.world_size
 
 
 def resolve_precision(recipe: Recipe, accelerator: str = "auto") -> tuple[str, str]:

@@ -23,6 +23,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from swinzoo.config import SwinConfig
 from swinzoo.models import MaskGenerator, SimMIM
+from swinzoo.train.module import fresh_metrics, run_steps
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
@@ -71,6 +72,9 @@ class SimMIMPretrainer(L.LightningModule):
         """(B, 3, R, R) images, (B, R/p, R/p) mask -> (loss, reconstruction)."""
         return self.model(images, mask)
 
+    def on_fit_start(self) -> None:
+        fresh_metrics(self)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # accumulated batches differ too
         seed = mask_seed(self.recipe.seed, TRAIN_STREAM, self.global_rank, self.global_step, micro)
@@ -117,4 +121,4 @@ class SimMIMPretrainer(L.LightningModule):
     def configure_optimizers(self):
         # the official get_pretrain_param_groups: decay / no decay only (layer_decay 1 puts every layer in one)
         return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),
-                                   int(self.trainer.estimated_stepping_batches), 1.0)
+                                   run_steps(self.trainer), 1.0)

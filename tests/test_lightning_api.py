@@ -1,0 +1,143 @@
+"""swinzoo's LightningModules in a user's own Trainer, with their own data: built from zoo weights, fitted, validated,
+tested, predicted, reloaded from checkpoints, and their checkpoints read back by swinzoo (CPU, nano model, a few
+steps each)."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.datasets import FakeData
+from torchvision.transforms import v2
+
+import swinzoo
+from swinzoo import SwinzooError
+from swinzoo.train.module import SwinClassifier
+from swinzoo.train.recipes import load_recipe
+from swinzoo.train.simmim_module import SimMIMPretrainer
+from tests.conftest import run_cli
+
+TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+
+class FakeImages(L.LightningDataModule):
+    """A user's own DataModule: torchvision's FakeData, 10 classes, (image, label) batches."""
+
+    def __init__(self, res: int = 64, batch_size: int = 8, n: int = 16) -> None:
+        super().__init__()
+        self.res, self.batch_size, self.n = res, batch_size, n
+
+    def loader(self, offset: int) -> DataLoader:
+        data = FakeData(self.n, (3, self.res, self.res), 10, transform=TO_TENSOR, random_offset=offset)
+        return DataLoader(data, batch_size=self.batch_size)
+
+    def train_dataloader(self):
+        return self.loader(0)
+
+    def val_dataloader(self):
+        return self.loader(1000)
+
+    def test_dataloader(self):
+        return self.loader(2000)
+
+    def predict_dataloader(self):
+        return self.loader(3000)
+
+
+def trainer(tmp_path, **kw) -> L.Trainer:
+    kw = {"max_steps": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+          "default_root_dir": tmp_path, "logger": L.pytorch.loggers.CSVLogger(tmp_path), **kw}
+    return L.Trainer(**kw)
+
+
+def test_from_pretrained_moves_zoo_weights_as_create_model_does():
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10, res=96, total_batch=64)
+    reference = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=10, img_size=96)
+    ours, theirs = module.model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    config = module.model.config
+    assert (config.img_size, config.window_size, config.num_classes) == (96, reference.config.window_size, 10)
+    recipe = load_recipe("nano_finetune")  # what `swinzoo finetune --from swin_n_64` picks: the one it names
+    assert module.recipe.name == "nano_finetune" and config.drop_path_rate == recipe.drop_path_rate
+    assert module.peak_lr == pytest.approx(recipe.base_lr * 64 / 512)  # the recipe's rate is per 512 images
+    named = SwinClassifier.from_pretrained("swin_n_64", num_classes=10, recipe="finetune", total_batch=64)
+    assert named.recipe.name == "finetune" and named.model.config.img_size == 64
+
+
+def test_from_pretrained_model_saves_with_where_it_came_from(tmp_path):
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10)
+    saved = swinzoo.load_model(swinzoo.save_model(module.model, tmp_path / "m.safetensors"))
+    assert saved.provenance["source"] == "swin_n_64" and saved.provenance["recipe"]["name"] == "nano_finetune"
+    assert saved.provenance["parent"]["dataset"] == "shapes"  # the zoo weights' own record
+    # a later fine-tune of these weights defaults to the recipe their training used, as after `swinzoo finetune`
+    assert saved.provenance["finetune_recipe"] == "nano_finetune"
+
+
+def test_from_pretrained_refuses_what_it_cannot_train():
+    with pytest.raises(SwinzooError, match="unknown recipe 'nope'"):
+        SwinClassifier.from_pretrained("swin_n_64", recipe="nope")
+    with pytest.raises(SwinzooError, match="at least 2 classes"):
+        SwinClassifier.from_pretrained("swin_n_64", num_classes=1)
+    with pytest.raises(SwinzooError, match="simmim_pretrain is a pretraining recipe"):
+        SwinClassifier.from_pretrained("swin_n_64", recipe="simmim_pretrain")
+
+
+def test_own_trainer_validates_fits_tests_and_predicts(tmp_path):
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10)  # total_batch: what the Trainer runs
+    data = FakeImages()
+    t = trainer(tmp_path, max_steps=2, accumulate_grad_batches=2)
+    before = t.validate(module, datamodule=data, verbose=False)[0]  # a baseline first, then the fit
+    assert before["val/n"] == 16
+    t.fit(module, datamodule=data)
+    assert t.global_step == 2 and {"train/loss", "lr", "val/top1"} <= set(t.callback_metrics)
+    # the recipe's rate per 512 images, scaled by the loader's batch 8 x 2 accumulated
+    assert module.peak_lr == pytest.approx(module.recipe.base_lr * 16 / 512)
+    tested = t.test(module, datamodule=data, verbose=False)[0]
+    assert tested["test/n"] == 16 and 0 <= tested["test/top1"] <= tested["test/top5"] <= 1
+    batches = t.predict(module, datamodule=data)
+    images = torch.cat([x for x, _ in data.predict_dataloader()])
+    module.eval()
+    with torch.no_grad():
+        expected = module(images)
+    assert torch.allclose(torch.cat(batches), expected, atol=1e-5)
+    bare = t.predict(module, DataLoader(images[:4], batch_size=2))  # batches of images alone
+    assert torch.allclose(torch.cat(bare), expected[:4], atol=1e-5)
+
+
+def test_an_unbounded_trainer_is_refused_in_one_line(tmp_path):
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10, total_batch=8)
+    with pytest.raises(SwinzooError, match="give the Trainer max_steps or max_epochs"):
+        trainer(tmp_path, max_steps=-1, max_epochs=-1).fit(module, datamodule=FakeImages())
+
+
+
+def test_finetune_run_checkpoints_reload_in_lightning(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--max-steps", "2", "--batch-size", "4",
+                            "--num-workers", "0", "--precision", "32-true", "--out", out,
+                            "--trainer.limit_val_batches", "1", "--trainer.enable_model_summary", "false"], capsys)
+    assert code == 0, err
+    saved = swinzoo.load_model(out)
+    images = torch.rand(2, 3, 64, 64)
+    saved.eval()
+    with torch.no_grad():
+        expected = saved(images)
+    for name in ("last.ckpt", "best.ckpt"):  # one validation: the best weights are the last ones
+        module = SwinClassifier.load_from_checkpoint(out / name).eval()
+        with torch.no_grad():
+            assert torch.allclose(module(images), expected, atol=1e-6), name
+        assert module.model.config == saved.config
+    module = SwinClassifier.load_from_checkpoint(out / "last.ckpt")
+    scores = trainer(tmp_path, logger=False).validate(module, datamodule=FakeImages(), verbose=False)[0]
+    assert scores["val/n"] == 16
+
+
+def test_simmim_pretrainer_in_own_trainer(tmp_path):
+    recipe = load_recipe("simmim_pretrain").replace(mask_ratio=0.5)
+    module = SimMIMPretrainer(swinzoo.create_model("swin_n_64").config.to_dict(), recipe.to_dict(), 8)
+    images = DataLoader(torch.rand(16, 3, 64, 64), batch_size=8)
+    t = trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    t.validate(module, images, verbose=False)  # a baseline first, then the fit
+    t.fit(module, images, images)
+    assert t.global_step == 2 and "val/loss" in t.callback_metrics
