@@ -18,6 +18,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters import hf, mmdet, native, official, simmim, timm, torchvision
 from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import read_config_json
+from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes
@@ -59,7 +60,9 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
                            "transformers model folder, or the weight file inside with --from-format and --arch")
     if native.has_metadata(path):
         return native.FORMAT, None
-    raw = read_weights(path, trust_checkpoint)
+    raw = read_weights(path, trust_checkpoint, module_checkpoint=True)
+    if is_module_checkpoint(raw):  # SwinClassifier's or SimMIMPretrainer's: the config is in it
+        return native.FORMAT, raw
     for name in KEY_DETECTION_ORDER:
         if FORMATS[name].claims_keys(raw):
             return FORMATS[name], raw

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.foreign import check_not_a_program, check_not_training_state
+from swinzoo.converters.foreign import check_not_a_program, check_not_training_state, is_module_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import is_safetensors, load_torch, read_safetensors, verify_state_dict
 from swinzoo.models import parameter_shapes
@@ -167,8 +167,9 @@ def unwrap(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     return sd
 
 
-def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
-    """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict."""
+def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_checkpoint: bool = False) -> dict:
+    """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict.
+    `module_checkpoint`: a Lightning checkpoint of swinzoo's modules is returned whole, for the swinzoo format."""
     if Path(path).is_dir():
         raise SwinzooError(f"{path} is a folder; give the weight file inside it, or read the folder with "
                            "--from-format auto (timm, transformers and swinzoo folders are recognised)")
@@ -176,6 +177,8 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False) -> dict[str, 
         return read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0]
     check_not_a_program(path)
     obj = load_torch(path, trust_checkpoint)
+    if module_checkpoint and is_module_checkpoint(obj):
+        return obj
     check_not_training_state(obj, path)
     return unwrap(obj, str(path))
 

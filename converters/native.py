@@ -2,7 +2,9 @@
 
 Metadata keys: `format` ("pt", so other safetensors tools read it as PyTorch), `swinzoo_config` (the `SwinConfig`
 as JSON) and `swinzoo_provenance` (JSON: where the weights came from and the surgery done to them). A folder
-holding such a `model.safetensors` (a fine-tuning output) loads the same way.
+holding such a `model.safetensors` (a fine-tuning output) loads the same way, and so does a Lightning checkpoint
+of swinzoo's `SwinClassifier` or `SimMIMPretrainer` (`.ckpt`, from `swinzoo finetune` or the user's own Trainer):
+the config is its hyper-parameters', the weights its model's.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.common import Checkpoint, Format
+from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import config_kind
+from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
 from swinzoo.models import parameter_shapes
@@ -56,7 +59,12 @@ def model_file(path: str | Path) -> Path:
 
 def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
          raw: dict | None = None) -> Checkpoint:
-    """(state dict, config, provenance) of a swinzoo checkpoint file or folder; the file's config wins over --arch."""
+    """(state dict, config, provenance) of a swinzoo checkpoint file or folder, or of a Lightning checkpoint of
+    swinzoo's modules (`raw`: the checkpoint, when detecting read it); the file's config wins over --arch."""
+    if raw is None and Path(path).is_file() and not is_safetensors(Path(path)) and Path(path).suffix != ".safetensors":
+        raw = read_weights(path, trust_checkpoint, module_checkpoint=True)  # --from-format swinzoo on a .ckpt
+    if raw is not None:
+        return read_module_checkpoint(raw, Path(path))
     path = model_file(path)
     tensors, meta = read_safetensors(path, "; re-create it with `swinzoo convert`")
     if CONFIG_KEY not in meta:
@@ -68,6 +76,34 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
         raise SwinzooError(f"{path}: unreadable swinzoo metadata: {e}") from None
     check_weights_match(tensors, config, path)
     return Checkpoint(tensors, config, provenance if isinstance(provenance, dict) else {"provenance": provenance})
+
+
+SIMMIM_SETTINGS = ("mask_patch_size", "mask_ratio", "norm_targets")  # the recipe keys `load_simmim` reads back
+
+
+def read_module_checkpoint(obj: dict, path: Path) -> Checkpoint:
+    """The model of a Lightning checkpoint of `SwinClassifier` or `SimMIMPretrainer`: weights under `model.`, config,
+    recipe and (SimMIM) mask settings from the hyper-parameters; the optimizer and loop state are left out."""
+    if not is_module_checkpoint(obj):
+        raise SwinzooError(f"{path} is neither a swinzoo .safetensors file nor a Lightning checkpoint of swinzoo's "
+                           "SwinClassifier or SimMIMPretrainer; drop --from-format swinzoo to detect its format")
+    hparams = obj["hyper_parameters"]
+    try:
+        config = SwinConfig.from_dict(hparams["config"])
+    except (SwinzooError, TypeError, ValueError) as e:
+        raise SwinzooError(f"{path}: unreadable model config in its hyper-parameters: {e}") from None
+    state_dict = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+    check_weights_match(state_dict, config, path)
+    recipe = hparams.get("recipe") if isinstance(hparams.get("recipe"), dict) else {}
+    provenance = {"source": str(path), "format": "lightning checkpoint",
+                  "lightning": {k: obj.get(k) for k in ("epoch", "global_step")}}
+    if recipe:
+        provenance["recipe"] = recipe
+        if recipe.get("finetune_recipe"):
+            provenance["finetune_recipe"] = recipe["finetune_recipe"]
+    if any(k.startswith("encoder.") for k in state_dict):  # SimMIMPretrainer's: keep the masks it trained with
+        provenance["simmim"] = {k: recipe[k] for k in SIMMIM_SETTINGS if k in recipe}
+    return Checkpoint(state_dict, config, provenance)
 
 
 def check_weights_match(tensors: dict[str, torch.Tensor], config: SwinConfig, path: Path) -> None:

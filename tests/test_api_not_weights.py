@@ -32,3 +32,5 @@ def test_a_lightning_checkpoint_points_to_the_run_s_weights(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert f"is a Lightning training checkpoint (weights with optimizer and loop state): read the run's weights " \
            f"from {run / 'model.safetensors'}, or continue the run with swinzoo finetune --resume {run}" in err
+    # a model trained in the user's own LightningModule: how to write it in a form swinzoo reads
+    assert "from your own LightningModule, write its model with swinzoo.save_model(module.model, " in err

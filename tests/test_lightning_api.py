@@ -111,6 +111,27 @@ def test_an_unbounded_trainer_is_refused_in_one_line(tmp_path):
         trainer(tmp_path, max_steps=-1, max_epochs=-1).fit(module, datamodule=FakeImages())
 
 
+def test_own_checkpoint_reloads_and_swinzoo_reads_it(tmp_path, capsys):
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10, class_names=[f"c{i}" for i in range(10)])
+    t = trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    t.fit(module, datamodule=FakeImages())
+    ckpt = t.checkpoint_callback.best_model_path
+    loaded = SwinClassifier.load_from_checkpoint(ckpt)  # Lightning 2.6's defaults: weights_only loading
+    images = torch.rand(2, 3, 64, 64)
+    module.eval(), loaded.eval()
+    with torch.no_grad():
+        logits = module(images)
+        assert torch.equal(loaded(images), logits)
+        assert torch.allclose(swinzoo.load_model(ckpt)(images), logits, atol=1e-6)
+    assert swinzoo.read_checkpoint(ckpt).config == module.model.config  # class names and preprocessing kept
+    assert swinzoo.read_checkpoint(ckpt, from_format="swinzoo").provenance["lightning"]["global_step"] == 2
+    code, _, err = run_cli(["export", ckpt, "--to", "timm", "-o", tmp_path / "timm"], capsys)
+    assert code == 0, err
+    exported = swinzoo.load_model(tmp_path / "timm")
+    with torch.no_grad():
+        assert torch.allclose(exported(images), logits, atol=1e-5)
+    assert exported.config.class_names == [f"c{i}" for i in range(10)]
+
 
 def test_finetune_run_checkpoints_reload_in_lightning(tmp_path, capsys):
     out = tmp_path / "run"
@@ -133,11 +154,15 @@ def test_finetune_run_checkpoints_reload_in_lightning(tmp_path, capsys):
     assert scores["val/n"] == 16
 
 
-def test_simmim_pretrainer_in_own_trainer(tmp_path):
+def test_simmim_pretrainer_in_own_trainer_and_its_checkpoint(tmp_path):
     recipe = load_recipe("simmim_pretrain").replace(mask_ratio=0.5)
     module = SimMIMPretrainer(swinzoo.create_model("swin_n_64").config.to_dict(), recipe.to_dict(), 8)
     images = DataLoader(torch.rand(16, 3, 64, 64), batch_size=8)
     t = trainer(tmp_path, max_steps=2, limit_val_batches=1)
     t.validate(module, images, verbose=False)  # a baseline first, then the fit
     t.fit(module, images, images)
-    assert t.global_step == 2 and "val/loss" in t.callback_metrics
+    simmim = swinzoo.load_simmim(t.checkpoint_callback.best_model_path)
+    assert simmim.mask_ratio == 0.5
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(simmim.state_dict()[key], value), key
+
