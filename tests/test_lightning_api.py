@@ -11,8 +11,10 @@ from torchvision.transforms import v2
 
 import swinzoo
 from swinzoo import SwinzooError
+from swinzoo.train.data import SwinDataModule
 from swinzoo.train.module import SwinClassifier
 from swinzoo.train.recipes import load_recipe
+from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from tests.conftest import run_cli
 
@@ -166,3 +168,15 @@ def test_simmim_pretrainer_in_own_trainer_and_its_checkpoint(tmp_path):
     for key, value in module.model.state_dict().items():
         assert torch.equal(simmim.state_dict()[key], value), key
 
+
+def test_data_modules_take_a_recipe_by_name():
+    """As `from_pretrained` and `--recipe` do (and LightningCLI's YAML can give: a name or a mapping of keys)."""
+    recipe = load_recipe("nano_finetune")
+    for given in ("nano_finetune", recipe.to_dict(), recipe):
+        data = SwinDataModule("shapes", 32, 4, recipe=given, num_workers=0, train_size=8, val_size=4)
+        data.setup("fit")
+        crop = next(t for t in data.train_dataloader().dataset.transform.transforms
+                    if isinstance(t, v2.RandomResizedCrop))
+        assert data.recipe == recipe and crop.scale == recipe.crop_scale
+    pretrain = SimMIMDataModule("shapes", 32, 4, recipe="simmim_pretrain", num_workers=0)
+    assert pretrain.recipe == load_recipe("simmim_pretrain")

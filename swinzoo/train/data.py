@@ -32,7 +32,7 @@ from swinzoo.preprocess import Preprocess, create_transform, to_rgb
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.image_check import check_images
-from swinzoo.train.recipes import Recipe
+from swinzoo.train.recipes import Recipe, load_recipe
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
@@ -189,23 +189,31 @@ def describe(data: str, train, val) -> str:
     return f"data {data}: {'; '.join(parts)}"
 
 
+def as_recipe(recipe: Recipe | str | dict | None) -> Recipe:
+    """A data module's recipe as given: a `Recipe`, or what `load_recipe` reads (name, YAML path, mapping)."""
+    if recipe is None:
+        return Recipe()
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
 def default_workers() -> int:
     return min(8, max(0, (os.cpu_count() or 1) // 2))
 
 
 class SwinDataModule(L.LightningDataModule):
-    """Train/val loaders for `data` at resolution `res` with the recipe's augmentation. `data_options`: the splits
+    """Train/val loaders for `data` at resolution `res` with the augmentation of `recipe` (a `Recipe`, a packaged
+    recipe's name, a YAML path or a mapping of recipe keys; None: the official defaults). `data_options`: the splits
     and columns of `hf:` data (None: the defaults); `console`: where `check` prints which splits it read (on global
     rank zero), also kept in `description`. Once the model is known, `config` (its SwinConfig) gives the
     preprocessing: validation as `swinzoo eval` of the weights will do it, training normalised alike; without it,
     the official rule at `res` with the recipe's test_crop and the ImageNet mean and std."""
 
-    def __init__(self, data: str, res: int, batch_size: int, recipe=None, num_workers: int | None = None,
-                 train_size: int | None = None, val_size: int | None = None,
+    def __init__(self, data: str, res: int, batch_size: int, recipe: Recipe | str | dict | None = None,
+                 num_workers: int | None = None, train_size: int | None = None, val_size: int | None = None,
                  data_options: DataOptions | None = None, console=None) -> None:
         super().__init__()
         self.data, self.res, self.batch_size = data, res, batch_size
-        self.recipe = recipe or Recipe()
+        self.recipe = as_recipe(recipe)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.train_size, self.val_size = train_size, val_size
         self.data_options, self.console = data_options or DataOptions(), console

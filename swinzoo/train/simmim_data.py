@@ -27,7 +27,14 @@ from torchvision.transforms import v2
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import to_rgb
-from swinzoo.train.data import BUILTIN, IMAGE_SUFFIXES, check_images, check_no_hf_options, default_workers
+from swinzoo.train.data import (
+    BUILTIN,
+    IMAGE_SUFFIXES,
+    as_recipe,
+    check_images,
+    check_no_hf_options,
+    default_workers,
+)
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
 from swinzoo.train.recipes import Recipe
@@ -151,14 +158,15 @@ def open_pretrain_data(data: str, res: int, options: DataOptions | None = None) 
 
 
 class SimMIMDataModule(L.LightningDataModule):
-    """Train and validation images at `res` for SimMIM; `check()` opens (and decodes) them before anything is
-    written and prints which images the run reads (on global rank zero)."""
+    """Train and validation images at `res` for SimMIM, with the crop and flip of `recipe` (as `SwinDataModule`
+    takes it); `check()` opens (and decodes) them before anything is written and prints which images the run reads
+    (on global rank zero)."""
 
-    def __init__(self, data: str, res: int, batch_size: int, recipe: Recipe | None = None,
+    def __init__(self, data: str, res: int, batch_size: int, recipe: Recipe | str | dict | None = None,
                  num_workers: int | None = None, data_options: DataOptions | None = None, console=None) -> None:
         super().__init__()
         self.data, self.res, self.batch_size = data, res, batch_size
-        self.recipe = recipe or Recipe()
+        self.recipe = as_recipe(recipe)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.data_options, self.console = data_options, console
         self.train_base = self.val_base = None
