@@ -125,16 +125,12 @@ class SwinClassifier(L.LightningModule):
         check_task(recipe, "finetune", PLAIN_RECIPE)
         res = res or recipe.res or src.img_size
         window = window or (recipe.window if recipe.res in (None, res) else None)
-        dst = target_config(src, res, window, num_classes).replace(drop_path_rate=recipe.drop_path_rate)
-        if dst.num_classes < 2:
-            raise SwinzooError(f"{source} has {dst.num_classes} classes; a classifier trains at least 2 classes: pass "
+        classes = src.num_classes if num_classes is None else num_classes
+        if classes < 2:
+            raise SwinzooError(f"{source} has {classes} classes; a classifier trains at least 2 classes: pass "
                                "num_classes or class_names")
-        dst = dst.replace(preprocess=Preprocess.of(dst).with_test_crop(recipe.test_crop).overrides(dst.img_size))
-        state_dict, dst, _ = transfer(checkpoint.state_dict, src, dst, head_seed=recipe.seed)
-        if class_names is not None:
-            if src.num_classes == len(class_names):
-                match_head_to_classes(state_dict, src.class_names, class_names)
-            dst = dst.replace(class_names=class_names)
+        state_dict, dst, _ = finetune_weights(checkpoint.state_dict, src, res, window, recipe, num_classes,
+                                              class_names)
         module = cls(dst.to_dict(), recipe.to_dict(), total_batch, lr)
         module.model.load_state_dict(state_dict, strict=True)
         # what `swinzoo.save_model(module.model, ...)` records, as a `swinzoo finetune` output does
@@ -208,6 +204,25 @@ class SwinClassifier(L.LightningModule):
             self.scale_lrs(trainer_total_batch(self.trainer))
         return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr), steps,
                                    self.recipe.layer_decay)
+
+
+def finetune_weights(state_dict: dict | None, src: SwinConfig, res: int, window: int | None, recipe: Recipe,
+                     num_classes: int | None, class_names: list[str] | None = None):
+    """(state dict, config, transfer report) of a fine-tune of `src` at `res` / `window` for `num_classes` (None:
+    src's) under `recipe`: its drop path and test crop in the config, `state_dict` moved there (None: fresh
+    weights, no report), a kept head's rows matched to `class_names` by name."""
+    dst = target_config(src, res, window, num_classes).replace(drop_path_rate=recipe.drop_path_rate)
+    # the eval preprocessing the run validates with (the recipe's test_crop) travels with the weights
+    dst = dst.replace(preprocess=Preprocess.of(dst).with_test_crop(recipe.test_crop).overrides(dst.img_size))
+    report = None
+    if state_dict is not None:
+        state_dict, dst, report = transfer(state_dict, src, dst, head_seed=recipe.seed)
+        if class_names is not None and src.num_classes == len(class_names):
+            note = match_head_to_classes(state_dict, src.class_names, class_names)
+            report.notes.extend([note] if note else [])
+    if class_names is not None:
+        dst = dst.replace(class_names=class_names)
+    return state_dict, dst, report
 
 
 def fresh_metrics(module: L.LightningModule) -> None:

@@ -21,18 +21,16 @@ import yaml
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
-from swinzoo.conversion import target_config
 from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError
 from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
-from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
-from swinzoo.train.module import SwinClassifier
+from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
     CONFIG_FILE,
     DATA_OPTION_KEYS,
@@ -59,7 +57,6 @@ from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
-from swinzoo.weight_transfer import match_head_to_classes, transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
 
 
@@ -110,18 +107,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     data_options = {k: getattr(args, k) for k in DATA_OPTION_KEYS if getattr(args, k) is not None}
     dm = data_module(data, data_options, res, recipe, args.num_workers, console)
     classes = dm.check()
-    dst = target_config(src_cfg, res, window, len(classes)).replace(drop_path_rate=recipe.drop_path_rate)
-    # the eval preprocessing the run validates with (the recipe's test_crop) travels with the weights
-    dst = dst.replace(preprocess=Preprocess.of(dst).with_test_crop(recipe.test_crop).overrides(dst.img_size))
-    if src_sd is None:
-        state_dict, report = None, None
-        dst = dst.replace(class_names=classes)
-    else:
-        state_dict, dst, report = transfer(src_sd, src_cfg, dst, head_seed=recipe.seed)
-        if src_cfg.num_classes == len(classes):
-            note = match_head_to_classes(state_dict, src_cfg.class_names, classes)
-            report.notes.extend([note] if note else [])
-        dst = dst.replace(class_names=classes)
+    state_dict, dst, report = finetune_weights(src_sd, src_cfg, res, window, recipe, len(classes), classes)
     if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
         out = Path(os.environ.get(OUT_ENV) or args.out)
     else:
