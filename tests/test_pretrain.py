@@ -15,7 +15,7 @@ from swinzoo.cli import cli_main
 from swinzoo.train.recipes import load_recipe
 from swinzoo.train.recon_grid import grid_size
 from swinzoo.train.shapes import render
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
 FAST = ["--batch-size", "8", "--num-workers", "0", "--trainer", "limit_val_batches=2"]
 
@@ -72,6 +72,22 @@ def test_resume_continues_to_more_steps(pretrained, tmp_path, capsys):
     (out / "run.json").write_text(json.dumps(plan))
     code, _, err = run_cli(["pretrain", "--resume", out], capsys)
     assert code == 2 and "is a fine-tuning run, not a pretraining one" in err
+
+
+def test_a_resume_whose_epochs_end_before_its_step_is_refused(pretrained, tmp_path, capsys):
+    """--epochs 1 of 3 batches (--trainer.limit_train_batches 3) is a budget of 3 steps, below the 5 the run stands
+    at: refused as --max-steps 3 is, the run left as it was (Lightning trained one more step, to 6)."""
+    out = tmp_path / "a"
+    shutil.copytree(pretrained, out)
+    before = (out / "run.json").read_text()
+    code, _, err = run_cli(["pretrain", "--resume", out, "--epochs", "1", "--trainer.limit_train_batches", "3"],
+                           capsys)
+    assert code == 2, err
+    one_error_line(err, "the run finished at step 5", "1 epoch of 3 steps ends at step 3", "--max-steps above 5")
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 5
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert (out / "run.json").read_text() == before  # the refused changes are not the plan of the next resume
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["hparams.yaml", "metrics.csv"]
 
 
 def test_a_simmim_source_continues_with_its_mask_token_and_decoder(pretrained, tmp_path):

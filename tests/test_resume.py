@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import swinzoo
 from swinzoo.train.module import AtomicCheckpointIO
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 from tests.test_finetune import image_folder
 
 # 12 training images in batches of 4: an epoch is 3 steps; one validation batch
@@ -277,6 +277,39 @@ def test_the_kept_best_weights_validation_is_not_reported_as_the_last_steps(tiny
     lines = text.getvalue().splitlines()
     assert sum(line.startswith("validation at step 4") for line in lines) == 1, lines
     assert "(best weights: step 2 of 4)" in lines[-1]
+
+
+def test_a_resume_whose_epochs_end_before_its_step_is_refused(tiny, data, tmp_path, capsys):
+    """--epochs 1 of 1 batch (--trainer.limit_train_batches 1) is a budget of 1 step, below the 2 the run stands at:
+    refused as --max-steps 1 is, the run left as it was (Lightning trained one more step, to 3)."""
+    out = tmp_path / "run"
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, **RUN)
+    before = (out / "run.json").read_text()
+    code, _, err = run_cli(["finetune", "--resume", out, "--epochs", "1", "--trainer.limit_train_batches", "1"],
+                           capsys)
+    assert code == 2, err
+    one_error_line(err, "the run finished at step 2", "1 epoch of 1 step ends at step 1", "--max-steps above 2")
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 2 and step_of(out / "last.ckpt") == 2
+    assert (out / "run.json").read_text() == before  # the refused changes are not the plan of the next resume
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["hparams.yaml", "metrics.csv"]
+
+
+def test_a_resume_whose_epochs_are_shorter_than_the_epoch_in_progress_is_refused(tiny, data, tmp_path, capsys):
+    """Stopped 2 batches into an epoch and resumed with epochs of 1 batch: Lightning would train on to the end of the
+    loader's pass, one batch, then 2 more epochs (to step 5, past the 3 steps its schedule spans). Refused: more
+    batches an epoch, or --max-steps, which bounds the run whatever its epochs."""
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9, ckpt_every=1,
+                         **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [CrashAt(2)]}})
+    assert step_of(out / "last.ckpt") == 2 and not (out / "metrics.json").exists()
+    code, _, err = run_cli(["finetune", "--resume", out, "--epochs", "3", "--trainer.limit_train_batches", "1"],
+                           capsys)
+    assert code == 2, err
+    one_error_line(err, "2 batches into an epoch", "--trainer.limit_train_batches 2 or more", "--max-steps")
+    assert step_of(out / "last.ckpt") == 2
+    result = swinzoo.finetune(resume=str(out), max_steps=4, trainer={**RUN["trainer"], "limit_train_batches": 1})
+    assert result.metrics["global_step"] == 4
 
 
 def test_a_resume_with_another_total_batch_is_refused(tiny, data, tmp_path):

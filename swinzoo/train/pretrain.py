@@ -66,7 +66,7 @@ from swinzoo.train.recipes import (
     split_recipe,
     warmup_note,
 )
-from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
+from swinzoo.train.resume import ResumeStart, check_total_batch, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
@@ -124,8 +124,8 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     if ckpt is not None:  # --devices auto may see another device count than the run had
         check_total_batch(point, total_batch, Path(plan.out))
-    if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command)
+    if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
+        trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)

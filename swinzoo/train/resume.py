@@ -4,9 +4,14 @@ the changed plan written back to run.json with a record of the resume, so that a
 
 from __future__ import annotations
 
+import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch, same_file
@@ -161,6 +166,58 @@ def check_resume_target(out: Path, point: ResumePoint, max_steps: int | None, ep
         epochs = f"{point.epoch} epoch{'' if point.epoch == 1 else 's'}"
         raise SwinzooError(f"--resume {out}: the run {state} at step {point.step}, after {epochs}; give "
                            f"--max-steps above {point.step} or --epochs above {point.epoch} to train on")
+
+
+class ResumeStart(Callback):
+    """Where a resumed fit starts training: refuses a resume whose epochs end before the step it stands at
+    (`check_epoch_budget`), then writes the resumed plan to run.json (`record_resume`), so that a refused resume
+    leaves the run as it was. An epoch's steps are known once Lightning has its training loader: they follow the
+    batch, the devices and --trainer.limit_train_batches."""
+
+    def __init__(self, plan: Plan, point: ResumePoint, command: str) -> None:
+        self.plan, self.point, self.command = plan, point, command
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        try:
+            check_epoch_budget(trainer, Path(self.plan.out), self.point)
+        except SwinzooError:
+            if trainer.is_global_zero:
+                discard_resume_log(trainer)
+            raise
+        if trainer.is_global_zero:
+            record_resume(self.plan, self.point, self.command)
+
+
+def check_epoch_budget(trainer, out: Path, point: ResumePoint) -> None:
+    """Refuse what `check_resume_target` cannot see before the Trainer has its loader: an epoch-bound resume whose
+    epochs end at or before the step the run stands at (finished) or before it, and one stopped further into an epoch
+    than an epoch's batches are now. Lightning trains on there (to the end of the loader's pass, then any epochs
+    left), past the steps its schedule spans."""
+    if trainer.max_steps != -1 or trainer.num_training_batches == math.inf:
+        return  # --max-steps bounds the run whatever its epochs are
+    budget, step = trainer.estimated_stepping_batches, trainer.global_step
+    finished = (out / METRICS_FILE).exists()
+    if step > budget or (finished and step >= budget):
+        epochs, per_epoch = trainer.max_epochs, budget // max(trainer.max_epochs, 1)
+        raise SwinzooError(f"--resume {out}: the run {'finished' if finished else 'stands'} at step {step}, and "
+                           f"{epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch} step"
+                           f"{'' if per_epoch == 1 else 's'} ends at step {budget} (an epoch's steps follow the "
+                           f"batch, the devices and --trainer.limit_train_batches); give --max-steps above {step}")
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    within = 0 if progress.is_last_batch else progress.current.ready
+    if within > trainer.num_training_batches and not trainer.fit_loop.done:
+        raise SwinzooError(f"--resume {out}: the run stands {within} batches into an epoch, and an epoch has "
+                           f"{trainer.num_training_batches} now (--trainer.limit_train_batches): Lightning would "
+                           f"train past that epoch's end; give --trainer.limit_train_batches {within} or more, or "
+                           f"--max-steps above {step} in place of --epochs")
+
+
+def discard_resume_log(trainer) -> None:
+    """Remove the CSV log folder a refused resume made (logs/resumed-at-S, new: `log_version`)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and str(logger.version).startswith("resumed-at-"):
+            shutil.rmtree(logger.log_dir, ignore_errors=True)
+            logger._experiment = None  # else Lightning's finalize("failed") writes its hparams.yaml there again
 
 
 def record_resume(plan: Plan, point: ResumePoint, command: str) -> None:

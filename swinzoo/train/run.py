@@ -53,7 +53,7 @@ from swinzoo.train.recipes import (
     split_recipe,
     warmup_note,
 )
-from swinzoo.train.resume import check_total_batch, record_resume, resume_plan
+from swinzoo.train.resume import ResumeStart, check_total_batch, resume_plan
 from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
@@ -235,8 +235,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     if ckpt is not None:  # --devices auto may see another device count than the run had
         check_total_batch(point, total_batch, Path(plan.out))
-    if ckpt is not None and is_rank_zero():
-        record_resume(plan, point, args.command)
+    if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
+        trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
