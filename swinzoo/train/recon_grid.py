@@ -7,6 +7,7 @@ work). Small images are enlarged by a whole factor (nearest) so that a 64 px gri
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
+from swinzoo.io import atomic_path
 from swinzoo.plot import save_png
 
 ROWS = (("original", ""), ("masked", "(grey patches)"), ("reconstruction", "(predicted in mask)"))
@@ -93,5 +95,6 @@ def write_reconstructions(folder: Path, step: int, images, mask, reconstruction,
     img = draw_reconstructions(images, mask, reconstruction, patch_size, title, norm_kernel)
     folder.mkdir(parents=True, exist_ok=True)
     path = save_png(img, folder / f"step_{step:06d}.png")
-    save_png(img, folder / "latest.png")
+    with atomic_path(folder / "latest.png") as tmp:  # the same bytes: copied, not encoded a second time
+        shutil.copyfile(path, tmp)
     return path
