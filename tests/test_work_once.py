@@ -27,3 +27,20 @@ def test_a_reconstruction_picture_is_encoded_once_for_both_files(tmp_path, monke
     path = recon_grid.write_reconstructions(tmp_path, 7, images, mask, reconstruction, 32, "step 7")
     assert path == tmp_path / "step_000007.png" and len(saves) == 1
     assert (tmp_path / "latest.png").read_bytes() == path.read_bytes()
+
+
+def test_export_builds_the_architecture_once(tmp_path, monkeypatch, capsys):
+    """A swinzoo file exported as it is: its weights are checked against its config when read and again as the
+    export's target, the same architecture: one meta-device build, not one per check."""
+    from swinzoo.cli import cli_main
+    from swinzoo.models import backbone
+    from swinzoo.models.swin import SwinTransformer
+
+    monkeypatch.setattr(backbone, "_SHAPES", {}, raising=False)  # what earlier tests built in this process
+    builds = counting(monkeypatch, SwinTransformer, "__init__")
+    assert cli_main(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "timm"]) == 0
+    assert len(builds) == 1
+    builds.clear()
+    monkeypatch.setattr(backbone, "_SHAPES", {})
+    assert cli_main(["info", tmp_path / "timm"]) == 0  # read, checked, then counted: params and GMACs
+    assert len(builds) == 1

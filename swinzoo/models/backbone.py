@@ -139,12 +139,26 @@ def build_model(config: SwinConfig, **kwargs) -> nn.Module:
     return SwinBackbone(config, **kwargs) if config.is_backbone else SwinTransformer(config)
 
 
+# config JSON -> its shapes: a command checks a file's weights against its config when reading it and again as the
+# target of its transfer or export (the same config when nothing moves); a meta build is 20-200 ms (nano to V2-L)
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
 def parameter_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical key -> shape of a model of `cfg` (classifier or backbone), built on the meta device."""
-    if not cfg.is_backbone:
-        return classifier_shapes(cfg)
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in SwinBackbone(cfg).state_dict().items()}
+    """Canonical key -> shape of a model of `cfg` (classifier or backbone), built on the meta device once per config
+    (the caller gets its own dict: some add buffer shapes to it)."""
+    global _SHAPES
+    key = cfg.to_json()
+    shapes = _SHAPES.get(key)
+    if shapes is None:
+        if cfg.is_backbone:
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in SwinBackbone(cfg).state_dict().items()}
+        else:
+            shapes = classifier_shapes(cfg)
+        # replaced whole, never changed in place (threads); the newest few configs are kept
+        _SHAPES = {**dict(list(_SHAPES.items())[-7:]), key: shapes}
+    return dict(shapes)
 
 
 def count_params(cfg: SwinConfig) -> int:
