@@ -1,4 +1,7 @@
-"""`evaluate` (top-1 / top-5 on a dataset's val split) and `predict` (top-k classes of image files)."""
+"""`evaluate` (top-1 / top-5 on a dataset's val split) and `predict` (top-k classes of image files).
+
+The datasets (`swinzoo.train.data`, whose data module is Lightning's) and torchmetrics are imported by the functions
+that read data: `predict` needs neither, and they bring Lightning and transformers (about 900 modules)."""
 
 from __future__ import annotations
 
@@ -12,16 +15,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import Progress
-from torchmetrics.classification import MulticlassAccuracy
 
 from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
-from swinzoo.preprocess import to_rgb
+from swinzoo.preprocess import create_transform, to_rgb
 from swinzoo.train.checks import check_whole
-from swinzoo.train.data import BUILTIN, default_workers, eval_loader, eval_transform, open_split
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
 
@@ -118,6 +119,10 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     validated on and how (`DataOptions`: splits, columns, carved rows): that data is the default, read the same
     way, so a carved validation split is the run's held-out rows; `data_options` (the options given; a dict holds
     only those) change some of them."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from swinzoo.train.data import default_workers, eval_loader
+
     console = console or Console(stderr=True)
     check_counts(batch_size=batch_size)
     if num_workers is not None:
@@ -157,6 +162,8 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
           open_data: bool = True) -> tuple:
     """(net, data, dataset, label map) of an evaluation, every check made and every note printed; without
     `open_data` only the model is read and moved (dataset and label map None)."""
+    from swinzoo.train.data import BUILTIN, open_split
+
     net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
                         console=console)
     if net.config.num_classes == 1:  # torchmetrics' accuracy refuses it, and top-1 would be 1 whatever the images
@@ -189,6 +196,8 @@ def data_of_run(model, data: str | None, given: DataOptions | dict | None,
     """(data, options, a note saying the run's record was used, or None) for `evaluate`: the run's data and
     options when `data` is None or names the run's data, with the options `given` over them; else `data` (or the
     model's built-in dataset) with `given` alone."""
+    from swinzoo.train.data import BUILTIN
+
     if isinstance(given, DataOptions):
         given = {k: v for k, v in given.to_dict().items() if v != getattr(DataOptions(), k)}
     given = {k: v for k, v in (given or {}).items() if v is not None}
@@ -341,7 +350,7 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
-    tf = eval_transform(cfg)
+    tf = create_transform(cfg)  # train.data.eval_transform(cfg), without importing the datasets
     k = min(topk, cfg.num_classes)
     rows = []
     for start in range(0, len(images), batch_size):

@@ -1,5 +1,8 @@
 """Each command does its expensive work once, counted with a wrapper around the function that does it (not timed)."""
 
+import subprocess
+import sys
+
 import torch
 
 from swinzoo.train import recon_grid
@@ -44,3 +47,17 @@ def test_export_builds_the_architecture_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(backbone, "_SHAPES", {})
     assert cli_main(["info", tmp_path / "timm"]) == 0  # read, checked, then counted: params and GMACs
     assert len(builds) == 1
+
+
+def test_predict_imports_no_training_library(tmp_path):
+    """`predict` reads a model and classifies images: Lightning, torchmetrics and the transformers that
+    torchmetrics imports (together about 900 modules, over a second) are for training and `eval`."""
+    from PIL import Image
+
+    Image.new("RGB", (80, 72), (200, 30, 30)).save(tmp_path / "red.png")
+    code = ("import sys; from swinzoo.cli import cli_main; "
+            f"assert cli_main(['predict', 'swin_n_64', {str(tmp_path / 'red.png')!r}]) == 0; "
+            "print(sorted(m for m in ('lightning', 'torchmetrics', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -9,8 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, RUN_FILE, Plan, is_plain
@@ -109,4 +107,7 @@ def remove_entry(path: Path) -> None:
 
 
 def is_rank_zero() -> bool:
+    # imported here: `predict` reaches this module (through train.checks) and needs no Lightning
+    from lightning.pytorch.utilities import rank_zero_only
+
     return getattr(rank_zero_only, "rank", 0) == 0

@@ -14,8 +14,6 @@ import re
 import types
 import typing
 
-import lightning as L
-
 from swinzoo.errors import SwinzooError
 from swinzoo.train.options import as_plain, is_plain
 
@@ -38,6 +36,8 @@ TRAINER_OWNED = {
 @functools.lru_cache(maxsize=1)
 def trainer_hints() -> dict:
     """`lightning.Trainer.__init__` parameter -> type annotation ({} values when they cannot be resolved)."""
+    import lightning as L  # Lightning is imported where a Trainer is looked at: `predict` imports this module
+
     names = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
     try:
         hints = typing.get_type_hints(L.Trainer.__init__)
@@ -59,6 +59,8 @@ def trainer_parser():
 
 def add_trainer_arguments(parser) -> None:
     """`--trainer.NAME` for every lightning.Trainer argument swinzoo does not own, on a jsonargparse parser."""
+    import lightning as L
+
     counts = counts_first()
     parser.add_class_arguments(L.Trainer, "trainer", instantiate=False, skip=set(TRAINER_OWNED) | set(counts),
                                fail_untyped=False)
@@ -72,6 +74,8 @@ def counts_first() -> dict[str, tuple]:
     them), typed int before float, with their defaults. typing caches `Optional[Union[...]]` by equality, which
     ignores the order, so Lightning's `Union[int, float]` can come back as a `Union[float, int]` made earlier (rich
     makes one), and jsonargparse, trying float first, turns 1 into 1.0. `int | float` is not cached."""
+    import lightning as L
+
     counts = {}
     for name, param in inspect.signature(L.Trainer.__init__).parameters.items():
         members = flat_union(param.annotation)
