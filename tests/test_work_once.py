@@ -61,3 +61,13 @@ def test_predict_imports_no_training_library(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_download_without_check_imports_no_torch(hub_home):
+    """`swinzoo download` fetches files (here: finds them shipped inside swinzoo); torch and the model code (over
+    2000 modules) are for --check, which reads the weights."""
+    code = ("import sys; from swinzoo.cli import cli_main; assert cli_main(['download', 'swin_n_64']) == 0; "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"

@@ -20,7 +20,6 @@ def run(args) -> int:
     from rich.console import Console
 
     from swinzoo.hub import download
-    from swinzoo.sources import read_checkpoint
 
     console = Console()
     folder = download(args.ref)
@@ -29,6 +28,8 @@ def run(args) -> int:
     else:
         console.print(f"{args.ref} -> {folder}", soft_wrap=True, markup=False)
     if args.check:
+        from swinzoo.sources import read_checkpoint  # torch and the models: only to read the weights
+
         cfg = read_checkpoint(args.ref).config
         console.print(f"V{cfg.version}, {cfg.img_size} px, window {cfg.window_size}, {cfg.num_classes} classes",
                       soft_wrap=True)
