@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
 
 
 _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed
+# within `sweep`: the val splits opened, each image checked once for all its models and resolutions
+_sweep_data: dict[tuple, object] | None = None
 
 
 def check_counts(minimum: int = 1, **values) -> None:
@@ -178,7 +181,13 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
     if not open_data:
         return net, data, None, None
     cfg = net.config
-    dataset = open_split(data, "val", cfg.img_size, options=options)
+    # built-in data is drawn at the model's resolution; folders and hf: datasets are the same at every resolution
+    key = (data, cfg.img_size if data in BUILTIN else None, json.dumps(options.to_dict()) if options else None)
+    dataset = (_sweep_data or {}).get(key)
+    if dataset is None:
+        dataset = open_split(data, "val", cfg.img_size, options=options)
+        if _sweep_data is not None:
+            _sweep_data[key] = dataset
     if note and note not in (_sweep_said or ()):
         console.print(f"note: {note}" + (f"; {dataset.description}" if getattr(dataset, "description", None) else ""),
                       soft_wrap=True, markup=False, highlight=False)
@@ -315,22 +324,23 @@ def label_order(num_classes: int, model_names, data_names, model: str, data: str
 def sweep(models: list[str], resolutions: list[int], data: str | None = None, **options) -> list[dict]:
     """Zero-shot transfer at a glance: `evaluate` of each model at each resolution, moved there by the transfer
     alone (the official window choice, no fine-tuning). Rows {"model", "res", "window", "top1", "top5", "n"}."""
-    global _sweep_said
+    global _sweep_said, _sweep_data
     # every model, resolution and data / class match checked before the first evaluation: a bad one late in the
-    # list must not cost the others' minutes and results (the data is opened once per model: its classes do not
-    # depend on the resolution)
+    # list must not cost the others' minutes and results (the data is opened with each model's first resolution:
+    # its classes do not depend on the resolution; the evaluations reuse what was opened, see `_sweep_data`)
     quiet = Console(file=io.StringIO())
     check = dict(window=options.get("window"), from_format=options.get("from_format", "auto"),
                  trust_checkpoint=options.get("trust_checkpoint", False), data_options=options.get("data_options"))
     runtime(options.get("device"), options.get("precision", "fp32"))
-    for name in models:
-        for i, res in enumerate(resolutions):
-            setup(name, data, res=res, console=quiet, open_data=i == 0, **check)
-    rows, _sweep_said = [], set()
+    _sweep_data = {}
     try:
+        for name in models:
+            for i, res in enumerate(resolutions):
+                setup(name, data, res=res, console=quiet, open_data=i == 0, **check)
+        rows, _sweep_said = [], set()
         results = [(name, evaluate(name, data, res=res, **options)) for name in models for res in resolutions]
     finally:
-        _sweep_said = None
+        _sweep_said = _sweep_data = None
     for name, result in results:
         rows.append({"model": name, "res": result["img_size"], "window": result["window_size"],
                      "top1": result["top1"], "top5": result["top5"], "n": result["n"]})

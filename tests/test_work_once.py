@@ -71,3 +71,23 @@ def test_download_without_check_imports_no_torch(hub_home):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_sweep_checks_the_images_of_its_data_once(tmp_path, monkeypatch):
+    """`swinzoo eval M --res 64 96` checks every validation image before the first evaluation; the evaluations at
+    each resolution then read the same folder, and need not decode every image again to check it."""
+    from PIL import Image
+
+    import swinzoo
+    from swinzoo import evaluation
+    from swinzoo.train import data
+
+    for c, colour in enumerate(("red", "green", "blue")):
+        (tmp_path / "d" / "val" / str(c)).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (70 + i, 64), colour).save(tmp_path / "d" / "val" / str(c) / f"{i}.png")
+    model = swinzoo.convert("swin_n_64", tmp_path / "m.safetensors", num_classes=3).output
+    checks = counting(monkeypatch, data, "check_images")
+    rows = evaluation.sweep([str(model)], [64, 96], str(tmp_path / "d"), num_workers=0)
+    assert [(r["res"], r["n"]) for r in rows] == [(64, 6), (96, 6)]
+    assert len(checks) == 1
