@@ -91,3 +91,32 @@ def test_a_sweep_checks_the_images_of_its_data_once(tmp_path, monkeypatch):
     rows = evaluation.sweep([str(model)], [64, 96], str(tmp_path / "d"), num_workers=0)
     assert [(r["res"], r["n"]) for r in rows] == [(64, 6), (96, 6)]
     assert len(checks) == 1
+
+
+def test_reading_and_exporting_a_model_imports_no_compiler(tmp_path):
+    """`swinzoo info` / `convert` / `export` build models (on the meta device to check shapes, V1 and V2) and never
+    compile: importing torch._dynamo (~900 modules, ~1 s) is for torch.compile alone. torchvision's import pulls it
+    in, so commands that read images pay it there, not here."""
+    code = ("import sys, torch; from swinzoo.cli import cli_main; "
+            f"assert cli_main(['info', 'swinv2_n_64_w4']) == 0; "
+            f"assert cli_main(['export', 'swin_n_64', '--to', 'timm', '-o', r'{tmp_path / 'timm'}']) == 0; "
+            "m = __import__('swinzoo').create_model('swinv2_n_64_w4').eval(); "
+            "m(torch.randn(1, 3, 70, 50)); "
+            "print('torch._dynamo' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_index_buffers_follow_the_default_device():
+    """The position index and V2's coordinate table are computed on the CPU (no compiler import on the meta device)
+    but still land on the device a model is built under, as other buffers do."""
+    from swinzoo.models import SwinTransformer
+    from swinzoo.zoo import zoo_config
+
+    with torch.device("meta"):
+        model = SwinTransformer(zoo_config("swinv2_n_64_w4"))
+    assert {b.device.type for b in model.buffers()} == {"meta"}
+    cpu = SwinTransformer(zoo_config("swinv2_n_64_w4"))
+    attn = cpu.layers[0].blocks[0].attn
+    assert attn.relative_coords_table.dtype == torch.float32 and attn.relative_coords_table.device.type == "cpu"

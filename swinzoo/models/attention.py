@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from swinzoo.models.cache_keys import param_key
 from swinzoo.models.cpu_gemm import Linear
-from swinzoo.models.layers import relative_position_index
+from swinzoo.models.layers import built_on_cpu, relative_position_index
 from swinzoo.models.windows import WindowPlan
 
 # The official clamp is `torch.log(torch.tensor(1. / 0.01))`: log(100) rounded to float32, which differs from
@@ -24,6 +24,7 @@ from swinzoo.models.windows import WindowPlan
 LOGIT_SCALE_MAX = float(torch.log(torch.tensor(1.0 / 0.01)))
 
 
+@built_on_cpu
 def log_spaced_coords(window: int, pretrained_window: int) -> torch.Tensor:
     """(1, 2w-1, 2w-1, 2) float32 CPB input: offsets / (pretrained_window-1 or w-1) * 8, then sign*log2(1+|x|)/3.
 

@@ -6,6 +6,8 @@ inside every block, which gives the same numbers with more copies.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,21 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
 
 
+def built_on_cpu(build):
+    """`build`'s tensor computed on the CPU, then put on the default device. A shape-only build of a model (the meta
+    device) would otherwise run `torch.stack` as a Python reference whose first call imports torch._dynamo (~1 s of
+    every command that checks a file against its config)."""
+
+    @functools.wraps(build)
+    def built(*args) -> torch.Tensor:
+        with torch.device("cpu"):
+            table = build(*args)
+        return table.to(torch.get_default_device())
+
+    return built
+
+
+@built_on_cpu
 def relative_position_index(window: int) -> torch.Tensor:
     """(N, N) int64 index into a ((2w-1)^2, heads) table: (dh + w-1) * (2w-1) + (dw + w-1), N = w*w."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)

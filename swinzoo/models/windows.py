@@ -214,7 +214,14 @@ class PlanCache:
         return plan
 
 
-@torch.compiler.disable  # data-dependent (torch.unique): built eagerly, once per geometry, outside any graph
 def _build_plan(h: int, w: int, window: int, shift: int, dense: bool = False) -> WindowPlan:
+    if torch.compiler.is_compiling():  # data-dependent (torch.unique): built eagerly, once per geometry, off the graph
+        return _plan_outside_graph(h, w, window, shift, dense)
     with torch.device("cpu"):  # index arithmetic, even for a model built on the meta device
         return WindowPlan(h, w, window, shift, dense)
+
+
+def _plan_outside_graph(*geometry) -> WindowPlan:
+    # disabled at the call, not by decorating at import: `torch.compiler.disable` imports torch._dynamo (~1 s of
+    # every command that builds a model, most of which never compile)
+    return torch.compiler.disable(_build_plan)(*geometry)
