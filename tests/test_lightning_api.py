@@ -180,3 +180,15 @@ def test_data_modules_take_a_recipe_by_name():
         assert data.recipe == recipe and crop.scale == recipe.crop_scale
     pretrain = SimMIMDataModule("shapes", 32, 4, recipe="simmim_pretrain", num_workers=0)
     assert pretrain.recipe == load_recipe("simmim_pretrain")
+
+
+def test_from_pretrained_picks_the_22k_to_1k_recipe_as_finetune_does(tmp_path):
+    """An ImageNet-22k source at 224 px moved to 1000 classes is the official 22k -> 1k fine-tune, the recipe
+    `swinzoo finetune` chooses from the source's 21841 classes (not from the 1000 it trains)."""
+    from swinzoo import SwinConfig, SwinTransformer
+
+    config = SwinConfig(img_size=224, window_size=7, num_classes=21841, embed_dim=8, depths=(1, 1, 1, 1),
+                        num_heads=(1, 1, 1, 1))
+    source = swinzoo.save_model(SwinTransformer(config), tmp_path / "in22k.safetensors")
+    module = SwinClassifier.from_pretrained(source, num_classes=1000, total_batch=64)
+    assert module.recipe.name == "swin_22kto1k" and module.model.config.num_classes == 1000

@@ -119,7 +119,7 @@ class SwinClassifier(L.LightningModule):
             num_classes = len(class_names)
         if recipe is None:
             res = res or src.img_size
-            recipe = choose_recipe(src.version, src.img_size, res, num_classes or src.num_classes,
+            recipe = choose_recipe(src.version, src.img_size, res, src.num_classes,  # 22k -> 1k: the source's
                                    checkpoint.provenance.get("finetune_recipe"))[0]
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         check_task(recipe, "finetune", PLAIN_RECIPE)
