@@ -192,3 +192,13 @@ def test_from_pretrained_picks_the_22k_to_1k_recipe_as_finetune_does(tmp_path):
     source = swinzoo.save_model(SwinTransformer(config), tmp_path / "in22k.safetensors")
     module = SwinClassifier.from_pretrained(source, num_classes=1000, total_batch=64)
     assert module.recipe.name == "swin_22kto1k" and module.model.config.num_classes == 1000
+
+
+def test_from_pretrained_records_what_the_transfer_did_as_create_model_does():
+    """A new class count re-initialises the head: the model's provenance says so (what `swinzoo.save_model`
+    writes), as create_model's and a `swinzoo finetune` output's do."""
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=7, total_batch=64)
+    reference = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=7)
+    reinitialized = module.model.provenance["transfer"]["reinitialized"]
+    assert reinitialized == reference.provenance["transfer"]["reinitialized"]
+    assert any(r.startswith("head.weight (10, 256) -> (7, 256)") for r in reinitialized)

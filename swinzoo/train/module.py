@@ -129,13 +129,14 @@ class SwinClassifier(L.LightningModule):
         if classes < 2:
             raise SwinzooError(f"{source} has {classes} classes; a classifier trains at least 2 classes: pass "
                                "num_classes or class_names")
-        state_dict, dst, _ = finetune_weights(checkpoint.state_dict, src, res, window, recipe, num_classes,
-                                              class_names)
+        state_dict, dst, report = finetune_weights(checkpoint.state_dict, src, res, window, recipe, num_classes,
+                                                   class_names)
         module = cls(dst.to_dict(), recipe.to_dict(), total_batch, lr)
         module.model.load_state_dict(state_dict, strict=True)
         # what `swinzoo.save_model(module.model, ...)` records, as a `swinzoo finetune` output does
         module.model.provenance = {"source": str(source), "recipe": recipe.to_dict(),
-                                   "parent": {k: v for k, v in checkpoint.provenance.items() if k != "parent"}}
+                                   "parent": {k: v for k, v in checkpoint.provenance.items() if k != "parent"},
+                                   "transfer": {"from": src.to_dict(), **report.to_dict()}}
         if recipe.finetune_recipe:
             module.model.provenance["finetune_recipe"] = recipe.finetune_recipe
         return module
