@@ -120,3 +120,17 @@ def test_index_buffers_follow_the_default_device():
     cpu = SwinTransformer(zoo_config("swinv2_n_64_w4"))
     attn = cpu.layers[0].blocks[0].attn
     assert attn.relative_coords_table.dtype == torch.float32 and attn.relative_coords_table.device.type == "cpu"
+
+
+def test_a_plan_is_built_where_the_compiling_flag_is_set_without_dynamo(monkeypatch):
+    """torch.export's non-strict tracing sets `torch.compiler.is_compiling()` and runs the Python itself (no
+    dynamo to run the disabled build off the graph): the plan is built once, not `_build_plan` calling itself
+    through `torch.compiler.disable` until a RecursionError."""
+    from swinzoo.models import windows
+
+    monkeypatch.setattr(torch.compiler, "_is_compiling_flag", True)
+    plan = windows._build_plan(10, 11, 7, 3)
+    monkeypatch.undo()
+    eager = windows.WindowPlan(10, 11, 7, 3)
+    assert plan.group_sizes == eager.group_sizes and torch.equal(plan.source, eager.source)
+    assert torch.equal(plan.group_masks, eager.group_masks)

@@ -216,12 +216,13 @@ class PlanCache:
 
 def _build_plan(h: int, w: int, window: int, shift: int, dense: bool = False) -> WindowPlan:
     if torch.compiler.is_compiling():  # data-dependent (torch.unique): built eagerly, once per geometry, off the graph
-        return _plan_outside_graph(h, w, window, shift, dense)
+        # disabled at the call, not by decorating at import: `torch.compiler.disable` imports torch._dynamo (~1 s
+        # of every command that builds a model, most of which never compile). The disabled function is not this
+        # one: non-strict torch.export keeps is_compiling() True inside it, and this one would call itself again
+        return torch.compiler.disable(_plan_on_cpu)(h, w, window, shift, dense)
+    return _plan_on_cpu(h, w, window, shift, dense)
+
+
+def _plan_on_cpu(h: int, w: int, window: int, shift: int, dense: bool) -> WindowPlan:
     with torch.device("cpu"):  # index arithmetic, even for a model built on the meta device
         return WindowPlan(h, w, window, shift, dense)
-
-
-def _plan_outside_graph(*geometry) -> WindowPlan:
-    # disabled at the call, not by decorating at import: `torch.compiler.disable` imports torch._dynamo (~1 s of
-    # every command that builds a model, most of which never compile)
-    return torch.compiler.disable(_build_plan)(*geometry)
