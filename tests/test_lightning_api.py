@@ -202,3 +202,24 @@ def test_from_pretrained_records_what_the_transfer_did_as_create_model_does():
     reinitialized = module.model.provenance["transfer"]["reinitialized"]
     assert reinitialized == reference.provenance["transfer"]["reinitialized"]
     assert any(r.startswith("head.weight (10, 256) -> (7, 256)") for r in reinitialized)
+
+
+def test_test_step_counts_each_image_once_under_ddp_padding(monkeypatch):
+    """Under DDP Lightning's DistributedSampler pads the test set as it pads the validation set (3 images on 2
+    ranks: rank 1 reads image 1 and a copy of image 0): test/n and the scores count the set's own images, as
+    val/ do. The rank's view is simulated; the deal is torch's DistributedSampler's."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler, TensorDataset
+
+    config, recipe = swinzoo.create_model("swin_n_64").config, load_recipe("nano_finetune")
+    module = SwinClassifier(config.to_dict(), recipe.to_dict(), 8)
+    data = TensorDataset(torch.rand(3, 3, 64, 64), torch.tensor([0, 1, 2]))
+    loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, 2, rank=1, shuffle=False))
+    module._trainer = SimpleNamespace(testing=True, test_dataloaders=loader, val_dataloaders=None)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    batch = next(iter(loader))
+    assert batch[1].tolist() == [1, 0]  # its own image, then the padding's copy
+    with torch.no_grad():
+        module.eval().test_step(batch, 0)
+    assert module.val_n.compute() == 1

@@ -183,7 +183,7 @@ class SwinClassifier(L.LightningModule):
         same metric objects: Lightning runs one loop at a time)."""
         images, labels = batch
         logits = self(images).float()
-        real = unpadded(self.trainer, batch_idx, labels.numel(), self.device) if stage == "val" else None
+        real = unpadded(self.trainer, batch_idx, labels.numel(), self.device)
         if real is not None:
             logits, labels = logits[real], labels[real]
         # logged on every rank, also one whose batch was only the sampler's padding (fewer images than devices):

@@ -79,11 +79,16 @@ class ResumableLoader(DataLoader):
         self.sampler.skip = 0 if finished else state["batches"] * self.batch_size
 
 
+def evaluated_loader(trainer: L.Trainer):
+    """The loader of the evaluation running: the test set's under `trainer.test`, else the validation set's."""
+    return trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+
+
 def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor:
-    """The position in the validation set of each sample of this batch. The loader reads the set in order; under
-    DDP, Lightning's DistributedSampler deals it out round-robin (rank r takes r, r + world, ...) and pads the
-    deal with copies of the first images, so positions from the set's length on are copies."""
-    loader = trainer.val_dataloaders
+    """The position in the validation (or test) set of each sample of this batch. The loader reads the set in
+    order; under DDP, Lightning's DistributedSampler deals it out round-robin (rank r takes r, r + world, ...) and
+    pads the deal with copies of the first images, so positions from the set's length on are copies."""
+    loader = evaluated_loader(trainer)
     sampler = getattr(loader, "sampler", None)
     position = batch_idx * loader.batch_size + torch.arange(size, device=device)
     if isinstance(sampler, DistributedSampler) and not sampler.shuffle:
@@ -92,9 +97,9 @@ def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: to
 
 
 def unpadded(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor | None:
-    """Which samples of this validation batch are the data's own (None: all of them): counted, DDP's padded
-    copies would skew the figures and make n exceed the set (26 for 25 images)."""
-    sampler = getattr(trainer.val_dataloaders, "sampler", None)
+    """Which samples of this validation (or test) batch are the data's own (None: all of them): counted, DDP's
+    padded copies would skew the figures and make n exceed the set (26 for 25 images)."""
+    sampler = getattr(evaluated_loader(trainer), "sampler", None)
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last or sampler.shuffle:
         return None
     length = len(sampler.dataset)
