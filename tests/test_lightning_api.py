@@ -79,8 +79,9 @@ def test_from_pretrained_model_saves_with_where_it_came_from(tmp_path):
 def test_from_pretrained_refuses_what_it_cannot_train():
     with pytest.raises(SwinzooError, match="unknown recipe 'nope'"):
         SwinClassifier.from_pretrained("swin_n_64", recipe="nope")
-    with pytest.raises(SwinzooError, match="at least 2 classes"):
+    with pytest.raises(SwinzooError, match="at least 2 classes") as refused:
         SwinClassifier.from_pretrained("swin_n_64", num_classes=1)
+    assert str(refused.value).startswith("num_classes=1: ")  # what was asked for, not swin_n_64's 10 classes
     with pytest.raises(SwinzooError, match="simmim_pretrain is a pretraining recipe"):
         SwinClassifier.from_pretrained("swin_n_64", recipe="simmim_pretrain")
 

@@ -127,8 +127,8 @@ class SwinClassifier(L.LightningModule):
         window = window or (recipe.window if recipe.res in (None, res) else None)
         classes = src.num_classes if num_classes is None else num_classes
         if classes < 2:
-            raise SwinzooError(f"{source} has {classes} classes; a classifier trains at least 2 classes: pass "
-                               "num_classes or class_names")
+            asked = f"{source} has {classes} classes" if num_classes is None else f"num_classes={classes}"
+            raise SwinzooError(f"{asked}: a classifier trains at least 2 classes; pass num_classes or class_names")
         state_dict, dst, report = finetune_weights(checkpoint.state_dict, src, res, window, recipe, num_classes,
                                                    class_names)
         module = cls(dst.to_dict(), recipe.to_dict(), total_batch, lr)
