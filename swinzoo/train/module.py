@@ -34,7 +34,7 @@ from swinzoo.models import SwinTransformer
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
-from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, choose_recipe, load_recipe, recipe_from_dict
+from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict
 from swinzoo.train.sampling import unpadded
 from swinzoo.weight_transfer import match_head_to_classes, transfer
 
@@ -117,13 +117,9 @@ class SwinClassifier(L.LightningModule):
             if num_classes not in (None, len(class_names)):
                 raise SwinzooError(f"num_classes={num_classes} but {len(class_names)} class_names; give one of them")
             num_classes = len(class_names)
-        if recipe is None:
-            res = res or src.img_size
-            recipe = choose_recipe(src.version, src.img_size, res, src.num_classes,  # 22k -> 1k: the source's
-                                   checkpoint.provenance.get("finetune_recipe"))[0]
-        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        recipe, res, _ = finetune_recipe(recipe, {}, src.version, src.img_size, src.num_classes, res,
+                                         checkpoint.provenance.get("finetune_recipe"))
         check_task(recipe, "finetune", PLAIN_RECIPE)
-        res = res or recipe.res or src.img_size
         window = window or (recipe.window if recipe.res in (None, res) else None)
         classes = src.num_classes if num_classes is None else num_classes
         if classes < 2:

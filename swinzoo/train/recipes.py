@@ -327,11 +327,24 @@ def choose_recipe(version: int, source_res: int, res: int, num_classes: int,
     return PLAIN_RECIPE, f"a plain fine-tune ({source_res} -> {res} px has no official recipe)"
 
 
+def finetune_recipe(given: str | dict | Recipe | None, changes: dict, version: int, source_res: int,
+                    num_classes: int, res: int | None, source_recipe: str | None = None) -> tuple[Recipe, int, str]:
+    """(recipe with `changes`, resolution, why) of a fine-tune from a `source_res` px source: a `given` recipe's
+    resolution applies unless `res` says otherwise; chosen (`choose_recipe`, the source's class count), the run
+    keeps the source's resolution unless `res` or `changes` move it."""
+    if given is not None:
+        recipe = (given if isinstance(given, Recipe) else load_recipe(given)).replace(**changes)
+        return recipe, res or recipe.res or source_res, "given"
+    res = res or changes.get("res") or source_res
+    name, why = choose_recipe(version, source_res, res, num_classes, source_recipe)
+    return load_recipe(name).replace(**changes), res, why
+
+
 def describe_recipes() -> list[tuple[str, str]]:
     """(name, one-line description) of every packaged recipe, sorted by name."""
     return [(name, load_recipe(name).description) for name in sorted(packaged_recipes())]
 
 
 __all__ = ["IMAGENET_22K_CLASSES", "OFFICIAL_MOVES", "PLAIN_RECIPE", "PRECISIONS", "Recipe", "check_recipe",
-           "changes_text", "choose_recipe", "describe_recipes", "load_recipe", "packaged_recipes", "recipe_from_dict",
-           "split_recipe", "valid_keys"]
+           "changes_text", "choose_recipe", "describe_recipes", "finetune_recipe", "load_recipe", "packaged_recipes",
+           "recipe_from_dict", "split_recipe", "valid_keys"]

@@ -47,8 +47,7 @@ from swinzoo.train.recipes import (
     Recipe,
     changes_text,
     check_task,
-    choose_recipe,
-    load_recipe,
+    finetune_recipe,
     recipe_from_dict,
     split_recipe,
     warmup_note,
@@ -86,15 +85,8 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         if args.scratch:  # the file's architecture with fresh weights: nothing of its weights, no parent
             src_sd, src_prov = None, {}
     named, changes = split_recipe(args.recipe, args.recipe_overrides)
-    if named is not None:  # given: its resolution applies unless --res says otherwise
-        recipe = load_recipe(named).replace(**changes)
-        res = args.res or recipe.res or src_cfg.img_size
-        why = "given"
-    else:  # chosen from source and target: without --res the run keeps the source's resolution
-        res = args.res or changes.get("res") or src_cfg.img_size
-        name, why = choose_recipe(src_cfg.version, src_cfg.img_size, res, src_cfg.num_classes,
-                                  defaults.get("finetune_recipe"))
-        recipe = load_recipe(name).replace(**changes)
+    recipe, res, why = finetune_recipe(named, changes, src_cfg.version, src_cfg.img_size, src_cfg.num_classes,
+                                       args.res, defaults.get("finetune_recipe"))
     recipe = apply_overrides(recipe, args)
     check_task(recipe, "finetune", PLAIN_RECIPE)
     if recipe.max_steps and args.max_steps is None:  # bound by the recipe's steps (--max-steps: checked already)
