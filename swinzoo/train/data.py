@@ -33,6 +33,7 @@ from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.image_check import check_images
 from swinzoo.train.recipes import Recipe, load_recipe
+from swinzoo.train.rng import SeededSamples
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
@@ -62,8 +63,9 @@ def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None =
     return v2.Compose(ops)
 
 
-class TransformedDataset(Dataset):
-    """(sample, label) pairs of `base` with `transform` applied to the sample."""
+class TransformedDataset(SeededSamples):
+    """(sample, label) pairs of `base` with `transform` applied to the sample; a key (index, seed) seeds the
+    transform's random draws (`rng.SeededSamples`)."""
 
     def __init__(self, base: Dataset, transform) -> None:
         self.base, self.transform = base, transform
@@ -71,7 +73,7 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def sample(self, index: int):
         image, label = self.base[index]
         return self.transform(image), label
 

@@ -35,6 +35,7 @@ from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict
+from swinzoo.train.rng import seeded, step_seed
 from swinzoo.train.sampling import unpadded
 from swinzoo.weight_transfer import match_head_to_classes, transfer
 
@@ -83,6 +84,7 @@ class SwinClassifier(L.LightningModule):
         if total_batch is not None or lr is not None:  # lr alone: only the recipe's ratios matter
             self.scale_lrs(total_batch or 512)
         self.mixer = batch_mixer(self.recipe, cfg.num_classes)
+        self.step_seed: int | None = None  # what each training step's draws are seeded from (`rng.step_seed`)
         top5 = min(5, cfg.num_classes)
         self.val_top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(cfg.num_classes, top_k=top5, average="micro")
@@ -151,14 +153,24 @@ class SwinClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         fresh_metrics(self)
+        if self.step_seed is None:  # from the global RNG: the seed given to seed_everything picks it
+            self.step_seed = int(torch.randint(2**62, ()))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["step_seed"] = self.step_seed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resume draws each step's MixUp and drop path as the straight run did (absent in older checkpoints)
+        self.step_seed = checkpoint.get("step_seed")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        if self.mixer is not None:
-            images, soft = self.mixer(images, labels)
-            loss = soft_target_loss(self(images), soft, self.recipe.label_smoothing)
-        else:
-            loss = F.cross_entropy(self(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
+        with seeded(step_seed(self, self.step_seed, batch_idx), self.device):  # see swinzoo.train.rng
+            if self.mixer is not None:
+                images, soft = self.mixer(images, labels)
+                loss = soft_target_loss(self(images), soft, self.recipe.label_smoothing)
+            else:
+                loss = F.cross_entropy(self(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
         return loss

@@ -10,8 +10,8 @@ all. DataLoader's default RandomSampler draws each epoch's order from the global
 restore; DistributedSampler draws it from seed + epoch, on one process as on many (it is what Lightning puts in
 under DDP, with the same seed).
 
-Augmentations and dropout still draw from the global RNG: a resumed run reads the same images in the same order,
-not bit-identical batches.
+Each sample comes with the seed of its augmentation, drawn from (seed, epoch, image) (`rng.SeededSamples`), so a
+resumed run, or one with another worker count, makes the same batches bit for bit.
 """
 
 from __future__ import annotations
@@ -20,22 +20,34 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from swinzoo.train.rng import AUGMENT_STREAM, SeededSamples, stream_seed
+
 
 class EpochOrder(DistributedSampler):
-    """This rank's share of a shuffle drawn from seed + epoch; a pass can start `skip` samples in (the next one
-    only). `offset` is added to the epoch Lightning sets (see `ResumableLoader.load_state_dict`)."""
+    """This rank's share of a shuffle drawn from seed + epoch; for a `SeededSamples` dataset as keys (index, seed
+    of the sample's augmentation). After a resume (`ResumableLoader.load_state_dict`) the next pass is epoch
+    `resume_at`, `skip` samples in; `offset` then maps the epochs Lightning sets onto the run's."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.skip = self.offset = 0
+        self.resume_at: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch + self.offset)
 
     def __iter__(self):
+        if self.resume_at is not None:
+            # Lightning's epoch on a restart is not the run's: within an epoch stopped at --max-steps it counts the
+            # epoch as done, and from a checkpoint at an epoch's end under --max-steps it counts that epoch twice
+            self.offset += self.resume_at - self.epoch
+            self.epoch, self.resume_at = self.resume_at, None
         order = list(super().__iter__())
         skip, self.skip = self.skip, 0
-        return iter(order[skip:])
+        if not isinstance(self.dataset, SeededSamples):
+            return iter(order[skip:])
+        seed, epoch = self.seed, self.epoch  # as they are now: the keys are made as the loader asks for them
+        return ((i, stream_seed(seed, AUGMENT_STREAM, epoch, i)) for i in order[skip:])
 
 
 class ResumableLoader(DataLoader):
@@ -64,18 +76,12 @@ class ResumableLoader(DataLoader):
                 "of": int(self.trainer.num_training_batches)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue the saved epoch `skip` batches in (or, saved at its end, start the next one). Set here, before
-        Lightning makes the iterator (worker processes draw their indices as it is made), not only by Lightning's
-        set_epoch at the epoch's start."""
+        """Continue the saved epoch `skip` batches in (or, saved at its end, start the next one), whatever epoch
+        Lightning sets before the next pass."""
         if not state or not isinstance(self.sampler, EpochOrder):
             return
         finished = state["batches"] >= state["of"]
-        epoch = state["epoch"] + finished
-        # Lightning's epoch can be one ahead: a run that stopped at --max-steps within an epoch has that epoch
-        # counted as done, and the resumed run trains the rest of it as the next one
-        lightning_epoch = self.trainer.fit_loop.epoch_progress.current.processed
-        self.sampler.offset = epoch - lightning_epoch
-        self.sampler.set_epoch(lightning_epoch)  # = epoch
+        self.sampler.resume_at = state["epoch"] + finished
         self.sampler.skip = 0 if finished else state["batches"] * self.batch_size
 
 

@@ -38,6 +38,7 @@ from swinzoo.train.data import (
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
 from swinzoo.train.recipes import Recipe
+from swinzoo.train.rng import SeededSamples
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
@@ -92,14 +93,16 @@ class Unlabelled(Dataset):
         return self.base[index][0]
 
 
-class Transformed(Dataset):
+class Transformed(SeededSamples):
+    """`base`'s images with `transform` applied; a key (index, seed) seeds its random draws."""
+
     def __init__(self, base: Dataset, transform) -> None:
         self.base, self.transform = base, transform
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def sample(self, index: int):
         return self.transform(self.base[index])
 
 

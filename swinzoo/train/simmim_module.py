@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
@@ -27,15 +26,14 @@ from swinzoo.train.module import fresh_metrics, run_steps
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
+from swinzoo.train.rng import seeded, step_seed, stream_seed
 from swinzoo.train.sampling import unpadded, validation_indices
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
 TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
 
 
-def mask_seed(*entropy: int) -> int:
-    """A well-mixed 63-bit seed from small integers (numpy's SeedSequence), for `torch.Generator.manual_seed`."""
-    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+mask_seed = stream_seed
 
 
 class SimMIMPretrainer(L.LightningModule):
@@ -78,7 +76,8 @@ class SimMIMPretrainer(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # accumulated batches differ too
         seed = mask_seed(self.recipe.seed, TRAIN_STREAM, self.global_rank, self.global_step, micro)
-        loss, _ = self(batch, self.masks(batch, seed))
+        with seeded(step_seed(self, self.recipe.seed, batch_idx), self.device):  # drop path: see swinzoo.train.rng
+            loss, _ = self(batch, self.masks(batch, seed))
         self.log("train/loss", loss, prog_bar=True)
         self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
         return loss

@@ -1,0 +1,63 @@
+"""Randomness a run can replay: every random draw of training is seeded by where it happens, not by how much of a
+shared stream came before it.
+
+A resume restores weights, optimizer, schedule and loop counters, but not the global RNGs (Lightning saves none),
+and the loader prefetches a batch past each checkpoint; worker processes restart with fresh seeds. So draws from
+the global streams (crops, flips, RandAugment, erasing, MixUp/CutMix, drop path, dropout) differ after a resume,
+and with the worker count. Here instead:
+- each training image's augmentation is drawn from (run seed, epoch, image), in whichever process loads it:
+  `sampling.EpochOrder` gives the keys (index, seed) to the `SeededSamples` datasets;
+- each training step's draws (MixUp/CutMix, drop path, dropout) from (seed, rank, global step, micro-batch):
+  `seeded(step_seed(...))` around the forward pass.
+The global RNGs are left as they were, so other code that draws from them sees no change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# apart from SimMIM's mask streams (0: training, 1: validation) for the same seed
+AUGMENT_STREAM, STEP_STREAM = 2, 3
+
+
+def stream_seed(*entropy: int) -> int:
+    """A well-mixed 63-bit seed from small integers (numpy's SeedSequence), for `Generator.manual_seed`."""
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None):
+    """Inside: the CPU generator (and `device`'s, when it is a CUDA device) seeded with `seed`; after: as before."""
+    cuda = device is not None and device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def step_seed(module, base: int, batch_idx: int) -> int:
+    """The seed of a training step's draws: (base, rank, optimizer step, micro-batch within the accumulation)."""
+    micro = batch_idx % max(1, module.trainer.accumulate_grad_batches)
+    return stream_seed(base, STEP_STREAM, module.global_rank, module.global_step, micro)
+
+
+class SeededSamples(Dataset):
+    """A dataset that can be read by keys (index, seed): the sample is made with the global RNG seeded by `seed`,
+    so its random augmentation does not depend on the process or what it loaded before. Plain indices read it as
+    any dataset. Subclasses define `sample(index)`."""
+
+    def sample(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.sample(key)
+        index, seed = key
+        with seeded(seed):
+            return self.sample(index)
