@@ -53,13 +53,14 @@ def finetune(tiny, data, out: Path, **kw):
     return swinzoo.finetune(str(tiny), data=str(data), out=str(out), **run)
 
 
-@pytest.mark.parametrize("crash, every, keep", [(5, 2, "last"), (4, None, "last")],
-                         ids=["within-an-epoch", "at-an-epoch-end"])
+@pytest.mark.parametrize("crash, every, keep", [(5, 2, "last"), (4, None, "last"), (4, 3, "best")],
+                         ids=["within-an-epoch", "at-an-epoch-end", "ckpt-every-at-an-epoch-end"])
 def test_a_resumed_fine_tune_ends_with_the_straight_runs_weights(tiny, data, tmp_path, crash, every, keep):
     """3 steps an epoch; killed after the checkpoint at step 4 (one batch into the second epoch) or at the first
     epoch's end. Crops, MixUp and drop path drew from the global RNG, which a resume does not restore (and the
     loader prefetches a batch past the checkpoint): the resumed run trained on other augmentations. From the
-    epoch's end under --max-steps it also read the third epoch's order for the second."""
+    epoch's end under --max-steps it also read the third epoch's order for the second. And --ckpt-every writing
+    last.ckpt before the epoch's validation at the same step, the resume forgot that validation's best score."""
     finetune(tiny, data, tmp_path / "straight", keep=keep)
     with pytest.raises(RuntimeError, match="crash"):
         finetune(tiny, data, tmp_path / "split", ckpt_every=every, keep=keep,

@@ -140,16 +140,19 @@ class LastCheckpoint(Checkpoint):
         self.path, self.every_n_steps = path, every_n_steps
         self.saved_step: int | None = None
         self.in_validation = self.at_epoch_end = False
+        # a validation since the last save, at the same step: --ckpt-every saves before the validation its step
+        # runs, and a last.ckpt without that validation's best score would have a resume forget it
+        self.validated = False
 
     def save(self, trainer, in_validation: bool = False, at_epoch_end: bool = False) -> None:
-        if self.saved_step != trainer.global_step and not trainer.sanity_checking:
+        if (self.saved_step != trainer.global_step or self.validated) and not trainer.sanity_checking:
             # the whole training state (optimizer, loops), on every rank: the strategy writes it once
             self.in_validation, self.at_epoch_end = in_validation, at_epoch_end
             try:
                 trainer.save_checkpoint(self.path, weights_only=False)
             finally:
                 self.in_validation = self.at_epoch_end = False
-            self.saved_step = trainer.global_step
+            self.saved_step, self.validated = trainer.global_step, False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         # Lightning counts the step for its loggers after validating within an epoch. Resumed from a checkpoint
@@ -176,7 +179,10 @@ class LastCheckpoint(Checkpoint):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # at an epoch's end the checkpoint waits for on_train_epoch_end, where Lightning counts the epoch as done
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        self.validated = True
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer, in_validation=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
