@@ -267,7 +267,7 @@ def test_progress_bar_titles_a_step_bound_run():
     """Lightning's rich bar would title a max_steps run "Epoch 0/-2" (max_epochs = -1)."""
     from types import SimpleNamespace
 
-    from swinzoo.train.module import StepBoundProgressBar
+    from swinzoo.train.progress import StepBoundProgressBar
 
     bar = StepBoundProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=-1)

@@ -21,15 +21,9 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
 from swinzoo.train.checks import check_launcher, check_logger
-from swinzoo.train.module import (
-    AtomicCheckpointIO,
-    ProgressLines,
-    StepBoundProgressBar,
-    ema_callback,
-    resolve_precision,
-    trainer_kwargs,
-)
+from swinzoo.train.module import AtomicCheckpointIO, ema_callback, resolve_precision, trainer_kwargs
 from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
+from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.trainer_options import trainer_objects
 
