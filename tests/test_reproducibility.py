@@ -11,19 +11,12 @@ from safetensors.torch import load_file
 
 import swinzoo
 from tests.test_finetune import image_folder
-from tests.test_resume import RUN, CrashAt, step_of
+from tests.test_resume import RUN, CrashAt, step_of, tiny_source
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
-    cfg = swinzoo.SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
-                             pretrained_window_sizes=(0, 0), num_classes=3)
-    with torch.random.fork_rng():  # the same weights whichever tests ran before: some compare kept weights
-        torch.manual_seed(0)
-        model = swinzoo.SwinTransformer(cfg)
-    swinzoo.save_model(model, path, {"source": "test"})
-    return path
+    return tiny_source(tmp_path_factory.mktemp("src"))
 
 
 @pytest.fixture(scope="module")

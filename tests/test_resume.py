@@ -20,7 +20,12 @@ RUN = dict(recipe="nano_finetune", batch_size=4, num_workers=0, trainer={"limit_
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
+    return tiny_source(tmp_path_factory.mktemp("src"))
+
+
+def tiny_source(folder: Path) -> Path:
+    """A 3-class 32 px Swin with seeded weights, saved in `folder`."""
+    path = folder / "tiny.safetensors"
     cfg = swinzoo.SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
                              pretrained_window_sizes=(0, 0), num_classes=3)
     with torch.random.fork_rng():  # the same weights whichever tests ran before: some compare kept weights
