@@ -193,9 +193,7 @@ def describe(data: str, train, val) -> str:
 
 def as_recipe(recipe: Recipe | str | dict | None) -> Recipe:
     """A data module's recipe as given: a `Recipe`, or what `load_recipe` reads (name, YAML path, mapping)."""
-    if recipe is None:
-        return Recipe()
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    return Recipe() if recipe is None else load_recipe(recipe)
 
 
 def default_workers() -> int:

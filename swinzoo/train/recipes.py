@@ -259,9 +259,11 @@ def packaged_recipes() -> dict[str, str]:
     return {p.name[:-5]: p.read_text() for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_recipe(name_or_path: str | dict) -> Recipe:
+def load_recipe(name_or_path: str | dict | Recipe) -> Recipe:
     """A packaged recipe by name (`swin_224to384`), a YAML file path, or a mapping of recipe keys (what a run's
-    config.yaml holds: the recipe it used, in full)."""
+    config.yaml holds: the recipe it used, in full); a `Recipe` as it is."""
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
     if isinstance(name_or_path, dict):
         return recipe_from_dict(dict(name_or_path), "recipe")
     path = Path(name_or_path)
@@ -333,7 +335,7 @@ def finetune_recipe(given: str | dict | Recipe | None, changes: dict, version: i
     resolution applies unless `res` says otherwise; chosen (`choose_recipe`, the source's class count), the run
     keeps the source's resolution unless `res` or `changes` move it."""
     if given is not None:
-        recipe = (given if isinstance(given, Recipe) else load_recipe(given)).replace(**changes)
+        recipe = load_recipe(given).replace(**changes)
         return recipe, res or recipe.res or source_res, "given"
     res = res or changes.get("res") or source_res
     name, why = choose_recipe(version, source_res, res, num_classes, source_recipe)
