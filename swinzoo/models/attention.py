@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from swinzoo.models.cache_keys import param_key
+from swinzoo.models.cache_keys import param_key, with_newest
 from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import built_on_cpu, relative_position_index
 from swinzoo.models.windows import WindowPlan
@@ -328,8 +328,8 @@ def attention_term(attn: WindowAttentionV1 | WindowAttentionV2, plan: WindowPlan
     bias = attn.position_bias()
     term = (bias.unsqueeze(0) + plan.group_masks.to(bias.device, bias.dtype).unsqueeze(1)).to(dtype)
     if cacheable:
-        kept = list(terms.items())[-7:] if cached_key == key else []  # the newest, for many input sizes
-        attn.term_cache.state = (key, {**dict(kept), (plan.key, dtype): term.contiguous()})
+        kept = terms if cached_key == key else {}  # other parameters: every term is stale
+        attn.term_cache.state = (key, with_newest(kept, (plan.key, dtype), term.contiguous(), 8))
     return term
 
 

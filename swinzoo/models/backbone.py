@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.models import traceable
+from swinzoo.models.cache_keys import with_newest
 from swinzoo.models.layers import PatchEmbed, PatchMerging
 from swinzoo.models.swin import SwinStage, SwinTransformer, _init_weights, build_stages
 from swinzoo.models.swin import parameter_shapes as classifier_shapes
@@ -156,8 +157,7 @@ def parameter_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
                 shapes = {k: tuple(v.shape) for k, v in SwinBackbone(cfg).state_dict().items()}
         else:
             shapes = classifier_shapes(cfg)
-        # replaced whole, never changed in place (threads); the newest few configs are kept
-        _SHAPES = {**dict(list(_SHAPES.items())[-7:]), key: shapes}
+        _SHAPES = with_newest(_SHAPES, key, shapes, 8)
     return dict(shapes)
 
 

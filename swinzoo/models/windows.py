@@ -32,6 +32,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from swinzoo.models.cache_keys import with_newest
 from swinzoo.models.layers import SHIFT_MASK_VALUE
 
 # Large enough that exp() underflows to exactly 0 next to any real logit (even in float64), finite so that a
@@ -208,9 +209,7 @@ class PlanCache:
         plan = plans.get(key)
         if plan is None:
             plan = _build_plan(h, w, window, shift, dense)
-            # replaced whole, never changed in place: threads sharing the model may read it meanwhile; many input
-            # sizes in one process keep the newest
-            self.plans = {**dict(list(plans.items())[-15:]), key: plan}
+            self.plans = with_newest(plans, key, plan, 16)
         return plan
 
 
