@@ -41,10 +41,11 @@ def seeded(seed: int, device: torch.device | None = None):
         yield
 
 
-def step_seed(module, base: int, batch_idx: int) -> int:
-    """The seed of a training step's draws: (base, rank, optimizer step, micro-batch within the accumulation)."""
+def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> int:
+    """The seed of a training step's draws of `stream`: (base, rank, optimizer step, micro-batch within the
+    accumulation)."""
     micro = batch_idx % max(1, module.trainer.accumulate_grad_batches)
-    return stream_seed(base, STEP_STREAM, module.global_rank, module.global_step, micro)
+    return stream_seed(base, stream, module.global_rank, module.global_step, micro)
 
 
 class SeededSamples(Dataset):

@@ -33,9 +33,6 @@ SHOWN = 8  # validation images drawn in the reconstruction grid
 TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
 
 
-mask_seed = stream_seed
-
-
 class SimMIMPretrainer(L.LightningModule):
     """Pretrains `SimMIM(config)` with the recipe's mask settings; `total_batch` (batch x devices x nodes x
     accumulation) scales the lr; `lr` overrides the scaled peak rate (warmup and min keep their ratios to it)."""
@@ -74,8 +71,7 @@ class SimMIMPretrainer(L.LightningModule):
         fresh_metrics(self)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # accumulated batches differ too
-        seed = mask_seed(self.recipe.seed, TRAIN_STREAM, self.global_rank, self.global_step, micro)
+        seed = step_seed(self, self.recipe.seed, batch_idx, TRAIN_STREAM)  # accumulated batches differ too
         with seeded(step_seed(self, self.recipe.seed, batch_idx), self.device):  # drop path: see swinzoo.train.rng
             loss, _ = self(batch, self.masks(batch, seed))
         self.log("train/loss", loss, prog_bar=True)
@@ -86,7 +82,7 @@ class SimMIMPretrainer(L.LightningModule):
         # one mask per image, drawn from its place in the set: the same at any batch size or device count
         length = len(self.trainer.val_dataloaders.dataset)
         indices = validation_indices(self.trainer, batch_idx, batch.shape[0], torch.device("cpu"))
-        mask = torch.cat([self.masks(batch[:1], mask_seed(self.recipe.seed, VAL_STREAM, int(i) % length))
+        mask = torch.cat([self.masks(batch[:1], stream_seed(self.recipe.seed, VAL_STREAM, int(i) % length))
                           for i in indices])
         real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
         if real is not None:
