@@ -197,10 +197,9 @@ def test_simmim_recipes_hold_the_official_values(capsys):
 
 
 def test_masks_are_reproducible_and_differ_by_rank_and_step():
-    from swinzoo.train.rng import stream_seed
-    from swinzoo.train.simmim_module import TRAIN_STREAM
+    from swinzoo.train.rng import TRAIN_MASK_STREAM, stream_seed
 
-    draw = [swinzoo.MaskGenerator(64, 16, 4, 0.6, seed=stream_seed(0, TRAIN_STREAM, rank, step, 0))(4)
+    draw = [swinzoo.MaskGenerator(64, 16, 4, 0.6, seed=stream_seed(0, TRAIN_MASK_STREAM, rank, step, 0))(4)
             for rank, step in ((0, 0), (0, 0), (1, 0), (0, 1))]
     assert torch.equal(draw[0], draw[1])
     assert not torch.equal(draw[0], draw[2]) and not torch.equal(draw[0], draw[3])

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# apart from SimMIM's mask streams (0: training, 1: validation) for the same seed
-AUGMENT_STREAM, STEP_STREAM = 2, 3
+# the streams one seed feeds, apart from each other: SimMIM's training and validation masks, each image's
+# augmentation, each training step's MixUp / drop path / dropout
+TRAIN_MASK_STREAM, VAL_MASK_STREAM, AUGMENT_STREAM, STEP_STREAM = 0, 1, 2, 3
 
 
 def stream_seed(*entropy: int) -> int:

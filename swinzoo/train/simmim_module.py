@@ -26,11 +26,10 @@ from swinzoo.train.module import fresh_metrics, run_steps
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
-from swinzoo.train.rng import seeded, step_seed, stream_seed
+from swinzoo.train.rng import TRAIN_MASK_STREAM, VAL_MASK_STREAM, seeded, step_seed, stream_seed
 from swinzoo.train.sampling import unpadded, validation_indices
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
-TRAIN_STREAM, VAL_STREAM = 0, 1  # keep training and validation masks apart for the same seed
 
 
 class SimMIMPretrainer(L.LightningModule):
@@ -71,7 +70,7 @@ class SimMIMPretrainer(L.LightningModule):
         fresh_metrics(self)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        seed = step_seed(self, self.recipe.seed, batch_idx, TRAIN_STREAM)  # accumulated batches differ too
+        seed = step_seed(self, self.recipe.seed, batch_idx, TRAIN_MASK_STREAM)  # accumulated batches differ too
         with seeded(step_seed(self, self.recipe.seed, batch_idx), self.device):  # drop path: see swinzoo.train.rng
             loss, _ = self(batch, self.masks(batch, seed))
         self.log("train/loss", loss, prog_bar=True)
@@ -82,7 +81,7 @@ class SimMIMPretrainer(L.LightningModule):
         # one mask per image, drawn from its place in the set: the same at any batch size or device count
         length = len(self.trainer.val_dataloaders.dataset)
         indices = validation_indices(self.trainer, batch_idx, batch.shape[0], torch.device("cpu"))
-        mask = torch.cat([self.masks(batch[:1], stream_seed(self.recipe.seed, VAL_STREAM, int(i) % length))
+        mask = torch.cat([self.masks(batch[:1], stream_seed(self.recipe.seed, VAL_MASK_STREAM, int(i) % length))
                           for i in indices])
         real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
         if real is not None:
