@@ -43,7 +43,7 @@ def measure(models, batch: int, reps: int, vs_timm: bool, precision: str) -> lis
     timed after fp32 runs in the same process took 181 against 244 ms a batch (Swin-T, Zen 5), its big buffers no
     longer page-faulted afresh, as they are in a process that only serves bf16."""
     cmd = [sys.executable, "-m", "swinzoo", "bench", *models, "--eval-and-train", "--precision", precision,
-           "--batch", str(batch), "--reps", str(reps), "--json", *(["--vs-timm"] if vs_timm else [])]
+           "--batch-size", str(batch), "--reps", str(reps), "--json", *(["--vs-timm"] if vs_timm else [])]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd[1:])} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -3,6 +3,7 @@ matmul-peak share, optionally against timm), printed as a table, JSON or a plot.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict
 
@@ -19,10 +20,12 @@ EPILOG = examples(
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark zoo models (images/s, latency, memory), optionally vs timm",
                               epilog=EPILOG)
-    p.add_argument("names", nargs="*", metavar="NAME", default=["swin_t_224"], help="zoo names (default swin_t_224)")
+    p.add_argument("names", nargs="*", metavar="NAME", default=["swin_t_224"], help="zoo names (default: swin_t_224)")
     p.add_argument("--res", type=positive_int, nargs="+",
                    help="resolutions (default: each model's own); several = a sweep")
-    p.add_argument("--batch", type=positive_int, default=8, help="images per step")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step")
+    # the spelling of earlier versions, unlisted: eval, predict, finetune and timm's benchmark say --batch-size
+    p.add_argument("--batch", dest="batch_size", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
     p.add_argument("--eval-and-train", action="store_true", help="time both inference and a training step")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast to bfloat16")
@@ -72,7 +75,7 @@ def measure_and_report(args) -> int:
     args.device = str(resolve_device(args.device))  # the default and the checks `bench.plan` applies
     if args.plot:  # before the measurements, not after them
         check_png_output(args.plot, "sweep.png")
-    specs = bench.plan(args.names, res=args.res, batch=args.batch, train=args.train,
+    specs = bench.plan(args.names, res=args.res, batch=args.batch_size, train=args.train,
                        eval_and_train=args.eval_and_train, precision=args.precision, compile=args.compile,
                        grad_ckpt=args.grad_ckpt, vs_timm=args.vs_timm, reps=args.reps, device=args.device,
                        runtime=args.runtime)
@@ -95,7 +98,7 @@ def measure_and_report(args) -> int:
     else:
         print_table(results, args)
     if args.plot:
-        title = f"{args.device} {args.precision} batch {args.batch}, {torch.get_num_threads()} threads"
+        title = f"{args.device} {args.precision} batch {args.batch_size}, {torch.get_num_threads()} threads"
         with naming_the_plot(args.plot):
             draw_sweep(results, args.plot, title)
         if not args.json:  # said once written: a failed write is the error line alone
@@ -131,8 +134,8 @@ def print_table(results, args) -> None:
     options = "".join((", torch.compile" if args.compile else "",
                        ", swinzoo checkpointed (timm not)" if args.grad_ckpt and args.vs_timm
                        else ", checkpointed" if args.grad_ckpt else ""))
-    table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch}{options}, "
-                        f"{args.reps} rounds after {args.warmup} warm-up, {cpu_settings}"
+    table = Table(title=f"swinzoo bench: {machine_name(args.device)}, {args.precision}, batch {args.batch_size}"
+                        f"{options}, {args.reps} rounds after {args.warmup} warm-up, {cpu_settings}"
                         f"measured {args.precision} matmul peak {peak:.0f} GFLOP/s ({library})")
     cols = ["model", "impl", "res", "mode", "params M", "GMACs", "img/s", "p50 ms", "p95 ms",
             f"% {args.precision} peak"]

@@ -1,0 +1,19 @@
+"""One concept, one spelling across the verbs (old spellings kept, unlisted), and help that says each default once."""
+
+import re
+
+from swinzoo.cli import build_parser, parse
+
+
+def _subparsers():
+    parser = build_parser()
+    return parser, next(a for a in parser._actions if a.dest == "command").choices
+
+
+def test_bench_takes_batch_size_as_the_other_verbs_and_keeps_batch():
+    parser, sub = _subparsers()
+    assert parse(parser, ["bench", "--batch-size", "4"]).batch_size == 4
+    assert parse(parser, ["bench", "--batch", "3"]).batch_size == 3  # the spelling of earlier versions
+    assert parse(parser, ["bench"]).batch_size == 8
+    text = sub["bench"].format_help()
+    assert "--batch-size" in text and not re.search(r"--batch\b(?!-)", text)
