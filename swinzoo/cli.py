@@ -54,11 +54,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(OneLineParser):
-    """argparse with its errors as a `SwinzooError` (one line, no usage dump) and `HelpFormatter`."""
+    """argparse with its errors as a `SwinzooError` (one line, no usage dump) and `HelpFormatter`.
 
-    def __init__(self, *args, **kwargs) -> None:
+    `hidden_options` ({old: flag}): spellings read as `flag` and listed nowhere. A second, hidden action would not
+    do for a required flag: argparse counts only the listed one as given."""
+
+    def __init__(self, *args, hidden_options: dict[str, str] | None = None, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.hidden_options = hidden_options or {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is not None and self.hidden_options:
+            args = [self._spelled(a) for a in args]
+        return super().parse_known_args(args, namespace)
+
+    def _spelled(self, arg: str) -> str:
+        name, eq, value = arg.partition("=")
+        return self.hidden_options[name] + eq + value if name in self.hidden_options else arg
 
 
 def build_parser() -> argparse.ArgumentParser:

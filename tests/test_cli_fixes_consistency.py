@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from swinzoo.cli import build_parser, parse
 
 
@@ -17,3 +19,13 @@ def test_bench_takes_batch_size_as_the_other_verbs_and_keeps_batch():
     assert parse(parser, ["bench"]).batch_size == 8
     text = sub["bench"].format_help()
     assert "--batch-size" in text and not re.search(r"--batch\b(?!-)", text)
+
+
+@pytest.mark.parametrize("verb", ["convert", "export"])
+def test_convert_and_export_take_finetunes_out(verb):
+    """`--out` was an ambiguous prefix (of --output and --out-indices), refused, where finetune spells it so."""
+    parser, sub = _subparsers()
+    extra = ["--to", "timm"] if verb == "export" else []
+    assert parse(parser, [verb, "m.pth", "--out", "o", *extra]).output == "o"
+    assert parse(parser, [verb, "m.pth", "-o", "o", *extra]).output == "o"
+    assert "--out " not in sub[verb].format_help()

@@ -18,10 +18,13 @@ EXPORT_EPILOG = examples(
         "swinzoo export swin_t_224 --to onnx -o swin_t.onnx",
         "swinzoo export swin_t_224 --features --to pt2 -o swin_t_backbone.pt2")
 
+# finetune's and pretrain's spelling, read as -o: as a prefix it was refused as ambiguous (--output, --out-indices)
+OUT_SPELLING = {"--out": "--output"}
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a checkpoint to swinzoo format (and transfer it)",
-                              epilog=CONVERT_EPILOG)
+                              epilog=CONVERT_EPILOG, hidden_options=OUT_SPELLING)
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the swinzoo file to write")
     add_source_arguments(p)
@@ -30,7 +33,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="write a checkpoint in another library's format, or as an ONNX / "
                               "torch.export graph with dynamic batch, height and width",
-                              epilog=EXPORT_EPILOG)
+                              epilog=EXPORT_EPILOG, hidden_options=OUT_SPELLING)
     p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("--to", required=True, choices=EXPORT_CHOICES, help="target format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision), a "
