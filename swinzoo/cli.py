@@ -87,12 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.Namespace:
-    """Parse, naming an unknown flag and the closest real one."""
+    """Parse, naming an unknown command or flag and the closest real one."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    # the first word not a flag is the command: swinzoo's own flags (--help, --version) take no value
+    word = next((a for a in (sys.argv[1:] if args is None else args) if not a.startswith("-")), None)
+    if word is not None and word not in commands:
+        close = difflib.get_close_matches(word, list(commands), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"the commands: {', '.join(commands)}"
+        raise SwinzooError(f"swinzoo: unknown command {word!r}; {hint} (see `swinzoo --help`)")
     ns, unknown = parser.parse_known_args(args)
     if unknown and ns.command is None:
         raise SwinzooError(f"swinzoo: unrecognized argument {unknown[0]}; see `swinzoo --help`")
     if unknown:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[ns.command]
+        sub = commands[ns.command]
         close = difflib.get_close_matches(unknown[0].split("=")[0], list(sub._option_string_actions), n=1)
         hint = f"did you mean {close[0]}?" if close else f"see `swinzoo {ns.command} --help`"
         raise SwinzooError(f"swinzoo {ns.command}: unrecognized argument {unknown[0]}; {hint}")

@@ -6,6 +6,8 @@ import pytest
 
 from swinzoo.cli import build_parser, parse
 
+from .conftest import one_error_line, run_cli
+
 
 def _subparsers():
     parser = build_parser()
@@ -29,3 +31,12 @@ def test_convert_and_export_take_finetunes_out(verb):
     assert parse(parser, [verb, "m.pth", "--out", "o", *extra]).output == "o"
     assert parse(parser, [verb, "m.pth", "-o", "o", *extra]).output == "o"
     assert "--out " not in sub[verb].format_help()
+
+
+def test_an_unknown_command_names_the_closest(capsys):
+    code, out, err = run_cli(["lst"], capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, "'lst'", "did you mean list?")
+    code, _, err = run_cli(["finetun", "--from", "swin_n_64"], capsys)
+    assert code == 2
+    one_error_line(err, "did you mean finetune?")

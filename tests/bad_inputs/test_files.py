@@ -215,7 +215,7 @@ CASES = {
     "flag typo": (lambda t: ["convert", "swin_n_64", "--outptu", t / "o.st", "-o", t / "o.st"],
                   ["--outptu", "did you mean --output"]),
     "missing output": (lambda t: ["convert", "swin_n_64"], ["required", "--output"]),
-    "unknown command": (lambda t: ["convrt", "swin_n_64"], ["invalid choice", "convert"]),
+    "unknown command": (lambda t: ["convrt", "swin_n_64"], ["unknown command", "did you mean convert?"]),
     "unknown export format": (lambda t: ["export", "swin_n_64", "--to", "keras", "-o", t / "o"], ["invalid choice"]),
     # --- images
     "predict a non-image": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "not a png")],
