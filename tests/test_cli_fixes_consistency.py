@@ -5,6 +5,7 @@ import re
 import pytest
 
 from swinzoo.cli import build_parser, parse
+from swinzoo.commands import finetune, pretrain
 
 from .conftest import one_error_line, run_cli
 
@@ -40,3 +41,17 @@ def test_an_unknown_command_names_the_closest(capsys):
     code, _, err = run_cli(["finetun", "--from", "swin_n_64"], capsys)
     assert code == 2
     one_error_line(err, "did you mean finetune?")
+
+
+def _help_strings(parser):
+    formatter = parser._get_formatter()
+    return [(a.option_strings or [a.dest], formatter._get_help_string(a)) for a in parser._actions if a.help]
+
+
+def test_every_option_states_its_default_once():
+    """A help that says the default itself (`default: the recipe's`) gets no second, contradicting one
+    (jsonargparse's `default: null`)."""
+    _, sub = _subparsers()
+    parsers = [*sub.values(), finetune.build_parser(with_trainer=False), pretrain.build_parser(with_trainer=False)]
+    twice = [(p.prog, flags, text) for p in parsers for flags, text in _help_strings(p) if text.count("default:") > 1]
+    assert twice == []

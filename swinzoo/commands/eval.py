@@ -30,15 +30,16 @@ def register(subparsers) -> None:
                                   "built-in training dataset)")
     # the finetune flags that say where validation comes from: by default a fine-tune's own, so a carved
     # validation split is the rows the run held out
-    for flag, kind, text in (("--train-split", str, "the split columns are picked on and carved from"),
-                             ("--val-split", str, "the split evaluated (default: validation, ..., else carved)"),
-                             ("--val-fraction", float, "evaluate this fraction of the train split, carved off as "
-                              "finetune carves it"),
-                             ("--split-seed", non_negative_int, "seed of the carved split"),
-                             ("--image-column", str, "the image column"),
-                             ("--label-column", str, "the label column")):
+    for flag, kind, text, otherwise in (
+            ("--train-split", str, "the split columns are picked on and carved from", "train"),
+            ("--val-split", str, "the split evaluated", "the first of validation, val, valid, test, else carved"),
+            ("--val-fraction", float, "evaluate this fraction of the train split, carved off as finetune carves it",
+             "0.1 where there is no validation split"),
+            ("--split-seed", non_negative_int, "seed of the carved split", "0"),
+            ("--image-column", str, "the image column", "the one image feature"),
+            ("--label-column", str, "the label column", "the class-label feature, or label/labels")):
         p.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind,
-                       help=f"hf: {text} (default: the fine-tune's, else as finetune's default)")
+                       help=f"hf: {text} (default: the fine-tune's, else {otherwise})")
     p.add_argument("--res", type=positive_int, nargs="+", help="evaluation resolution(s) (default: the model's); "
                    "another resolution transfers the model first (official window choice); several: a sweep")
     p.add_argument("--window", type=positive_int, help="window at --res (default: the official choice)")

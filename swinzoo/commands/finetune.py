@@ -65,7 +65,14 @@ def _formatter():
     from jsonargparse import DefaultHelpFormatter
 
     class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        """Description and examples as written; each option's type and default shown (jsonargparse's)."""
+        """Description and examples as written; each option's type and default shown (jsonargparse's), the
+        default only where the help does not say it: `default: the recipe's` needs no `default: null` after it."""
+
+        def _get_help_string(self, action: argparse.Action) -> str:
+            text = super()._get_help_string(action)
+            if "default" not in (action.help or ""):
+                return text
+            return text.replace(", default: %(default)s)", ")").replace(" (default: %(default)s)", "")
 
     return Formatter
 
