@@ -55,3 +55,16 @@ def test_every_option_states_its_default_once():
     parsers = [*sub.values(), finetune.build_parser(with_trainer=False), pretrain.build_parser(with_trainer=False)]
     twice = [(p.prog, flags, text) for p in parsers for flags, text in _help_strings(p) if text.count("default:") > 1]
     assert twice == []
+
+
+@pytest.mark.parametrize("verb", [finetune, pretrain])
+def test_run_help_lists_the_spellings_it_documents(verb):
+    text = verb.build_parser(with_trainer=False).format_help()
+    assert "--print-config" in text and "--print_config" not in text
+    assert "--recipe-overrides" in text and "--recipe_overrides" not in text
+
+
+@pytest.mark.parametrize("spelling", ["--recipe-overrides", "--recipe_overrides"])
+def test_recipe_overrides_as_listed_or_as_the_yaml_key(spelling):
+    options = finetune.parse(["--from", "swin_n_64", spelling, "{base_lr: 0.001}"])
+    assert options.recipe_overrides == {"base_lr": 0.001}

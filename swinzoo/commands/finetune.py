@@ -61,6 +61,16 @@ def register(subparsers) -> None:
                           help="fine-tune a model (zoo name or file) at a resolution, on a dataset (YAML configs)")
 
 
+# jsonargparse's names -> the dashed spelling of the other flags, which help lists (both are read)
+LISTED_SPELLINGS = {"--print_config": "--print-config", "--recipe_overrides": "--recipe-overrides"}
+
+
+def _as_listed(text: str) -> str:
+    for name, listed in LISTED_SPELLINGS.items():
+        text = text.replace(name, listed)
+    return text
+
+
 def _formatter():
     from jsonargparse import DefaultHelpFormatter
 
@@ -73,6 +83,12 @@ def _formatter():
             if "default" not in (action.help or ""):
                 return text
             return text.replace(", default: %(default)s)", ")").replace(" (default: %(default)s)", "")
+
+        def _format_usage(self, *args, **kwargs) -> str:
+            return _as_listed(super()._format_usage(*args, **kwargs))
+
+        def _format_action_invocation(self, action: argparse.Action) -> str:
+            return _as_listed(super()._format_action_invocation(action))
 
     return Formatter
 
@@ -161,13 +177,14 @@ def build_parser(with_trainer: bool = True):
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """The spellings jsonargparse does not know: `--print-config`, `--recipe.KEY` (see `add_recipe_overrides`),
-    and `--trainer KEY=VALUE` (swinzoo's first form) -> `--trainer.KEY=VALUE`."""
+    """The spellings jsonargparse does not know: `--print-config`, `--recipe-overrides`, `--recipe.KEY` (see
+    `add_recipe_overrides`), and `--trainer KEY=VALUE` (swinzoo's first form) -> `--trainer.KEY=VALUE`."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--print-config" or arg.startswith("--print-config="):
-            arg = arg.replace("--print-config", "--print_config", 1)
+        for name, listed in LISTED_SPELLINGS.items():
+            if arg == listed or arg.startswith(listed + "="):
+                arg = arg.replace(listed, name, 1)
         if arg.startswith("--recipe."):
             arg = "--recipe_overrides." + arg[len("--recipe."):]
         if arg == "--trainer" and i + 1 < len(argv) and _is_pair(argv[i + 1]):
