@@ -68,3 +68,11 @@ def test_run_help_lists_the_spellings_it_documents(verb):
 def test_recipe_overrides_as_listed_or_as_the_yaml_key(spelling):
     options = finetune.parse(["--from", "swin_n_64", spelling, "{base_lr: 0.001}"])
     assert options.recipe_overrides == {"base_lr": 0.001}
+
+
+@pytest.mark.parametrize("verb", ["eval", "predict", "info", "convert", "export"])
+def test_every_model_argument_says_it_takes_any_source(verb):
+    """eval and predict read what info and convert read (load_model's sources), hf-hub: references included."""
+    _, sub = _subparsers()
+    positional = next(a for a in sub[verb]._actions if not a.option_strings and a.dest in ("model", "models", "src"))
+    assert "hf-hub:" in positional.help and "folder" in positional.help

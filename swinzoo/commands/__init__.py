@@ -9,6 +9,8 @@ import argparse
 
 FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision", "mmdet", "simmim")
 EXPORT_CHOICES = ("official", "timm", "hf", "torchvision", "mmdet", "simmim", "onnx", "pt2")
+# what every verb reading a model takes (swinzoo.sources reads them all), said once so the verbs agree
+SOURCE_HELP = "zoo name, model file or folder (a fine-tune's output, or any --from-format), or hf-hub:ORG/NAME[@REV]"
 
 
 def examples(*commands: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES, add_trust_flag, examples, positive_int
+from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, positive_int
 
 CONVERT_EPILOG = examples(
         "swinzoo convert swin_base_patch4_window7_224.pth -o b224.safetensors",
@@ -25,7 +25,7 @@ OUT_SPELLING = {"--out": "--output"}
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a checkpoint to swinzoo format (and transfer it)",
                               epilog=CONVERT_EPILOG, hidden_options=OUT_SPELLING)
-    p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("src", metavar="SRC", help=SOURCE_HELP)
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the swinzoo file to write")
     add_source_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a checkpoint in another library's format, or as an ONNX / "
                               "torch.export graph with dynamic batch, height and width",
                               epilog=EXPORT_EPILOG, hidden_options=OUT_SPELLING)
-    p.add_argument("src", metavar="SRC", help="checkpoint file or folder, zoo name, or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("src", metavar="SRC", help=SOURCE_HELP)
     p.add_argument("--to", required=True, choices=EXPORT_CHOICES, help="target format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a .pth file (official, torchvision), a "
                    "folder (timm, hf), a .onnx or a .pt2 file")

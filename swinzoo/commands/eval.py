@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, non_negative_int, positive_int
+from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, non_negative_int, positive_int
 from swinzoo.errors import SwinzooError
 
 DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         "swinzoo eval runs/swin_n_64-128 --data shapes --json",
         "swinzoo eval swin_b_224 --data imagenet/ --res 384 --device cuda --precision bf16",
         "swinzoo eval swin_n_64 swinv2_n_64_w4 --res 64 96 128 --plot zero_shot.png   # transfer, no fine-tune"))
-    p.add_argument("models", metavar="MODEL", nargs="+", help="zoo name, .safetensors, fine-tune output folder or .pth")
+    p.add_argument("models", metavar="MODEL", nargs="+", help=SOURCE_HELP)
     p.add_argument("--data", help="folder with val/ class folders, hf:NAME or shapes (default: a fine-tune's own "
                                   "data, read as it read it, from its run.json or provenance; else the model's "
                                   "built-in training dataset)")
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
                               epilog=examples(
         "swinzoo predict swin_n_64 a.png b.png --topk 3",
         "swinzoo predict runs/pets cat.jpg --json --device cuda"))
-    p.add_argument("model", metavar="MODEL", help="zoo name, .safetensors, fine-tune output folder or .pth")
+    p.add_argument("model", metavar="MODEL", help=SOURCE_HELP)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from swinzoo.commands import FORMAT_CHOICES, add_trust_flag, examples, table_console
+from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, table_console
 from swinzoo.errors import SwinzooError
 
 
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                               epilog=examples(
         "swinzoo info swin_b_384",
         "swinzoo info runs/pets/model.safetensors --json"))
-    p.add_argument("model", metavar="NAME|PATH", help="zoo name, model file or folder, or hf-hub:ORG/NAME")
+    p.add_argument("model", metavar="NAME|PATH", help=SOURCE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON with keys name, config, params, gmacs")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
     add_trust_flag(p)
