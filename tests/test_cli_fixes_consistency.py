@@ -76,3 +76,13 @@ def test_every_model_argument_says_it_takes_any_source(verb):
     _, sub = _subparsers()
     positional = next(a for a in sub[verb]._actions if not a.option_strings and a.dest in ("model", "models", "src"))
     assert "hf-hub:" in positional.help and "folder" in positional.help
+
+
+@pytest.mark.parametrize("given,meant", [("fp16", "16-mixed"), ("fp32", "32-true")])
+def test_finetune_precision_in_evals_spelling_names_lightnings(given, meant):
+    from swinzoo.errors import SwinzooError
+    from swinzoo.train.checks import check_values
+
+    with pytest.raises(SwinzooError) as e:
+        check_values({"precision": given}, lambda name, value: f"--{name} {value}")
+    assert f"did you mean {meant}?" in str(e.value)

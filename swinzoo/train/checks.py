@@ -129,7 +129,10 @@ def check_values(values: dict, label) -> None:
         raise SwinzooError(f"{label('lr', lr)}: must be a positive number (the peak learning rate, e.g. 1e-4)")
     precision = values.get("precision")
     if precision is not None and str(precision) not in PRECISIONS:
-        raise SwinzooError(f"{label('precision', precision)}: not a precision; valid: {', '.join(PRECISIONS)}")
+        # eval, predict and bench say fp32 / fp16 for their autocast; Lightning's names differ
+        meant = {"fp32": "32-true", "fp16": "16-mixed"}.get(str(precision))
+        hint = f" did you mean {meant}?" if meant else ""
+        raise SwinzooError(f"{label('precision', precision)}: not a precision;{hint} valid: {', '.join(PRECISIONS)}")
     if precision is not None:
         check_precision_package(precision, label("precision", precision))
     for name, choices, what in (("save_dtype", SAVE_DTYPES, "not a dtype"), ("keep", KEEP_CHOICES, "not a choice"),
