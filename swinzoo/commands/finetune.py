@@ -122,16 +122,17 @@ def build_parser(with_trainer: bool = True):
     data.add_argument("--train-split", dest="train_split", type=str | None,
                       help="hf: the training split (default: train)")
     data.add_argument("--val-split", dest="val_split", type=str | None,
-                      help="hf: the validation split (default: validation, else test, else carved from train)")
+                      help="hf: the validation split (default: the first of validation, val, valid, test, else carved "
+                           "from train)")
     data.add_argument("--val-fraction", dest="val_fraction", type=float | None,
-                      help="hf: fraction of train held out (seeded) when there is no validation split (default 0.1)")
+                      help="hf: fraction of train held out (seeded) when there is no validation split (default: 0.1)")
     data.add_argument("--image-column", dest="image_column", type=str | None,
                       help="hf: the image column (default: the one image feature)")
     data.add_argument("--label-column", dest="label_column", type=str | None,
                       help="hf: the label column (default: the class-label feature, or label/labels)")
     data.add_argument("--split-seed", dest="split_seed", type=int | None,
                       help="seed of the carved validation split (hf:) and of --train-fraction's subset, separate "
-                      "from --seed (default 0)")
+                      "from --seed (default: 0)")
     data.add_argument("--train-fraction", dest="train_fraction", type=float | None,
                       help="train on this share of the training images, stratified by class (e.g. 0.01 for a 1% "
                       "label budget; validation is unchanged)")
@@ -152,7 +153,7 @@ def build_parser(with_trainer: bool = True):
                       help="data loader workers per device (default: half the CPUs)")
     add_hardware_arguments(p)
     output = p.add_argument_group("output")
-    output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-RES)")
+    output.add_argument("--out", type=str | None, help="output folder (default: runs/SRC-RES)")
     output.add_argument("--resume", type=str | None, metavar="OUT",
                         help="continue the run in OUT from OUT/last.ckpt")
     output.add_argument("--keep", type=Literal[KEEP_CHOICES], default="best",

@@ -66,13 +66,14 @@ def build_parser(with_trainer: bool = True):
     data.add_argument("--data", type=str | None, help="a folder of images (with train/ and val/, or without: a fixed "
                       "validation set is held out), hf:NAME[:CONFIG], or shapes (built in); labels are not used")
     for flag, kind, text in (("--train-split", str, "the training split (default: train)"),
-                             ("--val-split", str, "the validation split (default: validation, ..., else carved)"),
+                             ("--val-split", str, "the validation split (default: the first of validation, val, valid, "
+                              "test, else carved from train)"),
                              ("--val-fraction", float, "fraction of train held out when there is no validation "
-                              "split (default 0.1)"),
+                              "split (default: 0.1)"),
                              ("--image-column", str, "the image column (default: the one image feature)"),
                              ("--label-column", str, "labels that stratify a carved validation "
                               "split (default: the label feature, if any)"),
-                             ("--split-seed", int, "seed of the carved validation split (default 0)")):
+                             ("--split-seed", int, "seed of the carved validation split (default: 0)")):
         data.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind | None, help=f"hf: {text}")
     data.add_argument("--mask-ratio", dest="mask_ratio", type=float | None,
                       help="share of mask units masked (default: the recipe's, official 0.6)")
@@ -97,7 +98,7 @@ def build_parser(with_trainer: bool = True):
                       help="data loader workers per device (default: half the CPUs)")
     add_hardware_arguments(p)
     output = p.add_argument_group("output")
-    output.add_argument("--out", type=str | None, help="output folder (default runs/SRC-simmim-RES)")
+    output.add_argument("--out", type=str | None, help="output folder (default: runs/SRC-simmim-RES)")
     output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
     output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
                         help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "swinzoo info swin_b_384",
         "swinzoo info runs/pets/model.safetensors --json"))
     p.add_argument("model", metavar="NAME|PATH", help=SOURCE_HELP)
-    p.add_argument("--json", action="store_true", help="print JSON with keys name, config, params, gmacs")
+    p.add_argument("--json", action="store_true", help="print JSON: name, config, params, gmacs and the zoo "
+                   "row (tag, top1, hub_repo, ...)")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
     add_trust_flag(p)
     p.set_defaults(func=run_info)
