@@ -74,6 +74,19 @@ def test_resume_continues_to_more_steps(pretrained, tmp_path, capsys):
     assert code == 2 and "is a fine-tuning run, not a pretraining one" in err
 
 
+def test_a_pretraining_run_records_its_environment_and_a_resume_its_own(pretrained, tmp_path):
+    """As a fine-tune: run.json and the SimMIM model's provenance name what the run resolved (versions, device,
+    precision); a resume adds its own to its `resumed` entry and leaves the run's as it was."""
+    out = tmp_path / "a"
+    shutil.copytree(pretrained, out)
+    env = json.loads((out / "run.json").read_text())["provenance"]["environment"]
+    assert env["torch"] == torch.__version__ and env["accelerator"] == "cpu" and env["world_size"] == "1"
+    assert swinzoo.load_simmim(out).provenance["environment"] == env
+    assert swinzoo.pretrain(resume=str(out), max_steps=6).metrics["global_step"] == 6
+    provenance = json.loads((out / "run.json").read_text())["provenance"]
+    assert provenance["environment"] == env and provenance["resumed"][0]["environment"]["torch"] == torch.__version__
+
+
 def test_a_resume_whose_epochs_end_before_its_step_is_refused(pretrained, tmp_path, capsys):
     """--epochs 1 of 3 batches (--trainer.limit_train_batches 3) is a budget of 3 steps, below the 5 the run stands
     at: refused as --max-steps 3 is, the run left as it was (Lightning trained one more step, to 6)."""

@@ -331,3 +331,70 @@ def test_a_resume_with_another_total_batch_is_refused(tiny, data, tmp_path):
     with pytest.raises(swinzoo.SwinzooError, match=r"trained with total batch 8 .* would train with 4"):
         swinzoo.finetune(resume=str(out), max_steps=4, trainer=RUN["trainer"])
     assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_run_json_records_the_environment_the_run_resolved_and_a_resume_its_own(tiny, data, tmp_path,
+                                                                                 monkeypatch):
+    """`--devices auto` and a precision asked for say little: run.json (and the model's provenance) record what
+    Lightning resolved them to, the library versions and the machine; a resume on another machine records its own
+    beside the run's, which stays as it was."""
+    import platform
+
+    import lightning
+    import torchmetrics
+
+    from swinzoo.hardware import cpu_model
+    from swinzoo.train import environment
+
+    out = tmp_path / "run"
+    # fp16 AMP asked for on the CPU: Lightning runs bf16 autocast, and that is what a rerun must know
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, precision="16-mixed", **RUN)
+    env = json.loads((out / "run.json").read_text())["provenance"]["environment"]
+    assert {k: env.get(k) for k in ("swinzoo", "torch", "lightning", "torchmetrics", "python")} == {
+        "swinzoo": swinzoo.__version__, "torch": torch.__version__, "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__, "python": platform.python_version()}
+    assert {k: env.get(k) for k in ("accelerator", "devices", "num_nodes", "world_size", "precision")} == {
+        "accelerator": "cpu", "devices": "1", "num_nodes": "1", "world_size": "1", "precision": "bf16-mixed"}
+    assert cpu_model() in env["device"]
+    # a short string map (the model file's metadata is str -> str), without what a run never imports itself
+    assert all(isinstance(v, str) for v in env.values()) and not {"transformers", "timm"} & set(env)
+    assert swinzoo.load_model(out).provenance["environment"] == env
+
+    monkeypatch.setattr(environment, "describe_cpu", lambda: "Another CPU (AMX)")  # resumed elsewhere
+    swinzoo.finetune(resume=str(out), max_steps=3, trainer={"limit_val_batches": 1})
+    provenance = json.loads((out / "run.json").read_text())["provenance"]
+    assert provenance["environment"] == env  # the run's own, not overwritten by the resume's
+    assert provenance["resumed"][0]["environment"] == {**env, "device": "Another CPU (AMX)"}
+    assert swinzoo.load_model(out).provenance["resumed"][0]["environment"]["device"] == "Another CPU (AMX)"
+
+
+def test_a_run_json_without_an_environment_record_still_resumes(tiny, data, tmp_path):
+    """run.json written before the environment was recorded: the resume reads it as before, records its own
+    environment, and invents none for the run before it."""
+    out = tmp_path / "run"
+    swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=2, **RUN)
+    plan = json.loads((out / "run.json").read_text())
+    del plan["provenance"]["environment"]
+    (out / "run.json").write_text(json.dumps(plan, indent=1))
+    result = swinzoo.finetune(resume=str(out), max_steps=3, trainer={"limit_val_batches": 1})
+    assert result.metrics["global_step"] == 3
+    provenance = json.loads((out / "run.json").read_text())["provenance"]
+    assert "environment" not in provenance
+    assert provenance["resumed"][0]["environment"]["torch"] == torch.__version__
+
+
+def test_the_environment_counts_every_process_and_names_datasets_only_when_loaded(monkeypatch):
+    """Two CPU processes under DDP are a world of 2, known from the Trainer before it launches them (rank zero
+    writes run.json then); `datasets` is named when the run loaded it (hf: data), not otherwise."""
+    import sys
+    from types import SimpleNamespace
+
+    from swinzoo.train.environment import run_environment
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False)
+    monkeypatch.delitem(sys.modules, "datasets", raising=False)
+    env = run_environment(trainer)
+    assert (env["devices"], env["world_size"], env["strategy"]) == ("2", "2", "DDPStrategy")
+    assert "datasets" not in env
+    monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(__version__="9.9.9"))
+    assert run_environment(trainer)["datasets"] == "9.9.9"

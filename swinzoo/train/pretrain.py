@@ -38,6 +38,7 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN
+from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
@@ -126,6 +127,8 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
         check_total_batch(point, total_batch, Path(plan.out))
     if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
         trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
+    else:  # what the Trainer resolved, in run.json and the model's provenance (a resume records its own)
+        plan.provenance["environment"] = run_environment(trainer)
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch, same_file
 from swinzoo.train.checks import flag_name, read_plan
+from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import write_plan
 from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
@@ -185,7 +186,7 @@ class ResumeStart(Callback):
                 discard_resume_log(trainer)
             raise
         if trainer.is_global_zero:
-            record_resume(self.plan, self.point, self.command)
+            record_resume(self.plan, self.point, self.command, run_environment(trainer))
 
 
 def check_epoch_budget(trainer, out: Path, point: ResumePoint) -> None:
@@ -220,10 +221,11 @@ def discard_resume_log(trainer) -> None:
             logger._experiment = None  # else Lightning's finalize("failed") writes its hparams.yaml there again
 
 
-def record_resume(plan: Plan, point: ResumePoint, command: str) -> None:
+def record_resume(plan: Plan, point: ResumePoint, command: str, environment: dict[str, str]) -> None:
     """Write the resumed plan back to OUT/run.json (rank zero, after the Trainer is built): the steps, epochs and
-    Trainer options this resume changed hold for the next resume too, and its provenance lists the resumes."""
-    plan.provenance = {**plan.provenance,
-                       "resumed": [*plan.provenance.get("resumed", []), {"step": point.step, "command": command}]}
+    Trainer options this resume changed hold for the next resume too, and its provenance lists the resumes, each
+    with its own environment (`run_environment`; the run's own stays as its start recorded it)."""
+    entry = {"step": point.step, "command": command, "environment": environment}
+    plan.provenance = {**plan.provenance, "resumed": [*plan.provenance.get("resumed", []), entry]}
     write_plan(plan, Path(plan.out) / RUN_FILE)
 

@@ -28,6 +28,7 @@ from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule
+from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
@@ -229,6 +230,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         check_total_batch(point, total_batch, Path(plan.out))
     if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
         trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
+    else:  # what the Trainer resolved, in run.json and the model's provenance (a resume records its own)
+        plan.provenance["environment"] = run_environment(trainer)
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
