@@ -230,8 +230,8 @@ def test_finetune_starts_from_the_pretrained_encoder(pretrained, tmp_path, capsy
 
 
 def test_the_named_fine_tune_recipe_is_the_sources_else_the_official_one():
-    from swinzoo.train.pretrain import finetune_recipe_for
     from swinzoo.train.recipes import Recipe
+    from swinzoo.train.simmim_start import finetune_recipe_for
 
     assert finetune_recipe_for(Recipe(), {}, 1) == "simmim_finetune"  # an official architecture, or --scratch
     assert finetune_recipe_for(Recipe(), {}, 2) == "simmim_finetune_v2"

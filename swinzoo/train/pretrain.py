@@ -12,7 +12,6 @@ removes what it created (`RunFolder`). Trainer, callbacks, loggers and the progr
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -23,13 +22,9 @@ import yaml
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
-from swinzoo.conversion import target_config
 from swinzoo.converters.native import save_state_dict
-from swinzoo.converters.simmim import DECODER_KEYS, ENCODER, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
-from swinzoo.models import MaskGenerator
-from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
 from swinzoo.train.checks import (
     check_run_values,
     check_whole,
@@ -52,8 +47,6 @@ from swinzoo.train.options import (
     options_record,
 )
 from swinzoo.train.pretrain_options import (
-    DEFAULT_RECIPE,
-    FINETUNE_RECIPES,
     TASK,
     PretrainOptions,
     PretrainResult,
@@ -61,19 +54,15 @@ from swinzoo.train.pretrain_options import (
 from swinzoo.train.recipes import (
     Recipe,
     changes_text,
-    check_task,
-    load_recipe,
     recipe_from_dict,
-    split_recipe,
     warmup_note,
 )
 from swinzoo.train.resume import ResumeStart, check_total_batch, resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
+from swinzoo.train.simmim_start import load_weights, simmim_start
 from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
-from swinzoo.weight_transfer import transfer
-from swinzoo.zoo import is_zoo_name, zoo_config
 
 
 def pretrain(source: str | None = None, *, console=None, **options) -> PretrainResult | None:
@@ -168,139 +157,60 @@ def validate(args: PretrainOptions) -> PretrainOptions:
     return with_checked_run_options(args)
 
 
-def read_source(args: PretrainOptions) -> tuple[SwinConfig, dict | None, dict, dict, str]:
-    """(encoder config, encoder weights or None, SimMIM's own weights when the source has them, provenance, how
-    the run starts) of `--from SRC`."""
-    if args.scratch:
-        if not is_zoo_name(args.source):
-            raise SwinzooError(f"--scratch builds fresh weights of a zoo architecture, and {args.source} is not a "
-                               "zoo name: give one (e.g. swin_b_224), or drop --scratch to start from this file")
-        cfg = zoo_config(args.source).replace(num_classes=0, class_names=None)
-        return cfg, None, {}, {}, f"fresh weights of the {args.source} architecture"
-    checkpoint = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
-                                 trust_checkpoint=args.trust_checkpoint)
-    cfg, sd = checkpoint.config, checkpoint.state_dict
-    if cfg.is_backbone:
-        raise SwinzooError(f"{args.source} is a detection backbone (no final norm): SimMIM pretrains a classification "
-                           "encoder; give a classifier or a SimMIM checkpoint")
-    cfg = cfg.replace(num_classes=0, class_names=None)
-    if is_simmim(sd):
-        encoder = {k[len(ENCODER):]: v for k, v in sd.items() if k.startswith(ENCODER) and k != MASK_TOKEN}
-        own = {k: sd[k] for k in (MASK_TOKEN, *DECODER_KEYS)}
-        return cfg, encoder, own, dict(checkpoint.provenance), "a SimMIM checkpoint: encoder, mask token and decoder"
-    dropped = [k for k in sd if k.startswith("head.")]
-    encoder = {k: v for k, v in sd.items() if k not in dropped}
-    how = "the source's encoder" + (" (its head dropped)" if dropped else "") + ", a fresh mask token and decoder"
-    return cfg, encoder, {}, dict(checkpoint.provenance), how
-
-
-def check_masks(res: int, cfg: SwinConfig, recipe: Recipe) -> None:
-    """The mask and the decoder fit the resolution, before anything is written (else the first step fails)."""
-    try:
-        MaskGenerator(res, recipe.mask_patch_size, cfg.patch_size, recipe.mask_ratio)
-    except SwinzooError as e:
-        raise SwinzooError(f"--res {res}, --mask-patch-size {recipe.mask_patch_size}: {e}") from None
-    stride = cfg.patch_size * 2 ** (cfg.num_stages - 1)
-    if res % stride:
-        fit = math.lcm(stride, recipe.mask_patch_size)
-        raise SwinzooError(f"--res {res}: the SimMIM decoder rebuilds images whose side is a multiple of the encoder "
-                           f"stride ({stride} px); use e.g. --res {max(fit, res // fit * fit)}")
-
-
 def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMDataModule, str]:
-    """Resolve recipe, source, target config and data; return the plan, the starting weights (SimMIM keys; the
+    """Resolve source, recipe, target config and data; return the plan, the starting weights (SimMIM keys; the
     mask token and decoder absent when they start fresh; None from scratch), the data and the YAML that replays
     the run."""
-    src_cfg, encoder, own, src_prov, how = read_source(args)
-    named, changes = split_recipe(args.recipe, args.recipe_overrides)
-    # continuing a SimMIM run: its masks and targets, unless a recipe, a recipe key or a flag says otherwise
-    inherited = simmim_settings(src_prov) if own and named is None else {}
-    inherited = {k: v for k, v in inherited.items() if k not in changes}
-    recipe = apply_overrides(load_recipe(named or DEFAULT_RECIPE).replace(**changes), args, inherited)
-    check_task(recipe, "pretrain", DEFAULT_RECIPE)
+    start = simmim_start(args.source, scratch=args.scratch, from_format=args.from_format, arch=args.arch,
+                         trust_checkpoint=args.trust_checkpoint, res=args.res, window=args.window, recipe=args.recipe,
+                         recipe_overrides=args.recipe_overrides, flags=flag_changes(args))
+    recipe, dst, defaults = start.recipe, start.config, start.defaults
     if recipe.max_steps and args.max_steps is None:  # bound by the recipe's steps (--max-steps: checked already)
         check_step_bound(args.trainer)
-    # without --res the run keeps the source's resolution (as a fine-tune); a recipe's res applies when it sets one
-    res = args.res or recipe.res or src_cfg.img_size
-    window = args.window or (recipe.window if recipe.res in (None, res) else None)
-    check_masks(res, src_cfg, recipe)
-    dst = target_config(src_cfg, res, window).replace(drop_path_rate=recipe.drop_path_rate)
-    report, state_dict = None, None
-    if encoder is not None:
-        encoder, dst, report = transfer(encoder, src_cfg, dst)
-        state_dict = {**{ENCODER + k: v for k, v in encoder.items()}, **own}
-    # --scratch: no parent, but the zoo entry's defaults (what its shipped weights name)
-    defaults = shipped_provenance(args.source) if args.scratch else src_prov
     data = args.data or recipe.data or (defaults.get("dataset") if defaults.get("dataset") in BUILTIN else None)
     if data is None:
         raise SwinzooError("--data is required: a folder of images (or with train/ and val/), hf:NAME, or the "
                            f"built-in {', '.join(BUILTIN)}")
     data_options = {k: getattr(args, k, None) for k in DATA_OPTION_KEYS if getattr(args, k, None) is not None}
-    dm = data_module(data, data_options, res, recipe, args.num_workers, console)
+    dm = data_module(data, data_options, dst.img_size, recipe, args.num_workers, console)
     dm.check()
     if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
         out = Path(os.environ.get(OUT_ENV) or args.out)
     else:
-        out = Path(args.out) if args.out else default_out(args.source, res)
+        out = Path(args.out) if args.out else default_out(args.source, dst.img_size)
         check_out(out)
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
-    provenance = {"task": TASK, "source": args.source, "dataset": data, "recipe": recipe.to_dict(),
-                  # what `swinzoo finetune --from OUT/model.safetensors` uses without --recipe
-                  "finetune_recipe": finetune_recipe_for(recipe, defaults, dst.version),
-                  "simmim": {"start": how, "mask_patch_size": recipe.mask_patch_size,
-                             "mask_ratio": recipe.mask_ratio, "norm_targets": recipe.norm_targets},
-                  "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
-    if changes:  # `recipe` holds them already; this says which keys were not the named recipe's
-        provenance["recipe_overrides"] = changes
+    provenance = {**start.provenance, "dataset": data}
     if is_rank_zero():
-        console.print(f"[bold]start[/bold] {how}", soft_wrap=True)
-        if changes:
-            console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(changes)}", soft_wrap=True)
-        if inherited:
+        console.print(f"[bold]start[/bold] {start.how}", soft_wrap=True)
+        if start.changes:
+            console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(start.changes)}", soft_wrap=True)
+        if start.inherited:
             console.print(f"[bold]masks[/bold] {recipe.mask_patch_size} px, ratio {recipe.mask_ratio:g}, "
                           f"{'normalised' if recipe.norm_targets else 'raw'} targets: the SimMIM source's run, where "
                           "no flag or --recipe sets them", soft_wrap=True)
-    if report is not None and report.changed:
-        provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
-        if is_rank_zero():
-            report.print_to(console)
+        if start.report is not None and start.report.changed:
+            start.report.print_to(console)
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
                 args.command, args.save_dtype, "last", args.logger,
                 data_options)
-    return plan, state_dict, dm, replay_config(args, plan, dst.window_size)
+    return plan, start.state_dict, dm, replay_config(args, plan, dst.window_size)
 
 
-def finetune_recipe_for(recipe: Recipe, source_provenance: dict, version: int) -> str:
-    """What `finetune --from OUT` uses without --recipe: the pretraining recipe's choice, else the one the source
-    names (swinzoo's nano models: nano_finetune; for --scratch, the shipped weights'), else the official SimMIM
-    fine-tune of the version (Swin-B / SwinV2-B at 224 px on ImageNet)."""
-    return recipe.finetune_recipe or source_provenance.get("finetune_recipe") or FINETUNE_RECIPES[version]
-
-
-def apply_overrides(recipe: Recipe, args: PretrainOptions, inherited: dict | None = None) -> Recipe:
-    """The recipe with the flags given, and `inherited` settings (the source run's masks) where no flag is."""
-    changes = {**(inherited or {}), **{k: getattr(args, k) for k in ("batch_size", "precision", "seed", "mask_ratio",
-                                                                     "mask_patch_size", "norm_targets", "max_steps")
-                                       if getattr(args, k) is not None}}
+def flag_changes(args: PretrainOptions) -> dict:
+    """The recipe keys the flags given set (over the recipe, and over the SimMIM source's masks)."""
+    changes = {k: getattr(args, k) for k in ("batch_size", "precision", "seed", "mask_ratio", "mask_patch_size",
+                                             "norm_targets", "max_steps") if getattr(args, k) is not None}
     if args.epochs is not None:
         changes.update(epochs=args.epochs, max_steps=None)
-    return recipe.replace(**changes) if changes else recipe
+    return changes
 
 
 def data_module(data: str, data_options: dict, res: int, recipe: Recipe, num_workers: int | None,
                 console=None) -> SimMIMDataModule:
     options = DataOptions.from_dict(data_options, "data options") if data_options else None
     return SimMIMDataModule(data, res, recipe.batch_size, recipe, num_workers, options, console)
-
-
-def load_weights(model, state_dict: dict) -> None:
-    """The planned weights into the module's SimMIM: all of them, or all but the fresh mask token and decoder."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    fresh = {MASK_TOKEN, *DECODER_KEYS}
-    if unexpected or set(missing) - fresh or (missing and set(missing) != fresh):
-        raise SwinzooError(f"the source's weights do not fit the SimMIM model (missing {missing[:3]}, unexpected "
-                           f"{unexpected[:3]}); report it with the source")
 
 
 def default_out(source: str, res: int) -> Path:
