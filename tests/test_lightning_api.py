@@ -224,3 +224,49 @@ def test_test_step_counts_each_image_once_under_ddp_padding(monkeypatch):
     with torch.no_grad():
         module.eval().test_step(batch, 0)
     assert module.val_n.compute() == 1
+
+
+def test_simmim_from_pretrained_continues_a_simmim_model_with_its_masks():
+    """A SimMIM model (the shipped swin_n_64.simmim) continues whole: encoder, mask token and decoder, with the
+    mask settings its run recorded (16 px), as `swinzoo pretrain --from` it does; a recipe given sets them."""
+    module = SimMIMPretrainer.from_pretrained("swin_n_64.simmim", total_batch=64)
+    reference = swinzoo.load_simmim("swin_n_64.simmim")
+    ours, theirs = module.model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key].float()), key
+    assert (module.recipe.name, module.model.mask_patch_size) == ("simmim_pretrain", reference.mask_patch_size) == (
+        "simmim_pretrain", 16)
+    assert module.peak_lr == pytest.approx(module.recipe.base_lr * 64 / 512)
+    assert module.model.provenance["simmim"]["start"].startswith("a SimMIM checkpoint")
+    official = SimMIMPretrainer.from_pretrained("swin_n_64.simmim", recipe="simmim_pretrain")
+    assert official.model.mask_patch_size == 32
+
+
+def test_simmim_from_pretrained_starts_from_a_classifiers_encoder_and_trains(tmp_path):
+    """A classifier's encoder (its head dropped) at a new resolution, a fresh mask token and decoder; fitted in a
+    user's Trainer with the lr scaled for its loader's batch; the model saves as a pretraining output does."""
+    module = SimMIMPretrainer.from_pretrained("swin_n_64", res=96, recipe={"mask_patch_size": 16})
+    reference = swinzoo.create_model("swin_n_64", pretrained=True, num_classes=0, img_size=96).state_dict()
+    encoder = {k[len("encoder."):]: v for k, v in module.model.state_dict().items() if k.startswith("encoder.")}
+    assert set(encoder) - set(reference) == {"mask_token"}
+    for key in reference:
+        assert torch.equal(encoder[key], reference[key]), key
+    assert module.model.config.img_size == 96 and module.model.mask_patch_size == 16
+    t = trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    images = DataLoader(torch.rand(16, 3, 96, 96), batch_size=8)
+    t.fit(module, images, images)
+    assert t.global_step == 2 and module.peak_lr == pytest.approx(module.recipe.base_lr * 8 / 512)
+    saved = swinzoo.load_simmim(swinzoo.save_model(module.model, tmp_path / "m.safetensors"))
+    assert saved.mask_patch_size == 16 and saved.provenance["source"] == "swin_n_64"
+    assert saved.provenance["finetune_recipe"] == "nano_finetune"  # what `finetune --from` it picks, as after a run
+
+
+def test_simmim_from_pretrained_refuses_what_it_cannot_pretrain(tmp_path):
+    backbone = swinzoo.save_model(swinzoo.load_model("swin_n_64", features_only=True), tmp_path / "bb.safetensors")
+    with pytest.raises(SwinzooError, match="is a detection backbone"):
+        SimMIMPretrainer.from_pretrained(backbone)
+    with pytest.raises(SwinzooError, match="nano_finetune is a fine-tuning recipe"):
+        SimMIMPretrainer.from_pretrained("swin_n_64", recipe="nano_finetune")
+    with pytest.raises(SwinzooError, match="mask patch 32 does not divide the input 80x80"):
+        SimMIMPretrainer.from_pretrained("swin_n_64", res=80)

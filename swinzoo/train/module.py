@@ -56,7 +56,33 @@ def soft_target_loss(logits: torch.Tensor, soft: torch.Tensor, smoothing: float)
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-class SwinClassifier(L.LightningModule):
+class RecipeLrs:
+    """The peak, warmup and min lr of a swinzoo LightningModule (`self.recipe`, `self.hparams.lr`): the recipe's,
+    which are per 512 images, scaled for the total batch (batch x devices x nodes x accumulation); `lr` given
+    replaces the scaled peak rate and the warmup and min rates keep their recipe ratios to it. Without a total
+    batch they are scaled for the batch the Trainer runs, read when the fit configures the optimizer."""
+
+    peak_lr = warmup_lr = min_lr = None
+
+    def scale_lrs(self, total_batch: int | None) -> None:
+        """Peak, warmup and min lr for `total_batch` images per optimizer step (None: later, from the Trainer,
+        unless `lr` is given, where only the recipe's ratios matter)."""
+        r, lr = self.recipe, self.hparams.lr
+        if total_batch is None and lr is None:
+            return
+        peak, warm, low = scaled_lrs(r.base_lr, r.warmup_lr, r.min_lr, total_batch or 512)
+        if lr is not None:
+            peak, warm, low = lr, lr * warm / peak, lr * low / peak
+        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+
+    def fit_lrs(self) -> tuple[float, float, float]:
+        """(peak, warmup, min) for `configure_optimizers`."""
+        if self.peak_lr is None:
+            self.scale_lrs(trainer_total_batch(self.trainer))
+        return self.peak_lr, self.warmup_lr, self.min_lr
+
+
+class SwinClassifier(RecipeLrs, L.LightningModule):
     """Fine-tunes `SwinTransformer(config)` with `recipe` (a `Recipe.to_dict()`); `total_batch` (batch x devices x
     nodes x accumulation) scales the recipe's lr, which is per 512 images; None: the batch the Trainer runs, read
     from its training loader when the fit starts. `lr` overrides the scaled peak rate (warmup and min rates keep
@@ -77,9 +103,7 @@ class SwinClassifier(L.LightningModule):
         self.model = SwinTransformer(cfg)
         if self.recipe.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        self.peak_lr = self.warmup_lr = self.min_lr = None
-        if total_batch is not None or lr is not None:  # lr alone: only the recipe's ratios matter
-            self.scale_lrs(total_batch or 512)
+        self.scale_lrs(total_batch)
         self.mixer = batch_mixer(self.recipe, cfg.num_classes)
         self.step_seed: int | None = None  # what each training step's draws are seeded from (`rng.step_seed`)
         top5 = min(5, cfg.num_classes)
@@ -135,14 +159,6 @@ class SwinClassifier(L.LightningModule):
         if recipe.finetune_recipe:
             module.model.provenance["finetune_recipe"] = recipe.finetune_recipe
         return module
-
-    def scale_lrs(self, total_batch: int) -> None:
-        """Peak, warmup and min lr for `total_batch` images per optimizer step (or `lr` given)."""
-        r, lr = self.recipe, self.hparams.lr
-        peak, warm, low = scaled_lrs(r.base_lr, r.warmup_lr, r.min_lr, total_batch)
-        if lr is not None:
-            peak, warm, low = lr, lr * warm / peak, lr * low / peak
-        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) -> (B, num_classes) logits."""
@@ -206,10 +222,7 @@ class SwinClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         steps = run_steps(self.trainer)
-        if self.peak_lr is None:
-            self.scale_lrs(trainer_total_batch(self.trainer))
-        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr), steps,
-                                   self.recipe.layer_decay)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.recipe.layer_decay)
 
 
 def finetune_weights(state_dict: dict | None, src: SwinConfig, res: int, window: int | None, recipe: Recipe,

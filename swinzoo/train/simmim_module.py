@@ -22,23 +22,31 @@ from torchmetrics import MeanMetric, SumMetric
 
 from swinzoo.config import SwinConfig
 from swinzoo.models import MaskGenerator, SimMIM
-from swinzoo.train.module import fresh_metrics, run_steps
-from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
-from swinzoo.train.recipes import recipe_from_dict
+from swinzoo.train.module import RecipeLrs, fresh_metrics, run_steps
+from swinzoo.train.optim import adamw_warmup_cosine
+from swinzoo.train.recipes import Recipe, recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
 from swinzoo.train.rng import TRAIN_MASK_STREAM, VAL_MASK_STREAM, seeded, step_seed, stream_seed
 from swinzoo.train.sampling import unpadded, validation_indices
+from swinzoo.train.simmim_start import load_weights, simmim_start
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
 
 
-class SimMIMPretrainer(L.LightningModule):
-    """Pretrains `SimMIM(config)` with the recipe's mask settings; `total_batch` (batch x devices x nodes x
-    accumulation) scales the lr; `lr` overrides the scaled peak rate (warmup and min keep their ratios to it)."""
+class SimMIMPretrainer(RecipeLrs, L.LightningModule):
+    """Pretrains `SimMIM(config)` (the encoder's config) with `recipe` (a `Recipe.to_dict()`) and its mask
+    settings; `total_batch` (batch x devices x nodes x accumulation) scales the recipe's lr, which is per 512
+    images; None: the batch the Trainer runs, read from its training loader when the fit starts. `lr` overrides
+    the scaled peak rate (warmup and min keep their ratios to it). `SimMIMPretrainer.from_pretrained` builds one
+    from a SimMIM model (continued) or a classifier's encoder.
+
+    Batches are images (B, 3, R, R); the module draws the masks. The lr schedule spans the Trainer's run;
+    clipping, accumulation and precision are Trainer settings (`trainer_kwargs(module.recipe)` gives the recipe's).
+    """
 
     METRICS = ("val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
 
-    def __init__(self, config: dict, recipe: dict, total_batch: int, lr: float | None = None) -> None:
+    def __init__(self, config: dict, recipe: dict, total_batch: int | None = None, lr: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.recipe = r = recipe_from_dict(recipe, "checkpoint recipe")
@@ -47,13 +55,33 @@ class SimMIMPretrainer(L.LightningModule):
                             mask_ratio=r.mask_ratio)
         if r.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        peak, warm, low = scaled_lrs(r.base_lr, r.warmup_lr, r.min_lr, total_batch)
-        if lr is not None:
-            peak, warm, low = lr, lr * warm / peak, lr * low / peak
-        self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
+        self.scale_lrs(total_batch)
         self.val_loss = MeanMetric()  # weighted by images: every image has the same number of masked pixels
         self.val_n = SumMetric()
         self.shown: tuple[torch.Tensor, ...] | None = None  # the first validation batch, for the picture
+
+    @classmethod
+    def from_pretrained(cls, source, *, res: int | None = None, window: int | None = None,
+                        recipe: str | dict | Recipe | None = None, total_batch: int | None = None,
+                        lr: float | None = None, trust_checkpoint: bool = False) -> SimMIMPretrainer:
+        """A SimMIMPretrainer starting where `swinzoo pretrain --from source` starts: a SimMIM model (e.g.
+        `swin_n_64.simmim`, a `swinzoo pretrain` output, an official pretraining .pth) continues with its encoder,
+        mask token and decoder; a classifier (a zoo name, file, run folder or `hf-hub:ORG/NAME`) gives its encoder,
+        head dropped, and the mask token and decoder start fresh (from the global RNG: seed it first). The encoder
+        is moved to `res` / `window` as `create_model(..., pretrained=True, img_size=...)` moves weights.
+
+        `recipe`: a recipe name, YAML path, `Recipe` or mapping (a mapping of some keys, e.g. `{"mask_ratio":
+        0.5}`, is set over the default); default `simmim_pretrain` with, from a SimMIM model, the mask settings its
+        run recorded. `total_batch`, `lr`: as in the constructor.
+
+        Returns the module; `module.model` is the `SimMIM` ((B, 3, R, R) images, (B, R/4, R/4) mask -> (loss,
+        reconstruction)), its `.provenance` what a `swinzoo pretrain` output records but the data
+        (`swinzoo.save_model(module.model, path)` writes it; `swinzoo.load_simmim(path)` reads it back)."""
+        start = simmim_start(source, res=res, window=window, recipe=recipe, trust_checkpoint=trust_checkpoint)
+        module = cls(start.config.to_dict(), start.recipe.to_dict(), total_batch, lr)
+        load_weights(module.model, start.state_dict)
+        module.model.provenance = start.provenance
+        return module
 
     def masks(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         """One official random mask per image, (B, H/p, W/p) int64 on the images' device, drawn from `seed`."""
@@ -114,5 +142,5 @@ class SimMIMPretrainer(L.LightningModule):
 
     def configure_optimizers(self):
         # the official get_pretrain_param_groups: decay / no decay only (layer_decay 1 puts every layer in one)
-        return adamw_warmup_cosine(self.model, self.recipe, (self.peak_lr, self.warmup_lr, self.min_lr),
-                                   run_steps(self.trainer), 1.0)
+        steps = run_steps(self.trainer)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, 1.0)
