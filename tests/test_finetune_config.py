@@ -5,6 +5,7 @@ weights kept; the recipe chosen from source and target; progress lines when pipe
 import csv
 import importlib.util
 import json
+import logging
 
 import pytest
 import torch
@@ -169,7 +170,8 @@ def test_recipe_follows_source_and_target():
     assert PLAIN_RECIPE in packaged_recipes()
 
 
-def test_defaults_piped_progress_and_quiet_output(tiny, tmp_path, capsys):  # noqa: F811
+def test_defaults_piped_progress_and_quiet_output(tiny, tmp_path, capsys, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO)  # what Lightning logs reaches the terminal at INFO (its own handler)
     data = image_folder(tmp_path / "data")
     out = tmp_path / "run"
     code, stdout, err = run_cli(["finetune", "--from", str(tiny), "--data", str(data), "--max-steps", "2", *FAST,
@@ -182,6 +184,7 @@ def test_defaults_piped_progress_and_quiet_output(tiny, tmp_path, capsys):  # no
     assert "training from step 0 to 2" in stdout and "step 2/2" in stdout and "validation at step 2" in stdout
     for noise in ("Tip:", "GPU available", "LeafSpec", "exists and is not empty", "LOCAL_RANK"):
         assert noise not in stdout + err, noise
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("lightning")] == []
 
 
 def test_recipes_command_lists_every_recipe(capsys):

@@ -140,11 +140,11 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer, in_validation: bool = False, at_epoch_end: bool = False) -> None:
         if (self.saved_step != trainer.global_step or self.validated) and not trainer.sanity_checking:
-            # the whole training state (optimizer, loops: Lightning's default), on every rank: the strategy writes
-            # it once
+            # the whole training state (optimizer, loops), on every rank: the strategy writes it once. A save, not
+            # a load; said explicitly, else Lightning logs that it defaulted (on every rank)
             self.in_validation, self.at_epoch_end = in_validation, at_epoch_end
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)
             finally:
                 self.in_validation = self.at_epoch_end = False
             self.saved_step, self.validated = trainer.global_step, False
