@@ -17,6 +17,7 @@ model's preprocessing from `swinzoo.preprocess`, the one every export writes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +30,7 @@ from torchvision.transforms import v2
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess, create_transform, to_rgb
+from swinzoo.train.file_list import FileList
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
 from swinzoo.train.image_check import check_images
@@ -79,7 +81,9 @@ class TransformedDataset(SeededSamples):
 
 
 class ImageFolderSplit(Dataset):
-    """One split (`root/train` or `root/val`) of a class-per-folder image tree, checked up front."""
+    """One split (`root/train` or `root/val`) of a class-per-folder image tree, checked up front. `files` and
+    `labels` (an int64 array) hold the images (no Python object per image: `file_list`); `samples` reads them
+    as torchvision's ImageFolder has them, (path, label) pairs."""
 
     def __init__(self, root: Path, classes: list[str] | None = None, check: bool = True) -> None:
         if not root.is_dir():
@@ -91,27 +95,46 @@ class ImageFolderSplit(Dataset):
         if classes is not None and found != classes:
             raise SwinzooError(f"{root} has classes {found} but the train split has {classes}; use the same folders")
         self.classes = found
-        self.samples: list[tuple[Path, int]] = []
-        for label, name in enumerate(found):
+        self.files, counts = FileList(), []
+        for name in found:
             # sub-folders too, as torchvision's ImageFolder reads them
-            files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not files:
+            counts.append(self.files.add_tree(root / name, IMAGE_SUFFIXES))
+            if not counts[-1]:
                 raise SwinzooError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}); "
                                    "add images or remove the folder")
-            self.samples += [(path, label) for path in files]
+        self.labels = np.repeat(np.arange(len(found), dtype=np.int64), counts)
         if check:  # else the caller checks them, e.g. with the other split's, to count every bad image at once
-            check_images([path for path, _ in self.samples], str(root))
+            check_images(self.files, str(root))
+
+    @property
+    def samples(self) -> Sequence[tuple[Path, int]]:
+        return Pairs(self.files, self.labels)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
     def __getitem__(self, index: int):
-        path, label = self.samples[index]
+        path, label = self.files[index], int(self.labels[index])
         try:
             with Image.open(path) as im:
                 return to_rgb(im, str(path)), label
         except (OSError, UnidentifiedImageError) as e:
             raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
+
+
+class Pairs(Sequence):
+    """(file, label) of each image of a split, made as they are read."""
+
+    def __init__(self, files: FileList, labels: np.ndarray) -> None:
+        self.files, self.labels = files, labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.files[index], int(self.labels[index])
 
 
 def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None,
@@ -156,7 +179,7 @@ def split_labels(base: Dataset) -> np.ndarray:
     if isinstance(base, ShapesDataset):
         return np.arange(len(base)) % len(base.classes)
     if isinstance(base, ImageFolderSplit):
-        return np.array([label for _, label in base.samples], dtype=np.int64)
+        return base.labels.copy()
     labels = np.asarray(base.ds.with_format("numpy", columns=[base.label_key])[base.label_key], dtype=np.int64)
     return labels if base.rows is None else labels[base.rows]
 
@@ -235,8 +258,7 @@ class SwinDataModule(L.LightningDataModule):
                 self.val_base = open_split(self.data, "val", self.res, self.train_base.classes, size=self.val_size,
                                            check=False)
                 if isinstance(self.train_base, ImageFolderSplit):  # both splits' images in one pass, one error
-                    check_images([p for base in (self.train_base, self.val_base) for p, _ in base.samples],
-                                 self.data)
+                    check_images(self.train_base.files + self.val_base.files, self.data)
             check_classes(self.data, self.train_base)
             fraction = opts.train_fraction
             if fraction is not None and fraction < 1:

@@ -35,6 +35,7 @@ from swinzoo.train.data import (
     check_no_hf_options,
     default_workers,
 )
+from swinzoo.train.file_list import FileList, files_under
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
 from swinzoo.train.recipes import Recipe
@@ -64,7 +65,7 @@ def view_transform(res: int) -> v2.Compose:
 class ImageFiles(Dataset):
     """A list of image files; item = the RGB image (no label)."""
 
-    def __init__(self, files: list[Path], description: str) -> None:
+    def __init__(self, files: FileList, description: str) -> None:
         self.files, self.description = files, description
 
     def __len__(self) -> int:
@@ -106,10 +107,9 @@ class Transformed(SeededSamples):
         return self.transform(self.base[index])
 
 
-def images_under(folder: Path) -> list[Path]:
+def images_under(folder: Path) -> FileList:
     """Every image file below `folder` at any depth, hidden files and folders skipped, in a fixed order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return files_under(folder, IMAGE_SUFFIXES, skip_hidden=True)
 
 
 def open_folder(root: Path) -> tuple[ImageFiles, ImageFiles]:
@@ -122,8 +122,8 @@ def open_folder(root: Path) -> tuple[ImageFiles, ImageFiles]:
         train = images_under(root / "train")
         if not train:
             raise SwinzooError(f"{root / 'train'} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some")
-        if (root / "val").is_dir() and images_under(root / "val"):
-            val = images_under(root / "val")
+        val = images_under(root / "val") if (root / "val").is_dir() else FileList()
+        if val:
             split = (ImageFiles(train, f"train: {root / 'train'} ({len(train)} images)"),
                      ImageFiles(val, f"validation: {root / 'val'} ({len(val)} images)"))
         else:
@@ -134,18 +134,18 @@ def open_folder(root: Path) -> tuple[ImageFiles, ImageFiles]:
             raise SwinzooError(f"--data {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of "
                                "images, or one with train/ and val/")
         split = carved(files, root)
-    check_images([*split[0].files, *split[1].files], str(root))
+    check_images(split[0].files + split[1].files, str(root))
     return split
 
 
-def carved(files: list[Path], where: Path) -> tuple[ImageFiles, ImageFiles]:
+def carved(files: FileList, where: Path) -> tuple[ImageFiles, ImageFiles]:
     if len(files) < 2:
         raise SwinzooError(f"{where} holds {len(files)} image; pretraining needs at least 2 (one is held out for "
                            "validation)")
     n_val = min(CARVE_MAX, max(1, round(CARVE_FRACTION * len(files))))
     kept, held = carve(np.zeros(len(files), dtype=np.int64), n_val / len(files), CARVE_SEED)
-    return (ImageFiles([files[i] for i in kept], f"train: {where} less the validation images ({len(kept)} images)"),
-            ImageFiles([files[i] for i in held], f"validation: {len(held)} images of {where} held out (seed "
+    return (ImageFiles(files.take(kept), f"train: {where} less the validation images ({len(kept)} images)"),
+            ImageFiles(files.take(held), f"validation: {len(held)} images of {where} held out (seed "
                        f"{CARVE_SEED}, the same every run)"))
 
 

@@ -1,0 +1,114 @@
+"""What grows with the data: listing an image folder (reads, stats, objects held per image), checks repeated per
+process. Counted, not timed; the folders are small and their files empty where only listing is involved."""
+
+import gc
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from swinzoo.train import data, simmim_data
+from swinzoo.train.data import IMAGE_SUFFIXES, ImageFolderSplit
+
+
+def empty_files(folder: Path, names) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+
+
+def awkward_tree(root: Path, per_class: int = 40) -> None:
+    """Two classes of `per_class` flat files, plus what the order and the filter must get right: a sub-folder whose
+    name sorts against a file's ("a" / "a-b.png" / "a.png"), upper-case and non-image suffixes, a hidden file, a
+    name that is only a suffix, symlinks to a file, to a folder (not followed, as pathlib's rglob) and to nothing."""
+    for label in ("cat", "dog"):
+        empty_files(root / label, [f"{i:03d}.jpg" for i in range(per_class)])
+    empty_files(root / "dog", ["a-b.png", "a.png", "a/z.png", "a/b/c.JPEG", "B.PNG", "notes.txt", ".hidden.png",
+                               ".png", "x.png.", "sub.webp/inner.bmp"])
+    (root / "dog" / "link.png").symlink_to(root / "cat" / "000.jpg")
+    (root / "dog" / "linked_dir").symlink_to(root / "cat", target_is_directory=True)
+    (root / "dog" / "broken.png").symlink_to(root / "nowhere.png")
+
+
+def pathlib_listing(folder: Path) -> list[Path]:
+    """The files a class folder holds, as pathlib lists them: the reference order and filter."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def counting_os(monkeypatch, name: str) -> Counter:
+    """Count calls of os.NAME by their first argument (a path)."""
+    calls, real = Counter(), getattr(os, name)
+
+    def wrapper(path, *args, **kwargs):
+        calls[os.fspath(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
+def test_a_split_lists_each_folder_once_without_a_stat_per_file(tmp_path, monkeypatch):
+    """ImageNet's train split is 1.28M files in 1000 folders: a stat() per file (a round trip each on a network file
+    system) or a second read of each folder is most of the listing's time. The order and the files kept are
+    pathlib's (sorted paths), so a run's sample indices do not change."""
+    awkward_tree(tmp_path / "train")
+    expected = [(p, label) for label, c in enumerate(("cat", "dog")) for p in pathlib_listing(tmp_path / "train" / c)]
+    stats, scans = counting_os(monkeypatch, "stat"), counting_os(monkeypatch, "scandir")
+    split = ImageFolderSplit(tmp_path / "train", check=False)
+    assert [(Path(p), label) for p, label in split.samples] == expected
+    assert len(split) == len(expected) and split.classes == ["cat", "dog"]
+    assert split.samples[len(expected) - 1] == expected[-1]
+    assert sum(stats.values()) < 10, stats.most_common(3)  # the class folders and the symlinks, not each file
+    assert max(scans.values()) == 1, scans.most_common(3)
+
+
+def test_a_split_holds_no_python_objects_per_image(tmp_path):
+    """A path object and a tuple per image is ~450 bytes (560 MB for ImageNet's train split, in every DDP rank),
+    and a DataLoader worker reading the samples touches their reference counts, so each worker (fork) copies the
+    pages they are on. The list is a few arrays whatever its length."""
+    empty_files(tmp_path / "warm" / "a", ["0.png"])
+    ImageFolderSplit(tmp_path / "warm", check=False)  # first-call imports and caches out of the count
+    for label in range(4):
+        empty_files(tmp_path / "train" / f"c{label}", [f"{i}.png" for i in range(100)])
+    gc.collect()
+    before = len(gc.get_objects())
+    split = ImageFolderSplit(tmp_path / "train", check=False)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
+    assert len(split) == 400
+
+
+def test_pretraining_data_lists_each_folder_once(tmp_path, monkeypatch):
+    """`swinzoo pretrain --data DIR` with train/ and val/: val/ was listed twice (once to see that it holds
+    images, once to read them)."""
+    empty_files(tmp_path / "train" / "a", [f"{i}.png" for i in range(6)])
+    empty_files(tmp_path / "val", ["x/0.png", "x/1.jpg", ".skip/2.png"])
+    monkeypatch.setattr(simmim_data, "check_images", lambda *a, **k: None)  # empty files: listing only
+    scans = counting_os(monkeypatch, "scandir")
+    train, val = simmim_data.open_folder(tmp_path)
+    assert [Path(p) for p in val.files] == [tmp_path / "val" / "x" / "0.png", tmp_path / "val" / "x" / "1.jpg"]
+    assert len(train) == 6 and max(scans.values()) == 1, scans.most_common(3)
+
+
+@pytest.mark.parametrize("skip_hidden", [False, True])
+def test_listing_order_matches_pathlib_in_a_deep_tree(tmp_path, skip_hidden):
+    """Folders and files interleaved at several depths, names that sort differently as whole paths than as parts
+    ("a/..." against "a-b", "a.b"): the order of sorted pathlib paths, hidden parts skipped where asked."""
+    names = ["a-b.png", "a.b.png", "a/0.png", "a/a/0.png", "a/a-b/0.png", "a0.png", "A.png", ".h/0.png", "a/.x.png",
+             "z/y/x/w.png", "é.png"]
+    empty_files(tmp_path / "d", names)
+    got = [Path(p) for p in simmim_data.images_under(tmp_path / "d")] if skip_hidden else \
+        [p for p, _ in ImageFolderSplit(tmp_path, check=False).samples]
+    want = pathlib_listing(tmp_path / "d")
+    if skip_hidden:
+        want = [p for p in want if not any(part.startswith(".") for part in p.relative_to(tmp_path / "d").parts)]
+    assert got == want
+
+
+def test_split_labels_come_without_reading_the_samples(tmp_path):
+    empty_files(tmp_path / "train" / "a", ["0.png", "1.png"])
+    empty_files(tmp_path / "train" / "b", ["0.png"])
+    split = ImageFolderSplit(tmp_path / "train", check=False)
+    assert data.split_labels(split).tolist() == [0, 0, 1]
