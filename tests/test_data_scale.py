@@ -112,3 +112,46 @@ def test_split_labels_come_without_reading_the_samples(tmp_path):
     empty_files(tmp_path / "train" / "b", ["0.png"])
     split = ImageFolderSplit(tmp_path / "train", check=False)
     assert data.split_labels(split).tolist() == [0, 0, 1]
+
+
+@pytest.fixture
+def environ():
+    """os.environ as it was, after the test (the code under test writes to it, as a launcher's parent does)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_ddp_processes_that_rank_zero_started_do_not_decode_the_images_again(tmp_path, monkeypatch, environ):
+    """Lightning's DDP launcher runs the command again in each other process once rank zero has planned the run,
+    every image decoded: on ImageNet that is about a minute of 16 cores, so 8 GPUs would spend 7 more minutes
+    decoding what rank zero checked. Rank zero checks each time; a rank no rank zero started (torchrun) checks."""
+    from lightning.pytorch.utilities import rank_zero_only
+    from PIL import Image
+
+    from swinzoo.train import image_check
+    from swinzoo.train.data import SwinDataModule
+
+    for split, n in (("train", 3), ("val", 1)):
+        for colour in ("red", "blue"):
+            (tmp_path / split / colour).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8 + i), colour).save(tmp_path / split / colour / f"{i}.png")
+    decoded, real = [], image_check.image_problem
+    monkeypatch.setattr(image_check, "image_problem", lambda p: (decoded.append(p), real(p))[1])
+    launcher_env = dict(os.environ)
+
+    def check(rank: int) -> int:
+        monkeypatch.setattr(rank_zero_only, "rank", rank)
+        decoded.clear()
+        assert SwinDataModule(str(tmp_path), 64, 2, num_workers=0).check() == ["blue", "red"]
+        return len(decoded)
+
+    assert check(0) == 8
+    assert check(1) == 0  # started by rank zero: inherits its environment
+    assert check(0) == 8  # rank zero (a library user's second run) checks again
+    os.environ.clear()
+    os.environ.update(launcher_env)
+    assert check(1) == 8  # torchrun: every rank starts at once
+

@@ -4,6 +4,7 @@ Hugging Face dataset (`swinzoo.train.hf_data`) share the decode (`image_problem`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -18,6 +19,9 @@ from swinzoo.preprocess import pixel_problem
 
 CHECK_CHUNK = 64  # images per thread-pool task
 PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
+# the checks global rank zero passed, for the DDP processes it starts: Lightning's launcher runs the command again in
+# each of them, which would decode every image again, N-1 more times on the same CPUs (`checked_by_rank_zero`)
+CHECKED_ENV = "SWINZOO_IMAGES_CHECKED"
 
 
 def image_problem(source: Path | bytes) -> str | None:
@@ -51,7 +55,17 @@ def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", c
     """The problems `problems_in(start, stop)` finds in items start..stop-1 of `count`, for every chunk of
     CHECK_CHUNK items, concatenated in item order: chunks run in a thread pool, with a transient progress bar on a
     terminal's stderr from PROGRESS_FROM items. `problems_in` reads its own items, so only the chunks in flight are
-    held in memory."""
+    held in memory. A DDP process that global rank zero started after it passed the same scan reads nothing."""
+    key = hashlib.sha256(f"{os.getcwd()}\0{where}\0{count}".encode()).hexdigest()[:16]
+    if checked_by_rank_zero(key):
+        return []
+    found = _scan(count, problems_in, where, console)
+    if not found:
+        record_checked(key)
+    return found
+
+
+def _scan(count: int, problems_in: Callable[[int, int], list], where: str, console) -> list:
     bounds = [(i, min(i + CHECK_CHUNK, count)) for i in range(0, count, CHECK_CHUNK)]
     if len(bounds) <= 1:
         return [p for a, b in bounds for p in problems_in(a, b)]
@@ -73,6 +87,23 @@ def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", c
     finally:  # Ctrl+C: drop the chunks not started instead of decoding them all first
         pool.shutdown(wait=True, cancel_futures=True)
     return found
+
+
+def checked_by_rank_zero(key: str) -> bool:
+    """Whether this is a DDP process that global rank zero started after passing check `key` (it re-runs the
+    command). Rank zero itself always checks (a library user may run twice, the files changed in between); so does
+    every rank under a launcher that starts them all at once (torchrun, SLURM): none inherits a record."""
+    from swinzoo.train.folder import is_rank_zero
+
+    return not is_rank_zero() and key in os.environ.get(CHECKED_ENV, "").split()
+
+
+def record_checked(key: str) -> None:
+    from swinzoo.train.folder import is_rank_zero
+
+    done = os.environ.get(CHECKED_ENV, "").split()
+    if is_rank_zero() and key not in done:
+        os.environ[CHECKED_ENV] = " ".join([*done, key])  # inherited by the processes Lightning's launcher starts
 
 
 def more_unreadable(names: list[str]) -> str:
