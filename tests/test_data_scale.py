@@ -155,3 +155,35 @@ def test_ddp_processes_that_rank_zero_started_do_not_decode_the_images_again(tmp
     os.environ.update(launcher_env)
     assert check(1) == 8  # torchrun: every rank starts at once
 
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # torch counts this machine's CPUs, not 16
+@pytest.mark.parametrize("module", ["finetune", "pretrain"])
+def test_default_loader_workers_share_the_cpus_among_the_nodes_devices(tmp_path, monkeypatch, module):
+    """--num-workers is per device (per DDP process): "half the CPUs" each, 8 GPUs on a 16-core node would run 64
+    loader processes (and 64 more for validation). The default shares half the node's CPUs among its devices."""
+    import lightning as L
+    from PIL import Image
+
+    from swinzoo.train.data import SwinDataModule
+    from swinzoo.train.simmim_data import SimMIMDataModule
+
+    for split in ("train", "val"):
+        for colour in ("red", "blue"):
+            (tmp_path / split / colour).mkdir(parents=True)
+            Image.new("RGB", (8, 8), colour).save(tmp_path / split / colour / "0.png")
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    make = SwinDataModule if module == "finetune" else SimMIMDataModule
+    workers = {}
+    for devices in (1, 4):
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                            logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        dm = make(str(tmp_path), 64, 2, num_workers=None)
+        dm.trainer = trainer
+        dm.check()
+        loaders = (dm.train_dataloader(), dm.val_dataloader())
+        workers[devices] = [loader.num_workers for loader in loaders]
+        dm = make(str(tmp_path), 64, 2, num_workers=3)
+        dm.trainer = trainer
+        dm.check()
+        assert dm.train_dataloader().num_workers == dm.val_dataloader().num_workers == 3
+    assert workers == {1: [8, 8], 4: [2, 2]}

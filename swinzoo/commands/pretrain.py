@@ -95,7 +95,7 @@ def build_parser(with_trainer: bool = True):
     data.add_argument("--seed", type=int | None, help="random seed: weights, data order and masks (default: the "
                       "recipe's)")
     data.add_argument("--num-workers", dest="num_workers", type=int | None,
-                      help="data loader workers per device (default: half the CPUs)")
+                      help="data loader workers per device (default: half the CPUs shared by the devices, at most 8)")
     add_hardware_arguments(p)
     output = p.add_argument_group("output")
     output.add_argument("--out", type=str | None, help="output folder (default: runs/SRC-simmim-RES)")

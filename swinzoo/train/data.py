@@ -219,8 +219,18 @@ def as_recipe(recipe: Recipe | str | dict | None) -> Recipe:
     return Recipe() if recipe is None else load_recipe(recipe)
 
 
-def default_workers() -> int:
-    return min(8, max(0, (os.cpu_count() or 1) // 2))
+def default_workers(processes: int = 1) -> int:
+    """Loader workers of each of `processes` training processes on this node (one per device): half the CPUs,
+    shared among them, at most 8 each; at least 1 where there are 2 CPUs."""
+    half = (os.cpu_count() or 1) // 2
+    return min(8, max(1, half // max(1, processes))) if half else 0
+
+
+def loader_workers(num_workers: int | None, trainer) -> int:
+    """A data module's --num-workers, or (None) the default for the processes its Trainer runs on each node."""
+    if num_workers is not None:
+        return num_workers
+    return default_workers(trainer.num_devices if trainer is not None else 1)
 
 
 class SwinDataModule(L.LightningDataModule):
@@ -237,7 +247,7 @@ class SwinDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.res, self.batch_size = data, res, batch_size
         self.recipe = as_recipe(recipe)
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.num_workers = num_workers  # None: `default_workers`, once the Trainer says how many devices
         self.train_size, self.val_size = train_size, val_size
         self.data_options, self.console = data_options or DataOptions(), console
         self.train_base = self.val_base = self.description = None
@@ -282,13 +292,15 @@ class SwinDataModule(L.LightningDataModule):
         r = self.recipe
         stats = Preprocess.of(self.config) if self.config is not None else Preprocess()
         tf = train_transform(self.res, r.crop_scale, r.rand_augment, r.random_erasing, r.hflip, stats.mean, stats.std)
-        return ResumableLoader(TransformedDataset(self.train_base, tf), self.batch_size, self.num_workers,
-                               r.seed, self.trainer, pin_memory=torch.cuda.is_available())
+        return ResumableLoader(TransformedDataset(self.train_base, tf), self.batch_size,
+                               loader_workers(self.num_workers, self.trainer), r.seed, self.trainer,
+                               pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
+        workers = loader_workers(self.num_workers, self.trainer)
         if self.config is not None:  # its preprocessing has the recipe's test_crop already
-            return eval_loader(self.val_base, self.config, self.batch_size, self.num_workers, None)
-        return eval_loader(self.val_base, self.res, self.batch_size, self.num_workers, self.recipe.test_crop)
+            return eval_loader(self.val_base, self.config, self.batch_size, workers, None)
+        return eval_loader(self.val_base, self.res, self.batch_size, workers, self.recipe.test_crop)
 
 
 def eval_loader(base: Dataset, res: int | SwinConfig, batch_size: int, num_workers: int,

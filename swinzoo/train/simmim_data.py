@@ -33,7 +33,7 @@ from swinzoo.train.data import (
     as_recipe,
     check_images,
     check_no_hf_options,
-    default_workers,
+    loader_workers,
 )
 from swinzoo.train.file_list import FileList, files_under
 from swinzoo.train.folder import is_rank_zero
@@ -170,7 +170,7 @@ class SimMIMDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.res, self.batch_size = data, res, batch_size
         self.recipe = as_recipe(recipe)
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.num_workers = num_workers  # None: `default_workers`, once the Trainer says how many devices
         self.data_options, self.console = data_options, console
         self.train_base = self.val_base = None
 
@@ -193,10 +193,12 @@ class SimMIMDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         tf = pretrain_transform(self.res, self.recipe.crop_scale, self.recipe.hflip)
-        return ResumableLoader(Transformed(self.train_base, tf), self.batch_size, self.num_workers,
-                               self.recipe.seed, self.trainer, pin_memory=torch.cuda.is_available())
+        return ResumableLoader(Transformed(self.train_base, tf), self.batch_size,
+                               loader_workers(self.num_workers, self.trainer), self.recipe.seed, self.trainer,
+                               pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         # in order: batch 0 is the same images every validation, for the reconstruction grid
+        workers = loader_workers(self.num_workers, self.trainer)
         return DataLoader(Transformed(self.val_base, view_transform(self.res)), batch_size=self.batch_size,
-                          shuffle=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          shuffle=False, num_workers=workers, persistent_workers=workers > 0)
