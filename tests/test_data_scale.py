@@ -187,3 +187,32 @@ def test_default_loader_workers_share_the_cpus_among_the_nodes_devices(tmp_path,
         dm.check()
         assert dm.train_dataloader().num_workers == dm.val_dataloader().num_workers == 3
     assert workers == {1: [8, 8], 4: [2, 2]}
+
+
+def test_the_training_process_draws_no_seed_per_image(monkeypatch):
+    """Each image's augmentation seed (`rng.stream_seed`, ~15 us) is drawn where the image is loaded, in a loader
+    worker, not by the sampler in the training process, which feeds the device between steps: 1.28M per ImageNet
+    epoch. The image is the one drawn from that seed."""
+    import torch
+
+    from swinzoo.train import rng, sampling
+
+    class Noise(rng.SeededSamples):
+        def __len__(self) -> int:
+            return 10
+
+        def sample(self, index: int):
+            return index, torch.rand(2)
+
+    drawn = []
+    for owner in (rng, sampling):
+        real = rng.stream_seed
+        monkeypatch.setattr(owner, "stream_seed", lambda *e, real=real: (drawn.append(e), real(*e))[1], raising=False)
+    order = sampling.EpochOrder(Noise(), 1, 0, seed=7)
+    order.set_epoch(3)
+    keys = list(order)
+    assert len(keys) == 10 and not drawn
+    for key in keys[:3]:
+        index, noise = Noise()[key]
+        with rng.seeded(rng.stream_seed(7, rng.AUGMENT_STREAM, 3, index)):
+            assert torch.equal(noise, torch.rand(2))

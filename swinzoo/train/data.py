@@ -66,7 +66,7 @@ def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None =
 
 
 class TransformedDataset(SeededSamples):
-    """(sample, label) pairs of `base` with `transform` applied to the sample; a key (index, seed) seeds the
+    """(sample, label) pairs of `base` with `transform` applied to the sample; a key (index, seed, epoch) seeds the
     transform's random draws (`rng.SeededSamples`)."""
 
     def __init__(self, base: Dataset, transform) -> None:

@@ -6,7 +6,7 @@ and the loader prefetches a batch past each checkpoint; worker processes restart
 the global streams (crops, flips, RandAugment, erasing, MixUp/CutMix, drop path, dropout) differ after a resume,
 and with the worker count. Here instead:
 - each training image's augmentation is drawn from (run seed, epoch, image), in whichever process loads it:
-  `sampling.EpochOrder` gives the keys (index, seed) to the `SeededSamples` datasets;
+  `sampling.EpochOrder` gives the keys (index, seed, epoch) to the `SeededSamples` datasets;
 - each training step's draws (MixUp/CutMix, drop path, dropout) from (seed, rank, global step, micro-batch):
   `seeded(step_seed(...))` around the forward pass.
 The global RNGs are left as they were, so other code that draws from them sees no change.
@@ -50,9 +50,9 @@ def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> i
 
 
 class SeededSamples(Dataset):
-    """A dataset that can be read by keys (index, seed): the sample is made with the global RNG seeded by `seed`,
-    so its random augmentation does not depend on the process or what it loaded before. Plain indices read it as
-    any dataset. Subclasses define `sample(index)`."""
+    """A dataset that can be read by keys (index, run seed, epoch): the sample is made with the global RNG seeded
+    by (run seed, AUGMENT_STREAM, epoch, index), so its random augmentation does not depend on the process or what
+    it loaded before. Plain indices read it as any dataset. Subclasses define `sample(index)`."""
 
     def sample(self, index: int):
         raise NotImplementedError
@@ -60,6 +60,7 @@ class SeededSamples(Dataset):
     def __getitem__(self, key):
         if not isinstance(key, tuple):
             return self.sample(key)
-        index, seed = key
-        with seeded(seed):
+        index, seed, epoch = key
+        # drawn here, in the loader's worker: the sampler runs in the training process, between steps
+        with seeded(stream_seed(seed, AUGMENT_STREAM, epoch, index)):
             return self.sample(index)

@@ -10,8 +10,8 @@ all. DataLoader's default RandomSampler draws each epoch's order from the global
 restore; DistributedSampler draws it from seed + epoch, on one process as on many (it is what Lightning puts in
 under DDP, with the same seed).
 
-Each sample comes with the seed of its augmentation, drawn from (seed, epoch, image) (`rng.SeededSamples`), so a
-resumed run, or one with another worker count, makes the same batches bit for bit.
+Each sample's augmentation is seeded from (seed, epoch, image) (`rng.SeededSamples`), so a resumed run, or one with
+another worker count, makes the same batches bit for bit.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from swinzoo.train.rng import AUGMENT_STREAM, SeededSamples, stream_seed
+from swinzoo.train.rng import SeededSamples
 
 
 class EpochOrder(DistributedSampler):
-    """This rank's share of a shuffle drawn from seed + epoch; for a `SeededSamples` dataset as keys (index, seed
-    of the sample's augmentation). After a resume (`ResumableLoader.load_state_dict`) the next pass is epoch
-    `resume_at`, `skip` samples in; `offset` then maps the epochs Lightning sets onto the run's."""
+    """This rank's share of a shuffle drawn from seed + epoch; for a `SeededSamples` dataset as keys (index, seed,
+    epoch), from which the dataset draws the sample's augmentation. After a resume
+    (`ResumableLoader.load_state_dict`) the next pass is epoch `resume_at`, `skip` samples in; `offset` then maps
+    the epochs Lightning sets onto the run's."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
@@ -47,7 +48,7 @@ class EpochOrder(DistributedSampler):
         if not isinstance(self.dataset, SeededSamples):
             return iter(order[skip:])
         seed, epoch = self.seed, self.epoch  # as they are now: the keys are made as the loader asks for them
-        return ((i, stream_seed(seed, AUGMENT_STREAM, epoch, i)) for i in order[skip:])
+        return ((i, seed, epoch) for i in order[skip:])
 
 
 class ResumableLoader(DataLoader):

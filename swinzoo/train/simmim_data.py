@@ -95,7 +95,7 @@ class Unlabelled(Dataset):
 
 
 class Transformed(SeededSamples):
-    """`base`'s images with `transform` applied; a key (index, seed) seeds its random draws."""
+    """`base`'s images with `transform` applied; a key (index, seed, epoch) seeds its random draws."""
 
     def __init__(self, base: Dataset, transform) -> None:
         self.base, self.transform = base, transform
