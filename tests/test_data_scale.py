@@ -216,3 +216,15 @@ def test_the_training_process_draws_no_seed_per_image(monkeypatch):
         index, noise = Noise()[key]
         with rng.seeded(rng.stream_seed(7, rng.AUGMENT_STREAM, 3, index)):
             assert torch.equal(noise, torch.rand(2))
+
+
+def test_a_file_list_reads_back_what_it_holds(tmp_path):
+    from swinzoo.train.file_list import FileList
+
+    paths = [tmp_path / "a.png", Path("rel/é.jpg"), Path(os.fsdecode(b"/x/\xff.png")), tmp_path / "b c.png"]
+    files = FileList(paths)
+    assert list(files) == paths and files[-1] == paths[-1] and files[1:3] == paths[1:3]
+    assert list(files.take([3, 0])) == [paths[3], paths[0]]
+    assert list(files + files.take([2])) == [*paths, paths[2]] and list(FileList() + files) == paths
+    with pytest.raises(IndexError):
+        files[4]

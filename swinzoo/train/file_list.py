@@ -55,7 +55,12 @@ class FileList(Sequence):
 
     def take(self, indices: Iterable[int]) -> FileList:
         """The files at `indices`, in that order."""
-        return FileList(os.fspath(self[int(i)]) for i in indices)
+        taken = FileList()
+        for i in indices:
+            i = int(i)
+            taken._blob += self._blob[self._ends[i - 1] if i else 0 : self._ends[i]]
+            taken._ends.append(len(taken._blob))
+        return taken
 
     def add_tree(self, folder: Path, suffixes: Iterable[str], skip_hidden: bool = False) -> int:
         """Append every file below `folder` whose suffix (lower-cased) is one of `suffixes`, symlinks to files
@@ -107,4 +112,3 @@ def files_under(folder: Path, suffixes: Iterable[str], skip_hidden: bool = False
     files = FileList()
     files.add_tree(folder, suffixes, skip_hidden)
     return files
-
