@@ -17,7 +17,6 @@ import re
 import time
 from pathlib import Path
 
-import lightning as L
 import yaml
 from rich.console import Console
 
@@ -33,7 +32,6 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN
-from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
@@ -57,11 +55,11 @@ from swinzoo.train.recipes import (
     recipe_from_dict,
     warmup_note,
 )
-from swinzoo.train.resume import ResumeStart, check_total_batch, resume_plan
+from swinzoo.train.resume import resume_plan
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.simmim_start import load_weights, simmim_start
-from swinzoo.train.trainer import build_trainer, interruptible, third_party_quiet, validate_after_fit
+from swinzoo.train.trainer import interruptible, start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 
 
@@ -106,18 +104,9 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
             raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, a model file, or a SimMIM "
                                "checkpoint)")
         plan, state_dict, dm, config_text = plan_run(args, console)
-        recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
-    L.seed_everything(recipe.seed, verbose=False)  # the fresh mask token and decoder, and the data order
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
-                            metrics=SimMIMPretrainer.METRICS)
-    accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
-    total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
-    if ckpt is not None:  # --devices auto may see another device count than the run had
-        check_total_batch(point, total_batch, Path(plan.out))
-    if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
-        trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
-    else:  # what the Trainer resolved, in run.json and the model's provenance (a resume records its own)
-        plan.provenance["environment"] = run_environment(trainer)
+        recipe, ckpt, point, step = recipe_from_dict(plan.recipe, "recipe"), None, None, None
+    trainer, total_batch = start_trainer(plan, recipe, args, console, point,
+                                         metrics=SimMIMPretrainer.METRICS)
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)

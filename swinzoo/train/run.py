@@ -16,7 +16,6 @@ import os
 import re
 from pathlib import Path
 
-import lightning as L
 import yaml
 from rich.console import Console
 
@@ -28,7 +27,6 @@ from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule
-from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
@@ -53,8 +51,8 @@ from swinzoo.train.recipes import (
     split_recipe,
     warmup_note,
 )
-from swinzoo.train.resume import ResumeStart, check_total_batch, resume_plan
-from swinzoo.train.trainer import build_trainer, interruptible, keep_weights, third_party_quiet, validate_after_fit
+from swinzoo.train.resume import resume_plan
+from swinzoo.train.trainer import interruptible, keep_weights, start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -219,19 +217,10 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         if not args.source:
             raise SwinzooError("--from SRC is required (a zoo name such as swin_n_64, or a checkpoint file)")
         plan, state_dict, dm, config_text = plan_run(args, console)
-        recipe, ckpt, step = recipe_from_dict(plan.recipe, "recipe"), None, None
+        recipe, ckpt, point, step = recipe_from_dict(plan.recipe, "recipe"), None, None, None
     dm.config = SwinConfig.from_dict(plan.config)  # validate with the preprocessing the weights will carry
-    L.seed_everything(recipe.seed, verbose=False)
-    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console, resumed_at=step,
-                            metrics=SwinClassifier.METRICS)
-    accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
-    total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
-    if ckpt is not None:  # --devices auto may see another device count than the run had
-        check_total_batch(point, total_batch, Path(plan.out))
-    if ckpt is not None:  # the resume's epochs checked in steps, then its plan written to run.json
-        trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))
-    else:  # what the Trainer resolved, in run.json and the model's provenance (a resume records its own)
-        plan.provenance["environment"] = run_environment(trainer)
+    trainer, total_batch = start_trainer(plan, recipe, args, console, point,
+                                         metrics=SwinClassifier.METRICS)
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)

@@ -21,11 +21,31 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
 from swinzoo.train.checks import check_launcher, check_logger
+from swinzoo.train.environment import run_environment
 from swinzoo.train.module import AtomicCheckpointIO, ema_callback, resolve_precision, trainer_kwargs
 from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
+from swinzoo.train.resume import ResumePoint, ResumeStart, check_total_batch
 from swinzoo.train.trainer_options import trainer_objects
+
+
+def start_trainer(plan: Plan, recipe: Recipe, args, console, point: ResumePoint | None, *,
+                  metrics: tuple[str, ...]) -> tuple[L.Trainer, int]:
+    """The Trainer of a `finetune` or `pretrain` run (`args` its options) and its total batch (batch x devices x
+    nodes x accumulation), seeded by the recipe. A resume (`point`) must make the total batch its checkpoint was
+    trained with, and starts with `ResumeStart`; a new run records in its provenance what the Trainer resolved."""
+    L.seed_everything(recipe.seed, verbose=False)  # fresh weights (a head, SimMIM's decoder) and the data order
+    trainer = build_trainer(plan, recipe, args.trust_checkpoint, console,
+                            resumed_at=point.step if point is not None else None, metrics=metrics)
+    accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
+    total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
+    if point is not None:  # --devices auto may see another device count than the run had
+        check_total_batch(point, total_batch, Path(plan.out))
+        trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))  # epochs checked, run.json rewritten
+    else:  # a resume records its own environment in run.json (ResumeStart)
+        plan.provenance["environment"] = run_environment(trainer)
+    return trainer, total_batch
 
 
 def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, console=None,
