@@ -52,10 +52,11 @@ DATA_OPTION_KEYS = ("train_split", "val_split", "val_fraction", "image_column", 
 
 
 @dataclass
-class FinetuneOptions:
-    """The arguments of `finetune` (see there), one typed record; the CLI fills it from its flags."""
+class RunOptions:
+    """What `finetune` and `pretrain` are both given (see there); each adds its own in a subclass."""
 
     source: str | None = None
+    scratch: bool = False
     res: int | None = None
     window: int | None = None
     data: str | None = None
@@ -65,7 +66,6 @@ class FinetuneOptions:
     image_column: str | None = None
     label_column: str | None = None
     split_seed: int | None = None
-    train_fraction: float | None = None
     recipe: str | dict | None = None
     recipe_overrides: dict | None = None
     epochs: int | None = None
@@ -82,16 +82,22 @@ class FinetuneOptions:
     num_workers: int | None = None
     ckpt_every: int | None = None
     seed: int | None = None
-    scratch: bool = False
     save_dtype: str = "float32"
     from_format: str = "auto"
     arch: str | None = None
     trust_checkpoint: bool = False
     trainer: dict = field(default_factory=dict)
-    push_to: str | None = None
-    keep: str = "best"
     logger: str = "csv"
     command: str = ""
+
+
+@dataclass
+class FinetuneOptions(RunOptions):
+    """The arguments of `finetune` (see there), one typed record; the CLI fills it from its flags."""
+
+    train_fraction: float | None = None
+    push_to: str | None = None
+    keep: str = "best"
 
 
 @dataclass
