@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_dir
+from swinzoo.io import atomic_dir, safetensors_write_errors
 
 # the files each kind of folder export writes (timm: config.json and weights; transformers also its preprocessing)
 EXPORT_FILES = {"timm": {"config.json", "model.safetensors"},
@@ -34,7 +34,8 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], js
     with atomic_dir(out_dir, owned=owned, overwrite=overwrite) as tmp:
         for name, content in json_files.items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        with safetensors_write_errors(out_dir):
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return Path(out_dir)
 
 

@@ -20,7 +20,7 @@ from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import config_kind
 from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata
+from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata, safetensors_write_errors
 from swinzoo.models import parameter_shapes
 
 CONFIG_KEY = "swinzoo_config"
@@ -37,7 +37,7 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, pat
     """Write a swinzoo safetensors checkpoint atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, safetensors_write_errors(path):
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
 

@@ -10,6 +10,7 @@ import errno
 import glob
 import os
 import pickle
+import re
 import secrets
 import shutil
 import zipfile
@@ -212,6 +213,21 @@ def save_torch(obj: object, path: str | Path) -> Path:
                 raise OSError(errno.ENOSPC, "could not write the whole file (is the disk full?)", str(path)) from None
             raise
     return Path(path)
+
+
+@contextmanager
+def safetensors_write_errors(path: str | Path):
+    """Around safetensors' `save_file`: a failed write (a full disk, an I/O error) comes from it as a
+    `SafetensorError`, not an OSError; re-raised as the OSError it is, naming `path`, so that it is reported as the
+    disk's problem (exit 1), not as an unexpected error of swinzoo's."""
+    try:
+        yield
+    except SafetensorError as e:
+        found = re.search(r"\(os error (\d+)\)", str(e))
+        if found is None and "I/O error" not in str(e):
+            raise
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 # ---------------------------------------------------------------------------------------------- reading
