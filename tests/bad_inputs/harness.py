@@ -1,5 +1,6 @@
-"""What every bad-input case asserts: a non-zero exit, exactly one line on stderr that names the problem (and the
-fix), and no file created, changed or removed outside what the command owns (pre-existing files byte-identical).
+"""What every bad-input case asserts: exit code 2 (bad input; 1 where the disk or the network failed instead),
+exactly one line on stderr that names the problem (and the fix), and no file created, changed or removed outside
+what the command owns (pre-existing files byte-identical).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def fails_cleanly(args: list, capsys, root: Path, *expect: str, owned: tuple[str, ...] = (),
-                  code: int | None = None) -> str:
+                  code: int | None = 2) -> str:
     """Run the CLI in process; assert the contract above over the tree `root`; return the one stderr line.
 
     `owned`: paths (relative to `root`, prefixes) the command may leave behind, e.g. an output folder a rerun
-    accepts. `expect`: fragments the line must contain (case-insensitive). `code`: the exit code, when it matters.
+    accepts. `expect`: fragments the line must contain (case-insensitive). `code`: the exit code (2, bad input, by
+    default: an unexpected exception also prints one line, but exits 1), or None where any non-zero one will do.
     """
     before = snapshot(root)
     exit_code, _, err = run_cli([str(a) for a in args], capsys)

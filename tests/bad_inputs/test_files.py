@@ -1,6 +1,6 @@
 """Bad files, paths and numbers against convert / export / eval / predict / info / bench, and process faults
-(SIGTERM, SIGKILL, a full disk) mid-write. Every case: exit != 0, one line on stderr naming the problem and the fix,
-nothing created, changed or removed outside what the command owns."""
+(SIGTERM, SIGKILL, a full disk) mid-write. Every case: exit 2 (1 for a full disk), one line on stderr naming the
+problem and the fix, nothing created, changed or removed outside what the command owns."""
 
 from __future__ import annotations
 

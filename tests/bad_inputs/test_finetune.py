@@ -342,7 +342,7 @@ def test_failure_before_first_checkpoint_leaves_nothing(where, t, capsys, monkey
     out = {"new": t.out, "nested": t.root / "a" / "b" / "run", "user_folder": t.out}[where]
     if where == "user_folder":
         out.mkdir()
-    fails_cleanly([*steps(t), "--out", out], capsys, t.root, "Input/output error")
+    fails_cleanly([*steps(t), "--out", out], capsys, t.root, "Input/output error", code=1)  # the disk's, not input
     assert created and out.is_dir() == (where == "user_folder") and not (t.root / "a").exists()
 
 
@@ -361,7 +361,8 @@ def test_full_disk_keeps_the_previous_checkpoint(t, capsys, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    fails_cleanly([*steps(t, 3), "--ckpt-every", "1"], capsys, t.root, "No space left on device", owned=("run",))
+    fails_cleanly([*steps(t, 3), "--ckpt-every", "1"], capsys, t.root, "No space left on device", owned=("run",),
+                  code=1)
     monkeypatch.setattr(torch, "save", real_save)
     assert len(calls) == 2
     assert torch.load(t.out / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 1

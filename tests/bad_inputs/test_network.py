@@ -167,6 +167,11 @@ def hub_env(tmp_path, monkeypatch):
     for attr in ("HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH"):
         if hasattr(constants, attr):
             monkeypatch.setattr(constants, attr, str(home / attr.lower()))
+    # huggingface_hub and `datasets` (which copies it) fixed HF_HUB_OFFLINE at import: under HF_HUB_OFFLINE=1 the
+    # hf: data cases never reached the test's Hub (OfflineModeIsEnabled, exit 2)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    if "datasets" in sys.modules:
+        monkeypatch.setattr(sys.modules["datasets"].config, "HF_HUB_OFFLINE", False)
     return home
 
 
@@ -258,10 +263,13 @@ def test_huggingface_hub_state_is_restored(hub_env, monkeypatch, capsys, tmp_pat
                 logging.getLogger("huggingface_hub").level, list(warnings.filters))
 
     before = state()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0" if constants.HF_HUB_OFFLINE else "1")  # the opposite, for the call
+    offline = not constants.HF_HUB_OFFLINE
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")  # the opposite, for the call
     with silent_server() as url:
         monkeypatch.setenv("HF_ENDPOINT", url)
-        fails_cleanly(["download", "hf-hub:org/name"], capsys, tmp_path, "org/name", owned=("hf_home",))
+        # offline, an uncached repo is bad input (2); online, the silent Hub fails (1)
+        fails_cleanly(["download", "hf-hub:org/name"], capsys, tmp_path, "org/name", owned=("hf_home",),
+                      code=2 if offline else 1)
     assert state() == before
 
 
