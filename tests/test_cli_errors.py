@@ -1,4 +1,4 @@
-"""Bad input: one line on stderr naming the problem and the fix, exit code != 0, and no output file left."""
+"""Bad input: one line on stderr naming the problem and the fix, exit code 2, and no output file left."""
 
 import argparse
 
@@ -9,11 +9,11 @@ from swinzoo import SwinTransformer, SwinzooError, create_model
 from swinzoo.converters.official import from_official, read_official, to_official
 from swinzoo.weight_transfer import transfer
 
-from .conftest import V1, V2, fixture_pth, run_cli
+from .conftest import V1, V2, fixture_pth, one_error_line, run_cli
 
 
 def assert_clean_failure(tmp_path, code, out_name, err, *needles):
-    assert code != 0
+    assert code == 2, err  # bad input; an unexpected exception also prints one line, but exits 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
@@ -113,18 +113,20 @@ def test_transfer_between_head_counts(tmp_path, capsys):
 
 def test_unknown_zoo_name(tmp_path, capsys):
     code, _, err = run_cli(["info", "swin_b_2244"], capsys)
-    assert code != 0 and "did you mean swin_b_224" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "did you mean swin_b_224" in err and len(err.strip().splitlines()) == 1
     code, _, err = convert(tmp_path, capsys, fixture_pth(V1), "--arch", "swinv2_t_265_w8")
     assert_clean_failure(tmp_path, code, "out.safetensors", err, "unknown model name", "swinv2_t_256_w8")
 
 
+def explode(tensors, path, metadata=None):
+    """A write that fails half-way: some bytes at the path it was given, then the error."""
+    with open(path, "wb") as f:
+        f.write(b"partial")
+    raise OSError("disk full")
+
+
 def test_failed_write_leaves_nothing(tmp_path, capsys, monkeypatch):
     import swinzoo.converters.native
-
-    def explode(tensors, path, metadata=None):
-        with open(path, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
 
     monkeypatch.setattr(swinzoo.converters.native, "save_file", explode)
     code, _, err = run_cli(["convert", fixture_pth(V1), "-o", tmp_path / "out.safetensors"], capsys)
@@ -132,8 +134,18 @@ def test_failed_write_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_survives_a_failed_convert(tmp_path, capsys):
+def test_existing_output_survives_a_failed_convert(tmp_path, capsys, monkeypatch):
+    """--overwrite given, so that the convert gets past the existing-output check (without it, that refusal was what
+    left the file alone): a source that does not exist, then a write that fails half-way, keep the old file."""
+    import swinzoo.converters.native
+
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"old")
-    code, _, _ = run_cli(["convert", tmp_path / "missing.pth", "-o", out], capsys)
-    assert code != 0 and out.read_bytes() == b"old"
+    code, _, err = run_cli(["convert", tmp_path / "missing.pth", "-o", out, "--overwrite"], capsys)
+    assert code == 2 and out.read_bytes() == b"old"
+    one_error_line(err, "missing.pth", "does not exist")
+    monkeypatch.setattr(swinzoo.converters.native, "save_file", explode)
+    code, _, err = run_cli(["convert", fixture_pth(V1), "-o", out, "--overwrite"], capsys)
+    assert code == 1 and out.read_bytes() == b"old"
+    one_error_line(err, "disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
