@@ -67,7 +67,10 @@ def test_hf_repo_through_hf_hub_with_revision(hub_home, tmp_path, capsys):
         assert_logits_close(ours(x), theirs(x).logits)
     out = tmp_path / "c.safetensors"
     code, _, err = run_cli(["convert", f"hf-hub:someone/tiny-swin@{COMMIT}", "-o", out], capsys)
-    assert code == 0, err and out.exists()
+    assert code == 0, err
+    converted = read_checkpoint(str(out))  # the weights at that commit, as read through the Hub above
+    assert converted.config == source.config and converted.state_dict.keys() == source.state_dict.keys()
+    assert all(torch.equal(converted.state_dict[k], v) for k, v in source.state_dict.items())
     code, stdout, err = run_cli(["download", "hf-hub:someone/tiny-swin@v1.0", "--check"], capsys)
     assert code == 0, err
     assert COMMIT in stdout and "window 4" in stdout
