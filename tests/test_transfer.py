@@ -150,6 +150,12 @@ def test_ape_is_interpolated():
     assert moved["absolute_pos_embed"].shape == (1, 112 * 112, 24)
     assert any(k == "absolute_pos_embed" for k, _, _ in report.interpolated)
     SwinTransformer(dst).load_state_dict(moved)
+    # the official load_pretrained's steps: (1, L, C) -> (1, S, S, C) -> NCHW, bicubic (align_corners False), back
+    pos = model.state_dict()["absolute_pos_embed"].double()
+    grid = pos.reshape(-1, 56, 56, 24).permute(0, 3, 1, 2)
+    official = torch.nn.functional.interpolate(grid, size=(112, 112), mode="bicubic").permute(0, 2, 3, 1).flatten(1, 2)
+    assert pos.abs().max() > 1e-2  # trunc_normal(0.02): a wrong resize shows
+    torch.testing.assert_close(moved["absolute_pos_embed"].double(), official, rtol=0, atol=1e-6)
 
 
 def test_clamped_stage_tables_are_sized_for_the_clamped_window():
