@@ -67,12 +67,21 @@ def test_swinzoo_to_hf_from_pretrained(version, pws, tmp_path):
     assert processor["size"] == {"shortest_edge": 128} and processor["crop_pct"] == 0.875
 
 
-def test_headless_swin_model(tmp_path):
-    """A SwinModel (no classifier, no `swin.` prefix) reads as a headless canonical state dict."""
-    model = transformers.SwinModel(transformers.SwinConfig(**GEOMETRY))
+@pytest.mark.parametrize("version", [1, 2])
+def test_headless_swin_model(version, tmp_path):
+    """A SwinModel / Swinv2Model (no classifier, no `swin.` prefix) reads as a headless canonical state dict whose
+    pooled features are transformers' pooler_output."""
+    hf_config = (transformers.Swinv2Config if version == 2 else transformers.SwinConfig)(**GEOMETRY)
+    model = (transformers.Swinv2Model if version == 2 else transformers.SwinModel)(hf_config)
+    model = randomize(model).double().eval()
     model.save_pretrained(tmp_path / "m")
     source = read_checkpoint(str(tmp_path / "m"))
     assert source.config.num_classes == 0 and "head.weight" not in source.state_dict
+    ours = SwinTransformer(source.config).double().eval()
+    ours.load_state_dict(source.state_dict, strict=True)
+    x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), model(x).pooler_output)  # no head: the pooled, normed features
 
 
 def test_v1_stage_smaller_than_window_is_refused():
