@@ -51,7 +51,14 @@ def test_predict_and_evaluate_feed_the_model_its_own_dtype(image, dtype):
     ((want, p),) = swinzoo.predict(model, [image], topk=1)[0]["predictions"]
     model = model.to(dtype)
     ((got, q),) = swinzoo.predict(model, [image], topk=1)[0]["predictions"]
-    assert got == want and q == pytest.approx(p, abs=0.02)
+    assert got == want
+    if dtype == torch.float64:  # the model's own float64 forward of the image, to predict's 6 printed decimals
+        with torch.no_grad():
+            x = swinzoo.create_transform(model)(Image.open(image))[None].to(dtype)
+            exact = model.eval()(x).softmax(-1).max().item()
+        assert q == pytest.approx(exact, abs=1e-6)
+    else:  # bf16 weights and activations: about 3 significant digits of the fp32 probability
+        assert q == pytest.approx(p, abs=0.02)
     assert swinzoo.evaluate(model, "shapes", num_workers=0, batch_size=200)["n"] > 0
 
 
