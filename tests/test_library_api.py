@@ -11,7 +11,7 @@ import swinzoo
 from swinzoo import converters
 from swinzoo.converters import Checkpoint, Format
 
-from .conftest import V1, expected, fixture_pth, run_cli
+from .conftest import V1, expected, fixture_pth, one_error_line, run_cli
 
 
 def test_convert_and_export_from_python_match_the_cli(tmp_path, capsys):
@@ -43,14 +43,25 @@ def test_create_model_pretrained_and_fresh():
 def test_evaluate_predict_and_push_dry_run_from_python(tmp_path):
     from PIL import Image
 
-    from swinzoo.train.shapes import render
+    from swinzoo.train.shapes import ShapesDataset, render
 
     result = swinzoo.evaluate("swin_n_64", batch_size=50)
-    assert result["data"] == "shapes" and result["n"] > 0 and 0.0 <= result["top1"] <= 1.0
+    assert result["data"] == "shapes" and result["n"] == 1000
+    # what the model scores on the shapes validation split, computed here without evaluate's loader and metric
+    model, val = swinzoo.load_model("swin_n_64").eval(), ShapesDataset("val", 64)
+    transform = swinzoo.create_transform(model)
+    images = torch.stack([transform(val[i][0]) for i in range(len(val))])
+    labels = torch.tensor([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        assert result["top1"] == pytest.approx((model(images).argmax(-1) == labels).double().mean().item())
     image = tmp_path / "x.png"
     Image.fromarray(render(0, 64, seed=1).permute(1, 2, 0).numpy()).save(image)
     (row,) = swinzoo.predict("swin_n_64", [image], topk=2)
-    assert row["image"] == str(image) and len(row["predictions"]) == 2
+    with torch.no_grad():
+        probs, best = model(transform(Image.open(image))[None]).softmax(-1)[0].topk(2)
+    assert row["image"] == str(image) and [c for c, _ in row["predictions"]] == [model.config.class_names[i]
+                                                                                 for i in best]
+    assert [p for _, p in row["predictions"]] == pytest.approx(probs.tolist(), abs=1e-6)
     model_file = swinzoo.convert("swin_n_64", tmp_path / "n.safetensors").output
     out = swinzoo.push(model_file, "acme/n64", dry_run=tmp_path / "preview")
     assert json.loads((tmp_path / "preview" / "config.json").read_text())["architecture"]
@@ -95,5 +106,6 @@ def test_zero_shot_sweep_and_plot(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, out, err = run_cli(["eval", "swin_n_64", "--res", 64, "--batch-size", 500, "--num-workers", 0,
                               "--plot", tmp_path / "file" / "zs.png"], capsys)
-    assert code != 0 and err.strip().splitlines()[-1].startswith("error: ") and "swin_n_64" in out
+    assert code == 2 and "swin_n_64" in out
+    one_error_line(err.strip().splitlines()[-1], f"--plot {tmp_path / 'file' / 'zs.png'}", "file is a file")
     assert out.splitlines()[1].split()[3] == f"{rows[0]['top1']:.4f}"
