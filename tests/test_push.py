@@ -153,7 +153,7 @@ def test_dry_run_refuses_a_non_empty_folder(finetune_dir, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", out], capsys)
-    assert code != 0 and "not empty" in err and (out / "keep.txt").read_text() == "mine"
+    assert code == 2 and "not empty" in err and (out / "keep.txt").read_text() == "mine"
     image = tmp_path / "rgb.png"
     image.write_bytes(b"mine")
     code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", image], capsys)
@@ -234,7 +234,8 @@ def test_bad_input_fails_cleanly(case, finetune_dir, tmp_path):
             swinzoo.export("swin_n_64.simmim", to="simmim", output=src)
         run = _cli(["push", src, "--repo", repo], _env(hub, tmp_path, token))
         lines = run.stderr.strip().splitlines()
-        assert run.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+        # exit 2, the token's refusal (403) included: not 1, an unexpected exception's one line
+        assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
         expected = {"no_token": "login", "bad_repo_id": "not ORG/NAME", "refused": "403",
                     "not_a_model": "not a model", "backbone": "detection backbone (no head), which the pushed timm",
                     "simmim": "SimMIM pretraining model (encoder + decoder), which the pushed timm"}[case]
@@ -274,4 +275,5 @@ def test_finetune_push_to(tmp_path):
         # no token: refused before any training output exists
         env.pop("HF_TOKEN")
         run = _cli([*args[:-len(FAST) - 2], "--out", tmp_path / "run2", "--push-to", "acme/tiny", *FAST], env)
-        assert run.returncode != 0 and "token" in run.stderr and not (tmp_path / "run2").exists()
+        assert run.returncode == 2 and "--push-to needs a Hugging Face token" in run.stderr, run.stderr[-2000:]
+        assert not (tmp_path / "run2").exists()
