@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import swinzoo
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 from tests.test_finetune import shapes_folder
 
 
@@ -134,4 +134,5 @@ def test_a_sweep_checks_everything_before_evaluating(bad, capsys, monkeypatch):
         res.append("17")
     code, out, err = run_cli(["eval", *models, "--res", *res, "--data", "shapes"], capsys)
     assert code == 2 and not ran and not out
-    assert ("unknown model name" if bad == "model" else "17") in err
+    one_error_line(err, "unknown model name 'nope_model'" if bad == "model" else
+                   "resolution 17 is not a multiple of the patch size 4")
