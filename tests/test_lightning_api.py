@@ -97,7 +97,16 @@ def test_own_trainer_validates_fits_tests_and_predicts(tmp_path):
     # the recipe's rate per 512 images, scaled by the loader's batch 8 x 2 accumulated
     assert module.peak_lr == pytest.approx(module.recipe.base_lr * 16 / 512)
     tested = t.test(module, datamodule=data, verbose=False)[0]
-    assert tested["test/n"] == 16 and 0 <= tested["test/top1"] <= tested["test/top5"] <= 1
+    test_images, test_labels = (torch.cat(parts) for parts in zip(*data.test_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        logits = module(test_images)
+    # the scores of these weights on the 16 test images, computed here from their logits
+    assert tested["test/n"] == 16
+    assert tested["test/top1"] == pytest.approx((logits.argmax(-1) == test_labels).double().mean().item())
+    top5 = (logits.topk(5, dim=-1).indices == test_labels[:, None]).any(-1)
+    assert tested["test/top5"] == pytest.approx(top5.double().mean().item())
+    assert tested["test/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, test_labels).item(), rel=1e-5)
     batches = t.predict(module, datamodule=data)
     images = torch.cat([x for x, _ in data.predict_dataloader()])
     module.eval()
