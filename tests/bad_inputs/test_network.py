@@ -160,8 +160,8 @@ def hub_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("SWINZOO_HUB_TIMEOUT", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT",
-                 "SWINZOO_DEBUG"):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+                 "HF_ENDPOINT", "SWINZOO_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     # a token saved by `huggingface-cli login` on this machine must not count (paths are fixed at import)
     for attr in ("HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH"):
