@@ -43,6 +43,7 @@ def test_real_client_round_trip(tmp_path):
 def test_wrong_token_is_refused(tmp_path):
     with HubEmulator(token="hf_good") as hub:
         env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="hf_bad", HF_HOME=str(tmp_path / "home"))
+        env.pop("HF_HUB_OFFLINE", None)  # else the client refuses before asking: the 401 is what is tested
         code = "from huggingface_hub import HfApi; HfApi().create_repo('acme/y')"
         run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and "401" in run.stderr
