@@ -18,15 +18,15 @@ FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches"
 @pytest.fixture
 def trainers(monkeypatch) -> list:
     """The lightning.Trainer each run of the test builds."""
-    import swinzoo.train.run
+    import swinzoo.train.trainer
 
-    made, real = [], swinzoo.train.run.build_trainer
+    made, real = [], swinzoo.train.trainer.build_trainer
 
     def recording(*args, **kwargs):
         made.append(real(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(swinzoo.train.run, "build_trainer", recording)
+    monkeypatch.setattr(swinzoo.train.trainer, "build_trainer", recording)  # what start_trainer calls
     return made
 
 
