@@ -10,8 +10,9 @@
   Every row's image is decoded when the data is set up, as a folder's files are.
 - `shapes`: the built-in procedural dataset (`swinzoo.train.shapes`), drawn at the run's resolution.
 
-Transforms are the official ones (`data/build.py`), with torchvision `transforms.v2`; the eval transform is the
-model's preprocessing from `swinzoo.preprocess`, the one every export writes.
+Transforms are the official ones (`data/build.py`): the train transform is timm 0.4.12's as the official code
+builds it (`swinzoo.train.augment`); the eval transform is the model's preprocessing from `swinzoo.preprocess`, the
+one every export writes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torchvision.transforms import v2
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess, create_transform, to_rgb
+from swinzoo.train.augment import HorizontalFlip, RandAugment, RandomErasing, RandomResizedCrop, mean_fill, to_tensor
 from swinzoo.train.file_list import FileList
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
@@ -51,18 +53,21 @@ def eval_transform(res: int | SwinConfig, test_crop: bool | None = None) -> v2.C
 
 
 def train_transform(res: int, crop_scale=(0.08, 1.0), rand_augment: int | None = 9,
-                    random_erasing: float = 0.25, hflip: float = 0.5, mean=IMAGENET_MEAN,
-                    std=IMAGENET_STD) -> v2.Compose:
-    """Official train aug: RandomResizedCrop (bicubic), flip, RandAugment, normalise (with the model's mean and
-    std), RandomErasing."""
-    ops = [v2.ToImage(), v2.RandomResizedCrop(res, scale=tuple(crop_scale), interpolation=BICUBIC, antialias=True),
-           v2.RandomHorizontalFlip(hflip)]
-    if rand_augment is not None:
-        ops.append(v2.RandAugment(num_ops=2, magnitude=rand_augment, interpolation=v2.InterpolationMode.BILINEAR))
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    if random_erasing > 0:
-        ops.append(v2.RandomErasing(p=random_erasing, value=0))
-    return v2.Compose(ops)
+                    random_erasing: float = 0.25, hflip: float = 0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The official train augmentation (timm 0.4.12's, `swinzoo.train.augment`), normalised with the model's mean
+    and std. With `rand_augment` (a magnitude of 10, timm's 'rand-m{M}-mstd0.5-inc1') the crop (bicubic), flip and
+    RandAugment run on the PIL image as timm runs them, then ToTensor, Normalize and `random_erasing` ('pixel'
+    mode). Without it (the nano recipes) the crop and flip run on the uint8 tensor with torchvision (bicubic,
+    antialiased), as they always have, then the same normalisation and erasing."""
+    erase = [RandomErasing(random_erasing)] if random_erasing > 0 else []
+    normalize = v2.Normalize(list(mean), list(std))
+    if rand_augment is None:
+        return v2.Compose([v2.ToImage(), v2.RandomResizedCrop(res, scale=tuple(crop_scale), interpolation=BICUBIC,
+                                                              antialias=True),
+                           v2.RandomHorizontalFlip(hflip), v2.ToDtype(torch.float32, scale=True), normalize, *erase])
+    flip = [HorizontalFlip(hflip)] if hflip > 0 else []  # timm leaves a flip of probability 0 out: no draw
+    return v2.Compose([v2.ToPILImage(), RandomResizedCrop(res, crop_scale), *flip,
+                       RandAugment(rand_augment, 0.5, fill=mean_fill(mean)), to_tensor, normalize, *erase])
 
 
 class TransformedDataset(SeededSamples):

@@ -48,7 +48,7 @@ class Recipe:
     label_smoothing: float = 0.1
     mixup: float = 0.8  # Beta(alpha) for MixUp; 0 disables
     cutmix: float = 1.0  # Beta(alpha) for CutMix; 0 disables (with both on, each batch picks one)
-    rand_augment: int | None = 9  # RandAugment magnitude (2 ops); null disables
+    rand_augment: int | None = 9  # RandAugment magnitude of 10, timm's rand-m9-mstd0.5-inc1 (`augment`); null: off
     random_erasing: float = 0.25
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
     hflip: float = 0.5  # horizontal flip probability (0 when a flip changes the class, as in `shapes`)
@@ -197,8 +197,8 @@ RANGES = {
     "label_smoothing": (0, 1, True, False, "label smoothing; 0 disables"),
     "mixup": (0, None, True, True, "MixUp Beta alpha; 0 disables"),
     "cutmix": (0, None, True, True, "CutMix Beta alpha; 0 disables"),
-    "rand_augment": (0, 30, True, True, "RandAugment magnitude; null disables"),
-    "random_erasing": (0, 1, True, True, "RandomErasing probability"),
+    "rand_augment": (0, 10, True, True, "RandAugment magnitude of 10 (timm's rand-mM-mstd0.5-inc1); null disables"),
+    "random_erasing": (0, 1, True, True, "RandomErasing probability (timm's 'pixel' mode)"),
     "hflip": (0, 1, True, True, "horizontal flip probability"),
     "ema_decay": (0, 1, True, False, "EMA decay; null or 0 disables"),
     "mask_patch_size": (1, None, True, True, "SimMIM mask unit side in pixels"),

@@ -15,6 +15,7 @@ The global RNGs are left as they were, so other code that draws from them sees n
 from __future__ import annotations
 
 import contextlib
+import random
 
 import numpy as np
 import torch
@@ -32,14 +33,25 @@ def stream_seed(*entropy: int) -> int:
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | None = None):
-    """Inside: the CPU generator (and `device`'s, when it is a CUDA device) seeded with `seed`; after: as before."""
+    """Inside: the CPU generator (and `device`'s, when it is a CUDA device), Python's `random` and numpy's global
+    RandomState seeded from `seed` (the official augmentation draws from all three: `swinzoo.train.augment`);
+    after: all as before. The three get unrelated states: torch's from `seed`, the others from a SeedSequence of it
+    (numpy's int seeding and torch's would otherwise start the same Mersenne Twister)."""
     cuda = device is not None and device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        yield
+    words = [int(w) for w in np.random.SeedSequence(seed).generate_state(3)]
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            random.seed(words[0] << 32 | words[1])
+            np.random.seed(words[2])
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> int:
@@ -50,9 +62,10 @@ def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> i
 
 
 class SeededSamples(Dataset):
-    """A dataset that can be read by keys (index, run seed, epoch): the sample is made with the global RNG seeded
-    by (run seed, AUGMENT_STREAM, epoch, index), so its random augmentation does not depend on the process or what
-    it loaded before. Plain indices read it as any dataset. Subclasses define `sample(index)`."""
+    """A dataset that can be read by keys (index, run seed, epoch): the sample is made with the global RNGs (torch's,
+    Python's and numpy's: `seeded`) seeded by (run seed, AUGMENT_STREAM, epoch, index), so its random augmentation
+    does not depend on the process or what it loaded before. Plain indices read it as any dataset. Subclasses
+    define `sample(index)`."""
 
     def sample(self, index: int):
         raise NotImplementedError
