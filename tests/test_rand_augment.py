@@ -169,3 +169,18 @@ def test_the_magnitude_is_of_ten_levels():
     check_recipe(Recipe(rand_augment=10))
     with pytest.raises(SwinzooError, match=r"rand_augment=11 is out of range.*\[0, 10\]"):
         check_recipe(Recipe(rand_augment=11))
+
+
+def test_a_tensor_image_takes_the_pil_path_with_rand_augment():
+    """`shapes` yields uint8 tensors: with RandAugment on they are augmented as the same picture in PIL."""
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    from swinzoo.train.shapes import ShapesDataset
+
+    x = ShapesDataset("train", 48, 2)[1][0]
+    tf = train_transform(32, rand_augment=9, random_erasing=0.5)
+    for seed in range(10):
+        seed_all(seed)
+        a = tf(x)
+        seed_all(seed)
+        assert torch.equal(a, tf(to_pil_image(x))), seed
