@@ -14,7 +14,7 @@ from swinzoo.converters.dense import backbone_config, check_features_only, to_ba
 from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
-from swinzoo.io import check_new_file, load_strict, verify_state_dict
+from swinzoo.io import check_new_file, check_writable_folder, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
 from swinzoo.weight_transfer import TransferReport, transfer
@@ -161,6 +161,8 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     check_output_suffix(to, Path(output))
     if to not in FOLDER_FORMATS:  # (a folder output is checked by its writer: earlier exports of its kind are its own)
         check_new_file(output, overwrite, FILE_EXAMPLES.get(to, "model.pth"))
+    else:  # ... but where it goes is checked now, before the source is read and moved
+        check_writable_folder(Path(output))
     if num_classes is not None and (features or out_indices is not None):
         raise SwinzooError("--num-classes does not apply to a backbone (--features drops the head); drop one of them")
     # for a backbone the window is the backbone's (bias tables resized to it), not a classifier transfer's

@@ -13,6 +13,7 @@ import pickle
 import re
 import secrets
 import shutil
+import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,7 +107,29 @@ def check_file_output(path: str | Path, example: str = "model.safetensors") -> P
         # the rename would replace the link or the device / FIFO itself (as root, /dev/null with a regular file)
         kind = "a link" if path.is_symlink() else "not a regular file"
         raise SwinzooError(f"{path} is {kind}; give the path of a regular file to write")
+    check_writable_folder(path)
     return path
+
+
+def check_writable_folder(path: Path) -> None:
+    """The folder `path` would be written in (its nearest existing ancestor, when the rest is to be made) a folder
+    this process can write: else one line now, not after the work whose result it would hold."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SwinzooError(f"{parent} is a file, not a folder; choose another output path")
+    # a folder made and removed, as os.access is not enough (root, read-only mounts, ACLs); named as a temporary of
+    # `path`, so that one a kill leaves is removed by the next write there
+    probe = None
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{path.name}.{TMP_TAG}-{os.getpid()}-", dir=parent)
+    except OSError as e:
+        raise SwinzooError(f"cannot write in {parent} ({e.strerror or e}); choose an output path in a folder you can "
+                           "write") from None
+    finally:
+        if probe:
+            os.rmdir(probe)
 
 
 def check_new_file(path: str | Path, overwrite: bool = False, example: str = "model.safetensors") -> Path:

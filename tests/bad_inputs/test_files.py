@@ -372,6 +372,44 @@ def test_a_file_output_named_as_a_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "names a folder" in err and not (tmp_path / "offdir").exists()
 
 
+def unwritable_folder(tmp: Path) -> Path:
+    """A folder this process cannot create files in (root ignores permissions: /proc refuses everyone)."""
+    if os.geteuid() == 0:
+        return Path("/proc/swinzoo-no-such-dir")
+    ro = tmp / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return ro
+
+
+@pytest.mark.parametrize("verb", [["convert", "swin_n_64", "-o", "{out}/m.safetensors"],
+                                  ["export", "swin_n_64", "--to", "onnx", "-o", "{out}/m.onnx"],
+                                  ["export", "swin_n_64", "--to", "timm", "-o", "{out}/timm"]])
+@pytest.mark.parametrize("where", ["below a file", "unwritable"])
+def test_an_output_folder_that_cannot_take_it_is_refused_before_the_source_is_read(where, verb, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """The folder an output goes in is checked with the output's name, first: an ONNX export spent 17 s tracing
+    the model before the write found the folder was a file; a read-only one failed there as an OS error."""
+    import swinzoo.conversion
+
+    def read_too_soon(*args, **kwargs):
+        raise AssertionError("the source was read before the output was checked")
+
+    monkeypatch.setattr(swinzoo.conversion, "read_transferred", read_too_soon)
+    folder = write(tmp_path, "f", "x") if where == "below a file" else unwritable_folder(tmp_path)
+    args = [a.replace("{out}", str(folder / "sub")) for a in verb]
+    try:
+        line = fails_cleanly(args, capsys, tmp_path, code=2)
+    finally:
+        if (tmp_path / "ro").exists():
+            (tmp_path / "ro").chmod(0o755)
+    if where == "below a file":
+        assert line == f"error: {folder} is a file, not a folder; choose another output path"
+    else:
+        assert line.startswith(f"error: cannot write in {folder.parent if os.geteuid() == 0 else folder} (")
+        assert line.endswith("choose an output path in a folder you can write"), line
+
+
 def test_outputs_read_like_any_other_file(tmp_path, capsys):
     """Exported folders and their files follow the umask (not mkdtemp's 0700 / mkstemp's 0600)."""
     from tests.conftest import run_cli
@@ -499,6 +537,43 @@ def test_sigkill_leftovers_are_recognisable_and_the_rerun_removes_them(kind, tmp
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the stale temp is gone
+
+
+SLOW_CHECK = """
+import sys, tempfile, time
+import swinzoo.io as io
+real = tempfile.mkdtemp
+def slow(*args, **kwargs):
+    real(*args, **kwargs)
+    time.sleep(60)  # killed here: the folder made, its name not yet returned
+io.tempfile = type(sys)("slow_tempfile")
+io.tempfile.mkdtemp = slow
+from swinzoo.cli import main
+sys.argv = ["swinzoo", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_kill_while_the_output_folder_is_checked_leaves_what_the_next_write_removes(tmp_path, capsys):
+    """The folder made to see that the output's folder is writable is named as a temporary of the output: one a
+    kill leaves is recognisable, and the next write there removes it."""
+    from tests.conftest import run_cli
+
+    out = tmp_path / "m.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CHECK, "convert", "swin_n_64", "-o", str(out)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    (left,) = list(tmp_path.iterdir())
+    assert left.name.startswith(f".{out.name}.swinzoo-tmp-{proc.pid}-"), left.name
+    code, _, err = run_cli(["convert", "swin_n_64", "-o", out], capsys)
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
 def test_a_live_writers_temp_is_left_alone(tmp_path, capsys):
