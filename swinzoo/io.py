@@ -6,6 +6,7 @@ renamed onto it only when complete, so a failed or interrupted write never leave
 
 from __future__ import annotations
 
+import codecs
 import errno
 import glob
 import os
@@ -289,11 +290,13 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; give the .pth file inside it")
     with open(path, "rb") as f:
-        magic = f.read(4)
+        head = f.read(512)
+    magic = head[:4]
     is_zip = magic == b"PK\x03\x04"  # torch.save's format since 1.6
     then = f"; {fix}" if fix else ""
     if not is_zip and not magic.startswith(b"\x80"):  # nor the legacy pickle format
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle){then}")
+        then = then or "; give a model file (.safetensors, .pth, .ckpt), a zoo name or hf-hub:ORG/NAME"
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_what_it_is(head)}){then}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
     except pickle.UnpicklingError as e:
@@ -308,6 +311,26 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
             msg = f"{path} is truncated or corrupt (an incomplete zip archive); {fix or 'download it again'}"
             raise SwinzooError(msg) from None
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
+
+
+# the first bytes of files that get given where a checkpoint belongs
+KNOWN_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"RIFF", "a RIFF file (WebP, WAV, ...)"), (b"\x1f\x8b", "a gzip archive"), (b"%PDF", "a PDF"))
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that is no checkpoint looks like, from its first bytes: said in the error, it tells the user which
+    argument got the wrong file."""
+    if not head:
+        return "it is empty"
+    for magic, kind in KNOWN_MAGIC:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    try:  # incremental: the 512 bytes may end inside a character
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "it is neither a zip archive nor a pickle"
+    return "it is a text file"
 
 
 def _first_line(e: Exception) -> str:

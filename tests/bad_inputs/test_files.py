@@ -78,6 +78,14 @@ def malicious_pickle(tmp: Path) -> Path:
     return path
 
 
+def png_file(tmp: Path) -> Path:
+    from PIL import Image
+
+    path = tmp / "x.png"
+    Image.new("RGB", (8, 8)).save(path)
+    return path
+
+
 def write(tmp: Path, name: str, data: bytes | str) -> Path:
     path = tmp / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +114,13 @@ CASES = {
                            ["e.safetensors is not a readable safetensors file", "download or write it again"]),
     "text file": (lambda t: ["convert", write(t, "a.pth", "hello"), "-o", t / "o.safetensors"],
                   ["not a PyTorch checkpoint"]),
+    # ... said for what they are, with what to give instead
+    "an image as the model": (lambda t: ["convert", png_file(t), "-o", t / "o.safetensors"],
+                              ["x.png is not a PyTorch checkpoint (it is a PNG image); give a model file",
+                               "a zoo name or hf-hub:ORG/NAME"]),
+    "a recipe as the model": (lambda t: ["info", write(t, "r.yaml", "base_lr: 1e-3\n")],
+                              ["(it is a text file); give a model file"]),
+    "an empty .pth": (lambda t: ["predict", write(t, "e.pth", b""), png_file(t)], ["(it is empty); give a model file"]),
     "truncated pth": (lambda t: ["convert", truncated(t, fixture_pth(V1), "t.pth"), "-o", t / "o.safetensors"],
                       ["truncated or corrupt"]),
     "truncated safetensors": (lambda t: ["convert", truncated(t, NANO, "t.safetensors"), "-o", t / "o.safetensors"],
