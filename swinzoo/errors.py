@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -27,8 +28,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def exit_code(command: Callable[[], int | None]) -> int:
     """Run `command` and return its exit code, every exception as one line on stderr: a `SwinzooError` (bad input:
-    the message names the problem and the fix) 2, a `NetworkError` and an OS error (disk full, permissions) 1,
-    Ctrl-C / SIGTERM 130, a closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises instead, for
+    the message names the problem and the fix) 2, a failed memory allocation 2 (a resolution, batch or class count
+    too large for the machine), a `NetworkError` and an OS error (disk full, permissions) 1, Ctrl-C / SIGTERM 130, a
+    closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises instead, for
     the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     try:
@@ -56,7 +58,25 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
         if debug:
             raise
+        size = allocation_failed(e)
+        if size is not None:  # a --res, batch or class count this machine cannot hold: the input's to change
+            print(f"error: out of memory ({size or 'an allocation failed'}); use a smaller resolution, batch or "
+                  "class count, or a machine with more memory (SWINZOO_DEBUG=1 shows where)", file=sys.stderr)
+            return 2
         first = (str(e).strip().splitlines() or [""])[0][:300]
         print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
               "report it)", file=sys.stderr)
         return 1
+
+
+def allocation_failed(e: BaseException) -> str | None:
+    """When `e` is a failed memory allocation (Python's MemoryError, torch's CPU allocator, CUDA out of memory): the
+    size it asked for ("" when it does not say); else None."""
+    text = str(e)
+    cpu = re.search(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (\d+) bytes", text)
+    if cpu:
+        return f"{int(cpu.group(1)) / 2**30:,.1f} GiB asked for at once"
+    cuda = re.search(r"Tried to allocate ([\d.]+ [KMGTP]?i?B)", text)
+    if type(e).__name__ == "OutOfMemoryError" or (cuda and "out of memory" in text):
+        return f"{cuda.group(1)} asked for at once on the GPU" if cuda else "the GPU's memory is full"
+    return "" if isinstance(e, MemoryError) else None

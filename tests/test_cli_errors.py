@@ -149,3 +149,27 @@ def test_existing_output_survives_a_failed_convert(tmp_path, capsys, monkeypatch
     assert code == 1 and out.read_bytes() == b"old"
     one_error_line(err, "disk full")
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
+
+
+def test_a_batch_too_large_for_memory_is_one_line_naming_the_fix(capsys):
+    """torch's allocator refusing (here 491 TB, beyond any address space, whatever the kernel's overcommit) is the
+    input's doing: one line saying what to make smaller, exit 2; not "unexpected ... report it" under a stopped bar."""
+    code, out, err = run_cli(["bench", "swin_n_64", "--batch-size", 10**10, "--reps", 1, "--warmup", 0], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err, "out of memory (", "GiB asked for at once)", "use a smaller resolution, batch or class")
+    assert "unexpected" not in line
+
+
+@pytest.mark.parametrize("raised", [MemoryError(), torch.OutOfMemoryError(
+    "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB")])
+def test_other_failed_allocations_are_one_line_too(raised, tmp_path, capsys, monkeypatch):
+    import swinzoo.conversion
+
+    def allocate(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(swinzoo.conversion, "read_transferred", allocate)
+    code, _, err = convert(tmp_path, capsys, "swin_n_64")
+    assert code == 2
+    line = one_error_line(err, "out of memory (", "use a smaller resolution, batch or class count")
+    assert ("20.00 GiB asked for at once on the GPU" in line) == isinstance(raised, torch.OutOfMemoryError), line

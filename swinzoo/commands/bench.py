@@ -86,7 +86,11 @@ def measure_and_report(args) -> int:
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=args.json) as progress:
         task = progress.add_task("bench", total=bench.rounds(specs, args.reps))
-        results = bench.run(specs, args.reps, args.warmup, args.memory, lambda: progress.advance(task))
+        try:
+            results = bench.run(specs, args.reps, args.warmup, args.memory, lambda: progress.advance(task))
+        except BaseException:  # the error's one line alone, not under a bar stopped part-way
+            progress.update(task, visible=False)
+            raise
     # the results first: a plot that cannot be drawn must not cost the measurements
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
