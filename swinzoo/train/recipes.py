@@ -269,9 +269,10 @@ def load_recipe(name_or_path: str | dict | Recipe) -> Recipe:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise SwinzooError(f"recipe file {path} does not exist; packaged recipes: "
+            what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+            raise SwinzooError(f"recipe file {path} {what}; packaged recipes: "
                                f"{', '.join(sorted(packaged_recipes()))}")
-        text, default_name = path.read_text(), path.stem
+        text, default_name = read_recipe_text(path), path.stem
     else:
         shipped = packaged_recipes()
         if name_or_path not in shipped:
@@ -281,11 +282,27 @@ def load_recipe(name_or_path: str | dict | Recipe) -> Recipe:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise SwinzooError(f"{name_or_path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SwinzooError(f"{name_or_path} is not valid YAML{at} ({problem}); fix the file (`swinzoo recipes NAME` "
+                           "prints a packaged recipe to start from)") from None
     if isinstance(data, dict):
         check_not_a_run_file(data, str(name_or_path))
         data.setdefault("name", default_name)
     return recipe_from_dict(data, str(name_or_path))
+
+
+def read_recipe_text(path: Path) -> str:
+    """The text of a recipe file; one line for a file that cannot be one (empty, binary: a model given as --recipe)."""
+    fix = "give a YAML file of recipe keys (`swinzoo recipes NAME` prints one) or a packaged recipe name"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SwinzooError(f"recipe file {path} is not a text file (a model or an image?); {fix}") from None
+    if not text.strip():
+        raise SwinzooError(f"recipe file {path} is empty; {fix}")
+    return text
 
 
 # keys of a run's config.yaml (`--print-config`) or run.json that no recipe has: a file holding them was meant for
