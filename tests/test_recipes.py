@@ -3,7 +3,14 @@
 import pytest
 
 from swinzoo import SwinzooError
-from swinzoo.train.recipes import load_recipe, packaged_recipes, recipe_from_dict, split_recipe, valid_keys
+from swinzoo.train.recipes import (
+    check_recipe,
+    load_recipe,
+    packaged_recipes,
+    recipe_from_dict,
+    split_recipe,
+    valid_keys,
+)
 
 EXPECTED = {"swin_224to384", "swin_22kto1k", "swinv2_192to256", "swinv2_192to384", "nano", "nano_finetune"}
 
@@ -60,3 +67,11 @@ def test_a_partial_mapping_changes_the_recipe_a_whole_one_replaces_it():
     whole = load_recipe("nano_finetune").to_dict()
     assert split_recipe(whole, {"crop_scale": (0.5, 1)}) == (whole, {"crop_scale": [0.5, 1.0]})
     assert split_recipe("nano_finetune", None) == ("nano_finetune", {})
+
+
+@pytest.mark.parametrize("key", ["base_lr", "mixup", "cutmix", "warmup_epochs", "clip_grad", "weight_decay"])
+def test_infinite_values_are_out_of_range(key):
+    """`--recipe.base_lr inf` passed the "> 0" check and trained to NaN weights; inf means nothing a recipe can
+    ask for (null switches clipping, EMA and RandAugment off)."""
+    with pytest.raises(SwinzooError, match=f"{key}=inf is out of range; it must be a finite number "):
+        check_recipe(recipe_from_dict({key: float("inf")}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import typing
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -210,7 +211,7 @@ RANGES = {
 
 
 def _in_range(value: float, low, high, low_in: bool, high_in: bool) -> bool:
-    if value != value:  # NaN
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, and inf, which no field means (null does)
         return False
     if low is not None and (value < low or (value == low and not low_in)):
         return False
@@ -228,8 +229,9 @@ def check_recipe(recipe: Recipe, source: str = "recipe") -> None:
     for name, (low, high, low_in, high_in, meaning) in RANGES.items():
         value = getattr(recipe, name)
         if value is not None and not _in_range(value, low, high, low_in, high_in):
+            finite = "a finite number " if value in (math.inf, -math.inf) else ""
             raise SwinzooError(f"{source}: {name}={value!r} is out of range; it must be "
-                               f"{_range_text(low, high, low_in, high_in)} ({meaning})")
+                               f"{finite}{_range_text(low, high, low_in, high_in)} ({meaning})")
     for name, pair in (("betas", recipe.betas), ("crop_scale", recipe.crop_scale)):
         low_in, high_in = (True, False) if name == "betas" else (False, True)
         if not all(_in_range(v, 0, 1, low_in, high_in) for v in pair):
