@@ -23,7 +23,7 @@ from swinzoo.hardware import keep_freed_memory, resolve_device
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.preprocess import create_transform, to_rgb
-from swinzoo.train.checks import check_whole
+from swinzoo.train.checks import check_whole, max_processes
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
 
@@ -129,7 +129,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     console = console or Console(stderr=True)
     check_counts(batch_size=batch_size)
     if num_workers is not None:
-        check_counts(0, num_workers=num_workers)
+        check_whole(num_workers, 0, f"num_workers={num_workers!r}", "data loader processes", max_processes())
     dev, dtype = runtime(device, precision)
     net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format,
                                          trust_checkpoint=trust_checkpoint, console=console, data_options=data_options)

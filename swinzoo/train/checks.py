@@ -35,10 +35,23 @@ def check_whole(value, minimum: int, label: str, meaning: str = "", maximum: int
 DEVICE_LIST = re.compile(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*")
 
 
+def max_processes() -> int:
+    """The most processes a run may start per device or per node (data loader workers, CPU devices): 4 per CPU, at
+    least 32. More only slow each other down, and a slip such as --num-workers 10000 would start processes until
+    the machine runs out of memory."""
+    return max(32, 4 * (os.cpu_count() or 1))
+
+
 def check_devices(devices, label: str) -> None:
     """Lightning's devices: "auto", N >= 1, -1 (all), or device indices ("0,1", "0," or a list)."""
     fix = ("give auto, a count >= 1, -1 for all, or device indices such as 0,1 (a trailing comma, 0, picks "
            "device 0 alone)")
+    if isinstance(devices, str) and re.fullmatch(r"\s*-?\d+\s*", devices):
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > max_processes():
+        # on the CPU Lightning starts one process per device, however many are asked for
+        raise SwinzooError(f"{label}: more processes than this machine can run ({os.cpu_count()} CPUs, one process "
+                           f"per device); give at most {max_processes()}")
     if isinstance(devices, (list, tuple)):
         if devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
             return
@@ -47,7 +60,7 @@ def check_devices(devices, label: str) -> None:
             return
     elif isinstance(devices, str):
         text = devices.strip()
-        if text == "auto" or (re.fullmatch(r"-?\d+", text) and (int(text) >= 1 or int(text) == -1)):
+        if text == "auto":
             return
         if "," in text and DEVICE_LIST.fullmatch(text):
             return
@@ -120,7 +133,8 @@ def check_values(values: dict, label) -> None:
               "ckpt_every": (1, "optimizer steps between checkpoints")}
     for name, (minimum, meaning) in wholes.items():
         if values.get(name) is not None:
-            check_whole(values[name], minimum, label(name, values[name]), meaning)
+            check_whole(values[name], minimum, label(name, values[name]), meaning,
+                        max_processes() if name == "num_workers" else None)
     if values.get("seed") is not None:
         check_whole(values["seed"], 0, label("seed", values["seed"]), "random seed", MAX_SEED)
     lr = values.get("lr")

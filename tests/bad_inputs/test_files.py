@@ -287,6 +287,18 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "pwned").exists()  # no pickle ran
 
 
+def test_eval_refuses_more_workers_than_the_machine_can_run(tmp_path, capsys, monkeypatch):
+    """`--num-workers 100000` forked until the kernel's OOM killer stopped it, minutes later."""
+    import swinzoo.train.data
+
+    def started(*args, **kwargs):
+        raise AssertionError("a loader was made: the worker count was not refused")
+
+    monkeypatch.setattr(swinzoo.train.data, "eval_loader", started)
+    fails_cleanly(["eval", "swin_n_64", "--num-workers", 100000], capsys, tmp_path,
+                  "num_workers=100000: must be a whole number in [0, ", "data loader processes", code=2)
+
+
 def test_predict_on_a_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch):
     """PIL refuses images past twice its pixel limit (DecompressionBombError, not an OSError); the limit is
     lowered here so an 8x8 image stands for one."""

@@ -162,6 +162,17 @@ def unwritable(t) -> Path:
     return ro / "run"
 
 
+def nothing_started(monkeypatch) -> None:
+    """For a value that must be refused before the run starts: were it not, the case fails here instead of starting
+    the thousands of processes it asks for."""
+    import lightning.pytorch as pl
+
+    def started(*args, **kwargs):
+        raise RuntimeError("the run started: the value was not refused")
+
+    monkeypatch.setattr(pl.Trainer, "fit", started)  # where Lightning starts its processes and the loaders theirs
+
+
 def no_gpu(monkeypatch) -> None:
     from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
@@ -215,7 +226,14 @@ CASES = {
     "num_nodes_without_a_launcher": (lambda t, mp: ([mp.delenv(k, raising=False) for k in LAUNCHER_VARIABLES],
                                                     [*steps(t), "--num-nodes", "2"])[1],
                                      ["--num-nodes 2: no multi-node launcher", "MASTER_ADDR"]),
-    "num_workers_negative": (lambda t, mp: [*steps(t), "--num-workers", "-1"], ["--num-workers -1", ">= 0"]),
+    "num_workers_negative": (lambda t, mp: [*steps(t), "--num-workers", "-1"], ["--num-workers -1", "in [0, "]),
+    "num_workers_huge": (lambda t, mp: (nothing_started(mp), [*steps(t), "--num-workers", "100000"])[1],
+                         ["--num-workers 100000: must be a whole number in [0, ", "data loader processes"]),
+    "devices_huge": (lambda t, mp: (nothing_started(mp), [*steps(t), "--accelerator", "cpu", "--devices", "1000"])[1],
+                     ["--devices 1000: more processes than this machine can run", "give at most"]),
+    "pretrain_num_workers_huge": (lambda t, mp: (nothing_started(mp), [
+        "pretrain", "--from", t.src, "--data", t.data, "--out", t.out, "--max-steps", "1",
+        "--num-workers", "100000"])[1], ["--num-workers 100000: must be a whole number in [0, "]),
     "ckpt_every_0": (lambda t, mp: [*steps(t), "--ckpt-every", "0"], ["--ckpt-every 0", ">= 1"]),
     "seed_negative": (lambda t, mp: [*steps(t), "--seed", "-1"], ["--seed -1", "[0, 4294967295]"]),
     "res_0": (lambda t, mp: [*steps(t), "--res", "0"], ["--res 0", ">= 1"]),
