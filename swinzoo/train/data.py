@@ -155,6 +155,9 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
     if not root.exists():
         raise SwinzooError(f"--data {data}: no such folder (built-in datasets: {', '.join(BUILTIN)}; "
                            "Hugging Face: hf:NAME)")
+    if root.is_file():  # a model or an image given as --data
+        raise SwinzooError(f"--data {data} is a file; give a folder with train/<class>/ and val/<class>/ image "
+                           f"folders, hf:NAME or one of the built-in datasets ({', '.join(BUILTIN)})")
     if not (root / "train").is_dir() and not (root / "val").is_dir():
         raise SwinzooError(f"data folder {root} is empty of train/ and val/; --data needs {root}/train/<class>/ "
                            f"and {root}/val/<class>/ image folders")

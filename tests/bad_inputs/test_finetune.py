@@ -234,6 +234,8 @@ CASES = {
     "pretrain_num_workers_huge": (lambda t, mp: (nothing_started(mp), [
         "pretrain", "--from", t.src, "--data", t.data, "--out", t.out, "--max-steps", "1",
         "--num-workers", "100000"])[1], ["--num-workers 100000: must be a whole number in [0, "]),
+    "data_is_a_file": (lambda t, mp: [*steps(t), "--data", t.src],
+                       ["--data", "tiny.safetensors is a file; give a folder with train/<class>/ and val/<class>/"]),
     "ckpt_every_0": (lambda t, mp: [*steps(t), "--ckpt-every", "0"], ["--ckpt-every 0", ">= 1"]),
     "seed_negative": (lambda t, mp: [*steps(t), "--seed", "-1"], ["--seed -1", "[0, 4294967295]"]),
     "res_0": (lambda t, mp: [*steps(t), "--res", "0"], ["--res 0", ">= 1"]),
