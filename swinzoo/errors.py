@@ -29,9 +29,9 @@ class OneLineParser(argparse.ArgumentParser):
 def exit_code(command: Callable[[], int | None]) -> int:
     """Run `command` and return its exit code, every exception as one line on stderr: a `SwinzooError` (bad input:
     the message names the problem and the fix) 2, a failed memory allocation 2 (a resolution, batch or class count
-    too large for the machine), a `NetworkError` and an OS error (disk full, permissions) 1, Ctrl-C / SIGTERM 130, a
-    closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises instead, for
-    the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
+    too large for the machine), a path this user may not read or write 2, a `NetworkError` and another OS error (disk
+    full, I/O) 1, Ctrl-C / SIGTERM 130, a closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises
+    instead, for the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     try:
         return int(command() or 0)
@@ -47,6 +47,13 @@ def exit_code(command: Callable[[], int | None]) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing stdout
         return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe closed
+    except PermissionError as e:  # a file or folder given that this user may not read or write: the input's to change
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}permission denied; give a path this user can read (or write, for an output), or change "
+              "its permissions (SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     except OSError as e:  # the disk or the network: full, read-only, unreachable
         if debug:
             raise

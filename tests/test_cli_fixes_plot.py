@@ -17,9 +17,9 @@ def test_bench_says_plot_written_only_after_the_write(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(swinzoo.bench_plot, "save_png", refuse)
     code, out, err = run_cli([*BENCH, "--plot", plot], capsys)
-    assert code == 1 and "swin_n_64" in out  # the measurements are printed all the same
+    assert code == 2 and "swin_n_64" in out  # the measurements are printed all the same
     assert "plot written" not in out
-    one_error_line(err.strip().splitlines()[-1], str(plot), "Permission denied")  # after the progress bar
+    one_error_line(err.strip().splitlines()[-1], str(plot), "permission denied")  # after the progress bar
 
 
 def test_bench_plot_written(tmp_path, capsys):

@@ -287,6 +287,45 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "pwned").exists()  # no pickle ran
 
 
+def unreadable(monkeypatch, *paths: Path) -> None:
+    """`paths` unreadable: chmod 000, or where root reads them all the same, opening them fails as it would."""
+    if os.geteuid() != 0:
+        for path in paths:
+            path.chmod(0)
+        return
+    import builtins
+    import io
+
+    real_open, names = builtins.open, {str(p) for p in paths}
+
+    def refusing(file, *args, **kwargs):
+        if os.fspath(file) in names:
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing)
+    monkeypatch.setattr(io, "open", refusing)
+
+
+@pytest.mark.parametrize("verb", [["info", "{model}"], ["convert", "{model}", "-o", "{tmp}/o.safetensors"],
+                                  ["predict", "{model}", "{image}"], ["recipes", "{recipe}"]])
+def test_an_unreadable_input_is_bad_input(verb, tmp_path, capsys, monkeypatch):
+    """A file this user may not read is the input's to change, as a wrong path is: exit 2, the file named (it was
+    an OS error, exit 1, "check the path, free space and permissions")."""
+    files = {"model": nano_copy(tmp_path), "recipe": write(tmp_path, "r.yaml", "base_lr: 0.001\n"),
+             "image": png_file(tmp_path)}
+    name = next(k for k in files if "{" + k + "}" in " ".join(verb))
+    unreadable(monkeypatch, files[name])
+    out = tmp_path / "out"  # what the case's snapshot reads: the inputs stay beside it
+    out.mkdir()
+    args = [a.format(tmp=out, **files) for a in verb]
+    try:
+        line = fails_cleanly(args, capsys, out, code=2)
+    finally:
+        files[name].chmod(0o644)
+    assert line.startswith(f"error: {files[name]}: permission denied; give a path this user can read"), line
+
+
 def test_eval_refuses_more_workers_than_the_machine_can_run(tmp_path, capsys, monkeypatch):
     """`--num-workers 100000` forked until the kernel's OOM killer stopped it, minutes later."""
     import swinzoo.train.data
