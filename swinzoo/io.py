@@ -154,22 +154,23 @@ def atomic_path(path: str | Path):
     path = check_file_output(path)
     created = _make_parents(path.parent)
     remove_stale_temps(path)
-    folder = _temp_beside(path)
-    try:
-        folder.mkdir()
-    except OSError as e:  # name the user's path, not the temporary one
-        raise type(e)(e.errno, e.strerror, str(path)) from None
-    tmp = folder / path.name
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
-    try:
+    folder, ours = _temp_beside(path), True
+    try:  # from the making of the folder on: a signal the moment it exists still removes it
+        try:
+            folder.mkdir()
+        except OSError as e:  # name the user's path, not the temporary one
+            ours = e.errno != errno.EEXIST
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        tmp = folder / path.name
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
         yield tmp
         _as_new_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        created = []
+    finally:  # the temporary first: the folders made for it are empty only once it has gone
+        if ours:
+            shutil.rmtree(folder, ignore_errors=True)
         _remove_empty(created)
-        raise
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
@@ -192,12 +193,13 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
                            f"pass --overwrite to replace only {', '.join(sorted(owned)) or 'its own files'}")
     created = _make_parents(path.parent)
     remove_stale_temps(path)
-    tmp = _temp_beside(path)
-    try:
-        tmp.mkdir()
-    except OSError as e:  # name the user's path, not the temporary one
-        raise type(e)(e.errno, e.strerror, str(path)) from None
-    try:
+    tmp, ours = _temp_beside(path), True
+    try:  # from the making of the folder on, as in atomic_path
+        try:
+            tmp.mkdir()
+        except OSError as e:  # name the user's path, not the temporary one
+            ours = e.errno != errno.EEXIST
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         yield tmp
         for child in tmp.iterdir():
             if child.is_file():
@@ -205,6 +207,7 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
         if not existing:
             try:
                 os.replace(tmp, path)  # a new (or empty) folder: one rename
+                created = []
                 return
             except OSError as e:  # a concurrent writer made it first: join it if it holds only our kind of files
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
@@ -219,12 +222,11 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
             os.replace(tmp / name, path / name)
         for name in sorted(owned & set(existing) - written):
             (path / name).unlink(missing_ok=True)
-    except BaseException:
-        _remove_empty(created)
-        raise
-    finally:
-        if tmp.exists():
+        created = []
+    finally:  # the temporary first: the folders made for it are empty only once it has gone
+        if ours and tmp.exists():
             shutil.rmtree(tmp)
+        _remove_empty(created)
 
 
 def save_torch(obj: object, path: str | Path) -> Path:

@@ -589,6 +589,45 @@ def test_sigterm_mid_write_leaves_nothing(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_failed_write_removes_the_folders_made_for_it(kind, tmp_path, capsys, monkeypatch):
+    """The folders an output's path named but that did not exist are made for the write, and removed when it fails:
+    they were left, as the temporary inside them was removed only after them."""
+    import swinzoo.converters.folders as folders
+    import swinzoo.converters.native as native
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(native, "save_file", full)
+    monkeypatch.setattr(folders, "save_file", full)
+    out = tmp_path / "new" / "sub" / ("m.safetensors" if kind == "file" else "timm")
+    args = ["convert", "swin_n_64", "-o", out] if kind == "file" else ["export", "swin_n_64", "--to", "timm", "-o", out]
+    fails_cleanly(args, capsys, tmp_path, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_an_interrupt_the_moment_the_temporary_is_made_removes_it(kind, tmp_path, capsys, monkeypatch):
+    """Ctrl-C or SIGTERM landing just after the temporary folder was made, before the block that removes it on the
+    way out had begun: a SIGTERM to a fine-tune's process group left .model.safetensors.swinzoo-tmp-* behind."""
+    from tests.conftest import run_cli
+
+    real_mkdir = Path.mkdir
+
+    def made_then_interrupted(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if ".swinzoo-tmp-" in self.name:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "mkdir", made_then_interrupted)
+    out = tmp_path / "sub" / ("m.safetensors" if kind == "file" else "timm")
+    args = ["convert", "swin_n_64", "-o", out] if kind == "file" else ["export", "swin_n_64", "--to", "timm", "-o", out]
+    code, _, err = run_cli(args, capsys)
+    assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    assert list(tmp_path.iterdir()) == []  # nor the folder made for it
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
 def test_sigkill_leftovers_are_recognisable_and_the_rerun_removes_them(kind, tmp_path, capsys):
     from tests.conftest import run_cli
 
