@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import signal
 import sys
 
@@ -124,14 +125,32 @@ def cli_main(args: list[str] | None = None) -> int:
     return exit_code(run)
 
 
+MAIN_PID: int | None = None  # the process `main` runs in; its forks (data loader workers) inherit the handler
+
+
 def _terminated(signum, frame) -> None:
+    if os.getpid() != MAIN_PID:
+        # a forked worker, signalled with its process group (Ctrl-C, `timeout`, a scheduler): it ends as the signal
+        # would, quietly, and the main process says so once; a KeyboardInterrupt here printed tracebacks
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    # what the unwinding leaves half-built (a loader starting its workers) fails in its destructor: "Exception
+    # ignored in ..." tracebacks under the one line, which say nothing about the interruption
+    sys.unraisablehook = lambda unraisable: None
     # SIGTERM unwinds like Ctrl-C, so every atomic write in flight removes its temporary file on the way out
     raise KeyboardInterrupt
 
 
 def main() -> None:
+    global MAIN_PID
+    MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _terminated)
-    sys.exit(cli_main())
+    signal.signal(signal.SIGINT, _terminated)
+    code = cli_main()
+    if hasattr(signal, "SIGCHLD"):  # done: workers that end now must not raise from torch's handler in the exit
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

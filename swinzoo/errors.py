@@ -26,6 +26,11 @@ class OneLineParser(argparse.ArgumentParser):
         raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
+# what torch raises in the main process when a data loader worker was stopped by SIGTERM or SIGINT; with the whole
+# process group signalled, it can come before the main process's own KeyboardInterrupt
+WORKER_STOPPED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) is killed by signal: (Terminated|Interrupt)")
+
+
 def exit_code(command: Callable[[], int | None]) -> int:
     """Run `command` and return its exit code, every exception as one line on stderr: a `SwinzooError` (bad input:
     the message names the problem and the fix) 2, a failed memory allocation 2 (a resolution, batch or class count
@@ -65,6 +70,9 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
         if debug:
             raise
+        if WORKER_STOPPED.search(str(e)):  # Ctrl-C or SIGTERM to the process group: its loader workers got it too
+            print("error: interrupted", file=sys.stderr)
+            return 130
         size = allocation_failed(e)
         if size is not None:  # a --res, batch or class count this machine cannot hold: the input's to change
             print(f"error: out of memory ({size or 'an allocation failed'}); use a smaller resolution, batch or "

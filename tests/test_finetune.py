@@ -222,6 +222,37 @@ def test_killed_run_resumes_at_same_step(tiny, tmp_path):
     assert steps and step <= min(steps) and max(steps) <= step + 2
 
 
+@pytest.mark.parametrize("sig, to", [("SIGTERM", "the process"), ("SIGTERM", "its process group"),
+                                     ("SIGINT", "its process group")])
+def test_a_signal_mid_run_is_one_line_and_the_run_resumes(sig, to, tiny, tmp_path):
+    """SIGTERM once the run has checkpointed: `error: interrupted` alone, exit 130, and --resume goes on. Lightning
+    logged "[rank: 0] Received SIGTERM: 15" above it; sent to the process group (`timeout`, `kill -- -PGID`, a
+    scheduler; Ctrl-C sends SIGINT so), the data loader workers got it too: the run ended in "unexpected
+    RuntimeError: DataLoader worker ... is killed by signal: Terminated", exit 1, or under "Exception ignored in"
+    tracebacks of the workers and of a loader interrupted while starting them."""
+    data = image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli("finetune", "--from", tiny, "--data", data, "--recipe", "nano_finetune", "--max-steps",
+                                "100000", "--ckpt-every", "1", "--out", out, *FAST[:2], "--num-workers", "2",
+                                *FAST[4:]), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "last.ckpt").exists() and checkpoint_step(out / "last.ckpt") >= 1:
+            break
+        time.sleep(0.2)
+    sig = getattr(signal, sig)
+    os.killpg(proc.pid, sig) if to == "its process group" else proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["error: interrupted"], err[-2000:]
+    assert not list(out.glob(".*swinzoo-tmp*")) and not (out / "model.safetensors").exists()
+    step = checkpoint_step(out / "last.ckpt")
+    resumed = subprocess.run(cli("finetune", "--resume", out, "--max-steps", step + 1), env=env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == step + 1
+
+
 def shapes_folder(root: Path, per_class: int = 4) -> Path:
     """The nano models' classes as class folders, which sort alphabetically: not the models' order."""
     names = swinzoo.load_model("swin_n_64").config.class_names

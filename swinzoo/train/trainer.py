@@ -345,7 +345,8 @@ def validate_unlogged(trainer, module, dm) -> dict:
 # Lightning's messages swinzoo's own output replaces (the plan, the progress, the result) or that say nothing
 # to a swinzoo user: adverts, device banners, a deprecation inside Lightning, our own run.json beside last.ckpt
 QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.fabric.utilities.distributed")
+                 "lightning.fabric.utilities.distributed",
+                 "lightning.pytorch.trainer.connectors.signal_connector")  # "[rank: 0] Received SIGTERM: 15"
 # the DistributedSampler notice: sampling.unpadded counts each validation image once
 QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", r"Using `DistributedSampler` with the",
                   r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
