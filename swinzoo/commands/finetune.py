@@ -246,7 +246,8 @@ def explain(error: Exception, parser) -> str:
     if m:
         flags = [s for a in parser._actions for s in a.option_strings]
         return f"unrecognized argument {m.group(1)}{_closest(m.group(1).split('=')[0], flags, parser.prog)}"
-    return first
+    # the flag last, or its value read as a flag (-1e-3 reads as a number, -inf does not)
+    return re.sub(r"^argument (\S+): expected one argument$", r"\1 needs a value (one starting with -: \1=VAL)", first)
 
 
 def _flag(key: str) -> str:

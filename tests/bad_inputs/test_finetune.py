@@ -200,6 +200,8 @@ CASES = {
     "max_steps_0": (lambda t, mp: steps(t, 0), ["--max-steps 0", ">= 1"]),
     "epochs_0": (lambda t, mp: [*t.args, "--epochs", "0"], ["--epochs 0", ">= 1"]),
     "negative_lr": (lambda t, mp: [*steps(t), "--lr", "-0.001"], ["--lr -0.001", "positive"]),
+    "lr_read_as_a_flag": (lambda t, mp: [*steps(t), "--lr", "-inf"], ["--lr needs a value", "--lr=VAL"]),
+    "flag_without_its_value": (lambda t, mp: [*steps(t), "--seed"], ["--seed needs a value"]),
     "recipe_negative_mixup": (lambda t, mp: [*steps(t), "--recipe", recipe_file(t, "mixup: -0.5\n")],
                               ["r.yaml", "mixup=-0.5", ">= 0"]),
     "recipe_label_smoothing_7": (lambda t, mp: [*steps(t), "--recipe", recipe_file(t, "label_smoothing: 7\n")],
