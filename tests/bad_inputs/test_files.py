@@ -602,7 +602,7 @@ def test_a_failed_write_removes_the_folders_made_for_it(kind, tmp_path, capsys, 
     monkeypatch.setattr(folders, "save_file", full)
     out = tmp_path / "new" / "sub" / ("m.safetensors" if kind == "file" else "timm")
     args = ["convert", "swin_n_64", "-o", out] if kind == "file" else ["export", "swin_n_64", "--to", "timm", "-o", out]
-    fails_cleanly(args, capsys, tmp_path, "No space left on device")
+    fails_cleanly(args, capsys, tmp_path, "No space left on device", code=1)  # the disk's failure, not the input's
     assert list(tmp_path.iterdir()) == []
 
 
