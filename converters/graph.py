@@ -121,8 +121,10 @@ def export_program(model: torch.nn.Module, config: SwinConfig) -> torch.export.E
 
 def write_pt2(checkpoint: Checkpoint, out: str | Path) -> str:
     program = export_program(build_module(checkpoint), checkpoint.config)
-    with atomic_path(out) as tmp:
-        torch.export.save(program, tmp, extra_files={METADATA_KEY: metadata(checkpoint, "pt2")})
+    # through a file object: given a path not ending in .pt2 (the user's name, in a temporary folder), torch logs a
+    # warning naming the temporary
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        torch.export.save(program, f, extra_files={METADATA_KEY: metadata(checkpoint, "pt2")})
     return "torch.export.load(OUT).module()(pixel_values)"
 
 

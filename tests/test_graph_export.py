@@ -117,6 +117,20 @@ def test_pt2_runs_every_size(tiny_v2, tmp_path, features):
     assert json.loads(extra[graph.METADATA_KEY])["outputs"] == (["stage1", "stage3"] if features else ["logits"])
 
 
+def test_a_pt2_named_without_its_suffix_is_written_quietly(tmp_path, capfd):
+    """torch.export.save logged "Expect archive file to be a file ending in .pt2 ... Instead got {.m.swinzoo-tmp-...}"
+    on stderr for an output named without .pt2 (a name the user may choose)."""
+    out = tmp_path / "m"
+    assert _cli(["export", "swin_n_64", "--to", "pt2", "-o", str(out)]) == 0
+    assert capfd.readouterr().err == ""
+    with open(out, "rb") as f:
+        program = torch.export.load(f)
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (program.module()(x) - load_model("swin_n_64").float().eval()(x)).abs().max().item() <= 1e-5
+
+
 def test_absolute_position_embedding_pins_a_classifiers_size(tmp_path):
     cfg = zoo_config("swin_n_64").replace(ape=True, depths=(1, 1, 1, 1), embed_dim=8, num_heads=(1, 1, 1, 1))
     torch.manual_seed(0)
