@@ -138,6 +138,7 @@ def _terminated(signum, frame) -> None:
     # what the unwinding leaves half-built (a loader starting its workers) fails in its destructor: "Exception
     # ignored in ..." tracebacks under the one line, which say nothing about the interruption
     sys.unraisablehook = lambda unraisable: None
+    _workers_may_end()
     # SIGTERM unwinds like Ctrl-C, so every atomic write in flight removes its temporary file on the way out
     raise KeyboardInterrupt
 
@@ -147,10 +148,19 @@ def main() -> None:
     MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
-    code = cli_main()
-    if hasattr(signal, "SIGCHLD"):  # done: workers that end now must not raise from torch's handler in the exit
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        code = cli_main()
+    except KeyboardInterrupt:  # a second signal of the group, after the first was reported (`exit_code`)
+        code = 130
+    _workers_may_end()
     sys.exit(code)
+
+
+def _workers_may_end() -> None:
+    """Loader workers ending from now on (the group's signal, or the exit) must not raise from torch's SIGCHLD
+    handler, which it runs in the main process at any point: a traceback after the one line."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
