@@ -24,6 +24,12 @@ def _default_dtype():
     torch.set_default_dtype(torch.float32)
 
 
+@pytest.fixture(autouse=True)
+def _swinzoo_cache(tmp_path_factory, monkeypatch):
+    """Each test its own swinzoo cache (records of passed image checks), never the user's ~/.cache."""
+    monkeypatch.setenv("SWINZOO_CACHE", str(tmp_path_factory.mktemp("swinzoo_cache")))
+
+
 def randomized(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
     """Non-trivial weights everywhere (V2 starts its post-norms at zero, which would hide the attention)."""
     torch.manual_seed(3)
