@@ -9,7 +9,7 @@ and with the worker count. Here instead:
   `sampling.EpochOrder` gives the keys (index, seed, epoch) to the `SeededSamples` datasets;
 - each training step's draws (MixUp/CutMix, drop path, dropout) from (seed, rank, global step, micro-batch):
   `seeded(step_seed(...))` around the forward pass.
-The global RNGs are left as they were, so other code that draws from them sees no change.
+The global RNGs of the training process are left as they were, so other code that draws from them sees no change.
 """
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ def stream_seed(*entropy: int) -> int:
 def seeded(seed: int, device: torch.device | None = None):
     """Inside: the CPU generator (and `device`'s, when it is a CUDA device), Python's `random` and numpy's global
     RandomState seeded from `seed` (the official augmentation draws from all three: `swinzoo.train.augment`);
-    after: all as before. The three get unrelated states: torch's from `seed`, the others from a SeedSequence of it
-    (numpy's int seeding and torch's would otherwise start the same Mersenne Twister)."""
+    after: all as before (in a DataLoader worker, torch's only). The three get unrelated states: torch's from
+    `seed`, the others from a SeedSequence of it (numpy's int seeding and torch's would otherwise start the same
+    Mersenne Twister)."""
     cuda = device is not None and device.type == "cuda"
     words = [int(w) for w in np.random.SeedSequence(seed).generate_state(3)]
-    py_state, np_state = random.getstate(), np.random.get_state()
+    # a loader worker's global generators serve its samples alone, each seeded here: saving and restoring numpy's
+    # and Python's would cost ~100 us an image (numpy's state goes to a tuple and back) for nothing
+    restore = torch.utils.data.get_worker_info() is None
+    py_state, np_state = (random.getstate(), np.random.get_state()) if restore else (None, None)
     try:
         with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
             torch.default_generator.manual_seed(seed)
@@ -50,8 +54,9 @@ def seeded(seed: int, device: torch.device | None = None):
             np.random.seed(words[2])
             yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        if restore:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> int:
