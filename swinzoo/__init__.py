@@ -70,13 +70,15 @@ if TYPE_CHECKING:
     from swinzoo.zoo import list_models
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'swinzoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once imported, an ordinary attribute
-    return value
+if not TYPE_CHECKING:  # a type checker sees the imports above: a module __getattr__ would make any typo Any
+
+    def __getattr__(name: str):
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'swinzoo' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once imported, an ordinary attribute
+        return value
 
 
 def __dir__() -> list[str]:

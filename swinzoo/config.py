@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from swinzoo.errors import SwinzooError
 
@@ -166,7 +167,7 @@ class SwinConfig:
             raise SwinzooError("the stored config is not a JSON object; re-create the file with `swinzoo convert`")
         return cls.from_dict(d)
 
-    def replace(self, **changes) -> SwinConfig:
+    def replace(self, **changes: Any) -> SwinConfig:
         d = self.to_dict()
         if self.preprocess and changes.get("img_size", self.img_size) != self.img_size and "preprocess" not in changes:
             # the crop is chosen per resolution (official: 0.875 below 384 px, none from 384); mean, std and the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from swinzoo import converters
 from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_geometry
@@ -209,10 +210,26 @@ def without_head(checkpoint: Checkpoint) -> Checkpoint:
     return Checkpoint(state_dict, checkpoint.config.replace(num_classes=0, class_names=None), provenance)
 
 
+# what `features_only` builds, for type checkers: user code calls classifier or backbone methods without narrowing
+@overload
+def create_model(name: str | os.PathLike, *, pretrained: bool = ..., num_classes: int | None = ...,
+                 img_size: int | None = ..., window_size: int | None = ..., features_only: Literal[False] = ...,
+                 out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ...,
+                 **overrides: Any) -> SwinTransformer: ...
+@overload
+def create_model(name: str | os.PathLike, *, pretrained: bool = ..., num_classes: int | None = ...,
+                 img_size: int | None = ..., window_size: int | None = ..., features_only: Literal[True],
+                 out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ...,
+                 **overrides: Any) -> SwinBackbone: ...
+@overload
+def create_model(name: str | os.PathLike, *, pretrained: bool = ..., num_classes: int | None = ...,
+                 img_size: int | None = ..., window_size: int | None = ..., features_only: bool,
+                 out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ...,
+                 **overrides: Any) -> SwinTransformer | SwinBackbone: ...
 def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_classes: int | None = None,
                  img_size: int | None = None, window_size: int | None = None, features_only: bool = False,
                  out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1,
-                 **overrides) -> SwinTransformer | SwinBackbone:
+                 **overrides: Any) -> SwinTransformer | SwinBackbone:
     """A zoo model (`swin_b_224`, `swinv2_b_384_w24.in22k_ft_in1k`, or timm's spelling of either): fresh weights,
     or with `pretrained=True` the released ones, moved to `num_classes` / `img_size` / `window_size` when given as
     `convert` would (head re-initialised or mapped 22k -> 1k, bias tables resized, V2 windows recorded).

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, PREPROCESS_KEYS, SwinConfig
 from swinzoo.config import PREPROCESS_CROP_KEYS as CROP_KEYS
 from swinzoo.errors import SwinzooError
 from swinzoo.zoo import zoo_config
+
+if TYPE_CHECKING:
+    import torch
 
 OFFICIAL_CROP_PCT = 0.875
 NO_CROP_FROM = 384  # official TEST.CROP is False from this resolution: the whole image, squashed to a square
@@ -222,6 +227,16 @@ def __getattr__(name: str):
 
 
 # ---------------------------------------------------------------------------------------------- timm-style API
+class Configured(Protocol):
+    """Anything carrying a `SwinConfig` (SwinTransformer, SwinBackbone, SimMIM), named so without importing models."""
+
+    @property
+    def config(self) -> SwinConfig: ...
+
+
+ModelLike = Configured | SwinConfig | int | str | dict
+
+
 def _resolve(source) -> tuple[Preprocess, int, int]:
     """(preprocessing, resolution, channels) of a model, config, resolution, zoo name or data config."""
     if isinstance(getattr(source, "config", None), SwinConfig):  # a SwinTransformer, without importing models
@@ -241,7 +256,7 @@ def _resolve(source) -> tuple[Preprocess, int, int]:
                        "resolution, a zoo name or a data config")
 
 
-def data_config(model, *, test_crop: bool | None = None) -> dict:
+def data_config(model: ModelLike, *, test_crop: bool | None = None) -> dict[str, Any]:
     """timm-style data config of `model` (a SwinTransformer, a SwinConfig, a resolution in px, a zoo name or a
     data config): {"input_size": (C, H, W), "interpolation", "mean": (C,), "std": (C,), "crop_pct", "crop_mode"},
     what `timm.data.resolve_data_config` gives for the model's timm export. `test_crop` forces the crop on or off."""
@@ -249,7 +264,8 @@ def data_config(model, *, test_crop: bool | None = None) -> dict:
     return preprocess.with_test_crop(test_crop).data_config(img_size, in_chans)
 
 
-def create_transform(model=None, *, test_crop: bool | None = None, **data_config_keys):
+def create_transform(model: ModelLike | None = None, *, test_crop: bool | None = None,
+                     **data_config_keys: Any) -> Callable[[Any], torch.Tensor]:
     """The eval transform (torchvision v2) a model's metadata implies: PIL image of any mode (read as RGB), uint8
     numpy array (H, W, C) or uint8 (C, H, W) tensor -> normalised float32 (C, res, res). Call it as
     `create_transform(model)` or, like timm, `create_transform(**data_config(model))`; data config keys given as

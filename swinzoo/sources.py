@@ -14,6 +14,7 @@ import operator
 import os
 from dataclasses import fields
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import torch
 
@@ -91,9 +92,26 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
     return checkpoint
 
 
+# what `features_only` builds, for type checkers. By default a classifier file gives a SwinTransformer, a detector a
+# SwinBackbone: `SwinTransformer | Any` (typeshed's idiom) checks the common case without making every caller narrow
+@overload
+def load_model(src: str | os.PathLike, *, features_only: Literal[True],
+               out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               **config_overrides: Any) -> SwinBackbone: ...
+@overload
+def load_model(src: str | os.PathLike, *, features_only: Literal[False],
+               out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               **config_overrides: Any) -> SwinTransformer: ...
+@overload
+def load_model(src: str | os.PathLike, *, features_only: None = ..., out_indices: None = ..., frozen_stages: int = ...,
+               window: int | None = ..., **config_overrides: Any) -> SwinTransformer | Any: ...
+@overload
+def load_model(src: str | os.PathLike, *, features_only: bool | None = ...,
+               out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               **config_overrides: Any) -> SwinTransformer | SwinBackbone: ...
 def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
                out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1, window: int | None = None,
-               **config_overrides) -> SwinTransformer | SwinBackbone:
+               **config_overrides: Any) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
     zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields that do not
@@ -201,7 +219,7 @@ def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
 def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
                 norm_target_kernel: int = NORM_TARGET_KERNEL, mask_patch_size: int | None = None,
                 mask_ratio: float | None = None, from_format: str = "auto", arch: str | None = None,
-                trust_checkpoint: bool = False, **config_overrides) -> SimMIM:
+                trust_checkpoint: bool = False, **config_overrides: Any) -> SimMIM:
     """A SimMIM pretraining model (`models.simmim.SimMIM`, official numerics) from a SimMIM checkpoint (an official
     pretraining .pth, or swinzoo's own file holding one), or built around the encoder of any classification source
     `read_checkpoint` reads (a zoo name, file, folder or `hf-hub:` reference): its head is dropped, the mask token

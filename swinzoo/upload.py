@@ -17,6 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.simmim import is_simmim
@@ -29,6 +30,9 @@ from swinzoo.models import count_macs, count_params
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -279,7 +283,7 @@ STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json",
 
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
-         trust_checkpoint: bool = False, console=None) -> str:
+         trust_checkpoint: bool = False, console: Console | None = None) -> str:
     """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit, which also
     removes an earlier model's weight files and preprocessor config (`STALE_PATTERNS`); returns the commit URL.
     `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.

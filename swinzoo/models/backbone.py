@@ -120,7 +120,7 @@ class SwinBackbone(BackboneAPI, nn.Module):
                 stage.eval()
                 stage.requires_grad_(False)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> SwinBackbone:
         super().train(mode)
         self.freeze_stages()  # official: re-applied so frozen parts stay in eval mode
         return self

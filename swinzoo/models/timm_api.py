@@ -14,6 +14,7 @@ weights in, and `forward_intermediates` returns each stage's blocks' output befo
 from __future__ import annotations
 
 import copy
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -176,8 +177,21 @@ class ClassifierAPI(TimmAPI):
                                                              (r"^norm", (99999,))]  # timm's "join the previous"
         return {"stem": r"^absolute_pos_embed|patch_embed", "blocks": merges + blocks}
 
+    @overload
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = ..., norm: bool = ...,
+                              stop_early: bool = ..., output_fmt: str = ..., intermediates_only: Literal[False] = ...
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+    @overload
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = ..., norm: bool = ...,
+                              stop_early: bool = ..., output_fmt: str = ..., *, intermediates_only: Literal[True]
+                              ) -> list[torch.Tensor]: ...
+    @overload
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = ..., norm: bool = ...,
+                              stop_early: bool = ..., output_fmt: str = ..., intermediates_only: bool = ...
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]: ...
     def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
         """(B, 3, H, W) -> (final, [intermediates]) as timm's Swin returns them.
 
         Intermediate i is stage i's blocks' output before its patch merging, (B, C_i, H_i, W_i) with

@@ -113,7 +113,7 @@ class SwinClassifier(RecipeLrs, L.LightningModule):
         self.val_loss = MeanMetric()  # weighted by images, over all devices
 
     @classmethod
-    def from_pretrained(cls, source, *, num_classes: int | None = None, res: int | None = None,
+    def from_pretrained(cls, source: str | os.PathLike, *, num_classes: int | None = None, res: int | None = None,
                         window: int | None = None, recipe: str | dict | Recipe | None = None,
                         total_batch: int | None = None, lr: float | None = None,
                         class_names: list[str] | None = None, trust_checkpoint: bool = False) -> SwinClassifier:

@@ -16,6 +16,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -63,7 +64,7 @@ from swinzoo.train.trainer import interruptible, start_trainer, third_party_quie
 from swinzoo.train.trainer_options import check_step_bound
 
 
-def pretrain(source: str | None = None, *, console=None, **options) -> PretrainResult | None:
+def pretrain(source: str | None = None, *, console: Console | None = None, **options: Any) -> PretrainResult | None:
     """SimMIM-pretrain `source` (a zoo name, classification file, folder or hf-hub: reference: its encoder, with a
     fresh mask token and decoder; or a SimMIM checkpoint: continued) on the images of `data` with Lightning.
 

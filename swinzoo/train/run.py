@@ -15,6 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -170,7 +171,7 @@ def check_finetune_run(plan: Plan, out: Path) -> None:
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
 
 
-def finetune(source: str | None = None, *, console=None, **options) -> FinetuneResult | None:
+def finetune(source: str | None = None, *, console: Console | None = None, **options: Any) -> FinetuneResult | None:
     """Fine-tune `source` (zoo name, file, folder or hf-hub: reference) on `data` with Lightning.
 
     The keyword arguments are the fields of `FinetuneOptions`, the CLI's flags by their config names:

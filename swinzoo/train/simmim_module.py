@@ -14,6 +14,7 @@ DDP pads the set with), and draws the first batch (up to 8 images) to OUT/recons
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -61,7 +62,7 @@ class SimMIMPretrainer(RecipeLrs, L.LightningModule):
         self.shown: tuple[torch.Tensor, ...] | None = None  # the first validation batch, for the picture
 
     @classmethod
-    def from_pretrained(cls, source, *, res: int | None = None, window: int | None = None,
+    def from_pretrained(cls, source: str | os.PathLike, *, res: int | None = None, window: int | None = None,
                         recipe: str | dict | Recipe | None = None, total_batch: int | None = None,
                         lr: float | None = None, trust_checkpoint: bool = False) -> SimMIMPretrainer:
         """A SimMIMPretrainer starting where `swinzoo pretrain --from source` starts: a SimMIM model (e.g.
