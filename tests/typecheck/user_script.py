@@ -1,6 +1,6 @@
 """What an ML engineer writes against swinzoo's documented Python API (README "Python API"), for a type checker:
-every line is correct use, so any error is a defect in swinzoo's annotations. Never run, only checked; by hand, as
-it takes over a minute cold (torch's own types), from the repository root:
+every line is correct use, so any error is a defect in swinzoo's annotations. Never run, only checked: by `.ci/run`
+(not pytest: over a minute cold, torch's own types), or by hand from the repository root:
 
     MYPYPATH=. mypy --strict --follow-imports=silent tests/typecheck/user_script.py
 
