@@ -71,8 +71,8 @@ def test_the_official_crop_rule(res, crop_pct, crop_mode, scale):
         assert np.array_equal(resize_stage(ours, image), resize_stage(official, image))
         out = ours(image)
         assert out.shape == (3, res, res) and out.dtype == torch.float32
-        # 1 ulp: torchvision v2 scales by multiplying with 1/255, ToTensor divides by 255
-        torch.testing.assert_close(out, official(image), rtol=0, atol=1e-6)
+        # bit for bit: the scale to [0, 1] divides by 255 as ToTensor does (v2.ToDtype multiplies by 1/255, 1 ulp off)
+        torch.testing.assert_close(out, official(image), rtol=0, atol=0)
 
 
 def test_test_crop_forces_the_crop_on_or_off():
@@ -115,7 +115,7 @@ timm = pytest.importorskip("timm")
 @pytest.mark.parametrize("res", [224, 256, 384])
 def test_timm_reads_the_same_transform_from_our_export(res, tmp_path):
     """timm.create_transform(**resolve_data_config(model)) of the timm model loaded from our export: the same PIL
-    pixels after resize and crop, and the same tensors to 1 ulp (see above)."""
+    pixels after resize and crop, and the same tensors bit for bit."""
     from timm.data import create_transform as timm_transform
     from timm.data import resolve_data_config
 
@@ -127,7 +127,7 @@ def test_timm_reads_the_same_transform_from_our_export(res, tmp_path):
     theirs, ours = timm_transform(**resolved), create_transform(cfg)
     for image in images(res):
         assert np.array_equal(resize_stage(ours, image), resize_stage(theirs, image))
-        torch.testing.assert_close(ours(image), theirs(image), rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours(image), theirs(image), rtol=0, atol=0)
 
 
 def test_a_timm_folder_keeps_its_own_preprocessing(tmp_path):
@@ -256,7 +256,7 @@ def test_exports_read_back_keep_the_preprocessing(case, tmp_path):
     image, ours = images()[1], create_transform(cfg)
     pretrained_cfg = json.loads((timm_dir / "config.json").read_text())["pretrained_cfg"]
     theirs = timm_transform(**resolve_data_config({}, pretrained_cfg=pretrained_cfg))
-    torch.testing.assert_close(ours(image), theirs(image), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours(image), theirs(image), rtol=0, atol=0)
     proc = hf_processor(hf_dir, fast=False)
     for other in images()[:3]:
         torch.testing.assert_close(hf_pixels(proc, other), hf_reference(ours, other, res)[0], rtol=0, atol=1e-6)
