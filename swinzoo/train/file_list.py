@@ -63,21 +63,28 @@ class FileList(Sequence):
         return taken
 
     def add_tree(self, folder: Path, suffixes: Iterable[str], skip_hidden: bool = False) -> int:
-        """Append every file below `folder` whose suffix (lower-cased) is one of `suffixes`, symlinks to files
-        included and symlinked folders not entered (as pathlib's `rglob`), in the order of sorted Paths; names
-        starting with "." (and what is below them) skipped when `skip_hidden`. Folders that cannot be read are
-        skipped, as `rglob` skips them. Returns how many were added."""
+        """Append every file below `folder` whose suffix (lower-cased) is one of `suffixes`, in the order of sorted
+        Paths; symlinks to files and to folders are followed, as torchvision's ImageFolder follows them (os.walk with
+        followlinks), except a linked folder holding a folder the walk is already in (a loop, which os.walk would
+        walk until the OS refuses the path); names starting with "." (and what is below them) skipped when
+        `skip_hidden`. Folders that cannot be read are skipped, as `rglob` skips them. Returns how many were added."""
         suffixes, count = {s.lower() for s in suffixes}, len(self)
         # depth first, each folder's entries by name: sorted Paths compare part by part, and a folder's files come
-        # at its name's place among its siblings, so this is their order without holding every path to sort it
-        pending: list[list[os.DirEntry]] = [self._entries(os.fspath(folder), skip_hidden)]
+        # at its name's place among its siblings, so this is their order without holding every path to sort it.
+        # Each level also holds its folder and the real paths of the folders its walk left by a symlink (`_loops`)
+        root = os.fspath(folder)
+        pending: list[tuple[list[os.DirEntry], str, tuple[str, ...]]] = [(self._entries(root, skip_hidden), root, ())]
         while pending:
-            if not pending[-1]:
+            entries, parent, chain = pending[-1]
+            if not entries:
                 pending.pop()
                 continue
-            entry = pending[-1].pop()
-            if is_dir(entry) and not entry.is_symlink():
-                pending.append(self._entries(entry.path, skip_hidden))
+            entry = entries.pop()
+            if is_dir(entry):
+                if not entry.is_symlink():
+                    pending.append((self._entries(entry.path, skip_hidden), entry.path, chain))
+                elif (inner := _loops(entry.path, parent, chain)) is not None:
+                    pending.append((self._entries(entry.path, skip_hidden), entry.path, inner))
             elif suffix(entry.name).lower() in suffixes and is_file(entry):
                 self._append(entry.path)
         return len(self) - count
@@ -91,6 +98,18 @@ class FileList(Sequence):
         except OSError:  # unreadable, or gone since its parent was read
             return []
         return sorted(entries, key=lambda e: e.name, reverse=True)
+
+
+def _loops(link: str, parent: str, chain: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The chain of a walk entering the symlinked folder `link` from `parent` (None when entering would loop): the
+    real paths of the folders the walk has left by a symlink, `parent`'s added. Every folder of the walk lies below
+    one of them, so a link whose target holds one of them (or is one) leads back into the walk. Only linked folders
+    pay for the real paths (a few stats each)."""
+    target, here = os.path.realpath(link), os.path.realpath(parent)
+    inside = target.rstrip(os.sep) + os.sep
+    if any(real == target or real.startswith(inside) for real in (*chain, here)):
+        return None
+    return (*chain, here)
 
 
 def is_dir(entry: os.DirEntry) -> bool:
