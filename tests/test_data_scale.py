@@ -23,7 +23,7 @@ def awkward_tree(root: Path, per_class: int = 40) -> None:
     """Two classes of `per_class` flat files, plus what the order and the filter must get right: a sub-folder whose
     name sorts against a file's ("a" / "a-b.png" / "a.png"), upper-case and non-image suffixes, a hidden file, a
     name that is only a suffix, symlinks to a file, to a folder (followed, as torchvision's ImageFolder follows it)
-    and to nothing."""
+    and to nothing (listed, as ImageFolder lists it)."""
     for label in ("cat", "dog"):
         empty_files(root / label, [f"{i:03d}.jpg" for i in range(per_class)])
     empty_files(root / "dog", ["a-b.png", "a.png", "a/z.png", "a/b/c.JPEG", "B.PNG", "notes.txt", ".hidden.png",
@@ -35,9 +35,10 @@ def awkward_tree(root: Path, per_class: int = 40) -> None:
 
 def pathlib_listing(folder: Path) -> list[Path]:
     """The files a class folder holds: those torchvision's ImageFolder lists (os.walk following symlinks) that are
-    files, in the order of sorted pathlib Paths (the order swinzoo has always had). The reference order and filter."""
+    files or symlinks (to nothing too), in the order of sorted pathlib Paths (the order swinzoo has always had). The
+    reference order and filter."""
     walked = (Path(top, name) for top, _, names in os.walk(folder, followlinks=True) for name in names)
-    return sorted(p for p in walked if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in walked if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def counting_os(monkeypatch, name: str) -> Counter:

@@ -13,6 +13,7 @@ from torchvision import datasets
 from torchvision import transforms as v1
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
+from swinzoo.errors import SwinzooError
 from swinzoo.evaluation import read_image
 from swinzoo.train.data import ImageFolderSplit, eval_transform
 
@@ -116,3 +117,16 @@ def test_a_file_with_the_wrong_suffix_reads_by_its_content(tmp_path, mode):
     (tmp_path / "val" / "a").mkdir(parents=True)
     noise(seed=40).convert(mode).save(tmp_path / "val" / "a" / "png_inside.jpg", format="PNG")
     same_as_image_folder(tmp_path / "val")
+
+
+def test_a_broken_symlink_stops_the_run_with_its_name(tmp_path):
+    """ImageFolder lists a symlink whose target is gone (and fails when it reads it, mid-run); swinzoo left it out
+    without a word, a smaller dataset than the folder shows. It is named up front, as any unreadable file is."""
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    noise().save(tmp_path / "val" / "a" / "0.png")
+    (tmp_path / "val" / "a" / "gone.png").symlink_to(tmp_path / "moved" / "gone.png")
+    assert sorted(p for p, _ in datasets.ImageFolder(str(tmp_path / "val")).samples)[-1].endswith("gone.png")
+    with pytest.raises(SwinzooError) as e:
+        ImageFolderSplit(tmp_path / "val")
+    message = str(e.value)
+    assert "val/a/gone.png is not a readable image" in message and "remove or replace it" in message, message

@@ -67,7 +67,8 @@ class FileList(Sequence):
         Paths; symlinks to files and to folders are followed, as torchvision's ImageFolder follows them (os.walk with
         followlinks), except a linked folder holding a folder the walk is already in (a loop, which os.walk would
         walk until the OS refuses the path); names starting with "." (and what is below them) skipped when
-        `skip_hidden`. Folders that cannot be read are skipped, as `rglob` skips them. Returns how many were added."""
+        `skip_hidden`; a symlink to nothing kept (its reader fails on it). Folders that cannot be read are skipped, as
+        `rglob` skips them. Returns how many were added."""
         suffixes, count = {s.lower() for s in suffixes}, len(self)
         # depth first, each folder's entries by name: sorted Paths compare part by part, and a folder's files come
         # at its name's place among its siblings, so this is their order without holding every path to sort it.
@@ -85,7 +86,9 @@ class FileList(Sequence):
                     pending.append((self._entries(entry.path, skip_hidden), entry.path, chain))
                 elif (inner := _loops(entry.path, parent, chain)) is not None:
                     pending.append((self._entries(entry.path, skip_hidden), entry.path, inner))
-            elif suffix(entry.name).lower() in suffixes and is_file(entry):
+            elif suffix(entry.name).lower() in suffixes and (is_file(entry) or entry.is_symlink()):
+                # a link to nothing is kept, as ImageFolder keeps it: the image check names it, where leaving it out
+                # would shrink the data without a word
                 self._append(entry.path)
         return len(self) - count
 
