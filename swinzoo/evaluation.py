@@ -356,6 +356,8 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     # a path is iterable (a str by character): taken as a list it would be read one character at a time
     images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     check_counts(topk=topk, batch_size=batch_size)
+    for path in images:  # all of them before the model loads and the first batch runs
+        check_image_path(path)
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
@@ -373,6 +375,20 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     return rows
 
 
+def check_image_path(path) -> None:
+    """A one-line error for what `predict` cannot read as an image file: not a path, a folder, no such file."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        if hasattr(path, "read"):  # a file object reads
+            return
+        what = f"{type(path).__module__.split('.')[0]}.{type(path).__name__}"  # PIL.Image, numpy.ndarray, ...
+        raise SwinzooError(f"predict takes image file paths, not a {what}; for an image in memory, run "
+                           "swinzoo.create_transform(model)(image)[None] through the model")
+    if os.path.isdir(path):
+        raise SwinzooError(f"{os.fsdecode(path)} is a folder; give the image files in it (e.g. FOLDER/*.jpg)")
+    if not os.path.lexists(path):
+        raise SwinzooError(f"{os.fsdecode(path)}: no such file; check the path")
+
+
 def read_image(path: str | Path, transform) -> torch.Tensor:
     """One image file through `transform`, or a one-line error naming it."""
     try:
@@ -383,4 +399,4 @@ def read_image(path: str | Path, transform) -> torch.Tensor:
                            "against decompression bombs): shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS "
                            "if you trust it") from None
     except (OSError, UnidentifiedImageError) as e:
-        raise SwinzooError(f"{path} is not a readable image ({e})") from None
+        raise SwinzooError(f"{path} is not a readable image ({e}); replace it or leave it out") from None

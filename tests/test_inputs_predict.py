@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -86,3 +87,59 @@ def test_counts_of_the_wrong_type_or_range_are_one_line(image, call, words):
     with pytest.raises(SwinzooError) as e:
         call(image)
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("item, words", [
+    (lambda: Image.new("RGB", (8, 8)), "a PIL.Image"),
+    (lambda: np.zeros((8, 8, 3), np.uint8), "a numpy.ndarray"),
+    (lambda: torch.zeros(3, 8, 8), "a torch.Tensor"),
+])
+def test_predict_refuses_an_image_in_memory_saying_how_to_classify_it(image, item, words):
+    """predict reads files; an image already in memory raised AttributeError ('Image' object has no attribute
+    'read') from deep inside PIL."""
+    with pytest.raises(SwinzooError) as e:
+        swinzoo.predict("swin_n_64", [image, item()])
+    message = str(e.value)
+    assert "\n" not in message and words in message and "image file paths" in message, message
+    assert "swinzoo.create_transform(model)" in message, message
+
+
+def bad_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.jpg"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "text":
+        path.write_text("not an image\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:400])
+    return path  # "missing": nothing there
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("missing", ["missing.jpg: no such file", "check the path"]),
+    ("folder", ["folder.jpg is a folder", "give the image files in it"]),
+    ("text", ["text.jpg is not a readable image (cannot identify image file", "replace it or leave it out"]),
+    ("empty", ["empty.jpg is not a readable image (", "replace it or leave it out"]),
+    ("truncated", ["truncated.jpg is not a readable image (", "replace it or leave it out"]),
+])
+def test_a_bad_image_is_one_line_naming_it_and_the_fix(tmp_path, capsys, image, kind, words):
+    from .conftest import one_error_line, run_cli
+
+    code, out, err = run_cli(["predict", "swin_n_64", image, bad_file(tmp_path, kind)], capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, *words)
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_missing_image_or_a_folder_late_in_the_list_is_found_before_any_batch_runs(tmp_path, monkeypatch, image,
+                                                                                      kind):
+    from swinzoo import evaluation
+
+    batches = []
+    monkeypatch.setattr(evaluation, "run_model", lambda *a: batches.append(a) or torch.zeros(1, 10))
+    with pytest.raises(SwinzooError, match=kind):
+        swinzoo.predict("swin_n_64", [image, bad_file(tmp_path, kind)], batch_size=1)
+    assert batches == []

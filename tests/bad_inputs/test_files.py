@@ -235,7 +235,7 @@ CASES = {
     # --- images
     "predict a non-image": (lambda t: ["predict", "swin_n_64", write(t, "x.png", "not a png")],
                             ["not a readable image"]),
-    "predict a missing image": (lambda t: ["predict", "swin_n_64", t / "none.png"], ["not a readable image"]),
+    "predict a missing image": (lambda t: ["predict", "swin_n_64", t / "none.png"], ["none.png: no such file"]),
     "eval missing data folder": (lambda t: ["eval", "swin_n_64", "--data", t / "nodata"], ["no such folder"]),
     "eval fp16 on a CPU": (lambda t: ["eval", "swin_n_64", "--precision", "fp16", "--device", "cpu"],
                            ["fp16 needs a GPU", "bf16"]),
