@@ -71,6 +71,7 @@ def same_as_image_folder(root: Path) -> None:
         torch.testing.assert_close(read_image(path, transform), want, rtol=0, atol=0, msg=path)  # predict's read
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # PIL's advice, given to ImageFolder too
 def test_every_kind_of_file_reads_as_image_folder_reads_it(tmp_path):
     every_kind(tmp_path / "val" / "a")
     nested = tmp_path / "val" / "b" / "nested"  # a class folder's sub-folders are read too
@@ -130,3 +131,18 @@ def test_a_broken_symlink_stops_the_run_with_its_name(tmp_path):
         ImageFolderSplit(tmp_path / "val")
     message = str(e.value)
     assert "val/a/gone.png is not a readable image" in message and "remove or replace it" in message, message
+
+
+def test_what_macos_and_notebooks_leave_behind(tmp_path):
+    """A `.ipynb_checkpoints` folder is not a class (ImageFolder would make it one; the README says it is
+    skipped); `.DS_Store` has no image suffix and is not listed; an AppleDouble `._x.jpg` has one and is not an
+    image: it stops the run, named, as ImageFolder would fail on it mid-run."""
+    for name in ("a", "b", ".ipynb_checkpoints"):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        noise().save(tmp_path / "val" / name / "x.jpg")
+    (tmp_path / "val" / "a" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(64))
+    split = ImageFolderSplit(tmp_path / "val")
+    assert split.classes == ["a", "b"] and len(split) == 2
+    (tmp_path / "val" / "b" / "._x.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X        " + bytes(64))
+    with pytest.raises(SwinzooError, match=r"val/b/\._x\.jpg is not a readable image .*remove or replace it"):
+        ImageFolderSplit(tmp_path / "val")
