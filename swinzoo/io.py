@@ -183,6 +183,9 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
     """
     path = Path(path)
     owned = set(owned or ())
+    if path.is_symlink() and not path.exists():
+        raise SwinzooError(f"{path} is a link to {os.readlink(path)}, which does not exist; create that folder, or "
+                           "choose another output")
     if path.exists() and not path.is_dir():
         raise SwinzooError(f"{path} exists and is not a folder; choose another output")
     existing = sorted(os.listdir(path)) if path.is_dir() else []
@@ -204,7 +207,7 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
         for child in tmp.iterdir():
             if child.is_file():
                 _as_new_file(child)
-        if not existing:
+        if not existing and not path.is_symlink():  # a link to a folder stays: its folder gets the files
             try:
                 os.replace(tmp, path)  # a new (or empty) folder: one rename
                 created = []

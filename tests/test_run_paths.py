@@ -1,0 +1,32 @@
+"""Paths as users give them: links, names with spaces and non-ASCII letters, run folders moved or used from another
+folder, read-only folders, and two processes on one run folder."""
+
+import os
+
+import pytest
+
+import swinzoo
+from tests.conftest import one_error_line, run_cli
+
+
+@pytest.mark.parametrize("to", ["timm", "hf"])
+def test_a_folder_export_into_a_link_to_an_empty_folder_fills_that_folder(to, tmp_path, capsys):
+    """The rename of the new folder onto the link failed (NotADirectoryError, exit 1): the link stays, the export
+    goes into the folder it names."""
+    target = tmp_path / "expört target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target.name)
+    code, _, err = run_cli(["export", "swinv2_n_64_w4", "--to", to, "-o", link], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and "config.json" in os.listdir(target)
+    assert swinzoo.read_checkpoint(target).config.num_classes == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expört target", "link"]  # no temporary left
+
+
+def test_a_folder_export_into_a_dangling_link_is_one_line(tmp_path, capsys):
+    (tmp_path / "link").symlink_to("nowhere")
+    code, _, err = run_cli(["export", "swin_n_64", "--to", "timm", "-o", tmp_path / "link"], capsys)
+    assert code == 2
+    one_error_line(err, "link is a link to nowhere, which does not exist")
+    assert os.listdir(tmp_path) == ["link"]
