@@ -8,6 +8,9 @@ import pytest
 import swinzoo
 from tests.conftest import one_error_line, run_cli
 
+FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_model_summary", "false"]
+
 
 @pytest.mark.parametrize("to", ["timm", "hf"])
 def test_a_folder_export_into_a_link_to_an_empty_folder_fills_that_folder(to, tmp_path, capsys):
@@ -30,3 +33,14 @@ def test_a_folder_export_into_a_dangling_link_is_one_line(tmp_path, capsys):
     assert code == 2
     one_error_line(err, "link is a link to nowhere, which does not exist")
     assert os.listdir(tmp_path) == ["link"]
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_out_a_dangling_link_is_one_line_before_the_run(verb, tmp_path, capsys):
+    """mkdir through the link failed after the plan was printed (FileExistsError, exit 1)."""
+    (tmp_path / "run").symlink_to("gone")
+    code, out, err = run_cli([verb, "--from", "swin_n_64", "--max-steps", "1", "--out", tmp_path / "run", *FAST],
+                             capsys)
+    assert code == 2 and "training from" not in out
+    one_error_line(err, f"--out {tmp_path / 'run'} is a link to gone, which does not exist")
+    assert os.listdir(tmp_path) == ["run"]

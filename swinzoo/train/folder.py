@@ -30,6 +30,9 @@ def is_stale_run(out: Path) -> bool:
 
 def check_out(out: Path) -> None:
     """--out must be a folder path (new, empty, or left by a run that never checkpointed) where we can write."""
+    if out.is_symlink() and not out.exists():  # mkdir cannot make a folder through it
+        raise SwinzooError(f"--out {out} is a link to {os.readlink(out)}, which does not exist; create that folder, "
+                           "or pick another --out")
     if out.exists() and not out.is_dir():
         raise SwinzooError(f"--out {out} is a file; give a folder path (it is created) or remove the file")
     if out.is_dir() and any(out.iterdir()) and not is_stale_run(out):
