@@ -25,7 +25,7 @@ from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import NetworkError, SwinzooError
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, offline
-from swinzoo.io import atomic_dir
+from swinzoo.io import atomic_dir, check_writable_folder
 from swinzoo.models import count_macs, count_params
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
@@ -225,12 +225,13 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
                   revision: str | None = None) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
     check_repo_id(repo_id)
-    source = read_push_source(src, trust_checkpoint)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SwinzooError(f"--dry-run {out} is a file; give a new folder to write the push preview into")
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
+    check_writable_folder(out)  # before the source is read, not as an OS error when the folder is written
+    source = read_push_source(src, trust_checkpoint)
     with atomic_dir(out) as tmp:
         write_push_folder(source, repo_id, tmp, revision)
     return out

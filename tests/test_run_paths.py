@@ -2,14 +2,42 @@
 folder, read-only folders, and two processes on one run folder."""
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 import swinzoo
 from tests.conftest import one_error_line, run_cli
 
+NANO = Path(swinzoo.__file__).parent / "data" / "swin_n_64.safetensors"
 FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
         "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """`read_only(folder)` makes `folder` read-only for this process: a read-only bind mount where it may mount one
+    (root, whom permissions do not stop), else chmod a-w; undone at the end of the test."""
+    undo = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for p in [folder, *folder.rglob("*")]:
+                if p.is_dir():
+                    p.chmod(0o555)
+                    undo.append(lambda p=p: p.chmod(0o755))
+            return folder
+        for args in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
+            if subprocess.run([str(a) for a in args], capture_output=True).returncode != 0:
+                subprocess.run(["umount", str(folder)], capture_output=True)
+                pytest.skip("no read-only folder here: root without the right to mount")
+        undo.append(lambda: subprocess.run(["umount", str(folder)], capture_output=True))
+        return folder
+
+    yield make
+    for step in reversed(undo):
+        step()
 
 
 @pytest.mark.parametrize("to", ["timm", "hf"])
@@ -44,3 +72,12 @@ def test_out_a_dangling_link_is_one_line_before_the_run(verb, tmp_path, capsys):
     assert code == 2 and "training from" not in out
     one_error_line(err, f"--out {tmp_path / 'run'} is a link to gone, which does not exist")
     assert os.listdir(tmp_path) == ["run"]
+
+
+def test_push_dry_run_into_a_read_only_folder_is_one_line(read_only, tmp_path, capsys):
+    """The write failed as an OS error (exit 1) after the source was read."""
+    (tmp_path / "ro").mkdir()
+    folder = read_only(tmp_path / "ro")
+    code, _, err = run_cli(["push", NANO, "--repo", "acme/nano", "--dry-run", folder / "preview"], capsys)
+    assert code == 2
+    one_error_line(err, f"cannot write in {folder} (", "choose an output path in a folder you can write")
