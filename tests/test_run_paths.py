@@ -1,6 +1,7 @@
 """Paths as users give them: links, names with spaces and non-ASCII letters, run folders moved or used from another
 folder, read-only folders, and two processes on one run folder."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -8,11 +9,27 @@ from pathlib import Path
 import pytest
 
 import swinzoo
+from swinzoo.converters.native import PROVENANCE_KEY
+from swinzoo.io import safetensors_metadata
 from tests.conftest import one_error_line, run_cli
 
 NANO = Path(swinzoo.__file__).parent / "data" / "swin_n_64.safetensors"
 FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
         "--trainer.enable_model_summary", "false"]
+
+
+def image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    from swinzoo.train.shapes import render
+
+    for split in ("train", "val"):
+        for label, name in enumerate(("solid", "frame")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(4):
+                image = Image.fromarray(render(label, 64, seed=i + 10 * (split == "val")).permute(1, 2, 0).numpy())
+                image.save(root / split / name / f"{i}.png")
+    return root
 
 
 @pytest.fixture
@@ -81,3 +98,29 @@ def test_push_dry_run_into_a_read_only_folder_is_one_line(read_only, tmp_path, c
     code, _, err = run_cli(["push", NANO, "--repo", "acme/nano", "--dry-run", folder / "preview"], capsys)
     assert code == 2
     one_error_line(err, f"cannot write in {folder} (", "choose an output path in a folder you can write")
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_a_run_on_a_relative_data_folder_resumes_moved_and_from_another_folder(verb, tmp_path, capsys, monkeypatch):
+    """run.json held --data as given ("dä ta", relative to where the run started): a resume from anywhere else
+    failed ("no such folder"), with no flag to fix it (--data cannot change a resumed run)."""
+    (tmp_path / "work").mkdir()
+    image_folder(tmp_path / "work" / "dä ta")
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = run_cli([verb, "--from", "swin_n_64", "--data", "dä ta", "--max-steps", "1", "--out", "rün 1",
+                            *FAST], capsys)
+    assert code == 0, err
+    moved = tmp_path / "else where" / "rün 1"
+    moved.parent.mkdir()
+    (tmp_path / "work" / "rün 1").rename(moved)
+    monkeypatch.chdir(moved.parent)
+    code, _, err = run_cli([verb, "--resume", moved, "--max-steps", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((moved / "metrics.json").read_text())["global_step"] == 2
+    if verb == "finetune":  # so does eval of the run, which reads its data from run.json
+        code, out, err = run_cli(["eval", moved, "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["n"] == 8
+    # the weights' provenance keeps --data as given: the model card shows no folder of this machine
+    provenance = json.loads(safetensors_metadata(moved / "model.safetensors")[PROVENANCE_KEY])
+    assert provenance["dataset"] == "dä ta"

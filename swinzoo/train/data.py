@@ -34,7 +34,7 @@ from swinzoo.preprocess import Preprocess, create_transform, to_rgb
 from swinzoo.train.augment import HorizontalFlip, RandAugment, RandomErasing, RandomResizedCrop, mean_fill, to_tensor
 from swinzoo.train.file_list import FileList
 from swinzoo.train.folder import is_rank_zero
-from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf
+from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf, parse_hf
 from swinzoo.train.image_check import check_images
 from swinzoo.train.recipes import Recipe, load_recipe
 from swinzoo.train.rng import SeededSamples
@@ -162,6 +162,19 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
         raise SwinzooError(f"data folder {root} is empty of train/ and val/; --data needs {root}/train/<class>/ "
                            f"and {root}/val/<class>/ image folders")
     return ImageFolderSplit(root / split, classes, check)
+
+
+def run_data(data: str) -> str:
+    """`--data` as a run's run.json records it, for its resumes and `swinzoo eval RUN`: a local folder (also as
+    `hf:FOLDER`) by its absolute path, so that it is found from any working folder and after the run folder moved;
+    built-in and Hub names as given."""
+    if data in BUILTIN:
+        return data
+    name, config = parse_hf(data) if data.startswith("hf:") else (data, None)
+    if not Path(name).exists():
+        return data
+    where = str(Path(name).absolute())
+    return f"hf:{where}" + (f":{config}" if config is not None else "") if data.startswith("hf:") else where
 
 
 class LabelBudget(Dataset):

@@ -32,7 +32,7 @@ from swinzoo.train.checks import (
     weights_to_save,
     with_checked_run_options,
 )
-from swinzoo.train.data import BUILTIN
+from swinzoo.train.data import BUILTIN, run_data
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
@@ -181,7 +181,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
                           "no flag or --recipe sets them", soft_wrap=True)
         if start.report is not None and start.report.changed:
             start.report.print_to(console)
-    plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
+    plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), run_data(data), args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
                 args.command, args.save_dtype, "last", args.logger,
                 data_options)

@@ -27,7 +27,7 @@ from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
-from swinzoo.train.data import BUILTIN, SwinDataModule
+from swinzoo.train.data import BUILTIN, SwinDataModule, run_data
 from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
@@ -120,7 +120,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         report.print_to(console)
     elif args.scratch:
         console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
-    plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), data, args.devices, args.accelerator,
+    plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), run_data(data), args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
                 args.command, args.save_dtype, args.keep, args.logger,
                 data_options)
