@@ -4,6 +4,9 @@ folder, read-only folders, and two processes on one run folder."""
 import json
 import os
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from swinzoo.converters.native import PROVENANCE_KEY
 from swinzoo.io import safetensors_metadata
 from tests.conftest import one_error_line, run_cli
 
+ROOT = Path(__file__).resolve().parents[1]
 NANO = Path(swinzoo.__file__).parent / "data" / "swin_n_64.safetensors"
 FAST = ["--batch-size", "4", "--num-workers", "0", "--trainer.limit_val_batches", "1",
         "--trainer.enable_model_summary", "false"]
@@ -124,3 +128,86 @@ def test_a_run_on_a_relative_data_folder_resumes_moved_and_from_another_folder(v
     # the weights' provenance keeps --data as given: the model card shows no folder of this machine
     provenance = json.loads(safetensors_metadata(moved / "model.safetensors")[PROVENANCE_KEY])
     assert provenance["dataset"] == "dä ta"
+
+
+# a run in another process that stops before the training steps listed, until the test lets it go on
+PAUSED_RUN = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import lightning as L
+    import swinzoo
+
+    verb, out, flags = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+
+    class Pause(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            step = trainer.global_step
+            if step in (0, 2):
+                (flags / f"at{step}").touch()
+                while not (flags / f"go{step}").exists():
+                    time.sleep(0.05)
+
+    getattr(swinzoo, verb)("swin_n_64", data="shapes", out=str(out), max_steps=3, ckpt_every=1, batch_size=4,
+                           num_workers=0, trainer={"limit_val_batches": 1, "callbacks": [Pause()]})
+""")
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_a_second_process_on_a_running_runs_folder_is_refused(verb, tmp_path, capsys):
+    """A run with the same --out started while another runs there took its folder over before the first checkpoint
+    (the folder looked left by a killed run) and trained into it, or, after it, was told to --resume a run still
+    running; a --resume of a running run trained beside it."""
+    out, flags = tmp_path / "rün", tmp_path / "flags"
+    flags.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, verb, out, flags], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(flags / "at0", proc)  # run.json written, no checkpoint yet
+        run_json = (out / "run.json").read_text()
+        code, _, err = run_cli([verb, "--from", "swinv2_n_64_w4", "--max-steps", "1", "--out", out, *FAST], capsys)
+        assert code == 2
+        one_error_line(err, f"--out {out} is in use", f"swinzoo process {proc.pid}", "pick another --out")
+        assert (out / "run.json").read_text() == run_json
+        (flags / "go0").touch()
+        wait_for(flags / "at2", proc)  # last.ckpt at step 1 and 2
+        for args in ([verb, "--resume", out, "--max-steps", "5"],
+                     [verb, "--from", "swinv2_n_64_w4", "--max-steps", "1", "--out", out, *FAST]):
+            code, _, err = run_cli(args, capsys)
+            assert code == 2
+            one_error_line(err, f"{out} is in use", f"swinzoo process {proc.pid}", "wait for it to end")
+        (flags / "go2").touch()
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    finally:
+        proc.kill()
+    run = json.loads((out / "run.json").read_text())
+    assert run["source"] == "swin_n_64" and "resumed" not in run["provenance"]
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 3
+    code, _, err = run_cli([verb, "--resume", out, "--max-steps", "4"], capsys)  # the lock went with the process
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_a_read_only_run_folder_evaluates_and_its_resume_is_one_line(verb, read_only, tmp_path, capsys):
+    """The resume failed as an OS error (exit 1) once Lightning made its log folder, after the plan was printed."""
+    out = tmp_path / "rün"
+    code, _, err = run_cli([verb, "--from", "swin_n_64", "--max-steps", "1", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    read_only(out)
+    code, stdout, err = run_cli([verb, "--resume", out, "--max-steps", "2"], capsys)
+    assert code == 2 and "training from" not in stdout
+    one_error_line(err, f"--resume {out}: cannot write in {out} (", "copy the run to a folder you can write")
+    if verb == "finetune":
+        code, stdout, err = run_cli(["eval", out, "--json", "--batch-size", "100"], capsys)
+        assert code == 0, err
+        assert json.loads(stdout)["n"] == 1000
+

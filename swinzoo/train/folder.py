@@ -1,13 +1,21 @@
-"""The output folder of a run: checked before the run (`check_out`), and cleaned up when a run fails before its
-first checkpoint (`RunFolder`), so that a rerun with the same --out is accepted."""
+"""The output folder of a run: checked before the run (`check_out`), held by the one process running it
+(`RunLock`), and cleaned up when a run fails before its first checkpoint (`RunFolder`), so that a rerun with the
+same --out is accepted."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): runs are not guarded against a second process
+    fcntl = None
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
@@ -19,7 +27,7 @@ def is_stale_run(out: Path) -> bool:
     else."""
     names = set(os.listdir(out))
     temps = {n for n in names if n.startswith(".") and "tmp" in n}  # atomic writes cut short (swinzoo.io)
-    if RUN_FILE not in names or not names <= {RUN_FILE, CONFIG_FILE, "logs"} | temps:
+    if RUN_FILE not in names or not names <= {RUN_FILE, CONFIG_FILE, "logs", LOCK_FILE} | temps:
         return False
     try:
         data = json.loads((out / RUN_FILE).read_text())
@@ -35,6 +43,7 @@ def check_out(out: Path) -> None:
                            "or pick another --out")
     if out.exists() and not out.is_dir():
         raise SwinzooError(f"--out {out} is a file; give a folder path (it is created) or remove the file")
+    check_not_running(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not is_stale_run(out):
         raise SwinzooError(f"--out {out} is not empty; continue that run with --resume {out} or pick another --out")
     parent = out
@@ -50,26 +59,29 @@ def check_out(out: Path) -> None:
 
 
 class RunFolder:
-    """The output folder of a new run (rank zero): created with run.json; `discard()` removes what this run
-    created when it failed before writing a checkpoint: the folder if it made it (and the empty parents it made),
-    else only the entries it added to the (empty) folder the user made."""
+    """The output folder of a new run (rank zero): created with run.json, under this process's `RunLock`;
+    `discard()` removes what this run created when it failed before writing a checkpoint: the folder if it made it
+    (and the empty parents it made), else only the entries it added to the (empty) folder the user made."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, lock: RunLock) -> None:
         self.out = out
-        self.created: list[Path] = []  # folders this run creates, outermost first
-        p = out
-        while not p.exists() and p != p.parent:
-            self.created.insert(0, p)
-            p = p.parent
+        self.lock = lock
+        self.created: list[Path] = []  # folders this run created, outermost first
         self.before: set[str] = set()
+        self.owned = False  # the folder is this run's: locked, and empty or left by a killed run
 
     def create(self, plan: Plan, config_text: str = "") -> None:
         """Make the folder with run.json (what --resume reads) and config.yaml (what --config replays)."""
-        if self.out.is_dir() and is_stale_run(self.out):  # left by a run killed before its first checkpoint
-            for name in os.listdir(self.out):
-                remove_entry(self.out / name)
-        self.before = set(os.listdir(self.out)) if self.out.is_dir() else set()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.created = make_folders(self.out)
+        self.lock.acquire(self.out, "--out")
+        # checked again under the lock: another run may have started or ended here since `check_out`
+        names = set(os.listdir(self.out)) - {LOCK_FILE}
+        if names and not is_stale_run(self.out):
+            raise SwinzooError(f"--out {self.out} is not empty; continue that run with --resume {self.out} or pick "
+                               "another --out")
+        for name in names:  # left by a run killed before its first checkpoint
+            remove_entry(self.out / name)
+        self.before, self.owned = set(), True
         write_plan(plan, self.out / RUN_FILE)
         if config_text:
             with atomic_path(self.out / CONFIG_FILE) as tmp:
@@ -79,8 +91,9 @@ class RunFolder:
         return (self.out / CKPT_FILE).is_file() or (self.out / "model.safetensors").is_file()
 
     def discard(self) -> None:
-        """Remove what this run created, unless it got as far as a checkpoint (then --resume continues it)."""
-        if not self.out.is_dir() or self.resumable():
+        """Remove what this run created, unless it got as far as a checkpoint (then --resume continues it), or the
+        folder was never its own (another process held it)."""
+        if not self.owned or not self.out.is_dir() or self.resumable():
             return
         if self.created:
             shutil.rmtree(self.out, ignore_errors=True)
@@ -92,6 +105,107 @@ class RunFolder:
         else:
             for name in set(os.listdir(self.out)) - self.before:
                 remove_entry(self.out / name)
+
+
+def make_folders(out: Path) -> list[Path]:
+    """mkdir -p `out`; the folders this call made, outermost first (one another process made meanwhile is not)."""
+    missing = []
+    p = out
+    while not p.exists() and p != p.parent:
+        missing.insert(0, p)
+        p = p.parent
+    made = []
+    for folder in missing:
+        try:
+            folder.mkdir()
+            made.append(folder)
+        except FileExistsError:
+            pass
+    return made
+
+
+# in a run's folder while a process runs it: flock'ed by that process, holding its pid and host
+LOCK_FILE = ".swinzoo-run.lock"
+
+
+class RunLock:
+    """The one process (rank zero) that runs the run in a folder: it holds an exclusive flock on OUT/LOCK_FILE from
+    before it writes there until it ends, and another `finetune --out` / `--resume` of that folder is refused. The
+    kernel drops the lock when the process ends, kill -9 included, so none outlives its run. `RunLock.held()` gives
+    one that is released when the block ends (a library call: the next run in this process may take the folder)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    @classmethod
+    @contextmanager
+    def held(cls):
+        lock = cls()
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def acquire(self, out: Path, flag: str) -> None:
+        if fcntl is None or self.fd is not None:
+            return
+        try:
+            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise SwinzooError(f"{flag} {out}: cannot write in {out} ({e.strerror or e}); a run writes its "
+                               "checkpoints and logs there: copy the run to a folder you can write and give that"
+                               ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(fd)
+            os.close(fd)
+            raise SwinzooError(in_use(out, flag, holder)) from None
+        except OSError:  # a file system without locks (some network mounts): the run goes on unguarded
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # the lock file stays: removing it would let two processes lock two files
+            self.fd = None
+
+
+def lock_holder(fd: int) -> str:
+    try:
+        pid, _, host = os.pread(fd, 200, 0).decode(errors="replace").strip().partition(" ")
+    except OSError:
+        return "another swinzoo process"
+    here = host in ("", socket.gethostname())
+    return f"swinzoo process {pid}" + ("" if here else f" on {host}") if pid else "another swinzoo process"
+
+
+def in_use(out: Path, flag: str, holder: str) -> str:
+    if flag == "--resume":
+        return f"--resume {out}: {out} is in use: {holder} is running this run; wait for it to end, then resume it"
+    return (f"--out {out} is in use: {holder} is running a run there; wait for it to end (then --resume it), or pick "
+            "another --out")
+
+
+def check_not_running(out: Path, flag: str) -> None:
+    """Refuse `out` early, before the run plans, while another process runs a run in it (`RunLock`)."""
+    if fcntl is None or not (out / LOCK_FILE).is_file():
+        return
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # `RunLock.acquire` says why, when the run gets there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SwinzooError(in_use(out, flag, lock_holder(fd))) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_plan(plan: Plan, path: Path) -> None:

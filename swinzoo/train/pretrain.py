@@ -33,7 +33,7 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN, run_data
-from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     CONFIG_FILE,
@@ -87,15 +87,17 @@ def pretrain(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:
     """`pretrain` on a `PretrainOptions` record (what the CLI calls)."""
-    with third_party_quiet():
-        return _run(args, console if is_rank_zero() else Console(quiet=True))  # DDP workers: the plan once
+    with third_party_quiet(), RunLock.held() as lock:
+        return _run(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP workers: the plan once
 
 
-def _run(args: PretrainOptions, console) -> PretrainResult | None:
+def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None:
     start = time.monotonic()
     args = validate(args)
     if args.resume:
         plan, ckpt, point = resume_plan(args, "pretrain", check_pretrain_run)
+        if is_rank_zero():
+            lock.acquire(Path(plan.out), "--resume")
         state_dict, config_text, step = None, "", point.step
         recipe = recipe_from_dict(plan.recipe, str(Path(plan.out) / RUN_FILE))
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
@@ -111,7 +113,7 @@ def _run(args: PretrainOptions, console) -> PretrainResult | None:
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)
-    folder = RunFolder(Path(plan.out)) if ckpt is None and is_rank_zero() else None
+    folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
     try:
         if is_rank_zero():
             print_plan(console, plan, module, total_batch, recipe, ckpt, step)

@@ -17,7 +17,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch, same_file
 from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.environment import run_environment
-from swinzoo.train.folder import write_plan
+from swinzoo.train.folder import check_not_running, is_rank_zero, write_plan
 from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.trainer_options import check_trainer_options
@@ -47,6 +47,8 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     if not run_file.is_file() or not ckpt.is_file():
         raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
                            f"`swinzoo {command} --out {out}`")
+    if is_rank_zero():  # the other DDP ranks resume the run rank zero holds
+        check_not_running(out, "--resume")
     plan = read_plan(run_file)
     check_task(plan, out)
     check_resume_flags(args, run_file, plan)

@@ -28,7 +28,7 @@ from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data
-from swinzoo.train.folder import RunFolder, check_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
@@ -197,11 +197,11 @@ def finetune(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
-    with third_party_quiet():
-        return _run_finetune(args, console if is_rank_zero() else Console(quiet=True))  # DDP workers: the plan once
+    with third_party_quiet(), RunLock.held() as lock:
+        return _run_finetune(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP: the plan once
 
 
-def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
+def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResult | None:
     args = validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
@@ -209,6 +209,8 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
         check_push_access(push_to)
     if args.resume:
         plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run)
+        if is_rank_zero():
+            lock.acquire(Path(plan.out), "--resume")
         state_dict, step = None, point.step
         recipe = recipe_from_dict(plan.recipe, "run.json")
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
@@ -225,7 +227,7 @@ def _run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
-    folder = RunFolder(Path(plan.out)) if ckpt is None and is_rank_zero() else None
+    folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
     try:
         if is_rank_zero():
             print_plan(console, plan, module, total_batch, recipe, ckpt, step)

@@ -388,7 +388,8 @@ def test_full_disk_keeps_the_previous_checkpoint(t, capsys, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     assert len(calls) == 2
     assert torch.load(t.out / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 1
-    assert sorted(p.name for p in t.out.iterdir()) == ["config.yaml", "last.ckpt", "logs", "run.json"]  # no .tmp left
+    assert sorted(p.name for p in t.out.iterdir()) == [".swinzoo-run.lock", "config.yaml", "last.ckpt", "logs",
+                                                        "run.json"]  # no .tmp left
     code, stdout, err = run_cli(["finetune", "--resume", t.out, "--max-steps", "2"], capsys)
     assert code == 0, err
     assert "at global step 1" in stdout
