@@ -3,6 +3,7 @@ folder, read-only folders, and two processes on one run folder."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -210,4 +211,25 @@ def test_a_read_only_run_folder_evaluates_and_its_resume_is_one_line(verb, read_
         code, stdout, err = run_cli(["eval", out, "--json", "--batch-size", "100"], capsys)
         assert code == 0, err
         assert json.loads(stdout)["n"] == 1000
+
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_config_yaml_replays_the_run_as_its_header_says_from_another_folder(verb, tmp_path, capsys, monkeypatch):
+    """The header's command line held the config's path unquoted (a folder with a space split it in two), and the
+    config held a relative --from as given, which another folder does not have."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    swinzoo.convert("swin_n_64", "mö del.safetensors")
+    code, _, err = run_cli([verb, "--from", "mö del.safetensors", "--max-steps", "1", "--out", "rün 1", *FAST],
+                           capsys)
+    assert code == 0, err
+    replay = (tmp_path / "work" / "rün 1" / "config.yaml").read_text().splitlines()[1].removeprefix("#   ")
+    args = shlex.split(replay.replace("NEW_FOLDER", shlex.quote(str(tmp_path / "rün 2"))))
+    assert args[:2] == ["swinzoo", verb]
+    (tmp_path / "else").mkdir()
+    monkeypatch.chdir(tmp_path / "else")
+    code, _, err = run_cli(args[1:], capsys)
+    assert code == 0, err
+    assert (tmp_path / "rün 2" / "model.safetensors").is_file()
 

@@ -177,6 +177,14 @@ def run_data(data: str) -> str:
     return f"hf:{where}" + (f":{config}" if config is not None else "") if data.startswith("hf:") else where
 
 
+def run_source(source: str | None) -> str | None:
+    """--from as a run's config.yaml replays it from any folder: a local file or folder by its absolute path (it
+    wins over a zoo name, as when read), zoo names and `hf-hub:` references as given."""
+    if source is None or source.startswith(("hf-hub:", "hf_hub:")) or not Path(source).exists():
+        return source
+    return str(Path(source).absolute())
+
+
 class LabelBudget(Dataset):
     """`fraction` of a training split, stratified by class and drawn from `seed` only (`hf_data.carve`): the same
     images on every run, resume and rank, every class in proportion. Has the split's `.classes`."""

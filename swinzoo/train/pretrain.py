@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from swinzoo.train.checks import (
     weights_to_save,
     with_checked_run_options,
 )
-from swinzoo.train.data import BUILTIN, run_data
+from swinzoo.train.data import BUILTIN, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
@@ -217,8 +218,9 @@ def default_out(source: str, res: int) -> Path:
 def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
     """The YAML `swinzoo pretrain --config` reads to run this again: every resolved value, the whole recipe (with
     the mask settings), none of the one-off ones (--out, --resume)."""
-    values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
-              "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
+    values = {"from": run_source(args.source), "from_format": args.from_format, "arch": args.arch,
+              "scratch": args.scratch, "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"],
+              "window": window,
               "data": plan.data, **plan.data_options, "recipe": plan.recipe,
               # set over the whole recipe again, a no-op that keeps the record of the changes
               "recipe_overrides": plan.provenance.get("recipe_overrides"), "lr": plan.lr,
@@ -227,7 +229,8 @@ def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
               "save_dtype": plan.save_dtype, "logger": plan.logger,
               "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
     header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
-              f"#   swinzoo pretrain --config {Path(plan.out) / CONFIG_FILE} --out NEW_FOLDER\n")
+              f"#   swinzoo pretrain --config {shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))} "
+              "--out NEW_FOLDER\n")
     return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
-from swinzoo.train.data import BUILTIN, SwinDataModule, run_data
+from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
@@ -136,8 +137,9 @@ def data_module(data: str, data_options: dict, res: int, recipe: Recipe, num_wor
 def replay_config(args: FinetuneOptions, plan: Plan, window) -> str:
     """The YAML that `swinzoo finetune --config` reads to run this again: every resolved value (resolution,
     window, the whole recipe with the overrides applied), none of the one-off ones (--out, --resume, --push-to)."""
-    values = {"from": args.source, "from_format": args.from_format, "arch": args.arch, "scratch": args.scratch,
-              "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"], "window": window,
+    values = {"from": run_source(args.source), "from_format": args.from_format, "arch": args.arch,
+              "scratch": args.scratch, "trust_checkpoint": args.trust_checkpoint, "res": plan.config["img_size"],
+              "window": window,
               "data": plan.data, **plan.data_options, "recipe": plan.recipe,
               # set over the whole recipe again, a no-op that keeps the record of the changes
               "recipe_overrides": plan.provenance.get("recipe_overrides"), "lr": plan.lr,
@@ -146,7 +148,8 @@ def replay_config(args: FinetuneOptions, plan: Plan, window) -> str:
               "ckpt_every": plan.ckpt_every, "save_dtype": plan.save_dtype, "logger": plan.logger,
               "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
     header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
-              f"#   swinzoo finetune --config {Path(plan.out) / CONFIG_FILE} --out NEW_FOLDER\n")
+              f"#   swinzoo finetune --config {shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))} "
+              "--out NEW_FOLDER\n")
     return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
 
 
