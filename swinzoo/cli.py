@@ -108,8 +108,17 @@ def parse(parser: argparse.ArgumentParser, args: list[str] | None) -> argparse.N
     return ns
 
 
+def from_home(arg: str) -> str:
+    """`arg` with a leading `~` or `~user` expanded, also after `--flag=`: where the shell left it (quoted, or after
+    `=`), it would name a folder called `~` in the working folder."""
+    name, eq, value = arg.partition("=")
+    if eq and name.startswith("--") and value.startswith("~"):
+        return name + eq + os.path.expanduser(value)
+    return os.path.expanduser(arg) if arg.startswith("~") else arg
+
+
 def cli_main(args: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if args is None else [str(a) for a in args]
+    argv = [from_home(a) for a in (sys.argv[1:] if args is None else [str(a) for a in args])]
 
     def run() -> int:
         if argv[:1] in (["finetune"], ["pretrain"]):  # own parsers: YAML configs, the Trainer's arguments

@@ -233,3 +233,18 @@ def test_config_yaml_replays_the_run_as_its_header_says_from_another_folder(verb
     assert code == 0, err
     assert (tmp_path / "rün 2" / "model.safetensors").is_file()
 
+
+
+def test_a_path_from_home_as_a_shell_would_have_expanded_it(tmp_path, capsys, monkeypatch):
+    """`~/` reaches swinzoo where the shell leaves it (quoted, after `--flag=`): it made a folder named `~` in the
+    working folder, where `rm -rf ~` then means something else."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for args in (["convert", "swin_n_64", "-o", "~/m.safetensors"], ["info", "~/m.safetensors", "--json"],
+                 ["export", "~/m.safetensors", "--to=timm", "--output=~/timm folder"]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "home")) == ["m.safetensors", "timm folder"]
+    assert os.listdir(tmp_path / "work") == []
