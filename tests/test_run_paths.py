@@ -248,3 +248,28 @@ def test_a_path_from_home_as_a_shell_would_have_expanded_it(tmp_path, capsys, mo
         assert code == 0, err
     assert sorted(os.listdir(tmp_path / "home")) == ["m.safetensors", "timm folder"]
     assert os.listdir(tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("recorded", ["absolute", "relative"])
+def test_a_resume_whose_data_is_not_there_says_how_to_bring_it_back(recorded, tmp_path, capsys, monkeypatch):
+    """It said `--data X: no such folder (built-in datasets: ...)`, while --data cannot change a resumed run. A
+    relative path is what run.json held before it recorded the absolute one."""
+    data = image_folder(tmp_path / "dä ta")
+    out = tmp_path / "rün"
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--max-steps", "1", "--out", out,
+                            *FAST], capsys)
+    assert code == 0, err
+    if recorded == "absolute":
+        data.rename(tmp_path / "moved")
+    else:
+        run = json.loads((out / "run.json").read_text())
+        (out / "run.json").write_text(json.dumps({**run, "data": "dä ta"}))
+        monkeypatch.chdir(out)
+    code, stdout, err = run_cli(["finetune", "--resume", out, "--max-steps", "2"], capsys)
+    assert code == 2 and "training from" not in stdout
+    if recorded == "absolute":
+        one_error_line(err, f"--resume {out}: the run's data {data} ({out / 'run.json'}) is not there",
+                       f"ln -s NEW_PLACE '{data}'")
+    else:
+        one_error_line(err, f"--resume {out}: the run's data dä ta ({out / 'run.json'}) is relative to the folder "
+                       "the run started in", f"resume from there (cd FOLDER && swinzoo finetune --resume '{out}')")

@@ -5,6 +5,7 @@ the changed plan written back to run.json with a record of the resume, so that a
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch, same_file
 from swinzoo.train.checks import flag_name, read_plan
+from swinzoo.train.data import BUILTIN
 from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import check_not_running, is_rank_zero, write_plan
 from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
@@ -52,6 +54,7 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     plan = read_plan(run_file)
     check_task(plan, out)
     check_resume_flags(args, run_file, plan)
+    check_run_data(plan.data, out, run_file, command)
     plan.out = str(out)  # where the run is now, should its folder have moved
     recipe = recipe_from_dict(plan.recipe, str(run_file))
     if args.max_steps is not None:
@@ -65,6 +68,19 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     point = check_checkpoint(ckpt, args.trust_checkpoint)
     check_resume_target(out, point, args.max_steps, args.epochs)
     return plan, ckpt, point
+
+
+def check_run_data(data: str, out: Path, run_file: Path, command: str) -> None:
+    """Refuse a resume whose local data folder is not where run.json says, naming how to bring it back: --data
+    cannot change a resumed run. Runs before swinzoo recorded the absolute path hold it as given."""
+    if data in BUILTIN or data.startswith("hf:") or Path(data).exists():
+        return
+    if not Path(data).is_absolute():
+        raise SwinzooError(f"--resume {out}: the run's data {data} ({run_file}) is relative to the folder the run "
+                           f"started in, not this one; resume from there (cd FOLDER && swinzoo {command} --resume "
+                           f"{shlex.quote(str(out.absolute()))})")
+    raise SwinzooError(f"--resume {out}: the run's data {data} ({run_file}) is not there; put it back, or link its new "
+                       f"place there (ln -s NEW_PLACE {shlex.quote(data)})")
 
 
 def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> ResumePoint:
