@@ -177,6 +177,9 @@ def test_a_second_process_on_a_running_runs_folder_is_refused(verb, tmp_path, ca
         code, _, err = run_cli([verb, "--from", "swinv2_n_64_w4", "--max-steps", "1", "--out", out, *FAST], capsys)
         assert code == 2
         one_error_line(err, f"--out {out} is in use", f"swinzoo process {proc.pid}", "pick another --out")
+        code, _, err = run_cli([verb, "--resume", out, "--max-steps", "5"], capsys)  # not "needs last.ckpt"
+        assert code == 2
+        one_error_line(err, f"--resume {out}: {out} is in use", f"swinzoo process {proc.pid}")
         assert (out / "run.json").read_text() == run_json
         (flags / "go0").touch()
         wait_for(flags / "at2", proc)  # last.ckpt at step 1 and 2

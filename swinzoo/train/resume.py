@@ -45,12 +45,12 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     out = Path(args.resume)
     if out.exists() and not out.is_dir():
         raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo {command}`")
+    if is_rank_zero():  # the other DDP ranks resume the run rank zero holds
+        check_not_running(out, "--resume")  # first: a run before its first checkpoint has no last.ckpt yet
     run_file, ckpt = out / RUN_FILE, out / CKPT_FILE
     if not run_file.is_file() or not ckpt.is_file():
         raise SwinzooError(f"--resume {out}: needs {run_file} and {ckpt} from an earlier "
                            f"`swinzoo {command} --out {out}`")
-    if is_rank_zero():  # the other DDP ranks resume the run rank zero holds
-        check_not_running(out, "--resume")
     plan = read_plan(run_file)
     check_task(plan, out)
     check_resume_flags(args, run_file, plan)
