@@ -276,3 +276,16 @@ def test_a_resume_whose_data_is_not_there_says_how_to_bring_it_back(recorded, tm
     else:
         one_error_line(err, f"--resume {out}: the run's data dä ta ({out / 'run.json'}) is relative to the folder "
                        "the run started in", f"resume from there (cd FOLDER && swinzoo finetune --resume '{out}')")
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+@pytest.mark.parametrize("flag", ["--out", "--resume", "--data"])
+def test_an_empty_path_is_one_line(verb, flag, tmp_path, capsys, monkeypatch):
+    """`--out "$OUT"` with OUT unset trained into runs/...; `--resume ""` said "--from SRC is required"; `--data ""`
+    took the source's data."""
+    monkeypatch.chdir(tmp_path)
+    args = [flag, ""] if flag == "--resume" else ["--from", "swin_n_64", "--max-steps", "1", flag, "", *FAST]
+    code, stdout, err = run_cli([verb, *args], capsys)
+    assert code == 2 and "training from" not in stdout
+    one_error_line(err, f"{flag} is empty; give a path")
+    assert os.listdir(tmp_path) == []

@@ -206,6 +206,11 @@ def check_run_values(args, names: tuple[str, ...]) -> None:
     """The value checks `finetune` and `pretrain` share: the fields `names` by type and range, epochs or
     max_steps, and the recipe's kind."""
     check_values({n: getattr(args, n) for n in names}, value_label(args))
+    for name in ("source", "data", "out", "resume"):
+        if isinstance(getattr(args, name), str) and not getattr(args, name).strip():
+            # a shell variable that was unset: else the run took a default (runs/..., the source's data) instead
+            raise SwinzooError(f"{flag_name(name) if value_label(args) is flag_label else name + '='} is empty; give "
+                               "a path (or leave it out)")
     if args.epochs is not None and args.max_steps is not None:
         raise SwinzooError("give --epochs or --max-steps (epochs= or max_steps=), not both")
     if args.recipe is not None and not isinstance(args.recipe, (str, dict)):
