@@ -285,12 +285,12 @@ def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not 
         raise SwinzooError(f"{what} {problem} ({bad[0]}{more}); {fix}")
 
 
-def weights_to_save(model, save_dtype: str, what: str) -> dict:
-    """`model`'s state dict in `save_dtype` for the run's model.safetensors, or a one-line error: NaN or inf weights
-    (`what` names them: "training diverged: the last weights (step 150)"), or weights that overflow the dtype."""
+def weights_to_save(weights: dict, save_dtype: str, what: str) -> dict:
+    """A model's state dict `weights` in `save_dtype` for the run's model.safetensors, or a one-line error: NaN or
+    inf weights (`what` names them: "training diverged: the last weights (step 150)"), or weights that overflow the
+    dtype."""
     import torch
 
-    weights = model.state_dict()
     check_finite(weights, what, "nothing written; train again with --precision 32 or bf16-mixed, or a lower --lr")
     saved = {k: v.detach().to(getattr(torch, save_dtype)) for k, v in weights.items()}
     check_finite(saved, f"--save-dtype {save_dtype}: the weights", "nothing written; use --save-dtype float32",

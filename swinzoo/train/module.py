@@ -34,6 +34,7 @@ from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict
 from swinzoo.train.rng import seeded, step_seed
 from swinzoo.train.sampling import unpadded
+from swinzoo.train.sharded import ShardedClipping
 from swinzoo.weight_transfer import match_head_to_classes, transfer
 
 
@@ -82,7 +83,7 @@ class RecipeLrs:
         return self.peak_lr, self.warmup_lr, self.min_lr
 
 
-class SwinClassifier(RecipeLrs, L.LightningModule):
+class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
     """Fine-tunes `SwinTransformer(config)` with `recipe` (a `Recipe.to_dict()`); `total_batch` (batch x devices x
     nodes x accumulation) scales the recipe's lr, which is per 512 images; None: the batch the Trainer runs, read
     from its training loader when the fit starts. `lr` overrides the scaled peak rate (warmup and min rates keep

@@ -58,6 +58,7 @@ from swinzoo.train.recipes import (
     warmup_note,
 )
 from swinzoo.train.resume import resume_plan
+from swinzoo.train.sharded import model_weights
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.simmim_start import load_weights, simmim_start
@@ -124,9 +125,10 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
             results = validate_after_fit(trainer, module, dm)
+        weights = model_weights(trainer, module)  # every rank: under FSDP the shards are gathered onto rank zero
         if not trainer.is_global_zero:
             return None
-        metrics = write_outputs(plan, module, results, trainer.global_step, time.monotonic() - start, console)
+        metrics = write_outputs(plan, weights, results, trainer.global_step, time.monotonic() - start, console)
     except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
@@ -257,13 +259,13 @@ def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, 
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, module: SimMIMPretrainer, results: dict, step: int, wall: float, console) -> dict:
+def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: float, console) -> dict:
     out = Path(plan.out)
     metrics = {"val_loss": float(results["val/loss"]), "n": int(results["val/n"]), "global_step": step,
                "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png"}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
-    sd = weights_to_save(module.model, plan.save_dtype, f"pretraining diverged: the weights (step {step})")
+    sd = weights_to_save(weights, plan.save_dtype, f"pretraining diverged: the weights (step {step})")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))

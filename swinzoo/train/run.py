@@ -54,6 +54,7 @@ from swinzoo.train.recipes import (
     warmup_note,
 )
 from swinzoo.train.resume import resume_plan
+from swinzoo.train.sharded import model_weights
 from swinzoo.train.trainer import interruptible, keep_weights, start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
@@ -241,9 +242,10 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
                         weights_only=not args.trust_checkpoint)
             results = validate_after_fit(trainer, module, dm)
             results, kept = keep_weights(trainer, module, dm, results)
+        weights = model_weights(trainer, module)  # every rank: under FSDP the shards are gathered onto rank zero
         if not trainer.is_global_zero:
             return None
-        metrics = write_outputs(plan, module, results, trainer.global_step, kept, console, str(trainer.precision))
+        metrics = write_outputs(plan, weights, results, trainer.global_step, kept, console, str(trainer.precision))
     except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
@@ -276,14 +278,14 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ck
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, module, results: dict, step: int, kept: dict, console, precision: str) -> dict:
+def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dict, console, precision: str) -> dict:
     out = Path(plan.out)
     n = int(results["val/n"])
     metrics = {"top1": share(results["val/top1"], n), "top5": share(results["val/top5"], n), "n": n,
                "global_step": step, "weights": kept["weights"], "weights_step": kept["step"]}
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "finetune": {**metrics, "precision": precision, "command": plan.command}}
-    sd = weights_to_save(module.model, plan.save_dtype,
+    sd = weights_to_save(weights, plan.save_dtype,
                          f"training diverged: the {kept['weights']} weights (step {kept['step']})")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)
     with atomic_path(out / METRICS_FILE) as tmp:

@@ -29,12 +29,13 @@ from swinzoo.train.recipes import Recipe, recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
 from swinzoo.train.rng import TRAIN_MASK_STREAM, VAL_MASK_STREAM, seeded, step_seed, stream_seed
 from swinzoo.train.sampling import unpadded, validation_indices
+from swinzoo.train.sharded import ShardedClipping
 from swinzoo.train.simmim_start import load_weights, simmim_start
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
 
 
-class SimMIMPretrainer(RecipeLrs, L.LightningModule):
+class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
     """Pretrains `SimMIM(config)` (the encoder's config) with `recipe` (a `Recipe.to_dict()`) and its mask
     settings; `total_batch` (batch x devices x nodes x accumulation) scales the recipe's lr, which is per 512
     images; None: the batch the Trainer runs, read from its training loader when the fit starts. `lr` overrides

@@ -1,0 +1,49 @@
+"""A run under Lightning's FSDPStrategy (`--strategy fsdp`, torch's FullyShardedDataParallel): once Lightning has
+wrapped the module, each rank holds a flat shard of every parameter, and `module.model`'s parameters are 1-D views
+of those shards outside the forward pass. What swinzoo reads or writes of the weights after that goes through
+here: the whole state dict gathered for model.safetensors, and the gradient norm clipped over all shards. Both
+are collectives: every rank calls them. Other strategies (one device, DDP) keep whole parameters and take the
+plain path."""
+
+from __future__ import annotations
+
+from lightning.pytorch.strategies import FSDPStrategy
+
+
+def fsdp_root(trainer):
+    """The FSDP module Lightning wrapped the LightningModule in, or None when the run is not sharded."""
+    if trainer is None or not isinstance(trainer.strategy, FSDPStrategy):
+        return None
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = trainer.strategy.model
+    return model if isinstance(model, FullyShardedDataParallel) else None
+
+
+def model_weights(trainer, module) -> dict | None:
+    """`module.model`'s whole state dict on global rank zero (None on the other ranks), for model.safetensors.
+    Under FSDP every rank must call it: the shards are gathered onto rank zero (on the CPU)."""
+    root = fsdp_root(trainer)
+    if root is None:
+        return module.model.state_dict() if trainer.is_global_zero else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not trainer.is_global_zero:
+        return None
+    prefix = "model."  # the LightningModule's keys; FSDP's own wrapper names are left out
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class ShardedClipping:
+    """Gradient clipping by norm under FSDP, for a LightningModule: the norm over every rank's shards, by the root
+    FSDP module (`FullyShardedDataParallel.clip_grad_norm_`). Lightning's FSDP precision plugin refuses norm
+    clipping (`torch.nn.utils.clip_grad_norm_` over one rank's shards would be wrong), and every recipe clips.
+    The same clip coefficient as `clip_grad_norm_` over whole gradients: max_norm / (total norm + 1e-6), at most 1."""
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        root = fsdp_root(self.trainer)
+        if root is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        root.clip_grad_norm_(gradient_clip_val)

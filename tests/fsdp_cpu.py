@@ -1,0 +1,41 @@
+"""Test-only: Lightning's FSDPStrategy on CPU processes (gloo), which Lightning refuses ("requires a GPU
+accelerator") though torch's FSDP1 runs there once given `device_id=cpu`. Registered as `--strategy fsdp_cpu`;
+`python -m tests.fsdp_cpu finetune ...` is `swinzoo finetune ...` with it, and Lightning's launcher starts the
+other ranks with the same command, so they register it too."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+NAME = "fsdp_cpu"
+
+
+class CPUFSDPStrategy(FSDPStrategy):
+    """FSDPStrategy with the model wrapped for the CPU. Lightning passes `device_id=root_device.index` (None on
+    the CPU), with which torch's FSDP looks for an accelerator; Lightning's accelerator check tests
+    `type(strategy) is FSDPStrategy`, which a subclass is not. The rest (sharding, state dicts, checkpoints,
+    precision plugin) is Lightning's own."""
+
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            model = FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                             mixed_precision=self.mixed_precision_config,
+                                             sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"),
+                                             **self.kwargs)
+        return super()._setup_model(model)
+
+
+
+def register() -> None:
+    if NAME not in StrategyRegistry:
+        StrategyRegistry.register(NAME, CPUFSDPStrategy, description="FSDP on CPU processes (tests only)")
+
+
+if __name__ == "__main__":
+    register()
+    from swinzoo.cli import main
+
+    main()
