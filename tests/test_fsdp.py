@@ -1,19 +1,30 @@
 """`--strategy fsdp` (Lightning's FSDPStrategy, torch's FSDP1) end to end on two CPU processes, through
 `tests.fsdp_cpu` (Lightning refuses FSDP without a GPU; torch's FSDP runs on the CPU with gloo): each rank holds a
 shard of every parameter, so what swinzoo reads or loads of the model after Lightning wrapped it (the exported
-weights, the best weights kept, the weight-decay groups, gradient clipping) must go through FSDP."""
+weights, the best weights kept, the weight-decay groups, gradient clipping) must go through FSDP.
 
+Two processes at batch 4 see each step the 8 images one process sees at batch 8 (the sampler deals the same
+shuffle out), so the weights match the one-process run's to float rounding."""
+
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import swinzoo
-from tests.test_finetune import env
+from tests.test_finetune import env, image_folder
+from tests.test_resume import tiny_source
 
 FSDP = ["--devices", "2", "--accelerator", "cpu", "--strategy", "fsdp_cpu", "--num-workers", "0"]
+# clipping always on, a weight decay that shows, and activation checkpointing; AdamW's eps at 1 makes its step
+# follow the gradient's size: at 1e-8 it turns float noise in gradients that are 0 in exact arithmetic (the
+# attention's key bias) into whole steps, which no two reduction orders share
+RECIPE = {"clip_grad": 0.05, "weight_decay": 0.05, "eps": 1.0, "grad_checkpointing": True}
+RUN = dict(recipe="nano_finetune", recipe_overrides=RECIPE, lr=1.0, precision="32-true", num_workers=0)
 
 
 def fsdp(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -22,12 +33,42 @@ def fsdp(*args, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+def recipe_flags() -> list[str]:
+    return [f"--recipe.{k}={str(v).lower()}" for k, v in RECIPE.items()]
+
+
 def assert_close(a: dict, b: dict, atol: float) -> None:
     assert a.keys() == b.keys()
     shapes = [k for k in a if a[k].shape != b[k].shape]
     assert not shapes, f"{shapes[0]}: {tuple(a[shapes[0]].shape)} vs {tuple(b[shapes[0]].shape)}"
     worst = max(((a[k] - b[k]).abs().max().item(), k) for k in a)
     assert worst[0] <= atol, f"{worst[1]} differs by {worst[0]:.3g}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A 2-step fine-tune of a 3-class model on 2 classes (a fresh head) on two FSDP processes at batch 4, and on
+    one process at batch 8."""
+    root = tmp_path_factory.mktemp("fsdp")
+    src, data = tiny_source(root), image_folder(root / "data")
+    proc = fsdp("finetune", "--from", src, "--data", data, "--recipe", "nano_finetune", *recipe_flags(), "--lr", "1",
+                "--precision", "32-true", "--max-steps", "2", "--batch-size", "4", "--out", root / "fsdp",
+                "--trainer.limit_val_batches", "2", cwd=root)
+    swinzoo.finetune(str(src), data=str(data), out=str(root / "one"), max_steps=2, batch_size=8, devices=1,
+                     accelerator="cpu", trainer={"limit_val_batches": 2}, **RUN)
+    return root, src, proc
+
+
+def test_fsdp_fine_tune_matches_one_process(runs):
+    root, src, proc = runs
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded, one = load_file(root / "fsdp/model.safetensors"), load_file(root / "one/model.safetensors")
+    assert_close(sharded, one, 1e-6)
+    start = swinzoo.load_model(src).state_dict()
+    assert max((one[k] - start[k]).abs().max().item() for k in one if "head" not in k) > 1e-3  # it trained
+    assert swinzoo.load_model(root / "fsdp/model.safetensors").config.num_classes == 2
+    metrics = [json.loads((root / run / "metrics.json").read_text()) for run in ("fsdp", "one")]
+    assert metrics[0]["n"] == metrics[1]["n"] == 12 and metrics[0]["top1"] == metrics[1]["top1"]
 
 
 def test_fsdp_pretrain_exports_the_whole_model(tmp_path):

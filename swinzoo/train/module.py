@@ -104,6 +104,8 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         self.model = SwinTransformer(cfg)
         if self.recipe.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        # each parameter's dimensions as built: under FSDP configure_optimizers sees 1-D shards (weight-decay groups)
+        self.param_ndims = {name: p.ndim for name, p in self.model.named_parameters()}
         self.scale_lrs(total_batch)
         self.mixer = batch_mixer(self.recipe, cfg.num_classes)
         self.step_seed: int | None = None  # what each training step's draws are seeded from (`rng.step_seed`)
@@ -223,7 +225,8 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
 
     def configure_optimizers(self):
         steps = run_steps(self.trainer)
-        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.recipe.layer_decay)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.recipe.layer_decay,
+                                   self.param_ndims)
 
 
 def finetune_weights(state_dict: dict | None, src: SwinConfig, res: int, window: int | None, recipe: Recipe,

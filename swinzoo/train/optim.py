@@ -11,10 +11,11 @@ from collections.abc import Callable
 from torch import nn
 
 
-def is_no_decay(name: str, param: nn.Parameter, keywords: set[str]) -> bool:
-    """Official `set_weight_decay`: no decay on 1-D tensors, `.bias`, and names holding a no-decay keyword
-    (`absolute_pos_embed`, `relative_position_bias_table`, and for V2 all of `cpb_mlp` and `logit_scale`)."""
-    return param.ndim == 1 or name.endswith(".bias") or any(k in name for k in keywords)
+def is_no_decay(name: str, ndim: int, keywords: set[str]) -> bool:
+    """Official `set_weight_decay`: no decay on 1-D tensors (`ndim`: the parameter's), `.bias`, and names holding a
+    no-decay keyword (`absolute_pos_embed`, `relative_position_bias_table`, and for V2 all of `cpb_mlp` and
+    `logit_scale`)."""
+    return ndim == 1 or name.endswith(".bias") or any(k in name for k in keywords)
 
 
 def layer_id(name: str, depths: tuple[int, ...]) -> int:
@@ -32,8 +33,11 @@ def layer_id(name: str, depths: tuple[int, ...]) -> int:
     return num_layers + 1
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0,
+                 ndims: dict[str, int] | None = None) -> list[dict]:
     """AdamW groups: (decay | no decay) x (layer, when layer_decay < 1), each with its `lr` already scaled.
+    `ndims`: each parameter's dimensions as built, by name, where the model's own are not (FSDP hands
+    `configure_optimizers` every parameter as a 1-D shard); by default the parameters' own.
 
     The layer scale is `layer_decay ** (num_blocks + 1 - layer_id)`: the head trains at `lr`, the stem at the
     smallest rate. Every group carries `base_lr` = its peak rate, which the schedule multiplies.
@@ -45,7 +49,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        no_decay = is_no_decay(name, param, keywords)
+        no_decay = is_no_decay(name, (ndims or {}).get(name, param.ndim), keywords)
         lid = layer_id(name, depths) if layer_decay < 1.0 else num_layers + 1
         scale = layer_decay ** (num_layers + 1 - lid)
         group = groups.setdefault((no_decay, lid), {
@@ -81,15 +85,15 @@ def scaled_lrs(base_lr: float, warmup_lr: float, min_lr: float, total_batch: int
 
 
 def adamw_warmup_cosine(model: nn.Module, recipe, lrs: tuple[float, float, float], total_steps: int,
-                        layer_decay: float) -> dict:
+                        layer_decay: float, ndims: dict[str, int] | None = None) -> dict:
     """Lightning's `configure_optimizers` answer for a recipe: AdamW over `param_groups` (the official no-decay
-    rules, `layer_decay` per block), stepped per optimizer step through `warmup_cosine`; `lrs` = (peak, warmup,
-    min)."""
+    rules, `layer_decay` per block, `ndims` as there), stepped per optimizer step through `warmup_cosine`; `lrs` =
+    (peak, warmup, min)."""
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
     peak, warm, low = lrs
-    groups = param_groups(model, peak, recipe.weight_decay, layer_decay)
+    groups = param_groups(model, peak, recipe.weight_decay, layer_decay, ndims)
     for g in groups:
         g.pop("names")
     optimizer = torch.optim.AdamW(groups, lr=peak, betas=tuple(recipe.betas), eps=recipe.eps)

@@ -57,6 +57,8 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
                             mask_ratio=r.mask_ratio)
         if r.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        # each parameter's dimensions as built: under FSDP configure_optimizers sees 1-D shards (weight-decay groups)
+        self.param_ndims = {name: p.ndim for name, p in self.model.named_parameters()}
         self.scale_lrs(total_batch)
         self.val_loss = MeanMetric()  # weighted by images: every image has the same number of masked pixels
         self.val_n = SumMetric()
@@ -145,4 +147,4 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
     def configure_optimizers(self):
         # the official get_pretrain_param_groups: decay / no decay only (layer_decay 1 puts every layer in one)
         steps = run_steps(self.trainer)
-        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, 1.0)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, 1.0, self.param_ndims)
