@@ -6,6 +6,7 @@ weights, the best weights kept, the weight-decay groups, gradient clipping) must
 Two processes at batch 4 see each step the 8 images one process sees at batch 8 (the sampler deals the same
 shuffle out), so the weights match the one-process run's to float rounding."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -69,6 +70,24 @@ def test_fsdp_fine_tune_matches_one_process(runs):
     assert swinzoo.load_model(root / "fsdp/model.safetensors").config.num_classes == 2
     metrics = [json.loads((root / run / "metrics.json").read_text()) for run in ("fsdp", "one")]
     assert metrics[0]["n"] == metrics[1]["n"] == 12 and metrics[0]["top1"] == metrics[1]["top1"]
+
+
+def test_fsdp_keeps_the_best_weights(tmp_path):
+    """--keep best under FSDP: best.ckpt's weights loaded into the sharded model, validated and exported."""
+    out = tmp_path / "best"
+    proc = fsdp("finetune", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "2", "--batch-size", "4",
+                "--precision", "32-true", "--out", out, "--trainer.val_check_interval", "1",
+                "--trainer.limit_val_batches", "2", "--trainer.callbacks+=tests.fsdp_cpu.SpoilHeadAt",
+                "--trainer.callbacks.step=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["weights"], metrics["weights_step"], metrics["global_step"]) == ("best", 1, 2)
+    best = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert_close(load_file(out / "model.safetensors"), {k[len("model."):]: v for k, v in best.items()}, 0)
+    with open(out / "logs/metrics.csv") as f:
+        logged = {int(row["step"]): float(row["val/top1"]) for row in csv.DictReader(f) if row["val/top1"]}
+    assert logged[0] > logged[1]  # the step-1 validation is logged at step index 0
+    assert metrics["top1"] == pytest.approx(logged[0], abs=1e-6)  # validated again: the loaded weights ran
 
 
 def test_fsdp_pretrain_exports_the_whole_model(tmp_path):

@@ -1,9 +1,10 @@
 """A run under Lightning's FSDPStrategy (`--strategy fsdp`, torch's FullyShardedDataParallel): once Lightning has
 wrapped the module, each rank holds a flat shard of every parameter, and `module.model`'s parameters are 1-D views
 of those shards outside the forward pass. What swinzoo reads or writes of the weights after that goes through
-here: the whole state dict gathered for model.safetensors, and the gradient norm clipped over all shards. Both
-are collectives: every rank calls them. Other strategies (one device, DDP) keep whole parameters and take the
-plain path."""
+here: the whole state dict gathered for model.safetensors, whole parameters put back before a validation after the
+fit (and best.ckpt's loaded), and the gradient norm clipped over all shards. The gathering and clipping are
+collectives: every rank calls them. Other strategies (one device, DDP) keep whole parameters and take the plain
+path."""
 
 from __future__ import annotations
 
@@ -33,6 +34,29 @@ def model_weights(trainer, module) -> dict | None:
         return None
     prefix = "model."  # the LightningModule's keys; FSDP's own wrapper names are left out
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def whole_parameters(trainer, module, state_dict: dict | None = None) -> None:
+    """After a fit under FSDP, whole parameters in `module` again: `state_dict`'s (a whole LightningModule state
+    dict: a checkpoint's), or else the shards gathered (every rank calls it, with the same `state_dict`). Lightning
+    wraps the module in a new FSDP at each `trainer.validate`, and wrapping a module whose parameters are still the
+    fit's shards makes a model of 1-D weights ("weight should have at least three dimensions", Lightning issue
+    #19015). Without FSDP, `state_dict` (when given) is loaded."""
+    root = fsdp_root(trainer)
+    if root is not None:
+        import torch
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        if state_dict is None:  # on every rank, on the device (cpu_offload would leave the others empty)
+            state_dict = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True))
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                param.data = state_dict[name].detach().to(param.device, param.dtype, copy=True)
+                param.grad = None
+        # what Lightning's next wrap (validate) starts from; until then nothing is sharded
+        trainer.strategy.model = module
+    if state_dict is not None:
+        module.load_state_dict(state_dict)  # the buffers, and every key checked
 
 
 class ShardedClipping:

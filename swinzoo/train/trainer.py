@@ -27,6 +27,7 @@ from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.resume import ResumePoint, ResumeStart, check_total_batch
+from swinzoo.train.sharded import whole_parameters
 from swinzoo.train.trainer_options import trainer_objects
 
 
@@ -312,7 +313,7 @@ def keep_weights(trainer, module, dm, last: dict) -> tuple[dict, dict]:
     if float(best.best_model_score) <= float(last["val/top1"]):
         return last, kept
     state = load_torch(Path(best.best_model_path), False, fix="start the run again with another --out")
-    module.load_state_dict(state["state_dict"])
+    whole_parameters(trainer, module, state["state_dict"])  # under FSDP too, where the fit left shards
     results = validate_unlogged(trainer, module, dm)
     return results, {"weights": "best", "step": int(state["global_step"])}
 
@@ -333,6 +334,7 @@ def validate_unlogged(trainer, module, dm) -> dict:
     """Validation after fit, kept out of the loggers: their rows are the training's, and these would be rows of
     the epoch after the last (metrics.json holds the results)."""
     loggers, limit = trainer.loggers, trainer.limit_val_batches
+    whole_parameters(trainer, module)  # under FSDP validate wraps the module again
     trainer.loggers = []
     if limit == 0:  # --trainer.limit_val_batches 0 skips the fit's validations; metrics.json still needs figures
         trainer.limit_val_batches = 1.0
