@@ -28,6 +28,30 @@ class CPUFSDPStrategy(FSDPStrategy):
                                              **self.kwargs)
         return super()._setup_model(model)
 
+    def optimizer_state(self, optimizer):
+        """Lightning's full optimizer state, gathered without "offloading to the CPU". torch's FSDP1 gathers each
+        state (exp_avg, exp_avg_sq) into one reused buffer and keeps views of it when the offload is a no-op
+        (`.cpu()` of a CPU tensor): every state would read as the last one gathered. On a GPU `.cpu()` copies."""
+        from lightning.pytorch.core.optimizer import LightningOptimizer
+        from torch.distributed.fsdp import (
+            FullOptimStateDictConfig,
+            FullStateDictConfig,
+            OptimStateKeyType,
+            StateDictType,
+        )
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        if isinstance(optimizer, LightningOptimizer):
+            optimizer = optimizer._optimizer
+        if self._state_dict_type != "full":
+            return super().optimizer_state(optimizer)
+        with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
+                                  FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
+                                  FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=True)):
+            state = FSDP.optim_state_dict(self.model, optimizer)
+            if self.global_rank == 0:  # as Lightning stores it
+                state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
+            return state
 
 
 class SpoilHeadAt(L.Callback):

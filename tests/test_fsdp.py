@@ -8,6 +8,7 @@ shuffle out), so the weights match the one-process run's to float rounding."""
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,21 @@ def test_fsdp_fine_tune_matches_one_process(runs):
     assert swinzoo.load_model(root / "fsdp/model.safetensors").config.num_classes == 2
     metrics = [json.loads((root / run / "metrics.json").read_text()) for run in ("fsdp", "one")]
     assert metrics[0]["n"] == metrics[1]["n"] == 12 and metrics[0]["top1"] == metrics[1]["top1"]
+
+
+def test_fsdp_run_resumes(runs, tmp_path):
+    """From last.ckpt (gathered from the shards) into a sharded model and its optimizer, in a folder moved since."""
+    root, _, first = runs
+    assert first.returncode == 0, first.stderr[-3000:]
+    for run in ("fsdp", "one"):
+        shutil.copytree(root / run, tmp_path / run)
+    proc = fsdp("finetune", "--resume", tmp_path / "fsdp", "--max-steps", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the best validation before the move still counts (under FSDP Lightning reads last.ckpt itself)
+    assert "dirpath has changed" not in proc.stderr
+    swinzoo.finetune(resume=str(tmp_path / "one"), max_steps=3)
+    assert_close(load_file(tmp_path / "fsdp/model.safetensors"), load_file(tmp_path / "one/model.safetensors"), 1e-6)
+    assert json.loads((tmp_path / "fsdp/metrics.json").read_text())["global_step"] == 3
 
 
 def test_fsdp_keeps_the_best_weights(tmp_path):

@@ -22,7 +22,13 @@ from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
 from swinzoo.train.checks import check_launcher, check_logger
 from swinzoo.train.environment import run_environment
-from swinzoo.train.module import AtomicCheckpointIO, ema_callback, resolve_precision, trainer_kwargs
+from swinzoo.train.module import (
+    AtomicCheckpointIO,
+    ema_callback,
+    rehome_checkpoint_callbacks,
+    resolve_precision,
+    trainer_kwargs,
+)
 from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
@@ -183,6 +189,11 @@ class LastCheckpoint(Checkpoint):
         elif self.at_epoch_end and "_batches_that_stepped" in loops:
             # resumed at an epoch's end, Lightning counts the last step again
             loops["_batches_that_stepped"] -= 1
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # before any callback loads its state; `AtomicCheckpointIO` does it too, but under FSDP Lightning reads
+        # last.ckpt itself
+        rehome_checkpoint_callbacks(checkpoint, self.path.parent)
 
     def on_train_start(self, trainer, pl_module) -> None:
         # a resumed run holds its checkpoint's step already; saving it again mid-accumulation would lose the
