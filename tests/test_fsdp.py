@@ -13,11 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import swinzoo
+from tests.conftest import one_error_line, run_cli
 from tests.test_finetune import env, image_folder
 from tests.test_resume import tiny_source
 
@@ -114,3 +116,19 @@ def test_fsdp_pretrain_exports_the_whole_model(tmp_path):
     last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert_close(load_file(out / "model.safetensors"), {k[len("model."):]: v for k, v in last.items()}, 0)
     swinzoo.load_simmim(out)
+
+
+def test_weight_averaging_is_refused_under_fsdp(tmp_path, monkeypatch, capsys):
+    """Lightning's weight averaging (the recipe's EMA, SWA) copies the whole model, which FSDP shards: refused
+    before anything is written, not at the first step."""
+    from tests.fsdp_cpu import register
+
+    register()
+    monkeypatch.setattr(L.Trainer, "fit", lambda *a, **k: pytest.fail("the run started"))
+    src, data = tiny_source(tmp_path), image_folder(tmp_path / "data")
+    out = tmp_path / "ema"
+    code, _, err = run_cli(["finetune", "--from", src, "--data", data, "--recipe", "nano_finetune",
+                            "--recipe.ema_decay", "0.9", "--batch-size", "4", "--out", out, "--devices", "2",
+                            "--accelerator", "cpu", "--strategy", "fsdp_cpu"], capsys)
+    assert code == 2 and not out.exists()
+    one_error_line(err, "--strategy fsdp_cpu", "EMA", "--strategy ddp")

@@ -2,13 +2,16 @@
 wrapped the module, each rank holds a flat shard of every parameter, and `module.model`'s parameters are 1-D views
 of those shards outside the forward pass. What swinzoo reads or writes of the weights after that goes through
 here: the whole state dict gathered for model.safetensors, whole parameters put back before a validation after the
-fit (and best.ckpt's loaded), and the gradient norm clipped over all shards. The gathering and clipping are
-collectives: every rank calls them. Other strategies (one device, DDP) keep whole parameters and take the plain
-path."""
+fit (and best.ckpt's loaded), the gradient norm clipped over all shards, weight averaging refused. The gathering
+and clipping are collectives: every rank calls them. Other strategies (one device, DDP) keep whole parameters and
+take the plain path."""
 
 from __future__ import annotations
 
+from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.strategies import FSDPStrategy
+
+from swinzoo.errors import SwinzooError
 
 
 def fsdp_root(trainer):
@@ -71,3 +74,18 @@ class ShardedClipping:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         root.clip_grad_norm_(gradient_clip_val)
+
+
+def check_weight_averaging(trainer, strategy_flag: str, ema=None) -> None:
+    """Lightning's weight averaging (EMA, SWA) keeps a whole copy of the model and averages it with the module's
+    parameters, which FSDP shards (Lightning: sharded models do not work with weight averaging): refused when the
+    Trainer is built, before the run writes anything, not at the first step. `ema`: the recipe's EMA callback."""
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return
+    for callback in trainer.callbacks:
+        if not isinstance(callback, (WeightAveraging, StochasticWeightAveraging)):
+            continue
+        what, fix = (("the recipe's EMA", "--recipe.ema_decay null") if callback is ema
+                     else (f"--trainer.callbacks {type(callback).__name__}", "drop that callback"))
+        raise SwinzooError(f"--strategy {strategy_flag}: {what} averages a whole copy of the model, which FSDP "
+                           f"shards (Lightning averages no sharded model); use --strategy ddp, or {fix}")

@@ -33,7 +33,7 @@ from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
 from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.resume import ResumePoint, ResumeStart, check_total_batch
-from swinzoo.train.sharded import whole_parameters
+from swinzoo.train.sharded import check_weight_averaging, whole_parameters
 from swinzoo.train.trainer_options import trainer_objects
 
 
@@ -109,6 +109,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
         refused = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise SwinzooError(f"Lightning refused the Trainer settings: {refused}; check --devices, --accelerator, "
                            "--strategy, --precision and --trainer") from None
+    check_weight_averaging(trainer, plan.strategy, ema)
     if console is not None:
         used = str(trainer.precision)  # what Lightning runs: fp16 AMP asked for on the CPU becomes bf16-mixed
         if used != PRECISION_ALIASES.get(str(precision), str(precision)):
