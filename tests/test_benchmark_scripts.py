@@ -204,3 +204,15 @@ def test_profile_script_kinds_and_smoke(tmp_path):
         assert r["ms_per_pass"]["Linear products, patch conv"] > 0 and r["ms_per_pass"]["attention products"] > 0
     (choice,) = report["attention_choice"]
     assert min(choice["ms"].values()) > 0 and choice["sdpa_over_products"] > 0
+
+
+def test_gpu_fsdp_script_runs_on_cpu_processes(tmp_path, capsys):
+    """gpu_fsdp.py between GPU loans: its --keep best check through the tests' CPU FSDP strategy (tests.fsdp_cpu),
+    its callback found by class path in the run's processes."""
+    script = load_script("gpu_fsdp")
+    code = script.main(["--accelerator", "cpu", "--strategy", "fsdp_cpu", "--runner", "tests.fsdp_cpu", "--devices",
+                        "2", "--only", "keep_best", "--keep", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0, report
+    assert report["keep_best"]["kept"] == ["best", 1] and report["keep_best"]["export_vs_best_ckpt"] == 0.0
