@@ -70,6 +70,21 @@ def test_a_run_without_ckpt_every_checkpoints_each_epoch_and_resumes(tiny, data,
     assert swinzoo.load_model(out).provenance["resumed"][0]["step"] == 3
 
 
+def test_a_resume_ending_at_the_step_it_stands_at_records_its_plan(tiny, data, tmp_path):
+    """docs/nano-models.md's diary: a run killed at its step-3800 checkpoint, resumed with --max-steps 3800, has no
+    step to train (Lightning skips on_train_start) but its outputs to write: run.json must still keep the change."""
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9,
+                         **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [CrashAt(4)]}})
+    assert step_of(out / "last.ckpt") == 3
+    result = swinzoo.finetune(resume=str(out), max_steps=3, trainer={"limit_val_batches": 1})
+    assert result.metrics["global_step"] == 3
+    plan = json.loads((out / "run.json").read_text())
+    assert plan["recipe"]["max_steps"] == 3 and [r["step"] for r in plan["provenance"]["resumed"]] == [3]
+    assert swinzoo.load_model(out).provenance["resumed"][0]["step"] == 3
+
+
 def test_ckpt_every_leaves_last_ckpt_at_the_final_step(tiny, data, tmp_path, capsys):
     out = tmp_path / "run"
     result = swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=4, ckpt_every=3, **RUN)

@@ -195,6 +195,7 @@ class ResumeStart(Callback):
 
     def __init__(self, plan: Plan, point: ResumePoint, command: str) -> None:
         self.plan, self.point, self.command = plan, point, command
+        self.recorded = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         try:
@@ -203,8 +204,17 @@ class ResumeStart(Callback):
             if trainer.is_global_zero:
                 discard_resume_log(trainer)
             raise
-        if trainer.is_global_zero:
+        self.record(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # a killed run resumed with --max-steps at the step it stands at has no step left: Lightning skips the
+        # training loop, and on_train_start with it, but its outputs are written from this plan
+        self.record(trainer)
+
+    def record(self, trainer) -> None:
+        if trainer.is_global_zero and not self.recorded:
             record_resume(self.plan, self.point, self.command, run_environment(trainer))
+        self.recorded = True
 
 
 def check_epoch_budget(trainer, out: Path, point: ResumePoint) -> None:
