@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from swinzoo.errors import OneLineParser, SwinzooError, exit_code
+from swinzoo.errors import OneLineParser, SwinzooError, exit_code, note_signal
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -144,6 +144,7 @@ def _terminated(signum, frame) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    note_signal()
     # what the unwinding leaves half-built (a loader starting its workers) fails in its destructor: "Exception
     # ignored in ..." tracebacks under the one line, which say nothing about the interruption
     sys.unraisablehook = lambda unraisable: None

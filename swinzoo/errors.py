@@ -29,6 +29,14 @@ class OneLineParser(argparse.ArgumentParser):
 # what torch raises in the main process when a data loader worker was stopped by SIGTERM or SIGINT; with the whole
 # process group signalled, it can come before the main process's own KeyboardInterrupt
 WORKER_STOPPED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) is killed by signal: (Terminated|Interrupt)")
+# set by the CLI's SIGTERM / SIGINT handler: whatever fails after it (a loader read in Lightning's shutdown finding its
+# workers gone, "exited unexpectedly") is the interruption, not a failure to report
+SIGNALLED = False
+
+
+def note_signal() -> None:
+    global SIGNALLED
+    SIGNALLED = True
 
 
 def exit_code(command: Callable[[], int | None]) -> int:
@@ -62,6 +70,9 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except OSError as e:  # the disk or the network: full, read-only, unreachable
         if debug:
             raise
+        if SIGNALLED:  # a read or write the signal cut short
+            print("error: interrupted", file=sys.stderr)
+            return 130
         where = f" {e.filename}" if e.filename else ""
         reason = e.strerror or str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {type(e).__name__}{where}: {reason}; check the path, free space and permissions "
@@ -70,7 +81,7 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
         if debug:
             raise
-        if WORKER_STOPPED.search(str(e)):  # Ctrl-C or SIGTERM to the process group: its loader workers got it too
+        if SIGNALLED or WORKER_STOPPED.search(str(e)):  # Ctrl-C / SIGTERM to the group: its loader workers got it too
             print("error: interrupted", file=sys.stderr)
             return 130
         size = allocation_failed(e)
