@@ -108,3 +108,14 @@ def test_eval_of_one_class(tmp_path, capsys):
     swinzoo.save_model(swinzoo.create_model("swin_n_64", num_classes=1), one)
     code, _, err = run_cli(["eval", one, "--data", data], capsys)
     assert code == 2 and err.count("\n") == 1 and "has 1 class" in err and "2 or more" in err, err
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain"])
+def test_print_config_refuses_a_recipe_key_as_a_run_does(verb, capsys):
+    from tests.conftest import one_error_line
+
+    for flags, needle in ((["--recipe.nope", "1"], "--recipe.nope: unknown recipe key 'nope'; valid keys:"),
+                          (["--recipe.base_lr", "fast"], "--recipe.base_lr: base_lr='fast' is invalid")):
+        code, out, err = run_cli([verb, "--from", "swin_n_64", *flags, "--print-config"], capsys)
+        assert code == 2 and out == "", out
+        one_error_line(err, needle)

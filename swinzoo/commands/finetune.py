@@ -337,6 +337,9 @@ def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
         text = explain(e, parser).replace("--recipe_overrides.", "--recipe.")  # as the user spelt it
         raise SwinzooError(f"swinzoo {verb}: {text.replace('--recipe_overrides', '--recipe.KEY')}") from None
     if print_flags is not None:
+        from swinzoo.train.recipes import split_recipe
+
+        split_recipe(cfg.recipe, cfg.recipe_overrides)  # the keys a run would refuse: a printed config replays it
         sys.stdout.write(printed_config(parser, cfg, given, print_flags))
         return 0
     return options_from(cfg.as_dict(), given_trainer(given, parser), options_class, command)
