@@ -157,6 +157,9 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     """
     # as given, not Path(...): a trailing slash says the user named a folder, which a file format refuses
     src, output = os.fspath(src), os.fspath(output)
+    if not output.strip():  # an unset shell variable: else '.', a folder format's files written into it
+        example = f"out_{to}" if to in FOLDER_FORMATS else FILE_EXAMPLES.get(to, "model.pth")
+        raise SwinzooError(f"the output path (-o) is empty; give the path to write, e.g. -o {example}")
     if to not in graph.GRAPH_FORMATS:
         converters.get_format(to)  # an unknown format fails before anything is read
     check_output_suffix(to, Path(output))

@@ -100,3 +100,16 @@ def test_atomic_dir_keeps_the_old_folder_on_failure(tmp_path):
         (tmp / "model.txt").write_text("newer")
     assert sorted(p.name for p in out.iterdir()) == ["model.txt", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.txt").read_text() == "newer"
+
+
+@pytest.mark.parametrize("command,example", [
+    (["convert"], "model.safetensors"), (["export", "--to", "timm"], "out_timm"),
+    (["export", "--to", "official"], "model.pth"), (["export", "--to", "onnx"], "model.onnx")])
+@pytest.mark.parametrize("spelling", ["", " "])
+def test_an_empty_output_path_is_one_line(command, example, spelling, tmp_path, capsys, monkeypatch):
+    """`-o "$OUT"` with OUT unset said '. is a folder', and export --to timm read '' as the current folder."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli([command[0], "swin_n_64", *command[1:], "-o", spelling, "--overwrite"], capsys)
+    assert_clean_failure(tmp_path, code, "out", err, "the output path (-o) is empty",
+                         f"give the path to write, e.g. -o {example}")
+    assert list(tmp_path.iterdir()) == []
