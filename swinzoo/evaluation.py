@@ -76,6 +76,25 @@ def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dty
     return dev, PRECISIONS[precision]
 
 
+# eval's autocast for the Lightning precision a fine-tune validated under (fp16: on a GPU only)
+RUN_PRECISIONS = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16", "16-true": "fp16"}
+
+
+def run_precision(model, device: torch.device, provenance: dict) -> tuple[str, str | None]:
+    """(eval precision, a note or None) of `model` when none is given: the one its fine-tune's metrics.json (the
+    run folder's, or beside its model.safetensors) says its figures were measured under, else fp32."""
+    if not isinstance(model, (str, os.PathLike)):
+        return "fp32", None
+    from swinzoo.upload import run_metrics  # (the metrics.json these very weights were scored in)
+
+    ran = str((run_metrics(Path(model), provenance) or {}).get("precision", "32-true"))
+    chosen = RUN_PRECISIONS.get(ran, "fp32")
+    if chosen == "fp16" and device.type == "cpu":
+        return "fp32", f"precision fp32: the run validated under {ran}, which needs a GPU (--device cuda for it)"
+    return chosen, (f"precision {chosen}, as the run validated ({ran}); --precision fp32 for float32"
+                    if chosen != "fp32" else None)
+
+
 _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed
 # within `sweep`: the val splits opened, each image checked once for all its models and resolutions
 _sweep_data: dict[tuple, object] | None = None
@@ -110,14 +129,15 @@ def eval_mode(net: torch.nn.Module):
 
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
-             test_crop: bool | None = None, device: str | None = None, precision: str = "fp32",
+             test_crop: bool | None = None, device: str | None = None, precision: str | None = None,
              compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
              console: Console | None = None, data_options: DataOptions | dict | None = None) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, hf:NAME or shapes; default: the model's built-in training dataset), preprocessed as the model's
     metadata says (`swinzoo.data_config`; official: resize to res/0.875 and center crop below 384 px, a plain
     resize from 384). `test_crop` True/False forces the center crop on/off. `device` None: a GPU when one is visible;
-    `precision` fp32, bf16 or fp16 (GPU) autocast; `compile`: torch.compile the model; `num_workers` None: half
+    `precision` fp32, bf16 or fp16 (GPU) autocast (None: as a fine-tune's metrics.json says its run validated, else
+    fp32); `compile`: torch.compile the model; `num_workers` None: half
     the CPUs. A fine-tune's output (its folder's run.json, or its model file's provenance) also says which data it
     validated on and how (`DataOptions`: splits, columns, carved rows): that data is the default, read the same
     way, so a carved validation split is the run's held-out rows; `data_options` (the options given; a dict holds
@@ -130,9 +150,16 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     check_counts(batch_size=batch_size)
     if num_workers is not None:
         check_whole(num_workers, 0, f"num_workers={num_workers!r}", "data loader processes", max_processes())
-    dev, dtype = runtime(device, precision)
+    dev, dtype = runtime(device, precision or "fp32")  # a bad device or precision before the model is read
     net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format,
                                          trust_checkpoint=trust_checkpoint, console=console, data_options=data_options)
+    if precision is None:
+        precision, note = run_precision(model, dev, getattr(net, "provenance", None) or {})
+        dtype = PRECISIONS[precision]
+        if note and f"{model}: {note}" not in (_sweep_said or ()):
+            console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+            if _sweep_said is not None:
+                _sweep_said.add(f"{model}: {note}")
     cfg = net.config
     top1 = MulticlassAccuracy(cfg.num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(cfg.num_classes, top_k=min(5, cfg.num_classes), average="micro")
@@ -157,7 +184,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
             advance()
     n = len(dataset)
     return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
-            "img_size": cfg.img_size, "window_size": cfg.window_size}
+            "img_size": cfg.img_size, "window_size": cfg.window_size, "precision": precision}
 
 
 def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, window: int | None, from_format: str,
@@ -331,7 +358,7 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     quiet = Console(file=io.StringIO())
     check = dict(window=options.get("window"), from_format=options.get("from_format", "auto"),
                  trust_checkpoint=options.get("trust_checkpoint", False), data_options=options.get("data_options"))
-    runtime(options.get("device"), options.get("precision", "fp32"))
+    runtime(options.get("device"), options.get("precision") or "fp32")
     _sweep_data = {}
     try:
         for name in models:

@@ -11,10 +11,10 @@ from swinzoo.errors import SwinzooError
 DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
 
 
-def add_runtime_arguments(p) -> None:
+def add_runtime_arguments(p, precision_default: str | None = "fp32", default_text: str = "fp32") -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast precision (fp16 on a GPU only)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=precision_default,
+                   help=f"autocast precision (fp16 on a GPU only; default: {default_text})")
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--test-crop", choices=("auto", "yes", "no"), default="auto",
                    help="auto: the model's own preprocessing (official: resize to res/0.875 and center crop below "
                    "384 px); yes: center crop (the model's crop_pct, else 0.875); no: resize the whole image")
-    add_runtime_arguments(p)
+    # a fine-tune's own: its top-1 in metrics.json then is this measurement (bf16-mixed moves it a little)
+    add_runtime_arguments(p, None, "a fine-tune's, as its metrics.json says it validated (bf16-mixed: bf16), "
+                          "else fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--plot", metavar="FILE.png", help="draw top-1 against resolution (several --res or models)")
     p.add_argument("--json", action="store_true", help="print {\"top1\", \"top5\", \"n\"} as JSON (a list of rows "

@@ -128,7 +128,8 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
         weights = model_weights(trainer, module)  # every rank: under FSDP the shards are gathered onto rank zero
         if not trainer.is_global_zero:
             return None
-        metrics = write_outputs(plan, weights, results, trainer.global_step, time.monotonic() - start, console)
+        metrics = write_outputs(plan, weights, results, trainer.global_step, time.monotonic() - start, console,
+                                str(trainer.precision))
     except BaseException:  # incl. Ctrl+C: no half-made run left behind
         if folder is not None:
             folder.discard()
@@ -259,10 +260,12 @@ def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, 
     console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
 
 
-def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: float, console) -> dict:
+def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: float, console,
+                  precision: str) -> dict:
     out = Path(plan.out)
     metrics = {"val_loss": float(results["val/loss"]), "n": int(results["val/n"]), "global_step": step,
-               "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png"}
+               "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png",
+               "precision": precision}  # the Lightning precision val_loss was measured under
     cfg = SwinConfig.from_dict(plan.config)
     provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
     sd = weights_to_save(weights, plan.save_dtype, f"pretraining diverged: the weights (step {step})")

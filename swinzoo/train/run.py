@@ -282,9 +282,10 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dic
     out = Path(plan.out)
     n = int(results["val/n"])
     metrics = {"top1": share(results["val/top1"], n), "top5": share(results["val/top5"], n), "n": n,
-               "global_step": step, "weights": kept["weights"], "weights_step": kept["step"]}
+               "global_step": step, "weights": kept["weights"], "weights_step": kept["step"],
+               "precision": precision}  # what the figures were measured under: `swinzoo eval RUN` measures so too
     cfg = SwinConfig.from_dict(plan.config)
-    provenance = {**plan.provenance, "finetune": {**metrics, "precision": precision, "command": plan.command}}
+    provenance = {**plan.provenance, "finetune": {**metrics, "command": plan.command}}
     sd = weights_to_save(weights, plan.save_dtype,
                          f"training diverged: the {kept['weights']} weights (step {kept['step']})")
     save_state_dict(sd, cfg, out / "model.safetensors", provenance)

@@ -1,0 +1,57 @@
+"""A fine-tune's metrics.json says the precision its final validation ran under, and `swinzoo eval RUN` measures
+under it by default, so the two top-1 figures are one measurement (bf16-mixed, chosen on CPUs with native bf16,
+moved top-1 against eval's float32 default: 0.867 vs 0.863)."""
+
+import json
+
+import pytest
+
+import swinzoo
+from tests.conftest import run_cli
+from tests.test_finetune import image_folder
+
+# 6 val images, at most 2 batches of 4 validated: the run validates every one, as eval does
+RUN = ["--from", "swin_n_64", "--max-steps", "2", "--batch-size", "4", "--num-workers", "0",
+       "--trainer.limit_val_batches", "2", "--precision", "bf16-mixed"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    out = root / "run"
+    from swinzoo.cli import cli_main
+
+    code = cli_main([*map(str, ["finetune", *RUN, "--data", image_folder(root / "data", per_class=3), "--out", out])])
+    assert code == 0
+    return out
+
+
+def test_metrics_and_eval_measure_under_the_runs_precision(run, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16-mixed" and metrics["n"] == 6
+    for model in (run, run / "model.safetensors"):  # the run folder, or its model file beside metrics.json
+        code, out, err = run_cli(["eval", model, "--json", "--num-workers", "0"], capsys)
+        assert code == 0, err
+        result = json.loads(out)
+        assert (result["top1"], result["n"]) == (metrics["top1"], metrics["n"])
+        assert "precision bf16, as the run validated" in err and "--precision fp32 for float32" in err
+    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0", "--precision", "fp32"], capsys)
+    assert code == 0 and "as the run validated" not in err
+
+
+def test_the_python_api_takes_the_runs_precision_else_fp32(run, tmp_path):
+    assert swinzoo.evaluate(run, num_workers=0)["precision"] == "bf16"
+    assert swinzoo.evaluate(run, num_workers=0, precision="fp32")["precision"] == "fp32"
+    alone = tmp_path / "model.safetensors"  # the run's weights away from its metrics.json: no run to follow
+    alone.write_bytes((run / "model.safetensors").read_bytes())
+    assert swinzoo.evaluate(alone, num_workers=0)["precision"] == "fp32"
+
+
+def test_a_pretraining_records_the_precision_of_its_val_loss(tmp_path):
+    from swinzoo.cli import cli_main
+
+    out = tmp_path / "pre"
+    assert cli_main(["pretrain", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "1", "--batch-size", "4",
+                     "--num-workers", "0", "--trainer.limit_val_batches", "1", "--precision", "bf16-mixed",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
