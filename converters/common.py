@@ -141,7 +141,8 @@ class Format:
     """One checkpoint format. `read(path, arch, arch_name, trust_checkpoint, raw)` -> Checkpoint, where `arch` is
     the config from `--arch` (or None) and `raw` the state dict already read while detecting (or None);
     `write(checkpoint, out, allow_numeric_change=, overwrite=)` -> how to load the result in the format's own
-    library (`overwrite`: write into a folder that holds other files, replacing only the format's own)."""
+    library (`overwrite`: write into a folder that holds other files, replacing only the format's own; a file
+    format's existing file is replaced, else refused, even one another process wrote while this one ran)."""
 
     name: str
     summary: str

@@ -175,7 +175,7 @@ def to_mmdet(checkpoint: Checkpoint) -> tuple[dict, list[str]]:
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
     obj, notes = to_mmdet(checkpoint)
-    save_torch(obj, out)
+    save_torch(obj, out, overwrite)
     # not an init_cfg for mmdet's own SwinTransformer: it expects the OpenMMLab layout (stages.*, attn.w_msa.*) and,
     # loading non-strictly, would keep its random init without a word
     how = ("load_from = 'OUT' in a config of the official Swin-Transformer-Object-Detection code (mmdet 2.x with "

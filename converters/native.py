@@ -33,11 +33,11 @@ def has_metadata(path: Path) -> bool:
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, path: str | Path,
-                    provenance: dict | None = None) -> Path:
-    """Write a swinzoo safetensors checkpoint atomically."""
+                    provenance: dict | None = None, overwrite: bool = True) -> Path:
+    """Write a swinzoo safetensors checkpoint atomically (`overwrite`: see `io.atomic_path`)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
-    with atomic_path(path) as tmp, safetensors_write_errors(path):
+    with atomic_path(path, overwrite) as tmp, safetensors_write_errors(path):
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
 
@@ -119,7 +119,7 @@ def check_weights_match(tensors: dict[str, torch.Tensor], config: SwinConfig, pa
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
-    save_state_dict(checkpoint.state_dict, checkpoint.config, out, checkpoint.provenance)
+    save_state_dict(checkpoint.state_dict, checkpoint.config, out, checkpoint.provenance, overwrite)
     return f'swinzoo.load_model("{out}")'
 
 

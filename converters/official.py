@@ -131,7 +131,7 @@ def with_buffers(state_dict: dict[str, torch.Tensor], cfg: SwinConfig) -> dict[s
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
-    save_torch(to_official(checkpoint.state_dict, checkpoint.config), out)
+    save_torch(to_official(checkpoint.state_dict, checkpoint.config), out, overwrite)
     if checkpoint.config.is_backbone:
         return "pretrained='OUT' in an official Swin detection / segmentation config (its mmcv_custom load_checkpoint)"
     return "the official SwinTransformer(...).load_state_dict(torch.load(OUT)['model'])"

@@ -107,7 +107,7 @@ def to_simmim(checkpoint: Checkpoint) -> dict[str, dict[str, torch.Tensor]]:
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
-    save_torch(to_simmim(checkpoint), out)
+    save_torch(to_simmim(checkpoint), out, overwrite)
     return "the official SimMIM(...).load_state_dict(torch.load(OUT)['model']), or swinzoo.load_simmim(OUT)"
 
 

@@ -197,7 +197,7 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,
           overwrite: bool = False) -> str:
     cfg = checkpoint.config
-    save_torch(from_canonical(checkpoint.state_dict, cfg, allow_numeric_change), out)
+    save_torch(from_canonical(checkpoint.state_dict, cfg, allow_numeric_change), out, overwrite)
     args = ", ".join(f"{k}={v}" for k, v in builder_kwargs(cfg).items())
     module = "torchvision.models.swin_transformer"
     v2 = f", block={module}.SwinTransformerBlockV2, downsample_layer={module}.PatchMergingV2"

@@ -142,10 +142,31 @@ def check_new_file(path: str | Path, overwrite: bool = False, example: str = "mo
     return path
 
 
+# a filesystem without hard links (FAT, exFAT, some network mounts) says so with one of these
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """`tmp` as `path`. Not `overwrite`: a hard link, which unlike a rename fails when `path` exists, so that of
+    writers racing on one new output (checked absent by each, `check_new_file`) one wins and the rest are refused,
+    not silently replaced; `tmp` itself goes with its temporary folder."""
+    if not overwrite:
+        try:
+            os.link(tmp, path)
+            return
+        except FileExistsError:
+            raise SwinzooError(f"{path} exists; pass --overwrite to replace it, or choose another output") from None
+        except OSError as e:
+            if e.errno not in NO_HARD_LINKS:
+                raise
+    os.replace(tmp, path)
+
+
 @contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | Path, overwrite: bool = True):
     """Yield a temporary path for `path`; rename it onto `path` only if the block succeeds. Nothing is left
-    behind when it fails or is interrupted (SIGTERM included, see `cli.main`); an existing file is replaced.
+    behind when it fails or is interrupted (SIGTERM included, see `cli.main`); an existing file is replaced, unless
+    not `overwrite`: then a file another process made meanwhile is kept, and this write refused (see `_publish`).
 
     The temporary file sits in a recognisable temporary folder beside `path`, so that the temporaries libraries make
     beside the file they are given (safetensors writes an anonymous `.tmpXXXXXX` and renames it) are inside it
@@ -165,7 +186,7 @@ def atomic_path(path: str | Path):
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
         yield tmp
         _as_new_file(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
         created = []
     finally:  # the temporary first: the folders made for it are empty only once it has gone
         if ours:
@@ -232,9 +253,10 @@ def atomic_dir(path: str | Path, owned: set[str] | None = None, overwrite: bool 
         _remove_empty(created)
 
 
-def save_torch(obj: object, path: str | Path) -> Path:
-    """torch.save, atomically; a full disk is one line, not torch's "unexpected pos" zip-writer error."""
-    with atomic_path(path) as tmp:
+def save_torch(obj: object, path: str | Path, overwrite: bool = True) -> Path:
+    """torch.save, atomically (`overwrite`: see `atomic_path`); a full disk is one line, not torch's "unexpected
+    pos" zip-writer error."""
+    with atomic_path(path, overwrite) as tmp:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:

@@ -1,0 +1,44 @@
+"""Writers racing on one output file: without --overwrite exactly one publishes it and the others get the one-line
+'exists' error; the rename that published it replaced whatever another writer had put there meanwhile."""
+
+import threading
+
+import pytest
+
+import swinzoo
+from swinzoo import io as swinzoo_io
+from swinzoo.errors import SwinzooError
+
+
+@pytest.mark.parametrize("to", ["swinzoo", "official"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_racing_writers_of_one_output(to, overwrite, tmp_path, monkeypatch):
+    out = tmp_path / ("m.safetensors" if to == "swinzoo" else "m.pth")
+    both_written = threading.Barrier(2, timeout=60)
+    as_new_file = swinzoo_io._as_new_file
+
+    def written(path):  # both files complete, neither published: each writer found no output when it checked
+        as_new_file(path)
+        both_written.wait()
+
+    monkeypatch.setattr(swinzoo_io, "_as_new_file", written)
+    results = []
+
+    def write():
+        try:
+            results.append(swinzoo.export("swin_n_64", to, out, overwrite=overwrite).output)
+        except SwinzooError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if overwrite:  # told to replace: the last rename wins, both succeed
+        assert len(results) == 2 and all(r == out for r in results), results
+    else:
+        assert sorted(map(str, results)) == sorted(
+            [str(out), f"{out} exists; pass --overwrite to replace it, or choose another output"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporaries left
+    assert swinzoo.load_model(out).config.img_size == 64
