@@ -19,7 +19,8 @@ from rich.progress import Progress
 
 from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError
-from swinzoo.hardware import keep_freed_memory, resolve_device
+from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
+from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.preprocess import create_transform, to_rgb
@@ -61,38 +62,6 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
     load_strict(net, {k: v.float() for k, v in checkpoint.state_dict.items()}, str(model))
     net.provenance = checkpoint.provenance
     return net.eval()
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def runtime(device: str | None, precision: str) -> tuple[torch.device, torch.dtype | None]:
-    """The device (None: cuda when a GPU is visible, else cpu) and the autocast dtype of an eval or predict run."""
-    if precision not in PRECISIONS:
-        raise SwinzooError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    dev = resolve_device(device)
-    if precision == "fp16" and dev.type == "cpu":
-        raise SwinzooError("fp16 needs a GPU; on a CPU use --precision bf16 (or fp32)")
-    return dev, PRECISIONS[precision]
-
-
-# eval's autocast for the Lightning precision a fine-tune validated under (fp16: on a GPU only)
-RUN_PRECISIONS = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16", "16-true": "fp16"}
-
-
-def run_precision(model, device: torch.device, provenance: dict) -> tuple[str, str | None]:
-    """(eval precision, a note or None) of `model` when none is given: the one its fine-tune's metrics.json (the
-    run folder's, or beside its model.safetensors) says its figures were measured under, else fp32."""
-    if not isinstance(model, (str, os.PathLike)):
-        return "fp32", None
-    from swinzoo.upload import run_metrics  # (the metrics.json these very weights were scored in)
-
-    ran = str((run_metrics(Path(model), provenance) or {}).get("precision", "32-true"))
-    chosen = RUN_PRECISIONS.get(ran, "fp32")
-    if chosen == "fp16" and device.type == "cpu":
-        return "fp32", f"precision fp32: the run validated under {ran}, which needs a GPU (--device cuda for it)"
-    return chosen, (f"precision {chosen}, as the run validated ({ran}); --precision fp32 for float32"
-                    if chosen != "fp32" else None)
 
 
 _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already printed

@@ -26,7 +26,15 @@ def run(tmp_path_factory):
     return out
 
 
-def test_metrics_and_eval_measure_under_the_runs_precision(run, capsys):
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """This CPU as one with bf16 matmul, whatever it is (eval takes the run's bf16 only there)."""
+    from swinzoo import eval_precision
+
+    monkeypatch.setattr(eval_precision, "native_bf16_matmul", lambda: "AVX512-BF16")
+
+
+def test_metrics_and_eval_measure_under_the_runs_precision(run, capsys, bf16_cpu):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["precision"] == "bf16-mixed" and metrics["n"] == 6
     for model in (run, run / "model.safetensors"):  # the run folder, or its model file beside metrics.json
@@ -39,12 +47,23 @@ def test_metrics_and_eval_measure_under_the_runs_precision(run, capsys):
     assert code == 0 and "as the run validated" not in err
 
 
-def test_the_python_api_takes_the_runs_precision_else_fp32(run, tmp_path):
+def test_the_python_api_takes_the_runs_precision_else_fp32(run, tmp_path, bf16_cpu):
     assert swinzoo.evaluate(run, num_workers=0)["precision"] == "bf16"
     assert swinzoo.evaluate(run, num_workers=0, precision="fp32")["precision"] == "fp32"
     alone = tmp_path / "model.safetensors"  # the run's weights away from its metrics.json: no run to follow
     alone.write_bytes((run / "model.safetensors").read_bytes())
     assert swinzoo.evaluate(alone, num_workers=0)["precision"] == "fp32"
+
+
+def test_a_bf16_run_evaluates_in_fp32_on_a_cpu_without_bf16_matmul(run, capsys, monkeypatch):
+    """A run from a CPU (or GPU) with bf16 matmul, evaluated on one without (AMD Zen 3): emulated bf16 would be
+    several times slower than fp32, so eval stays in fp32 and says why."""
+    from swinzoo import eval_precision
+
+    monkeypatch.setattr(eval_precision, "native_bf16_matmul", lambda: None)
+    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0"], capsys)
+    assert code == 0 and "precision fp32: the run validated under bf16-mixed" in err and "no bf16 matmul" in err
+    assert swinzoo.evaluate(run, num_workers=0)["precision"] == "fp32"
 
 
 def test_a_pretraining_records_the_precision_of_its_val_loss(tmp_path):

@@ -17,8 +17,8 @@ LAYERS = [
     (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io")),
     (3, ("swinzoo.converters",)),
     (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.hub_http", "swinzoo.upload", "swinzoo.conversion")),
-    (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.accuracy_plot", "swinzoo.plot", "swinzoo.bench",
-         "swinzoo.bench_plot", "swinzoo.data", "swinzoo.recipes")),
+    (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.eval_precision", "swinzoo.accuracy_plot", "swinzoo.plot",
+         "swinzoo.bench", "swinzoo.bench_plot", "swinzoo.data", "swinzoo.recipes")),
     (6, ("swinzoo.commands", "swinzoo.cli", "swinzoo.__main__", "swinzoo")),
 ]
 # where each installed package's files live in the repository (pyproject's package-dir)
