@@ -119,16 +119,16 @@ def export_program(model: torch.nn.Module, config: SwinConfig) -> torch.export.E
         return torch.export.export(model, (sample_input(config),), dynamic_shapes=dynamic_shapes(config))
 
 
-def write_pt2(checkpoint: Checkpoint, out: str | Path) -> str:
+def write_pt2(checkpoint: Checkpoint, out: str | Path, overwrite: bool = True) -> str:
     program = export_program(build_module(checkpoint), checkpoint.config)
     # through a file object: given a path not ending in .pt2 (the user's name, in a temporary folder), torch logs a
     # warning naming the temporary
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+    with atomic_path(out, overwrite) as tmp, open(tmp, "wb") as f:
         torch.export.save(program, f, extra_files={METADATA_KEY: metadata(checkpoint, "pt2")})
     return "torch.export.load(OUT).module()(pixel_values)"
 
 
-def write_onnx(checkpoint: Checkpoint, out: str | Path) -> str:
+def write_onnx(checkpoint: Checkpoint, out: str | Path, overwrite: bool = True) -> str:
     config = checkpoint.config
     model = build_module(checkpoint)
     with export_mode(model), _one_line("onnx"):
@@ -136,7 +136,7 @@ def write_onnx(checkpoint: Checkpoint, out: str | Path) -> str:
                                     dynamic_shapes=dynamic_shapes(config), input_names=[INPUT_NAME],
                                     output_names=output_names(config), verbose=False)
     program.model.metadata_props[METADATA_KEY] = metadata(checkpoint, "onnx")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, overwrite) as tmp:
         program.save(str(tmp))
     return f"onnxruntime.InferenceSession(OUT).run(None, {{'{INPUT_NAME}': images}})"
 
@@ -154,14 +154,15 @@ def _one_line(fmt: str):
                            "a weight format instead (--to official, timm, hf) or report the failing op") from None
 
 
-def write(checkpoint: Checkpoint, fmt: str, out: str | Path) -> str:
-    """Write `checkpoint` as an `fmt` graph at `out`; returns how to run it."""
+def write(checkpoint: Checkpoint, fmt: str, out: str | Path, overwrite: bool = True) -> str:
+    """Write `checkpoint` as an `fmt` graph at `out`; returns how to run it. Not `overwrite`: a file another process
+    wrote at `out` meanwhile is kept and this write refused (`atomic_path`)."""
     if fmt == "onnx":
         try:
             import onnxscript  # noqa: F401 - the dynamo ONNX exporter needs it (and onnx)
         except ImportError:
             raise SwinzooError("exporting to ONNX needs onnx and onnxscript: pip install 'swinzoo[onnx]'") from None
-        return write_onnx(checkpoint, out)
+        return write_onnx(checkpoint, out, overwrite)
     if fmt == "pt2":
-        return write_pt2(checkpoint, out)
+        return write_pt2(checkpoint, out, overwrite)
     raise SwinzooError(f"unknown graph format {fmt!r}; choose one of {', '.join(GRAPH_FORMATS)}")

@@ -181,7 +181,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
         checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)
         report.notes.extend(notes)
     if to in graph.GRAPH_FORMATS:
-        how = graph.write(checkpoint, to, output)
+        how = graph.write(checkpoint, to, output, overwrite)
     else:
         how = converters.write(checkpoint, to, output, allow_numeric_change, overwrite)
     return Converted(Path(output), checkpoint.config, report, how)

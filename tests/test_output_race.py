@@ -42,3 +42,25 @@ def test_racing_writers_of_one_output(to, overwrite, tmp_path, monkeypatch):
             [str(out), f"{out} exists; pass --overwrite to replace it, or choose another output"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporaries left
     assert swinzoo.load_model(out).config.img_size == 64
+
+
+def test_a_graph_export_publishes_without_replacing_unless_told(tmp_path, monkeypatch):
+    """pt2 and onnx files went through a plain rename: a racing writer's file was replaced without --overwrite."""
+    import contextlib
+
+    from swinzoo.converters import graph
+
+    asked = []
+
+    @contextlib.contextmanager
+    def recording(path, overwrite=True):
+        asked.append(overwrite)
+        raise RuntimeError("stop here")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(graph, "export_program", lambda model, config: None)  # the graph itself is not the point
+    monkeypatch.setattr(graph, "atomic_path", recording)
+    for overwrite in (False, True):
+        with pytest.raises(RuntimeError, match="stop here"):
+            swinzoo.export("swin_n_64", "pt2", tmp_path / "m.pt2", overwrite=overwrite)
+    assert asked == [False, True]
