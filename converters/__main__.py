@@ -51,7 +51,7 @@ def convert(args: argparse.Namespace) -> None:
     else:
         checkpoint = fmt.read(src, None, "", args.trust_checkpoint, None)
         checkpoint.provenance = {"source": str(args.src), "format": fmt.name}
-        native.write(checkpoint, out)
+        native.write(checkpoint, out, overwrite=args.overwrite)
     print(f"wrote {out}")
 
 
