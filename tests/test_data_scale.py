@@ -276,6 +276,34 @@ def test_unchanged_images_that_passed_are_not_decoded_again(tmp_path, monkeypatc
     assert decodes() == 4
 
 
+def test_an_unreadable_image_check_cache_is_no_error(tmp_path, monkeypatch):
+    """The record of a passed check only saves time: a cache folder this user cannot look into (a container run as
+    another user, HOME=/root, /root 0700) made the run fail with a PermissionError (exit 1) from looking the record
+    up; the images are checked instead. Path.exists is patched: as root, chmod would not stop the look-up."""
+    import pathlib
+
+    from PIL import Image
+
+    from swinzoo.train import image_check
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SWINZOO_CACHE", str(cache))
+    (tmp_path / "train" / "red").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "train" / "red" / "0.png")
+    real_exists = pathlib.Path.exists
+
+    def exists(self, *args, **kwargs):
+        if str(self).startswith(str(cache)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    decoded, real = [], image_check.image_problem
+    monkeypatch.setattr(image_check, "image_problem", lambda p: (decoded.append(p), real(p))[1])
+    assert len(ImageFolderSplit(tmp_path / "train")) == 1
+    assert len(decoded) == 1
+
+
 def test_a_loader_worker_does_not_save_and_restore_the_global_generators(monkeypatch):
     """Each training image is augmented under `seeded`, which put numpy's and Python's global generators back
     after it: ~100 us an image (numpy's 624-word state to a tuple and back), 5-7% of a loader worker's time for

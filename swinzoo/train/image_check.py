@@ -125,7 +125,7 @@ def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
     disk); the 50k validation images a few seconds. Unchanged since a passed check: a stat() per file.
     """
     record = passed_record(paths)
-    if record is not None and record.exists():
+    if record is not None and is_recorded(record):
         return
     bad = scan(len(paths), lambda a, b: [(p, why) for p in paths[a:b] if (why := image_problem(p)) is not None],
                where, console)
@@ -138,6 +138,13 @@ def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
             record.write_text(f"{len(paths)} images in {where or 'data'}\n")
         except OSError:  # a record only saves time: a cache that cannot be written means checking again next run
             pass
+
+
+def is_recorded(record: Path) -> bool:
+    try:
+        return record.exists()
+    except OSError:  # a cache folder this user cannot look into (another user's ~): check as if never recorded
+        return False
 
 
 def cache_folder() -> Path:
