@@ -43,5 +43,8 @@ def run_precision(model, device: torch.device, provenance: dict) -> tuple[str, s
         # the run's CPU (or GPU) had bf16 matmul; emulated here, bf16 would be several times slower than fp32
         return "fp32", (f"precision fp32: the run validated under {ran}, and this CPU has no bf16 matmul "
                         "(--precision bf16 for it anyway)")
+    if chosen == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "fp32", (f"precision fp32: the run validated under {ran}, and this GPU has no bf16 (before Ampere; "
+                        "--precision bf16 for it anyway)")
     return chosen, (f"precision {chosen}, as the run validated ({ran}); --precision fp32 for float32"
                     if chosen != "fp32" else None)

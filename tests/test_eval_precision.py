@@ -12,7 +12,7 @@ from tests.test_finetune import image_folder
 
 # 6 val images, at most 2 batches of 4 validated: the run validates every one, as eval does
 RUN = ["--from", "swin_n_64", "--max-steps", "2", "--batch-size", "4", "--num-workers", "0",
-       "--trainer.limit_val_batches", "2", "--precision", "bf16-mixed"]
+       "--trainer.limit_val_batches", "2", "--precision", "bf16-mixed", "--accelerator", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +38,22 @@ def test_metrics_and_eval_measure_under_the_runs_precision(run, capsys, bf16_cpu
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["precision"] == "bf16-mixed" and metrics["n"] == 6
     for model in (run, run / "model.safetensors"):  # the run folder, or its model file beside metrics.json
-        code, out, err = run_cli(["eval", model, "--json", "--num-workers", "0"], capsys)
+        code, out, err = run_cli(["eval", model, "--json", "--num-workers", "0", "--device", "cpu"], capsys)
         assert code == 0, err
         result = json.loads(out)
         assert (result["top1"], result["n"]) == (metrics["top1"], metrics["n"])
         assert "precision bf16, as the run validated" in err and "--precision fp32 for float32" in err
-    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0", "--precision", "fp32"], capsys)
+    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0", "--device", "cpu", "--precision", "fp32"],
+                             capsys)
     assert code == 0 and "as the run validated" not in err
 
 
 def test_the_python_api_takes_the_runs_precision_else_fp32(run, tmp_path, bf16_cpu):
-    assert swinzoo.evaluate(run, num_workers=0)["precision"] == "bf16"
-    assert swinzoo.evaluate(run, num_workers=0, precision="fp32")["precision"] == "fp32"
+    assert swinzoo.evaluate(run, num_workers=0, device="cpu")["precision"] == "bf16"
+    assert swinzoo.evaluate(run, num_workers=0, device="cpu", precision="fp32")["precision"] == "fp32"
     alone = tmp_path / "model.safetensors"  # the run's weights away from its metrics.json: no run to follow
     alone.write_bytes((run / "model.safetensors").read_bytes())
-    assert swinzoo.evaluate(alone, num_workers=0)["precision"] == "fp32"
+    assert swinzoo.evaluate(alone, num_workers=0, device="cpu")["precision"] == "fp32"
 
 
 def test_a_bf16_run_evaluates_in_fp32_on_a_cpu_without_bf16_matmul(run, capsys, monkeypatch):
@@ -61,9 +62,9 @@ def test_a_bf16_run_evaluates_in_fp32_on_a_cpu_without_bf16_matmul(run, capsys, 
     from swinzoo import eval_precision
 
     monkeypatch.setattr(eval_precision, "native_bf16_matmul", lambda: None)
-    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0"], capsys)
+    code, out, err = run_cli(["eval", run, "--json", "--num-workers", "0", "--device", "cpu"], capsys)
     assert code == 0 and "precision fp32: the run validated under bf16-mixed" in err and "no bf16 matmul" in err
-    assert swinzoo.evaluate(run, num_workers=0)["precision"] == "fp32"
+    assert swinzoo.evaluate(run, num_workers=0, device="cpu")["precision"] == "fp32"
 
 
 def test_a_pretraining_records_the_precision_of_its_val_loss(tmp_path):
@@ -74,3 +75,17 @@ def test_a_pretraining_records_the_precision_of_its_val_loss(tmp_path):
                      "--num-workers", "0", "--trainer.limit_val_batches", "1", "--precision", "bf16-mixed",
                      "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"
+
+
+def test_a_bf16_run_evaluates_in_fp32_on_a_gpu_without_bf16(run, monkeypatch):
+    """V100s and T4s run bf16 only emulated: a bf16 run evaluated there stays in fp32, as on a CPU without it."""
+    import torch
+
+    from swinzoo import eval_precision
+
+    provenance = swinzoo.load_model(run / "model.safetensors").provenance
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    chosen, note = eval_precision.run_precision(run, torch.device("cuda"), provenance)
+    assert chosen == "fp32" and "this GPU has no bf16" in note
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert eval_precision.run_precision(run, torch.device("cuda"), provenance)[0] == "bf16"
