@@ -5,7 +5,6 @@ other ranks with the same command, so they register it too."""
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 
@@ -52,20 +51,6 @@ class CPUFSDPStrategy(FSDPStrategy):
             if self.global_rank == 0:  # as Lightning stores it
                 state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
             return state
-
-
-class SpoilHeadAt(L.Callback):
-    """After optimizer step `step`, the head's logits negated (each rank its shard): the validation at that step
-    scores worst, so `--keep best` keeps an earlier one."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        if trainer.global_step == self.step:
-            with torch.no_grad():
-                for p in pl_module.model.head.parameters():
-                    p.neg_()
 
 
 def register() -> None:

@@ -95,7 +95,7 @@ def test_fsdp_keeps_the_best_weights(tmp_path):
     out = tmp_path / "best"
     proc = fsdp("finetune", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "2", "--batch-size", "4",
                 "--precision", "32-true", "--out", out, "--trainer.val_check_interval", "1",
-                "--trainer.limit_val_batches", "2", "--trainer.callbacks+=tests.fsdp_cpu.SpoilHeadAt",
+                "--trainer.limit_val_batches", "2", "--trainer.callbacks+=benchmarks.gpu_fsdp.SpoilHeadAt",
                 "--trainer.callbacks.step=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
