@@ -34,7 +34,7 @@ from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict
 from swinzoo.train.rng import seeded, step_seed
 from swinzoo.train.sampling import unpadded
-from swinzoo.train.sharded import ShardedClipping
+from swinzoo.train.sharded import ShardedClipping, built_ndims
 from swinzoo.weight_transfer import match_head_to_classes, transfer
 
 
@@ -104,8 +104,7 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         self.model = SwinTransformer(cfg)
         if self.recipe.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        # each parameter's dimensions as built: under FSDP configure_optimizers sees 1-D shards (weight-decay groups)
-        self.param_ndims = {name: p.ndim for name, p in self.model.named_parameters()}
+        self.param_ndims = built_ndims(self.model)
         self.scale_lrs(total_batch)
         self.mixer = batch_mixer(self.recipe, cfg.num_classes)
         self.step_seed: int | None = None  # what each training step's draws are seeded from (`rng.step_seed`)

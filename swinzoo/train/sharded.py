@@ -24,6 +24,12 @@ def fsdp_root(trainer):
     return model if isinstance(model, FullyShardedDataParallel) else None
 
 
+def built_ndims(model) -> dict[str, int]:
+    """Each parameter's dimensions as built, by name, for the weight-decay groups (`optim.param_groups`): under FSDP
+    `configure_optimizers` sees every parameter as a 1-D shard, which the official rule would exempt from decay."""
+    return {name: p.ndim for name, p in model.named_parameters()}
+
+
 def model_weights(trainer, module) -> dict | None:
     """`module.model`'s whole state dict on global rank zero (None on the other ranks), for model.safetensors.
     Under FSDP every rank must call it: the shards are gathered onto rank zero (on the CPU)."""

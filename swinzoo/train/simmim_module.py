@@ -29,7 +29,7 @@ from swinzoo.train.recipes import Recipe, recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
 from swinzoo.train.rng import TRAIN_MASK_STREAM, VAL_MASK_STREAM, seeded, step_seed, stream_seed
 from swinzoo.train.sampling import unpadded, validation_indices
-from swinzoo.train.sharded import ShardedClipping
+from swinzoo.train.sharded import ShardedClipping, built_ndims
 from swinzoo.train.simmim_start import load_weights, simmim_start
 
 SHOWN = 8  # validation images drawn in the reconstruction grid
@@ -57,8 +57,7 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
                             mask_ratio=r.mask_ratio)
         if r.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
-        # each parameter's dimensions as built: under FSDP configure_optimizers sees 1-D shards (weight-decay groups)
-        self.param_ndims = {name: p.ndim for name, p in self.model.named_parameters()}
+        self.param_ndims = built_ndims(self.model)
         self.scale_lrs(total_batch)
         self.val_loss = MeanMetric()  # weighted by images: every image has the same number of masked pixels
         self.val_n = SumMetric()
