@@ -119,3 +119,23 @@ def test_print_config_refuses_a_recipe_key_as_a_run_does(verb, capsys):
         code, out, err = run_cli([verb, "--from", "swin_n_64", *flags, "--print-config"], capsys)
         assert code == 2 and out == "", out
         one_error_line(err, needle)
+
+
+def test_an_unreadable_class_folder_is_named_as_such(tiny, tmp_path, capsys, monkeypatch):
+    """A class folder this user may not list said "has no images", sending them to look for images that are
+    there. os.scandir refuses it here, as chmod would for anyone but root."""
+    import os
+
+    data = image_folder(tmp_path / "data", per_class=2)
+    locked, real_scandir = str(data / "val" / "b"), os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    err = finetune_fails(tiny, tmp_path, capsys, "--data", data)
+    assert err.startswith(f"error: {locked}: permission denied; give a path this user can read"), err
+    code, _, err = run_cli(["eval", tiny, "--data", data, "--num-workers", "0"], capsys)
+    assert code == 2 and err.startswith(f"error: {locked}: permission denied"), err

@@ -67,14 +67,16 @@ class FileList(Sequence):
         Paths; symlinks to files and to folders are followed, as torchvision's ImageFolder follows them (os.walk with
         followlinks), except a linked folder holding a folder the walk is already in (a loop, which os.walk would
         walk until the OS refuses the path); names starting with "." (and what is below them) skipped when
-        `skip_hidden`; a symlink to nothing kept (its reader fails on it). Folders that cannot be read are skipped, as
-        `rglob` skips them. Returns how many were added."""
+        `skip_hidden`; a symlink to nothing kept (its reader fails on it). Folders below `folder` that cannot be read
+        are skipped, as `rglob` skips them; `folder` itself unreadable raises its PermissionError (else it would read
+        as a folder without images). Returns how many were added."""
         suffixes, count = {s.lower() for s in suffixes}, len(self)
         # depth first, each folder's entries by name: sorted Paths compare part by part, and a folder's files come
         # at its name's place among its siblings, so this is their order without holding every path to sort it.
         # Each level also holds its folder and the real paths of the folders its walk left by a symlink (`_loops`)
         root = os.fspath(folder)
-        pending: list[tuple[list[os.DirEntry], str, tuple[str, ...]]] = [(self._entries(root, skip_hidden), root, ())]
+        top = self._entries(root, skip_hidden, refused_raises=True)
+        pending: list[tuple[list[os.DirEntry], str, tuple[str, ...]]] = [(top, root, ())]
         while pending:
             entries, parent, chain = pending[-1]
             if not entries:
@@ -93,12 +95,16 @@ class FileList(Sequence):
         return len(self) - count
 
     @staticmethod
-    def _entries(folder: str, skip_hidden: bool) -> list[os.DirEntry]:
+    def _entries(folder: str, skip_hidden: bool, refused_raises: bool = False) -> list[os.DirEntry]:
         """The entries of `folder`, last name first (taken from the end)."""
         try:
             with os.scandir(folder) as it:
                 entries = [e for e in it if not (skip_hidden and e.name.startswith("."))]
-        except OSError:  # unreadable, or gone since its parent was read
+        except PermissionError:
+            if refused_raises:
+                raise
+            return []
+        except OSError:  # gone since its parent was read
             return []
         return sorted(entries, key=lambda e: e.name, reverse=True)
 
