@@ -274,10 +274,11 @@ def safetensors_write_errors(path: str | Path):
     try:
         yield
     except SafetensorError as e:
-        found = re.search(r"\(os error (\d+)\)", str(e))
+        # "(os error 28)"; safetensors before 0.4.2 wrote Rust's debug form, "IoError(Os { code: 28, ... })"
+        found = re.search(r"\(os error (\d+)\)|Os \{ code: (\d+)", str(e))
         if found is None and "I/O error" not in str(e):
             raise
-        code = int(found.group(1)) if found else errno.EIO
+        code = int(found.group(1) or found.group(2)) if found else errno.EIO
         raise OSError(code, os.strerror(code), str(path)) from None
 
 

@@ -9,6 +9,9 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 
 NAME = "fsdp_cpu"
+# torch's FSDP1 before 2.14 segfaults on CPU processes when it clones a gathered parameter for a full state dict
+# (the first checkpoint; seen with 2.10 to 2.13). The CPU is not a device torch's FSDP supports; GPUs are not this path
+RUNS_HERE = torch.torch_version.TorchVersion(torch.__version__) >= "2.14"
 
 
 class CPUFSDPStrategy(FSDPStrategy):

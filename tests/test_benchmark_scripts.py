@@ -6,7 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
+
+from tests.fsdp_cpu import RUNS_HERE
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -206,6 +209,7 @@ def test_profile_script_kinds_and_smoke(tmp_path):
     assert min(choice["ms"].values()) > 0 and choice["sdpa_over_products"] > 0
 
 
+@pytest.mark.skipif(not RUNS_HERE, reason="torch's FSDP on CPU processes crashes before 2.14")
 def test_gpu_fsdp_script_runs_on_cpu_processes(tmp_path, capsys):
     """gpu_fsdp.py between GPU loans: its --keep best check through the tests' CPU FSDP strategy (tests.fsdp_cpu),
     its callback found by class path in the run's processes."""
