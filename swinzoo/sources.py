@@ -24,7 +24,7 @@ from swinzoo.converters import Checkpoint
 from swinzoo.converters.dense import check_features_only, check_window, to_backbone
 from swinzoo.converters.native import PROVENANCE_KEY
 from swinzoo.converters.simmim import DECODER_KEYS, MASK_TOKEN, is_simmim
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import load_strict, safetensors_metadata
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer, count_macs, count_params
 from swinzoo.models.simmim import NORM_TARGET_KERNEL
@@ -33,6 +33,7 @@ from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 
+@python_api()
 def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
                     trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Checkpoint:
     """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
@@ -97,20 +98,26 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
 @overload
 def load_model(src: str | os.PathLike, *, features_only: Literal[True],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
                **config_overrides: Any) -> SwinBackbone: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: Literal[False],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
                **config_overrides: Any) -> SwinTransformer: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: None = ..., out_indices: None = ..., frozen_stages: int = ...,
-               window: int | None = ..., **config_overrides: Any) -> SwinTransformer | Any: ...
+               window: int | None = ..., from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
+               **config_overrides: Any) -> SwinTransformer | Any: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: bool | None = ...,
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
                **config_overrides: Any) -> SwinTransformer | SwinBackbone: ...
+@python_api()
 def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
                out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1, window: int | None = None,
+               from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
                **config_overrides: Any) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
@@ -124,11 +131,13 @@ def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
     output norms start fresh. A backbone checkpoint (a detector) loads as a backbone by default
     (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
+    `from_format`, `arch` and `trust_checkpoint` read `src` as `read_checkpoint` does.
     """
     src = os.fspath(src)
     check_window(window, features_only)  # before anything is fetched
-    check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window"))
-    checkpoint = read_checkpoint(src)
+    check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window",
+                                                          "from_format", "arch", "trust_checkpoint"))
+    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if is_simmim(checkpoint.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
@@ -216,6 +225,7 @@ def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
     return tuple(sorted({i % num_stages for i in items}))
 
 
+@python_api()
 def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
                 norm_target_kernel: int = NORM_TARGET_KERNEL, mask_patch_size: int | None = None,
                 mask_ratio: float | None = None, from_format: str = "auto", arch: str | None = None,
@@ -294,6 +304,7 @@ def looks_like_name(src: str | os.PathLike) -> bool:
     return "/" not in src and "\\" not in src and Path(src).suffix not in suffixes
 
 
+@python_api()
 def model_info(src: str | os.PathLike, *, from_format: str = "auto", trust_checkpoint: bool = False) -> dict:
     """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
     (its provenance)."""
