@@ -14,7 +14,7 @@ from swinzoo.converters import Checkpoint, graph
 from swinzoo.converters.dense import backbone_config, check_features_only, to_backbone
 from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.converters.simmim import is_simmim
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import check_new_file, check_writable_folder, load_strict, verify_state_dict
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
@@ -102,6 +102,7 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
     return dict(source.state_dict), source.config, TransferReport(kept=len(source.state_dict))
 
 
+@python_api()
 def convert(src: str | os.PathLike, output: str | os.PathLike, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
             trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
@@ -142,6 +143,7 @@ def check_output_suffix(to: str, output: Path) -> None:
                        f"{SUFFIX_FORMATS[suffix]}); name the output {output.with_suffix(expected[0]).name}")
 
 
+@python_api()
 def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: int | None = None,
            window: int | None = None, num_classes: int | None = None, from_format: str = "auto",
            arch: str | None = None, trust_checkpoint: bool = False, allow_nonfinite: bool = False,
@@ -229,6 +231,7 @@ def create_model(name: str | os.PathLike, *, pretrained: bool = ..., num_classes
                  img_size: int | None = ..., window_size: int | None = ..., features_only: bool,
                  out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ...,
                  **overrides: Any) -> SwinTransformer | SwinBackbone: ...
+@python_api()
 def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_classes: int | None = None,
                  img_size: int | None = None, window_size: int | None = None, features_only: bool = False,
                  out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1,

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
+import dataclasses
+import functools
+import inspect
 import os
 import re
 import sys
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 
 class SwinzooError(Exception):
@@ -34,6 +39,70 @@ WORKER_STOPPED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) is kille
 SIGNALLED = False
 
 
+# true while a CLI command runs (`exit_code`: its messages name flags, what a shell user typed) or a `python_api`
+# function (which spells them for its Python caller, once: not again in the functions it calls)
+_SPELLED_ABOVE = contextvars.ContextVar("swinzoo_spelled_above", default=False)
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(?:\.([A-Za-z_]\w*))?")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a public function whose errors may name CLI flags (the CLI calls the same code): called from Python,
+    a `SwinzooError` naming `--trust-checkpoint` also gets "(in Python: --trust-checkpoint is trust_checkpoint=True)",
+    for each flag that is one of the function's keyword arguments (or a field of the dataclass `options`, the
+    keywords of a `**options` function)."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        kinds = {p.name: p.annotation if isinstance(p.annotation, str) else "" for p in params}
+        kinds.update({f.name: str(f.type) for f in dataclasses.fields(options)} if options else {})
+        first = params[0].name if params else None
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if _SPELLED_ABOVE.get():
+                return func(*args, **kwargs)
+            outermost = _SPELLED_ABOVE.set(True)
+            try:
+                return func(*args, **kwargs)
+            except SwinzooError as e:
+                spelled = python_spellings(str(e.args[0]), kinds, first) if e.args else []
+                if spelled:
+                    e.args = (f"{e.args[0]} (in Python: {', '.join(spelled)})", *e.args[1:])
+                raise
+            finally:
+                _SPELLED_ABOVE.reset(outermost)
+
+        return wrapper
+
+    return decorate
+
+
+def python_spellings(message: str, kinds: dict[str, str], first: str | None) -> list[str]:
+    """For each flag of `message` that is one of `kinds` ({keyword: its annotation}): "--flag is keyword=..."."""
+    spelled: list[str] = []
+    for flag, key in dict.fromkeys(_FLAG.findall(message)):
+        name = flag.replace("-", "_")
+        if key:  # --trainer.NAME, --recipe.KEY
+            target = {"trainer": "trainer", "recipe": "recipe_overrides"}.get(name)
+            if target not in kinds:
+                continue
+            text = f"{target}={{{key!r}: ...}}"
+        elif name == "from" and first:
+            text = f"{first}=..."
+        elif name.startswith("no_") and kinds.get(name[3:]) == "bool":
+            text = f"{name[3:]}=False"
+        elif name in kinds:
+            text = f"{name}=True" if kinds[name] == "bool" else f"{name}=..."
+        else:
+            continue
+        item = f"--{flag}{'.' + key if key else ''} is {text}"
+        if item not in spelled:
+            spelled.append(item)
+    return spelled
+
+
 def note_signal() -> None:
     global SIGNALLED
     SIGNALLED = True
@@ -46,6 +115,7 @@ def exit_code(command: Callable[[], int | None]) -> int:
     full, I/O) 1, Ctrl-C / SIGTERM 130, a closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises
     instead, for the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    in_cli = _SPELLED_ABOVE.set(True)
     try:
         return int(command() or 0)
     except SwinzooError as e:
@@ -93,6 +163,8 @@ def exit_code(command: Callable[[], int | None]) -> int:
         print(f"error: {type(e).__name__}: {first} (unexpected; rerun with SWINZOO_DEBUG=1 for the traceback and "
               "report it)", file=sys.stderr)
         return 1
+    finally:
+        _SPELLED_ABOVE.reset(in_cli)
 
 
 def allocation_failed(e: BaseException) -> str | None:

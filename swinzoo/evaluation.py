@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from swinzoo.conversion import read_transferred
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict, same_file
@@ -96,6 +96,7 @@ def eval_mode(net: torch.nn.Module):
             module.training = training
 
 
+@python_api()
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
              test_crop: bool | None = None, device: str | None = None, precision: str | None = None,
@@ -343,6 +344,7 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     return rows
 
 
+@python_api()
 def predict(model: str | SwinTransformer, images: str | Path | list[str | Path], *, topk: int = 5,
             batch_size: int = 64, device: str | None = None, precision: str = "fp32", from_format: str = "auto",
             trust_checkpoint: bool = False) -> list[dict]:

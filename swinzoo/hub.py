@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError, python_api
 from swinzoo.hub_http import (
     HubNetworkError,
     cache_dir,
@@ -122,6 +122,7 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
                            f"cache folder {cache_dir()}") from None
 
 
+@python_api()
 def download(ref: str) -> Path:
     """`swinzoo download`: a zoo name's or `hf-hub:ORG/NAME[@REV]`'s config and weights into the Hugging Face
     cache (downloaded unless already there); returns their folder (the file itself for weights shipped inside

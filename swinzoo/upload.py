@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from swinzoo.config import SwinConfig
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
-from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError, python_api
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, offline
 from swinzoo.io import atomic_dir, check_writable_folder
@@ -282,6 +282,7 @@ STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json",
                   "preprocessor_config.json")
 
 
+@python_api()
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
          trust_checkpoint: bool = False, console: Console | None = None) -> str:

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.native import save_state_dict
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import atomic_path
 from swinzoo.train.checks import (
     check_run_values,
@@ -66,6 +66,7 @@ from swinzoo.train.trainer import interruptible, start_trainer, third_party_quie
 from swinzoo.train.trainer_options import check_step_bound
 
 
+@python_api(PretrainOptions)
 def pretrain(source: str | None = None, *, console: Console | None = None, **options: Any) -> PretrainResult | None:
     """SimMIM-pretrain `source` (a zoo name, classification file, folder or hf-hub: reference: its encoder, with a
     fresh mask token and decoder; or a SimMIM checkpoint: continued) on the images of `data` with Lightning.

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.native import save_state_dict
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.evaluation import share
 from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
@@ -175,6 +175,7 @@ def check_finetune_run(plan: Plan, out: Path) -> None:
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
 
 
+@python_api(FinetuneOptions)
 def finetune(source: str | None = None, *, console: Console | None = None, **options: Any) -> FinetuneResult | None:
     """Fine-tune `source` (zoo name, file, folder or hf-hub: reference) on `data` with Lightning.
 
