@@ -216,6 +216,8 @@ class SwinTransformer(ClassifierAPI, nn.Module):
 
 def _init_weights(m: nn.Module) -> None:
     """Official scratch init: truncated normal(0.02) on Linear weights and tables, zero biases, unit LayerNorm."""
+    if any(p.is_meta for p in m.parameters(recurse=False)):  # no values to fill (and torch < 2.14 imports its
+        return  # compiler for a truncated normal on the meta device, ~1 s for a command that only checks shapes)
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
