@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -305,6 +306,8 @@ def unreadable(monkeypatch, *paths: Path) -> None:
 
     monkeypatch.setattr(builtins, "open", refusing)
     monkeypatch.setattr(io, "open", refusing)
+    if hasattr(pathlib, "_NormalAccessor"):  # Python 3.10's Path.open: io.open, bound when pathlib was imported
+        monkeypatch.setattr(pathlib._NormalAccessor, "open", staticmethod(refusing))
 
 
 @pytest.mark.parametrize("verb", [["info", "{model}"], ["convert", "{model}", "-o", "{tmp}/o.safetensors"],
