@@ -84,9 +84,9 @@ def python_spellings(message: str, kinds: dict[str, str], first: str | None) -> 
     spelled: list[str] = []
     for flag, key in dict.fromkeys(_FLAG.findall(message)):
         name = flag.replace("-", "_")
-        if key:  # --trainer.NAME, --recipe.KEY
+        if key:  # --trainer.limit_val_batches, --recipe.base_lr; not the syntax's own --trainer.NAME
             target = {"trainer": "trainer", "recipe": "recipe_overrides"}.get(name)
-            if target not in kinds:
+            if target not in kinds or key.isupper():
                 continue
             text = f"{target}={{{key!r}: ...}}"
         elif name == "from" and first:

@@ -39,7 +39,8 @@ def test_racing_writers_of_one_output(to, overwrite, tmp_path, monkeypatch):
         assert len(results) == 2 and all(r == out for r in results), results
     else:
         assert sorted(map(str, results)) == sorted(
-            [str(out), f"{out} exists; pass --overwrite to replace it, or choose another output"])
+            [str(out), f"{out} exists; pass --overwrite to replace it, or choose another output (in Python: "
+                       "--overwrite is overwrite=True)"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporaries left
     assert swinzoo.load_model(out).config.img_size == 64
 
