@@ -54,7 +54,8 @@ def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callab
     keywords of a `**options` function)."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params = [p for p in inspect.signature(func).parameters.values()
+                  if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "cls")]
         kinds = {p.name: p.annotation if isinstance(p.annotation, str) else "" for p in params}
         kinds.update({f.name: str(f.type) for f in dataclasses.fields(options)} if options else {})
         first = params[0].name if params else None

@@ -57,3 +57,10 @@ def test_a_check_deep_inside_is_spelled_once_for_the_function_called(pickled, tm
 def test_the_cli_line_is_unchanged(pickled, tmp_path, capsys):
     code, _, err = run_cli(["convert", pickled, "-o", tmp_path / "m.safetensors"], capsys)
     assert code == 2 and "pass --trust-checkpoint" in err and "in Python" not in err, err
+
+
+def test_the_lightning_modules_from_pretrained_spell_them_too(pickled):
+    from swinzoo.train.module import SwinClassifier
+
+    with pytest.raises(SwinzooError, match=r"\(in Python: --trust-checkpoint is trust_checkpoint=True\)$"):
+        SwinClassifier.from_pretrained(pickled, num_classes=3)

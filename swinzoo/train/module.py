@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 
 from swinzoo.config import SwinConfig
 from swinzoo.conversion import target_config
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, python_api
 from swinzoo.hardware import auto_precision
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
@@ -115,6 +115,7 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         self.val_loss = MeanMetric()  # weighted by images, over all devices
 
     @classmethod
+    @python_api()
     def from_pretrained(cls, source: str | os.PathLike, *, num_classes: int | None = None, res: int | None = None,
                         window: int | None = None, recipe: str | dict | Recipe | None = None,
                         total_batch: int | None = None, lr: float | None = None,

@@ -22,6 +22,7 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 
 from swinzoo.config import SwinConfig
+from swinzoo.errors import python_api
 from swinzoo.models import MaskGenerator, SimMIM
 from swinzoo.train.module import RecipeLrs, fresh_metrics, run_steps
 from swinzoo.train.optim import adamw_warmup_cosine
@@ -64,6 +65,7 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
         self.shown: tuple[torch.Tensor, ...] | None = None  # the first validation batch, for the picture
 
     @classmethod
+    @python_api()
     def from_pretrained(cls, source: str | os.PathLike, *, res: int | None = None, window: int | None = None,
                         recipe: str | dict | Recipe | None = None, total_batch: int | None = None,
                         lr: float | None = None, trust_checkpoint: bool = False) -> SimMIMPretrainer:
