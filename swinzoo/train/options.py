@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -106,6 +107,14 @@ class FinetuneResult:
 
     out: Path
     metrics: dict
+
+
+def replay_header(plan: Plan, verb: str) -> str:
+    """The comment atop a run's config.yaml: what it resolves, and the command that replays it from any folder
+    (the config's absolute path, quoted for the shell)."""
+    config = shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))
+    return (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
+            f"#   swinzoo {verb} --config {config} --out NEW_FOLDER\n")
 
 
 def is_plain(value) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from swinzoo.train.data import BUILTIN, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
-    CONFIG_FILE,
     DATA_OPTION_KEYS,
     METRICS_FILE,
     OUT_ENV,
@@ -45,6 +43,7 @@ from swinzoo.train.options import (
     Plan,
     is_plain,
     options_record,
+    replay_header,
 )
 from swinzoo.train.pretrain_options import (
     TASK,
@@ -98,9 +97,7 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
     start = time.monotonic()
     args = validate(args)
     if args.resume:
-        plan, ckpt, point = resume_plan(args, "pretrain", check_pretrain_run)
-        if is_rank_zero():
-            lock.acquire(Path(plan.out), "--resume")
+        plan, ckpt, point = resume_plan(args, "pretrain", check_pretrain_run, lock)
         state_dict, config_text, step = None, "", point.step
         recipe = recipe_from_dict(plan.recipe, str(Path(plan.out) / RUN_FILE))
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
@@ -232,10 +229,8 @@ def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
               "strategy": plan.strategy, "num_nodes": plan.num_nodes, "ckpt_every": plan.ckpt_every,
               "save_dtype": plan.save_dtype, "logger": plan.logger,
               "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
-    header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
-              f"#   swinzoo pretrain --config {shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))} "
-              "--out NEW_FOLDER\n")
-    return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+    body = yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+    return replay_header(plan, "pretrain") + body
 
 
 def check_pretrain_run(plan: Plan, out: Path) -> None:

@@ -19,7 +19,7 @@ from swinzoo.io import load_torch, same_file
 from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.environment import run_environment
-from swinzoo.train.folder import check_not_running, is_rank_zero, write_plan
+from swinzoo.train.folder import RunLock, check_not_running, is_rank_zero, write_plan
 from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.trainer_options import check_trainer_options
@@ -38,10 +38,11 @@ class ResumePoint:
     total_batch: int | None = None
 
 
-def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) -> tuple[Plan, Path, ResumePoint]:
+def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None],
+                lock: RunLock) -> tuple[Plan, Path, ResumePoint]:
     """The plan of the run in --resume OUT with the changes `args` asks for, its checkpoint and where that stands,
-    all checked before anything is written. `command` ("finetune", "pretrain") names the command in the errors;
-    `check_task` refuses a run of the other command."""
+    all checked before anything is written; then rank zero takes OUT's `lock` for this process. `command`
+    ("finetune", "pretrain") names the command in the errors; `check_task` refuses a run of the other command."""
     out = Path(args.resume)
     if out.exists() and not out.is_dir():
         raise SwinzooError(f"--resume {out} is a file; give the output folder of an earlier `swinzoo {command}`")
@@ -67,6 +68,8 @@ def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None]) ->
     plan.trainer = trainer
     point = check_checkpoint(ckpt, args.trust_checkpoint)
     check_resume_target(out, point, args.max_steps, args.epochs)
+    if is_rank_zero():
+        lock.acquire(out, "--resume")
     return plan, ckpt, point
 
 

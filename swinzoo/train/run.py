@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
-    CONFIG_FILE,
     DATA_OPTION_KEYS,
     METRICS_FILE,
     OUT_ENV,
@@ -42,6 +40,7 @@ from swinzoo.train.options import (
     Plan,
     is_plain,
     options_record,
+    replay_header,
 )
 from swinzoo.train.recipes import (
     PLAIN_RECIPE,
@@ -148,10 +147,8 @@ def replay_config(args: FinetuneOptions, plan: Plan, window) -> str:
               "strategy": plan.strategy, "num_nodes": plan.num_nodes, "keep": plan.keep,
               "ckpt_every": plan.ckpt_every, "save_dtype": plan.save_dtype, "logger": plan.logger,
               "trainer": {k: v for k, v in plan.trainer.items() if is_plain(v)}}
-    header = (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
-              f"#   swinzoo finetune --config {shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))} "
-              "--out NEW_FOLDER\n")
-    return header + yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+    body = yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+    return replay_header(plan, "finetune") + body
 
 
 def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
@@ -213,9 +210,7 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
         check_repo_id(push_to)
         check_push_access(push_to)
     if args.resume:
-        plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run)
-        if is_rank_zero():
-            lock.acquire(Path(plan.out), "--resume")
+        plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run, lock)
         state_dict, step = None, point.step
         recipe = recipe_from_dict(plan.recipe, "run.json")
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
