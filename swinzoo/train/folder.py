@@ -45,7 +45,7 @@ def check_out(out: Path) -> None:
         raise SwinzooError(f"--out {out} is a file; give a folder path (it is created) or remove the file")
     check_not_running(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not is_stale_run(out):
-        raise SwinzooError(f"--out {out} is not empty; continue that run with --resume {out} or pick another --out")
+        raise not_empty(out)
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -56,6 +56,10 @@ def check_out(out: Path) -> None:
     except OSError as e:
         raise SwinzooError(f"--out {out}: cannot create folders in {parent} ({e.strerror or e}); pick a writable "
                            "--out") from None
+
+
+def not_empty(out: Path) -> SwinzooError:
+    return SwinzooError(f"--out {out} is not empty; continue that run with --resume {out} or pick another --out")
 
 
 class RunFolder:
@@ -77,8 +81,7 @@ class RunFolder:
         # checked again under the lock: another run may have started or ended here since `check_out`
         names = set(os.listdir(self.out)) - {LOCK_FILE}
         if names and not is_stale_run(self.out):
-            raise SwinzooError(f"--out {self.out} is not empty; continue that run with --resume {self.out} or pick "
-                               "another --out")
+            raise not_empty(self.out)
         for name in names:  # left by a run killed before its first checkpoint
             remove_entry(self.out / name)
         self.before, self.owned = set(), True
