@@ -339,3 +339,53 @@ def test_a_loader_worker_does_not_save_and_restore_the_global_generators(monkeyp
     assert [n for _, n in in_workers] == [0, 0, 0, 0]
     assert [row for row, _ in in_workers] == [Draws()[k] for k in keys]  # the same draws as in this process
     assert saves  # here, the states were saved (and put back)
+
+
+def test_records_of_passed_checks_not_used_for_months_are_removed(tmp_path, monkeypatch):
+    """Each passed check leaves a record (one per state of a data folder): a sweep over many folders, or a folder
+    that changes every day, added files to the cache for ever. A record read again is kept fresh; writing a new one
+    removes those unused for RECORD_KEEP_DAYS."""
+    import time
+
+    from PIL import Image
+
+    from swinzoo.train import image_check
+
+    monkeypatch.setenv("SWINZOO_CACHE", str(tmp_path / "cache"))
+    records = tmp_path / "cache" / "checked-images"
+    (tmp_path / "train" / "red").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "train" / "red" / "0.png")
+    ImageFolderSplit(tmp_path / "train")
+    (kept,) = records.iterdir()
+    months_ago = time.time() - (image_check.RECORD_KEEP_DAYS + 1) * 86400
+    stale = records / ("0" * 64)
+    stale.write_text("1 images in elsewhere\n")
+    os.utime(stale, (months_ago, months_ago))
+    os.utime(kept, (months_ago, months_ago))
+    ImageFolderSplit(tmp_path / "train")  # read again: fresh
+    assert kept.stat().st_mtime > months_ago + 86400
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "train" / "red" / "1.png")
+    ImageFolderSplit(tmp_path / "train")  # a new record: the stale one goes
+    assert not stale.exists() and kept.exists() and len(list(records.iterdir())) == 2
+
+
+def test_macos_metadata_files_are_named_as_such(tmp_path, monkeypatch):
+    """A dataset copied from a Mac to a FAT/exFAT drive or over SMB holds a `._name.jpg` beside every image: resource
+    forks, not images. The bad-image error named the first and said "remove or replace it", one at a time for
+    thousands; it now says what they are and how to remove them all."""
+    from PIL import Image
+
+    from swinzoo.errors import SwinzooError
+
+    monkeypatch.setenv("SWINZOO_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "train" / "red").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "train" / "red" / "0.jpg")
+    (tmp_path / "train" / "red" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    with pytest.raises(SwinzooError, match=r"macOS metadata.*find .*train -name '\._\*' -delete") as raised:
+        ImageFolderSplit(tmp_path / "train")
+    assert "\n" not in str(raised.value)
+    (tmp_path / "train" / "red" / "._0.jpg").unlink()
+    (tmp_path / "train" / "red" / "1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SwinzooError) as raised:
+        ImageFolderSplit(tmp_path / "train")
+    assert "macOS" not in str(raised.value)

@@ -8,6 +8,8 @@ import hashlib
 import io
 import os
 import re
+import shlex
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +26,8 @@ PROGRESS_FROM = 2000  # show a progress bar when checking at least this many ima
 CHECKED_ENV = "SWINZOO_IMAGES_CHECKED"
 # bump when `image_problem` finds new kinds of problems, so files that passed an older check are decoded again
 CHECK_VERSION = 1
+# a record of a passed check not read for this long is removed when another is written
+RECORD_KEEP_DAYS = 90
 
 
 def image_problem(source: Path | bytes) -> str | None:
@@ -126,17 +130,38 @@ def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
     """
     record = passed_record(paths)
     if record is not None and is_recorded(record):
+        try:
+            os.utime(record)  # read again: keep it (`prune_records`)
+        except OSError:
+            pass
         return
     bad = scan(len(paths), lambda a, b: [(p, why) for p in paths[a:b] if (why := image_problem(p)) is not None],
                where, console)
     if bad:
         (path, why), others = bad[0], [p.name for p, _ in bad[1:]]
+        if path.name.startswith("._"):
+            raise SwinzooError(f"{path} is macOS metadata (a resource fork copied beside the image), not an image"
+                               + more_unreadable(others) + "; remove every such file: "
+                               f"find {shlex.quote(where or str(path.parent))} -name '._*' -delete")
         raise SwinzooError(f"{path} is not a readable image ({why}); remove or replace it" + more_unreadable(others))
     if record is not None:
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(f"{len(paths)} images in {where or 'data'}\n")
+            prune_records(record.parent)
         except OSError:  # a record only saves time: a cache that cannot be written means checking again next run
+            pass
+
+
+def prune_records(folder: Path) -> None:
+    """Remove the records in `folder` not read for RECORD_KEEP_DAYS: one is left per state of every data folder
+    checked (a folder that changes daily adds one a day)."""
+    oldest = time.time() - RECORD_KEEP_DAYS * 86400
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < oldest:
+                os.unlink(entry.path)
+        except OSError:  # removed by another run meanwhile, or not ours to remove
             pass
 
 
