@@ -23,6 +23,7 @@ from swinzoo.converters.common import (
     Checkpoint,
     Format,
     KeyMap,
+    arch_from_keys,
     build_config,
     default_class_names,
     geometry_args,
@@ -131,6 +132,8 @@ def config_from_timm(d: dict, source: str = "config.json") -> dict:
                                "model; only geometry arguments are supported")
     if d.get("global_pool", "avg") != "avg":
         raise SwinzooError(f"{source}: global_pool {d['global_pool']!r}; swinzoo models pool by averaging ('avg')")
+    fields["window_stated"] = "window_size" in args
+    fields["img_size_stated"] = "img_size" in (d.get("model_args") or {})
     fields["class_names"] = default_class_names(d.get("label_names"))
     fields["preprocess"] = preprocess_from_timm(cfg, fields["img_size"])
     return fields
@@ -213,9 +216,31 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     if arch is not None:
         return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields:
-        return Checkpoint(sd, build_config(sd, str(path), **geometry_args(fields), **rate_args(fields),
+        geometry = geometry_args(fields)
+        if not fields["window_stated"]:
+            geometry = geometry_from_weights(sd, geometry, fields["img_size_stated"], str(path))
+        return Checkpoint(sd, build_config(sd, str(path), **geometry, **rate_args(fields),
                                            class_names=fields["class_names"], preprocess=fields["preprocess"]))
     return Checkpoint(sd, build_config(sd, str(path)))
+
+
+def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, img_size_stated: bool, source: str) -> dict:
+    """`geometry` with the window V1 bias tables state, where config.json did not state one: timm before 1.0.31
+    saved no model_args, so a model fine-tuned at another window kept its architecture's in config.json. Where the
+    resolution is not stated either (the preset's, from pretrained_cfg) and does not fit that window, the tables
+    give it too: a stage at most one window wide has the window clamped to its width, else the last stage is
+    taken to be one window. V2 parameters reveal no window: the architecture's stands."""
+    windows = [w for w in arch_from_keys(sd, source)["windows"] if w is not None]
+    if not windows or max(windows) == geometry["window"]:
+        return geometry
+    window, patch = max(windows), sd["patch_embed.proj.weight"].shape[-1]
+    tokens = geometry["img_size"] // patch
+    fits = geometry["img_size"] % patch == 0 and all(
+        (tokens >> i) % w == 0 or (tokens >> i) <= window for i, w in enumerate(windows))
+    if img_size_stated or fits:
+        return {**geometry, "window": window}
+    stage, width = next(((i, w) for i, w in enumerate(windows) if w < window), (len(windows) - 1, window))
+    return {**geometry, "window": window, "img_size": width * patch * 2**stage}
 
 
 def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,

@@ -96,3 +96,28 @@ def test_unknown_timm_architecture(tmp_path):
 
     with pytest.raises(SwinzooError, match="swinv2_cr_tiny_ns_224.*not a Swin V1/V2 model swinzoo maps"):
         timm_format.config_from_timm({"architecture": "swinv2_cr_tiny_ns_224"})
+
+
+@pytest.mark.parametrize("input_size", [128, 224])
+def test_a_v1_folder_without_model_args_takes_its_window_from_the_weights(input_size, tmp_path):
+    """timm before 1.0.31 saved no model_args: a swin_tiny_patch4_window7_224 fine-tuned at window 8 left a
+    config.json saying window 7 (and its pretrained_cfg's input_size sometimes the preset's 224). The read stopped
+    on a bias-table shape mismatch, or asked for --res/--window, flags `info` and `convert` do not have. V1 bias
+    tables state the window, and the resolution where a stage narrower than the window clamps it."""
+    from timm.models._hub import save_for_hf
+
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=128, window_size=8, num_classes=5,
+                              **SMALL)
+    model = randomize(model).double().eval()
+    save_for_hf(model, tmp_path / "m", safe_serialization=True)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["model_args"]
+    meta["pretrained_cfg"]["input_size"] = [3, input_size, input_size]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    source = read_checkpoint(str(tmp_path / "m"))
+    assert (source.config.window_size, source.config.img_size) == (8, 128)
+    ours = SwinTransformer(source.config).double().eval()
+    ours.load_state_dict(source.state_dict, strict=True)
+    x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        assert_logits_close(ours(x), model(x))
