@@ -25,6 +25,7 @@ from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.preprocess import create_transform, to_rgb
 from swinzoo.train.checks import check_whole, max_processes
+from swinzoo.train.file_list import IMAGE_SUFFIXES, files_under
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
 
@@ -103,15 +104,15 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
              compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
              console: Console | None = None, data_options: DataOptions | dict | None = None) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
-    class folders, hf:NAME or shapes; default: the model's built-in training dataset), preprocessed as the model's
-    metadata says (`swinzoo.data_config`; official: resize to res/0.875 and center crop below 384 px, a plain
-    resize from 384). `test_crop` True/False forces the center crop on/off. `device` None: a GPU when one is visible;
-    `precision` fp32, bf16 or fp16 (GPU) autocast (None: as a fine-tune's metrics.json says its run validated, else
-    fp32); `compile`: torch.compile the model; `num_workers` None: half
-    the CPUs. A fine-tune's output (its folder's run.json, or its model file's provenance) also says which data it
-    validated on and how (`DataOptions`: splits, columns, carved rows): that data is the default, read the same
-    way, so a carved validation split is the run's held-out rows; `data_options` (the options given; a dict holds
-    only those) change some of them."""
+    class folders, or a folder of class folders, hf:NAME or shapes; default: the model's built-in training
+    dataset), preprocessed as the model's metadata says (`swinzoo.data_config`; official: resize to res/0.875 and
+    center crop below 384 px, a plain resize from 384). `test_crop` True/False forces the center crop on/off.
+    `device` None: a GPU when one is visible; `precision` fp32, bf16 or fp16 (GPU) autocast (None: as a
+    fine-tune's metrics.json says its run validated, else fp32); `compile`: torch.compile the model;
+    `num_workers` None: half the CPUs. A fine-tune's output (its folder's run.json, or its model file's
+    provenance) also says which data it validated on and how (`DataOptions`: splits, columns, carved rows): that
+    data is the default, read the same way, so a carved validation split is the run's held-out rows;
+    `data_options` (the options given; a dict holds only those) change some of them."""
     from torchmetrics.classification import MulticlassAccuracy
 
     from swinzoo.train.data import default_workers, eval_loader
@@ -153,7 +154,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
             top5.update(logits, labels)
             advance()
     n = len(dataset)
-    return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
+    # a folder of class folders is the split itself (`open_split(bare=True)`)
+    split = None if getattr(dataset, "root", None) == Path(data) else "val"
+    return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data, "split": split,
             "img_size": cfg.img_size, "window_size": cfg.window_size, "precision": precision}
 
 
@@ -173,8 +176,8 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
     provenance = getattr(net, "provenance", None) or {}
     data, options, note = data_of_run(model, data, data_options, provenance)
     if data is None:
-        raise SwinzooError("--data is required: a folder with val/ class folders, hf:NAME, or the built-in "
-                           f"{', '.join(BUILTIN)}")
+        raise SwinzooError("--data is required: a folder with val/ class folders (or of class folders), hf:NAME, "
+                           f"or the built-in {', '.join(BUILTIN)}")
     if not open_data:
         return net, data, None, None
     cfg = net.config
@@ -182,7 +185,7 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
     key = (data, cfg.img_size if data in BUILTIN else None, json.dumps(options.to_dict()) if options else None)
     dataset = (_sweep_data or {}).get(key)
     if dataset is None:
-        dataset = open_split(data, "val", cfg.img_size, options=options)
+        dataset = open_split(data, "val", cfg.img_size, options=options, bare=True)
         if _sweep_data is not None:
             _sweep_data[key] = dataset
     if note and note not in (_sweep_said or ()):
@@ -348,41 +351,62 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
 def predict(model: str | SwinTransformer, images: str | Path | list[str | Path], *, topk: int = 5,
             batch_size: int = 64, device: str | None = None, precision: str = "fp32", from_format: str = "auto",
             trust_checkpoint: bool = False) -> list[dict]:
-    """[{"image", "predictions": [[class name, probability], ...]}] for image files (one path, or a list of them),
-    best first, in batches of `batch_size`; images are preprocessed as the model's metadata says
-    (`swinzoo.data_config`)."""
+    """[{"image", "predictions": [[class name, probability], ...]}] for image files (one path, or a list of them; a
+    folder stands for the images below it, sorted), best first, in batches of `batch_size`; images are
+    preprocessed as the model's metadata says (`swinzoo.data_config`)."""
     # a path is iterable (a str by character): taken as a list it would be read one character at a time
     images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     check_counts(topk=topk, batch_size=batch_size)
+    listed = []
     for path in images:  # all of them before the model loads and the first batch runs
         check_image_path(path)
+        listed += images_in(path) if is_folder(path) else [path]
+    images = listed
     dev, dtype = runtime(device, precision)
     net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     tf = create_transform(cfg)  # train.data.eval_transform(cfg), without importing the datasets
     k = min(topk, cfg.num_classes)
-    rows = []
-    for start in range(0, len(images), batch_size):
-        paths = images[start : start + batch_size]
-        with eval_mode(net), torch.inference_mode():
-            probs = run_model(net, torch.stack([read_image(path, tf) for path in paths]), dev, dtype).softmax(-1)
-        values, indices = probs.cpu().topk(k, dim=-1)
-        rows += [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
-                 for path, v, ix in zip(paths, values.tolist(), indices.tolist())]
+    rows: list[dict] = []
+    batches = -(-len(images) // batch_size)
+    display = progress_display(Console(stderr=True), "predict", batches) if batches > 1 else contextlib.nullcontext()
+    with display as advance:
+        for start in range(0, len(images), batch_size):
+            paths = images[start : start + batch_size]
+            with eval_mode(net), torch.inference_mode():
+                probs = run_model(net, torch.stack([read_image(path, tf) for path in paths]), dev, dtype).softmax(-1)
+            values, indices = probs.cpu().topk(k, dim=-1)
+            rows += [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
+                     for path, v, ix in zip(paths, values.tolist(), indices.tolist())]
+            if advance:
+                advance()
     return rows
 
 
+def is_folder(path) -> bool:
+    return isinstance(path, (str, bytes, os.PathLike)) and os.path.isdir(path)
+
+
+def images_in(folder) -> list[Path]:
+    """The image files below `folder`, any depth, sorted; hidden files and folders skipped (macOS `._*` forks are
+    not images). A one-line error when there are none."""
+    found = files_under(Path(os.fsdecode(folder)), IMAGE_SUFFIXES, skip_hidden=True)
+    if not found:
+        raise SwinzooError(f"{os.fsdecode(folder)} holds no images ({', '.join(IMAGE_SUFFIXES)}); give image files "
+                           "or a folder of them")
+    return list(found)
+
+
 def check_image_path(path) -> None:
-    """A one-line error for what `predict` cannot read as an image file: not a path, a folder, no such file."""
+    """A one-line error for what `predict` cannot read as images: not a path, no such file (a folder is listed by
+    `images_in`)."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         if hasattr(path, "read"):  # a file object reads
             return
         what = f"{type(path).__module__.split('.')[0]}.{type(path).__name__}"  # PIL.Image, numpy.ndarray, ...
         raise SwinzooError(f"predict takes image file paths, not a {what}; for an image in memory, run "
                            "swinzoo.create_transform(model)(image)[None] through the model")
-    if os.path.isdir(path):
-        raise SwinzooError(f"{os.fsdecode(path)} is a folder; give the image files in it (e.g. FOLDER/*.jpg)")
     if not os.path.lexists(path):
         raise SwinzooError(f"{os.fsdecode(path)}: no such file; check the path")
 

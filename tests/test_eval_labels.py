@@ -136,3 +136,47 @@ def test_a_sweep_checks_everything_before_evaluating(bad, capsys, monkeypatch):
     assert code == 2 and not ran and not out
     one_error_line(err, "unknown model name 'nope_model'" if bad == "model" else
                    "resolution 17 is not a multiple of the patch size 4")
+
+
+def test_eval_reads_a_folder_of_class_folders_as_the_split(shapes, tmp_path, capsys):
+    """A test set is often just class folders, with no val/ around them; timm's validate.py reads such a root as
+    the split. eval asked for train/ and val/ ("is empty of train/ and val/"), though it reads neither train/ nor
+    anything but the one split; finetune, which needs both, says so in plain words."""
+    nested = swinzoo.evaluate("swin_n_64", data=str(shapes), num_workers=0)
+    bare = swinzoo.evaluate("swin_n_64", data=str(shapes / "val"), num_workers=0)
+    assert (bare["n"], bare["top1"], bare["top5"]) == (nested["n"], nested["top1"], nested["top5"])
+    assert bare["n"] == 30 and bare["split"] is None and nested["split"] == "val"
+    capsys.readouterr()
+    code, out, _ = run_cli(["eval", "swin_n_64", "--data", shapes / "val", "--num-workers", "0"], capsys)
+    assert code == 0 and out.startswith(f"swin_n_64 on {shapes / 'val'} at 64 px: top1 "), out
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", shapes / "val", "--out", tmp_path / "o"],
+                           capsys)
+    assert code == 2
+    one_error_line(err, f"{shapes / 'val'} has no train/ or val/ folder", "train/<class>/")
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_reads_the_images_below_a_folder(tmp_path, capsys):
+    """`swinzoo predict MODEL FOLDER` said "give the image files in it (e.g. FOLDER/*.jpg)": a glob of 100k files
+    is past the shell's argument limit. A folder stands for the images below it, sorted, hidden files skipped
+    (macOS `._*` forks are not images), in the place the folder was given."""
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    for i, rel in enumerate(["b/2.png", "a/1.jpg", "a/deeper/0.png", "c.png"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (50 * i, 90, 200 - 40 * i)).save(root / rel)
+    (root / "a" / "._1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "notes.txt").write_text("not an image")
+    (tmp_path / "first.png").write_bytes((root / "c.png").read_bytes())
+    code, out, err = run_cli(["predict", "swin_n_64", tmp_path / "first.png", root, "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["image"] for r in rows] == [str(tmp_path / "first.png"),
+                                          *(str(root / r) for r in ["a/1.jpg", "a/deeper/0.png", "b/2.png", "c.png"])]
+    one_by_one = swinzoo.predict("swin_n_64", [r["image"] for r in rows])
+    assert [r["predictions"][0][0] for r in rows] == [r["predictions"][0][0] for r in one_by_one]
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    code, out, err = run_cli(["predict", "swin_n_64", tmp_path / "empty"], capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, f"{tmp_path / 'empty'} holds no images (.jpg", "give image files or a folder of them")

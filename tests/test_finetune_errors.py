@@ -34,7 +34,7 @@ def test_missing_data_folder(tiny, tmp_path, capsys):
 
 def test_empty_data_folder(tiny, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert "empty of train/ and val/" in finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "empty")
+    assert "has no train/ or val/ folder" in finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "empty")
     (tmp_path / "empty2" / "train").mkdir(parents=True)
     assert "has no class folders" in finetune_fails(tiny, tmp_path, capsys, "--data", tmp_path / "empty2")
 

@@ -120,7 +120,7 @@ def bad_file(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind, words", [
     ("missing", ["missing.jpg: no such file", "check the path"]),
-    ("folder", ["folder.jpg is a folder", "give the image files in it"]),
+    ("folder", ["folder.jpg holds no images", "give image files or a folder of them"]),
     ("text", ["text.jpg is not a readable image (cannot identify image file", "replace it or leave it out"]),
     ("empty", ["empty.jpg is not a readable image (", "replace it or leave it out"]),
     ("truncated", ["truncated.jpg is not a readable image (", "replace it or leave it out"]),

@@ -25,9 +25,9 @@ def register(subparsers) -> None:
         "swinzoo eval swin_b_224 --data imagenet/ --res 384 --device cuda --precision bf16",
         "swinzoo eval swin_n_64 swinv2_n_64_w4 --res 64 96 128 --plot zero_shot.png   # transfer, no fine-tune"))
     p.add_argument("models", metavar="MODEL", nargs="+", help=SOURCE_HELP)
-    p.add_argument("--data", help="folder with val/ class folders, hf:NAME or shapes (default: a fine-tune's own "
-                                  "data, read as it read it, from its run.json or provenance; else the model's "
-                                  "built-in training dataset)")
+    p.add_argument("--data", help="folder with val/ class folders (or of class folders), hf:NAME or shapes "
+                                  "(default: a fine-tune's own data, read as it read it, from its run.json or "
+                                  "provenance; else the model's built-in training dataset)")
     # the finetune flags that say where validation comes from: by default a fine-tune's own, so a carved
     # validation split is the rows the run held out
     for flag, kind, text, otherwise in (
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
         "swinzoo predict swin_n_64 a.png b.png --topk 3",
         "swinzoo predict runs/pets cat.jpg --json --device cuda"))
     p.add_argument("model", metavar="MODEL", help=SOURCE_HELP)
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, or folders (the images below them)")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     add_runtime_arguments(p)
@@ -91,7 +91,8 @@ def run_eval(args) -> int:
         if args.json:
             print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
         else:
-            sys.stdout.write(f"{args.models[0]} on {result['data']} val at {result['img_size']} px: top1 "
+            split = f" {result['split']}" if result["split"] else ""
+            sys.stdout.write(f"{args.models[0]} on {result['data']}{split} at {result['img_size']} px: top1 "
                              f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
         return 0
     if args.res is None:

@@ -32,7 +32,7 @@ from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.preprocess import Preprocess, create_transform, to_rgb
 from swinzoo.train.augment import HorizontalFlip, RandAugment, RandomErasing, RandomResizedCrop, mean_fill, to_tensor
-from swinzoo.train.file_list import FileList
+from swinzoo.train.file_list import IMAGE_SUFFIXES, FileList
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import ANY_DATA, FLAGS, DataOptions, HFSplit, carve, open_hf, parse_hf
 from swinzoo.train.image_check import check_images
@@ -41,7 +41,6 @@ from swinzoo.train.rng import SeededSamples
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 BUILTIN = ("shapes",)
 BICUBIC = v2.InterpolationMode.BICUBIC
 
@@ -99,7 +98,7 @@ class ImageFolderSplit(Dataset):
             raise SwinzooError(f"data folder {root} has no class folders; put each class's images in {root}/<class>/")
         if classes is not None and found != classes:
             raise SwinzooError(f"{root} has classes {found} but the train split has {classes}; use the same folders")
-        self.classes = found
+        self.root, self.classes = root, found
         self.files, counts = FileList(), []
         for name in found:
             # sub-folders too, as torchvision's ImageFolder reads them
@@ -143,9 +142,11 @@ class Pairs(Sequence):
 
 
 def open_split(data: str, split: str, res: int, classes: list[str] | None = None, size: int | None = None,
-               options: DataOptions | None = None, check: bool = True):
+               options: DataOptions | None = None, check: bool = True, bare: bool = False):
     """The untransformed dataset `split` ("train" or "val") named by `--data`; it has `.classes`. `options`: the
-    splits and columns of `hf:` data (eval's `--val-split` picks the split it reads); other data takes none."""
+    splits and columns of `hf:` data (eval's `--val-split` picks the split it reads); other data takes none.
+    `bare`: a folder with neither train/ nor val/ is the split itself (eval's test set of class folders, as
+    timm's validate.py reads a root without its split folder)."""
     if data.startswith("hf:"):
         return HFSplit(data[3:], split, options, classes)
     check_no_hf_options(data, options)
@@ -159,7 +160,9 @@ def open_split(data: str, split: str, res: int, classes: list[str] | None = None
         raise SwinzooError(f"--data {data} is a file; give a folder with train/<class>/ and val/<class>/ image "
                            f"folders, hf:NAME or one of the built-in datasets ({', '.join(BUILTIN)})")
     if not (root / "train").is_dir() and not (root / "val").is_dir():
-        raise SwinzooError(f"data folder {root} is empty of train/ and val/; --data needs {root}/train/<class>/ "
+        if bare:
+            return ImageFolderSplit(root, classes, check)
+        raise SwinzooError(f"data folder {root} has no train/ or val/ folder; --data needs {root}/train/<class>/ "
                            f"and {root}/val/<class>/ image folders")
     return ImageFolderSplit(root / split, classes, check)
 

@@ -15,6 +15,9 @@ from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+# the suffixes torchvision's ImageFolder reads (its IMG_EXTENSIONS)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
 
 def suffix(name: str) -> str:
     """`PurePath(name).suffix`: the last dot's extension, none for a name that is only one (".png") or ends in one."""
