@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -34,6 +35,16 @@ def is_stale_run(out: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and {"out", "source", "config", "recipe"} <= set(data)
+
+
+def default_out(source: str, res: int, kind: str = "") -> Path:
+    """runs/<source's name>[-kind]-<res>, numbered -2, -3, ... past the folders that exist."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem if "/" in source else source)
+    base = Path("runs") / f"{stem}{'-' + kind if kind else ''}-{res}"
+    out, k = base, 2
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
 
 
 def check_out(out: Path) -> None:

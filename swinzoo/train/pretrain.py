@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
@@ -43,6 +42,7 @@ from swinzoo.train.options import (
     Plan,
     is_plain,
     options_record,
+    print_plan,
     replay_header,
 )
 from swinzoo.train.pretrain_options import (
@@ -54,7 +54,6 @@ from swinzoo.train.recipes import (
     Recipe,
     changes_text,
     recipe_from_dict,
-    warmup_note,
 )
 from swinzoo.train.resume import resume_plan
 from swinzoo.train.sharded import model_weights
@@ -116,7 +115,7 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
     folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
     try:
         if is_rank_zero():
-            print_plan(console, plan, module, total_batch, recipe, ckpt, step)
+            print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
         with interruptible(trainer):
@@ -171,7 +170,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
         out = Path(os.environ.get(OUT_ENV) or args.out)
     else:
-        out = Path(args.out) if args.out else default_out(args.source, dst.img_size)
+        out = Path(args.out) if args.out else default_out(args.source, dst.img_size, "simmim")
         check_out(out)
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
     provenance = {**start.provenance, "dataset": data}
@@ -207,15 +206,6 @@ def data_module(data: str, data_options: dict, res: int, recipe: Recipe, num_wor
     return SimMIMDataModule(data, res, recipe.batch_size, recipe, num_workers, options, console)
 
 
-def default_out(source: str, res: int) -> Path:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem if "/" in source else source)
-    base = Path("runs") / f"{stem}-simmim-{res}"
-    out, k = base, 2
-    while out.exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
-
-
 def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
     """The YAML `swinzoo pretrain --config` reads to run this again: every resolved value, the whole recipe (with
     the mask settings), none of the one-off ones (--out, --resume)."""
@@ -239,21 +229,12 @@ def check_pretrain_run(plan: Plan, out: Path) -> None:
                            f"`swinzoo finetune --resume {out}`")
 
 
-def print_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, recipe: Recipe, ckpt,
-               step: int | None) -> None:
-    cfg = SwinConfig.from_dict(plan.config)
-    if ckpt is not None:
-        console.print(f"[bold]resuming[/bold] {plan.out} from {ckpt.name} at global step {step}")
-    console.print("[bold]config[/bold] " + json.dumps(cfg.to_dict()), soft_wrap=True)
-    console.print(f"[bold]recipe[/bold] {recipe.name}: data {plan.data}, "
-                  + (f"{recipe.max_steps} steps" if recipe.max_steps else f"{recipe.epochs} epochs")
-                  + f", total batch {total_batch}, peak lr {module.peak_lr:.3g} (warmup {module.warmup_lr:.3g}, "
-                  f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path {cfg.drop_path_rate:g}, mask "
-                  f"{recipe.mask_patch_size} px ratio {recipe.mask_ratio:g}"
-                  + (", normalised targets" if recipe.norm_targets else ""), soft_wrap=True)
-    if note := warmup_note(recipe):
-        console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
-    console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
+def print_pretrain_plan(console, plan: Plan, module: SimMIMPretrainer, total_batch: int, recipe: Recipe, ckpt,
+                        step: int | None) -> None:
+    tail = (f", mask {recipe.mask_patch_size} px ratio {recipe.mask_ratio:g}"
+            + (", normalised targets" if recipe.norm_targets else ""))
+    print_plan(console, plan, module, total_batch, recipe, ckpt, step,
+               config=SwinConfig.from_dict(plan.config).to_dict(), recipe_tail=tail)
 
 
 def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: float, console,

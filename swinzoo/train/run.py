@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
@@ -40,6 +39,7 @@ from swinzoo.train.options import (
     Plan,
     is_plain,
     options_record,
+    print_plan,
     replay_header,
 )
 from swinzoo.train.recipes import (
@@ -50,7 +50,6 @@ from swinzoo.train.recipes import (
     finetune_recipe,
     recipe_from_dict,
     split_recipe,
-    warmup_note,
 )
 from swinzoo.train.resume import resume_plan
 from swinzoo.train.sharded import model_weights
@@ -58,17 +57,6 @@ from swinzoo.train.trainer import interruptible, keep_weights, start_trainer, th
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
-
-
-def default_out(source: str, res: int) -> Path:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem if "/" in source else source)
-    base = Path("runs") / f"{stem}-{res}"
-    k = 2
-    out = base
-    while out.exists():
-        out = base.with_name(f"{base.name}-{k}")
-        k += 1
-    return out
 
 
 def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDataModule, str]:
@@ -230,7 +218,7 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
     try:
         if is_rank_zero():
-            print_plan(console, plan, module, total_batch, recipe, ckpt, step)
+            print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
         with interruptible(trainer):
@@ -256,22 +244,13 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     return FinetuneResult(Path(plan.out), metrics)
 
 
-def print_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt, step: int | None = None) -> None:
+def print_finetune_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt,
+                        step: int | None = None) -> None:
     cfg = SwinConfig.from_dict(plan.config)
-    if ckpt is not None:
-        console.print(f"[bold]resuming[/bold] {plan.out} from {ckpt.name} at global step {step}")
-    shown = {k: v for k, v in cfg.to_dict().items() if k != "class_names"}
-    console.print("[bold]config[/bold] " + json.dumps(shown), soft_wrap=True)
-    console.print(f"[bold]classes[/bold] {cfg.num_classes}: {', '.join((cfg.class_names or [])[:12])}"
-                  + (" ..." if cfg.num_classes > 12 else ""), soft_wrap=True)
-    console.print(f"[bold]recipe[/bold] {recipe.name}: data {plan.data}, "
-                  + (f"{recipe.max_steps} steps" if recipe.max_steps else f"{recipe.epochs} epochs")
-                  + f", total batch {total_batch}, peak lr {module.peak_lr:.3g} (warmup {module.warmup_lr:.3g}, "
-                  f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path {cfg.drop_path_rate:g}",
-                  soft_wrap=True)
-    if note := warmup_note(recipe):
-        console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
-    console.print(f"[bold]out[/bold] {plan.out}", soft_wrap=True)
+    classes = (f"[bold]classes[/bold] {cfg.num_classes}: {', '.join((cfg.class_names or [])[:12])}"
+               + (" ..." if cfg.num_classes > 12 else ""))
+    print_plan(console, plan, module, total_batch, recipe, ckpt, step,
+               config={k: v for k, v in cfg.to_dict().items() if k != "class_names"}, extra=(classes,))
 
 
 def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dict, console, precision: str) -> dict:
