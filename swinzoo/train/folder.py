@@ -20,7 +20,7 @@ except ImportError:  # no flock (Windows): runs are not guarded against a second
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
-from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, RUN_FILE, Plan, is_plain
+from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE, Plan, is_plain
 
 
 def is_stale_run(out: Path) -> bool:
@@ -35,6 +35,20 @@ def is_stale_run(out: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and {"out", "source", "config", "recipe"} <= set(data)
+
+
+def write_results(plan: Plan, state_dict: dict, task: str, metrics: dict) -> Path:
+    """A finished run's outputs: model.safetensors, its provenance recording `task`'s metrics and the command, and
+    metrics.json, each written whole or not at all. Returns the model file."""
+    from swinzoo.config import SwinConfig
+    from swinzoo.converters.native import save_state_dict
+
+    model = Path(plan.out) / "model.safetensors"
+    provenance = {**plan.provenance, task: {**metrics, "command": plan.command}}
+    save_state_dict(state_dict, SwinConfig.from_dict(plan.config), model, provenance)
+    with atomic_path(Path(plan.out) / METRICS_FILE) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
+    return model
 
 
 def default_out(source: str, res: int, kind: str = "") -> Path:

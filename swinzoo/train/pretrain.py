@@ -11,7 +11,6 @@ removes what it created (`RunFolder`). Trainer, callbacks, loggers and the progr
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -21,9 +20,7 @@ import yaml
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError, python_api
-from swinzoo.io import atomic_path
 from swinzoo.train.checks import (
     check_run_values,
     check_whole,
@@ -32,11 +29,10 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
-    METRICS_FILE,
     OUT_ENV,
     RUN_FILE,
     Plan,
@@ -243,13 +239,9 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: flo
     metrics = {"val_loss": float(results["val/loss"]), "n": int(results["val/n"]), "global_step": step,
                "wall_time_s": round(wall, 1), "reconstructions": "reconstructions/latest.png",
                "precision": precision}  # the Lightning precision val_loss was measured under
-    cfg = SwinConfig.from_dict(plan.config)
-    provenance = {**plan.provenance, "pretrain": {**metrics, "command": plan.command}}
     sd = weights_to_save(weights, plan.save_dtype, f"pretraining diverged: the weights (step {step})")
-    save_state_dict(sd, cfg, out / "model.safetensors", provenance)
-    with atomic_path(out / METRICS_FILE) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1))
-    console.print(f"wrote {out / 'model.safetensors'}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on "
-                  f"{metrics['n']} val images at {cfg.img_size} px after {step} steps; pictures in "
+    model = write_results(plan, sd, "pretrain", metrics)
+    console.print(f"wrote {model}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on {metrics['n']} val "
+                  f"images at {plan.config['img_size']} px after {step} steps; pictures in "
                   f"{out / 'reconstructions'}", soft_wrap=True)
     return metrics

@@ -11,7 +11,6 @@ training has finished, atomically. A run that fails before its first checkpoint 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,16 @@ import yaml
 from rich.console import Console
 
 from swinzoo.config import SwinConfig
-from swinzoo.converters.native import save_state_dict
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.evaluation import share
-from swinzoo.io import atomic_path
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero
+from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
-    METRICS_FILE,
     OUT_ENV,
     FinetuneOptions,
     FinetuneResult,
@@ -254,19 +250,14 @@ def print_finetune_plan(console, plan: Plan, module, total_batch: int, recipe: R
 
 
 def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dict, console, precision: str) -> dict:
-    out = Path(plan.out)
     n = int(results["val/n"])
     metrics = {"top1": share(results["val/top1"], n), "top5": share(results["val/top5"], n), "n": n,
                "global_step": step, "weights": kept["weights"], "weights_step": kept["step"],
                "precision": precision}  # what the figures were measured under: `swinzoo eval RUN` measures so too
-    cfg = SwinConfig.from_dict(plan.config)
-    provenance = {**plan.provenance, "finetune": {**metrics, "command": plan.command}}
     sd = weights_to_save(weights, plan.save_dtype,
                          f"training diverged: the {kept['weights']} weights (step {kept['step']})")
-    save_state_dict(sd, cfg, out / "model.safetensors", provenance)
-    with atomic_path(out / METRICS_FILE) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1))
-    console.print(f"wrote {out / 'model.safetensors'}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} "
-                  f"on {n} val images at {cfg.img_size} px ({kept['weights']} weights: step {kept['step']} of {step})",
+    model = write_results(plan, sd, "finetune", metrics)
+    console.print(f"wrote {model}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} on {n} val images at "
+                  f"{plan.config['img_size']} px ({kept['weights']} weights: step {kept['step']} of {step})",
                   soft_wrap=True)
     return metrics
