@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class PushSource:
-    """What gets pushed: weights (canonical keys), config, provenance and the measured metrics, if any."""
+    """What gets pushed: weights (canonical keys), config, provenance and the measured metrics, if any, with the
+    training curves of the run that measured them (its curves.png)."""
 
     state_dict: dict
     config: SwinConfig
     provenance: dict
     metrics: dict | None
     path: Path
+    curves: Path | None = None
 
 
 def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
@@ -62,7 +65,10 @@ def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
     if is_simmim(source.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
-    return PushSource(source.state_dict, source.config, source.provenance, run_metrics(path, source.provenance), path)
+    metrics = run_metrics(path, source.provenance)
+    curves = (path if path.is_dir() else path.parent) / "curves.png"
+    return PushSource(source.state_dict, source.config, source.provenance, metrics, path,
+                      curves if metrics is not None and curves.is_file() else None)
 
 
 def run_metrics(path: Path, provenance: dict) -> dict | None:
@@ -150,7 +156,7 @@ def card_data(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | N
 
 
 def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | None,
-               revision: str | None = None) -> str:
+               revision: str | None = None, curves: bool = False) -> str:
     """README.md: metadata for the Hub, then how the model was made, its size and how to load it (from `revision`
     when it is not main: a new repo's main is empty)."""
     name = repo_id.split("/")[1]
@@ -190,6 +196,8 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
         body += ["## Results", "", "| metric | value |", "|---|---:|"]
         body += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
         body.append("")
+    if curves:
+        body += ["![training curves](curves.png)", ""]
     body += ["## How to use", "", "swinzoo:", "", "```python", "import swinzoo", "",
              f'model = swinzoo.load_model("hf-hub:{ref}")', "```", "", "timm:", "", "```python", "import timm", "",
              f'model = timm.create_model("hf-hub:{ref}", pretrained=True)', "```", "",
@@ -213,12 +221,14 @@ def without_local_paths(provenance):
 
 
 def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision: str | None = None) -> None:
-    """Fill `out_dir` with model.safetensors (timm layout), config.json and README.md."""
+    """Fill `out_dir` with model.safetensors (timm layout), config.json, README.md and the run's curves.png."""
     extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": without_local_paths(source.provenance),
                          "metrics": source.metrics}}
     write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics,
-                                                  revision))
+                                                  revision, curves=source.curves is not None))
+    if source.curves is not None:
+        shutil.copyfile(source.curves, out_dir / "curves.png")
 
 
 def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False,

@@ -277,3 +277,23 @@ def test_finetune_push_to(tmp_path):
         run = _cli([*args[:-len(FAST) - 2], "--out", tmp_path / "run2", "--push-to", "acme/tiny", *FAST], env)
         assert run.returncode == 2 and "--push-to needs a Hugging Face token" in run.stderr, run.stderr[-2000:]
         assert not (tmp_path / "run2").exists()
+
+
+def test_a_runs_training_curves_go_with_its_push(finetune_dir, tmp_path, capsys):
+    """The run's curves.png is what a reader of the model card would rather see than read: it is uploaded beside
+    the weights and shown under the results, when the figures are the run's (not for a copied or converted file)."""
+    from PIL import Image
+
+    Image.new("RGB", (90, 60), "white").save(finetune_dir / "curves.png")
+    out = tmp_path / "D"
+    code, _, err = run_cli(["push", finetune_dir, "--repo", "acme/x", "--dry-run", out], capsys)
+    assert code == 0, err
+    assert (out / "curves.png").read_bytes() == (finetune_dir / "curves.png").read_bytes()
+    card = (out / "README.md").read_text()
+    assert card.index("## Results") < card.index("![training curves](curves.png)") < card.index("## How to use")
+    swinzoo.save_model(swinzoo.load_model(finetune_dir), tmp_path / "copy" / "model.safetensors")
+    (tmp_path / "copy" / "curves.png").write_bytes((finetune_dir / "curves.png").read_bytes())
+    code, _, err = run_cli(["push", tmp_path / "copy", "--repo", "acme/x", "--dry-run", tmp_path / "E"], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "E" / "curves.png").exists()
+    assert "curves.png" not in (tmp_path / "E" / "README.md").read_text()
