@@ -73,17 +73,18 @@ def draw_curves(train: list, val: list, val_keys: tuple[str, ...], path: Path, t
                 title: str = "") -> Path:
     """The PNG: a loss panel (training loss, its moving average, validation loss when recorded), a panel of the
     other validation figures (top-1 / top-5), a learning-rate panel; x is the step, up to `total_steps`."""
-    panels = [["loss", [("train loss", [(s, v) for s, v, _ in train], 1),
-                        ("moving average", moving_average([(s, v) for s, v, _ in train]), 3)]]]
+    # (label, points, line width, dots at the points): validations are few and each is a measurement
+    panels = [["loss", [("train loss", [(s, v) for s, v, _ in train], 1, False),
+                        ("moving average", moving_average([(s, v) for s, v, _ in train]), 3, False)]]]
     for i, key in enumerate(val_keys):
-        series = (key.replace("/", " ").replace("top", "top-"), [(p[0], p[1 + i]) for p in val], 3)
+        series = (key.replace("/", " ").replace("top", "top-"), [(p[0], p[1 + i]) for p in val], 2, True)
         if key.endswith("loss"):
             panels[0][1].append(series)
         else:
             if len(panels) == 1:
                 panels.append(["validation", []])
             panels[1][1].append(series)
-    panels.append(["learning rate", [("lr", [(s, lr) for s, _, lr in train], 2)]])
+    panels.append(["learning rate", [("lr", [(s, lr) for s, _, lr in train], 2, False)]])
     steps = [s for s, *_ in train] + [p[0] for p in val]
     x_max = max([total_steps, *steps, 1])
     height = TOP + len(panels) * (PANEL_H + GAP) + 10
@@ -102,7 +103,7 @@ def draw_panel(pen: ImageDraw.ImageDraw, top: int, name: str, series: list, x_ma
     """One panel at `top`: its frame, y ticks over the finite values, each series a line (a dot where it has one
     point). Returns the next palette index."""
     bottom, right = top + PANEL_H, WIDTH - RIGHT
-    values = [v for _, points, _ in series for _, v in points if math.isfinite(v)]
+    values = [v for _, points, *_ in series for _, v in points if math.isfinite(v)]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if name == "learning rate":
         lo = 0.0
@@ -122,13 +123,13 @@ def draw_panel(pen: ImageDraw.ImageDraw, top: int, name: str, series: list, x_ma
         x, _ = at(x_max * i / 5, lo)
         pen.line([x, bottom, x, bottom + 4], fill="black")
         pen.text((x - 10, bottom + 6), f"{round(x_max * i / 5)}", fill="black")
-    for k, (label, points, width) in enumerate(series):
+    for k, (label, points, width, dots) in enumerate(series):
         rgb = PALETTE[(color + k) % len(PALETTE)]
         for run in finite_runs(points):
             coords = [at(s, v) for s, v in run]
             if len(coords) > 1:
                 pen.line(coords, fill=rgb, width=width)
-            if len(coords) == 1 or width == 3 and len(points) <= 60:
+            if len(coords) == 1 or dots:
                 for x, y in coords:
                     pen.ellipse([x - 3, y - 3, x + 3, y + 3], fill=rgb)
         legend_entry(pen, WIDTH - RIGHT + 12, top + 6 + 20 * k, rgb, label, width)
