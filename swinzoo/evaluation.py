@@ -23,6 +23,7 @@ from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
+from swinzoo.per_class import ClassTally
 from swinzoo.preprocess import create_transform, to_rgb
 from swinzoo.train.checks import check_whole, max_processes
 from swinzoo.train.file_list import IMAGE_SUFFIXES, files_under
@@ -102,7 +103,8 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
              test_crop: bool | None = None, device: str | None = None, precision: str | None = None,
              compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
-             console: Console | None = None, data_options: DataOptions | dict | None = None) -> dict:
+             console: Console | None = None, data_options: DataOptions | dict | None = None,
+             per_class: bool = False) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, or a folder of class folders, hf:NAME or shapes; default: the model's built-in training
     dataset), preprocessed as the model's metadata says (`swinzoo.data_config`; official: resize to res/0.875 and
@@ -112,7 +114,8 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     `num_workers` None: half the CPUs. A fine-tune's output (its folder's run.json, or its model file's
     provenance) also says which data it validated on and how (`DataOptions`: splits, columns, carved rows): that
     data is the default, read the same way, so a carved validation split is the run's held-out rows;
-    `data_options` (the options given; a dict holds only those) change some of them."""
+    `data_options` (the options given; a dict holds only those) change some of them. `per_class`: also
+    "per_class", a row per class with images (`swinzoo.per_class.ClassTally.rows`)."""
     from torchmetrics.classification import MulticlassAccuracy
 
     from swinzoo.train.data import default_workers, eval_loader
@@ -145,6 +148,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
         if _sweep_said is not None:
             _sweep_said.add(memory)
     runner = torch.compile(net) if compile else net
+    tally = ClassTally(cfg.num_classes) if per_class else None
     with eval_mode(net), torch.inference_mode(), progress_display(console, f"eval {cfg.img_size} px",
                                                                   len(loader)) as advance:
         for images, labels in loader:
@@ -152,12 +156,17 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
             labels = labels if to_model is None else to_model[labels]
             top1.update(logits, labels)
             top5.update(logits, labels)
+            if tally is not None:
+                tally.update(logits.argmax(-1), labels)
             advance()
     n = len(dataset)
     # a folder of class folders is the split itself (`open_split(bare=True)`)
     split = None if getattr(dataset, "root", None) == Path(data) else "val"
-    return {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data, "split": split,
-            "img_size": cfg.img_size, "window_size": cfg.window_size, "precision": precision}
+    result = {"top1": share(top1.compute(), n), "top5": share(top5.compute(), n), "n": n, "data": data,
+              "split": split, "img_size": cfg.img_size, "window_size": cfg.window_size, "precision": precision}
+    if tally is not None:
+        result["per_class"] = tally.rows(cfg.class_names or [str(i) for i in range(cfg.num_classes)])
+    return result
 
 
 def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, window: int | None, from_format: str,

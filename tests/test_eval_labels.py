@@ -180,3 +180,38 @@ def test_predict_reads_the_images_below_a_folder(tmp_path, capsys):
     code, out, err = run_cli(["predict", "swin_n_64", tmp_path / "empty"], capsys)
     assert code == 2 and out == ""
     one_error_line(err, f"{tmp_path / 'empty'} holds no images (.jpg", "give image files or a folder of them")
+
+
+def test_per_class_figures_match_the_predictions_image_by_image(shapes, tmp_path, capsys):
+    """eval --per-class: each class's top-1, images and the class it is most often mistaken for, the same figures
+    `predict` gives image by image (an independent path: files read one at a time, no data loader), summing to the
+    overall top-1; a data folder holding some of the model's classes gets rows for those only."""
+    from collections import Counter
+
+    names = swinzoo.load_model("swin_n_64").config.class_names
+    data = copy_val(shapes, tmp_path / "d", keep=names[:6])
+    code, out, err = run_cli(["eval", "swin_n_64", "--data", data, "--per-class", "--json", "--num-workers", "0"],
+                             capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    rows = {r["class"]: r for r in result["per_class"]}
+    assert list(rows) == names[:6] and sum(r["n"] for r in rows.values()) == result["n"] == 18
+    assert sum(r["top1"] * r["n"] for r in rows.values()) == pytest.approx(result["top1"] * result["n"])
+    for name in names[:6]:
+        files = sorted((data / "val" / name).iterdir())
+        guesses = [row["predictions"][0][0] for row in swinzoo.predict("swin_n_64", files, topk=1)]
+        wrong = Counter(g for g in guesses if g != name)
+        assert rows[name]["top1"] == guesses.count(name) / len(files) and rows[name]["n"] == len(files)
+        if wrong:
+            top = max(wrong.values())
+            assert rows[name]["mistaken_share"] == top / len(files)
+            assert rows[name]["mistaken_for"] == min((g for g in wrong if wrong[g] == top), key=names.index)
+        else:
+            assert rows[name]["mistaken_for"] is None and rows[name]["mistaken_share"] == 0
+    code, out, err = run_cli(["eval", "swin_n_64", "--data", data, "--per-class", "--num-workers", "0"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[1].split() == ["class", "top1", "n", "most", "often", "mistaken", "for"]
+    assert [float(line.split()[1]) for line in lines[2:]] == sorted(round(r["top1"], 4) for r in rows.values())
+    code, out, err = run_cli(["eval", "swin_n_64", "--data", data, "--per-class", "--res", "64", "96"], capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, "--per-class takes one model at one resolution")

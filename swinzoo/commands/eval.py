@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="draw top-1 against resolution (several --res or models)")
     p.add_argument("--json", action="store_true", help="print {\"top1\", \"top5\", \"n\"} as JSON (a list of rows "
                    "for several models or resolutions)")
+    p.add_argument("--per-class", action="store_true", help="also each class's top-1, image count and the class its "
+                   "images are most often mistaken for, worst first (JSON: per_class)")
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
     add_trust_flag(p)
     p.set_defaults(func=run_eval)
@@ -87,14 +89,22 @@ def run_eval(args) -> int:
                    from_format=args.from_format, trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True),
                    data_options={k: getattr(args, k) for k in DATA_FLAGS if getattr(args, k) is not None})
     if len(args.models) == 1 and len(args.res or [None]) == 1 and not args.plot:
-        result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], **options)
+        result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], per_class=args.per_class,
+                          **options)
         if args.json:
-            print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
+            print(json.dumps({k: result[k] for k in ("top1", "top5", "n", "per_class") if k in result}))
         else:
             split = f" {result['split']}" if result["split"] else ""
             sys.stdout.write(f"{args.models[0]} on {result['data']}{split} at {result['img_size']} px: top1 "
                              f"{result['top1']:.4f}  top5 {result['top5']:.4f}  n {result['n']}\n")
+            if args.per_class:
+                from swinzoo.per_class import table
+
+                sys.stdout.write(table(result["per_class"]))
         return 0
+    if args.per_class:
+        raise SwinzooError("--per-class takes one model at one resolution; leave out the other models, --res values "
+                           "or --plot")
     if args.res is None:
         raise SwinzooError("a sweep or a plot needs --res: give the resolutions, e.g. --res 64 96 128")
     if args.plot:  # before the evaluation, not after it
