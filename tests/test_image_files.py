@@ -136,7 +136,8 @@ def test_a_broken_symlink_stops_the_run_with_its_name(tmp_path):
 def test_what_macos_and_notebooks_leave_behind(tmp_path):
     """A `.ipynb_checkpoints` folder is not a class (ImageFolder would make it one; the README says it is
     skipped); `.DS_Store` has no image suffix and is not listed; an AppleDouble `._x.jpg` has one and is not an
-    image: it stops the run, named, as ImageFolder would fail on it mid-run."""
+    image: it stops the run, named as what it is, with the command removing them all (ImageFolder fails on it
+    mid-run)."""
     for name in ("a", "b", ".ipynb_checkpoints"):
         (tmp_path / "val" / name).mkdir(parents=True)
         noise().save(tmp_path / "val" / name / "x.jpg")
@@ -144,5 +145,5 @@ def test_what_macos_and_notebooks_leave_behind(tmp_path):
     split = ImageFolderSplit(tmp_path / "val")
     assert split.classes == ["a", "b"] and len(split) == 2
     (tmp_path / "val" / "b" / "._x.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X        " + bytes(64))
-    with pytest.raises(SwinzooError, match=r"val/b/\._x\.jpg is not a readable image .*remove or replace it"):
+    with pytest.raises(SwinzooError, match=r"val/b/\._x\.jpg is macOS metadata .*-name '\._\*' -delete"):
         ImageFolderSplit(tmp_path / "val")
