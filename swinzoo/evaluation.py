@@ -9,7 +9,9 @@ import contextlib
 import io
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -265,11 +267,11 @@ PIPED_EVERY = 15.0  # seconds between progress lines when the output is a file o
 
 
 @contextlib.contextmanager
-def progress_display(console: Console, title: str, total: int):
+def progress_display(console: Console, title: str, total: int, redirect_stdout: bool = True):
     """Yields `advance()`, called once per batch: a rich bar on a terminal; piped or redirected, where a bar
     redrawn in place shows nothing, a line every PIPED_EVERY seconds and one at the end."""
     if console.is_terminal:
-        with Progress(console=console, transient=True) as progress:
+        with Progress(console=console, transient=True, redirect_stdout=redirect_stdout) as progress:
             task = progress.add_task(title, total=total)
             yield lambda: progress.advance(task)
         return
@@ -359,10 +361,11 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
 @python_api()
 def predict(model: str | SwinTransformer, images: str | Path | list[str | Path], *, topk: int = 5,
             batch_size: int = 64, device: str | None = None, precision: str = "fp32", from_format: str = "auto",
-            trust_checkpoint: bool = False) -> list[dict]:
+            trust_checkpoint: bool = False, on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """[{"image", "predictions": [[class name, probability], ...]}] for image files (one path, or a list of them; a
     folder stands for the images below it, sorted), best first, in batches of `batch_size`; images are
-    preprocessed as the model's metadata says (`swinzoo.data_config`)."""
+    preprocessed as the model's metadata says (`swinzoo.data_config`). `on_batch` is given each batch's rows as
+    they come (the CLI prints them: a late unreadable image does not cost the lines before it)."""
     # a path is iterable (a str by character): taken as a list it would be read one character at a time
     images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     check_counts(topk=topk, batch_size=batch_size)
@@ -379,15 +382,20 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
     k = min(topk, cfg.num_classes)
     rows: list[dict] = []
     batches = -(-len(images) // batch_size)
-    display = progress_display(Console(stderr=True), "predict", batches) if batches > 1 else contextlib.nullcontext()
+    # the bar takes over a terminal's stdout only when stdout is that terminal: rows piped to a file stay there
+    display = (progress_display(Console(stderr=True), "predict", batches, redirect_stdout=sys.stdout.isatty())
+               if batches > 1 else contextlib.nullcontext())
     with display as advance:
         for start in range(0, len(images), batch_size):
             paths = images[start : start + batch_size]
             with eval_mode(net), torch.inference_mode():
                 probs = run_model(net, torch.stack([read_image(path, tf) for path in paths]), dev, dtype).softmax(-1)
             values, indices = probs.cpu().topk(k, dim=-1)
-            rows += [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
+            batch = [{"image": str(path), "predictions": [[names[i], round(float(p), 6)] for p, i in zip(v, ix)]}
                      for path, v, ix in zip(paths, values.tolist(), indices.tolist())]
+            rows += batch
+            if on_batch is not None:
+                on_batch(batch)
             if advance:
                 advance()
     return rows

@@ -143,3 +143,18 @@ def test_a_missing_image_or_a_folder_late_in_the_list_is_found_before_any_batch_
     with pytest.raises(SwinzooError, match=kind):
         swinzoo.predict("swin_n_64", [image, bad_file(tmp_path, kind)], batch_size=1)
     assert batches == []
+
+
+def test_predict_prints_each_batch_as_it_comes(tmp_path, capsys, image):
+    """A folder of 50k images on a CPU is an hour of predict: its lines come batch by batch (a pipe or a file sees
+    them as they are made), so an unreadable image near the end stops the run without costing the lines before."""
+    from .conftest import one_error_line, run_cli
+
+    code, out, err = run_cli(["predict", "swin_n_64", image, image, bad_file(tmp_path, "text"), "--batch-size", "2"],
+                             capsys)
+    assert code == 2 and out.splitlines() == [line for line in out.splitlines() if line.startswith(f"{image}: ")]
+    assert len(out.splitlines()) == 2
+    one_error_line(err.splitlines()[-1], "text.jpg is not a readable image")
+    code, out, err = run_cli(["predict", "swin_n_64", image, image, bad_file(tmp_path, "text"), "--batch-size", "2",
+                              "--json"], capsys)
+    assert code == 2 and out == ""  # JSON is one document: all or nothing

@@ -133,12 +133,14 @@ def run_eval(args) -> int:
 def run_predict(args) -> int:
     from swinzoo.evaluation import predict
 
+    def print_rows(rows: list[dict]) -> None:
+        for row in rows:
+            print(row["image"] + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
+        sys.stdout.flush()
+
     rows = predict(args.model, args.images, topk=args.topk, batch_size=args.batch_size, device=args.device,
-                   precision=args.precision,
-                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
-    if args.json:
+                   precision=args.precision, from_format=args.from_format, trust_checkpoint=args.trust_checkpoint,
+                   on_batch=None if args.json else print_rows)
+    if args.json:  # one JSON document: written whole at the end
         print(json.dumps(rows))
-        return 0
-    for row in rows:
-        print(row["image"] + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
     return 0
