@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image, ImageDraw
 
+from swinzoo.errors import SwinzooError
 from swinzoo.plot import PALETTE, legend_entry, save_png
 
 CURVES_FILE = "curves.png"
@@ -46,7 +47,7 @@ class TrainingCurves(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != TrainerFn.FITTING:
             return  # after the fit, swinzoo validates the kept weights again: not a point of the curve
         metrics = trainer.callback_metrics
-        if self.val_keys[0] in metrics:
+        if self.val_keys and self.val_keys[0] in metrics:
             if self.val and self.val[-1][0] == trainer.global_step:
                 self.val.pop()
             self.val.append([trainer.global_step, *(float(metrics.get(k, math.nan)) for k in self.val_keys)])
@@ -65,7 +66,7 @@ class TrainingCurves(Callback):
     def draw(self, total_steps: int) -> None:
         try:
             draw_curves(self.train, self.val, self.val_keys, self.path, total_steps, self.title)
-        except OSError:  # a picture that cannot be written (disk full) must not end the training
+        except (OSError, SwinzooError):  # a picture that cannot be written (disk full) must not end the training
             pass
 
 
