@@ -36,7 +36,7 @@ _EXPORTS = {
     "convert": "swinzoo.conversion",
     "export": "swinzoo.conversion",
     "evaluate": "swinzoo.evaluation",
-    "predict": "swinzoo.evaluation",
+    "predict": "swinzoo.prediction",
     "finetune": "swinzoo.train.run",
     "FinetuneResult": "swinzoo.train.options",
     "pretrain": "swinzoo.train.pretrain",
@@ -56,9 +56,10 @@ if TYPE_CHECKING:
     from swinzoo.converters import Checkpoint
     from swinzoo.converters.native import save_model
     from swinzoo.errors import SwinzooError
-    from swinzoo.evaluation import evaluate, predict
+    from swinzoo.evaluation import evaluate
     from swinzoo.hub import download
     from swinzoo.models import MaskGenerator, SimMIM, SwinBackbone, SwinTransformer
+    from swinzoo.prediction import predict
     from swinzoo.preprocess import create_transform, data_config
     from swinzoo.sources import load_model, load_simmim, model_info, read_checkpoint
     from swinzoo.train.options import FinetuneResult

@@ -83,7 +83,7 @@ def test_predict_in_batches_names_each_image_as_given(tmp_path, capsys, monkeypa
     and each line names the image as given: two files called x.png in different folders stay apart."""
     from PIL import Image
 
-    from swinzoo import evaluation
+    from swinzoo import prediction
 
     paths = []
     for i, folder in enumerate(["a", "b", "c", "d", "e"]):
@@ -91,13 +91,13 @@ def test_predict_in_batches_names_each_image_as_given(tmp_path, capsys, monkeypa
         paths.append(tmp_path / folder / "x.png")
         Image.new("RGB", (64, 64), (40 * i, 90, 200 - 30 * i)).save(paths[-1])
     sizes = []
-    real = evaluation.run_model
+    real = prediction.run_model
 
     def counted(net, images, *args):
         sizes.append(len(images))
         return real(net, images, *args)
 
-    monkeypatch.setattr(evaluation, "run_model", counted)
+    monkeypatch.setattr(prediction, "run_model", counted)
     code, out, err = run_cli(["predict", "swin_n_64", *paths, "--batch-size", "2", "--json"], capsys)
     assert code == 0, err
     assert sizes == [2, 2, 1]

@@ -14,7 +14,7 @@ from torchvision import transforms as v1
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
-from swinzoo.evaluation import read_image
+from swinzoo.prediction import read_image
 from swinzoo.train.data import ImageFolderSplit, eval_transform
 
 RES = 64

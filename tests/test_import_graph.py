@@ -18,7 +18,8 @@ LAYERS = [
     (3, ("swinzoo.converters",)),
     (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.hub_http", "swinzoo.upload", "swinzoo.conversion")),
     (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.eval_precision", "swinzoo.accuracy_plot", "swinzoo.plot",
-         "swinzoo.bench", "swinzoo.bench_plot", "swinzoo.data", "swinzoo.recipes", "swinzoo.per_class")),
+         "swinzoo.bench", "swinzoo.bench_plot", "swinzoo.data", "swinzoo.recipes", "swinzoo.per_class",
+         "swinzoo.prediction")),
     (6, ("swinzoo.commands", "swinzoo.cli", "swinzoo.__main__", "swinzoo")),
 ]
 # where each installed package's files live in the repository (pyproject's package-dir)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import swinzoo
 from swinzoo.errors import SwinzooError
-from swinzoo.evaluation import read_image
+from swinzoo.prediction import read_image
 from swinzoo.preprocess import to_rgb
 from swinzoo.train.data import ImageFolderSplit, eval_transform
 from swinzoo.train.image_check import check_images, image_problem

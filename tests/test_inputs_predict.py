@@ -136,10 +136,10 @@ def test_a_bad_image_is_one_line_naming_it_and_the_fix(tmp_path, capsys, image, 
 @pytest.mark.parametrize("kind", ["missing", "folder"])
 def test_a_missing_image_or_a_folder_late_in_the_list_is_found_before_any_batch_runs(tmp_path, monkeypatch, image,
                                                                                       kind):
-    from swinzoo import evaluation
+    from swinzoo import prediction
 
     batches = []
-    monkeypatch.setattr(evaluation, "run_model", lambda *a: batches.append(a) or torch.zeros(1, 10))
+    monkeypatch.setattr(prediction, "run_model", lambda *a: batches.append(a) or torch.zeros(1, 10))
     with pytest.raises(SwinzooError, match=kind):
         swinzoo.predict("swin_n_64", [image, bad_file(tmp_path, kind)], batch_size=1)
     assert batches == []

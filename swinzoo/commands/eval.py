@@ -131,7 +131,7 @@ def run_eval(args) -> int:
 
 
 def run_predict(args) -> int:
-    from swinzoo.evaluation import predict
+    from swinzoo.prediction import predict
 
     def print_rows(rows: list[dict]) -> None:
         for row in rows:
