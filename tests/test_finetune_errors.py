@@ -1,6 +1,9 @@
 """Bad input to finetune / eval: one-line errors, exit code 2, and no output folder or model left behind."""
 
+import io
+
 import pytest
+from rich.console import Console
 
 import swinzoo
 from swinzoo.config import SwinConfig
@@ -139,3 +142,30 @@ def test_an_unreadable_class_folder_is_named_as_such(tiny, tmp_path, capsys, mon
     assert err.startswith(f"error: {locked}: permission denied; give a path this user can read"), err
     code, _, err = run_cli(["eval", tiny, "--data", data, "--num-workers", "0"], capsys)
     assert code == 2 and err.startswith(f"error: {locked}: permission denied"), err
+
+
+def test_imbalanced_training_classes_get_a_note(tmp_path, capsys):
+    """A class with 3 images beside one with 40: top-1 then mostly measures the big class. The plan says so, and
+    where the per-class figures are; balanced data, or a budget carved from it, gets no note."""
+    from PIL import Image
+
+    from swinzoo.train.data import SwinDataModule
+    from swinzoo.train.hf_data import DataOptions
+
+    for split, sizes in (("train", {"big": 40, "small": 3}), ("val", {"big": 2, "small": 2})):
+        for name, count in sizes.items():
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (i, 0, 0) if name == "big" else (0, i, 0)).save(
+                    tmp_path / split / name / f"{i}.png")
+    console = Console(file=io.StringIO(), width=300)
+    SwinDataModule(str(tmp_path), 32, 2, console=console).check()
+    lines = console.file.getvalue().splitlines()
+    assert lines[-1] == ("note: the training classes hold 3 ('small') to 40 images each; top-1 mostly measures the "
+                         "large classes: `swinzoo eval RUN --per-class` gives each its own")
+    console = Console(file=io.StringIO(), width=300)  # a budget of the training images: counted as carved
+    SwinDataModule(str(tmp_path), 32, 2, data_options=DataOptions(train_fraction=0.5), console=console).check()
+    assert "hold 2 ('small') to 20 images each" in console.file.getvalue()
+    console = Console(file=io.StringIO(), width=300)
+    SwinDataModule("shapes", 32, 2, console=console).check()
+    assert "note" not in console.file.getvalue()

@@ -212,6 +212,8 @@ def split_labels(base: Dataset) -> np.ndarray:
         return np.arange(len(base)) % len(base.classes)
     if isinstance(base, ImageFolderSplit):
         return base.labels.copy()
+    if isinstance(base, LabelBudget):
+        return split_labels(base.base)[base.rows]
     labels = np.asarray(base.ds.with_format("numpy", columns=[base.label_key])[base.label_key], dtype=np.int64)
     return labels if base.rows is None else labels[base.rows]
 
@@ -244,6 +246,22 @@ def describe(data: str, train, val) -> str:
     parts = [getattr(base, "description", None) or f"{role}: {len(base)} images"
              for role, base in (("train", train), ("validation", val))]
     return f"data {data}: {'; '.join(parts)}"
+
+
+# training classes whose image counts differ by this factor or more get a note: top-1 then mostly measures the big ones
+IMBALANCE = 10
+
+
+def imbalance_note(train) -> str | None:
+    """A note when the training classes' image counts differ by IMBALANCE times or more, or a class has none."""
+    counts = np.bincount(split_labels(train), minlength=len(train.classes))
+    fewest, most = int(counts.min()), int(counts.max())
+    if most < IMBALANCE * max(fewest, 1) and fewest > 0:
+        return None
+    name = train.classes[int(counts.argmin())]
+    what = (f"class {name!r} has no training images" if fewest == 0 else
+            f"the training classes hold {fewest} ({name!r}) to {most} images each")
+    return f"{what}; top-1 mostly measures the large classes: `swinzoo eval RUN --per-class` gives each its own"
 
 
 def as_recipe(recipe: Recipe | str | dict | None) -> Recipe:
@@ -308,6 +326,8 @@ class SwinDataModule(L.LightningDataModule):
             self.description = describe(self.data, self.train_base, self.val_base)
             if self.console is not None and is_rank_zero():
                 self.console.print(self.description, soft_wrap=True, markup=False, highlight=False)
+                if note := imbalance_note(self.train_base):
+                    self.console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
             if len(self.train_base) < self.batch_size:
                 raise SwinzooError(f"{self.data} has {len(self.train_base)} training images, fewer than one batch "
                                    f"of {self.batch_size}; lower --batch-size")
