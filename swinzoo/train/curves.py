@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
@@ -19,6 +20,15 @@ CURVES_FILE = "curves.png"
 # every k-th step (never sparser than Lightning's logging, every 50 steps)
 MAX_POINTS = 1000
 PANEL_H, WIDTH, LEFT, RIGHT, TOP, GAP = 190, 900, 80, 200, 50, 40
+
+
+class Series(NamedTuple):
+    """One line of a panel: (step, value) points, its width, and whether each point gets a dot."""
+
+    label: str
+    points: list[tuple[float, float]]
+    width: int
+    dots: bool = False
 
 
 class TrainingCurves(Callback):
@@ -74,18 +84,13 @@ def draw_curves(train: list, val: list, val_keys: tuple[str, ...], path: Path, t
                 title: str = "") -> Path:
     """The PNG: a loss panel (training loss, its moving average, validation loss when recorded), a panel of the
     other validation figures (top-1 / top-5), a learning-rate panel; x is the step, up to `total_steps`."""
-    # (label, points, line width, dots at the points): validations are few and each is a measurement
-    panels = [["loss", [("train loss", [(s, v) for s, v, _ in train], 1, False),
-                        ("moving average", moving_average([(s, v) for s, v, _ in train]), 3, False)]]]
-    for i, key in enumerate(val_keys):
-        series = (key.replace("/", " ").replace("top", "top-"), [(p[0], p[1 + i]) for p in val], 2, True)
-        if key.endswith("loss"):
-            panels[0][1].append(series)
-        else:
-            if len(panels) == 1:
-                panels.append(["validation", []])
-            panels[1][1].append(series)
-    panels.append(["learning rate", [("lr", [(s, lr) for s, _, lr in train], 2, False)]])
+    losses = [(s, v) for s, v, _ in train]
+    panels: dict[str, list[Series]] = {"loss": [Series("train loss", losses, 1),
+                                                Series("moving average", moving_average(losses), 3)]}
+    for i, key in enumerate(val_keys):  # validations are few, each a measurement: dotted
+        series = Series(key.replace("/", " ").replace("top", "top-"), [(p[0], p[1 + i]) for p in val], 2, True)
+        panels.setdefault("loss" if key.endswith("loss") else "validation", []).append(series)
+    panels["learning rate"] = [Series("lr", [(s, lr) for s, _, lr in train], 2)]
     steps = [s for s, *_ in train] + [p[0] for p in val]
     x_max = max([total_steps, *steps, 1])
     height = TOP + len(panels) * (PANEL_H + GAP) + 10
@@ -93,18 +98,18 @@ def draw_curves(train: list, val: list, val_keys: tuple[str, ...], path: Path, t
     pen = ImageDraw.Draw(img)
     pen.text((LEFT, 12), title, fill="black")
     color = 0
-    for n, (name, series) in enumerate(panels):
+    for n, (name, series) in enumerate(panels.items()):
         top = TOP + n * (PANEL_H + GAP)
         color = draw_panel(pen, top, name, series, x_max, color)
     pen.text((LEFT + 250, height - 22), "step", fill="black")
     return save_png(img, path)
 
 
-def draw_panel(pen: ImageDraw.ImageDraw, top: int, name: str, series: list, x_max: int, color: int) -> int:
+def draw_panel(pen: ImageDraw.ImageDraw, top: int, name: str, series: list[Series], x_max: int, color: int) -> int:
     """One panel at `top`: its frame, y ticks over the finite values, each series a line (a dot where it has one
     point). Returns the next palette index."""
     bottom, right = top + PANEL_H, WIDTH - RIGHT
-    values = [v for _, points, *_ in series for _, v in points if math.isfinite(v)]
+    values = [v for line in series for _, v in line.points if math.isfinite(v)]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if name == "learning rate":
         lo = 0.0
@@ -124,16 +129,16 @@ def draw_panel(pen: ImageDraw.ImageDraw, top: int, name: str, series: list, x_ma
         x, _ = at(x_max * i / 5, lo)
         pen.line([x, bottom, x, bottom + 4], fill="black")
         pen.text((x - 10, bottom + 6), f"{round(x_max * i / 5)}", fill="black")
-    for k, (label, points, width, dots) in enumerate(series):
+    for k, line in enumerate(series):
         rgb = PALETTE[(color + k) % len(PALETTE)]
-        for run in finite_runs(points):
+        for run in finite_runs(line.points):
             coords = [at(s, v) for s, v in run]
             if len(coords) > 1:
-                pen.line(coords, fill=rgb, width=width)
-            if len(coords) == 1 or dots:
+                pen.line(coords, fill=rgb, width=line.width)
+            if len(coords) == 1 or line.dots:
                 for x, y in coords:
                     pen.ellipse([x - 3, y - 3, x + 3, y + 3], fill=rgb)
-        legend_entry(pen, WIDTH - RIGHT + 12, top + 6 + 20 * k, rgb, label, width)
+        legend_entry(pen, WIDTH - RIGHT + 12, top + 6 + 20 * k, rgb, line.label, line.width)
     return color + len(series)
 
 
