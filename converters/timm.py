@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from swinzoo.config import SwinConfig
+from swinzoo.config import SwinConfig, geometry_problem
 from swinzoo.converters.common import (
     RATES,
     Checkpoint,
@@ -132,7 +132,7 @@ def config_from_timm(d: dict, source: str = "config.json") -> dict:
                                "model; only geometry arguments are supported")
     if d.get("global_pool", "avg") != "avg":
         raise SwinzooError(f"{source}: global_pool {d['global_pool']!r}; swinzoo models pool by averaging ('avg')")
-    fields["window_stated"] = "window_size" in args
+    fields["architecture"], fields["window_stated"] = d["architecture"], "window_size" in args
     fields["img_size_stated"] = "img_size" in (d.get("model_args") or {})
     fields["class_names"] = default_class_names(d.get("label_names"))
     fields["preprocess"] = preprocess_from_timm(cfg, fields["img_size"])
@@ -207,7 +207,7 @@ def config_to_timm(cfg: SwinConfig) -> dict:
 def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
          raw: dict | None = None) -> Checkpoint:
     """A timm folder (config.json + weights) or a bare timm weight file -> canonical weights and config."""
-    path = Path(path)
+    path = folder = Path(path)
     fields: dict = {}
     if path.is_dir():
         fields = config_from_timm(read_config_json(path), str(path / "config.json"))
@@ -218,28 +218,41 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
     if fields:
         geometry = geometry_args(fields)
         if not fields["window_stated"]:
-            geometry = geometry_from_weights(sd, geometry, fields["img_size_stated"], str(path))
+            geometry = geometry_from_weights(sd, geometry, fields, str(folder))
         return Checkpoint(sd, build_config(sd, str(path), **geometry, **rate_args(fields),
                                            class_names=fields["class_names"], preprocess=fields["preprocess"]))
     return Checkpoint(sd, build_config(sd, str(path)))
 
 
-def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, img_size_stated: bool, source: str) -> dict:
+def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, fields: dict, folder: str) -> dict:
     """`geometry` with the window V1 bias tables state, where config.json did not state one: timm before 1.0.31
-    saved no model_args, so a model fine-tuned at another window kept its architecture's in config.json. Where the
-    resolution is not stated either (the preset's, from pretrained_cfg) and does not fit that window, the tables
-    give it too: a stage at most one window wide has the window clamped to its width, else the last stage is
-    taken to be one window. V2 parameters reveal no window: the architecture's stands."""
-    windows = [w for w in arch_from_keys(sd, source)["windows"] if w is not None]
-    if not windows or max(windows) == geometry["window"]:
+    wrote model_args only when given them, so a model fine-tuned at another window kept its architecture's in
+    config.json. Where the resolution is not stated either (the preset's, from pretrained_cfg) and does not fit that
+    window, the tables give it too: a stage at most one window wide has the window clamped to its width, else the
+    last stage is taken to be one window. V2 parameters reveal no window: the architecture's stands, unless it
+    cannot be the model's (it does not fit the resolution), which is an error saying how to give the geometry."""
+    windows = arch_from_keys(sd, folder)["windows"]
+    patch, stages = sd["patch_embed.proj.weight"].shape[-1], len(windows)
+    known = [w for w in windows if w is not None]
+    if not known:
+        problem = geometry_problem(geometry["img_size"], geometry["window"], patch, stages)
+        if problem:
+            raise SwinzooError(f"{folder}/config.json names {fields['architecture']} (window {geometry['window']}) "
+                               "and states no window (timm before 1.0.31 wrote model_args only when given them), but "
+                               "that window "
+                               f"cannot be the model's ({problem}), and V2 weights do not reveal theirs: save it "
+                               "again with timm 1.0.31 or later (save_for_hf records model_args), or convert it with "
+                               "--arch NAME where a zoo name has its geometry (swinzoo list)")
         return geometry
-    window, patch = max(windows), sd["patch_embed.proj.weight"].shape[-1]
+    window = max(known)
+    if window == geometry["window"]:
+        return geometry
     tokens = geometry["img_size"] // patch
     fits = geometry["img_size"] % patch == 0 and all(
-        (tokens >> i) % w == 0 or (tokens >> i) <= window for i, w in enumerate(windows))
-    if img_size_stated or fits:
+        (tokens >> i) % w == 0 or (tokens >> i) <= window for i, w in enumerate(known))
+    if fields["img_size_stated"] or fits:
         return {**geometry, "window": window}
-    stage, width = next(((i, w) for i, w in enumerate(windows) if w < window), (len(windows) - 1, window))
+    stage, width = next(((i, w) for i, w in enumerate(known) if w < window), (stages - 1, window))
     return {**geometry, "window": window, "img_size": width * patch * 2**stage}
 
 

@@ -100,10 +100,10 @@ def test_unknown_timm_architecture(tmp_path):
 
 @pytest.mark.parametrize("input_size", [128, 224])
 def test_a_v1_folder_without_model_args_takes_its_window_from_the_weights(input_size, tmp_path):
-    """timm before 1.0.31 saved no model_args: a swin_tiny_patch4_window7_224 fine-tuned at window 8 left a
-    config.json saying window 7 (and its pretrained_cfg's input_size sometimes the preset's 224). The read stopped
-    on a bias-table shape mismatch, or asked for --res/--window, flags `info` and `convert` do not have. V1 bias
-    tables state the window, and the resolution where a stage narrower than the window clamps it."""
+    """timm before 1.0.31 wrote model_args only when given them: a swin_tiny_patch4_window7_224 fine-tuned at
+    window 8 left a config.json saying window 7 (and its pretrained_cfg's input_size sometimes the preset's 224).
+    The read stopped on a bias-table shape mismatch, or asked for --res/--window, flags `info` and `convert` do not
+    have. V1 bias tables state the window, and the resolution where a stage narrower than the window clamps it."""
     from timm.models._hub import save_for_hf
 
     model = timm.create_model("swin_tiny_patch4_window7_224", img_size=128, window_size=8, num_classes=5,
@@ -121,3 +121,24 @@ def test_a_v1_folder_without_model_args_takes_its_window_from_the_weights(input_
     x = torch.randn(2, 3, 128, 128, dtype=torch.float64)
     with torch.no_grad():
         assert_logits_close(ours(x), model(x))
+
+
+def test_a_v2_folder_without_model_args_whose_preset_window_cannot_be_its_own_says_why(tmp_path, capsys):
+    """V2 weights state no window: a swinv2_tiny_window8_256 fine-tuned at 128 px / window 16 with timm before
+    1.0.31 reads as window 8 at 128 px, which does not tile. The error said "use --res ... --window", flags `info`
+    does not have; it now says what is missing and how to give it."""
+    from timm.models._hub import save_for_hf
+
+    model = timm.create_model("swinv2_tiny_window8_256", img_size=128, window_size=16, num_classes=5, **SMALL)
+    save_for_hf(randomize(model), tmp_path / "m", safe_serialization=True)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["model_args"]
+    meta["pretrained_cfg"]["input_size"] = [3, 96, 96]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    code, out, err = run_cli(["info", tmp_path / "m"], capsys)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    for words in ("names swinv2_tiny_window8_256 (window 8) and states no window", "V2 weights do not reveal",
+                  "save it again with timm 1.0.31 or later", "--arch NAME"):
+        assert words in line, line
+    assert "--res" not in line
