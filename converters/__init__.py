@@ -46,6 +46,19 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
+def unfinished_run(folder: Path) -> SwinzooError:
+    """The error for a swinzoo run folder without its model.safetensors: killed, or still training."""
+    try:  # the verb that continues it: a pretraining run records its task (swinzoo.train.pretrain_options.TASK)
+        task = json.loads((folder / "run.json").read_text()).get("provenance", {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        task = None
+    verb, kind = ("pretrain", "pretraining") if task == "simmim_pretrain" else ("finetune", "fine-tuning")
+    latest = (f"; its latest weights are in {folder / 'last.ckpt'}, which every command reads"
+              if (folder / "last.ckpt").is_file() else "")
+    return SwinzooError(f"{folder} is a {kind} run that has not finished (no model.safetensors yet): continue it "
+                        f"with `swinzoo {verb} --resume {folder}`{latest}")
+
+
 def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | None]:
     """(format of a local file or folder, the raw state dict when reading the file was needed to tell)."""
     if path.is_dir():
@@ -56,6 +69,8 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
         if config_json is not None:
             raise SwinzooError(f"{path / 'config.json'} is neither a timm config (no 'architecture') nor a "
                                "transformers config (no 'model_type'); pass --from-format")
+        if (path / "run.json").is_file():
+            raise unfinished_run(path)
         raise SwinzooError(f"{path} has no config.json, so its format and geometry are unknown; give a timm or "
                            "transformers model folder, or the weight file inside with --from-format and --arch")
     if native.has_metadata(path):

@@ -236,8 +236,14 @@ def data_of_run(model, data: str | None, given: DataOptions | dict | None,
 
 
 def run_record(model, provenance: dict) -> tuple[tuple[str, dict] | None, str]:
-    """((data, data options) of the fine-tune `model` came from, or None, and where they were read)."""
-    run_file = Path(model) / "run.json" if isinstance(model, (str, Path)) else None
+    """((data, data options) of the fine-tune `model` came from, or None, and where they were read): the run.json
+    of a run folder, or of the folder holding a run's last.ckpt or best.ckpt (a run not finished yet)."""
+    from swinzoo.train.options import BEST_FILE, CKPT_FILE
+
+    run_file = None
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        run_file = path.parent / "run.json" if path.name in (CKPT_FILE, BEST_FILE) else path / "run.json"
     if run_file is not None and run_file.is_file():
         from swinzoo.train.checks import read_plan
 

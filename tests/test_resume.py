@@ -413,3 +413,32 @@ def test_the_environment_counts_every_process_and_names_datasets_only_when_loade
     assert "datasets" not in env
     monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(__version__="9.9.9"))
     assert run_environment(trainer)["datasets"] == "9.9.9"
+
+
+def test_an_unfinished_run_says_so_and_its_last_checkpoint_evaluates_on_the_runs_data(tiny, data, tmp_path, capsys):
+    """A killed (or still training) run folder has run.json and last.ckpt but no model.safetensors yet: `swinzoo
+    info/eval RUN` said it had "no config.json" and asked for a timm or transformers folder. It now says the run
+    has not finished and how to go on; `swinzoo eval RUN/last.ckpt` reads the run's data from its run.json, as
+    `swinzoo eval RUN` does for a finished run."""
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.finetune(str(tiny), data=str(data), out=str(out), max_steps=9,
+                         **{**RUN, "trainer": {**RUN["trainer"], "callbacks": [CrashAt(4)]}})
+    capsys.readouterr()
+    for verb in ("info", "eval", "export"):
+        args = [verb, out] + (["--to", "timm", "-o", tmp_path / "x"] if verb == "export" else [])
+        code, stdout, err = run_cli(args, capsys)
+        assert code == 2 and stdout == ""
+        one_error_line(err, f"{out} is a fine-tuning run that has not finished", "no model.safetensors yet",
+                       f"swinzoo finetune --resume {out}", f"{out / 'last.ckpt'}")
+    code, stdout, err = run_cli(["eval", out / "last.ckpt", "--json", "--num-workers", "0"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["n"] == 12 and "read as the run read it" in err
+    pre = tmp_path / "pre"
+    with pytest.raises(RuntimeError, match="crash"):
+        swinzoo.pretrain(str(tiny), data=str(data), out=str(pre), max_steps=9, batch_size=4, num_workers=0,
+                         ckpt_every=1, trainer={"limit_val_batches": 1, "callbacks": [CrashAt(2)]})
+    capsys.readouterr()
+    code, _, err = run_cli(["info", pre], capsys)
+    assert code == 2
+    one_error_line(err, f"{pre} is a pretraining run that has not finished", f"swinzoo pretrain --resume {pre}")
