@@ -28,6 +28,7 @@ from swinzoo.train.checks import (
     weights_to_save,
     with_checked_run_options,
 )
+from swinzoo.train.curves import CURVES_FILE
 from swinzoo.train.data import BUILTIN, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
@@ -243,5 +244,5 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: flo
     model = write_results(plan, sd, "pretrain", metrics)
     console.print(f"wrote {model}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on {metrics['n']} val "
                   f"images at {plan.config['img_size']} px after {step} steps; pictures in "
-                  f"{out / 'reconstructions'}", soft_wrap=True)
+                  f"{out / 'reconstructions'}, curves in {out / CURVES_FILE}", soft_wrap=True)
     return metrics

@@ -23,6 +23,7 @@ from swinzoo.errors import SwinzooError, python_api
 from swinzoo.evaluation import share
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
+from swinzoo.train.curves import CURVES_FILE
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
@@ -258,6 +259,6 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dic
                          f"training diverged: the {kept['weights']} weights (step {kept['step']})")
     model = write_results(plan, sd, "finetune", metrics)
     console.print(f"wrote {model}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} on {n} val images at "
-                  f"{plan.config['img_size']} px ({kept['weights']} weights: step {kept['step']} of {step})",
-                  soft_wrap=True)
+                  f"{plan.config['img_size']} px ({kept['weights']} weights: step {kept['step']} of {step}); "
+                  f"curves in {Path(plan.out) / CURVES_FILE}", soft_wrap=True)
     return metrics
