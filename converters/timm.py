@@ -237,12 +237,12 @@ def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, fields: d
     if not known:
         problem = geometry_problem(geometry["img_size"], geometry["window"], patch, stages)
         if problem:
-            raise SwinzooError(f"{folder}/config.json names {fields['architecture']} (window {geometry['window']}) "
-                               "and states no window (timm before 1.0.31 wrote model_args only when given them), but "
-                               "that window "
-                               f"cannot be the model's ({problem}), and V2 weights do not reveal theirs: save it "
-                               "again with timm 1.0.31 or later (save_for_hf records model_args), or convert it with "
-                               "--arch NAME where a zoo name has its geometry (swinzoo list)")
+            raise SwinzooError(
+                f"{folder}/config.json names {fields['architecture']} (window {geometry['window']}) and states no "
+                "window (timm before 1.0.31 wrote model_args only when given them), but that window cannot be the "
+                f"model's ({problem}), and V2 weights do not reveal theirs: save it again with timm 1.0.31 or later "
+                "(save_for_hf records model_args), or convert it with --arch NAME where a zoo name has its geometry "
+                "(swinzoo list)")
         return geometry
     window = max(known)
     if window == geometry["window"]:
