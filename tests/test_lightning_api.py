@@ -279,3 +279,16 @@ def test_simmim_from_pretrained_refuses_what_it_cannot_pretrain(tmp_path):
         SimMIMPretrainer.from_pretrained("swin_n_64", recipe="nano_finetune")
     with pytest.raises(SwinzooError, match="mask patch 32 does not divide the input 80x80"):
         SimMIMPretrainer.from_pretrained("swin_n_64", res=80)
+
+
+def test_own_trainer_draws_the_runs_curves_with_its_callback(tmp_path):
+    """The callback that draws a `swinzoo finetune` run's curves.png takes any Trainer's SwinClassifier fit."""
+    from PIL import Image
+
+    from swinzoo.train.curves import TrainingCurves
+
+    curves = TrainingCurves(tmp_path / "curves.png")
+    t = trainer(tmp_path, max_steps=4, val_check_interval=2, callbacks=[curves])
+    t.fit(SwinClassifier.from_pretrained("swin_n_64", num_classes=10), datamodule=FakeImages())
+    assert [p[0] for p in curves.train] == [1, 2, 3, 4] and [p[0] for p in curves.val] == [2, 4]
+    assert Image.open(tmp_path / "curves.png").size == (900, 750)  # three panels: loss, validation, lr

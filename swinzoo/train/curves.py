@@ -32,10 +32,12 @@ class Series(NamedTuple):
 
 
 class TrainingCurves(Callback):
-    """Records (step, train/loss, lr) every few steps and each validation's metrics (`val_keys`, e.g. val/loss,
-    val/top1, val/top5), on global rank zero; writes `path` after each validation of the fit and at its end."""
+    """Records (step, train/loss, lr) every few steps and each validation's metrics (`val_keys`: SwinClassifier's by
+    default; ("val/loss",) for SimMIMPretrainer), on global rank zero; writes `path` after each validation of the
+    fit and at its end. Any Trainer fitting a module that logs these names can take it."""
 
-    def __init__(self, path: Path, val_keys: tuple[str, ...], title: str = "") -> None:
+    def __init__(self, path: str | Path, val_keys: tuple[str, ...] = ("val/loss", "val/top1", "val/top5"),
+                 title: str = "") -> None:
         self.path, self.val_keys, self.title = Path(path), val_keys, title
         self.train: list[list[float]] = []  # [step, loss, lr]
         self.val: list[list[float]] = []  # [step, *val_keys]
