@@ -16,6 +16,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.plot import PALETTE, legend_entry, save_png
 
 CURVES_FILE = "curves.png"
+VAL_KEYS = ("val/loss", "val/top1", "val/top5")  # what SwinClassifier validates; SimMIMPretrainer has the loss alone
 # at most about this many training-loss points per run: reading the loss is a device sync, so a long run records
 # every k-th step (never sparser than Lightning's logging, every 50 steps)
 MAX_POINTS = 1000
@@ -36,8 +37,7 @@ class TrainingCurves(Callback):
     default; ("val/loss",) for SimMIMPretrainer), on global rank zero; writes `path` after each validation of the
     fit and at its end. Any Trainer fitting a module that logs these names can take it."""
 
-    def __init__(self, path: str | Path, val_keys: tuple[str, ...] = ("val/loss", "val/top1", "val/top5"),
-                 title: str = "") -> None:
+    def __init__(self, path: str | Path, val_keys: tuple[str, ...] = VAL_KEYS, title: str = "") -> None:
         self.path, self.val_keys, self.title = Path(path), val_keys, title
         self.train: list[list[float]] = []  # [step, loss, lr]
         self.val: list[list[float]] = []  # [step, *val_keys]

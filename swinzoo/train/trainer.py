@@ -21,7 +21,7 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
 from swinzoo.train.checks import check_launcher, check_logger
-from swinzoo.train.curves import CURVES_FILE, TrainingCurves
+from swinzoo.train.curves import CURVES_FILE, VAL_KEYS, TrainingCurves
 from swinzoo.train.environment import run_environment
 from swinzoo.train.module import (
     AtomicCheckpointIO,
@@ -68,7 +68,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
     out = Path(plan.out)
     check_launcher(plan.num_nodes)
     user = trainer_objects(plan.trainer)
-    val_keys = tuple(k for k in ("val/loss", "val/top1", "val/top5") if k in metrics)
+    val_keys = tuple(k for k in VAL_KEYS if k in metrics)
     curves = TrainingCurves(out / CURVES_FILE, val_keys, f"{out.name}: {plan.source or 'scratch'}")
     callbacks = [ScheduleAtStep(), LatestValidation(), ValidateLastStep(), curves]
     if plan.keep == "best":  # weights only: resuming uses last.ckpt, best.ckpt only feeds model.safetensors
