@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import swinzoo
+from swinzoo.train import curves
 from swinzoo.train.curves import CURVES_FILE, draw_curves, finite_runs, moving_average, nice_ticks
 from tests.test_resume import RUN, CrashAt, data, tiny  # noqa: F401 (fixtures)
 
@@ -33,13 +34,16 @@ def test_a_finetune_draws_its_curves_and_a_resume_continues_them(tiny, data, tmp
     assert [p[0] for p in state["train"]] == [1, 2, 3, 4, 5, 6] and [p[0] for p in state["val"]] == [3, 6]
 
 
-def test_a_pretraining_draws_loss_and_learning_rate(tiny, data, tmp_path):  # noqa: F811
+def test_a_pretraining_draws_loss_and_learning_rate(tiny, data, tmp_path, monkeypatch):  # noqa: F811
     out = tmp_path / "pre"
+    drawn = []
+    monkeypatch.setattr(curves, "draw_curves", lambda *a: drawn.append(len(a[0])) or draw_curves(*a))
     swinzoo.pretrain(str(tiny), data=str(data), out=str(out), max_steps=2, batch_size=4, num_workers=0,
                      trainer={"limit_val_batches": 1})
     state = curve_state(out)
     assert [p[0] for p in state["train"]] == [1, 2] and [len(p) for p in state["val"]] == [2]  # step, val loss
     assert Image.open(out / CURVES_FILE).height < Image.open(out / CURVES_FILE).width  # two panels, not three
+    assert drawn == [2]  # the fit's end adds no point after the last validation: the picture is not drawn again
 
 
 def test_the_picture_survives_diverged_losses_and_single_points(tmp_path):

@@ -42,6 +42,7 @@ class TrainingCurves(Callback):
         self.train: list[list[float]] = []  # [step, loss, lr]
         self.val: list[list[float]] = []  # [step, *val_keys]
         self.every = 1
+        self.drawn: tuple | None = None  # what the picture last written holds: point counts, the last validation
 
     def on_train_start(self, trainer, pl_module) -> None:
         total = int(trainer.estimated_stepping_batches)
@@ -76,6 +77,10 @@ class TrainingCurves(Callback):
         self.train, self.val = list(state_dict.get("train", [])), list(state_dict.get("val", []))
 
     def draw(self, total_steps: int) -> None:
+        holds = (len(self.train), len(self.val), tuple(self.val[-1]) if self.val else ())
+        if self.drawn == holds:
+            return  # the fit ended at a validation: the picture already holds every point
+        self.drawn = holds
         try:
             draw_curves(self.train, self.val, self.val_keys, self.path, total_steps, self.title)
         except (OSError, SwinzooError):  # a picture that cannot be written (disk full) must not end the training
