@@ -22,6 +22,7 @@ from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes
+from swinzoo.run_folder import CKPT_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.zoo import get_entry, zoo_config
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -48,13 +49,13 @@ def get_format(name: str) -> Format:
 
 def unfinished_run(folder: Path) -> SwinzooError:
     """The error for a swinzoo run folder without its model.safetensors: killed, or still training."""
-    try:  # the verb that continues it: a pretraining run records its task (swinzoo.train.pretrain_options.TASK)
-        task = json.loads((folder / "run.json").read_text()).get("provenance", {}).get("task")
+    try:  # the verb that continues it: a pretraining run records its task
+        task = json.loads((folder / RUN_FILE).read_text()).get("provenance", {}).get("task")
     except (OSError, ValueError, AttributeError):
         task = None
-    verb, kind = ("pretrain", "pretraining") if task == "simmim_pretrain" else ("finetune", "fine-tuning")
-    latest = (f"; its latest weights are in {folder / 'last.ckpt'}, which every command reads"
-              if (folder / "last.ckpt").is_file() else "")
+    verb, kind = ("pretrain", "pretraining") if task == PRETRAIN_TASK else ("finetune", "fine-tuning")
+    latest = (f"; its latest weights are in {folder / CKPT_FILE}, which every command reads"
+              if (folder / CKPT_FILE).is_file() else "")
     return SwinzooError(f"{folder} is a {kind} run that has not finished (no model.safetensors yet): continue it "
                         f"with `swinzoo {verb} --resume {folder}`{latest}")
 
@@ -69,7 +70,7 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
         if config_json is not None:
             raise SwinzooError(f"{path / 'config.json'} is neither a timm config (no 'architecture') nor a "
                                "transformers config (no 'model_type'); pass --from-format")
-        if (path / "run.json").is_file():
+        if (path / RUN_FILE).is_file():
             raise unfinished_run(path)
         raise SwinzooError(f"{path} has no config.json, so its format and geometry are unknown; give a timm or "
                            "transformers model folder, or the weight file inside with --from-format and --arch")

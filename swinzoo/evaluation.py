@@ -23,6 +23,7 @@ from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_strict, same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.per_class import ClassTally
+from swinzoo.run_folder import BEST_FILE, CKPT_FILE, RUN_FILE
 from swinzoo.train.checks import check_whole, max_processes
 from swinzoo.train.hf_data import FLAGS, DataOptions
 
@@ -238,12 +239,10 @@ def data_of_run(model, data: str | None, given: DataOptions | dict | None,
 def run_record(model, provenance: dict) -> tuple[tuple[str, dict] | None, str]:
     """((data, data options) of the fine-tune `model` came from, or None, and where they were read): the run.json
     of a run folder, or of the folder holding a run's last.ckpt or best.ckpt (a run not finished yet)."""
-    from swinzoo.train.options import BEST_FILE, CKPT_FILE
-
     run_file = None
     if isinstance(model, (str, Path)):
         path = Path(model)
-        run_file = path.parent / "run.json" if path.name in (CKPT_FILE, BEST_FILE) else path / "run.json"
+        run_file = path.parent / RUN_FILE if path.name in (CKPT_FILE, BEST_FILE) else path / RUN_FILE
     if run_file is not None and run_file.is_file():
         from swinzoo.train.checks import read_plan
 

@@ -29,6 +29,7 @@ from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, 
 from swinzoo.io import atomic_dir, check_writable_folder
 from swinzoo.models import count_macs, count_params
 from swinzoo.preprocess import Preprocess
+from swinzoo.run_folder import CURVES_FILE, METRICS_FILE
 from swinzoo.sources import read_checkpoint
 from swinzoo.zoo import get_entry, is_zoo_name
 
@@ -66,7 +67,7 @@ def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
         raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
     metrics = run_metrics(path, source.provenance)
-    curves = (path if path.is_dir() else path.parent) / "curves.png"
+    curves = (path if path.is_dir() else path.parent) / CURVES_FILE
     return PushSource(source.state_dict, source.config, source.provenance, metrics, path,
                       curves if metrics is not None and curves.is_file() else None)
 
@@ -76,7 +77,7 @@ def run_metrics(path: Path, provenance: dict) -> dict | None:
     model.safetensors, and only when the figures are the ones the weights' provenance records (a converted or
     copied model in the folder was never scored by it)."""
     folder = path if path.is_dir() else path.parent
-    file = folder / "metrics.json"
+    file = folder / METRICS_FILE
     if not (path.is_dir() or path.name == "model.safetensors") or not file.exists():
         return None
     try:
@@ -228,7 +229,7 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision:
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics,
                                                   revision, curves=source.curves is not None))
     if source.curves is not None:
-        shutil.copyfile(source.curves, out_dir / "curves.png")
+        shutil.copyfile(source.curves, out_dir / CURVES_FILE)
 
 
 def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False,

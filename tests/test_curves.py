@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 import swinzoo
+from swinzoo.run_folder import CURVES_FILE
 from swinzoo.train import curves
-from swinzoo.train.curves import CURVES_FILE, draw_curves, finite_runs, moving_average, nice_ticks
+from swinzoo.train.curves import draw_curves, finite_runs, moving_average, nice_ticks
 from tests.test_resume import RUN, CrashAt, data, tiny  # noqa: F401 (fixtures)
 
 

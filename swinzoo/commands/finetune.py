@@ -26,6 +26,7 @@ from typing import Literal
 from swinzoo.commands import FORMAT_CHOICES, examples
 from swinzoo.commands.run_config import given_trainer, print_request, printed_config
 from swinzoo.errors import SwinzooError
+from swinzoo.run_folder import CONFIG_FILE
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 HELP_FLAGS = ("-h", "--help")
@@ -363,7 +364,7 @@ def check_config_files(argv: list[str], verb: str = "finetune") -> None:
             continue
         where = f"swinzoo {verb}: --config {value}"
         if path.is_dir():
-            inside = path / "config.yaml"
+            inside = path / CONFIG_FILE
             hint = f"did you mean --config {inside}?" if inside.is_file() else CONFIG_FIX
             raise SwinzooError(f"{where}: a folder, not a YAML file; {hint}")
         try:

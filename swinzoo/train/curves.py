@@ -15,7 +15,6 @@ from PIL import Image, ImageDraw
 from swinzoo.errors import SwinzooError
 from swinzoo.plot import PALETTE, legend_entry, save_png
 
-CURVES_FILE = "curves.png"
 VAL_KEYS = ("val/loss", "val/top1", "val/top5")  # what SwinClassifier validates; SimMIMPretrainer has the loss alone
 # at most about this many training-loss points per run: reading the loss is a device sync, so a long run records
 # every k-th step (never sparser than Lightning's logging, every 50 steps)

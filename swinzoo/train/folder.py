@@ -20,7 +20,8 @@ except ImportError:  # no flock (Windows): runs are not guarded against a second
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
-from swinzoo.train.options import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE, Plan, is_plain
+from swinzoo.run_folder import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE
+from swinzoo.train.options import Plan, is_plain
 
 
 def is_stale_run(out: Path) -> bool:

@@ -10,12 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from swinzoo.errors import SwinzooError
+from swinzoo.run_folder import CONFIG_FILE
 
-RUN_FILE = "run.json"
-CONFIG_FILE = "config.yaml"  # the run as `swinzoo finetune --config` reads it (replays the run)
-CKPT_FILE = "last.ckpt"
-BEST_FILE = "best.ckpt"  # weights only: the best validated step, when --keep best
-METRICS_FILE = "metrics.json"  # written last, when a run has finished: its presence marks a finished run
 OUT_ENV = "SWINZOO_RUN_OUT"
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
 KEEP_CHOICES = ("best", "last")  # which weights OUT/model.safetensors holds

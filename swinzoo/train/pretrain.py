@@ -21,6 +21,7 @@ from rich.console import Console
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError, python_api
+from swinzoo.run_folder import CURVES_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.train.checks import (
     check_run_values,
     check_whole,
@@ -28,14 +29,12 @@ from swinzoo.train.checks import (
     weights_to_save,
     with_checked_run_options,
 )
-from swinzoo.train.curves import CURVES_FILE
 from swinzoo.train.data import BUILTIN, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
     OUT_ENV,
-    RUN_FILE,
     Plan,
     is_plain,
     options_record,
@@ -43,7 +42,6 @@ from swinzoo.train.options import (
     replay_header,
 )
 from swinzoo.train.pretrain_options import (
-    TASK,
     PretrainOptions,
     PretrainResult,
 )
@@ -221,7 +219,7 @@ def replay_config(args: PretrainOptions, plan: Plan, window: int) -> str:
 
 
 def check_pretrain_run(plan: Plan, out: Path) -> None:
-    if plan.provenance.get("task") != TASK:
+    if plan.provenance.get("task") != PRETRAIN_TASK:
         raise SwinzooError(f"--resume {out} is a fine-tuning run, not a pretraining one: continue it with "
                            f"`swinzoo finetune --resume {out}`")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from swinzoo.train.options import RunOptions
 
 DEFAULT_RECIPE = "simmim_pretrain"
-TASK = "simmim_pretrain"  # run.json provenance["task"]: tells a pretraining folder from a fine-tuning one on --resume
 # the fine-tune recipe a pretrained model names for `swinzoo finetune` (unless its recipe names one), by Swin version
 FINETUNE_RECIPES = {1: "simmim_finetune", 2: "simmim_finetune_v2"}
 

@@ -16,11 +16,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import load_torch, same_file
+from swinzoo.run_folder import CKPT_FILE, METRICS_FILE, RUN_FILE
 from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunLock, check_not_running, is_rank_zero, write_plan
-from swinzoo.train.options import CKPT_FILE, DATA_OPTION_KEYS, METRICS_FILE, RUN_FILE, Plan
+from swinzoo.train.options import DATA_OPTION_KEYS, Plan
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.trainer_options import check_trainer_options
 

@@ -21,9 +21,9 @@ from rich.console import Console
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.evaluation import share
+from swinzoo.run_folder import CURVES_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
-from swinzoo.train.curves import CURVES_FILE
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
 from swinzoo.train.hf_data import DataOptions
@@ -152,7 +152,7 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
 
 
 def check_finetune_run(plan: Plan, out: Path) -> None:
-    if plan.provenance.get("task") == "simmim_pretrain":
+    if plan.provenance.get("task") == PRETRAIN_TASK:
         raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
                            f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
 
@@ -197,7 +197,7 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     if args.resume:
         plan, ckpt, point = resume_plan(args, "finetune", check_finetune_run, lock)
         state_dict, step = None, point.step
-        recipe = recipe_from_dict(plan.recipe, "run.json")
+        recipe = recipe_from_dict(plan.recipe, RUN_FILE)
         dm = data_module(plan.data, plan.data_options, plan.config["img_size"], recipe, plan.num_workers, console)
         dm.check()
         config_text = ""

@@ -15,8 +15,9 @@ from swinzoo.conversion import target_config
 from swinzoo.converters.simmim import DECODER_KEYS, ENCODER, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError
 from swinzoo.models import MaskGenerator
+from swinzoo.run_folder import PRETRAIN_TASK
 from swinzoo.sources import read_checkpoint, shipped_provenance, simmim_settings
-from swinzoo.train.pretrain_options import DEFAULT_RECIPE, FINETUNE_RECIPES, TASK
+from swinzoo.train.pretrain_options import DEFAULT_RECIPE, FINETUNE_RECIPES
 from swinzoo.train.recipes import Recipe, check_task, load_recipe, split_recipe
 from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -70,7 +71,7 @@ def simmim_start(source, *, scratch: bool = False, from_format: str = "auto", ar
         state_dict = {**{ENCODER + k: v for k, v in encoder.items()}, **own}
     # --scratch: no parent, but the zoo entry's defaults (what its shipped weights name)
     defaults = shipped_provenance(source) if scratch else src_prov
-    provenance = {"task": TASK, "source": source, "recipe": chosen.to_dict(),
+    provenance = {"task": PRETRAIN_TASK, "source": source, "recipe": chosen.to_dict(),
                   # what `swinzoo finetune --from` the pretrained model uses without --recipe
                   "finetune_recipe": finetune_recipe_for(chosen, defaults, dst.version),
                   "simmim": {"start": how, "mask_patch_size": chosen.mask_patch_size,

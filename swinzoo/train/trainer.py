@@ -20,8 +20,9 @@ from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.models import cpu_gemm
+from swinzoo.run_folder import BEST_FILE, CKPT_FILE, CURVES_FILE
 from swinzoo.train.checks import check_launcher, check_logger
-from swinzoo.train.curves import CURVES_FILE, VAL_KEYS, TrainingCurves
+from swinzoo.train.curves import VAL_KEYS, TrainingCurves
 from swinzoo.train.environment import run_environment
 from swinzoo.train.module import (
     AtomicCheckpointIO,
@@ -30,7 +31,7 @@ from swinzoo.train.module import (
     resolve_precision,
     trainer_kwargs,
 )
-from swinzoo.train.options import BEST_FILE, CKPT_FILE, Plan
+from swinzoo.train.options import Plan
 from swinzoo.train.progress import ProgressLines, StepBoundProgressBar
 from swinzoo.train.recipes import Recipe
 from swinzoo.train.resume import ResumePoint, ResumeStart, check_total_batch
