@@ -51,6 +51,7 @@ from swinzoo.train.recipes import (
     recipe_from_dict,
 )
 from swinzoo.train.resume import resume_plan
+from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
@@ -83,7 +84,7 @@ def pretrain(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:
     """`pretrain` on a `PretrainOptions` record (what the CLI calls)."""
-    with third_party_quiet(), RunLock.held() as lock:
+    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock:
         return _run(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP workers: the plan once
 
 

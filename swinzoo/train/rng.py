@@ -15,6 +15,7 @@ The global RNGs of the training process are left as they were, so other code tha
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -57,6 +58,33 @@ def seeded(seed: int, device: torch.device | None = None):
         if restore:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+# what Lightning's `seed_everything` leaves for the processes a DDP launcher starts; the caller's own
+# `seed_everything()` without a seed, and the DDP setup of its later Trainers (`reset_seed`), would read them
+SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def caller_state_kept(env: tuple[str, ...] = ()):
+    """Around a run in the caller's process (`swinzoo.finetune` in a notebook or a sweep): the run seeds the global
+    RNGs with its recipe's seed; after it, they are as before (torch's CPU generator, the CUDA ones where CUDA was
+    initialised before the run, numpy's and Python's), and so are SEED_ENV and the environment variables `env`.
+    A random search drawing each trial's values from them would otherwise draw the same values after every run."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    saved = {name: os.environ.get(name) for name in (*SEED_ENV, *env)}
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def step_seed(module, base: int, batch_idx: int, stream: int = STEP_STREAM) -> int:

@@ -49,6 +49,7 @@ from swinzoo.train.recipes import (
     split_recipe,
 )
 from swinzoo.train.resume import resume_plan
+from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
 from swinzoo.train.trainer import interruptible, keep_weights, start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
@@ -184,7 +185,7 @@ def finetune(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
-    with third_party_quiet(), RunLock.held() as lock:
+    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock:
         return _run_finetune(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP: the plan once
 
 
