@@ -125,7 +125,10 @@ def cli_main(args: list[str] | None = None) -> int:
             verb = importlib.import_module(f"swinzoo.commands.{argv[0]}")
             return verb.main(argv[1:])
         parser = build_parser()
-        ns = parse(parser, argv)
+        try:
+            ns = parse(parser, argv)
+        except SystemExit as e:  # --help, --version: an exit code, as finetune's; a script calling cli_main goes on
+            return int(e.code or 0)
         if ns.command is None:  # a bare `swinzoo`: what it can do
             parser.print_help()
             return 0

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import swinzoo
+from swinzoo.cli import cli_main
 from swinzoo.train.options import OUT_ENV
 from tests.test_finetune import image_folder, tiny  # noqa: F401  (the module-scoped source model)
 from tests.test_pretrain import image_files
@@ -50,3 +51,12 @@ def test_pretrain_leaves_the_callers_rngs_and_environment_as_they_were(tmp_path)
     swinzoo.pretrain("swin_n_64", data=str(data), max_steps=1, batch_size=4, out=str(tmp_path / "run"), **QUIET)
     assert_same_state(before, caller_state())
 
+
+
+def test_help_and_version_return_from_cli_main(capsys):
+    """In process (a script that runs commands one after another), --help is an exit code as finetune's is, not a
+    SystemExit that ends the caller."""
+    assert cli_main(["--help"]) == 0 and "COMMAND" in capsys.readouterr().out
+    assert cli_main(["predict", "--help"]) == 0 and "--topk" in capsys.readouterr().out
+    assert cli_main(["--version"]) == 0 and swinzoo.__version__ in capsys.readouterr().out
+    assert cli_main(["finetune", "--help"]) == 0
