@@ -120,7 +120,8 @@ def exit_code(command: Callable[[], int | None]) -> int:
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     in_cli = _SPELLED_ABOVE.set(True)
     try:
-        return int(command() or 0)
+        with lenient_output():
+            return int(command() or 0)
     except SwinzooError as e:
         if debug:
             raise
@@ -168,6 +169,23 @@ def exit_code(command: Callable[[], int | None]) -> int:
         return 1
     finally:
         _SPELLED_ABOVE.reset(in_cli)
+
+
+@contextlib.contextmanager
+def lenient_output():
+    """stdout and stderr that write a character their encoding lacks as an escape (`\\udce9`, `\\xf1`), as Python's
+    own stderr does, while a command runs: a class or file name that is not UTF-8 on Linux (a surrogate), or
+    not in a legacy or `PYTHONIOENCODING=ascii` output, then prints instead of failing the command midway."""
+    strict = [stream for stream in (sys.stdout, sys.stderr)
+              if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure")]
+    for stream in strict:
+        stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        for stream in strict:
+            with contextlib.suppress(Exception):  # closed, or its pipe is: nothing more is written to it
+                stream.reconfigure(errors="strict")
 
 
 def allocation_failed(e: BaseException) -> str | None:

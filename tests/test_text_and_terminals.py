@@ -1,0 +1,58 @@
+"""Text and terminals that are not the developer's: class folders and files named in any script, with spaces,
+quotes, brackets, control characters or bytes that are not UTF-8 (Linux's surrogate-escaped names); output to a
+closed pipe, to a file, or to a terminal whose encoding cannot hold the names."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from swinzoo.train.shapes import render
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+# a folder or file name in Latin-1 on a UTF-8 system, as unzip leaves a Windows archive's: Python holds the byte it
+# cannot decode as a lone surrogate ("caf\udce9"), and only a name that keeps it opens the file again
+LATIN1 = os.fsdecode(b"caf\xe9")
+POSIX_BYTES = pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="file names there are always Unicode")
+
+
+def write_images(folder: Path, label: int, count: int = 2, names: tuple[str, ...] = ()) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.fromarray(render(label, 64, seed=i).permute(1, 2, 0).numpy())
+        image.save(folder / (names[i] if i < len(names) else f"{i}.png"))
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "swinzoo", *map(str, args)]
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
+
+
+@POSIX_BYTES
+def test_predict_prints_names_the_terminal_cannot_encode(tmp_path, capsys):
+    """A strict UTF-8 stdout (pytest's, a terminal under en_US.UTF-8) cannot encode a surrogate: the name is printed
+    escaped, as Python's stderr does, not an UnicodeEncodeError after the lines before it."""
+    write_images(tmp_path / LATIN1, 0, names=(f"{LATIN1}.png", "é 1.png"))
+    code, out, err = run_cli(["predict", "swin_n_64", tmp_path / LATIN1, "--topk", "1"], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"{tmp_path}/caf\\udce9/caf\\udce9.png: ")
+    assert out.splitlines()[1].startswith(f"{tmp_path}/caf\\udce9/é 1.png: ")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_an_output_encoding_without_the_characters_escapes_them(tmp_path, encoding):
+    """PYTHONIOENCODING=ascii, or a legacy locale: a path or class name outside the encoding is escaped."""
+    write_images(tmp_path / "日本 ñ", 1, count=1)
+    proc = subprocess.run(cli("predict", "swin_n_64", tmp_path / "日本 ñ", "--topk", "1"), capture_output=True,
+                          env=env(PYTHONIOENCODING=encoding))
+    assert proc.returncode == 0, proc.stderr
+    expected = "\\u65e5\\u672c \\xf1" if encoding == "ascii" else "\\u65e5\\u672c ñ"
+    assert proc.stdout.decode(encoding).startswith(f"{tmp_path}/{expected}/0.png: ")
+
