@@ -122,6 +122,10 @@ def exit_code(command: Callable[[], int | None]) -> int:
     try:
         with lenient_output():
             return int(command() or 0)
+    except SystemExit as e:
+        if not isinstance(e.__context__, BrokenPipeError):
+            raise
+        return 141  # rich's handler of a closed pipe: it already pointed stdout at /dev/null, and exits 1
     except SwinzooError as e:
         if debug:
             raise

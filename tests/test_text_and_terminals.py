@@ -56,3 +56,15 @@ def test_an_output_encoding_without_the_characters_escapes_them(tmp_path, encodi
     expected = "\\u65e5\\u672c \\xf1" if encoding == "ascii" else "\\u65e5\\u672c ñ"
     assert proc.stdout.decode(encoding).startswith(f"{tmp_path}/{expected}/0.png: ")
 
+
+@pytest.mark.parametrize("args", [["list"], ["recipes"], ["info", "swin_n_64"], ["list", "--json"]])
+def test_a_closed_pipe_ends_every_command_quietly_with_141(args):
+    """`swinzoo list | head -1`: what rich prints stops on the closed pipe as print() does (rich's own handler would
+    exit 1, a failure, after nothing went wrong)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(cli(*args), stdout=write, stderr=subprocess.PIPE, env=env(), timeout=300)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, b"")
