@@ -8,12 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
+from torchvision.datasets.folder import find_classes
 
+import swinzoo
 from swinzoo.train.shapes import render
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--max-steps", "1", "--batch-size", "4", "--num-workers", "0", "--trainer", "limit_val_batches=1",
+        "--trainer", "enable_model_summary=false"]
 # a folder or file name in Latin-1 on a UTF-8 system, as unzip leaves a Windows archive's: Python holds the byte it
 # cannot decode as a lone surrogate ("caf\udce9"), and only a name that keeps it opens the file again
 LATIN1 = os.fsdecode(b"caf\xe9")
@@ -68,3 +73,22 @@ def test_a_closed_pipe_ends_every_command_quietly_with_141(args):
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (141, b"")
+
+
+@POSIX_BYTES
+def test_class_folders_of_any_name_train_in_torchvisions_order_and_keep_their_names(tmp_path, capsys):
+    """Numbers sort as strings ("001" < "1" < "10" < "2"), as ImageFolder sorts them; a --data path that is not
+    UTF-8 is checked, recorded and replayed (config.yaml) as it is."""
+    classes = ["10", "2", "001", "1", LATIN1, "café", "日本", "🐱 cat", "it's \"quoted\"", "tab\there"]
+    data = tmp_path / os.fsdecode(b"d\xe9ta set")
+    for split in ("train", "val"):
+        for label, name in enumerate(classes):
+            write_images(data / split / name, label % 10)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    expected, _ = find_classes(str(data / "train"))
+    assert expected[:4] == ["001", "1", "10", "2"]
+    assert swinzoo.load_model(out).config.class_names == expected
+    replay = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    assert replay["data"] == str(data)

@@ -114,7 +114,8 @@ class RunFolder:
         write_plan(plan, self.out / RUN_FILE)
         if config_text:
             with atomic_path(self.out / CONFIG_FILE) as tmp:
-                tmp.write_text(config_text)
+                # its values are YAML-escaped; a surrogate (a path that is not UTF-8) in the comment atop is escaped
+                tmp.write_text(config_text, encoding="utf-8", errors="backslashreplace")
 
     def resumable(self) -> bool:
         return (self.out / CKPT_FILE).is_file() or (self.out / "model.safetensors").is_file()

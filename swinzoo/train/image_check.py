@@ -62,7 +62,8 @@ def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", c
     CHECK_CHUNK items, concatenated in item order: chunks run in a thread pool, with a transient progress bar on a
     terminal's stderr from PROGRESS_FROM items. `problems_in` reads its own items, so only the chunks in flight are
     held in memory. A DDP process that global rank zero started after it passed the same scan reads nothing."""
-    key = hashlib.sha256(f"{os.getcwd()}\0{where}\0{count}".encode()).hexdigest()[:16]
+    # surrogateescape: a --data path or working folder that is not UTF-8 hashes as its bytes
+    key = hashlib.sha256(f"{os.getcwd()}\0{where}\0{count}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
     if checked_by_rank_zero(key):
         return []
     found = _scan(count, problems_in, where, console)
@@ -147,7 +148,9 @@ def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
     if record is not None:
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(f"{len(paths)} images in {where or 'data'}\n")
+            # a --data path that is not UTF-8 (a surrogate) is escaped: the record's name is its key, not this text
+            record.write_text(f"{len(paths)} images in {where or 'data'}\n", encoding="utf-8",
+                              errors="backslashreplace")
             prune_records(record.parent)
         except OSError:  # a record only saves time: a cache that cannot be written means checking again next run
             pass
