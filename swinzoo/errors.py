@@ -115,13 +115,17 @@ def exit_code(command: Callable[[], int | None]) -> int:
     too large for the machine), a path this user may not read or write 2, a `NetworkError` and another OS error (disk
     full, I/O) 1, Ctrl-C / SIGTERM 130, a closed pipe 141, anything else 1 with its type. `SWINZOO_DEBUG=1` raises
     instead, for the traceback. Shared by `swinzoo` and `python -m swinzoo.converters`."""
+    with lenient_output():  # the error lines too: they name the paths that printed no other way
+        return _exit_code(command)
+
+
+def _exit_code(command: Callable[[], int | None]) -> int:
     global SIGNALLED
     SIGNALLED = False  # a signal to an earlier command run in this process (tests, a notebook) is not this one's
     debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
     in_cli = _SPELLED_ABOVE.set(True)
     try:
-        with lenient_output():
-            return int(command() or 0)
+        return int(command() or 0)
     except SystemExit as e:
         if not isinstance(e.__context__, BrokenPipeError):
             raise

@@ -51,6 +51,12 @@ def test_predict_prints_names_the_terminal_cannot_encode(tmp_path, capsys):
     assert out.splitlines()[1].startswith(f"{tmp_path}/caf\\udce9/é 1.png: ")
 
 
+
+@POSIX_BYTES
+def test_an_error_naming_a_path_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["info", tmp_path / LATIN1], capsys)
+    assert code == 2 and err.startswith(f"error: {tmp_path}/caf\\udce9") and len(err.splitlines()) == 1
+
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_an_output_encoding_without_the_characters_escapes_them(tmp_path, encoding):
     """PYTHONIOENCODING=ascii, or a legacy locale: a path or class name outside the encoding is escaped."""
@@ -92,3 +98,4 @@ def test_class_folders_of_any_name_train_in_torchvisions_order_and_keep_their_na
     assert swinzoo.load_model(out).config.class_names == expected
     replay = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert replay["data"] == str(data)
+
