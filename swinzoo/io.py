@@ -283,6 +283,22 @@ def safetensors_write_errors(path: str | Path):
 
 
 # ---------------------------------------------------------------------------------------------- reading
+@contextmanager
+def native_path(path: str | Path):
+    """`path` as the native readers (safetensors, torch's mmap) open it: they take UTF-8 only, so a path that is not
+    (Linux's Latin-1 names, a surrogate in Python) is /dev/fd/N of the file opened here; their mappings outlive it."""
+    try:
+        str(path).encode("utf-8")
+        fd = None
+    except UnicodeEncodeError:
+        fd = os.open(path, os.O_RDONLY) if os.path.isdir("/dev/fd") else None
+    try:
+        yield str(path) if fd is None else f"/dev/fd/{fd}"
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def is_safetensors(path: str | Path) -> bool:
     """A safetensors file starts with an 8-byte header length, then the JSON header."""
     with open(path, "rb") as f:
@@ -293,7 +309,7 @@ def is_safetensors(path: str | Path) -> bool:
 def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file, behind a one-line error."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with native_path(path) as name, safe_open(name, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise SwinzooError(f"{path} is not a readable safetensors file ({e}){hint}") from None
@@ -302,7 +318,7 @@ def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors file, or {} when it is not one."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with native_path(path) as name, safe_open(name, framework="pt") as f:
             return f.metadata() or {}
     except Exception:  # not safetensors at all: the reader of the detected format reports it properly
         return {}
@@ -326,7 +342,8 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
         then = then or "; give a model file (.safetensors, .pth, .ckpt), a zoo name or hf-hub:ORG/NAME"
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_what_it_is(head)}){then}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
+        with native_path(path) as name:
+            return torch.load(name, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             raise SwinzooError(

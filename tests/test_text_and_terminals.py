@@ -99,3 +99,20 @@ def test_class_folders_of_any_name_train_in_torchvisions_order_and_keep_their_na
     replay = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert replay["data"] == str(data)
 
+
+@POSIX_BYTES
+def test_a_run_in_a_folder_that_is_not_utf8_resumes_and_loads(tmp_path, capsys):
+    """safetensors' reader and torch's mmap take UTF-8 paths only: --out, --resume, eval and load_model of a folder
+    named in Latin-1 still read its files."""
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for label, name in enumerate(("solid", "frame")):
+            write_images(data / split / name, label)
+    out = tmp_path / os.fsdecode(b"r\xe9sultats")
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["finetune", "--resume", out, "--max-steps", "2"], capsys)
+    assert code == 0, err
+    assert swinzoo.load_model(out).provenance["finetune"]["global_step"] == 2
+    code, stdout, err = run_cli(["eval", out, "--num-workers", "0"], capsys)
+    assert code == 0 and "n 4" in stdout, err
