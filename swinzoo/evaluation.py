@@ -57,7 +57,7 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
         raise SwinzooError(f"{model} has no classifier head (0 classes; a SimMIM pretraining or a headless "
                            f"encoder): fine-tune it first (swinzoo finetune --from {model})")
     if report.changed and console is not None:
-        console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True)
+        console.print(f"transferred {model}: " + "; ".join(report.lines()[:2]), soft_wrap=True, markup=False)
     net = SwinTransformer(checkpoint.config)
     load_strict(net, {k: v.float() for k, v in checkpoint.state_dict.items()}, str(model))
     net.provenance = checkpoint.provenance
@@ -203,7 +203,7 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
     to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
                                  model if isinstance(model, str) else "MODEL", data)
     if note:
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
     return net, data, dataset, to_model
 
 

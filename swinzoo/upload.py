@@ -356,5 +356,6 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
             raise NetworkError(f"push to {repo_id} failed: could not reach the Hugging Face Hub at {endpoint()} "
                                f"({detail})") from None
     if stale and console is not None:
-        console.print(f"removed {', '.join(stale)} from {repo_id} (an earlier model's files)", soft_wrap=True)
+        console.print(f"removed {', '.join(stale)} from {repo_id} (an earlier model's files)", soft_wrap=True,
+                      markup=False)
     return str(info.commit_url if hasattr(info, "commit_url") else info)

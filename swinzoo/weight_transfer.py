@@ -66,7 +66,7 @@ class TransferReport:
         """Print the report on a rich console, under a bold `transfer` heading."""
         console.print("[bold]transfer[/bold]")
         for line in self.lines():
-            console.print(f"  {line}", soft_wrap=True)
+            console.print(f"  {line}", soft_wrap=True, markup=False)
 
 
 def drop_buffers(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

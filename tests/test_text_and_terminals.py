@@ -116,3 +116,25 @@ def test_a_run_in_a_folder_that_is_not_utf8_resumes_and_loads(tmp_path, capsys):
     assert swinzoo.load_model(out).provenance["finetune"]["global_step"] == 2
     code, stdout, err = run_cli(["eval", out, "--num-workers", "0"], capsys)
     assert code == 0 and "n 4" in stdout, err
+
+
+def test_brackets_in_names_and_paths_print_as_they_are(tmp_path, capsys):
+    """rich reads "[bold]" or "[/x]" in what it prints as its markup: class names and paths are printed as text (an
+    opening tag vanished, a closing one alone was a MarkupError)."""
+    data = tmp_path / "data [v2]"
+    for split in ("train", "val"):
+        for label, name in enumerate(("[ok]", "[bold]b")):
+            write_images(data / split / name, label)
+    out = tmp_path / "runs [" / "x]"  # printed as ".../runs [/x]"
+    code, stdout, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    assert "classes 2: [bold]b, [ok]\n" in stdout and f"out {out}\n" in stdout and f"data {data}, " in stdout
+    code, stdout, err = run_cli(["info", out], capsys)
+    assert code == 0 and "[bold]b, [ok]" in stdout and "[v2]" in stdout, err
+    code, stdout, err = run_cli(["convert", out, "-o", tmp_path / "m [y].safetensors"], capsys)
+    assert code == 0 and f"wrote {tmp_path}/m [y].safetensors " in stdout, err
+    code, stdout, err = run_cli(["push", out, "--repo", "me/m", "--dry-run", tmp_path / "p [z]"], capsys)
+    assert code == 0 and f"wrote {tmp_path}/p [z] " in stdout, err
+    swinzoo.convert("swin_n_64", tmp_path / "[n].safetensors", res=96)
+    code, _, err = run_cli(["eval", tmp_path / "[n].safetensors", "--res", "64", "--num-workers", "0"], capsys)
+    assert code == 0 and f"transferred {tmp_path}/[n].safetensors: " in err, err

@@ -98,6 +98,6 @@ def _report(done, fmt: str, load_hint: bool) -> None:
             + ("SimMIM encoder + decoder" if simmim else f"{cfg.num_classes} classes"))
     if cfg.is_backbone:
         what += f", window {cfg.window_size}"
-    console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {what})", soft_wrap=True)
+    console.print(f"wrote {done.output} ({fmt}, V{cfg.version}, {what})", soft_wrap=True, markup=False)
     if load_hint:
         console.print(f"load it with {done.how_to_load}", soft_wrap=True, markup=False)

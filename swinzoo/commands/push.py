@@ -31,7 +31,8 @@ def run(args) -> int:
                   commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run,
                   trust_checkpoint=args.trust_checkpoint, console=console)
     if args.dry_run:
-        console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True)
+        console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True,
+                      markup=False)
     else:
-        console.print(f"pushed {args.src} to {args.repo}: {result}", soft_wrap=True)
+        console.print(f"pushed {args.src} to {args.repo}: {result}", soft_wrap=True, markup=False)
     return 0

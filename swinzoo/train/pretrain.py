@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError, python_api
@@ -171,7 +172,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
         os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
     provenance = {**start.provenance, "dataset": data}
     if is_rank_zero():
-        console.print(f"[bold]start[/bold] {start.how}", soft_wrap=True)
+        console.print(f"[bold]start[/bold] {escape(start.how)}", soft_wrap=True)
         if start.changes:
             console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(start.changes)}", soft_wrap=True)
         if start.inherited:
@@ -243,5 +244,5 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, wall: flo
     model = write_results(plan, sd, "pretrain", metrics)
     console.print(f"wrote {model}: val/loss {metrics['val_loss']:.4f} (masked-pixel L1) on {metrics['n']} val "
                   f"images at {plan.config['img_size']} px after {step} steps; pictures in "
-                  f"{out / 'reconstructions'}, curves in {out / CURVES_FILE}", soft_wrap=True)
+                  f"{out / 'reconstructions'}, curves in {out / CURVES_FILE}", soft_wrap=True, markup=False)
     return metrics

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError, python_api
@@ -106,7 +107,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
         report.print_to(console)
     elif args.scratch:
-        console.print(f"[bold]fresh weights[/bold] for the architecture of {args.source}")
+        console.print(f"[bold]fresh weights[/bold] for the architecture of {escape(args.source)}")
     plan = Plan(str(out), args.source, dst.to_dict(), recipe.to_dict(), run_data(data), args.devices, args.accelerator,
                 args.strategy, args.num_nodes, args.lr, args.num_workers, args.ckpt_every, args.trainer, provenance,
                 args.command, args.save_dtype, args.keep, args.logger,
@@ -238,14 +239,14 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
         except SwinzooError as e:  # the run itself is complete
             raise type(e)(f"{e}; the run is kept in {plan.out}: push it with `swinzoo push {plan.out} --repo "
                           f"{push_to}`") from None
-        console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True)
+        console.print(f"pushed {plan.out} to {push_to}: {url}", soft_wrap=True, markup=False)
     return FinetuneResult(Path(plan.out), metrics)
 
 
 def print_finetune_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt,
                         step: int | None = None) -> None:
     cfg = SwinConfig.from_dict(plan.config)
-    classes = (f"[bold]classes[/bold] {cfg.num_classes}: {', '.join((cfg.class_names or [])[:12])}"
+    classes = (f"[bold]classes[/bold] {cfg.num_classes}: {escape(', '.join((cfg.class_names or [])[:12]))}"
                + (" ..." if cfg.num_classes > 12 else ""))
     print_plan(console, plan, module, total_batch, recipe, ckpt, step,
                config={k: v for k, v in cfg.to_dict().items() if k != "class_names"}, extra=(classes,))
@@ -261,5 +262,5 @@ def write_outputs(plan: Plan, weights: dict, results: dict, step: int, kept: dic
     model = write_results(plan, sd, "finetune", metrics)
     console.print(f"wrote {model}: top1 {metrics['top1']:.4f}, top5 {metrics['top5']:.4f} on {n} val images at "
                   f"{plan.config['img_size']} px ({kept['weights']} weights: step {kept['step']} of {step}); "
-                  f"curves in {Path(plan.out) / CURVES_FILE}", soft_wrap=True)
+                  f"curves in {Path(plan.out) / CURVES_FILE}", soft_wrap=True, markup=False)
     return metrics
