@@ -196,6 +196,15 @@ def lenient_output():
                 stream.reconfigure(errors="strict")
 
 
+def printable(text: str) -> str:
+    """`text` for a line of text output: each character that does not print (a line break, a tab, a terminal escape,
+    the surrogate of a name that is not UTF-8) as its Python escape, so that a class or file name keeps to its line
+    and cannot drive the terminal. --json output keeps names exact instead."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def allocation_failed(e: BaseException) -> str | None:
     """When `e` is a failed memory allocation (Python's MemoryError, torch's CPU allocator, CUDA out of memory): the
     size it asked for ("" when it does not say); else None."""

@@ -8,6 +8,8 @@ from collections import Counter
 
 import torch
 
+from swinzoo.errors import printable
+
 
 class ClassTally:
     """Counts over batches of (top-1 predictions, labels), both model class indices."""
@@ -44,11 +46,16 @@ class ClassTally:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as text, worst top-1 first (then by name): class, top-1, images, most often mistaken for."""
-    width = min(32, max([len("class"), *(len(r["class"]) for r in rows)]))
+    """The rows as text, worst top-1 first (then by name): class, top-1, images, most often mistaken for. Names are
+    `printable` and padded by the columns a terminal gives them (two for CJK and emoji)."""
+    from rich.cells import cell_len, set_cell_size
+
+    width = min(32, max([len("class"), *(cell_len(printable(r["class"])) for r in rows)]))
     lines = [f"{'class':<{width}}   top1      n  most often mistaken for"]
     for r in sorted(rows, key=lambda r: (r["top1"], r["class"])):
-        name = r["class"] if len(r["class"]) <= width else r["class"][: width - 1] + "…"
-        mistaken = f"{r['mistaken_for']} ({r['mistaken_share']:.2f})" if r["mistaken_for"] is not None else "-"
-        lines.append(f"{name:<{width}} {r['top1']:>6.4f} {r['n']:>6}  {mistaken}")
+        name = printable(r["class"])
+        name = set_cell_size(name, width) if cell_len(name) <= width else set_cell_size(name, width - 1) + "…"
+        mistaken = (f"{printable(r['mistaken_for'])} ({r['mistaken_share']:.2f})" if r["mistaken_for"] is not None
+                    else "-")
+        lines.append(f"{name} {r['top1']:>6.4f} {r['n']:>6}  {mistaken}")
     return "\n".join(lines) + "\n"

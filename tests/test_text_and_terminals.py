@@ -2,6 +2,8 @@
 quotes, brackets, control characters or bytes that are not UTF-8 (Linux's surrogate-escaped names); output to a
 closed pipe, to a file, or to a terminal whose encoding cannot hold the names."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -91,8 +93,9 @@ def test_class_folders_of_any_name_train_in_torchvisions_order_and_keep_their_na
         for label, name in enumerate(classes):
             write_images(data / split / name, label % 10)
     out = tmp_path / "run"
-    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--out", out, *FAST], capsys)
+    code, stdout, err = run_cli(["finetune", "--from", "swin_n_64", "--data", data, "--out", out, *FAST], capsys)
     assert code == 0, err
+    assert 'classes 10: 001, 1, 10, 2, café, caf\\udce9, it\'s "quoted", tab\\there, 日本, 🐱 cat\n' in stdout
     expected, _ = find_classes(str(data / "train"))
     assert expected[:4] == ["001", "1", "10", "2"]
     assert swinzoo.load_model(out).config.class_names == expected
@@ -138,3 +141,39 @@ def test_brackets_in_names_and_paths_print_as_they_are(tmp_path, capsys):
     swinzoo.convert("swin_n_64", tmp_path / "[n].safetensors", res=96)
     code, _, err = run_cli(["eval", tmp_path / "[n].safetensors", "--res", "64", "--num-workers", "0"], capsys)
     assert code == 0 and f"transferred {tmp_path}/[n].safetensors: " in err, err
+
+
+# a class name of each kind a terminal shows wrongly: a line break, a tab, a colour escape, double-width script
+ODD_NAMES = ["new\nline", "tab\there", "\x1b[31mred", "日本", "🐱 cat", "plain", "q\"uo'te", "001", "1", "10"]
+
+
+def test_predict_prints_one_line_per_image_whatever_the_names(tmp_path, capsys):
+    """Control characters in a class or file name are escaped in the text output, so that a line is an image (and
+    a name cannot drive the terminal); --json keeps every name exactly."""
+    model = swinzoo.load_model("swin_n_64")
+    model.config = dataclasses.replace(model.config, class_names=ODD_NAMES)
+    swinzoo.save_model(model, tmp_path / "odd.safetensors")
+    write_images(tmp_path / "images", 0, names=("a\nb.png", "c\x1b.png"))
+    args = ["predict", tmp_path / "odd.safetensors", tmp_path / "images", "--topk", "10"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and "\x1b" not in out and "\t" not in out
+    assert lines[0].startswith(f"{tmp_path}/images/a\\nb.png: ")
+    assert lines[1].startswith(f"{tmp_path}/images/c\\x1b.png: ")
+    assert all(f"{name} 0." in lines[0] for name in ("new\\nline", "tab\\there", "\\x1b[31mred", "日本", "🐱 cat"))
+    code, out, err = run_cli([*args, "--json"], capsys)
+    assert code == 0 and {c for c, _ in json.loads(out)[0]["predictions"]} == set(ODD_NAMES), err
+
+
+def test_the_per_class_table_aligns_wide_names_and_escapes_control_characters():
+    from swinzoo.per_class import table
+
+    rows = [{"class": name, "top1": 0.5, "n": 2, "mistaken_for": mistaken, "mistaken_share": 0.5}
+            for name, mistaken in (("日本", "new\nline"), ("🐱 cat", "ab"), ("new\nline", "日本"))]
+    assert table(rows).splitlines() == [
+        "class       top1      n  most often mistaken for",
+        "new\\nline 0.5000      2  日本 (0.50)",
+        "日本      0.5000      2  new\\nline (0.50)",
+        "🐱 cat    0.5000      2  ab (0.50)",
+    ]

@@ -6,7 +6,7 @@ import json
 import sys
 
 from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, non_negative_int, positive_int
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, printable
 
 DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
 
@@ -135,7 +135,8 @@ def run_predict(args) -> int:
 
     def print_rows(rows: list[dict]) -> None:
         for row in rows:
-            print(row["image"] + ": " + ", ".join(f"{c} {p:.3f}" for c, p in row["predictions"]))
+            # a line per image: a name's line break or terminal escape is printed escaped (--json keeps it)
+            print(printable(row["image"]) + ": " + ", ".join(f"{printable(c)} {p:.3f}" for c, p in row["predictions"]))
         sys.stdout.flush()
 
     rows = predict(args.model, args.images, topk=args.topk, batch_size=args.batch_size, device=args.device,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, table_console
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, printable
 
 
 def register(subparsers) -> None:
@@ -113,7 +113,7 @@ def run_info(args) -> int:
             table.add_row(key, str(value))
     names = info["config"].get("class_names") or []
     # up to 1000 names: a few show what the head predicts; --json has them all
-    shown = ", ".join(names[:5]) + (f", ... ({len(names)})" if len(names) > 5 else "")
+    shown = ", ".join(map(printable, names[:5])) + (f", ... ({len(names)})" if len(names) > 5 else "")
     table.add_row("class_names", escape(shown) or "-")
     table.add_row("params", f"{info['params']:,}")
     table.add_row("GMACs", f"{info['gmacs']:.3f}")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from swinzoo.config import SwinConfig
-from swinzoo.errors import SwinzooError, python_api
+from swinzoo.errors import SwinzooError, printable, python_api
 from swinzoo.evaluation import share
 from swinzoo.run_folder import CURVES_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.sources import read_checkpoint, shipped_provenance
@@ -246,7 +246,8 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
 def print_finetune_plan(console, plan: Plan, module, total_batch: int, recipe: Recipe, ckpt,
                         step: int | None = None) -> None:
     cfg = SwinConfig.from_dict(plan.config)
-    classes = (f"[bold]classes[/bold] {cfg.num_classes}: {escape(', '.join((cfg.class_names or [])[:12]))}"
+    names = ", ".join(printable(name) for name in (cfg.class_names or [])[:12])
+    classes = (f"[bold]classes[/bold] {cfg.num_classes}: {escape(names)}"
                + (" ..." if cfg.num_classes > 12 else ""))
     print_plan(console, plan, module, total_batch, recipe, ckpt, step,
                config={k: v for k, v in cfg.to_dict().items() if k != "class_names"}, extra=(classes,))
