@@ -177,3 +177,15 @@ def test_the_per_class_table_aligns_wide_names_and_escapes_control_characters():
         "日本      0.5000      2  new\\nline (0.50)",
         "🐱 cat    0.5000      2  ab (0.50)",
     ]
+
+
+@pytest.mark.parametrize("columns", [None, "40"])
+def test_recipes_piped_keep_one_line_each(columns, monkeypatch, capsys):
+    """`swinzoo recipes | grep NAME` finds a recipe's whole line: piped, rich no longer wraps it at 80 (or COLUMNS)."""
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    code, out, err = run_cli(["recipes"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "simmim_finetune     official fine-tune after SimMIM, Swin-B 224/w7 (layer decay 0.9)" in lines
+    assert not [line for line in lines if line != line.rstrip()]

@@ -33,11 +33,13 @@ def run(args) -> int:
         print(json.dumps([load_recipe(name).to_dict() for name, _ in rows], indent=1))
         return 0
     console = Console()
+    soft = not console.is_terminal  # piped (`| grep NAME`): a line each, not wrapped at 80 or $COLUMNS
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
-        console.print(f"[bold]{name:<{width}}[/bold]  {description}", highlight=False)
+        console.print(f"[bold]{name:<{width}}[/bold]  {description}", highlight=False, soft_wrap=soft)
     moves = ", ".join(f"V{v} {a}->{b}: {n}" for (v, a, b), n in OFFICIAL_MOVES.items())
     console.print(f"\nWithout --recipe, finetune picks the one its source names, else the official recipe of the move "
                   f"({moves}; 22k->1k at 224: swin_22kto1k), else {PLAIN_RECIPE}. Without --res it keeps the source's "
-                  "resolution. swinzoo pretrain uses simmim_pretrain unless --recipe names another.", highlight=False)
+                  "resolution. swinzoo pretrain uses simmim_pretrain unless --recipe names another.", highlight=False,
+                  soft_wrap=soft)
     return 0
