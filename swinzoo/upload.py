@@ -226,8 +226,10 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision:
     extra = {"swinzoo": {"config": source.config.to_dict(), "provenance": without_local_paths(source.provenance),
                          "metrics": source.metrics}}
     write_timm_folder(source.state_dict, source.config, out_dir, extra_config=extra)
+    # UTF-8 as the Hub reads it, whatever the locale; a path that is not UTF-8 (a surrogate) escaped
     (out_dir / "README.md").write_text(model_card(repo_id, source.config, source.provenance, source.metrics,
-                                                  revision, curves=source.curves is not None))
+                                                  revision, curves=source.curves is not None),
+                                       encoding="utf-8", errors="backslashreplace")
     if source.curves is not None:
         shutil.copyfile(source.curves, out_dir / CURVES_FILE)
 

@@ -189,3 +189,14 @@ def test_recipes_piped_keep_one_line_each(columns, monkeypatch, capsys):
     lines = out.splitlines()
     assert "simmim_finetune     official fine-tune after SimMIM, Swin-B 224/w7 (layer decay 0.9)" in lines
     assert not [line for line in lines if line != line.rstrip()]
+
+
+def test_the_model_card_is_utf8_under_any_locale(tmp_path):
+    """The Hub reads README.md as UTF-8; a C / legacy locale (PYTHONUTF8=0 LC_ALL=C: ASCII) must not change its
+    encoding, nor fail on a non-ASCII data path in it."""
+    model = swinzoo.load_model("swin_n_64")
+    swinzoo.save_model(model, tmp_path / "m.safetensors", {"source": "swin_n_64", "dataset": "/data/données 日本"})
+    proc = subprocess.run(cli("push", tmp_path / "m.safetensors", "--repo", "me/m", "--dry-run", tmp_path / "card"),
+                          capture_output=True, env=env(PYTHONUTF8="0", LC_ALL="C"))
+    assert proc.returncode == 0, proc.stderr
+    assert "- data: `/data/données 日本`" in (tmp_path / "card" / "README.md").read_text(encoding="utf-8")
