@@ -200,3 +200,12 @@ def test_the_model_card_is_utf8_under_any_locale(tmp_path):
                           capture_output=True, env=env(PYTHONUTF8="0", LC_ALL="C"))
     assert proc.returncode == 0, proc.stderr
     assert "- data: `/data/données 日本`" in (tmp_path / "card" / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_run_folder_with_a_line_break_replays_its_config(tmp_path, capsys):
+    """config.yaml's comment names the run's folder: a line break in it is escaped, not a line of YAML."""
+    out = tmp_path / "run\nx: 1"
+    code, _, err = run_cli(["finetune", "--from", "swin_n_64", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["finetune", "--config", out / "config.yaml", "--print-config"], capsys)
+    assert code == 0 and "max_steps: 1\n" in stdout, err

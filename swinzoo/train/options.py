@@ -9,7 +9,7 @@ import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, printable
 from swinzoo.run_folder import CONFIG_FILE
 
 OUT_ENV = "SWINZOO_RUN_OUT"
@@ -109,8 +109,9 @@ class FinetuneResult:
 def replay_header(plan: Plan, verb: str) -> str:
     """The comment atop a run's config.yaml: what it resolves, and the command that replays it from any folder
     (the config's absolute path, quoted for the shell)."""
-    config = shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE))
-    return (f"# `{plan.command}`, resolved: the run in {plan.out}. Replay it with\n"
+    config = printable(shlex.quote(str(Path(plan.out).absolute() / CONFIG_FILE)))
+    # printable: a line break in a path would end the comment, and YAML would read the rest
+    return (f"# `{printable(plan.command)}`, resolved: the run in {printable(plan.out)}. Replay it with\n"
             f"#   swinzoo {verb} --config {config} --out NEW_FOLDER\n")
 
 
