@@ -133,7 +133,7 @@ def _exit_code(command: Callable[[], int | None]) -> int:
     except SwinzooError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)  # one line, even naming a file with a line break
         return 1 if isinstance(e, NetworkError) else 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -145,7 +145,7 @@ def _exit_code(command: Callable[[], int | None]) -> int:
     except PermissionError as e:  # a file or folder given that this user may not read or write: the input's to change
         if debug:
             raise
-        where = f"{e.filename}: " if e.filename else ""
+        where = f"{printable(str(e.filename))}: " if e.filename else ""
         print(f"error: {where}permission denied; give a path this user can read (or write, for an output), or change "
               "its permissions (SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
@@ -155,7 +155,7 @@ def _exit_code(command: Callable[[], int | None]) -> int:
         if SIGNALLED:  # a read or write the signal cut short
             print("error: interrupted", file=sys.stderr)
             return 130
-        where = f" {e.filename}" if e.filename else ""
+        where = f" {printable(str(e.filename))}" if e.filename else ""
         reason = e.strerror or str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {type(e).__name__}{where}: {reason}; check the path, free space and permissions "
               "(SWINZOO_DEBUG=1 shows the traceback)", file=sys.stderr)

@@ -59,6 +59,15 @@ def test_an_error_naming_a_path_that_is_not_utf8_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["info", tmp_path / LATIN1], capsys)
     assert code == 2 and err.startswith(f"error: {tmp_path}/caf\\udce9") and len(err.splitlines()) == 1
 
+
+def test_an_error_naming_a_file_with_a_line_break_is_one_line(tmp_path, capsys):
+    write_images(tmp_path / "data" / "val" / "a\nb", 0)
+    write_images(tmp_path / "data" / "val" / "c", 1)
+    (tmp_path / "data" / "val" / "c" / "bad\x1b.png").write_bytes(b"not an image")
+    code, _, err = run_cli(["eval", "swin_n_64", "--data", tmp_path / "data", "--num-workers", "0"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "\x1b" not in err, err
+    assert f"error: {tmp_path}/data/val/c/bad\\x1b.png is not a readable image" in err
+
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_an_output_encoding_without_the_characters_escapes_them(tmp_path, encoding):
     """PYTHONIOENCODING=ascii, or a legacy locale: a path or class name outside the encoding is escaped."""
