@@ -367,7 +367,8 @@ QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.util
                  "lightning.pytorch.trainer.connectors.signal_connector")  # "[rank: 0] Received SIGTERM: 15"
 # the DistributedSampler notice: sampling.unpadded counts each validation image once
 QUIET_WARNINGS = (r".*`isinstance\(treespec, LeafSpec\)` is deprecated", r"Using `DistributedSampler` with the",
-                  r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
+                  r"(?s)Checkpoint directory .* exists and is not empty",  # (?s): a line break in the path
+                  r".*does not have many workers",
                   r"The number of training batches .* is smaller than the logging",
                   r".*AMP with fp16 is not supported on CPU")  # the run log says which precision runs instead
 
