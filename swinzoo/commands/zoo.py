@@ -99,6 +99,7 @@ def run_info(args) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from swinzoo.sources import model_info
 
@@ -110,7 +111,7 @@ def run_info(args) -> int:
     table = Table(title=escape(args.model), show_header=False)  # names and paths are text, not rich markup
     for key, value in info["config"].items():
         if key != "class_names":
-            table.add_row(key, str(value))
+            table.add_row(key, Text(str(value)))
     names = info["config"].get("class_names") or []
     # up to 1000 names: a few show what the head predicts; --json has them all
     shown = ", ".join(map(printable, names[:5])) + (f", ... ({len(names)})" if len(names) > 5 else "")
