@@ -33,3 +33,28 @@ def test_info_prints_markup_in_class_names_and_provenance_as_text(tmp_path, caps
     assert code == 0, err
     assert "[/bold] closes, [red]red" in out
     assert "[/] y [link=z]w" in out
+
+
+def test_run_log_prints_class_names_paths_and_report_lines_as_text():
+    """Class names come from folder names or a dataset's labels, notes from a file's keys: printed as they are."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from swinzoo.train.options import Plan
+    from swinzoo.train.recipes import load_recipe
+    from swinzoo.train.run import print_finetune_plan
+    from swinzoo.weight_transfer import TransferReport
+
+    cfg = swinzoo.load_model("swin_n_64").config.replace(num_classes=2, class_names=["[red]y", "[/bold]z"])
+    recipe = load_recipe("nano_finetune")
+    plan = Plan(out="runs/[b]out", source="swin_n_64", config=cfg.to_dict(), recipe=recipe.to_dict(),
+                data="images[v2]")
+    module = SimpleNamespace(peak_lr=1e-4, warmup_lr=1e-7, min_lr=1e-6)
+    console = Console(record=True, width=400)
+    print_finetune_plan(console, plan, module, 32, recipe, None)
+    TransferReport(notes=["dropped 1 other keys: backbone.[/]x"]).print_to(console)
+    text = console.export_text()
+    assert "classes 2: [red]y, [/bold]z" in text
+    assert "data images[v2]," in text and "runs/[b]out" in text
+    assert "dropped 1 other keys: backbone.[/]x" in text

@@ -119,20 +119,21 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe, ckpt, step
                extra: tuple[str, ...] = (), recipe_tail: str = "") -> None:
     """The plan a run prints before its first step: resume point, `config`, the `extra` lines, the recipe as
     resolved (`recipe_tail` appended), the warmup note, the output folder."""
-    from rich.markup import escape  # paths are text: "[x]" in one is no markup
+    from rich.markup import escape
 
     from swinzoo.train.recipes import warmup_note
 
+    # paths, names and config strings are text, not markup (`images[v2]` is a folder); `extra` lines are markup
     if ckpt is not None:
         console.print(f"[bold]resuming[/bold] {escape(str(plan.out))} from {ckpt.name} at global step {step}")
-    console.print("[bold]config[/bold] " + json.dumps(config), soft_wrap=True)
+    console.print("[bold]config[/bold] " + escape(json.dumps(config)), soft_wrap=True)
     for line in extra:
         console.print(line, soft_wrap=True)
-    console.print(f"[bold]recipe[/bold] {recipe.name}: data {escape(plan.data)}, "
+    console.print(f"[bold]recipe[/bold] {escape(f'{recipe.name}: data {plan.data}')}, "
                   + (f"{recipe.max_steps} steps" if recipe.max_steps else f"{recipe.epochs} epochs")
                   + f", total batch {total_batch}, peak lr {module.peak_lr:.3g} (warmup {module.warmup_lr:.3g}, "
                   f"min {module.min_lr:.3g}), wd {recipe.weight_decay:g}, drop path "
-                  f"{plan.config['drop_path_rate']:g}{recipe_tail}", soft_wrap=True)
+                  f"{plan.config['drop_path_rate']:g}{escape(recipe_tail)}", soft_wrap=True)
     if note := warmup_note(recipe):
         console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
     console.print(f"[bold]out[/bold] {escape(str(plan.out))}", soft_wrap=True)

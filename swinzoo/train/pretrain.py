@@ -174,7 +174,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     if is_rank_zero():
         console.print(f"[bold]start[/bold] {escape(start.how)}", soft_wrap=True)
         if start.changes:
-            console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(start.changes)}", soft_wrap=True)
+            console.print(f"[bold]recipe[/bold] {escape(recipe.name + changes_text(start.changes))}", soft_wrap=True)
         if start.inherited:
             console.print(f"[bold]masks[/bold] {recipe.mask_patch_size} px, ratio {recipe.mask_ratio:g}, "
                           f"{'normalised' if recipe.norm_targets else 'raw'} targets: the SimMIM source's run, where "

@@ -102,7 +102,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     if changes:  # `recipe` holds them already; this says which keys were not the named or chosen recipe's
         provenance["recipe_overrides"] = changes
     if is_rank_zero():
-        console.print(f"[bold]recipe[/bold] {recipe.name}{changes_text(changes)}: {why}", soft_wrap=True)
+        console.print(f"[bold]recipe[/bold] {escape(f'{recipe.name}{changes_text(changes)}: {why}')}", soft_wrap=True)
     if report is not None:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
         report.print_to(console)
