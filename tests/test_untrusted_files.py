@@ -8,7 +8,7 @@ import json
 from safetensors.torch import save_file
 
 import swinzoo
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
 
 def crafted(path, source: str = "swin_n_64", provenance: dict | None = None, **config) -> str:
@@ -58,3 +58,22 @@ def test_run_log_prints_class_names_paths_and_report_lines_as_text():
     assert "classes 2: [red]y, [/bold]z" in text
     assert "data images[v2]," in text and "runs/[b]out" in text
     assert "dropped 1 other keys: backbone.[/]x" in text
+
+
+# ---------------------------------------------------------------------------------------------- terminal control
+def test_file_names_with_terminal_controls_are_shown_escaped(tmp_path, capsys):
+    """An image set from the web names its files: predict's lines and the error naming a bad file escape them."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(folder / "a\x1b]0;owned\x07.png")
+    code, out, err = run_cli(["predict", "swin_n_64", folder, "--topk", "1"], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith(str(folder / r"a\x1b]0;owned\x07.png") + ": ")
+    (folder / "b\x1b[2J\n.png").write_bytes(b"not an image")
+    code, out, err = run_cli(["predict", "swin_n_64", folder / "b\x1b[2J\n.png"], capsys)
+    assert code == 2
+    line = one_error_line(err, r"b\x1b[2J\n.png")
+    assert "\x1b" not in line
