@@ -19,6 +19,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # What `SwinConfig.preprocess` may override; `swinzoo.preprocess` owns the rule and the meaning of each
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
 PREPROCESS_CROP_KEYS = ("crop_pct", "crop_mode")  # chosen per resolution, so stored (and dropped) together
+# Ceilings far above every released Swin (at most 50 blocks, windows up to 48), so that a config read from someone
+# else's file cannot make swinzoo build modules for minutes, or position indices of window^4 entries per block
+# (gigabytes), before the weights are checked against it
+MAX_BLOCKS = 256
+MAX_WINDOW = 64
+MAX_INDEX_BYTES = 4 * 2**30
 
 
 @dataclass
@@ -74,6 +80,9 @@ class SwinConfig:
             raise SwinzooError(
                 f"pretrained_window_sizes {self.pretrained_window_sizes} needs one entry per stage ({len(self.depths)})"
             )
+        if sum(self.depths) > MAX_BLOCKS:
+            raise SwinzooError(f"{sum(self.depths)} blocks in all: more than swinzoo builds (at most {MAX_BLOCKS}; "
+                               "Swins have up to 50); the config is corrupt or not a Swin's")
         for i, heads in enumerate(self.num_heads):
             if (self.embed_dim * 2**i) % heads:
                 raise SwinzooError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by its {heads} heads")
@@ -84,6 +93,19 @@ class SwinConfig:
         self.preprocess = _preprocess_overrides(self.preprocess)
         if self.out_indices is not None:
             self.out_indices = _out_indices(self.out_indices, len(self.depths))
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        """A one-line error for effective windows whose (N, N) position indices (N = window^2) are too large."""
+        windows = [self.stage_window(i) for i in range(self.num_stages)]
+        if max(windows) > MAX_WINDOW:
+            raise SwinzooError(f"window {max(windows)}: larger than swinzoo builds (at most {MAX_WINDOW}; each block "
+                               "holds window^4 position indices); the config is corrupt, or pick a smaller window")
+        index_bytes = 8 * sum(d * w**4 for d, w in zip(self.depths, windows))
+        if index_bytes > MAX_INDEX_BYTES:
+            raise SwinzooError(f"the position indices of {sum(self.depths)} blocks at windows {windows} would take "
+                               f"{index_bytes / 2**30:.1f} GiB (swinzoo builds at most {MAX_INDEX_BYTES // 2**30} "
+                               "GiB); the config is corrupt, or pick smaller windows")
 
     # ---------------------------------------------------------------- geometry
     @property

@@ -77,3 +77,19 @@ def test_file_names_with_terminal_controls_are_shown_escaped(tmp_path, capsys):
     assert code == 2
     line = one_error_line(err, r"b\x1b[2J\n.png")
     assert "\x1b" not in line
+
+
+# ---------------------------------------------------------------------------------------------- declared sizes
+@pytest.mark.parametrize("change, needle", [
+    # V2 weights do not depend on the window: a 9 MB file declaring a 2048 window asked for 281 TB at once (the
+    # (N, N) position index of N = 2048^2 tokens) in `info`'s shape check; windows of 100-200 fit a large machine
+    # and took gigabytes per block
+    (dict(img_size=65536, window_size=2048), "window 2048"),
+    # weights need not hold every block for the shape check: 5000 blocks were built (seconds; 200000: minutes)
+    (dict(depths=[5000, 2, 2, 2]), "5006 blocks"),
+])
+def test_configs_declaring_absurd_sizes_are_refused_before_building(tmp_path, capsys, change, needle):
+    model = crafted(tmp_path / "m.safetensors", "swinv2_n_64_w4", **change)
+    code, out, err = run_cli(["info", model], capsys)
+    assert code == 2, err
+    one_error_line(err, needle)
