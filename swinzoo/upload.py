@@ -68,8 +68,24 @@ def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
     metrics = run_metrics(path, source.provenance)
     curves = (path if path.is_dir() else path.parent) / CURVES_FILE
-    return PushSource(source.state_dict, source.config, source.provenance, metrics, path,
-                      curves if metrics is not None and curves.is_file() else None)
+    curves = curves if metrics is not None and curves.is_file() else None
+    if curves is not None:
+        check_curves(curves)
+    return PushSource(source.state_dict, source.config, source.provenance, metrics, path, curves)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_curves(curves: Path) -> None:
+    """The run's curves.png is copied into the public repo as it is: a link (a run folder unpacked from someone
+    else's archive) could point at the user's token or keys, so only a plain PNG file goes."""
+    with open(curves, "rb") as f:
+        png = f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    if curves.is_symlink() or not png:
+        what = "a link" if curves.is_symlink() else "not a PNG image"
+        raise SwinzooError(f"{curves} is {what}, and would be uploaded as the run's training curves; remove it (or "
+                           "put the run's own curves.png there) and push again")
 
 
 def run_metrics(path: Path, provenance: dict) -> dict | None:

@@ -93,3 +93,25 @@ def test_configs_declaring_absurd_sizes_are_refused_before_building(tmp_path, ca
     code, out, err = run_cli(["info", model], capsys)
     assert code == 2, err
     one_error_line(err, needle)
+
+
+# ---------------------------------------------------------------------------------------------- links
+def test_push_does_not_upload_what_a_curves_link_points_at(tmp_path, capsys):
+    """A run folder from someone else (a tarball keeps links): its curves.png linking to the user's Hub token or SSH
+    key was copied into the pushed folder, public on the Hub."""
+    secret = tmp_path / "token"
+    secret.write_text("hf_secret\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    crafted(run / "model.safetensors", provenance={"finetune": {"top1": 0.5, "n": 8}})
+    (run / "metrics.json").write_text(json.dumps({"top1": 0.5, "n": 8}))
+    (run / "curves.png").symlink_to(secret)
+    preview = tmp_path / "preview"
+    code, out, err = run_cli(["push", run, "--repo", "me/model", "--dry-run", preview], capsys)
+    assert code == 2, err
+    one_error_line(err, "curves.png")
+    assert not preview.exists()
+    (run / "curves.png").unlink()
+    (run / "curves.png").write_text("hf_secret\n")  # no PNG either
+    code, out, err = run_cli(["push", run, "--repo", "me/model", "--dry-run", preview], capsys)
+    assert code == 2 and not preview.exists(), err
