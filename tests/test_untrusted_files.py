@@ -115,3 +115,23 @@ def test_push_does_not_upload_what_a_curves_link_points_at(tmp_path, capsys):
     (run / "curves.png").write_text("hf_secret\n")  # no PNG either
     code, out, err = run_cli(["push", run, "--repo", "me/model", "--dry-run", preview], capsys)
     assert code == 2 and not preview.exists(), err
+
+
+# ---------------------------------------------------------------------------------------------- recipes a file names
+@pytest.mark.parametrize("named", ["path", "mapping"])
+def test_a_source_names_only_packaged_recipes(tmp_path, named):
+    """The recipe a model's provenance names is chosen without --recipe: a path in a downloaded file read a YAML file
+    of this machine as the recipe, a mapping set any recipe key (`data` a local folder to train on and push)."""
+    from swinzoo.train.module import SwinClassifier
+    from swinzoo.train.recipes import finetune_recipe
+
+    local = tmp_path / "elsewhere.yaml"
+    local.write_text("base_lr: 0.5\ndata: /home/someone/photos\n")
+    source_recipe = str(local) if named == "path" else {"base_lr": 0.5, "data": "/home/someone/photos"}
+    recipe, _, why = finetune_recipe(None, {}, 1, 64, 10, None, source_recipe)
+    assert recipe.name == "finetune" and recipe.base_lr != 0.5 and recipe.data is None
+    assert "not a packaged" in why
+    model = crafted(tmp_path / "m.safetensors", provenance={"finetune_recipe": source_recipe})
+    module = SwinClassifier.from_pretrained(model, num_classes=3)
+    assert module.recipe.name == "finetune" and module.recipe.base_lr != 0.5
+    assert finetune_recipe(None, {}, 1, 64, 10, None, "nano_finetune")[0].name == "nano_finetune"

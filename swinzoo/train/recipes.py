@@ -357,7 +357,12 @@ def finetune_recipe(given: str | dict | Recipe | None, changes: dict, version: i
         recipe = load_recipe(given).replace(**changes)
         return recipe, res or recipe.res or source_res, "given"
     res = res or changes.get("res") or source_res
-    name, why = choose_recipe(version, source_res, res, num_classes, source_recipe)
+    # the source's recipe comes from its file: a packaged name, never a path to read here nor a recipe of its own
+    named = source_recipe if isinstance(source_recipe, str) and source_recipe in packaged_recipes() else None
+    name, why = choose_recipe(version, source_res, res, num_classes, named)
+    if source_recipe and named is None:
+        why += (f" (the source names the recipe {str(source_recipe)[:60]!r}, not a packaged one: give it with "
+                "--recipe to use it)")
     return load_recipe(name).replace(**changes), res, why
 
 
