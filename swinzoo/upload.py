@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from swinzoo.config import SwinConfig
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
-from swinzoo.errors import NetworkError, SwinzooError, python_api
+from swinzoo.errors import NetworkError, SwinzooError, printable, python_api
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, offline
 from swinzoo.io import atomic_dir, check_writable_folder
@@ -107,6 +107,24 @@ def run_metrics(path: Path, provenance: dict) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------- model card
+# The provenance in a card may come from someone else's file: its text is shown, never read as Markdown or HTML
+MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<>|])")
+
+
+def code(text) -> str:
+    """`text` as one inline code span: newlines and other controls as escapes, fenced by more backticks than it
+    holds in a row (CommonMark), so it cannot end the span."""
+    text = printable(str(text))
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plain(text) -> str:
+    """`text` as one line of Markdown text: no link, image, HTML, code span or table cell of its own."""
+    return MARKDOWN_INLINE.sub(r"\\\1", printable(str(text)))
+
+
 def base_model(provenance: dict) -> str | None:
     """The Hub repo the weights came from, when known (a hf-hub: source or a zoo name)."""
     for key in ("hub_repo", "source", "from"):
@@ -187,31 +205,32 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
             + (f", pretrained windows {list(cfg.pretrained_window_sizes)}" if cfg.version == 2 else ""),
             f"- {count_params(cfg) / 1e6:.2f} M parameters, {count_macs(cfg) / 1e9:.3f} GMACs at {cfg.img_size} px"]
     if provenance.get("source"):
-        made.append(f"- source: `{provenance['source']}`" + (f" (Hub: `{base}`)" if base else ""))
+        made.append(f"- source: {code(provenance['source'])}" + (f" (Hub: {code(base)})" if base else ""))
     transfer = provenance.get("transfer")
     if transfer:
         src = transfer.get("from", {})
         done = [f"{len(transfer[key])} tensors {what}" for key, what in (
             ("interpolated", "interpolated (bicubic)"), ("reinitialized", "re-initialised"), ("mapped", "mapped"))
-            if transfer.get(key)] + list(transfer.get("notes", []))
+            if transfer.get(key)] + [plain(note) for note in transfer.get("notes", [])]
         moved = (src.get("img_size"), src.get("window_size")) != (cfg.img_size, cfg.window_size)
         if moved or done:
-            made.append(f"- transferred from {src.get('img_size')} px / window {src.get('window_size')}"
+            made.append(f"- transferred from {plain(src.get('img_size'))} px / window {plain(src.get('window_size'))}"
                         + (": " + "; ".join(done) if done else ""))
     if provenance.get("recipe"):
         recipe = provenance["recipe"]
-        made.append(f"- recipe: `{recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe}`"
+        made.append(f"- recipe: {code(recipe.get('name', 'custom') if isinstance(recipe, dict) else recipe)}"
                     + (" (the training of the weights before the transfer above)" if "before_transfer" in provenance
                        else ""))
     if isinstance(provenance.get("finetune"), dict) and provenance["finetune"].get("command"):
-        made.append(f"- command: `{provenance['finetune']['command']}`")
+        made.append(f"- command: {code(provenance['finetune']['command'])}")
     if dataset:
-        made.append(f"- data: `{dataset}`")
+        made.append(f"- data: {code(dataset)}")
     body = [f"# {name}", "", "Made with [swinzoo](https://pypi.org/project/swinzoo/).", "", "## How it was made", "",
             *made, ""]
     if metrics:
         body += ["## Results", "", "| metric | value |", "|---|---:|"]
-        body += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+        body += [f"| {plain(k)} | {v:.4f} |" if isinstance(v, float) else f"| {plain(k)} | {plain(v)} |"
+                 for k, v in metrics.items()]
         body.append("")
     if curves:
         body += ["![training curves](curves.png)", ""]

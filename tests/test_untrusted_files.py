@@ -135,3 +135,21 @@ def test_a_source_names_only_packaged_recipes(tmp_path, named):
     module = SwinClassifier.from_pretrained(model, num_classes=3)
     assert module.recipe.name == "finetune" and module.recipe.base_lr != 0.5
     assert finetune_recipe(None, {}, 1, 64, 10, None, "nano_finetune")[0].name == "nano_finetune"
+
+
+# ---------------------------------------------------------------------------------------------- model cards
+def test_model_card_shows_provenance_text_as_text(tmp_path, capsys):
+    """Pushing a model someone else made puts its provenance in your card: a backtick or a newline in it ended the
+    code span and wrote its own headings, links and images into the card."""
+    evil = "x`\n\n## Fake results\n[click](https://example.com/a) <img src=https://example.com/t.png>"
+    provenance = {"source": evil, "dataset": evil, "recipe": {"name": evil}, "finetune": {"command": evil},
+                  "transfer": {"from": {"img_size": evil, "window_size": 4}, "notes": [evil]}}
+    model = crafted(tmp_path / "m.safetensors", provenance=provenance)
+    code, out, err = run_cli(["push", model, "--repo", "me/model", "--dry-run", tmp_path / "preview"], capsys)
+    assert code == 0, err
+    from markdown_it import MarkdownIt  # rich's markdown parser: the card as the Hub renders it (CommonMark)
+
+    card = (tmp_path / "preview" / "README.md").read_text()
+    html = MarkdownIt("commonmark").render(card.split("---\n", 2)[2])
+    assert "Fake results" in html and "<h2>Fake" not in html
+    assert 'href="https://example.com' not in html and "<img" not in html
