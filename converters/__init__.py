@@ -20,7 +20,7 @@ from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import read_config_json
 from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import verify_state_dict
+from swinzoo.io import read_small_text, verify_state_dict
 from swinzoo.models import parameter_shapes
 from swinzoo.run_folder import CKPT_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.zoo import get_entry, zoo_config
@@ -50,8 +50,8 @@ def get_format(name: str) -> Format:
 def unfinished_run(folder: Path) -> SwinzooError:
     """The error for a swinzoo run folder without its model.safetensors: killed, or still training."""
     try:  # the verb that continues it: a pretraining run records its task
-        task = json.loads((folder / RUN_FILE).read_text()).get("provenance", {}).get("task")
-    except (OSError, ValueError, AttributeError):
+        task = json.loads(read_small_text(folder / RUN_FILE)).get("provenance", {}).get("task")
+    except (OSError, ValueError, AttributeError, SwinzooError):
         task = None
     verb, kind = ("pretrain", "pretraining") if task == PRETRAIN_TASK else ("finetune", "fine-tuning")
     latest = (f"; its latest weights are in {folder / CKPT_FILE}, which every command reads"
@@ -118,7 +118,7 @@ def _swinzoo_block(path: Path) -> dict | None:
     config_json = path / "config.json" if path.is_dir() else None
     if config_json is None or not config_json.exists():
         return None
-    block = json.loads(config_json.read_text()).get("swinzoo")
+    block = json.loads(read_small_text(config_json)).get("swinzoo")
     return block if isinstance(block, dict) and isinstance(block.get("config"), dict) else None
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_dir, safetensors_write_errors
+from swinzoo.io import atomic_dir, read_small_text, safetensors_write_errors
 
 # the files each kind of folder export writes (timm: config.json and weights; transformers also its preprocessing)
 EXPORT_FILES = {"timm": {"config.json", "model.safetensors"},
@@ -57,7 +57,7 @@ def folder_kind(config) -> str | None:
         if not config.is_file():
             return None
         try:
-            config = json.loads(config.read_text())
+            config = json.loads(read_small_text(config))
         except (OSError, ValueError):
             return "unreadable"
     return {"hf": "transformers", "timm": "timm"}.get(config_kind(config), "other")
@@ -79,7 +79,7 @@ def read_config_json(folder: Path) -> dict:
         raise SwinzooError(f"{folder} has no config.json; give a timm or transformers model folder, or the weight "
                            "file itself with --arch NAME")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(read_small_text(path))
     except json.JSONDecodeError as e:
         raise SwinzooError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(config, dict):

@@ -36,6 +36,7 @@ from swinzoo.converters.common import (
 from swinzoo.converters.folders import config_kind, read_config_json, weights_in_folder, write_model_folder
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError
+from swinzoo.io import read_small_text
 from swinzoo.models.layers import relative_position_index
 from swinzoo.preprocess import NO_CROP_FROM, Preprocess
 
@@ -280,7 +281,7 @@ def read_preprocessor_config(folder: Path, img_size: int) -> dict | None:
     rule) without one or when it is unreadable: it never changes what the weights are, so it never stops a read."""
     path = folder / "preprocessor_config.json"
     try:
-        d = json.loads(path.read_text()) if path.is_file() else None
+        d = json.loads(read_small_text(path)) if path.is_file() else None
         return preprocess_from_hf(d, img_size) if isinstance(d, dict) else None
     except (OSError, ValueError, TypeError, SwinzooError):  # unreadable, or values of the wrong type
         return None

@@ -14,6 +14,7 @@ import pickle
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -297,6 +298,21 @@ def native_path(path: str | Path):
     finally:
         if fd is not None:
             os.close(fd)
+
+
+MAX_TEXT_BYTES = 64 * 2**20  # far above any config.json, run.json or metrics.json (21841 label names: ~1 MiB)
+
+
+def read_small_text(path: str | Path) -> str:
+    """The text of a JSON file of a model or run folder, maybe from someone else's archive: a link to /dev/zero or
+    a pipe would be read forever, a sparse file of a terabyte whole."""
+    st = (path := Path(path)).stat()  # before opening: opening a pipe waits for a writer
+    if not stat.S_ISREG(st.st_mode):
+        raise SwinzooError(f"{path} is not a regular file (a link to a device or a pipe?); replace it with the file")
+    if st.st_size > MAX_TEXT_BYTES:
+        raise SwinzooError(f"{path} is {st.st_size // 2**20} MiB, more than a config holds (at most "
+                           f"{MAX_TEXT_BYTES // 2**20} MiB); it is corrupt or not a config: replace it")
+    return path.read_bytes().decode("utf-8")
 
 
 def is_safetensors(path: str | Path) -> bool:

@@ -26,7 +26,7 @@ from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import NetworkError, SwinzooError, printable, python_api
 from swinzoo.hub import check_repo_id
 from swinzoo.hub_http import HubNetworkError, endpoint, hub_calls, hub_timeout, offline
-from swinzoo.io import atomic_dir, check_writable_folder
+from swinzoo.io import atomic_dir, check_writable_folder, read_small_text
 from swinzoo.models import count_macs, count_params
 from swinzoo.preprocess import Preprocess
 from swinzoo.run_folder import CURVES_FILE, METRICS_FILE
@@ -97,7 +97,7 @@ def run_metrics(path: Path, provenance: dict) -> dict | None:
     if not (path.is_dir() or path.name == "model.safetensors") or not file.exists():
         return None
     try:
-        metrics = json.loads(file.read_text())
+        metrics = json.loads(read_small_text(file))
     except json.JSONDecodeError:
         raise SwinzooError(f"{file} is not valid JSON; fix or remove it") from None
     recorded = provenance.get("finetune")

@@ -153,3 +153,46 @@ def test_model_card_shows_provenance_text_as_text(tmp_path, capsys):
     html = MarkdownIt("commonmark").render(card.split("---\n", 2)[2])
     assert "Fake results" in html and "<h2>Fake" not in html
     assert 'href="https://example.com' not in html and "<img" not in html
+
+
+def _feed_fifo_if_read(fifo, seconds: float = 5.0) -> None:
+    """Should a reader open `fifo` (the bug), give it `{}` so it returns instead of waiting forever."""
+    import os
+    import threading
+    import time
+
+    def feed() -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while no one reads
+            except OSError:
+                time.sleep(0.05)
+                continue
+            os.write(fd, b"{}")
+            os.close(fd)
+            return
+
+    threading.Thread(target=feed, daemon=True).start()
+
+
+def test_folder_json_files_that_are_no_regular_files_or_huge_are_refused(tmp_path, capsys):
+    """A model or run folder from an archive: config.json linking to /dev/zero or a pipe was read forever (memory
+    without end, or a hang), a sparse one of a terabyte read whole."""
+    import os
+
+    folder = tmp_path / "timm"
+    swinzoo.export("swin_n_64", "timm", folder)
+    (folder / "config.json").unlink()
+    os.mkfifo(tmp_path / "pipe")
+    (folder / "config.json").symlink_to(tmp_path / "pipe")
+    _feed_fifo_if_read(tmp_path / "pipe")
+    code, out, err = run_cli(["info", folder], capsys)
+    assert code == 2
+    one_error_line(err, "config.json", "not a regular file")
+    (folder / "config.json").unlink()
+    with open(folder / "config.json", "wb") as f:
+        f.truncate(2**40)  # sparse: no disk used
+    code, out, err = run_cli(["info", folder], capsys)
+    assert code == 2
+    one_error_line(err, "config.json", "1048576 MiB")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.io import read_small_text
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan
 from swinzoo.train.recipes import MAX_SEED, PRECISIONS, check_precision_package
@@ -244,7 +245,7 @@ PLAN_TYPES = {"out": str, "source": (str, type(None)), "config": dict, "recipe":
 def read_plan(run_file: Path) -> Plan:
     """OUT/run.json -> Plan, every key known and of its type, the values in range; one-line errors."""
     try:
-        data = json.loads(run_file.read_text())
+        data = json.loads(read_small_text(run_file))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise SwinzooError(f"{run_file} is not valid JSON ({str(e).splitlines()[0]}); restore it, or start a new "
                            "run with another --out") from None
