@@ -19,10 +19,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # What `SwinConfig.preprocess` may override; `swinzoo.preprocess` owns the rule and the meaning of each
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
 PREPROCESS_CROP_KEYS = ("crop_pct", "crop_mode")  # chosen per resolution, so stored (and dropped) together
-# Ceilings far above every released Swin (at most 50 blocks, windows up to 48), so that a config read from someone
-# else's file cannot make swinzoo build modules for minutes, or position indices of window^4 entries per block
-# (gigabytes), before the weights are checked against it
+# Ceilings far above every released Swin (at most 50 blocks, windows up to 48, 1536 px), so that a config read from
+# someone else's file cannot make swinzoo build modules for minutes, position indices of window^4 entries per block
+# or window plans of grid^2 entries per stage (gigabytes) before the weights are checked against it
 MAX_BLOCKS = 256
+MAX_GRID = 2048  # tokens per side: 8192 px at patch 4
 MAX_WINDOW = 64
 MAX_INDEX_BYTES = 4 * 2**30
 
@@ -71,6 +72,11 @@ class SwinConfig:
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "window_size"):
             if int(getattr(self, name)) < 1:
                 raise SwinzooError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.patch_grid > MAX_GRID:
+            raise SwinzooError(f"resolution {self.img_size} px is a {self.patch_grid}x{self.patch_grid} token grid, "
+                               f"larger than swinzoo builds (at most {MAX_GRID} tokens per side: "
+                               f"{MAX_GRID * self.patch_size} px at patch {self.patch_size}); the config is corrupt, "
+                               "or pick a smaller resolution")
         if self.num_classes < 0 or min(self.depths + self.num_heads, default=0) < 1:
             raise SwinzooError(f"num_classes must be >= 0 and every depth and head count >= 1 (got {self.num_classes}, "
                                f"{list(self.depths)}, {list(self.num_heads)})")
