@@ -108,13 +108,24 @@ def read_module_checkpoint(obj: dict, path: Path) -> Checkpoint:
 
 def check_weights_match(tensors: dict[str, torch.Tensor], config: SwinConfig, path: Path) -> None:
     """The config in the metadata must describe the tensors: a transfer would otherwise "repair" an edited or
-    mismatched file by resizing its bias tables (keys the config does not know, as a SimMIM decoder's, pass)."""
+    mismatched file by resizing its bias tables (keys the config does not know, as a SimMIM decoder's, pass). Every
+    tensor it describes must be there (a SimMIM file's under `encoder.`, but the head): a config declaring millions
+    of classes or a position embedding the file lacks would be built, gigabytes of fresh weights, before a check
+    noticed."""
     expected = parameter_shapes(config)
+    prefix = "encoder." if any(k.startswith("encoder.") for k in tensors) else ""
     for key, tensor in tensors.items():
-        if key in expected and tuple(tensor.shape) != tuple(expected[key]):
+        shape = expected.get(key.removeprefix(prefix))
+        if shape is not None and tuple(tensor.shape) != tuple(shape):
             raise SwinzooError(f"{path}: its metadata contradicts its weights: {key} is {tuple(tensor.shape)} but "
                                f"its config ({config.img_size} px, window {config.window_size}) gives "
-                               f"{tuple(expected[key])}; re-create the file with `swinzoo convert`")
+                               f"{tuple(shape)}; re-create the file with `swinzoo convert`")
+    # SimMIM's encoder has no head (its config may keep the class count of the encoder's source)
+    missing = [k for k in expected if prefix + k not in tensors and not (prefix and k.startswith("head."))]
+    if missing:
+        raise SwinzooError(f"{path}: its config describes {len(missing)} tensors the file does not hold (first "
+                           f"{prefix + missing[0]}, {tuple(expected[missing[0]])}); the file is incomplete or its "
+                           "metadata edited: re-create it with `swinzoo convert`")
 
 
 def write(checkpoint: Checkpoint, out: str | Path, *, allow_numeric_change: bool = False,

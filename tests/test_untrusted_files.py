@@ -199,3 +199,21 @@ def test_folder_json_files_that_are_no_regular_files_or_huge_are_refused(tmp_pat
     code, out, err = run_cli(["info", folder], capsys)
     assert code == 2
     one_error_line(err, "config.json", "1048576 MiB")
+
+
+@pytest.mark.parametrize("change, missing", [
+    # a 4.5 MB file whose config declares 3 million classes but holds no head: predict built and ran a 3 GB head
+    # (9 GB at its peak) of fresh weights; export wrote it
+    (dict(num_classes=3_000_000, class_names=None), "head.weight"),
+    # an absolute position embedding (at 8192 px and 768 channels, 12 GB), likewise never in the file
+    (dict(ape=True), "absolute_pos_embed"),
+])
+def test_a_config_must_describe_only_tensors_its_file_holds(tmp_path, capsys, change, missing):
+    model = swinzoo.load_model("swin_n_64")
+    cfg = {**model.config.to_dict(), **change}
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")}
+    save_file(tensors, str(tmp_path / "m.safetensors"),
+              metadata={"format": "pt", "swinzoo_config": json.dumps(cfg)})
+    code, out, err = run_cli(["info", tmp_path / "m.safetensors"], capsys)
+    assert code == 2, out
+    one_error_line(err, missing, "does not hold")
