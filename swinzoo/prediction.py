@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from swinzoo.evaluation import check_counts, eval_mode, prepare_model, progress_
 from swinzoo.models import SwinTransformer
 from swinzoo.preprocess import create_transform, to_rgb
 from swinzoo.train.file_list import IMAGE_SUFFIXES, files_under
+from swinzoo.train.image_check import NOT_REGULAR
 
 
 @python_api()
@@ -94,6 +96,8 @@ def check_image_path(path) -> None:
 def read_image(path: str | Path, transform) -> torch.Tensor:
     """One image file through `transform`, or a one-line error naming it."""
     try:
+        if isinstance(path, (str, bytes, os.PathLike)) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise SwinzooError(f"{os.fsdecode(path)} is {NOT_REGULAR}; remove it or leave it out")  # a pipe: a hang
         with Image.open(path) as im:
             return transform(to_rgb(im, str(path)))
     except Image.DecompressionBombError:

@@ -217,3 +217,27 @@ def test_a_config_must_describe_only_tensors_its_file_holds(tmp_path, capsys, ch
     code, out, err = run_cli(["info", tmp_path / "m.safetensors"], capsys)
     assert code == 2, out
     one_error_line(err, missing, "does not hold")
+
+
+def test_image_links_to_pipes_are_named_not_waited_on(tmp_path, capsys):
+    """An image set from an archive: a .png linking to a pipe hung the image check (and Ctrl-C, which waits for the
+    check's threads) until something wrote to the pipe; predict likewise."""
+    import os
+
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name in ("solid", "frame"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "data" / split / name / "a.png")
+    os.mkfifo(tmp_path / "pipe")
+    link = tmp_path / "data" / "val" / "solid" / "b.png"
+    link.symlink_to(tmp_path / "pipe")
+    _feed_fifo_if_read(tmp_path / "pipe")
+    code, out, err = run_cli(["eval", "swin_n_64", "--data", tmp_path / "data", "--num-workers", "0"], capsys)
+    assert code == 2
+    one_error_line(err, "b.png", "not a regular file")
+    _feed_fifo_if_read(tmp_path / "pipe")
+    code, out, err = run_cli(["predict", "swin_n_64", link], capsys)
+    assert code == 2
+    one_error_line(err, "b.png", "not a regular file")

@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shlex
+import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ CHECKED_ENV = "SWINZOO_IMAGES_CHECKED"
 CHECK_VERSION = 1
 # a record of a passed check not read for this long is removed when another is written
 RECORD_KEEP_DAYS = 90
+NOT_REGULAR = "not a regular file (a link to a pipe or a device?)"
 
 
 def image_problem(source: Path | bytes) -> str | None:
@@ -39,6 +41,8 @@ def image_problem(source: Path | bytes) -> str | None:
     # verify() leaves the image unusable, so the second pass needs a fresh file object
     opened = (lambda: io.BytesIO(source)) if isinstance(source, (bytes, bytearray)) else (lambda: source)
     try:
+        if not isinstance(source, (bytes, bytearray)) and not stat.S_ISREG(os.stat(source).st_mode):
+            return NOT_REGULAR  # opening a pipe waits for a writer: the check would hang, and Ctrl-C with it
         with Image.open(opened()) as im:
             im.verify()
         with Image.open(opened()) as im:
