@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import save_file
 
 import swinzoo
