@@ -85,7 +85,7 @@ def test_file_names_with_terminal_controls_are_shown_escaped(tmp_path, capsys):
     # V2 weights do not depend on the window: a 9 MB file declaring a 2048 window asked for 281 TB at once (the
     # (N, N) position index of N = 2048^2 tokens) in `info`'s shape check; windows of 100-200 fit a large machine
     # and took gigabytes per block
-    (dict(img_size=8192, window_size=2048), "window 2048"),
+    (dict(img_size=8192, window_size=2048), "windows [2048, 1024, 512, 256]"),
     # weights need not hold every block for the shape check: 5000 blocks were built (seconds; 200000: minutes)
     (dict(depths=[5000, 2, 2, 2]), "5006 blocks"),
     # the window plans of each stage are built at the resolution (grid^2 gather indices): at 65536 px, 23 GB (the

@@ -115,6 +115,7 @@ class SwinStage(nn.Module):
 
 def build_stages(c: SwinConfig) -> nn.ModuleList:
     """The stages of `c`, stochastic depth rising linearly over all blocks from 0 to `drop_path_rate` (official)."""
+    c.check_buildable()
     rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()
     starts = [sum(c.depths[:i]) for i in range(c.num_stages)]
     return nn.ModuleList(SwinStage(c, i, rates[starts[i] : starts[i] + c.depths[i]]) for i in range(c.num_stages))
