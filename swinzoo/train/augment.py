@@ -123,7 +123,9 @@ class RandAugment:
     def __init__(self, magnitude: float = 9, magnitude_std: float = 0.5, num_layers: int = 2, prob: float = 0.5,
                  fill=(124, 116, 104)) -> None:
         self.magnitude, self.magnitude_std, self.num_layers = magnitude, magnitude_std, num_layers
-        self.prob, self.fill, self.ops = prob, tuple(fill), list(OPS.values())
+        # by name: OPS holds lambdas and closures, which a loader worker started by spawn or forkserver (macOS,
+        # Windows, Python 3.14's Linux default) cannot be sent pickled
+        self.prob, self.fill, self.ops = prob, tuple(fill), list(OPS)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         # np.random.choice(ops, n) with replacement draws exactly this
@@ -131,7 +133,7 @@ class RandAugment:
             if self.prob < 1.0 and random.random() > self.prob:
                 continue
             m = random.gauss(self.magnitude, self.magnitude_std) if self.magnitude_std > 0 else self.magnitude
-            img = self.ops[index](img, min(LEVELS, max(0, m)), self.fill)
+            img = apply_op(self.ops[index], img, min(LEVELS, max(0, m)), self.fill)
         return img
 
     def __repr__(self) -> str:
