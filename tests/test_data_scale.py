@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from swinzoo.train import data, simmim_data
-from swinzoo.train.data import IMAGE_SUFFIXES, ImageFolderSplit
+from swinzoo.train.data import ImageFolderSplit
+from swinzoo.train.file_list import IMAGE_SUFFIXES
 
 
 def empty_files(folder: Path, names) -> None:

@@ -5,13 +5,17 @@ it."""
 
 import multiprocessing
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from swinzoo.train.data import SwinDataModule, train_transform
+from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.rng import seeded
 from swinzoo.train.shapes import render
+from swinzoo.train.simmim_data import SimMIMDataModule
 from tests.test_finetune import image_folder
 
 
@@ -55,3 +59,22 @@ def test_an_official_recipes_training_batches_in_workers_are_the_seeds(start_met
     assert len(here) == len(there) == 6
     assert all(torch.equal(a, b) for a, b in zip(here, there))
     assert not torch.equal(here[0], here[3])  # another epoch, other augmentations
+
+
+def test_a_worker_reads_its_dataset_without_importing_lightning(tmp_path):
+    """A spawned or forkserver worker imports what unpickling its dataset takes. The datasets lived beside the
+    Lightning data modules, so every worker imported Lightning, about as long as torch and torchvision together,
+    at each loader's start (train, validation, each `evaluate`)."""
+    data = image_folder(tmp_path / "data")
+    finetune = SwinDataModule(str(data), 32, 4, "finetune", num_workers=1, data_options=DataOptions(train_fraction=0.5))
+    finetune.check()
+    pretrain = [SimMIMDataModule(name, 32, 2, num_workers=1) for name in (str(data / "train"), "shapes")]
+    for dm in pretrain:
+        dm.check()
+    sets = [dm.train_dataloader().dataset for dm in (finetune, *pretrain)] + [finetune.val_dataloader().dataset,
+                                                                              pretrain[0].val_dataloader().dataset]
+    code = ("import pickle, sys; sets = pickle.loads(sys.stdin.buffer.read()); [s[(0, 1, 0)] for s in sets]; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', "
+            "'lightning_fabric', 'torchmetrics'}))")
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(sets), capture_output=True, check=True)
+    assert done.stdout.decode().strip() == "[]"

@@ -20,28 +20,19 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD
 from swinzoo.errors import SwinzooError
-from swinzoo.preprocess import to_rgb
-from swinzoo.train.data import (
-    BUILTIN,
-    IMAGE_SUFFIXES,
-    as_recipe,
-    check_images,
-    check_no_hf_options,
-    loader_workers,
-)
-from swinzoo.train.file_list import FileList, files_under
+from swinzoo.train.data import BUILTIN, as_recipe, check_images, check_no_hf_options, loader_workers
+from swinzoo.train.file_list import IMAGE_SUFFIXES, FileList, files_under
 from swinzoo.train.folder import is_rank_zero
 from swinzoo.train.hf_data import DataOptions, carve, open_hf
 from swinzoo.train.recipes import Recipe
-from swinzoo.train.rng import SeededSamples
 from swinzoo.train.sampling import ResumableLoader
 from swinzoo.train.shapes import ShapesDataset
+from swinzoo.train.worker_data import ImageFiles, Transformed, Unlabelled
 
 CARVE_FRACTION = 0.1  # of a plain folder held out for validation ...
 CARVE_MAX = 1000  # ... but never more images than this: validation only needs a steady loss and a picture
@@ -60,51 +51,6 @@ def view_transform(res: int) -> v2.Compose:
     """Validation: the whole image as the model sees it, without randomness (short side to res, center crop)."""
     return v2.Compose([v2.ToImage(), v2.Resize(res, antialias=True), v2.CenterCrop(res),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-class ImageFiles(Dataset):
-    """A list of image files; item = the RGB image (no label)."""
-
-    def __init__(self, files: FileList, description: str) -> None:
-        self.files, self.description = files, description
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int):
-        path = self.files[index]
-        try:
-            with Image.open(path) as im:
-                return to_rgb(im, str(path))
-        except (OSError, UnidentifiedImageError) as e:
-            raise SwinzooError(f"{path} is not a readable image ({e}); remove or replace it") from None
-
-
-class Unlabelled(Dataset):
-    """The images of a labelled dataset ((image, label) items), labels dropped."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-        self.description = getattr(base, "description", None)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        return self.base[index][0]
-
-
-class Transformed(SeededSamples):
-    """`base`'s images with `transform` applied; a key (index, seed, epoch) seeds its random draws."""
-
-    def __init__(self, base: Dataset, transform) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def sample(self, index: int):
-        return self.transform(self.base[index])
 
 
 def images_under(folder: Path) -> FileList:
