@@ -9,6 +9,7 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import multiprocessing
 import os
 import re
 import sys
@@ -47,6 +48,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def refuse_in_bootstrapping_worker(name: str) -> None:
+    """A process started by spawn or forkserver (macOS, Windows; Linux from Python 3.14) runs the user's main script
+    again before it works: a `swinzoo.finetune(...)` at the script's top level then ran in every loader worker (and
+    stopped on the run's own lock, "--out ... is in use"). What Python checks itself when such a process starts one."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SwinzooError(f"swinzoo.{name} was called again by a worker process re-running your script (spawn or "
+                           "forkserver start them so): put the script's calls under `if __name__ == \"__main__\":`")
+
+
 def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a public function whose errors may name CLI flags (the CLI calls the same code): called from Python,
     a `SwinzooError` naming `--trust-checkpoint` also gets "(in Python: --trust-checkpoint is trust_checkpoint=True)",
@@ -66,6 +76,7 @@ def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callab
                 return func(*args, **kwargs)
             outermost = _SPELLED_ABOVE.set(True)
             try:
+                refuse_in_bootstrapping_worker(func.__name__)
                 return func(*args, **kwargs)
             except SwinzooError as e:
                 spelled = python_spellings(str(e.args[0]), kinds, first) if e.args else []

@@ -78,3 +78,17 @@ def test_a_worker_reads_its_dataset_without_importing_lightning(tmp_path):
             "'lightning_fabric', 'torchmetrics'}))")
     done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(sets), capture_output=True, check=True)
     assert done.stdout.decode().strip() == "[]"
+
+
+def test_a_script_without_a_main_guard_is_told_so_by_its_spawned_workers(tmp_path):
+    """Under spawn (forkserver too) a loader worker runs the user's script again: without `if __name__ ==
+    "__main__":` its finetune() call ran in every worker and stopped on the run's own lock, "--out ... is in use"."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import multiprocessing\nimport swinzoo\n"
+        "multiprocessing.set_start_method('spawn', force=True)\n"
+        f"swinzoo.finetune('swin_n_64', data='shapes', out={str(tmp_path / 'run')!r}, max_steps=1, batch_size=4,\n"
+        "                 num_workers=1, trainer={'limit_val_batches': 1})\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr and "in use" not in done.stderr, done.stderr[-3000:]
