@@ -20,9 +20,10 @@ from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import read_config_json
 from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import read_small_text, verify_state_dict
+from swinzoo.io import read_small_text
 from swinzoo.models import parameter_shapes
 from swinzoo.run_folder import CKPT_FILE, PRETRAIN_TASK, RUN_FILE
+from swinzoo.state_dicts import verify_state_dict
 from swinzoo.zoo import get_entry, zoo_config
 
 FORMATS: dict[str, Format] = {f.name: f for f in (

@@ -24,8 +24,9 @@ import torch
 from swinzoo.config import SwinConfig
 from swinzoo.converters.foreign import check_not_a_program, check_not_training_state, is_module_checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import is_safetensors, load_torch, read_safetensors, verify_state_dict
+from swinzoo.io import is_safetensors, load_torch, read_safetensors
 from swinzoo.models import parameter_shapes
+from swinzoo.state_dicts import verify_state_dict
 from swinzoo.weight_transfer import BUFFER_NAMES, canonical_buffers, drop_buffers
 
 # placeholder -> (canonical stage -> foreign number, foreign number -> canonical stage or None when impossible)

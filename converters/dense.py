@@ -22,8 +22,8 @@ import torch
 from swinzoo.config import SwinConfig
 from swinzoo.converters.common import Checkpoint, arch_from_keys, v2_pretrained_windows
 from swinzoo.errors import SwinzooError
-from swinzoo.io import verify_state_dict
 from swinzoo.models import parameter_shapes
+from swinzoo.state_dicts import verify_state_dict
 from swinzoo.weight_transfer import drop_buffers, resize_bias_table, source_windows
 
 ALL_STAGES = None  # out_indices default: every stage, as the official backbone

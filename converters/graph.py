@@ -26,10 +26,11 @@ import torch
 from swinzoo.config import SwinConfig
 from swinzoo.converters.common import Checkpoint
 from swinzoo.errors import SwinzooError
-from swinzoo.io import atomic_path, load_strict
+from swinzoo.io import atomic_path
 from swinzoo.models import SwinBackbone, SwinTransformer
 from swinzoo.models.traceable import traceable
 from swinzoo.preprocess import Preprocess
+from swinzoo.state_dicts import load_strict
 
 GRAPH_FORMATS = ("onnx", "pt2")
 ONNX_OPSET = 18

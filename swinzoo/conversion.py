@@ -15,9 +15,10 @@ from swinzoo.converters.dense import backbone_config, check_features_only, to_ba
 from swinzoo.converters.mmdet import dropped_summary
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError, python_api
-from swinzoo.io import check_new_file, check_writable_folder, load_strict, verify_state_dict
+from swinzoo.io import check_new_file, check_writable_folder
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
+from swinzoo.state_dicts import load_strict, verify_state_dict
 from swinzoo.weight_transfer import TransferReport, transfer
 from swinzoo.zoo import zoo_config
 

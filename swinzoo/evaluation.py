@@ -20,10 +20,11 @@ from swinzoo.conversion import read_transferred
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
-from swinzoo.io import load_strict, same_file
+from swinzoo.io import same_file
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.per_class import ClassTally
 from swinzoo.run_folder import BEST_FILE, CKPT_FILE, RUN_FILE
+from swinzoo.state_dicts import load_strict
 from swinzoo.train.checks import check_whole, max_processes
 from swinzoo.train.hf_data import FLAGS, DataOptions
 

@@ -1,4 +1,4 @@
-"""File primitives every format shares: atomic writes, safe torch.load, safetensors reading, strict state-dict checks.
+"""File primitives every format shares: atomic writes, safe torch.load, safetensors and small JSON files reading.
 
 Nothing here knows a key layout; `converters/` does. Writes go to a temporary name beside the target and are
 renamed onto it only when complete, so a failed or interrupted write never leaves a half-written output.
@@ -396,23 +396,3 @@ def _what_it_is(head: bytes) -> str:
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-
-
-# ---------------------------------------------------------------------------------------------- state dicts
-def verify_state_dict(expected: dict[str, tuple], state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a one-line error naming the first unexpected, misshapen or missing key."""
-    for key, tensor in state_dict.items():
-        if key not in expected:
-            raise SwinzooError(f"{source}: unexpected key {key!r} for this architecture")
-        if tuple(tensor.shape) != tuple(expected[key]):
-            raise SwinzooError(f"{source}: {key} has shape {tuple(tensor.shape)} but the model expects "
-                               f"{tuple(expected[key])}")
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise SwinzooError(f"{source}: missing {len(missing)} keys, first {missing[0]!r}")
-
-
-def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict(strict=True) behind a one-line error."""
-    verify_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state_dict, source)
-    model.load_state_dict(state_dict, strict=True)

@@ -25,9 +25,10 @@ from swinzoo.converters.dense import check_features_only, check_window, to_backb
 from swinzoo.converters.native import PROVENANCE_KEY
 from swinzoo.converters.simmim import DECODER_KEYS, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError, python_api
-from swinzoo.io import load_strict, safetensors_metadata
+from swinzoo.io import safetensors_metadata
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer, count_macs, count_params
 from swinzoo.models.simmim import NORM_TARGET_KERNEL
+from swinzoo.state_dicts import load_strict
 from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)

@@ -15,7 +15,7 @@ LAYERS = [
     (0, ("swinzoo.errors", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess", "swinzoo.hardware",
          "swinzoo.run_folder")),
     (1, ("swinzoo.models",)),
-    (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io")),
+    (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io", "swinzoo.state_dicts")),
     (3, ("swinzoo.converters",)),
     (4, ("swinzoo.sources", "swinzoo.hub", "swinzoo.hub_http", "swinzoo.upload", "swinzoo.conversion")),
     (5, ("swinzoo.train", "swinzoo.evaluation", "swinzoo.eval_precision", "swinzoo.accuracy_plot", "swinzoo.plot",
