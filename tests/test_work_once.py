@@ -80,14 +80,14 @@ def test_a_sweep_checks_the_images_of_its_data_once(tmp_path, monkeypatch):
 
     import swinzoo
     from swinzoo import evaluation
-    from swinzoo.train import data
+    from swinzoo.train import worker_data
 
     for c, colour in enumerate(("red", "green", "blue")):
         (tmp_path / "d" / "val" / str(c)).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (70 + i, 64), colour).save(tmp_path / "d" / "val" / str(c) / f"{i}.png")
     model = swinzoo.convert("swin_n_64", tmp_path / "m.safetensors", num_classes=3).output
-    checks = counting(monkeypatch, data, "check_images")
+    checks = counting(monkeypatch, worker_data, "check_images")  # ImageFolderSplit's
     rows = evaluation.sweep([str(model)], [64, 96], str(tmp_path / "d"), num_workers=0)
     assert [(r["res"], r["n"]) for r in rows] == [(64, 6), (96, 6)]
     assert len(checks) == 1
