@@ -174,7 +174,7 @@ def _exit_code(command: Callable[[], int | None]) -> int:
     except Exception as e:  # a bug, or input no check caught yet: one line, the traceback on request
         if debug:
             raise
-        if SIGNALLED or WORKER_STOPPED.search(str(e)):  # Ctrl-C / SIGTERM to the group: its loader workers got it too
+        if SIGNALLED or WORKER_STOPPED.search(str(e)) or _while_interrupted(e):  # Ctrl-C / SIGTERM: its workers too
             print("error: interrupted", file=sys.stderr)
             return 130
         size = allocation_failed(e)
@@ -188,6 +188,18 @@ def _exit_code(command: Callable[[], int | None]) -> int:
         return 1
     finally:
         _SPELLED_ABOVE.reset(in_cli)
+
+
+def _while_interrupted(e: BaseException) -> bool:
+    """`e` was raised while a KeyboardInterrupt unwound (torch's checkpoint writer failing to close the file the
+    interrupt cut short, in a run called in-process, where no CLI signal handler marked SIGNALLED)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @contextlib.contextmanager

@@ -197,3 +197,27 @@ def test_what_fails_after_a_signal_is_the_interruption(message, capsys, monkeypa
     assert capsys.readouterr().err.strip() == "error: interrupted"
     assert errors.exit_code(died) == 1  # the next command in the same process (a test, a notebook) starts afresh
     assert "unexpected" in capsys.readouterr().err
+
+
+def test_a_failure_while_an_interrupt_unwinds_is_the_interruption(capsys):
+    """Called in-process (`cli_main`, no CLI signal handler), a Ctrl-C while Lightning writes last.ckpt raised its
+    KeyboardInterrupt inside torch's writer, whose close then failed with "[enforce fail at inline_container.cc]":
+    "unexpected RuntimeError", exit 1. What failed because of the interrupt is the interruption."""
+    from swinzoo import errors
+
+    def interrupted_mid_write():
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 512 vs 448")
+
+    def failed():
+        try:
+            raise ValueError("a bad row")
+        except ValueError:
+            raise RuntimeError("failed while handling another error") from None
+
+    assert errors.exit_code(interrupted_mid_write) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+    assert errors.exit_code(failed) == 1
+    assert "unexpected" in capsys.readouterr().err
