@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -84,17 +85,32 @@ def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, 
         return net(images.to(device, weights, non_blocking=True)).float()
 
 
+# models in eval mode for a call now, by id: (calls inside, each submodule's mode before the first)
+_EVAL_HOLDS: dict[int, tuple[int, list[tuple[torch.nn.Module, bool]]]] = {}
+_EVAL_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def eval_mode(net: torch.nn.Module):
     """`net` in eval mode for the block, then each submodule back in the mode it had: a caller's model that was
-    training (or had parts frozen in eval) is left as it was."""
-    modes = [(module, module.training) for module in net.modules()]
-    net.eval()
+    training (or had parts frozen in eval) is left as it was. Counted: calls overlapping on one model (threads)
+    keep it in eval until the last ends, which restores the modes the first found."""
+    with _EVAL_LOCK:
+        inside, modes = _EVAL_HOLDS.get(id(net), (0, []))
+        if not inside:
+            modes = [(module, module.training) for module in net.modules()]
+            net.eval()
+        _EVAL_HOLDS[id(net)] = (inside + 1, modes)
     try:
         yield net
     finally:
-        for module, training in modes:
-            module.training = training
+        with _EVAL_LOCK:
+            inside, modes = _EVAL_HOLDS.pop(id(net))
+            if inside > 1:
+                _EVAL_HOLDS[id(net)] = (inside - 1, modes)
+            else:
+                for module, training in modes:
+                    module.training = training
 
 
 @python_api()

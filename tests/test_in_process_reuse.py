@@ -60,3 +60,20 @@ def test_help_and_version_return_from_cli_main(capsys):
     assert cli_main(["predict", "--help"]) == 0 and "--topk" in capsys.readouterr().out
     assert cli_main(["--version"]) == 0 and swinzoo.__version__ in capsys.readouterr().out
     assert cli_main(["finetune", "--help"]) == 0
+
+
+def test_overlapping_predictions_leave_a_training_model_training_and_predict_in_eval():
+    """predict() / evaluate() put a caller's model in eval mode and back. Two calls overlapping on one model (two
+    threads): the first to end put the model back in train mode while the other still predicted, and the last to
+    end restored the eval mode it had found, leaving a training model in eval."""
+    from swinzoo.evaluation import eval_mode
+
+    net = swinzoo.create_model("swin_n_64").train()
+    first = eval_mode(net)
+    second = eval_mode(net)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not any(m.training for m in net.modules())  # the second call is still predicting
+    second.__exit__(None, None, None)
+    assert all(m.training for m in net.modules())
