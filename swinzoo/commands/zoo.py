@@ -97,7 +97,6 @@ def local(weights) -> str | None:
 
 def run_info(args) -> int:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -108,18 +107,18 @@ def run_info(args) -> int:
         print(json.dumps(info, indent=1))
         return 0
     console = Console()
-    table = Table(title=escape(args.model), show_header=False)  # names and paths are text, not rich markup
+    table = Table(title=Text(args.model), show_header=False)  # names, paths and values are text, not rich markup
     for key, value in info["config"].items():
         if key != "class_names":
             table.add_row(key, Text(str(value)))
     names = info["config"].get("class_names") or []
     # up to 1000 names: a few show what the head predicts; --json has them all
     shown = ", ".join(map(printable, names[:5])) + (f", ... ({len(names)})" if len(names) > 5 else "")
-    table.add_row("class_names", escape(shown) or "-")
+    table.add_row("class_names", Text(shown or "-"))
     table.add_row("params", f"{info['params']:,}")
     table.add_row("GMACs", f"{info['gmacs']:.3f}")
     for key, value in info.items():
         if key not in ("name", "config", "params", "gmacs"):
-            table.add_row(key, escape(str(value)))
+            table.add_row(key, Text(str(value)))
     console.print(table)
     return 0
