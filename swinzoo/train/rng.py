@@ -43,19 +43,26 @@ def seeded(seed: int, device: torch.device | None = None):
     words = [int(w) for w in np.random.SeedSequence(seed).generate_state(3)]
     # a loader worker's global generators serve its samples alone, each seeded here: saving and restoring numpy's
     # and Python's would cost ~100 us an image (numpy's state goes to a tuple and back) for nothing
-    restore = torch.utils.data.get_worker_info() is None
-    py_state, np_state = (random.getstate(), np.random.get_state()) if restore else (None, None)
+    with rngs_kept([device] if cuda else [], host=torch.utils.data.get_worker_info() is None):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        random.seed(words[0] << 32 | words[1])
+        np.random.seed(words[2])
+        yield
+
+
+@contextlib.contextmanager
+def rngs_kept(cuda_devices: list, host: bool = True):
+    """Inside, anything may draw from or seed the global generators; after, torch's CPU generator and those of
+    `cuda_devices` are as before, and with `host` Python's `random` and numpy's global RandomState too."""
+    py_state, np_state = (random.getstate(), np.random.get_state()) if host else (None, None)
     try:
-        with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
-            torch.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(device):
-                    torch.cuda.manual_seed(seed)
-            random.seed(words[0] << 32 | words[1])
-            np.random.seed(words[2])
+        with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
             yield
     finally:
-        if restore:
+        if host:
             random.setstate(py_state)
             np.random.set_state(np_state)
 
@@ -73,13 +80,10 @@ def caller_state_kept(env: tuple[str, ...] = ()):
     A random search drawing each trial's values from them would otherwise draw the same values after every run."""
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     saved = {name: os.environ.get(name) for name in (*SEED_ENV, *env)}
-    py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with rngs_kept(cuda):
             yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
