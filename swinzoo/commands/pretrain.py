@@ -2,8 +2,8 @@
 
 The parser is jsonargparse, as finetune's: every flag is a config key, `--config run.yaml` reads them,
 `--print-config` prints the merged config, OUT/config.yaml replays a run, and any `lightning.Trainer` argument is
-`--trainer.NAME VALUE` (or `--trainer NAME=VALUE`). The spelling fixes and the one-line errors are finetune's
-(`normalise_argv`, `explain`). `--help` builds the parser without Lightning, so it stays fast.
+`--trainer.NAME VALUE` (or `--trainer NAME=VALUE`). The spelling fixes and the one-line errors are the ones
+finetune uses (`run_parsing`). `--help` builds the parser without Lightning, so it stays fast.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
-from swinzoo.commands.finetune import (
+from swinzoo.commands.run_parsing import (
     TRAINER_HELP,
-    _formatter,
     add_hardware_arguments,
     add_recipe_overrides,
+    help_formatter,
     parse_run_options,
 )
 from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
@@ -46,7 +46,7 @@ def build_parser(with_trainer: bool = True):
     from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
     p = ArgumentParser(prog="swinzoo pretrain", description=DESCRIPTION, epilog=EXAMPLES, exit_on_error=False,
-                       formatter_class=_formatter())
+                       formatter_class=help_formatter())
     p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these keys (flags after it override)")
     source = p.add_argument_group("source and target")
     source.add_argument("--from", dest="from", type=str | None, metavar="SRC",
