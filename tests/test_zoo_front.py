@@ -127,6 +127,14 @@ def test_info_shows_the_names(capsys):
     assert json.loads(out)["config"]["class_names"][TABBY] == "tabby"
 
 
+
+def test_info_shows_a_missing_value_as_a_dash_as_list_does(capsys):
+    """The nano model has no paper top-1 and no Hub repo: `-`, as in `swinzoo list`, not Python's `None`."""
+    code, out, err = run_cli(["info", "swin_n_64"], capsys)
+    assert code == 0, err
+    assert "None" not in out
+    assert re.search(r"top1\s*│\s*-\s", out) and re.search(r"hub_repo\s*│\s*-\s", out)
+
 # ---------------------------------------------------------------------------------------------- list_models
 def test_list_models_pretrained_lists_loadable_weights_by_tag():
     everything = list_models()

@@ -119,6 +119,6 @@ def run_info(args) -> int:
     table.add_row("GMACs", f"{info['gmacs']:.3f}")
     for key, value in info.items():
         if key not in ("name", "config", "params", "gmacs"):
-            table.add_row(key, Text(str(value)))
+            table.add_row(key, Text("-" if value is None else str(value)))  # as `swinzoo list` shows a blank
     console.print(table)
     return 0
