@@ -19,9 +19,9 @@ from typing import Literal
 
 from swinzoo.commands import FORMAT_CHOICES, examples
 from swinzoo.commands.run_parsing import (
-    TRAINER_HELP,
     add_hardware_arguments,
     add_recipe_overrides,
+    add_trainer_group,
     help_formatter,
     parse_run_options,
 )
@@ -122,13 +122,7 @@ def build_parser(with_trainer: bool = True):
                         help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
     output.add_argument("--push-to", dest="push_to", type=str | None, metavar="ORG/NAME",
                         help="push OUT to this Hugging Face Hub repo when training ends")
-    if with_trainer:
-        from swinzoo.train.trainer_options import add_trainer_arguments
-
-        add_trainer_arguments(p)
-    else:
-        group = p.add_argument_group("any lightning.Trainer argument", TRAINER_HELP)
-        group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")
+    add_trainer_group(p, with_trainer)
     return p
 
 

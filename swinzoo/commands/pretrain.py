@@ -15,6 +15,7 @@ from swinzoo.commands.run_parsing import (
     TRAINER_HELP,
     add_hardware_arguments,
     add_recipe_overrides,
+    add_trainer_group,
     help_formatter,
     parse_run_options,
 )
@@ -107,13 +108,7 @@ def build_parser(with_trainer: bool = True):
                         help="dtype of the weights in OUT/model.safetensors")
     output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
                         help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
-    if with_trainer:
-        from swinzoo.train.trainer_options import add_trainer_arguments
-
-        add_trainer_arguments(p)
-    else:
-        group = p.add_argument_group("any lightning.Trainer argument", TRAINER_HELP.replace("val/top1", "val/loss"))
-        group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")
+    add_trainer_group(p, with_trainer, TRAINER_HELP.replace("val/top1", "val/loss"))
     return p
 
 

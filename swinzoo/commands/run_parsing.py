@@ -197,6 +197,18 @@ def add_hardware_arguments(p) -> None:
                           help="32-true, 16-mixed, bf16-mixed, ... (default: the recipe's)")
 
 
+def add_trainer_group(p, with_trainer: bool, summary: str = TRAINER_HELP) -> None:
+    """`--trainer.NAME`: every `lightning.Trainer` argument, typed (imports Lightning), or without `with_trainer`
+    only `summary` in the help, which must stay fast."""
+    if with_trainer:
+        from swinzoo.train.trainer_options import add_trainer_arguments
+
+        add_trainer_arguments(p)
+    else:
+        group = p.add_argument_group("any lightning.Trainer argument", summary)
+        group.add_argument("--trainer.NAME", dest="trainer_summary", metavar="VALUE", help="see above")
+
+
 def parse_run_options(argv: list[str], make_parser, verb: str, options_class):
     """argv (after `verb`) -> `options_class` from the jsonargparse parser `make_parser(with_trainer)` builds, or an
     exit code when help or the config was printed (shared by `finetune` and `pretrain`)."""
