@@ -366,3 +366,23 @@ def test_pretrain_on_an_image_only_dataset(tmp_path, capsys):
     assert cli_main(["pretrain", "--from", "swin_n_64", "--data", f"hf:{tmp_path / 'photos'}", "--max-steps", "2",
                      "--batch-size", "4", "--res", "64", "--num-workers", "0", "--out", str(out)]) == 0
     assert "carved off, at random" in capsys.readouterr().out and (out / "model.safetensors").is_file()
+
+
+def test_a_label_budget_reads_the_label_column_once(tmp_path, monkeypatch):
+    """`--train-fraction` on hf: data stratifies by the labels the split already read: reading the column again
+    costs a pass over it (minutes on a large parquet dataset), for the same array."""
+    data = simple(tmp_path, n=30)
+    reads = []
+    original = datasets.Dataset.with_format
+
+    def counted(self, *args, **kwargs):
+        reads.append(tuple(kwargs.get("columns") or ()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "with_format", counted)
+    dm = SwinDataModule(data, 64, batch_size=2, num_workers=0, data_options=DataOptions(train_fraction=0.5))
+    dm.check()
+    assert reads.count(("label",)) == 2  # the train split's and the validation split's, each once
+    assert len(dm.train_base) == 15
+    labels = [dm.train_base[i][1] for i in range(len(dm.train_base))]
+    assert sorted(labels) == sorted([0, 1, 2] * 5)  # stratified: 5 of each class's 10
