@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
+from swinzoo.pickled_configs import config_globals, objects_needing_trust
 
 # ---------------------------------------------------------------------------------------------- atomic writes
 # Temporary outputs are named `.NAME.swinzoo-tmp-PID-XXXXXX` beside their target: recognisable, so that a later
@@ -358,13 +359,14 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
         then = then or "; give a model file (.safetensors, .pth, .ckpt), a zoo name or hf-hub:ORG/NAME"
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_what_it_is(head)}){then}")
     try:
-        with native_path(path) as name:
+        with native_path(path) as name, config_globals():
             return torch.load(name, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
+            what = f" ({', '.join(names[:3])})" if (names := objects_needing_trust(path)) else ""
             raise SwinzooError(
-                f"{path} holds Python objects besides tensors (a training checkpoint with a config object?); "
-                "if you trust where it came from, pass --trust-checkpoint to load it fully"
+                f"{path} holds Python objects besides tensors and known training configs{what}, which loading "
+                "would run code of; if you trust where it came from, pass --trust-checkpoint to load it fully"
             ) from None
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:

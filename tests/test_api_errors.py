@@ -2,8 +2,6 @@
 messages name flags (`--trust-checkpoint`), so a Python caller also gets "(in Python: --trust-checkpoint is
 trust_checkpoint=True)". The CLI's lines stay as they are."""
 
-import argparse
-
 import pytest
 import torch
 
@@ -12,11 +10,15 @@ from swinzoo.errors import SwinzooError
 from tests.conftest import run_cli
 
 
+class TrainingOptions:
+    lr = 1
+
+
 @pytest.fixture
 def pickled(tmp_path):
-    """An official-style training checkpoint holding a Python object besides the tensors."""
+    """A training checkpoint holding an object of the user's own class besides the tensors."""
     path = tmp_path / "trained.pth"
-    torch.save({"model": swinzoo.create_model("swin_n_64").state_dict(), "args": argparse.Namespace(lr=1)}, path)
+    torch.save({"model": swinzoo.create_model("swin_n_64").state_dict(), "args": TrainingOptions()}, path)
     return path
 
 

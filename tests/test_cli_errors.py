@@ -1,6 +1,5 @@
 """Bad input: one line on stderr naming the problem and the fix, exit code 2, and no output file left."""
 
-import argparse
 
 import pytest
 import torch
@@ -47,9 +46,13 @@ def test_truncated_file(tmp_path, capsys):
     assert_clean_failure(tmp_path, code, "out.safetensors", err, "truncated", "download it again")
 
 
+class ExperimentConfig:
+    model = "swin"
+
+
 def test_training_checkpoint_needs_trust_flag(tmp_path, capsys):
     ckpt = torch.load(fixture_pth(V1), weights_only=True)
-    ckpt["config"] = argparse.Namespace(MODEL="swin")  # what the official save_checkpoint stores (a yacs node)
+    ckpt["config"] = ExperimentConfig()  # a class of the user's: its pickle may run code (yacs and argparse do not)
     src = tmp_path / "ckpt_epoch_3.pth"
     torch.save(ckpt, src)
     code, _, err = convert(tmp_path, capsys, src)

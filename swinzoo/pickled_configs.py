@@ -1,0 +1,37 @@
+"""The config objects training scripts pickle beside their weights, which a weights-only torch.load may rebuild:
+none of their code runs, so reading them needs no --trust-checkpoint.
+
+- timm's train.py and torchvision's references/classification pickle their argparse arguments whole (`args`). A
+  Namespace is a bag of attributes, rebuilt by setting its __dict__; timm's own loader allows it the same way.
+- The official Swin code pickles its yacs config (`config`, a CfgNode: a dict subclass). It is rebuilt as the
+  OrderedDict it is a dict of, so yacs need not be installed and none of its code runs.
+
+Anything else (a class of the user's, a function) still needs --trust-checkpoint: its pickle may run code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import OrderedDict
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+
+CONFIG_GLOBALS = [argparse.Namespace, (OrderedDict, "yacs.config.CfgNode")]
+CONFIG_NAMES = ("argparse.Namespace", "yacs.config.CfgNode")
+
+
+def config_globals() -> AbstractContextManager:
+    """While open, a weights-only torch.load also rebuilds the config objects above."""
+    return torch.serialization.safe_globals(CONFIG_GLOBALS)
+
+
+def objects_needing_trust(path: str | Path) -> list[str]:
+    """The names of the classes and functions a checkpoint's pickle refers to that a weights-only load refuses (the
+    error says which); empty where torch cannot list them (the legacy, non-zip format)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # a listing that fails only leaves the names out of the message
+        return []
+    return [name for name in names if name not in CONFIG_NAMES]

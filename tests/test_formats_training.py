@@ -1,0 +1,118 @@
+"""The training outputs of other tools, read as they are written: timm's train.py checkpoints, torchvision's
+references, the official Swin code's ckpt_epoch_N.pth, Hugging Face Trainer folders, a Lightning checkpoint of the
+user's own module. Every file is built here from a small random model, laid out as its tool saves it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+
+import pytest
+import torch
+
+import swinzoo
+from swinzoo.errors import SwinzooError
+
+from .conftest import one_error_line, run_cli
+from .formats_helpers import assert_logits_close, randomize
+
+timm = pytest.importorskip("timm")
+
+GEOMETRY = dict(img_size=64, window_size=4, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+FIXTURE = "tests/fixtures/swin_v1_tiny_w7_224.pth"
+
+
+def timm_model(arch: str = "swin_tiny_patch4_window7_224", seed: int = 0, **kwargs):
+    model = timm.create_model(arch, num_classes=5, **{**GEOMETRY, **kwargs})
+    return randomize(model, seed).double().eval()
+
+
+def timm_train_checkpoint(model, arch: str, ema=None, **kwargs) -> dict:
+    """What timm's train.py writes (CheckpointSaver._save): its argparse arguments pickled whole."""
+    model_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in {**GEOMETRY, **kwargs}.items()}
+    args = argparse.Namespace(model=arch, model_kwargs=model_kwargs, num_classes=5, img_size=None, lr=5e-4,
+                              device="cpu", model_ema=ema is not None, epochs=3)
+    state = {"epoch": 2, "arch": arch, "optimizer": {"state": {}, "param_groups": []}, "version": 2, "args": args,
+             "state_dict": model.state_dict(), "metric": 71.5,
+             "saver": {"checkpoint_files": [("checkpoint-2.pth.tar", 71.5)], "best_epoch": 2, "best_metric": 71.5}}
+    if ema is not None:
+        state["state_dict_ema"] = ema.state_dict()
+    return state
+
+
+def logits(model, size: int = 64) -> torch.Tensor:
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        return model.double().eval()(x)
+
+
+# ---------------------------------------------------------------------------------------------- pickled configs
+def test_timm_train_checkpoint_converts_without_trusting_it(tmp_path, capsys):
+    """Its `args` is an argparse.Namespace, which a weights-only load refuses; timm's own loader allows that one
+    class, and so does swinzoo, without --trust-checkpoint."""
+    model = timm_model(img_size=128)  # its last stage one window: the weights alone tell the geometry
+    src = tmp_path / "model_best.pth.tar"
+    torch.save(timm_train_checkpoint(model, "swin_tiny_patch4_window7_224", img_size=128), src)
+    code, out, err = run_cli(["convert", src, "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+    ours = swinzoo.load_model(tmp_path / "m.safetensors")
+    assert_logits_close(logits(ours, 128), logits(model, 128))
+
+
+class CfgNode(dict):
+    """Pickled as yacs's CfgNode is (a dict with attribute state), under its name; never rebuilt on reading."""
+
+    __module__ = "yacs.config"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__dict__.update({"__immutable__": True, "__deprecated_keys__": set(), "__renamed_keys__": {},
+                              "__new_allowed__": False})
+
+    def __setstate__(self, state):
+        raise AssertionError("yacs code ran while reading a checkpoint")
+
+
+@pytest.fixture
+def yacs_name(monkeypatch):
+    """CfgNode pickles as yacs.config.CfgNode while saving; yacs itself need not be installed."""
+    module = types.ModuleType("yacs.config")
+    module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", types.ModuleType("yacs"))
+    monkeypatch.setitem(sys.modules, "yacs.config", module)
+
+
+def official_training_checkpoint(path, model_sd) -> None:
+    """The official code's save_checkpoint: model, optimizer, lr_scheduler, max_accuracy, epoch, config, scaler."""
+    config = CfgNode(MODEL=CfgNode(TYPE="swin", SWIN=CfgNode(EMBED_DIM=24, DEPTHS=[2, 2, 6, 2])),
+                     DATA=CfgNode(IMG_SIZE=224))
+    torch.save({"model": model_sd, "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {"t_initial": 30},
+                "max_accuracy": 81.2, "epoch": 29, "config": config,
+                "scaler": {"scale": 65536.0, "growth_factor": 2.0}}, path)
+
+
+def test_official_training_checkpoint_reads_without_trusting_it(tmp_path, capsys, yacs_name, monkeypatch):
+    """Its yacs config is read as a plain mapping (no yacs code runs); the weights are the official ones."""
+    src = tmp_path / "ckpt_epoch_29.pth"
+    official_training_checkpoint(src, torch.load(FIXTURE, weights_only=True)["model"])
+    monkeypatch.delitem(sys.modules, "yacs.config")  # reading must not need yacs
+    code, out, err = run_cli(["convert", src, "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+    ours, reference = swinzoo.load_model(tmp_path / "m.safetensors"), swinzoo.load_model(FIXTURE)
+    assert_logits_close(logits(ours, 224), logits(reference, 224), atol=0)
+
+
+class Unknown:
+    """A class no allowlist names: its pickle may run code, so only --trust-checkpoint loads it."""
+
+
+def test_other_python_objects_still_need_trust_and_are_named(tmp_path, capsys):
+    src = tmp_path / "ckpt.pth"
+    torch.save({"model": torch.load(FIXTURE, weights_only=True)["model"], "extra": Unknown()}, src)
+    code, _, err = run_cli(["convert", src, "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, "tests.test_formats_training.Unknown", "--trust-checkpoint")
+    assert not (tmp_path / "m.safetensors").exists()
+    with pytest.raises(SwinzooError, match="trust_checkpoint=True"):
+        swinzoo.load_model(src)
