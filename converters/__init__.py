@@ -61,8 +61,9 @@ def unfinished_run(folder: Path) -> SwinzooError:
                         f"with `swinzoo {verb} --resume {folder}`{latest}")
 
 
-def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | None]:
-    """(format of a local file or folder, the raw state dict when reading the file was needed to tell)."""
+def detect(path: Path, trust_checkpoint: bool = False, ema: bool | None = None) -> tuple[Format, dict | None]:
+    """(format of a local file or folder, the raw state dict when reading the file was needed to tell; `ema`: which
+    weights of a training checkpoint, see `training.take_weights`)."""
     if path.is_dir():
         config_json = read_config_json(path) if (path / "config.json").exists() else None
         for fmt in FORMATS.values():
@@ -77,7 +78,7 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
                            "transformers model folder, or the weight file inside with --from-format and --arch")
     if native.has_metadata(path):
         return native.FORMAT, None
-    raw = read_weights(path, trust_checkpoint, module_checkpoint=True)
+    raw = read_weights(path, trust_checkpoint, module_checkpoint=True, ema=ema)
     if is_module_checkpoint(raw):  # SwinClassifier's or SimMIMPretrainer's: the config is in it
         return native.FORMAT, raw
     for name in KEY_DETECTION_ORDER:
@@ -91,21 +92,30 @@ def detect(path: Path, trust_checkpoint: bool = False) -> tuple[Format, dict | N
                        f"torchvision, OpenMMLab or SimMIM keys); first keys seen: {', '.join(list(raw)[:4]) or 'none'}")
 
 
-def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False) -> Checkpoint:
+def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
+         ema: bool | None = None) -> Checkpoint:
     """Read a local checkpoint file or folder in format `fmt` (`auto`: detected); `arch`, a zoo name, gives the
-    architecture where the file cannot reveal it."""
+    architecture where the file cannot reveal it; `ema` picks a training checkpoint's EMA weights (True) or its
+    trained ones (False), by default the EMA where there is one (`training.take_weights`)."""
     path = Path(path)
     raw = None
     if fmt == "auto":
-        format_, raw = detect(path, trust_checkpoint)
+        format_, raw = detect(path, trust_checkpoint, ema)
     else:
         format_ = get_format(fmt)
+        if ema is not None and path.is_file() and format_ is not native.FORMAT:  # the format's reader takes the default
+            raw = read_weights(path, trust_checkpoint, ema=ema)
+    if ema and not getattr(raw, "taken", ""):
+        raise SwinzooError(f"{path} is not a training checkpoint holding EMA weights (timm's state_dict_ema, "
+                           "torchvision's or the official code's model_ema); drop --ema")
     if arch is not None:
         get_entry(arch)  # unknown names fail here, with suggestions
     checkpoint = format_.read(path, zoo_config(arch) if arch else None, arch or "", trust_checkpoint, raw)
     if format_ is native.FORMAT:
         return checkpoint
     checkpoint.provenance = {"source": str(path), "format": format_.name, **checkpoint.provenance}
+    if getattr(raw, "taken", ""):
+        checkpoint.provenance["weights"] = raw.taken
     block = _swinzoo_block(path) if arch is None else None
     if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
         checkpoint.config = SwinConfig.from_dict(block["config"])

@@ -23,6 +23,7 @@ import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.foreign import check_not_a_program, check_not_training_state, is_module_checkpoint
+from swinzoo.converters.training import is_tensor_dict, take_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import is_safetensors, load_torch, read_safetensors
 from swinzoo.models import parameter_shapes
@@ -154,35 +155,32 @@ class Format:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def unwrap(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The state dict inside a torch file: `{'model': sd, ...}`, `{'state_dict': sd}`, or sd itself."""
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_ema"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+def unwrap(obj: object, source: str = "checkpoint", ema: bool | None = None) -> dict[str, torch.Tensor]:
+    """The state dict inside a torch file: a training checkpoint's model or EMA entry (`training.take_weights`),
+    `{'model': sd}`, `{'state_dict': sd}`, or sd itself, without DDP / torch.compile prefixes."""
+    sd = take_weights(obj, source, ema)
+    if not is_tensor_dict(sd):
         raise SwinzooError(f"{source} holds no state dict of tensors; expected a Swin checkpoint")
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):  # saved from a DDP wrapper
-        sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
 
 
-def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_checkpoint: bool = False) -> dict:
-    """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict.
-    `module_checkpoint`: a Lightning checkpoint of swinzoo's modules is returned whole, for the swinzoo format."""
+def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_checkpoint: bool = False,
+                 ema: bool | None = None) -> dict:
+    """A .safetensors file or a torch file (weights_only unless trusted), unwrapped to its state dict (`ema`: which
+    weights of a training checkpoint, see `training.take_weights`). `module_checkpoint`: a Lightning checkpoint of
+    swinzoo's modules is returned whole, for the swinzoo format."""
     if Path(path).is_dir():
         raise SwinzooError(f"{path} is a folder; give the weight file inside it, or read the folder with "
                            "--from-format auto (timm, transformers and swinzoo folders are recognised)")
     if is_safetensors(path) or Path(path).suffix == ".safetensors":  # named so: a damaged one, not a torch file
-        return read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0]
+        return unwrap(read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0],
+                      str(path), ema)
     check_not_a_program(path)
     obj = load_torch(path, trust_checkpoint)
     if module_checkpoint and is_module_checkpoint(obj):
         return obj
     check_not_training_state(obj, path)
-    return unwrap(obj, str(path))
+    return unwrap(obj, str(path), ema)
 
 
 # ---------------------------------------------------------------------------------------------- architecture

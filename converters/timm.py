@@ -207,38 +207,44 @@ def config_to_timm(cfg: SwinConfig) -> dict:
 def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", trust_checkpoint: bool = False,
          raw: dict | None = None) -> Checkpoint:
     """A timm folder (config.json + weights) or a bare timm weight file -> canonical weights and config."""
-    path = folder = Path(path)
+    path = Path(path)
     fields: dict = {}
     if path.is_dir():
-        fields = config_from_timm(read_config_json(path), str(path / "config.json"))
+        config = path / "config.json"
+        fields = config_from_timm(read_config_json(path), str(config))
         path = weights_in_folder(path)
-    sd = to_canonical((raw if raw is not None else read_weights(path, trust_checkpoint)), str(path))
+    raw = raw if raw is not None else read_weights(path, trust_checkpoint)
+    stated = getattr(raw, "timm_config", None)  # a train.py checkpoint's arch and args.model_kwargs
+    if not fields and stated and stated["architecture"] in timm_archs():
+        config = f"{path}'s arch and args.model_kwargs"
+        fields = config_from_timm(stated, config)
+    sd = to_canonical(raw, str(path))
     if arch is not None:
         return Checkpoint(sd, build_config(sd, str(path), arch=arch, arch_name=arch_name))
     if fields:
         geometry = geometry_args(fields)
         if not fields["window_stated"]:
-            geometry = geometry_from_weights(sd, geometry, fields, str(folder))
+            geometry = geometry_from_weights(sd, geometry, fields, str(config))
         return Checkpoint(sd, build_config(sd, str(path), **geometry, **rate_args(fields),
                                            class_names=fields["class_names"], preprocess=fields["preprocess"]))
     return Checkpoint(sd, build_config(sd, str(path)))
 
 
-def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, fields: dict, folder: str) -> dict:
+def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, fields: dict, config: str) -> dict:
     """`geometry` with the window V1 bias tables state, where config.json did not state one: timm before 1.0.31
     wrote model_args only when given them, so a model fine-tuned at another window kept its architecture's in
     config.json. Where the resolution is not stated either (the preset's, from pretrained_cfg) and does not fit that
     window, the tables give it too: a stage at most one window wide has the window clamped to its width, else the
     last stage is taken to be one window. V2 parameters reveal no window: the architecture's stands, unless it
     cannot be the model's (it does not fit the resolution), which is an error saying how to give the geometry."""
-    windows = arch_from_keys(sd, folder)["windows"]
+    windows = arch_from_keys(sd, config)["windows"]
     patch, stages = sd["patch_embed.proj.weight"].shape[-1], len(windows)
     known = [w for w in windows if w is not None]
     if not known:
         problem = geometry_problem(geometry["img_size"], geometry["window"], patch, stages)
         if problem:
             raise SwinzooError(
-                f"{folder}/config.json names {fields['architecture']} (window {geometry['window']}) and states no "
+                f"{config} names {fields['architecture']} (window {geometry['window']}) and states no "
                 "window (timm before 1.0.31 wrote model_args only when given them), but that window cannot be the "
                 f"model's ({problem}), and V2 weights do not reveal theirs: save it again with timm 1.0.31 or later "
                 "(save_for_hf records model_args), or convert it with --arch NAME where a zoo name has its geometry "

@@ -55,12 +55,12 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
 def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: int | None = None,
                      num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
                      trust_checkpoint: bool = False, allow_nonfinite: bool = False,
-                     keep_simmim: bool = False) -> tuple[Checkpoint, TransferReport]:
+                     keep_simmim: bool = False, ema: bool | None = None) -> tuple[Checkpoint, TransferReport]:
     """`src` read and moved to the target the arguments describe. Provenance records the surgery. A SimMIM
     pretraining checkpoint becomes a classifier by the official SimMIM fine-tune load, unless `keep_simmim`."""
     src = os.fspath(src)
     source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
-                             allow_nonfinite=allow_nonfinite)
+                             allow_nonfinite=allow_nonfinite, ema=ema)
     if keep_simmim and is_simmim(source.state_dict):
         if res is not None or window is not None or num_classes is not None:
             raise SwinzooError("a SimMIM pretraining model is written at its own geometry: drop --res, --window and "
@@ -73,6 +73,8 @@ def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: 
         dst = target_config(source.config, res, window, num_classes)
         state_dict, dst, report = transfer(source.state_dict, source.config, dst)
     verify_state_dict(parameter_shapes(dst), state_dict, src)
+    if source.provenance.get("weights"):  # which of a training checkpoint's weights, said where a choice was made
+        report.notes.insert(0, f"read {source.provenance['weights']}")
     if source.provenance.get("dropped"):
         report.notes.insert(0, f"kept the backbone ({source.provenance.get('layout', 'OpenMMLab')} layout, outputs "
                                f"{list(dst.out_indices or ())}); dropped {len(source.provenance['dropped'])} other "
@@ -107,12 +109,13 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
 def convert(src: str | os.PathLike, output: str | os.PathLike, *, res: int | None = None, window: int | None = None,
             num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
             trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
-            out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False) -> Converted:
+            out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False,
+            ema: bool | None = None) -> Converted:
     """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside); `features`: its
-    detection backbone (see `export`); `overwrite`: replace `output` when it exists."""
+    detection backbone (see `export`); `overwrite`: replace `output` when it exists; `ema`: see `export`."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
                   arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite, features=features,
-                  out_indices=out_indices, overwrite=overwrite)
+                  out_indices=out_indices, overwrite=overwrite, ema=ema)
 
 
 FOLDER_FORMATS = ("timm", "hf")  # the rest write one file
@@ -149,7 +152,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
            window: int | None = None, num_classes: int | None = None, from_format: str = "auto",
            arch: str | None = None, trust_checkpoint: bool = False, allow_nonfinite: bool = False,
            allow_numeric_change: bool = False, overwrite: bool = False, features: bool = False,
-           out_indices: int | tuple[int, ...] | None = None) -> Converted:
+           out_indices: int | tuple[int, ...] | None = None, ema: bool | None = None) -> Converted:
     """Any supported checkpoint -> format `to`: a weight format (official, timm, hf, torchvision, mmdet; see
     `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
 
@@ -157,6 +160,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     `overwrite`: replace an existing output file, or write a folder format into a folder that holds other files or
     another kind of export (only the format's files are replaced).
     `features` / `out_indices`: export the detection backbone of a classifier (as `load_model(features_only=True)`).
+    `ema`: a training checkpoint's EMA weights (True) or trained ones (False); by default the EMA where there is one.
     """
     # as given, not Path(...): a trailing slash says the user named a folder, which a file format refuses
     src, output = os.fspath(src), os.fspath(output)
@@ -177,7 +181,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     checkpoint, report = read_transferred(src, res=res, window=None if backbone_window else window,
                                           num_classes=num_classes, from_format=from_format, arch=arch,
                                           trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite,
-                                          keep_simmim=to in ("simmim", "hf"))
+                                          keep_simmim=to in ("simmim", "hf"), ema=ema)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if check_features_only(checkpoint.config, features or None, out_indices, src) and (
             not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):

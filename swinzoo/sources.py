@@ -36,15 +36,18 @@ FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 @python_api()
 def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
-                    trust_checkpoint: bool = False, allow_nonfinite: bool = False) -> Checkpoint:
+                    trust_checkpoint: bool = False, allow_nonfinite: bool = False,
+                    ema: bool | None = None) -> Checkpoint:
     """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
 
     `from_format` names the format instead of detecting it; `arch` (a zoo name) gives the architecture where the
     file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects. Weights
-    must be floating point and finite: the first NaN/Inf tensor is an error unless `allow_nonfinite`.
+    must be floating point and finite: the first NaN/Inf tensor is an error unless `allow_nonfinite`. `ema`: a
+    training checkpoint's EMA weights (True) or trained ones (False); by default the EMA where there is one, as
+    timm's load_checkpoint (provenance["weights"] says which).
     """
     src = os.fspath(src)
-    checkpoint = _read(src, from_format, arch, trust_checkpoint)
+    checkpoint = _read(src, from_format, arch, trust_checkpoint, ema)
     check_weights(checkpoint.state_dict, src, allow_nonfinite)
     return checkpoint
 
@@ -60,9 +63,12 @@ def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) 
                                "it again), or pass --allow-nonfinite to read it anyway")
 
 
-def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool) -> Checkpoint:
+def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool, ema: bool | None = None
+          ) -> Checkpoint:
     if from_format != "auto":
         converters.get_format(from_format)  # an unknown format fails before anything is fetched
+    if ema and (hub.is_hub_ref(src) or not Path(src).exists()):
+        raise SwinzooError(f"--ema reads the EMA weights of a local training checkpoint; {src} is not one")
     if hub.is_hub_ref(src):
         return _read_hub(src, from_format, arch, trust_checkpoint)
     path = packaged_file(src) or Path(src)
@@ -73,7 +79,7 @@ def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool) 
             checkpoint.provenance["zoo"] = src
             return checkpoint
         raise SwinzooError(f"{src} does not exist; check the path")
-    return converters.read(path, from_format, arch, trust_checkpoint)
+    return converters.read(path, from_format, arch, trust_checkpoint, ema)
 
 
 def _read_hub(src: str, fmt: str, arch: str | None, trust_checkpoint: bool) -> Checkpoint:

@@ -116,3 +116,85 @@ def test_other_python_objects_still_need_trust_and_are_named(tmp_path, capsys):
     assert not (tmp_path / "m.safetensors").exists()
     with pytest.raises(SwinzooError, match="trust_checkpoint=True"):
         swinzoo.load_model(src)
+
+
+# ---------------------------------------------------------------------------------------------- which weights
+@pytest.fixture
+def timm_with_ema(tmp_path):
+    """A timm train.py checkpoint with --model-ema at 64 px / window 4 (its last stage narrower than the window, so
+    the weights alone do not tell the resolution: `arch` and `args.model_kwargs` do)."""
+    model, ema = timm_model(seed=0), timm_model(seed=1)
+    src = tmp_path / "model_best.pth.tar"
+    torch.save(timm_train_checkpoint(model, "swin_tiny_patch4_window7_224", ema=ema), src)
+    return src, model, ema
+
+
+def test_timm_checkpoint_takes_the_ema_weights_as_timm_does_and_says_so(timm_with_ema, tmp_path, capsys):
+    """timm's load_checkpoint takes state_dict_ema by default, and train.py ranks model_best by the EMA's metric."""
+    src, model, ema = timm_with_ema
+    code, out, err = run_cli(["convert", src, "-o", tmp_path / "ema.safetensors"], capsys)
+    assert code == 0, err
+    assert "state_dict_ema" in out and "--no-ema" in out
+    ours = swinzoo.load_model(tmp_path / "ema.safetensors")
+    assert (ours.config.img_size, ours.config.window_size) == (64, 4)
+    assert ours.provenance["weights"].startswith("state_dict_ema")
+    assert_logits_close(logits(ours), logits(ema))
+    code, out, err = run_cli(["convert", src, "--no-ema", "-o", tmp_path / "raw.safetensors"], capsys)
+    assert code == 0, err
+    assert "read state_dict, the trained weights (--ema reads state_dict_ema)" in out
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "raw.safetensors")), logits(model))
+
+
+def test_ema_asked_of_a_checkpoint_without_one_is_refused(tmp_path, capsys):
+    src = tmp_path / "last.pth.tar"
+    torch.save(timm_train_checkpoint(timm_model(), "swin_tiny_patch4_window7_224"), src)
+    code, _, err = run_cli(["convert", src, "--ema", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, "no EMA weights", "state_dict")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_timm_v2_checkpoint_gets_its_window_from_arch_and_model_kwargs(tmp_path, capsys):
+    """V2 weights do not reveal their window; the checkpoint's `arch` and `args.model_kwargs` do."""
+    model = timm_model("swinv2_tiny_window8_256", pretrained_window_sizes=(6, 6, 6, 2))
+    src = tmp_path / "checkpoint-7.pth.tar"
+    torch.save(timm_train_checkpoint(model, "swinv2_tiny_window8_256", pretrained_window_sizes=(6, 6, 6, 2)), src)
+    ours = swinzoo.load_model(src)
+    assert (ours.config.img_size, ours.config.window_size) == (64, 4)
+    assert ours.config.pretrained_window_sizes == (6, 6, 6, 2)
+    assert_logits_close(logits(ours), logits(model))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "_orig_mod.module."])
+def test_ddp_and_compiled_models_state_dicts_load(prefix, tmp_path):
+    """Saved from a DDP wrapper or a torch.compile'd model (timm's clean_state_dict strips both)."""
+    model = timm_model(img_size=128)
+    state = timm_train_checkpoint(model, "swin_tiny_patch4_window7_224", img_size=128)
+    state["state_dict"] = {prefix + k: v for k, v in state["state_dict"].items()}
+    torch.save(state, tmp_path / "last.pth.tar")
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "last.pth.tar"), 128), logits(model, 128))
+
+
+def test_torchvision_reference_checkpoint_with_model_ema(tmp_path, capsys):
+    """references/classification/train.py: {'model', 'optimizer', 'lr_scheduler', 'epoch', 'args', 'model_ema'},
+    the EMA an AveragedModel's state dict (`module.` keys and an `n_averaged` count)."""
+    from torch.optim.swa_utils import AveragedModel
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    def tv_model(seed):
+        return randomize(SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                                         window_size=[4, 4], num_classes=5), seed).double().eval()
+
+    model, ema_source = tv_model(0), tv_model(1)
+    ema = AveragedModel(ema_source, use_buffers=True)
+    args = argparse.Namespace(model="swin_t", lr=1e-3, device="cpu", model_ema=True, distributed=False)
+    src = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {},
+                "epoch": 4, "args": args, "model_ema": ema.state_dict()}, src)
+    code, out, err = run_cli(["convert", src, "-o", tmp_path / "ema.safetensors"], capsys)
+    assert code == 0, err
+    assert "model_ema" in out
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "ema.safetensors"), 128), logits(ema_source, 128))
+    code, out, err = run_cli(["convert", src, "--no-ema", "-o", tmp_path / "raw.safetensors"], capsys)
+    assert code == 0, err
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "raw.safetensors"), 128), logits(model, 128))

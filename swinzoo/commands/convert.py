@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, positive_int
 
 CONVERT_EPILOG = examples(
@@ -59,13 +61,16 @@ def add_source_arguments(p) -> None:
                    "(default: all; implies --features)")
     add_trust_flag(p)
     p.add_argument("--allow-nonfinite", action="store_true", help="read weights holding NaN or Inf anyway")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="a training checkpoint's EMA "
+                   "weights (timm's state_dict_ema, torchvision's model_ema) or, --no-ema, its trained weights "
+                   "(default: the EMA where there is one, as timm's load_checkpoint)")
 
 
 def _source_kwargs(args) -> dict:
     out_indices = tuple(args.out_indices) if args.out_indices is not None else None
     return dict(res=args.res, window=args.window, num_classes=args.num_classes, from_format=args.from_format,
                 arch=args.arch, trust_checkpoint=args.trust_checkpoint, allow_nonfinite=args.allow_nonfinite,
-                features=args.features, out_indices=out_indices)
+                features=args.features, out_indices=out_indices, ema=args.ema)
 
 
 def run_convert(args) -> int:

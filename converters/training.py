@@ -1,0 +1,83 @@
+"""The training checkpoints of other tools: which entry holds the model (and its EMA twin), and what the file says of
+the architecture. The weights inside are in a format's key layout (timm, torchvision, official), which detection
+then tells apart as for any state dict.
+
+- timm's train.py (`checkpoint-N.pth.tar`, `model_best.pth.tar`, `last.pth.tar`): `state_dict`, `state_dict_ema`
+  with --model-ema, `arch` (the timm model name) and `args.model_kwargs` (what create_model was given).
+- torchvision's references/classification (`checkpoint.pth`, `model_N.pth`): `model`, and `model_ema` with
+  --model-ema (an AveragedModel's state dict: `module.` keys and an `n_averaged` count).
+- the official Swin code (`ckpt_epoch_N.pth`): `model` (and `model_ema` where its EMA was on).
+
+With EMA weights present, they are taken unless `ema=False`, as timm's `load_checkpoint` does (`use_ema=True`), and
+what timm's train.py ranked `model_best` by (it validates the EMA when there is one).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swinzoo.errors import SwinzooError
+
+# (the trained weights, their EMA), by tool: torchvision's references and the official code; timm's train.py
+ENTRIES = (("model", "model_ema"), ("state_dict", "state_dict_ema"))
+# what wraps a model's keys: DDP (`module.`), torch.compile (`_orig_mod.`), in either order (timm strips both)
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+AVERAGING_COUNT = "n_averaged"  # torch.optim.swa_utils.AveragedModel's buffer, beside the averaged `module.*`
+
+
+class TrainingWeights(dict):
+    """A state dict taken from a training checkpoint, remembering which entry it was (`taken`, said in the
+    provenance and the report) and the timm config.json its `arch` and `args` amount to (`timm_config`, or None)."""
+
+    taken: str = ""
+    timm_config: dict | None = None
+
+
+def take_weights(obj: object, source: str, ema: bool | None = None) -> object:
+    """The model's state dict in a torch file: a training checkpoint's entry (`ema`: True the EMA, False the trained
+    weights, None the EMA where there is one), `{'model': sd}` / `{'state_dict': sd}`, or sd itself; wrapper prefixes
+    removed. Anything else is returned as it is, for the caller to refuse."""
+    if not isinstance(obj, dict):
+        return obj
+    entry = next(((raw, averaged) for raw, averaged in ENTRIES if isinstance(obj.get(raw), dict)
+                  or isinstance(obj.get(averaged), dict)), None)
+    if entry is None:
+        if ema:
+            raise SwinzooError(f"{source} holds no EMA weights (no state_dict_ema or model_ema entry); drop --ema")
+        return without_wrappers(obj)
+    raw, averaged = entry
+    has_ema = isinstance(obj.get(averaged), dict)
+    if ema and not has_ema:
+        raise SwinzooError(f"{source} holds no EMA weights (no {averaged} entry, only {raw}); drop --ema")
+    key = averaged if has_ema and ema is not False else raw
+    if not isinstance(obj.get(key), dict):
+        raise SwinzooError(f"{source} has no {key} entry, only {averaged}; drop --no-ema to read the EMA weights")
+    weights = TrainingWeights(without_wrappers(obj[key]))
+    if has_ema:
+        weights.taken = (f"{key}, the EMA weights (as timm's load_checkpoint takes them; --no-ema reads {raw})"
+                         if key == averaged else f"{key}, the trained weights (--ema reads {averaged})")
+    weights.timm_config = timm_config(obj)
+    return weights
+
+
+def without_wrappers(sd: dict) -> dict:
+    """`sd` without the prefixes DDP and torch.compile put on every key, and an AveragedModel's count."""
+    sd = {k: v for k, v in sd.items() if k != AVERAGING_COUNT} if AVERAGING_COUNT in sd else dict(sd)
+    while sd and (prefix := next((p for p in WRAPPER_PREFIXES if all(str(k).startswith(p) for k in sd)), None)):
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def timm_config(obj: dict) -> dict | None:
+    """The timm config.json a train.py checkpoint amounts to: `arch` as the architecture, `args.model_kwargs` as
+    its model_args (what create_model was given), or None when `arch` names no model (not timm's checkpoint)."""
+    arch = obj.get("arch")
+    if not isinstance(arch, str) or not isinstance(obj.get("state_dict"), dict):
+        return None
+    args = obj.get("args")
+    kwargs = getattr(args, "model_kwargs", None) if args is not None else None
+    return {"architecture": arch, "model_args": dict(kwargs) if isinstance(kwargs, dict) else {}}
+
+
+def is_tensor_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
