@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.folders import is_shard_index, shards_of
 from swinzoo.converters.foreign import check_not_a_program, check_not_training_state, is_module_checkpoint
 from swinzoo.converters.training import is_tensor_dict, take_weights
 from swinzoo.errors import SwinzooError
@@ -172,6 +173,8 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_che
     if Path(path).is_dir():
         raise SwinzooError(f"{path} is a folder; give the weight file inside it, or read the folder with "
                            "--from-format auto (timm, transformers and swinzoo folders are recognised)")
+    if is_shard_index(path):
+        return unwrap(read_shards(Path(path), trust_checkpoint), str(path), ema)
     if is_safetensors(path) or Path(path).suffix == ".safetensors":  # named so: a damaged one, not a torch file
         return unwrap(read_safetensors(path, "; it is damaged or incomplete: download or write it again")[0],
                       str(path), ema)
@@ -181,6 +184,22 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_che
         return obj
     check_not_training_state(obj, path)
     return unwrap(obj, str(path), ema)
+
+
+def read_shards(index: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """One state dict from a sharded model's shards (safetensors, or torch files read as any other)."""
+    shards, names = shards_of(index)
+    sd: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if is_safetensors(shard) or shard.suffix == ".safetensors":
+            sd.update(read_safetensors(shard, "; it is damaged or incomplete: download it again")[0])
+        else:
+            sd.update(unwrap(load_torch(shard, trust_checkpoint), str(shard)))
+    missing = [name for name in names if name not in sd]
+    if missing:
+        raise SwinzooError(f"{index} maps {missing[0]} to a shard that does not hold it; the folder is incomplete or "
+                           "mixed from two saves: fetch it again")
+    return sd
 
 
 # ---------------------------------------------------------------------------------------------- architecture

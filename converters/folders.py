@@ -65,12 +65,41 @@ def folder_kind(config) -> str | None:
 
 def weights_in_folder(folder: Path) -> Path:
     """The weight file of a Hub-style folder: model.safetensors first, as timm and transformers do."""
-    for name in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth"):
+    for name in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth", *SHARD_INDEXES):
         if (folder / name).exists():
             return folder / name
-    if (folder / "model.safetensors.index.json").exists():
-        raise SwinzooError(f"{folder} holds a sharded checkpoint; swinzoo reads single-file Swin weights only")
-    raise SwinzooError(f"{folder} has no model.safetensors or pytorch_model.bin; give the folder holding the weights")
+    raise SwinzooError(f"{folder} has no model.safetensors or pytorch_model.bin (nor a sharded model's "
+                       f"{SHARD_INDEXES[0]}); give the folder holding the weights")
+
+
+# transformers' save_pretrained above max_shard_size: shards named by an index's weight_map (tensor -> file)
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def is_shard_index(path: str | Path) -> bool:
+    return Path(path).name.endswith(".index.json")
+
+
+def shards_of(index: Path) -> tuple[list[Path], list[str]]:
+    """(the shard files a sharded model's index names, the tensor names it maps). The index comes with someone
+    else's folder: each shard must be a file name beside it, never a path to follow."""
+    try:
+        weight_map = json.loads(read_small_text(index)).get("weight_map")
+    except (ValueError, AttributeError):
+        weight_map = None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SwinzooError(f"{index} has no weight_map of tensor names to shard files; the index is damaged: "
+                           "download or save the model again")
+    shards = []
+    for name in dict.fromkeys(weight_map.values()):
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            raise SwinzooError(f"{index}: shard {name!r} is not a file name beside the index; the index is damaged "
+                               "or crafted: download or save the model again")
+        if not (index.parent / name).is_file():
+            raise SwinzooError(f"{index.parent}: shard {name} is missing (the index names it); the download or copy "
+                               "is incomplete: fetch the whole folder again")
+        shards.append(index.parent / name)
+    return shards, list(weight_map)
 
 
 def read_config_json(folder: Path) -> dict:

@@ -198,3 +198,63 @@ def test_torchvision_reference_checkpoint_with_model_ema(tmp_path, capsys):
     code, out, err = run_cli(["convert", src, "--no-ema", "-o", tmp_path / "raw.safetensors"], capsys)
     assert code == 0, err
     assert_logits_close(logits(swinzoo.load_model(tmp_path / "raw.safetensors"), 128), logits(model, 128))
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face Trainer
+def hf_model(seed: int = 0):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.SwinConfig(image_size=128, patch_size=4, embed_dim=24, depths=[2, 2, 2, 2],
+                                     num_heads=[1, 2, 4, 8], window_size=4, num_labels=5)
+    return randomize(transformers.SwinForImageClassification(config), seed).eval()
+
+
+def hf_logits(model) -> torch.Tensor:
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        return model.double()(pixel_values=x).logits
+
+
+def test_hf_trainer_checkpoint_folder(tmp_path, capsys):
+    """Trainer's output_dir/checkpoint-N: the model's files beside the optimizer, scheduler and trainer state."""
+    model = hf_model()
+    folder = tmp_path / "output_dir" / "checkpoint-500"
+    model.save_pretrained(folder)
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    torch.save({"last_epoch": 500}, folder / "scheduler.pt")
+    (folder / "trainer_state.json").write_text('{"global_step": 500, "log_history": []}')
+    (folder / "training_args.bin").write_bytes(b"\x80\x04N.")
+    assert_logits_close(logits(swinzoo.load_model(folder), 128), hf_logits(model))
+    code, _, err = run_cli(["convert", folder, "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+def test_sharded_hf_folder(safe, tmp_path, capsys):
+    """save_pretrained(max_shard_size=...) writes shards and an index (model.safetensors.index.json, or
+    pytorch_model.bin.index.json), which from_pretrained reads as one model."""
+    model = hf_model()
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB", safe_serialization=safe)
+    assert len(list((tmp_path / "sharded").glob("*-of-*"))) > 1
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "sharded"), 128), hf_logits(model))
+    code, _, err = run_cli(["convert", tmp_path / "sharded", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+
+
+def test_a_shard_missing_or_outside_the_folder_is_refused(tmp_path, capsys):
+    import json
+
+    model = hf_model()
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
+    index_path = tmp_path / "sharded" / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = sorted(set(index["weight_map"].values()))[1]
+    (tmp_path / "sharded" / shard).rename(tmp_path / shard)
+    code, _, err = run_cli(["convert", tmp_path / "sharded", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, shard, "missing")
+    index["weight_map"] = {k: f"../{shard}" if v == shard else v for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index))
+    code, _, err = run_cli(["convert", tmp_path / "sharded", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, f"../{shard}", "not a file name")
+    assert not (tmp_path / "m.safetensors").exists()
