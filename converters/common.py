@@ -23,8 +23,8 @@ import torch
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.folders import is_shard_index, shards_of
-from swinzoo.converters.foreign import check_not_a_program, check_not_training_state, is_module_checkpoint
-from swinzoo.converters.training import is_tensor_dict, take_weights
+from swinzoo.converters.foreign import LIGHTNING_KEY, check_not_a_program, is_module_checkpoint
+from swinzoo.converters.training import is_tensor_dict, lightning_model, take_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import is_safetensors, load_torch, read_safetensors
 from swinzoo.models import parameter_shapes
@@ -182,7 +182,8 @@ def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_che
     obj = load_torch(path, trust_checkpoint)
     if module_checkpoint and is_module_checkpoint(obj):
         return obj
-    check_not_training_state(obj, path)
+    if isinstance(obj, dict) and LIGHTNING_KEY in obj:  # the user's own module's (swinzoo's are the line above's)
+        return lightning_model(obj, str(path), ema)
     return unwrap(obj, str(path), ema)
 
 
@@ -302,13 +303,23 @@ def check_pretrained_windows(sd: dict[str, torch.Tensor], cfg: SwinConfig, arch:
                                "architecture) or give one with those windows")
 
 
+def clamped_resolution(windows: list[int | None], patch: int) -> int | None:
+    """The resolution V1 bias tables reveal when a stage is narrower than the window: the official code clamps the
+    window to that stage's width, so the first stage with a smaller table is exactly that many tokens wide."""
+    known = [w for w in windows if w is not None]
+    stage = next((i for i, w in enumerate(windows) if w is not None and w < max(known)), None) if known else None
+    return None if stage is None else windows[stage] * patch * 2**stage
+
+
 def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None = None, img_size: int | None = None,
                  pretrained_window_sizes=None, class_names=None, arch: SwinConfig | None = None,
                  arch_name: str = "", **extra) -> SwinConfig:
     """The config of canonical weights: `arch` (from --arch) wins; otherwise keys + what the format's config said.
 
     Without a resolution, a model is assumed to be sized so its last stage is exactly one window
-    (window * patch * 2^(stages-1): 224 for window 7, 256 for window 8), which is what every released model is.
+    (window * patch * 2^(stages-1): 224 for window 7, 256 for window 8), which is what every released model is,
+    unless V1 bias tables show a stage narrower than the window (its window clamped to its width, as at 64 px /
+    window 4), whose width then gives the resolution.
     """
     if arch is not None:
         return config_for_arch(sd, arch, arch_name)
@@ -321,7 +332,8 @@ def build_config(sd: dict[str, torch.Tensor], source: str, *, window: int | None
                            "config.json, or pass --arch NAME (e.g. swinv2_t_256_w8)")
     stages = len(fields["depths"])
     if img_size is None:
-        img_size = window * fields["patch_size"] * 2 ** (stages - 1)
+        img_size = (clamped_resolution(info["windows"], fields["patch_size"])
+                    or window * fields["patch_size"] * 2 ** (stages - 1))
     if class_names is not None and len(class_names) != fields["num_classes"]:
         class_names = None
     cfg = SwinConfig(window_size=window, img_size=img_size, class_names=class_names,

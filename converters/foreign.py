@@ -1,7 +1,7 @@
 """Files a user may take for weights but that hold something else, told apart before a reader misnames them:
-a torch.export program (`.pt2`, a zip like torch.save's, so it read as a damaged checkpoint) and a Lightning
-training checkpoint without a swinzoo config (weights under `model.`, optimizer and loop state). A Lightning
-checkpoint of swinzoo's own modules (`is_module_checkpoint`) carries the config and is read as swinzoo's format."""
+a torch.export program (`.pt2`, a zip like torch.save's, so it read as a damaged checkpoint). A Lightning
+checkpoint of swinzoo's own modules (`is_module_checkpoint`) carries the config and is read as swinzoo's format;
+one of the user's own module, the Swin inside it (`training.lightning_model`)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,3 @@ def is_module_checkpoint(obj: object) -> bool:
     hparams, state_dict = obj.get("hyper_parameters"), obj.get("state_dict")
     return (isinstance(hparams, dict) and isinstance(hparams.get("config"), dict) and isinstance(state_dict, dict)
             and any(isinstance(k, str) and k.startswith("model.") for k in state_dict))
-
-
-def check_not_training_state(obj: object, path: str | Path) -> None:
-    """A one-line error for a Lightning checkpoint without a swinzoo config: its model is the run folder's
-    model.safetensors, or for the user's own LightningModule what `swinzoo.save_model` writes."""
-    if isinstance(obj, dict) and LIGHTNING_KEY in obj:
-        run = Path(path).parent
-        raise SwinzooError(f"{path} is a Lightning training checkpoint (weights with optimizer and loop state): read "
-                           f"the run's weights from {run / 'model.safetensors'}, or continue the run with swinzoo "
-                           f"finetune --resume {run} (a SimMIM run: swinzoo pretrain --resume {run}); from your own "
-                           "LightningModule, write its model with swinzoo.save_model(module.model, 'm.safetensors')")

@@ -21,6 +21,7 @@ from swinzoo.converters.common import (
     Checkpoint,
     Format,
     arch_from_keys,
+    clamped_resolution,
     config_for_arch,
     read_weights,
     v2_pretrained_windows,
@@ -66,7 +67,7 @@ def _detect_resolution(sd, depths, windows, patch) -> int | None:
     has_buffers = any(k.endswith("relative_position_index") for k in sd)
     if has_buffers and depths[0] >= 2:  # stage 0 unshifted: its grid fits in one (clamped) window
         return windows[0] * patch
-    return None
+    return clamped_resolution(windows, patch)
 
 
 def from_official(sd: dict[str, torch.Tensor], arch: SwinConfig | None = None, arch_name: str = "",

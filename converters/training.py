@@ -7,6 +7,9 @@ then tells apart as for any state dict.
 - torchvision's references/classification (`checkpoint.pth`, `model_N.pth`): `model`, and `model_ema` with
   --model-ema (an AveragedModel's state dict: `module.` keys and an `n_averaged` count).
 - the official Swin code (`ckpt_epoch_N.pth`): `model` (and `model_ema` where its EMA was on).
+- Lightning, for the user's own LightningModule (`*.ckpt`; swinzoo's own modules' are the swinzoo format): the
+  module's `state_dict`, where the one Swin inside is found by its first key (`model.patch_embed.proj.weight`: the
+  prefix `model.`); the module's other state (a loss's weights, metrics) is left out, and said so.
 
 With EMA weights present, they are taken unless `ema=False`, as timm's `load_checkpoint` does (`use_ema=True`), and
 what timm's train.py ranked `model_best` by (it validates the EMA when there is one).
@@ -57,6 +60,40 @@ def take_weights(obj: object, source: str, ema: bool | None = None) -> object:
         weights.taken = (f"{key}, the EMA weights (as timm's load_checkpoint takes them; --no-ema reads {raw})"
                          if key == averaged else f"{key}, the trained weights (--ema reads {averaged})")
     weights.timm_config = timm_config(obj)
+    return weights
+
+
+# the first key of a Swin in each layout (official, timm, SimMIM's encoder; transformers; torchvision), by which
+# a model is found inside a LightningModule's state dict: what precedes it is the model's attribute path
+MODEL_MARKERS = ("patch_embed.proj.weight", "swin.embeddings.patch_embeddings.projection.weight",
+                 "swinv2.embeddings.patch_embeddings.projection.weight", "features.1.0.attn.qkv.weight")
+
+
+def lightning_model(obj: dict, source: str, ema: bool | None = None) -> TrainingWeights:
+    """The one Swin in a Lightning checkpoint of the user's own module, without its attribute prefix."""
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict):
+        raise SwinzooError(f"{source} is a Lightning checkpoint without a state_dict; it holds no weights")
+    if ema:
+        raise SwinzooError(f"{source} is a Lightning checkpoint, which holds its module's weights only (no EMA "
+                           "entry); drop --ema")
+    prefixes = sorted({key[:-len(marker)] for key in sd if isinstance(key, str) for marker in MODEL_MARKERS
+                       if key.endswith(marker) and (key == marker or key[:-len(marker)].endswith("."))})
+    if not prefixes:
+        raise SwinzooError(f"{source} is a Lightning checkpoint whose module holds no Swin (no *patch_embed.proj."
+                           f"weight or transformers / torchvision equivalent; first keys: {', '.join(list(sd)[:4])})")
+    if len(prefixes) > 1:
+        first = prefixes[0]
+        raise SwinzooError(
+            f"{source} is a Lightning checkpoint holding {len(prefixes)} Swin models (under "
+            f"{', '.join(p or '(no prefix)' for p in prefixes)}); save the one you want as its own file and read that: "
+            f"sd = torch.load(PATH, weights_only=True)['state_dict']; torch.save({{k[{len(first)}:]: v for k, v in "
+            f"sd.items() if k.startswith({first!r})}}, 'model.pth')")
+    prefix = prefixes[0]
+    weights = TrainingWeights(without_wrappers({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}))
+    others = [k for k in sd if not k.startswith(prefix)]
+    left_out = f"; left out the module's {len(others)} other keys: {', '.join(others[:3])}" if others else ""
+    weights.taken = f"the Swin under {prefix or '(no prefix)'} of a Lightning checkpoint{left_out}"
     return weights
 
 

@@ -20,17 +20,16 @@ def test_a_torch_export_program_is_named_as_such(tmp_path, capsys):
             swinzoo.read_checkpoint(tmp_path / "n.pt2", from_format=fmt)
 
 
-def test_a_lightning_checkpoint_points_to_the_run_s_weights(tmp_path, capsys):
-    """The layout Lightning saves (a swinzoo finetune's last.ckpt): the model's weights under `model.`."""
-    run = tmp_path / "run"
-    run.mkdir()
+def test_a_lightning_checkpoint_of_the_user_s_module_reads_its_swin(tmp_path, capsys):
+    """The layout Lightning saves for a module of the user's holding a swinzoo model as `model` (no swinzoo config in
+    its hyper-parameters): the Swin under `model.` is read (its last stage narrower than its window: the clamped
+    bias tables tell the resolution)."""
     weights = swinzoo.create_model("swin_n_64").state_dict()
     torch.save({"epoch": 0, "global_step": 3, "pytorch-lightning_version": "2.5.0",
                 "state_dict": {f"model.{k}": v for k, v in weights.items()}, "optimizer_states": [],
-                "lr_schedulers": []}, run / "last.ckpt")
-    code, _, err = run_cli(["info", run / "last.ckpt"], capsys)
-    assert code == 2 and err.count("\n") == 1
-    assert f"is a Lightning training checkpoint (weights with optimizer and loop state): read the run's weights " \
-           f"from {run / 'model.safetensors'}, or continue the run with swinzoo finetune --resume {run}" in err
-    # a model trained in the user's own LightningModule: how to write it in a form swinzoo reads
-    assert "from your own LightningModule, write its model with swinzoo.save_model(module.model, " in err
+                "lr_schedulers": []}, tmp_path / "last.ckpt")
+    code, out, err = run_cli(["info", tmp_path / "last.ckpt"], capsys)
+    assert code == 0, err
+    model = swinzoo.load_model(tmp_path / "last.ckpt")
+    assert model.config == swinzoo.create_model("swin_n_64").config.replace(class_names=None)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

@@ -258,3 +258,53 @@ def test_a_shard_missing_or_outside_the_folder_is_refused(tmp_path, capsys):
     assert code == 2
     one_error_line(err, f"../{shard}", "not a file name")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------- Lightning
+def lightning_checkpoint(path, state_dict: dict, **hparams) -> None:
+    """What Trainer.save_checkpoint writes for the user's own LightningModule (no swinzoo config inside)."""
+    torch.save({"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.6.0", "state_dict": state_dict,
+                "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
+                "hyper_parameters": {"lr": 1e-3, **hparams}}, path)
+
+
+@pytest.mark.parametrize("prefix", ["model.", "net.backbone."])
+def test_lightning_checkpoint_of_a_module_wrapping_a_timm_swin(prefix, tmp_path, capsys):
+    """The one Swin inside is taken (its keys under `prefix`); the module's other state (a loss's class weights)
+    is left out, and the report says so."""
+    model = timm_model(img_size=128)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    state["criterion.weight"] = torch.ones(5)
+    lightning_checkpoint(tmp_path / "epoch=3-step=120.ckpt", state, arch="swin_tiny_patch4_window7_224")
+    code, out, err = run_cli(["convert", tmp_path / "epoch=3-step=120.ckpt", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+    assert f"under {prefix}" in out and "criterion.weight" in out
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "m.safetensors"), 128), logits(model, 128))
+
+
+def test_lightning_checkpoint_with_two_swins_names_them_and_the_way_out(tmp_path, capsys):
+    student, teacher = timm_model(img_size=128), timm_model(img_size=128, seed=1)
+    state = {**{f"student.{k}": v for k, v in student.state_dict().items()},
+             **{f"teacher.{k}": v for k, v in teacher.state_dict().items()}}
+    lightning_checkpoint(tmp_path / "last.ckpt", state)
+    code, _, err = run_cli(["convert", tmp_path / "last.ckpt", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, "2 Swin models", "student.", "teacher.", "torch.save(")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_lightning_checkpoint_without_a_swin(tmp_path, capsys):
+    lightning_checkpoint(tmp_path / "last.ckpt", {"model.fc.weight": torch.zeros(2, 2)})
+    code, _, err = run_cli(["convert", tmp_path / "last.ckpt", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, "Lightning checkpoint", "no Swin", "model.fc.weight")
+
+
+def test_bare_v1_weights_with_a_clamped_last_stage(tmp_path):
+    """timm's clean_checkpoint output (a bare state dict), here at 64 px / window 4: the last stage is 2 tokens
+    wide, so its bias table is the clamped window's (3x3), which tells the resolution."""
+    model = timm_model()
+    torch.save(model.state_dict(), tmp_path / "clean.pth")
+    ours = swinzoo.load_model(tmp_path / "clean.pth")
+    assert (ours.config.img_size, ours.config.window_size) == (64, 4)
+    assert_logits_close(logits(ours), logits(model))
