@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
-from swinzoo.pickled_configs import config_globals, objects_needing_trust
+from swinzoo.pickled_configs import objects_needing_trust, torch_load
 
 # ---------------------------------------------------------------------------------------------- atomic writes
 # Temporary outputs are named `.NAME.swinzoo-tmp-PID-XXXXXX` beside their target: recognisable, so that a later
@@ -359,15 +359,16 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
         then = then or "; give a model file (.safetensors, .pth, .ckpt), a zoo name or hf-hub:ORG/NAME"
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_what_it_is(head)}){then}")
     try:
-        with native_path(path) as name, config_globals():
-            return torch.load(name, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap and is_zip)
+        with native_path(path) as name:
+            return torch_load(name, trust_checkpoint, mmap=mmap and is_zip)
+    except ModuleNotFoundError as e:  # trusted: its classes are imported, and one's package is not here
+        raise SwinzooError(f"{path} holds objects of {e.name}, which is not installed: install it first") from None
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             what = f" ({', '.join(names[:3])})" if (names := objects_needing_trust(path)) else ""
-            raise SwinzooError(
-                f"{path} holds Python objects besides tensors and known training configs{what}, which loading "
-                "would run code of; if you trust where it came from, pass --trust-checkpoint to load it fully"
-            ) from None
+            raise SwinzooError(f"{path} holds Python objects besides tensors and known training configs{what}, which "
+                               "loading would run code of; if you trust where it came from, pass --trust-checkpoint "
+                               "to load it fully") from None
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         if is_zip:

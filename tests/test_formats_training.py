@@ -308,3 +308,26 @@ def test_bare_v1_weights_with_a_clamped_last_stage(tmp_path):
     ours = swinzoo.load_model(tmp_path / "clean.pth")
     assert (ours.config.img_size, ours.config.window_size) == (64, 4)
     assert_logits_close(logits(ours), logits(model))
+
+
+def test_trusting_a_checkpoint_does_not_need_the_packages_of_configs_read_as_data(tmp_path, capsys, yacs_name,
+                                                                               monkeypatch):
+    """--trust-checkpoint on ckpt_epoch_N.pth where yacs is not installed: its config is read as data all the same."""
+    src = tmp_path / "ckpt_epoch_29.pth"
+    official_training_checkpoint(src, torch.load(FIXTURE, weights_only=True)["model"])
+    monkeypatch.delitem(sys.modules, "yacs.config")
+    code, _, err = run_cli(["convert", src, "--trust-checkpoint", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 0, err
+
+
+def test_trusting_a_checkpoint_whose_classes_are_not_installed(tmp_path, capsys, monkeypatch):
+    module = types.ModuleType("mytrainer.config")
+    module.Options = type("Options", (), {"__module__": "mytrainer.config"})
+    monkeypatch.setitem(sys.modules, "mytrainer", types.ModuleType("mytrainer"))
+    monkeypatch.setitem(sys.modules, "mytrainer.config", module)
+    src = tmp_path / "ckpt.pth"
+    torch.save({"model": torch.load(FIXTURE, weights_only=True)["model"], "options": module.Options()}, src)
+    monkeypatch.delitem(sys.modules, "mytrainer.config")
+    code, _, err = run_cli(["convert", src, "--trust-checkpoint", "-o", tmp_path / "m.safetensors"], capsys)
+    assert code == 2
+    one_error_line(err, "mytrainer", "not installed")
