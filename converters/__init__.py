@@ -115,7 +115,8 @@ def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_che
         return checkpoint
     checkpoint.provenance = {"source": str(path), "format": format_.name, **checkpoint.provenance}
     if getattr(raw, "taken", ""):
-        checkpoint.provenance["weights"] = raw.taken
+        checkpoint.provenance["checkpoint_entry"] = raw.taken
+        checkpoint.notes.append(f"read {raw.taken}")
     block = _swinzoo_block(path) if arch is None else None
     if block:  # a folder swinzoo pushed: its full config and history ride along in config.json
         checkpoint.config = SwinConfig.from_dict(block["config"])

@@ -130,6 +130,8 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     config: SwinConfig
     provenance: dict = field(default_factory=dict)
+    # what reading chose, for this read's report only (a file written from it keeps the provenance, not these)
+    notes: list[str] = field(default_factory=list)
 
     def __iter__(self):  # `state_dict, config, provenance = checkpoint`
         return iter((self.state_dict, self.config, self.provenance))

@@ -73,8 +73,7 @@ def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: 
         dst = target_config(source.config, res, window, num_classes)
         state_dict, dst, report = transfer(source.state_dict, source.config, dst)
     verify_state_dict(parameter_shapes(dst), state_dict, src)
-    if source.provenance.get("weights"):  # which of a training checkpoint's weights, said where a choice was made
-        report.notes.insert(0, f"read {source.provenance['weights']}")
+    report.notes[:0] = source.notes  # e.g. which of a training checkpoint's weights were read
     if source.provenance.get("dropped"):
         report.notes.insert(0, f"kept the backbone ({source.provenance.get('layout', 'OpenMMLab')} layout, outputs "
                                f"{list(dst.out_indices or ())}); dropped {len(source.provenance['dropped'])} other "

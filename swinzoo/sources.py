@@ -44,7 +44,7 @@ def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: 
     file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects. Weights
     must be floating point and finite: the first NaN/Inf tensor is an error unless `allow_nonfinite`. `ema`: a
     training checkpoint's EMA weights (True) or trained ones (False); by default the EMA where there is one, as
-    timm's load_checkpoint (provenance["weights"] says which).
+    timm's load_checkpoint (provenance["checkpoint_entry"] says which).
     """
     src = os.fspath(src)
     checkpoint = _read(src, from_format, arch, trust_checkpoint, ema)

@@ -137,8 +137,10 @@ def test_timm_checkpoint_takes_the_ema_weights_as_timm_does_and_says_so(timm_wit
     assert "state_dict_ema" in out and "--no-ema" in out
     ours = swinzoo.load_model(tmp_path / "ema.safetensors")
     assert (ours.config.img_size, ours.config.window_size) == (64, 4)
-    assert ours.provenance["weights"].startswith("state_dict_ema")
+    assert ours.provenance["checkpoint_entry"].startswith("state_dict_ema")
     assert_logits_close(logits(ours), logits(ema))
+    code, out, err = run_cli(["convert", tmp_path / "ema.safetensors", "-o", tmp_path / "again.safetensors"], capsys)
+    assert code == 0 and "state_dict" not in out, out  # the choice is said where it was made, not on every read after
     code, out, err = run_cli(["convert", src, "--no-ema", "-o", tmp_path / "raw.safetensors"], capsys)
     assert code == 0, err
     assert "read state_dict, the trained weights (--ema reads state_dict_ema)" in out
