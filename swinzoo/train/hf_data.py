@@ -299,8 +299,7 @@ class HFSplit(Dataset):
                                 f"{options.split_seed} (--val-fraction, --split-seed)"
                                 + (f"; the dataset's {unused!r} split is not used" if unused else ""))
         self.description += f" ({len(self)} rows)"
-        # the class of each row, for a label budget's stratified draw (a second read is a pass over the column)
-        self.labels = None if not labelled else labels if self.rows is None else labels[self.rows]
+        self.labels = None if not labelled else labels if self.rows is None else labels[self.rows]  # for a budget
         if check:
             check_rows([(data, chosen, self.ds, self.image_key, self.rows)])
 
