@@ -254,7 +254,20 @@ def remove_entry(path: Path) -> None:
 
 
 def is_rank_zero() -> bool:
+    """Whether this process is (or will be, once the Trainer numbers the processes) global rank zero, the one that
+    plans aloud, takes the run's folder and writes it. Until the Trainer sets it, Lightning's rank comes from RANK,
+    LOCAL_RANK or SLURM_PROCID alone, which the first process of another node started by hand (Lightning's
+    bare-metal way: MASTER_ADDR, MASTER_PORT, NODE_RANK=1) does not have: its node is counted too, as Lightning
+    counts it (NODE_RANK, else GROUP_RANK)."""
     # imported here: `predict` reaches this module (through train.checks) and needs no Lightning
     from lightning.pytorch.utilities import rank_zero_only
 
-    return getattr(rank_zero_only, "rank", 0) == 0
+    return getattr(rank_zero_only, "rank", 0) == 0 and launch_node_rank() == 0
+
+
+def launch_node_rank() -> int:
+    raw = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0"))
+    try:
+        return int(raw)
+    except ValueError:  # Lightning refuses it when it builds the Trainer
+        return 0

@@ -1,0 +1,118 @@
+"""`finetune` / `pretrain` started on two "nodes" on this machine (one shared folder, as a cluster's NFS), over gloo:
+Lightning's bare-metal way (the same command on each node with MASTER_ADDR, MASTER_PORT and NODE_RANK set) and
+torchrun's. One run folder, rank zero's, written once; every process ends; a node refusing its input does not
+leave the other waiting for it."""
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--max-steps", "2", "--batch-size", "4", "--num-workers", "0", "--trainer", "limit_val_batches=2"]
+# what a launcher around pytest may have set, which would make these processes part of its world instead
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+                      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SWINZOO_RUN_OUT",
+                      "SWINZOO_IMAGES_CHECKED", "JSM_NAMESPACE_RANK", "LSB_JOBID")
+WAIT = 150  # seconds a two-node run of 2 steps may take on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and not k.startswith("SLURM_")}
+    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def node(rank: int, port: int, cwd: Path, *args, devices: int = 1) -> subprocess.Popen:
+    """One node's `swinzoo ARGS --num-nodes 2`, started by hand (Lightning's bare-metal launch)."""
+    env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(rank))
+    command = [sys.executable, "-m", "swinzoo", *map(str, args), "--num-nodes", "2", "--devices", str(devices),
+               "--accelerator", "cpu", "--strategy", "ddp"]
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = WAIT) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each; a process still running after `timeout` is killed with its children
+    (the ranks Lightning started) and reported as 'hung'."""
+    deadline, results = time.monotonic() + timeout, []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((proc.returncode, out, err))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            results.append((-1, out, err + "\n[hung: killed by the test]"))
+    return results
+
+
+def locked(out: Path) -> bool:
+    """Whether a process holds the run lock of `out` (swinzoo.train.folder.RunLock)."""
+    try:
+        fd = os.open(out / ".swinzoo-run.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def two_nodes(cwd: Path, args: list, out: Path, devices: int = 1) -> list[tuple[int, str, str]]:
+    """Node 1 started once node 0 holds the run's folder (its lock): nodes never start at once, and this is the
+    order in which node 1 would find the folder taken."""
+    port = free_port()
+    first = node(0, port, cwd, *args, devices=devices)
+    deadline = time.monotonic() + WAIT
+    while not locked(out) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    second = node(1, port, cwd, *args, devices=devices)
+    return finish([first, second])
+
+
+def assert_all_ended(results) -> None:
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 0, f"node {rank}: exit {code}\n{err[-3000:]}"
+
+
+def test_finetune_by_hand_on_two_nodes_one_folder_written_once_and_resumed(tmp_path):
+    out = tmp_path / "run"
+    results = two_nodes(tmp_path, ["finetune", "--from", "swin_n_64", "--data", "shapes", *QUICK, "--out", out], out)
+    assert_all_ended(results)
+    (_, first, _), (_, second, second_err) = results
+    assert "total batch 8" in first and "wrote " in first  # 4 per process x 2 nodes
+    assert second.strip() == "" and second_err.strip() == ""  # the plan and the result once, on rank zero's node
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["n"] == 16  # both nodes' validation images, synced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second folder from the other node
+
+    # --resume OUT on both nodes, node 1 once node 0 holds the run (it was refused: "is in use")
+    results = two_nodes(tmp_path, ["finetune", "--resume", out, "--max-steps", "3"], out)
+    assert_all_ended(results)
+    assert "at global step 2" in results[0][1] and results[1][1].strip() == ""
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 3
+    assert len(json.loads((out / "run.json").read_text())["provenance"]["resumed"]) == 1  # recorded once
+
+
+def test_pretrain_by_hand_on_two_nodes(tmp_path):
+    out = tmp_path / "simmim"
+    results = two_nodes(tmp_path, ["pretrain", "--from", "swin_n_64", "--data", "shapes", *QUICK, "--out", out], out)
+    assert_all_ended(results)
+    assert "wrote " in results[0][1] and results[1][1].strip() == "" and results[1][2].strip() == ""
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["n"] == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["simmim"]
