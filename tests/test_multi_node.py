@@ -116,3 +116,26 @@ def test_pretrain_by_hand_on_two_nodes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["n"] == 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["simmim"]
+
+
+def torchrun_node(rank: int, port: int, cwd: Path, *args) -> subprocess.Popen:
+    """One node's `torchrun --nnodes 2 --nproc-per-node 1 -m swinzoo ARGS`, meeting the other at 127.0.0.1:port."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank",
+               str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "swinzoo", *map(str, args),
+               "--num-nodes", "2", "--devices", "1", "--accelerator", "cpu", "--strategy", "ddp"]
+    return subprocess.Popen(command, env=clean_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def test_finetune_under_torchrun_on_two_nodes_without_out(tmp_path):
+    """No --out: rank zero picks runs/SRC-RES; the rank on the other node, started by its own torchrun, has no
+    folder passed on to it (it crashed: 'expected str, bytes or os.PathLike object, not NoneType')."""
+    (tmp_path / "runs/swin_n_64-64").mkdir(parents=True)  # an earlier run's: this one is numbered past it
+    port = free_port()
+    results = finish([torchrun_node(rank, port, tmp_path, "finetune", "--from", "swin_n_64", "--data", "shapes",
+                                    *QUICK) for rank in (0, 1)])
+    assert_all_ended(results)
+    out = tmp_path / "runs/swin_n_64-64-2"
+    assert "out runs/swin_n_64-64-2" in results[0][1] and results[1][1].strip() == ""
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["swin_n_64-64", "swin_n_64-64-2"]

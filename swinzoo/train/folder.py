@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +22,7 @@ except ImportError:  # no flock (Windows): runs are not guarded against a second
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
 from swinzoo.run_folder import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE
-from swinzoo.train.options import Plan, is_plain
+from swinzoo.train.options import OUT_ENV, Plan, is_plain
 
 
 def is_stale_run(out: Path) -> bool:
@@ -60,6 +61,20 @@ def default_out(source: str, res: int, kind: str = "") -> Path:
     while out.exists():
         out, k = base.with_name(f"{base.name}-{k}"), k + 1
     return out
+
+
+def planned_out(out: str | None, default: Callable[[], Path]) -> Path:
+    """The folder of a new run. Rank zero: --out or `default()` (numbered past the folders there), checked, and
+    passed on to the processes Lightning's launcher starts (OUT_ENV). Another rank takes what rank zero passed, else
+    --out; one that a launcher started itself (torchrun, SLURM, another node) without --out is told nothing, and
+    `default()` stands in: it writes nothing in it (checkpoints, logs and outputs are rank zero's; Lightning
+    broadcasts its ModelCheckpoint folder from rank zero)."""
+    if not is_rank_zero():
+        return Path(os.environ.get(OUT_ENV) or out or default())
+    chosen = Path(out) if out else default()
+    check_out(chosen)
+    os.environ[OUT_ENV] = str(chosen)
+    return chosen
 
 
 def check_out(out: Path) -> None:

@@ -11,7 +11,6 @@ removes what it created (`RunFolder`). Trainer, callbacks, loggers and the progr
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
+from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
@@ -164,12 +163,7 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     data_options = {k: getattr(args, k, None) for k in DATA_OPTION_KEYS if getattr(args, k, None) is not None}
     dm = data_module(data, data_options, dst.img_size, recipe, args.num_workers, console)
     dm.check()
-    if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
-        out = Path(os.environ.get(OUT_ENV) or args.out)
-    else:
-        out = Path(args.out) if args.out else default_out(args.source, dst.img_size, "simmim")
-        check_out(out)
-        os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
+    out = planned_out(args.out, lambda: default_out(args.source, dst.img_size, "simmim"))
     provenance = {**start.provenance, "dataset": data}
     if is_rank_zero():
         console.print(f"[bold]start[/bold] {escape(start.how)}", soft_wrap=True)

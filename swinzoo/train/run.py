@@ -11,7 +11,6 @@ training has finished, atomically. A run that fails before its first checkpoint 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from swinzoo.run_folder import CURVES_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, check_out, default_out, is_rank_zero, write_results
+from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
@@ -88,12 +87,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
     dm = data_module(data, data_options, res, recipe, args.num_workers, console)
     classes = dm.check()
     state_dict, dst, report = finetune_weights(src_sd, src_cfg, res, window, recipe, len(classes), classes)
-    if not is_rank_zero():  # a DDP worker re-running this command: use the folder rank 0 chose and created
-        out = Path(os.environ.get(OUT_ENV) or args.out)
-    else:
-        out = Path(args.out) if args.out else default_out(args.source, res)
-        check_out(out)
-        os.environ[OUT_ENV] = str(out)  # inherited by the processes a DDP launcher starts
+    out = planned_out(args.out, lambda: default_out(args.source, res))
     # data_options with the data: `swinzoo eval` of the weights alone reads the validation rows the run held out
     provenance = {"source": args.source, "dataset": data, "data_options": data_options, "recipe": recipe.to_dict(),
                   "parent": {k: v for k, v in src_prov.items() if k != "parent"}}
