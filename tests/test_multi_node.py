@@ -6,12 +6,19 @@ leave the other waiting for it."""
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .hub_emulator import HubEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--max-steps", "2", "--batch-size", "4", "--num-workers", "0", "--trainer", "limit_val_batches=2"]
@@ -33,9 +40,9 @@ def clean_env(**extra) -> dict:
     return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
 
 
-def node(rank: int, port: int, cwd: Path, *args, devices: int = 1) -> subprocess.Popen:
+def node(rank: int, port: int, cwd: Path, *args, devices: int = 1, env: dict | None = None) -> subprocess.Popen:
     """One node's `swinzoo ARGS --num-nodes 2`, started by hand (Lightning's bare-metal launch)."""
-    env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(rank))
+    env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(rank), **(env or {}))
     command = [sys.executable, "-m", "swinzoo", *map(str, args), "--num-nodes", "2", "--devices", str(devices),
                "--accelerator", "cpu", "--strategy", "ddp"]
     return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -72,15 +79,15 @@ def locked(out: Path) -> bool:
         os.close(fd)
 
 
-def two_nodes(cwd: Path, args: list, out: Path, devices: int = 1) -> list[tuple[int, str, str]]:
+def two_nodes(cwd: Path, args: list, out: Path, devices: int = 1, env: dict | None = None) -> list[tuple]:
     """Node 1 started once node 0 holds the run's folder (its lock): nodes never start at once, and this is the
     order in which node 1 would find the folder taken."""
     port = free_port()
-    first = node(0, port, cwd, *args, devices=devices)
+    first = node(0, port, cwd, *args, devices=devices, env=env)
     deadline = time.monotonic() + WAIT
     while not locked(out) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    second = node(1, port, cwd, *args, devices=devices)
+    second = node(1, port, cwd, *args, devices=devices, env=env)
     return finish([first, second])
 
 
@@ -89,10 +96,24 @@ def assert_all_ended(results) -> None:
         assert code == 0, f"node {rank}: exit {code}\n{err[-3000:]}"
 
 
-def test_finetune_by_hand_on_two_nodes_one_folder_written_once_and_resumed(tmp_path):
+def test_finetune_by_hand_on_two_nodes_one_folder_written_once_pushed_once_and_resumed(tmp_path):
     out = tmp_path / "run"
-    results = two_nodes(tmp_path, ["finetune", "--from", "swin_n_64", "--data", "shapes", *QUICK, "--out", out], out)
-    assert_all_ended(results)
+    with HubEmulator(token="hf_test") as hub:
+        hf = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": "hf_test",
+              "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "0"}
+        results = two_nodes(tmp_path, ["finetune", "--from", "swin_n_64", "--data", "shapes", *QUICK, "--out", out,
+                                       "--push-to", "acme/two-nodes"], out, env=hf)
+        assert_all_ended(results)
+        assert hub.calls.count("commit") == 1
+    model = load_file(out / "model.safetensors")
+    one_node = tmp_path / "one_node"  # the same run on one node's two processes: the same weights, bit for bit
+    proc = subprocess.run([sys.executable, "-m", "swinzoo", "finetune", "--from", "swin_n_64", "--data", "shapes",
+                           *QUICK, "--out", one_node, "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp"],
+                          env=clean_env(), capture_output=True, text=True, timeout=WAIT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((one_node / "metrics.json").read_text()) == json.loads((out / "metrics.json").read_text())
+    assert all(torch.equal(tensor, model[name]) for name, tensor in load_file(one_node / "model.safetensors").items())
+    shutil.rmtree(one_node)
     (_, first, _), (_, second, second_err) = results
     assert "total batch 8" in first and "wrote " in first  # 4 per process x 2 nodes
     assert second.strip() == "" and second_err.strip() == ""  # the plan and the result once, on rank zero's node
@@ -139,3 +160,38 @@ def test_finetune_under_torchrun_on_two_nodes_without_out(tmp_path):
     assert "out runs/swin_n_64-64-2" in results[0][1] and results[1][1].strip() == ""
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["swin_n_64-64", "swin_n_64-64-2"]
+
+
+@pytest.mark.parametrize("failing", [1, 0])
+def test_a_node_that_refuses_its_input_stops_the_other(failing, tmp_path):
+    """A data folder missing on one node (node-local disks): that node says why and exits 2; the other, planned
+    and waiting to train, stops too (it waited for the rendezvous until torch's 30-minute timeout), saying which
+    rank failed and why, with nothing left in --out."""
+    out, port = tmp_path / "run", free_port()
+    procs = [node(rank, port, tmp_path, "finetune", "--from", "swin_n_64", *QUICK, "--out", out,
+                  "--data", tmp_path / "missing" if rank == failing else "shapes") for rank in (0, 1)]
+    results = finish(procs, timeout=90)
+    bad, good = results[failing], results[1 - failing]
+    assert bad[0] == 2 and "missing" in bad[2] and bad[2].count("error:") == 1, bad[2][-2000:]
+    assert good[0] == 2, good[2][-2000:]
+    line = good[2].strip().splitlines()[-1]
+    assert line.startswith(f"error: rank {failing} of this 2-process launch stopped before training: --data ")
+    assert "missing" in line
+    assert not out.exists()
+
+
+def test_pretrain_under_slurm_on_two_nodes_without_out(tmp_path):
+    """Two tasks as srun starts them (SLURM_PROCID, SLURM_NODEID, ...; Lightning's SLURMEnvironment), no --out."""
+    port = free_port()
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "train",
+             "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "localhost", "MASTER_PORT": str(port)}
+    command = [sys.executable, "-m", "swinzoo", "pretrain", "--from", "swin_n_64", "--data", "shapes", *QUICK,
+               "--num-nodes", "2", "--devices", "1", "--accelerator", "cpu", "--strategy", "ddp"]
+    procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True,
+                              env=clean_env(**slurm, SLURM_PROCID=str(rank), SLURM_NODEID=str(rank), SLURM_LOCALID="0"))
+             for rank in (0, 1)]
+    results = finish(procs)
+    assert_all_ended(results)
+    assert "wrote runs/swin_n_64-simmim-64/model.safetensors" in results[0][1] and results[1][1].strip() == ""
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["swin_n_64-simmim-64"]
