@@ -22,6 +22,7 @@ from swinzoo.errors import SwinzooError, python_api
 from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import same_file
+from swinzoo.live_display import redraws_in_place
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer
 from swinzoo.per_class import ClassTally
 from swinzoo.run_folder import BEST_FILE, CKPT_FILE, RUN_FILE
@@ -285,9 +286,9 @@ PIPED_EVERY = 15.0  # seconds between progress lines when the output is a file o
 
 @contextlib.contextmanager
 def progress_display(console: Console, title: str, total: int, redirect_stdout: bool = True):
-    """Yields `advance()`, called once per batch: a rich bar on a terminal; piped or redirected, where a bar
-    redrawn in place shows nothing, a line every PIPED_EVERY seconds and one at the end."""
-    if console.is_terminal:
+    """Yields `advance()`, called once per batch: a rich bar on a terminal (or in a notebook with ipywidgets); piped
+    or redirected, where a bar redrawn in place shows nothing, a line every PIPED_EVERY seconds and one at the end."""
+    if redraws_in_place(console):
         with Progress(console=console, transient=True, redirect_stdout=redirect_stdout) as progress:
             task = progress.add_task(title, total=total)
             yield lambda: progress.advance(task)

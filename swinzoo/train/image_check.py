@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from swinzoo.errors import SwinzooError
+from swinzoo.live_display import redraws_in_place
 from swinzoo.preprocess import pixel_problem
 
 CHECK_CHUNK = 64  # images per thread-pool task
@@ -84,7 +85,7 @@ def _scan(count: int, problems_in: Callable[[int, int], list], where: str, conso
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = console or Console(stderr=True)  # stdout may be a pipe of results (eval --json)
-    show = count >= PROGRESS_FROM and console.is_terminal
+    show = count >= PROGRESS_FROM and redraws_in_place(console)
     progress = Progress(TextColumn("checking images in {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=True, disable=not show)
     found: list = []

@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from swinzoo.errors import SwinzooError
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
+from swinzoo.live_display import redraws_in_place
 from swinzoo.models import cpu_gemm
 from swinzoo.run_folder import BEST_FILE, CKPT_FILE, CURVES_FILE
 from swinzoo.train.checks import check_launcher, check_logger
@@ -77,7 +78,7 @@ def build_trainer(plan: Plan, recipe: Recipe, trust_checkpoint: bool = False, co
                                          save_top_k=1, save_weights_only=True, enable_version_counter=False,
                                          save_on_train_epoch_end=False))
     show_progress = user.get("enable_progress_bar", True) is not False
-    if show_progress and (console is None or console.is_terminal):
+    if show_progress and (console is None or redraws_in_place(console)):
         callbacks.insert(0, StepBoundProgressBar(leave=True))
     elif show_progress:  # piped to a log: a line at a steady rate instead of a bar redrawn in place
         callbacks.insert(0, ProgressLines(console))
