@@ -136,6 +136,13 @@ class Checkpoint:
     def __iter__(self):  # `state_dict, config, provenance = checkpoint`
         return iter((self.state_dict, self.config, self.provenance))
 
+    def __repr__(self) -> str:
+        # the tensors summed up, as a module's repr does: their values would be thousands of lines in a notebook
+        values = sum(t.numel() for t in self.state_dict.values())
+        dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in self.state_dict.values()}))
+        tensors = f"<{len(self.state_dict)} tensors, {values:,} values{', ' + dtypes if dtypes else ''}>"
+        return f"Checkpoint(state_dict={tensors}, config={self.config!r}, provenance={self.provenance!r})"
+
 
 def _never(*_) -> bool:
     return False

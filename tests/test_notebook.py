@@ -108,3 +108,15 @@ def test_a_notebook_cell_fine_tunes_under_one_live_bar(tiny, tmp_path):  # noqa:
     assert not any("step 2/2" in text for text in texts), texts
     assert sum("wrote run/model.safetensors" in text for text in texts) == 1, texts
     assert texts[-1].startswith("FinetuneResult(out=PosixPath('run')")
+
+
+def test_a_checkpoint_shows_what_it_holds_not_every_tensor():
+    """A cell ending in `swinzoo.read_checkpoint(...)` printed each tensor's values: 200 thousand characters for the
+    nano model, 4 thousand lines for Swin-B. Now one line: the tensors counted, the config, the provenance."""
+    ckpt = swinzoo.read_checkpoint("swin_n_64")
+    text = repr(ckpt)
+    assert len(text.splitlines()) == 1 and len(text) < 4000, text[:300]
+    values = sum(t.numel() for t in ckpt.state_dict.values())
+    assert text.startswith(f"Checkpoint(state_dict=<{len(ckpt.state_dict)} tensors, {values:,} values, float16>, "
+                           f"config={ckpt.config!r}, provenance=")
+    assert "tensor(" not in text
