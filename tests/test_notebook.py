@@ -120,3 +120,21 @@ def test_a_checkpoint_shows_what_it_holds_not_every_tensor():
     assert text.startswith(f"Checkpoint(state_dict=<{len(ckpt.state_dict)} tensors, {values:,} values, float16>, "
                            f"config={ckpt.config!r}, provenance=")
     assert "tensor(" not in text
+
+
+def test_several_devices_in_a_notebook_are_refused_not_trained_in_forks(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """In an interactive session Lightning runs several devices by forking the caller (strategy "auto" becomes
+    ddp_fork), and the fork's training never reached the run: `devices=2` in a notebook wrote the untrained weights
+    as the result ("step 0 of 0"), and the default devices="auto" would on a multi-GPU machine. Now refused first."""
+    from lightning.pytorch.trainer.connectors import accelerator_connector
+
+    monkeypatch.setattr(accelerator_connector, "_IS_INTERACTIVE", True)  # what a Jupyter kernel is to Lightning
+    out = tmp_path / "run"
+    with pytest.raises(swinzoo.SwinzooError) as refused:
+        swinzoo.finetune(str(tiny), data=str(image_folder(tmp_path / "data")), max_steps=1, batch_size=4,
+                         num_workers=0, devices=2, accelerator="cpu", out=str(out),
+                         trainer={"limit_val_batches": 1, "enable_model_summary": False}, console=jupyter_console())
+    message = str(refused.value)
+    assert "--devices 2" in message and "devices=1" in message and "!swinzoo finetune" in message, message
+    assert len(message.splitlines()) == 1 and not out.exists()
+

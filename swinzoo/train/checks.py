@@ -105,6 +105,21 @@ def check_strategy(strategy, label: str) -> None:
                            "(or fsdp, deepspeed)")
 
 
+def check_no_forked_devices(trainer, devices) -> None:
+    """Several devices in an interactive session (a notebook, IPython): Lightning's strategy "auto" runs them by
+    forking this process (ddp_fork, the ddp_notebook strategy refused above), and the fit's state stays in the forks:
+    the run would write the untrained weights as its result. A strategy object given from Python may launch so too."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        return
+    raise SwinzooError(f"--devices {devices}: Lightning would run the {trainer.num_devices} devices in processes "
+                       "forked or spawned from this one (in a notebook or IPython, strategy auto is ddp_notebook), "
+                       "and the trained state would stay in them, so the run could not write its outputs; use "
+                       "devices=1 here, or run the command from a shell (`!swinzoo finetune ...` in a notebook "
+                       "cell, or `!swinzoo pretrain ...`) for several devices")
+
+
 def check_launcher(num_nodes: int) -> None:
     """More than one node needs the command started on every node, by a launcher Lightning recognises (SLURM,
     torchrun, LSF, MPI) or by hand with MASTER_ADDR, MASTER_PORT and NODE_RANK set; without one, rank 0 would wait

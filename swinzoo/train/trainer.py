@@ -22,7 +22,7 @@ from swinzoo.io import load_torch
 from swinzoo.live_display import redraws_in_place
 from swinzoo.models import cpu_gemm
 from swinzoo.run_folder import BEST_FILE, CKPT_FILE, CURVES_FILE
-from swinzoo.train.checks import check_launcher, check_logger
+from swinzoo.train.checks import check_launcher, check_logger, check_no_forked_devices
 from swinzoo.train.curves import VAL_KEYS, TrainingCurves
 from swinzoo.train.environment import run_environment
 from swinzoo.train.module import (
@@ -48,6 +48,7 @@ def start_trainer(plan: Plan, recipe: Recipe, args, console, point: ResumePoint 
     L.seed_everything(recipe.seed, verbose=False)  # fresh weights (a head, SimMIM's decoder) and the data order
     trainer = build_trainer(plan, recipe, args.trust_checkpoint, console,
                             resumed_at=point.step if point is not None else None, metrics=metrics)
+    check_no_forked_devices(trainer, plan.devices)
     accumulate = int(plan.trainer.get("accumulate_grad_batches", recipe.accumulate_grad_batches))
     total_batch = recipe.batch_size * trainer.num_devices * trainer.num_nodes * accumulate
     if point is not None:  # --devices auto may see another device count than the run had
