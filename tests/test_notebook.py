@@ -138,3 +138,15 @@ def test_several_devices_in_a_notebook_are_refused_not_trained_in_forks(tiny, tm
     assert "--devices 2" in message and "devices=1" in message and "!swinzoo finetune" in message, message
     assert len(message.splitlines()) == 1 and not out.exists()
 
+
+def test_a_command_run_from_a_notebook_cell_logs_lines_not_cursor_moves(tiny, tmp_path, trainers,  # noqa: F811
+                                                                       monkeypatch):
+    """`!swinzoo finetune ...` in a cell runs on a pseudo-terminal (TERM=xterm-color), but its output is the cell's:
+    Jupyter renders no cursor moves, so each redraw of the bar became new lines (thousands in a long run)."""
+    from swinzoo.train.progress import ProgressLines
+
+    monkeypatch.setenv("JPY_PARENT_PID", "1")  # what a Jupyter kernel passes on to the commands it runs
+    swinzoo.finetune(str(tiny), data=str(image_folder(tmp_path / "data")), max_steps=1, batch_size=4, num_workers=0,
+                     out=str(tmp_path / "run"), trainer={"limit_val_batches": 1, "enable_model_summary": False},
+                     console=Console(force_terminal=True, file=io.StringIO()))
+    assert any(isinstance(c, ProgressLines) for c in trainers[0].callbacks)
