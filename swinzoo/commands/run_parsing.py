@@ -190,7 +190,8 @@ def add_hardware_arguments(p) -> None:
     hardware.add_argument("--devices", type=int | str, default="auto",
                           help="Lightning devices: a count, a list like 0,1, or auto")
     hardware.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, ...")
-    hardware.add_argument("--strategy", type=str, default="auto", help="ddp, fsdp, deepspeed, ... (not the spawning ones: ddp_spawn, ddp_fork, ddp_notebook)")
+    hardware.add_argument("--strategy", type=str, default="auto",
+                          help="ddp, fsdp, deepspeed, ... (not the spawning ones: ddp_spawn, ddp_fork, ddp_notebook)")
     hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1,
                           help="machines, each running --devices processes")
     hardware.add_argument("--precision", type=str | None,
