@@ -125,7 +125,8 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe, ckpt, step
 
     # paths, names and config strings are text, not markup (`images[v2]` is a folder); `extra` lines are markup
     if ckpt is not None:
-        console.print(f"[bold]resuming[/bold] {escape(str(plan.out))} from {ckpt.name} at global step {step}")
+        console.print(f"[bold]resuming[/bold] {escape(str(plan.out))} from {escape(ckpt.name)} at global step {step}",
+                      highlight=False)
     console.print("[bold]config[/bold] " + escape(json.dumps(config)), soft_wrap=True)
     for line in extra:
         console.print(line, soft_wrap=True)
@@ -136,7 +137,7 @@ def print_plan(console, plan: Plan, module, total_batch: int, recipe, ckpt, step
                   f"{plan.config['drop_path_rate']:g}{escape(recipe_tail)}", soft_wrap=True)
     if note := warmup_note(recipe):
         console.print(f"[bold yellow]note[/bold yellow] {note}", soft_wrap=True)
-    console.print(f"[bold]out[/bold] {escape(str(plan.out))}", soft_wrap=True)
+    console.print(f"[bold]out[/bold] {escape(str(plan.out))}", soft_wrap=True, highlight=False)  # a path: no numbers
 
 
 def is_plain(value) -> bool:
