@@ -32,7 +32,6 @@ from swinzoo.train.checks import (
 from swinzoo.train.data import BUILTIN, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
 from swinzoo.train.hf_data import DataOptions
-from swinzoo.train.launch import CheckIn
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
     OUT_ENV,
@@ -85,12 +84,11 @@ def pretrain(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_pretrain(args: PretrainOptions, console) -> PretrainResult | None:
     """`pretrain` on a `PretrainOptions` record (what the CLI calls)."""
-    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock, CheckIn(args) as check_in:
-        quiet = console if is_rank_zero() else Console(quiet=True)  # DDP: the plan once
-        return _run(args, quiet, lock, check_in)
+    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock:
+        return _run(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP workers: the plan once
 
 
-def _run(args: PretrainOptions, console, lock: RunLock, check_in: CheckIn) -> PretrainResult | None:
+def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None:
     start = time.monotonic()
     args = validate(args)
     if args.resume:
@@ -116,7 +114,6 @@ def _run(args: PretrainOptions, console, lock: RunLock, check_in: CheckIn) -> Pr
             print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        check_in.ready(plan.num_nodes)  # the processes a launcher started: all planned, or all stop
         with interruptible(trainer):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)

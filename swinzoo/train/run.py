@@ -27,7 +27,6 @@ from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
 from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
 from swinzoo.train.hf_data import DataOptions
-from swinzoo.train.launch import CheckIn
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
@@ -181,12 +180,11 @@ def finetune(source: str | None = None, *, console: Console | None = None, **opt
 
 def run_finetune(args: FinetuneOptions, console) -> FinetuneResult | None:
     """`finetune` on a `FinetuneOptions` record (what the CLI calls)."""
-    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock, CheckIn(args) as check_in:
-        quiet = console if is_rank_zero() else Console(quiet=True)  # DDP: the plan once
-        return _run_finetune(args, quiet, lock, check_in)
+    with caller_state_kept((OUT_ENV,)), third_party_quiet(), RunLock.held() as lock:
+        return _run_finetune(args, console if is_rank_zero() else Console(quiet=True), lock)  # DDP: the plan once
 
 
-def _run_finetune(args: FinetuneOptions, console, lock: RunLock, check_in: CheckIn) -> FinetuneResult | None:
+def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResult | None:
     args = validate_options(args)
     push_to = args.push_to
     if push_to:  # fail before training, not after it
@@ -216,7 +214,6 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock, check_in: Check
             print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        check_in.ready(plan.num_nodes)  # the processes a launcher started: all planned, or all stop
         with interruptible(trainer):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
