@@ -25,6 +25,7 @@ from swinzoo.converters.common import (
     KeyMap,
     arch_from_keys,
     build_config,
+    clamped_resolution,
     default_class_names,
     geometry_args,
     rate_args,
@@ -258,8 +259,8 @@ def geometry_from_weights(sd: dict[str, torch.Tensor], geometry: dict, fields: d
         (tokens >> i) % w == 0 or (tokens >> i) <= window for i, w in enumerate(known))
     if fields["img_size_stated"] or fits:
         return {**geometry, "window": window}
-    stage, width = next(((i, w) for i, w in enumerate(known) if w < window), (stages - 1, window))
-    return {**geometry, "window": window, "img_size": width * patch * 2**stage}
+    return {**geometry, "window": window,
+            "img_size": clamped_resolution(windows, patch) or window * patch * 2 ** (stages - 1)}
 
 
 def write_timm_folder(state_dict: dict[str, torch.Tensor], config: SwinConfig, out_dir: str | Path,
