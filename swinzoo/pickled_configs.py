@@ -37,7 +37,8 @@ def torch_load(name: str, trust_checkpoint: bool = False, mmap: bool = False) ->
         except pickle.UnpicklingError as e:
             if not (trust_checkpoint and "weights only load failed" in str(e).lower()):
                 raise
-    return torch.load(name, map_location="cpu", weights_only=False, mmap=mmap)
+    # reached only with trust_checkpoint (the user's --trust-checkpoint), where the weights-only load refused
+    return torch.load(name, map_location="cpu", weights_only=not trust_checkpoint, mmap=mmap)
 
 
 def objects_needing_trust(path: str | Path) -> list[str]:
