@@ -20,12 +20,14 @@ from typing import Literal
 from swinzoo.commands import FORMAT_CHOICES, examples
 from swinzoo.commands.run_parsing import (
     add_hardware_arguments,
+    add_output_arguments,
     add_recipe_overrides,
+    add_schedule_arguments,
     add_trainer_group,
     help_formatter,
     parse_run_options,
 )
-from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
+from swinzoo.train.options import KEEP_CHOICES  # no torch, no Lightning
 
 EXAMPLES = examples(
     "swinzoo finetune --from swin_n_64 --res 128                       # the nano model at 128 px on shapes",
@@ -95,31 +97,10 @@ def build_parser(with_trainer: bool = True):
                       help="packaged recipe name, YAML path or a mapping of recipe keys (default: the one that fits "
                       "source and target; `swinzoo recipes` lists them); a mapping of some keys changes that default")
     add_recipe_overrides(data)
-    data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
-    data.add_argument("--max-steps", dest="max_steps", type=int | None,
-                      help="stop after this many optimizer steps (warmup and cosine span them in the recipe's "
-                      "proportions)")
-    data.add_argument("--batch-size", dest="batch_size", type=int | None,
-                      help="images per device per step (default: the recipe's)")
-    data.add_argument("--lr", type=float | None, help="peak lr, used as is (default: recipe base_lr x total batch "
-                      "/ 512)")
-    data.add_argument("--seed", type=int | None, help="random seed (default: the recipe's)")
-    data.add_argument("--num-workers", dest="num_workers", type=int | None,
-                      help="data loader workers per device (default: half the CPUs shared by the devices, at most 8)")
+    add_schedule_arguments(data, "stop after this many optimizer steps (warmup and cosine span them in the recipe's "
+                           "proportions)", "random seed (default: the recipe's)")
     add_hardware_arguments(p)
-    output = p.add_argument_group("output")
-    output.add_argument("--out", type=str | None, help="output folder (default: runs/SRC-RES)")
-    output.add_argument("--resume", type=str | None, metavar="OUT",
-                        help="continue the run in OUT from OUT/last.ckpt")
-    output.add_argument("--keep", type=Literal[KEEP_CHOICES], default="best",
-                        help="weights in OUT/model.safetensors: the best on val/top1, or the last step's")
-    output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
-                        help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "
-                             "epoch and the last step anyway)")
-    output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES],
-                        default="float32", help="dtype of the weights in OUT/model.safetensors")
-    output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
-                        help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
+    output = add_output_arguments(p, "runs/SRC-RES", KEEP_CHOICES)
     output.add_argument("--push-to", dest="push_to", type=str | None, metavar="ORG/NAME",
                         help="push OUT to this Hugging Face Hub repo when training ends")
     add_trainer_group(p, with_trainer)

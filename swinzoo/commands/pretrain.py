@@ -14,12 +14,13 @@ from swinzoo.commands import FORMAT_CHOICES, examples
 from swinzoo.commands.run_parsing import (
     TRAINER_HELP,
     add_hardware_arguments,
+    add_output_arguments,
     add_recipe_overrides,
+    add_schedule_arguments,
     add_trainer_group,
     help_formatter,
     parse_run_options,
 )
-from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 EXAMPLES = examples(
     "swinzoo pretrain --from swin_n_64 --data shapes --max-steps 200   # the nano model's encoder, offline",
@@ -86,28 +87,10 @@ def build_parser(with_trainer: bool = True):
                       help="recipe name, YAML path or mapping of recipe keys (default: simmim_pretrain; a mapping of "
                       "some keys changes it)")
     add_recipe_overrides(data)
-    data.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
-    data.add_argument("--max-steps", dest="max_steps", type=int | None,
-                      help="stop after this many optimizer steps (warmup and cosine span them)")
-    data.add_argument("--batch-size", dest="batch_size", type=int | None,
-                      help="images per device per step (default: the recipe's)")
-    data.add_argument("--lr", type=float | None, help="peak lr, used as is (default: recipe base_lr x total batch "
-                      "/ 512)")
-    data.add_argument("--seed", type=int | None, help="random seed: weights, data order and masks (default: the "
-                      "recipe's)")
-    data.add_argument("--num-workers", dest="num_workers", type=int | None,
-                      help="data loader workers per device (default: half the CPUs shared by the devices, at most 8)")
+    add_schedule_arguments(data, "stop after this many optimizer steps (warmup and cosine span them)",
+                           "random seed: weights, data order and masks (default: the recipe's)")
     add_hardware_arguments(p)
-    output = p.add_argument_group("output")
-    output.add_argument("--out", type=str | None, help="output folder (default: runs/SRC-simmim-RES)")
-    output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
-    output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
-                        help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "
-                             "epoch and the last step anyway)")
-    output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES], default="float32",
-                        help="dtype of the weights in OUT/model.safetensors")
-    output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
-                        help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
+    add_output_arguments(p, "runs/SRC-simmim-RES")
     add_trainer_group(p, with_trainer, TRAINER_HELP.replace("val/top1", "val/loss"))
     return p
 

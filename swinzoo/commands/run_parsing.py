@@ -12,11 +12,12 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Literal
 
 from swinzoo.commands.run_config import given_trainer, print_request, printed_config
 from swinzoo.errors import SwinzooError
 from swinzoo.run_folder import CONFIG_FILE
-from swinzoo.train.options import LOGGER_CHOICES  # no torch, no Lightning
+from swinzoo.train.options import LOGGER_CHOICES, SAVE_DTYPES  # no torch, no Lightning
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -182,6 +183,38 @@ def add_recipe_overrides(group) -> None:
     group.add_argument("--recipe_overrides", type=dict[str, Any] | None, metavar="{KEY: VALUE}",
                        help="recipe keys set over the recipe, named or chosen (--recipe.KEY VALUE sets one, e.g. "
                        "--recipe.base_lr 1e-3)")
+
+
+def add_schedule_arguments(group, max_steps_help: str, seed_help: str) -> None:
+    """The run-length and batch flags `finetune` and `pretrain` share (their help differs where their runs do)."""
+    group.add_argument("--epochs", type=int | None, help="epochs (default: the recipe's)")
+    group.add_argument("--max-steps", dest="max_steps", type=int | None, help=max_steps_help)
+    group.add_argument("--batch-size", dest="batch_size", type=int | None,
+                       help="images per device per step (default: the recipe's)")
+    group.add_argument("--lr", type=float | None, help="peak lr, used as is (default: recipe base_lr x total batch "
+                       "/ 512)")
+    group.add_argument("--seed", type=int | None, help=seed_help)
+    group.add_argument("--num-workers", dest="num_workers", type=int | None,
+                       help="data loader workers per device (default: half the CPUs shared by the devices, at most 8)")
+
+
+def add_output_arguments(p, out_default: str, keep_choices: tuple[str, ...] | None = None):
+    """The output flags `finetune` and `pretrain` share; `keep_choices`: finetune's --keep (pretrain keeps the last).
+    Returns the group, for a command's own flags."""
+    output = p.add_argument_group("output")
+    output.add_argument("--out", type=str | None, help=f"output folder (default: {out_default})")
+    output.add_argument("--resume", type=str | None, metavar="OUT", help="continue the run in OUT from OUT/last.ckpt")
+    if keep_choices:
+        output.add_argument("--keep", type=Literal[keep_choices], default=keep_choices[0],
+                            help="weights in OUT/model.safetensors: the best on val/top1, or the last step's")
+    output.add_argument("--ckpt-every", dest="ckpt_every", type=int | None,
+                        help="also write OUT/last.ckpt every N optimizer steps (it is written after every validation, "
+                             "epoch and the last step anyway)")
+    output.add_argument("--save-dtype", dest="save_dtype", type=Literal[SAVE_DTYPES], default="float32",
+                        help="dtype of the weights in OUT/model.safetensors")
+    output.add_argument("--logger", type=Literal[LOGGER_CHOICES], default="csv",
+                        help="where metrics go besides OUT/logs/metrics.csv (tensorboard, wandb: their packages)")
+    return output
 
 
 def add_hardware_arguments(p) -> None:
