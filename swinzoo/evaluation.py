@@ -32,8 +32,8 @@ from swinzoo.train.hf_data import FLAGS, DataOptions
 
 
 def prepare_model(model: str | SwinTransformer, *, res: int | None = None, window: int | None = None,
-                  from_format: str = "auto", trust_checkpoint: bool = False,
-                  console: Console | None = None) -> SwinTransformer:
+                  from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
+                  ema: bool | None = None, console: Console | None = None) -> SwinTransformer:
     """`model` itself (a classifier object, left in its mode: run it under `eval_mode`), or the source it names
     moved to `res` / `window` when they differ from its own (official window choice), in eval mode. The model
     carries `.provenance`."""
@@ -50,8 +50,8 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
         raise SwinzooError(f"a {type(model).__name__} object ({what}, no classifier head) cannot classify: give a "
                            "SwinTransformer classifier (swinzoo.load_model) or a source: a zoo name, file, folder or "
                            "hf-hub: reference")
-    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format,
-                                          trust_checkpoint=trust_checkpoint)
+    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format, arch=arch,
+                                          trust_checkpoint=trust_checkpoint, ema=ema)
     if checkpoint.config.is_backbone:  # stage features for a detector: no pooling, no head
         raise SwinzooError(f"{model} is a detection backbone (stage features, no classifier head): classify with "
                            "the classifier it came from, or fine-tune one from it (swinzoo finetune --from "
@@ -118,8 +118,8 @@ def eval_mode(net: torch.nn.Module):
 def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int | None = None,
              window: int | None = None, batch_size: int = 100, num_workers: int | None = None,
              test_crop: bool | None = None, device: str | None = None, precision: str | None = None,
-             compile: bool = False, from_format: str = "auto", trust_checkpoint: bool = False,
-             console: Console | None = None, data_options: DataOptions | dict | None = None,
+             compile: bool = False, from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
+             ema: bool | None = None, console: Console | None = None, data_options: DataOptions | dict | None = None,
              per_class: bool = False) -> dict:
     """{"top1", "top5", "n", ...} of `model` (a model or any source) on the val split of `data` (a folder with val/
     class folders, or a folder of class folders, hf:NAME or shapes; default: the model's built-in training
@@ -131,7 +131,8 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     provenance) also says which data it validated on and how (`DataOptions`: splits, columns, carved rows): that
     data is the default, read the same way, so a carved validation split is the run's held-out rows;
     `data_options` (the options given; a dict holds only those) change some of them. `per_class`: also
-    "per_class", a row per class with images (`swinzoo.per_class.ClassTally.rows`)."""
+    "per_class", a row per class with images (`swinzoo.per_class.ClassTally.rows`). `from_format`, `arch`,
+    `trust_checkpoint` and `ema` read a source as `read_checkpoint` does."""
     from torchmetrics.classification import MulticlassAccuracy
 
     from swinzoo.train.data import default_workers, eval_loader
@@ -141,8 +142,9 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
     if num_workers is not None:
         check_whole(num_workers, 0, f"num_workers={num_workers!r}", "data loader processes", max_processes())
     dev, dtype = runtime(device, precision or "fp32")  # a bad device or precision before the model is read
-    net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format,
-                                         trust_checkpoint=trust_checkpoint, console=console, data_options=data_options)
+    net, data, dataset, to_model = setup(model, data, res=res, window=window, from_format=from_format, arch=arch,
+                                         trust_checkpoint=trust_checkpoint, ema=ema, console=console,
+                                         data_options=data_options)
     if precision is None:
         precision, note = run_precision(model, dev, getattr(net, "provenance", None) or {})
         dtype = PRECISIONS[precision]
@@ -187,13 +189,13 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
 
 def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, window: int | None, from_format: str,
           trust_checkpoint: bool, console: Console, data_options: DataOptions | dict | None,
-          open_data: bool = True) -> tuple:
+          open_data: bool = True, arch: str | None = None, ema: bool | None = None) -> tuple:
     """(net, data, dataset, label map) of an evaluation, every check made and every note printed; without
     `open_data` only the model is read and moved (dataset and label map None)."""
     from swinzoo.train.data import BUILTIN, open_split
 
-    net = prepare_model(model, res=res, window=window, from_format=from_format, trust_checkpoint=trust_checkpoint,
-                        console=console)
+    net = prepare_model(model, res=res, window=window, from_format=from_format, arch=arch,
+                        trust_checkpoint=trust_checkpoint, ema=ema, console=console)
     if net.config.num_classes == 1:  # torchmetrics' accuracy refuses it, and top-1 would be 1 whatever the images
         name = model if isinstance(model, (str, os.PathLike)) else "the model"
         raise SwinzooError(f"{name} has 1 class, so accuracy measures nothing: evaluate a classifier of 2 or more "
@@ -359,7 +361,8 @@ def sweep(models: list[str], resolutions: list[int], data: str | None = None, **
     # its classes do not depend on the resolution; the evaluations reuse what was opened, see `_sweep_data`)
     quiet = Console(file=io.StringIO())
     check = dict(window=options.get("window"), from_format=options.get("from_format", "auto"),
-                 trust_checkpoint=options.get("trust_checkpoint", False), data_options=options.get("data_options"))
+                 arch=options.get("arch"), trust_checkpoint=options.get("trust_checkpoint", False),
+                 ema=options.get("ema"), data_options=options.get("data_options"))
     runtime(options.get("device"), options.get("precision") or "fp32")
     _sweep_data = {}
     try:

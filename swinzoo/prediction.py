@@ -26,11 +26,13 @@ from swinzoo.train.image_check import NOT_REGULAR
 @python_api()
 def predict(model: str | SwinTransformer, images: str | Path | list[str | Path], *, topk: int = 5,
             batch_size: int = 64, device: str | None = None, precision: str = "fp32", from_format: str = "auto",
-            trust_checkpoint: bool = False, on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+            arch: str | None = None, trust_checkpoint: bool = False, ema: bool | None = None,
+            on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """[{"image", "predictions": [[class name, probability], ...]}] for image files (one path, or a list of them; a
     folder stands for the images below it, sorted), best first, in batches of `batch_size`; images are
     preprocessed as the model's metadata says (`swinzoo.data_config`). `on_batch` is given each batch's rows as
-    they come (the CLI prints them: a late unreadable image does not cost the lines before it)."""
+    they come (the CLI prints them: a late unreadable image does not cost the lines before it). `from_format`,
+    `arch`, `trust_checkpoint` and `ema` read a source as `read_checkpoint` does."""
     # a path is iterable (a str by character): taken as a list it would be read one character at a time
     images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     check_counts(topk=topk, batch_size=batch_size)
@@ -40,7 +42,7 @@ def predict(model: str | SwinTransformer, images: str | Path | list[str | Path],
         listed += images_in(path) if is_folder(path) else [path]
     images = listed
     dev, dtype = runtime(device, precision)
-    net = prepare_model(model, from_format=from_format, trust_checkpoint=trust_checkpoint).to(dev)
+    net = prepare_model(model, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint, ema=ema).to(dev)
     cfg = net.config
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     tf = create_transform(cfg)  # train.data.eval_transform(cfg), without importing the datasets

@@ -105,27 +105,27 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
 @overload
 def load_model(src: str | os.PathLike, *, features_only: Literal[True],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
-               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinBackbone: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: Literal[False],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
-               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinTransformer: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: None = ..., out_indices: None = ..., frozen_stages: int = ...,
                window: int | None = ..., from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
-               **config_overrides: Any) -> SwinTransformer | Any: ...
+               ema: bool | None = ..., **config_overrides: Any) -> SwinTransformer | Any: ...
 @overload
 def load_model(src: str | os.PathLike, *, features_only: bool | None = ...,
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
-               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
+               from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinTransformer | SwinBackbone: ...
 @python_api()
 def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
                out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1, window: int | None = None,
                from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
-               **config_overrides: Any) -> SwinTransformer | SwinBackbone:
+               ema: bool | None = None, **config_overrides: Any) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
     zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields that do not
@@ -138,13 +138,13 @@ def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
     output norms start fresh. A backbone checkpoint (a detector) loads as a backbone by default
     (`features_only=None`). `window` gives a backbone a new fixed window, as the official detection
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
-    `from_format`, `arch` and `trust_checkpoint` read `src` as `read_checkpoint` does.
+    `from_format`, `arch`, `trust_checkpoint` and `ema` read `src` as `read_checkpoint` does.
     """
     src = os.fspath(src)
     check_window(window, features_only)  # before anything is fetched
     check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window",
-                                                          "from_format", "arch", "trust_checkpoint"))
-    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+                                                          "from_format", "arch", "trust_checkpoint", "ema"))
+    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint, ema=ema)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if is_simmim(checkpoint.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
@@ -236,7 +236,7 @@ def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
 def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
                 norm_target_kernel: int = NORM_TARGET_KERNEL, mask_patch_size: int | None = None,
                 mask_ratio: float | None = None, from_format: str = "auto", arch: str | None = None,
-                trust_checkpoint: bool = False, **config_overrides: Any) -> SimMIM:
+                trust_checkpoint: bool = False, ema: bool | None = None, **config_overrides: Any) -> SimMIM:
     """A SimMIM pretraining model (`models.simmim.SimMIM`, official numerics) from a SimMIM checkpoint (an official
     pretraining .pth, or swinzoo's own file holding one), or built around the encoder of any classification source
     `read_checkpoint` reads (a zoo name, file, folder or `hf-hub:` reference): its head is dropped, the mask token
@@ -246,12 +246,14 @@ def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
     `norm_targets` / `norm_target_kernel`: the loss compares with locally normalised images (official NORM_TARGET);
     `mask_patch_size`, `mask_ratio`: what `model.mask_generator()` draws. Not given, they are what the checkpoint's
     `swinzoo pretrain` run used (its provenance), else the official 32 px, 0.6 and raw targets. `config_overrides`
-    are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`).
+    are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`). `from_format`, `arch`,
+    `trust_checkpoint` and `ema` read `src` as `read_checkpoint` does.
     """
     src = os.fspath(src)
     check_override_names(config_overrides, "load_simmim", ("norm_targets", "norm_target_kernel", "mask_patch_size",
-                                                           "mask_ratio", "from_format", "arch", "trust_checkpoint"))
-    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+                                                           "mask_ratio", "from_format", "arch", "trust_checkpoint",
+                                                           "ema"))
+    checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint, ema=ema)
     check_weight_overrides(config_overrides, checkpoint.config, "load_simmim")
     config, provenance = checkpoint.config, dict(checkpoint.provenance)
     if config.is_backbone:
@@ -312,9 +314,10 @@ def looks_like_name(src: str | os.PathLike) -> bool:
 
 
 @python_api()
-def model_info(src: str | os.PathLike, *, from_format: str = "auto", trust_checkpoint: bool = False) -> dict:
+def model_info(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
+               trust_checkpoint: bool = False, ema: bool | None = None) -> dict:
     """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
-    (its provenance)."""
+    (its provenance); `from_format`, `arch`, `trust_checkpoint` and `ema` read it as `read_checkpoint` does."""
     src = os.fspath(src)
     if is_zoo_name(src):
         entry, tag = get_entry(src)
@@ -323,7 +326,8 @@ def model_info(src: str | os.PathLike, *, from_format: str = "auto", trust_check
         extra = {"tag": w.tag, "top1": w.top1, "hub_repo": w.hub_repo, "official_url": w.official_url,
                  "paper_params_m": entry.params_m, "paper_gmacs": entry.gmacs}
     else:
-        checkpoint = read_checkpoint(src, from_format=from_format, trust_checkpoint=trust_checkpoint)
+        checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
+                                     ema=ema)
         cfg = checkpoint.config
         extra = {"provenance": checkpoint.provenance}
     return {"name": src, "config": cfg.to_dict(), "params": count_params(cfg), "gmacs": count_macs(cfg) / 1e9,

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from swinzoo.config import SwinConfig
 from swinzoo.converters.simmim import is_simmim
@@ -50,13 +50,14 @@ class PushSource:
     curves: Path | None = None
 
 
-def read_push_source(src: str, trust_checkpoint: bool = False) -> PushSource:
-    """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format."""
+def read_push_source(src: str, trust_checkpoint: bool = False, **reading: Any) -> PushSource:
+    """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format;
+    `reading`: `read_checkpoint`'s from_format, arch and ema."""
     path = Path(src)
     if not path.exists():
         raise SwinzooError(f"{src} does not exist; give a fine-tuning output folder or a model file")
     try:
-        source = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
+        source = read_checkpoint(path, trust_checkpoint=trust_checkpoint, **reading)
     except SwinzooError as e:
         raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
     # the pushed folder is timm's classifier layout, which holds neither of these
@@ -270,7 +271,7 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision:
 
 
 def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False,
-                  revision: str | None = None) -> Path:
+                  revision: str | None = None, **reading: Any) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
     check_repo_id(repo_id)
     out = Path(out)
@@ -279,7 +280,7 @@ def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: boo
     if out.exists() and any(out.iterdir()):
         raise SwinzooError(f"{out} exists and is not empty; choose a new --dry-run folder")
     check_writable_folder(out)  # before the source is read, not as an OS error when the folder is written
-    source = read_push_source(src, trust_checkpoint)
+    source = read_push_source(src, trust_checkpoint, **reading)
     with atomic_dir(out) as tmp:
         write_push_folder(source, repo_id, tmp, revision)
     return out
@@ -333,17 +334,19 @@ STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json",
 @python_api()
 def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
-         trust_checkpoint: bool = False, console: Console | None = None) -> str:
+         trust_checkpoint: bool = False, from_format: str = "auto", arch: str | None = None, ema: bool | None = None,
+         console: Console | None = None) -> str:
     """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit, which also
     removes an earlier model's weight files and preprocessor config (`STALE_PATTERNS`); returns the commit URL.
     `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
-    `trust_checkpoint`: allow a full (unsafe) torch.load of a .pth holding Python objects. `console`: where to say
+    `trust_checkpoint`, `from_format`, `arch`, `ema`: read `src` as `read_checkpoint` does. `console`: where to say
     which files the commit removed."""
     if revision is not None and (not revision.strip() or not revision.isprintable() or ".." in revision
                                  or any(c.isspace() for c in revision)):
         raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
     if dry_run is not None:
-        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint, revision))
+        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint, revision, from_format=from_format,
+                                 arch=arch, ema=ema))
     repo_id = check_repo_id(repo)
     if offline():
         raise SwinzooError(f"pushing to {repo_id} needs the Hub, and HF_HUB_OFFLINE is set: unset it and push again "
@@ -352,7 +355,7 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    source = read_push_source(str(src), trust_checkpoint)
+    source = read_push_source(str(src), trust_checkpoint, from_format=from_format, arch=arch, ema=ema)
     token = get_token()
     if not token:
         raise SwinzooError(f"no Hugging Face token: run `{login_command()}` or set HF_TOKEN, then push again")

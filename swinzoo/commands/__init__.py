@@ -50,3 +50,20 @@ def table_console(width: int):
 def add_trust_flag(p) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
+
+
+def add_reading_flags(p, what: str = "MODEL") -> None:
+    """How a verb reads its model, the same on every verb that reads one (`swinzoo.read_checkpoint`'s keywords):
+    an error that says "pass --arch" or "--no-ema" must name a flag the verb has."""
+    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help=f"format of {what} (auto: detected)")
+    p.add_argument("--arch", metavar="NAME", help=f"zoo name giving {what}'s architecture where the file cannot "
+                   "(e.g. bare V2 weights, which do not tell their window)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="a training checkpoint's EMA "
+                   "weights (timm's state_dict_ema, torchvision's model_ema) or, --no-ema, its trained weights "
+                   "(default: the EMA where there is one, as timm's load_checkpoint)")
+    add_trust_flag(p)
+
+
+def reading_kwargs(args) -> dict:
+    """The keywords `add_reading_flags` gives, for `read_checkpoint` and every function that reads a model."""
+    return dict(from_format=args.from_format, arch=args.arch, ema=args.ema, trust_checkpoint=args.trust_checkpoint)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from swinzoo.commands import EXPORT_CHOICES, FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, positive_int
+from swinzoo.commands import EXPORT_CHOICES, SOURCE_HELP, add_reading_flags, examples, positive_int, reading_kwargs
 
 CONVERT_EPILOG = examples(
         "swinzoo convert swin_base_patch4_window7_224.pth -o b224.safetensors",
@@ -50,8 +48,7 @@ def register(subparsers) -> None:
 
 
 def add_source_arguments(p) -> None:
-    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of SRC (auto: detected)")
-    p.add_argument("--arch", metavar="NAME", help="zoo name giving the source architecture where the file cannot")
+    add_reading_flags(p, "SRC")
     p.add_argument("--res", type=positive_int, help="target resolution (default: the source's)")
     p.add_argument("--window", type=positive_int, help="target window (default: the source's window scaled with --res)")
     p.add_argument("--num-classes", type=positive_int, help="target class count (default: the source head's)")
@@ -59,18 +56,13 @@ def add_source_arguments(p) -> None:
                    "4-32, official detection numerics) instead of the classifier; --window is then its window")
     p.add_argument("--out-indices", type=int, nargs="+", metavar="I", help="the stages a backbone returns "
                    "(default: all; implies --features)")
-    add_trust_flag(p)
     p.add_argument("--allow-nonfinite", action="store_true", help="read weights holding NaN or Inf anyway")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="a training checkpoint's EMA "
-                   "weights (timm's state_dict_ema, torchvision's model_ema) or, --no-ema, its trained weights "
-                   "(default: the EMA where there is one, as timm's load_checkpoint)")
 
 
 def _source_kwargs(args) -> dict:
     out_indices = tuple(args.out_indices) if args.out_indices is not None else None
-    return dict(res=args.res, window=args.window, num_classes=args.num_classes, from_format=args.from_format,
-                arch=args.arch, trust_checkpoint=args.trust_checkpoint, allow_nonfinite=args.allow_nonfinite,
-                features=args.features, out_indices=out_indices, ema=args.ema)
+    return dict(res=args.res, window=args.window, num_classes=args.num_classes, allow_nonfinite=args.allow_nonfinite,
+                features=args.features, out_indices=out_indices, **reading_kwargs(args))
 
 
 def run_convert(args) -> int:

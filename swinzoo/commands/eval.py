@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, non_negative_int, positive_int
+from swinzoo.commands import SOURCE_HELP, add_reading_flags, examples, non_negative_int, positive_int, reading_kwargs
 from swinzoo.errors import SwinzooError, printable
 
 DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
@@ -57,8 +57,7 @@ def register(subparsers) -> None:
                    "for several models or resolutions)")
     p.add_argument("--per-class", action="store_true", help="also each class's top-1, image count and the class its "
                    "images are most often mistaken for, worst first (JSON: per_class)")
-    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
-    add_trust_flag(p)
+    add_reading_flags(p)
     p.set_defaults(func=run_eval)
 
     p = subparsers.add_parser("predict", help="top-k classes of images",
@@ -71,8 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     add_runtime_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {image, predictions: [[class, p]]}")
-    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of MODEL (auto: detected)")
-    add_trust_flag(p)
+    add_reading_flags(p)
     p.set_defaults(func=run_predict)
 
 
@@ -86,7 +84,7 @@ def run_eval(args) -> int:
     crop = {"auto": None, "yes": True, "no": False}[args.test_crop]
     options = dict(window=args.window, batch_size=args.batch_size, num_workers=args.num_workers, test_crop=crop,
                    device=args.device, precision=args.precision, compile=args.compile,
-                   from_format=args.from_format, trust_checkpoint=args.trust_checkpoint, console=Console(stderr=True),
+                   console=Console(stderr=True), **reading_kwargs(args),
                    data_options={k: getattr(args, k) for k in DATA_FLAGS if getattr(args, k) is not None})
     if len(args.models) == 1 and len(args.res or [None]) == 1 and not args.plot:
         result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], per_class=args.per_class,
@@ -140,8 +138,7 @@ def run_predict(args) -> int:
         sys.stdout.flush()
 
     rows = predict(args.model, args.images, topk=args.topk, batch_size=args.batch_size, device=args.device,
-                   precision=args.precision, from_format=args.from_format, trust_checkpoint=args.trust_checkpoint,
-                   on_batch=None if args.json else print_rows)
+                   precision=args.precision, on_batch=None if args.json else print_rows, **reading_kwargs(args))
     if args.json:  # one JSON document: written whole at the end
         print(json.dumps(rows))
     return 0

@@ -15,12 +15,11 @@ Lightning, which every run needs anyway, to type the Trainer arguments.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from swinzoo.commands import FORMAT_CHOICES, examples
+from swinzoo.commands import examples
 from swinzoo.commands.run_parsing import (
     add_hardware_arguments,
     add_output_arguments,
+    add_reading_arguments,
     add_recipe_overrides,
     add_schedule_arguments,
     add_trainer_group,
@@ -66,13 +65,7 @@ def build_parser(with_trainer: bool = True):
     source.add_argument("--window", type=int | None, help="target window (default: the official choice for --res)")
     source.add_argument("--scratch", action=ActionYesNo(no_prefix="no-"), default=False,
                         help="start from fresh weights of SRC's architecture")
-    source.add_argument("--from-format", dest="from_format", type=Literal[FORMAT_CHOICES],
-                        default="auto", help="format of SRC")
-    source.add_argument("--arch", type=str | None, metavar="NAME",
-                        help="zoo name giving the source architecture where the file cannot")
-    source.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
-                        default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
-                        "holding Python objects")
+    add_reading_arguments(source)
     data = p.add_argument_group("data and recipe")
     data.add_argument("--data", type=str | None, help="folder with train/ and val/ class folders, hf:NAME[:CONFIG], "
                       "or shapes (built in); default: the dataset the source was trained on when it is built in")

@@ -8,13 +8,12 @@ finetune uses (`run_parsing`). `--help` builds the parser without Lightning, so 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from swinzoo.commands import FORMAT_CHOICES, examples
+from swinzoo.commands import examples
 from swinzoo.commands.run_parsing import (
     TRAINER_HELP,
     add_hardware_arguments,
     add_output_arguments,
+    add_reading_arguments,
     add_recipe_overrides,
     add_schedule_arguments,
     add_trainer_group,
@@ -57,13 +56,7 @@ def build_parser(with_trainer: bool = True):
                         help="fresh weights of the zoo architecture SRC names")
     source.add_argument("--res", type=int | None, help="pretraining resolution (default: the source's)")
     source.add_argument("--window", type=int | None, help="window (default: the official choice for --res)")
-    source.add_argument("--from-format", dest="from_format", type=Literal[FORMAT_CHOICES], default="auto",
-                        help="format of SRC")
-    source.add_argument("--arch", type=str | None, metavar="NAME",
-                        help="zoo name giving the source architecture where the file cannot")
-    source.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
-                        default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
-                        "holding Python objects")
+    add_reading_arguments(source)
     data = p.add_argument_group("data, masks and recipe")
     data.add_argument("--data", type=str | None, help="a folder of images (with train/ and val/, or without: a fixed "
                       "validation set is held out), hf:NAME[:CONFIG], or shapes (built in); labels are not used")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swinzoo.commands import add_trust_flag, examples
+from swinzoo.commands import add_reading_flags, examples, reading_kwargs
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--commit-message", metavar="M", help="message of the commit (default: a line naming the size)")
     p.add_argument("--overwrite-card", action="store_true", help="replace a README.md already on the Hub")
     p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR; upload nothing")
-    add_trust_flag(p)
+    add_reading_flags(p, "SRC")
     p.set_defaults(func=run)
 
 
@@ -29,7 +29,7 @@ def run(args) -> int:
     console = Console()
     result = push(args.src, args.repo, private=args.private, revision=args.revision,
                   commit_message=args.commit_message, overwrite_card=args.overwrite_card, dry_run=args.dry_run,
-                  trust_checkpoint=args.trust_checkpoint, console=console)
+                  console=console, **reading_kwargs(args))
     if args.dry_run:
         console.print(f"wrote {result} (what `--repo {args.repo}` would receive; nothing uploaded)", soft_wrap=True,
                       markup=False)

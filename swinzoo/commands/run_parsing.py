@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from swinzoo.commands import FORMAT_CHOICES
 from swinzoo.commands.run_config import given_trainer, print_request, printed_config
 from swinzoo.errors import SwinzooError
 from swinzoo.run_folder import CONFIG_FILE
@@ -183,6 +184,22 @@ def add_recipe_overrides(group) -> None:
     group.add_argument("--recipe_overrides", type=dict[str, Any] | None, metavar="{KEY: VALUE}",
                        help="recipe keys set over the recipe, named or chosen (--recipe.KEY VALUE sets one, e.g. "
                        "--recipe.base_lr 1e-3)")
+
+
+def add_reading_arguments(group) -> None:
+    """How SRC is read, as every verb reading a model reads it (`swinzoo.commands.add_reading_flags`)."""
+    from jsonargparse import ActionYesNo
+
+    group.add_argument("--from-format", dest="from_format", type=Literal[FORMAT_CHOICES], default="auto",
+                       help="format of SRC")
+    group.add_argument("--arch", type=str | None, metavar="NAME",
+                       help="zoo name giving the source architecture where the file cannot")
+    group.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
+                       default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
+                       "holding Python objects")
+    group.add_argument("--ema", action=ActionYesNo(no_prefix="no-"), default=None, help="a training checkpoint's EMA "
+                       "weights or, --no-ema, its trained ones (default: the EMA where there is one, as timm's "
+                       "load_checkpoint)")
 
 
 def add_schedule_arguments(group, max_steps_help: str, seed_help: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from swinzoo.commands import FORMAT_CHOICES, SOURCE_HELP, add_trust_flag, examples, table_console
+from swinzoo.commands import SOURCE_HELP, add_reading_flags, examples, reading_kwargs, table_console
 from swinzoo.errors import SwinzooError, printable
 
 
@@ -23,8 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="NAME|PATH", help=SOURCE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON: name, config, params, gmacs and the zoo "
                    "row (tag, top1, hub_repo, ...)")
-    p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help="format of PATH (default: auto)")
-    add_trust_flag(p)
+    add_reading_flags(p, "PATH")
     p.set_defaults(func=run_info)
 
 
@@ -102,7 +101,7 @@ def run_info(args) -> int:
 
     from swinzoo.sources import model_info
 
-    info = model_info(args.model, from_format=args.from_format, trust_checkpoint=args.trust_checkpoint)
+    info = model_info(args.model, **reading_kwargs(args))
     if args.json:
         print(json.dumps(info, indent=1))
         return 0

@@ -84,6 +84,7 @@ class RunOptions:
     from_format: str = "auto"
     arch: str | None = None
     trust_checkpoint: bool = False
+    ema: bool | None = None  # a training checkpoint's EMA weights, or its trained ones; None: the EMA if any
     trainer: dict = field(default_factory=dict)
     logger: str = "csv"
     command: str = ""

@@ -151,8 +151,8 @@ def plan_run(args: PretrainOptions, console) -> tuple[Plan, dict | None, SimMIMD
     mask token and decoder absent when they start fresh; None from scratch), the data and the YAML that replays
     the run."""
     start = simmim_start(args.source, scratch=args.scratch, from_format=args.from_format, arch=args.arch,
-                         trust_checkpoint=args.trust_checkpoint, res=args.res, window=args.window, recipe=args.recipe,
-                         recipe_overrides=args.recipe_overrides, flags=flag_changes(args))
+                         trust_checkpoint=args.trust_checkpoint, ema=args.ema, res=args.res, window=args.window,
+                         recipe=args.recipe, recipe_overrides=args.recipe_overrides, flags=flag_changes(args))
     recipe, dst, defaults = start.recipe, start.config, start.defaults
     if recipe.max_steps and args.max_steps is None:  # bound by the recipe's steps (--max-steps: checked already)
         check_step_bound(args.trainer)

@@ -66,7 +66,7 @@ def plan_run(args: FinetuneOptions, console) -> tuple[Plan, dict | None, SwinDat
         defaults = shipped_provenance(args.source)
     else:
         source = read_checkpoint(args.source, from_format=args.from_format, arch=args.arch,
-                                 trust_checkpoint=args.trust_checkpoint)
+                                 trust_checkpoint=args.trust_checkpoint, ema=args.ema)
         src_cfg, src_sd, src_prov = source.config, source.state_dict, dict(source.provenance)
         defaults = src_prov
         if args.scratch:  # the file's architecture with fresh weights: nothing of its weights, no parent

@@ -43,15 +43,15 @@ class SimMIMStart:
 
 
 def simmim_start(source, *, scratch: bool = False, from_format: str = "auto", arch: str | None = None,
-                 trust_checkpoint: bool = False, res: int | None = None, window: int | None = None,
-                 recipe: str | dict | Recipe | None = None, recipe_overrides: dict | None = None,
-                 flags: dict | None = None) -> SimMIMStart:
+                 trust_checkpoint: bool = False, ema: bool | None = None, res: int | None = None,
+                 window: int | None = None, recipe: str | dict | Recipe | None = None,
+                 recipe_overrides: dict | None = None, flags: dict | None = None) -> SimMIMStart:
     """The start of a pretraining of `source` (zoo name, file, folder, hf-hub: reference) at `res` / `window`
     (default: the source's resolution, or the recipe's; the official window for it). `recipe`: a name, YAML path,
     `Recipe` or mapping (of some keys: set over `simmim_pretrain`); `recipe_overrides` and then `flags` (a
     command's --batch-size, --mask-ratio, ...) are set over it. Everything is checked before anything is built."""
     source = os.fspath(source)
-    src_cfg, encoder, own, src_prov, how = read_source(source, scratch, from_format, arch, trust_checkpoint)
+    src_cfg, encoder, own, src_prov, how = read_source(source, scratch, from_format, arch, trust_checkpoint, ema)
     named, changes = split_recipe(recipe, recipe_overrides)
     # continuing a SimMIM run: its masks and targets, unless a recipe, a recipe key or a flag says otherwise
     inherited = simmim_settings(src_prov) if own and named is None else {}
@@ -85,7 +85,7 @@ def simmim_start(source, *, scratch: bool = False, from_format: str = "auto", ar
 
 
 def read_source(source: str, scratch: bool, from_format: str, arch: str | None,
-                trust_checkpoint: bool) -> tuple[SwinConfig, dict | None, dict, dict, str]:
+                trust_checkpoint: bool, ema: bool | None = None) -> tuple[SwinConfig, dict | None, dict, dict, str]:
     """(encoder config, encoder weights or None, SimMIM's own weights when the source has them, provenance, how
     the run starts) of `source`."""
     if scratch:
@@ -94,7 +94,8 @@ def read_source(source: str, scratch: bool, from_format: str, arch: str | None,
                                "zoo name: give one (e.g. swin_b_224), or drop --scratch to start from this file")
         cfg = zoo_config(source).replace(num_classes=0, class_names=None)
         return cfg, None, {}, {}, f"fresh weights of the {source} architecture"
-    checkpoint = read_checkpoint(source, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint)
+    checkpoint = read_checkpoint(source, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
+                                 ema=ema)
     cfg, sd = checkpoint.config, checkpoint.state_dict
     if cfg.is_backbone:
         raise SwinzooError(f"{source} is a detection backbone (no final norm): SimMIM pretrains a classification "
