@@ -134,3 +134,11 @@ def test_finetune_starts_from_the_weights_asked_for(timm_ema_checkpoint, tmp_pat
     assert code == 0, err
     entry = swinzoo.load_model(tmp_path / "run").provenance["parent"]["checkpoint_entry"]
     assert entry.startswith("state_dict,"), entry  # the trained weights, not state_dict_ema
+
+
+@pytest.mark.parametrize("verb", ["info", "eval", "predict", "push", "convert", "export", "finetune", "pretrain"])
+def test_every_verb_reading_a_model_has_the_reading_flags(verb, capsys):
+    code, out, _ = run_cli([verb, "--help"], capsys)
+    assert code == 0
+    for flag in ("--from-format", "--arch", "--ema", "--no-ema", "--trust-checkpoint"):
+        assert flag in out, (verb, flag)
