@@ -43,6 +43,10 @@ SIGNALLED = False
 # true while a CLI command runs (`exit_code`: its messages name flags, what a shell user typed) or a `python_api`
 # function (which spells them for its Python caller, once: not again in the functions it calls)
 _SPELLED_ABOVE = contextvars.ContextVar("swinzoo_spelled_above", default=False)
+# within a `python_api` function called from Python: its keywords, so that a note it prints can spell the flags it
+# names as that caller writes them (`for_caller`); None in the CLI, whose notes name flags as typed
+_PYTHON_CALLER: contextvars.ContextVar[tuple[dict[str, str], str | None] | None] = contextvars.ContextVar(
+    "swinzoo_python_caller", default=None)
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(?:\.([A-Za-z_]\w*))?")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +79,7 @@ def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callab
             if _SPELLED_ABOVE.get():
                 return func(*args, **kwargs)
             outermost = _SPELLED_ABOVE.set(True)
+            caller = _PYTHON_CALLER.set((kinds, first))
             try:
                 refuse_in_bootstrapping_worker(func.__name__)
                 return func(*args, **kwargs)
@@ -84,6 +89,7 @@ def python_api(options: type | None = None) -> Callable[[Callable[P, R]], Callab
                     e.args = (f"{e.args[0]} (in Python: {', '.join(spelled)})", *e.args[1:])
                 raise
             finally:
+                _PYTHON_CALLER.reset(caller)
                 _SPELLED_ABOVE.reset(outermost)
 
         return wrapper
@@ -113,6 +119,14 @@ def python_spellings(message: str, kinds: dict[str, str], first: str | None) -> 
         if item not in spelled:
             spelled.append(item)
     return spelled
+
+
+def for_caller(note: str) -> str:
+    """`note` (a line printed, not raised) as the caller reads it: from Python, with the flags it names spelled as
+    the keywords of the `python_api` function called, as its errors are; from the CLI, as it is."""
+    caller = _PYTHON_CALLER.get()
+    spelled = python_spellings(note, *caller) if caller else []
+    return f"{note} (in Python: {', '.join(spelled)})" if spelled else note
 
 
 def note_signal() -> None:

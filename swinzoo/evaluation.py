@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from swinzoo.conversion import read_transferred
-from swinzoo.errors import SwinzooError, python_api
+from swinzoo.errors import SwinzooError, for_caller, python_api
 from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import same_file
@@ -149,7 +149,7 @@ def evaluate(model: str | SwinTransformer, data: str | None = None, *, res: int 
         precision, note = run_precision(model, dev, getattr(net, "provenance", None) or {})
         dtype = PRECISIONS[precision]
         if note and f"{model}: {note}" not in (_sweep_said or ()):
-            console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+            console.print(f"note: {for_caller(note)}", soft_wrap=True, markup=False, highlight=False)
             if _sweep_said is not None:
                 _sweep_said.add(f"{model}: {note}")
     cfg = net.config
@@ -216,14 +216,14 @@ def setup(model: str | SwinTransformer, data: str | None, *, res: int | None, wi
         if _sweep_data is not None:
             _sweep_data[key] = dataset
     if note and note not in (_sweep_said or ()):
-        console.print(f"note: {note}" + (f"; {dataset.description}" if getattr(dataset, "description", None) else ""),
-                      soft_wrap=True, markup=False, highlight=False)
+        described = note + (f"; {dataset.description}" if getattr(dataset, "description", None) else "")
+        console.print(f"note: {for_caller(described)}", soft_wrap=True, markup=False, highlight=False)
         if _sweep_said is not None:
             _sweep_said.add(note)
     to_model, note = label_order(cfg.num_classes, cfg.class_names, dataset.classes,
                                  model if isinstance(model, str) else "MODEL", data)
     if note:
-        console.print(f"note: {note}", soft_wrap=True, markup=False)
+        console.print(f"note: {for_caller(note)}", soft_wrap=True, markup=False)
     return net, data, dataset, to_model
 
 

@@ -89,3 +89,12 @@ def test_a_bf16_run_evaluates_in_fp32_on_a_gpu_without_bf16(run, monkeypatch):
     assert chosen == "fp32" and "this GPU has no bf16" in note
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert eval_precision.run_precision(run, torch.device("cuda"), provenance)[0] == "bf16"
+
+
+def test_a_python_caller_is_told_the_keyword_for_a_flag_a_note_names(run, capsys, bf16_cpu):
+    """evaluate() from Python prints the same note as `swinzoo eval`, and says how the flag it names is spelled."""
+    swinzoo.evaluate(run, num_workers=0, device="cpu")
+    err = capsys.readouterr().err
+    assert "--precision fp32 for float32 (in Python: --precision is precision=...)" in err
+    code, _, err = run_cli(["eval", run, "--num-workers", "0", "--device", "cpu"], capsys)
+    assert code == 0 and "--precision fp32 for float32" in err and "in Python" not in err

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from swinzoo.config import IMAGENET_MEAN, IMAGENET_STD, SwinConfig
-from swinzoo.errors import SwinzooError
+from swinzoo.errors import SwinzooError, for_caller
 from swinzoo.preprocess import Preprocess, create_transform
 from swinzoo.train.augment import HorizontalFlip, RandAugment, RandomErasing, RandomResizedCrop, mean_fill, to_tensor
 from swinzoo.train.folder import is_rank_zero
@@ -222,7 +222,7 @@ class SwinDataModule(L.LightningDataModule):
             if self.console is not None and is_rank_zero():
                 self.console.print(self.description, soft_wrap=True, markup=False, highlight=False)
                 if note := imbalance_note(self.train_base):
-                    self.console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+                    self.console.print(f"note: {for_caller(note)}", soft_wrap=True, markup=False, highlight=False)
             if len(self.train_base) < self.batch_size:
                 raise SwinzooError(f"{self.data} has {len(self.train_base)} training images, fewer than one batch "
                                    f"of {self.batch_size}; lower --batch-size")
