@@ -44,6 +44,12 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, pat
 
 def save_model(model: torch.nn.Module, path: str | Path, provenance: dict | None = None) -> Path:
     """Save a swinzoo model (its parameters and its `config`) to a safetensors file."""
+    if getattr(model, "global_pool", "avg") != "avg" or isinstance(getattr(model, "norm", None), torch.nn.Identity):
+        # the config has no place for either: the file would reload as a model that pools and norms
+        raise SwinzooError("this model has no final norm or no token pooling (prune_intermediate_layers, or "
+                           "reset_classifier with global_pool=\"\"), which a swinzoo file cannot record: save it "
+                           "before pruning (or after reset_classifier(n, \"avg\")), or torch.save(model.state_dict(), "
+                           "...)")
     provenance = provenance if provenance is not None else getattr(model, "provenance", None)
     return save_state_dict(model.state_dict(), model.config, path, provenance)
 

@@ -17,6 +17,7 @@ from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import check_new_file, check_writable_folder
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
+from swinzoo.models.resize import record_transfer
 from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
 from swinzoo.state_dicts import load_strict, verify_state_dict
 from swinzoo.weight_transfer import TransferReport, transfer
@@ -81,14 +82,7 @@ def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: 
     provenance = dict(source.provenance)
     provenance.setdefault("source", src)
     if report.changed:
-        if "transfer" in provenance:  # moved before: that surgery stays on record, oldest first
-            earlier = {k: provenance.pop(k) for k in ("transfer", "before_transfer") if k in provenance}
-            provenance["earlier_transfers"] = [*provenance.get("earlier_transfers", []), earlier]
-        provenance["transfer"] = {"from": source.config.to_dict(), **report.to_dict()}
-        # a run's validation figures scored the weights before this move, not these
-        measured = {k: provenance.pop(k) for k in ("finetune", "pretrain") if k in provenance}
-        if measured:
-            provenance["before_transfer"] = measured
+        record_transfer(provenance, {"from": source.config.to_dict(), **report.to_dict()})
     return Checkpoint(state_dict, dst, provenance), report
 
 

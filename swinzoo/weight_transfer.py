@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
-import torch.nn.functional as F
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
 from swinzoo.geometric_interp import resize_bias_table_geometric
 from swinzoo.models.attention import log_spaced_coords
 from swinzoo.models.layers import relative_position_index, shift_mask
+from swinzoo.models.resize import resize_abs_pos_embed, resize_bias_table, source_windows, with_source_windows
 from swinzoo.zoo import IN22K_CLASSES, imagenet1k_class_names
 
 # buffers the official code persists; never trusted from a file, rebuilt by the model for its own geometry
@@ -98,38 +98,6 @@ def map22kto1k() -> torch.Tensor:
     """Row of the 21841-way ImageNet-22k head for each ImageNet-1k class (official data/map22kto1k.txt)."""
     text = resources.files("swinzoo.data").joinpath("map22kto1k.txt").read_text()
     return torch.tensor([int(line) for line in text.split()], dtype=torch.long)
-
-
-def resize_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
-    """((2w-1)^2, heads) -> (size^2, heads), official bicubic (align_corners=False) in the table's dtype."""
-    side = int(round(table.shape[0] ** 0.5))
-    heads = table.shape[1]
-    dtype = table.dtype
-    work = table if dtype in (torch.float32, torch.float64) else table.float()  # CPU bicubic needs fp32/fp64
-    grid = work.permute(1, 0).reshape(1, heads, side, side)
-    out = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
-    return out.reshape(heads, size * size).permute(1, 0).contiguous().to(dtype)
-
-
-def resize_abs_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
-    """(1, L, C) -> (1, grid^2, C), bicubic over the square token grid."""
-    side = int(round(pos.shape[1] ** 0.5))
-    dtype = pos.dtype
-    work = pos if dtype in (torch.float32, torch.float64) else pos.float()
-    out = F.interpolate(work.reshape(1, side, side, -1).permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic",
-                        align_corners=False)
-    return out.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).contiguous().to(dtype)
-
-
-def source_windows(src: SwinConfig) -> tuple[int, ...]:
-    """The window each stage's CPB coordinates were normalised by in the source model (V2)."""
-    return tuple(p if p > 0 else src.stage_window(i) for i, p in enumerate(src.pretrained_window_sizes))
-
-
-def with_source_windows(src: SwinConfig, dst: SwinConfig) -> SwinConfig:
-    """`dst` with V2 `pretrained_window_sizes` = the source's effective windows, so the CPB MLP sees the same inputs
-    for the offsets both windows share (the official fine-tune configs, e.g. 12-12-12-6 from 192/w12); V1 as is."""
-    return dst.replace(pretrained_window_sizes=source_windows(src)) if dst.version == 2 else dst
 
 
 def check_compatible(src: SwinConfig, dst: SwinConfig) -> None:

@@ -188,8 +188,9 @@ class SwinTransformer(ClassifierAPI, nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, h, w, num_features) -> (B, num_classes) logits, or with `pre_logits` the (B, num_features) token mean
-        the head reads (timm's meaning)."""
-        x = x.mean(dim=(1, 2))
+        the head reads (timm's meaning); after timm's `reset_classifier(n, "")` no pooling: per-token outputs."""
+        if self.global_pool:
+            x = x.mean(dim=(1, 2))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

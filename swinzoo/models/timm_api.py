@@ -21,11 +21,13 @@ from torch import nn
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.models import resize
 from swinzoo.models.cpu_gemm import Linear
 from swinzoo.preprocess import data_config
 
-# timm's `global_pool` names; Swin's head averages the tokens, the only pooling a swinzoo config records
-AVG_POOL = ("avg", None)
+# timm's `global_pool` names swinzoo's head takes: "avg" (Swin's: the token mean, the only pooling a swinzoo file
+# records) and "" (no pooling: `forward_head` gets the (B, H, W, C) tokens, as timm's `prune_intermediate_layers` sets)
+POOLS = ("avg", "")
 OUTPUT_FORMATS = ("NCHW", "NHWC")
 
 
@@ -144,18 +146,50 @@ class ClassifierAPI(TimmAPI):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_stages
+
+    @property
+    def in_chans(self) -> int:
+        return self.config.in_chans
+
+    @property
+    def output_fmt(self) -> str:
+        """The layout of `forward_features`' output (timm's attribute): channels last."""
+        return "NHWC"
+
+    @property
+    def dynamic_img_size(self) -> bool:
+        """Whether any input size runs (timm's flag): yes, by masked padding, unless the model has an absolute
+        position embedding. (timm's own dynamic mode lets the padding take part in attention: other numbers.)"""
+        return not self.config.ape
+
+    @property
+    def global_pool(self) -> str:
+        """timm's pooling name: "avg", or "" after `reset_classifier(n, "")` / `prune_intermediate_layers`."""
+        return self.__dict__.get("_global_pool", "avg")
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh head for `num_classes` (0: none, the model returns the (B, num_features) pooled tokens), the
         official init, on the model's device and dtype. `config.num_classes` follows and its class names are
-        dropped, so a saved model reloads with this head. `global_pool`: timm's, where only "avg" applies."""
-        if global_pool not in AVG_POOL:
-            raise SwinzooError(f"global_pool {global_pool!r}: Swin's head averages the tokens (\"avg\"); for other "
-                               "pooling, pool model.forward_features(x), the (B, H/32, W/32, C) tokens, yourself")
+        dropped, so a saved model reloads with this head. `global_pool` (timm's): None keeps it, "avg" or "" (no
+        pooling: the head, if any, scores each token; a swinzoo file records only "avg")."""
+        if global_pool is not None and global_pool not in POOLS:
+            raise SwinzooError(f"global_pool {global_pool!r}: Swin's head averages the tokens (\"avg\") or, with "
+                               "\"\", leaves them unpooled; for other pooling, pool model.forward_features(x), the "
+                               "(B, H/32, W/32, C) tokens, yourself")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise SwinzooError(f"num_classes must be a whole number of classes (0: no head), got {num_classes!r}")
+        if global_pool is not None:
+            self.__dict__["_global_pool"] = global_pool
         old = self.config.num_classes
         self.config = self.config.replace(num_classes=num_classes, class_names=None)
-        ref = self.norm.weight
+        ref = self.patch_embed.proj.weight  # the final norm may be pruned away
         head = Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes \
             else nn.Identity()
         if num_classes:
@@ -166,6 +200,52 @@ class ClassifierAPI(TimmAPI):
         if getattr(self, "provenance", None) is not None:
             self.provenance["head_reset"] = (f"reset_classifier({num_classes}): the {old}-class head replaced by "
                                              f"{'a fresh one' if num_classes else 'none'}")
+
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None, patch_size: int | None = None,
+                       window_size: int | tuple | list | None = None, window_ratio: int | tuple | list | None = None,
+                       always_partition: bool | None = None) -> None:
+        """timm's `set_input_size`: move the model in place to `img_size` (int, or timm's square (h, w)) and
+        `window_size` (one for all stages; timm's per-stage forms if all equal) or `window_ratio` (the patch grid
+        over it). Without either, a new size keeps the window-to-image ratio (224/w7 -> 384/w12).
+
+        The result is the model `convert --res --window` makes of these weights (`weight_transfer.transfer`, the
+        official `load_pretrained`): V1 bias tables resized bicubically, V2 `pretrained_window_sizes` set to the
+        old effective windows. timm's in-place move differs: it resizes V1 tables by a geometric-progression linear
+        interpolation in float32 (other logits), and keeps a V2 model's constructed pretrained windows (timm's
+        zoo models' 0 then normalise the CPB coordinates by the new window: other logits, unless the old windows
+        were given). `config` (so `save_model`, `pretrained_cfg`) follows; `provenance` records the move. A resized
+        table is a new Parameter: build the optimizer afterwards. A geometry that does not tile, or one a config
+        cannot hold (non-square, per-stage windows, another patch size, `always_partition=True`) is refused
+        before anything changes."""
+        dst = resize.input_size_config(self.config, img_size, patch_size, window_size, window_ratio,
+                                       always_partition)
+        if dst == self.config:
+            return
+        record = resize.move_in_place(self, dst)
+        provenance = getattr(self, "provenance", None)
+        if provenance is not None:
+            resize.record_transfer(provenance, record)
+
+    def prune_intermediate_layers(self, indices: int | list[int] | None = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's: drop the stages after the last of `indices` (as `forward_intermediates` takes them), the final
+        norm with them or with `prune_norm`, and the head (`reset_classifier(0, "")`: unpooled tokens) with them or
+        with `prune_head`. Returns the stage indices taken. The kept stages end at their blocks (timm merges patches
+        at the start of a stage); `config` becomes the shorter model's. A model without its final norm or pooling
+        cannot be saved to a swinzoo file."""
+        taken, last = take_indices(len(self.layers), indices)
+        prune_end = last < len(self.layers) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.layers = self.layers[: last + 1]
+            self.layers[-1].downsample = None
+            c, kept = self.config, last + 1
+            self.config = c.replace(depths=c.depths[:kept], num_heads=c.num_heads[:kept],
+                                    pretrained_window_sizes=c.pretrained_window_sizes[:kept])
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return taken
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's parameter groups (layer-wise lr decay): the stem, then one group per block (`coarse`: per stage),
