@@ -189,6 +189,22 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
 
 CREATE_KEYWORDS = ("pretrained", "num_classes", "img_size", "window_size", "features_only", "out_indices",
                    "frozen_stages")
+# timm's create_model keywords a swinzoo classifier takes: its pooling, and the any-size inputs it always accepts
+TIMM_KEYWORDS = ("global_pool", "dynamic_img_size", "strict_img_size")
+
+
+def timm_keywords(overrides: dict) -> dict:
+    """Take timm's keywords out of `overrides` (in place) and check them: a one-line error for what swinzoo cannot
+    do (other pooling, a strict input size)."""
+    given = {k: overrides.pop(k) for k in TIMM_KEYWORDS if k in overrides}
+    pool = given.get("global_pool")
+    if pool is not None and pool not in ("avg", ""):
+        raise SwinzooError(f"global_pool {pool!r}: Swin's head averages the tokens (\"avg\") or, with \"\", leaves "
+                           "them unpooled; for other pooling, pool model.forward_features(x) yourself")
+    if given.get("strict_img_size") or given.get("dynamic_img_size", True) is False:
+        raise SwinzooError("swinzoo models take any input size (masked padding; an absolute position embedding only "
+                           "its img_size): drop strict_img_size / dynamic_img_size")
+    return given
 
 
 def check_create_arguments(num_classes, img_size, window_size, overrides: dict) -> None:
@@ -241,14 +257,18 @@ def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_class
     A new `img_size` without `window_size` scales the window with it (224/w7 -> 384/w12), fresh weights too.
     Other `overrides` are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.2`), with the
     official meanings: `drop_rate` is the dropout after the position embedding and in every block, not timm's
-    dropout before the head only.
+    dropout before the head only. timm's `global_pool` ("avg", or "": no pooling, the token map or per-token
+    logits) and `dynamic_img_size=True` / `strict_img_size=False` (what swinzoo's models do anyway) are taken too.
 
     `features_only=True`: the zoo architecture as a `SwinBackbone` (see `load_model`) returning `out_indices`
     (default all stages); `window_size` alone resizes the pretrained classifier's bias tables once, straight to the
     backbone's window (`load_model(name, features_only=True, window=W)`); with `img_size` the classifier is moved
     first, as above."""
     name = os.fspath(name)
+    timm_args = timm_keywords(overrides)
     check_create_arguments(num_classes, img_size, window_size, overrides)
+    if features_only and timm_args.get("global_pool") is not None:
+        raise SwinzooError("global_pool does not apply to a backbone (features_only=True has no head); drop it")
     if not pretrained and window_size is None and img_size is not None:
         # the window the pretrained path would scale to, so fresh and released weights share one geometry
         base = zoo_config(name, **overrides)
@@ -280,7 +300,7 @@ def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_class
                                    ("window_size", window_size)) if v is not None}
         model = SwinTransformer(zoo_config(name, **given, **overrides))
         model.provenance = {"zoo": name, "weights": "initialised"}
-        return model
+        return with_timm_keywords(model, timm_args)
     headless = num_classes == 0
     checkpoint, _ = read_transferred(name, res=img_size, window=window_size,
                                      num_classes=None if headless else num_classes)
@@ -291,4 +311,13 @@ def create_model(name: str | os.PathLike, *, pretrained: bool = False, num_class
     model = SwinTransformer(config)
     load_strict(model, checkpoint.state_dict, name)
     model.provenance = checkpoint.provenance
+    return with_timm_keywords(model, timm_args)
+
+
+def with_timm_keywords(model: SwinTransformer, timm_args: dict) -> SwinTransformer:
+    if timm_args.get("dynamic_img_size") and model.config.ape:
+        raise SwinzooError("this model has an absolute position embedding: it takes only its img_size "
+                           f"({model.config.img_size} px) inputs; drop dynamic_img_size")
+    if timm_args.get("global_pool") is not None:
+        model.global_pool = timm_args["global_pool"]
     return model

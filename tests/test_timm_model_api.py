@@ -203,3 +203,25 @@ def test_prune_intermediate_layers_is_timms(version, indices, prune_norm):
             ours.set_fast_path(fast)
             torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-10)
             torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x), rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- create_model
+def test_create_model_takes_timms_feature_map_idiom():
+    """timm's `create_model(name, num_classes=0, global_pool="")`: the token map `forward_features` returns; with a
+    head, per-token logits; `dynamic_img_size=True` / `strict_img_size=False` ask for what swinzoo models always do."""
+    from swinzoo import create_model
+
+    x = torch.randn(2, 3, 80, 80)
+    plain = create_model("swin_n_64", pretrained=True).eval()
+    with torch.no_grad():
+        tokens = plain.forward_features(x)
+        maps = create_model("swin_n_64", pretrained=True, num_classes=0, global_pool="").eval()(x)
+        torch.testing.assert_close(maps, tokens, rtol=0, atol=0)
+        per_token = create_model("swin_n_64", pretrained=True, global_pool="", dynamic_img_size=True).eval()
+        torch.testing.assert_close(per_token(x), plain.head(tokens), rtol=0, atol=0)
+    assert create_model("swin_n_64", strict_img_size=False, global_pool="avg").global_pool == "avg"
+    for bad, message in (({"global_pool": "max"}, "global_pool"), ({"strict_img_size": True}, "any input size"),
+                         ({"dynamic_img_size": True, "ape": True}, "absolute position"),
+                         ({"global_pool": "", "features_only": True}, "backbone")):
+        with pytest.raises(SwinzooError, match=message):
+            create_model("swin_n_64", **bad)

@@ -171,22 +171,27 @@ class ClassifierAPI(TimmAPI):
 
     @property
     def global_pool(self) -> str:
-        """timm's pooling name: "avg", or "" after `reset_classifier(n, "")` / `prune_intermediate_layers`."""
+        """timm's pooling name: "avg", or "" (no pooling: the head, if any, scores each token), as set by
+        `reset_classifier(n, "")`, `prune_intermediate_layers` or `create_model(..., global_pool="")`."""
         return self.__dict__.get("_global_pool", "avg")
+
+    @global_pool.setter
+    def global_pool(self, pool: str) -> None:
+        if pool not in POOLS:
+            raise SwinzooError(f"global_pool {pool!r}: Swin's head averages the tokens (\"avg\") or, with \"\", "
+                               "leaves them unpooled; for other pooling, pool model.forward_features(x), the "
+                               "(B, H/32, W/32, C) tokens, yourself")
+        self.__dict__["_global_pool"] = pool
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh head for `num_classes` (0: none, the model returns the (B, num_features) pooled tokens), the
         official init, on the model's device and dtype. `config.num_classes` follows and its class names are
         dropped, so a saved model reloads with this head. `global_pool` (timm's): None keeps it, "avg" or "" (no
         pooling: the head, if any, scores each token; a swinzoo file records only "avg")."""
-        if global_pool is not None and global_pool not in POOLS:
-            raise SwinzooError(f"global_pool {global_pool!r}: Swin's head averages the tokens (\"avg\") or, with "
-                               "\"\", leaves them unpooled; for other pooling, pool model.forward_features(x), the "
-                               "(B, H/32, W/32, C) tokens, yourself")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise SwinzooError(f"num_classes must be a whole number of classes (0: no head), got {num_classes!r}")
         if global_pool is not None:
-            self.__dict__["_global_pool"] = global_pool
+            self.global_pool = global_pool  # checked first: nothing changes when it is refused
         old = self.config.num_classes
         self.config = self.config.replace(num_classes=num_classes, class_names=None)
         ref = self.patch_embed.proj.weight  # the final norm may be pruned away
