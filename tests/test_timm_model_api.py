@@ -225,3 +225,21 @@ def test_create_model_takes_timms_feature_map_idiom():
                          ({"global_pool": "", "features_only": True}, "backbone")):
         with pytest.raises(SwinzooError, match=message):
             create_model("swin_n_64", **bad)
+
+
+@pytest.mark.parametrize("out_indices, norm", [((1, 2), False), ((0, 3), True)])
+def test_timms_feature_getter_wraps_a_swinzoo_model(out_indices, norm):
+    """timm's `FeatureGetterNet` (its features_only wrapper for models with forward_intermediates) prunes and calls
+    a swinzoo model as it does timm's: the same maps and channels."""
+    from timm.models._features import FeatureGetterNet
+
+    ours = model_of(2).eval()
+    theirs = timm.create_model(ARCHS[2], pretrained=False, num_classes=5, **GEOMETRY).double().eval()
+    theirs.load_state_dict(timm_format.from_canonical(ours.state_dict()), strict=True)
+    mine, timms = FeatureGetterNet(ours, out_indices, norm=norm), FeatureGetterNet(theirs, out_indices, norm=norm)
+    assert mine.feature_info.channels() == timms.feature_info.channels()
+    assert mine.feature_info.reduction() == timms.feature_info.reduction()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        for a, b in zip(mine(x), timms(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
