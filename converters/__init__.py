@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from swinzoo.config import SwinConfig
-from swinzoo.converters import hf, mmdet, native, official, simmim, timm, torchvision
-from swinzoo.converters.common import Checkpoint, Format, read_weights
+from swinzoo.converters import hf, hf_mim, mmdet, native, objects, official, simmim, timm, torchvision
+from swinzoo.converters.common import Checkpoint, Format, read_weights, unwrap
 from swinzoo.converters.folders import read_config_json
 from swinzoo.converters.foreign import is_module_checkpoint
+from swinzoo.converters.training import is_tensor_dict
 from swinzoo.errors import SwinzooError
 from swinzoo.io import read_small_text
 from swinzoo.models import parameter_shapes
@@ -39,7 +42,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 KEY_DETECTION_ORDER = ("simmim", "mmdet", "torchvision", "hf", "timm", "official")
 EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None and name != "swinzoo")
 
-__all__ = ["EXPORT_FORMATS", "FORMATS", "Checkpoint", "Format", "detect", "get_format", "read", "write"]
+__all__ = ["EXPORT_FORMATS", "FORMATS", "Checkpoint", "Format", "detect", "get_format", "read", "read_object",
+           "write"]
 
 
 def get_format(name: str) -> Format:
@@ -122,6 +126,48 @@ def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_che
         checkpoint.config = SwinConfig.from_dict(block["config"])
         verify_state_dict(parameter_shapes(checkpoint.config), checkpoint.state_dict, str(path))
         checkpoint.provenance = {**block.get("provenance", {}), "loaded_from": str(path)}
+    return checkpoint
+
+
+def read_object(obj: object, fmt: str = "auto", arch: str | None = None) -> Checkpoint:
+    """A model in memory (see `objects`); a timm or transformers model, or a state dict, read by its keys as a bare
+    weight file of that format is (a transformers model with its `config` as config.json), so where the keys do not
+    tell the geometry, `arch` does. Anything else is one line naming what is accepted."""
+    checkpoint = objects.swinzoo_checkpoint(obj)
+    if checkpoint is not None:
+        return checkpoint
+    while isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) or isinstance(
+            getattr(obj, "_orig_mod", None), torch.nn.Module):  # torch.compile's: the prefixes would go, not the type
+        obj = getattr(obj, "_orig_mod", None) or obj.module
+    library = type(obj).__module__.split(".")[0]
+    if isinstance(obj, torch.nn.Module) and library in ("timm", "transformers"):
+        what, raw = f"{type(obj).__name__} ({library})", obj.state_dict()
+    elif isinstance(obj, dict) and obj and is_tensor_dict(obj):
+        what, raw = "state dict", obj
+    else:
+        raise objects.not_a_source(obj)
+    name = f"the in-memory {what}"
+    raw = unwrap(objects.copied(raw, name), name)  # DDP / torch.compile prefixes off
+    format_ = get_format(fmt) if fmt != "auto" else next(
+        (FORMATS[f] for f in KEY_DETECTION_ORDER if FORMATS[f].claims_keys(raw)), None)
+    if format_ is None or format_ is native.FORMAT:
+        raise SwinzooError(f"{name} holds no Swin weights swinzoo recognises (first keys: {', '.join(list(raw)[:4])})"
+                           f"; give {objects.ACCEPTED}")
+    if arch is not None:
+        get_entry(arch)
+    elif format_ is timm.FORMAT and any(k.endswith("attn.logit_scale") for k in raw):
+        raise SwinzooError(f"{name}: V2 weights do not reveal the window, nor does a timm model object; pass arch=NAME "
+                           "(its zoo architecture, e.g. swinv2_t_256_w8), or save it with timm.models.save_for_hf("
+                           "model, DIR, model_args={'img_size': ..., 'window_size': ...}) and give DIR")
+    config_json = getattr(getattr(obj, "config", None), "to_dict", None) if library == "transformers" else None
+    if format_ is hf.FORMAT and config_json is not None and arch is None:
+        config = config_json()
+        fields = {**hf.config_from_hf(config, f"{name}'s config"), "preprocess": None}  # no image processor here
+        checkpoint = hf.from_weights(raw, fields, hf_mim.says_mim(config), name)
+    else:
+        checkpoint = format_.read(Path(name), zoo_config(arch) if arch else None, arch or "", False, raw)
+    checkpoint.provenance = objects.in_memory_record({"format": format_.name, **checkpoint.provenance}, what,
+                                                     checkpoint.state_dict)
     return checkpoint
 
 

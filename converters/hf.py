@@ -254,12 +254,19 @@ def read(path: str | Path, arch: SwinConfig | None = None, arch_name: str = "", 
         mim = hf_mim.says_mim(config_json)
         path = weights_in_folder(path)
     raw = raw if raw is not None else read_weights(path, trust_checkpoint)
+    return from_weights(raw, fields, mim, str(path), arch, arch_name)
+
+
+def from_weights(raw: dict, fields: dict | None, mim: bool, source: str, arch: SwinConfig | None = None,
+                 arch_name: str = "") -> Checkpoint:
+    """Weights in transformers' keys, with the `config_from_hf` fields of the config that describes them (None: the
+    keys alone; `mim`: it names a ...ForMaskedImageModeling model); also a transformers model in memory."""
     if mim or hf_mim.looks_mim(raw):
-        encoder, extras = hf_mim.split(raw, str(path))
-        sd = to_canonical(encoder, str(path))
-        return hf_mim.checkpoint(sd, extras, _config(sd, fields, str(path), arch, arch_name), str(path))
-    sd = to_canonical(raw, str(path))
-    return Checkpoint(sd, _config(sd, fields, str(path), arch, arch_name))
+        encoder, extras = hf_mim.split(raw, source)
+        sd = to_canonical(encoder, source)
+        return hf_mim.checkpoint(sd, extras, _config(sd, fields, source, arch, arch_name), source)
+    sd = to_canonical(raw, source)
+    return Checkpoint(sd, _config(sd, fields, source, arch, arch_name))
 
 
 def _config(sd: dict[str, torch.Tensor], fields: dict | None, source: str, arch: SwinConfig | None,

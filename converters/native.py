@@ -19,6 +19,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters.common import Checkpoint, Format, read_weights
 from swinzoo.converters.folders import config_kind
 from swinzoo.converters.foreign import is_module_checkpoint
+from swinzoo.converters.objects import swinzoo_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata, safetensors_write_errors
 from swinzoo.models import parameter_shapes
@@ -42,16 +43,19 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, pat
     return Path(path)
 
 
-def save_model(model: torch.nn.Module, path: str | Path, provenance: dict | None = None) -> Path:
-    """Save a swinzoo model (its parameters and its `config`) to a safetensors file."""
-    if getattr(model, "global_pool", "avg") != "avg" or isinstance(getattr(model, "norm", None), torch.nn.Identity):
-        # the config has no place for either: the file would reload as a model that pools and norms
-        raise SwinzooError("this model has no final norm or no token pooling (prune_intermediate_layers, or "
-                           "reset_classifier with global_pool=\"\"), which a swinzoo file cannot record: save it "
-                           "before pruning (or after reset_classifier(n, \"avg\")), or torch.save(model.state_dict(), "
-                           "...)")
-    provenance = provenance if provenance is not None else getattr(model, "provenance", None)
-    return save_state_dict(model.state_dict(), model.config, path, provenance)
+def save_model(model: torch.nn.Module | Checkpoint, path: str | Path, provenance: dict | None = None) -> Path:
+    """Save a swinzoo model (its parameters, in the dtype it holds, and its `config`) to a safetensors file: a
+    SwinTransformer, SwinBackbone or SimMIM, also inside `torch.compile`, `DataParallel` or a Lightning module's
+    `.model`, or a `Checkpoint`. `provenance` (default: the model's own, plus which object was saved) is recorded."""
+    checkpoint = swinzoo_checkpoint(model)
+    if checkpoint is None:
+        hint = ("; a timm or transformers model: swinzoo.convert(model, path) reads it by its keys"
+                if isinstance(model, torch.nn.Module) else "")
+        raise SwinzooError(f"save_model saves a swinzoo model: a SwinTransformer, SwinBackbone or SimMIM (also inside "
+                           f"torch.compile, DataParallel or a Lightning module's .model) or a swinzoo.Checkpoint, not "
+                           f"a {type(model).__name__}{hint}")
+    provenance = provenance if provenance is not None else checkpoint.provenance
+    return save_state_dict(checkpoint.state_dict, checkpoint.config, path, provenance)
 
 
 def model_file(path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from swinzoo.config import SwinConfig, geometry_problem, scaled_window, suggest_
 from swinzoo.converters import Checkpoint, graph
 from swinzoo.converters.dense import backbone_config, check_features_only, to_backbone
 from swinzoo.converters.mmdet import dropped_summary
+from swinzoo.converters.objects import Source, source_name
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import check_new_file, check_writable_folder
@@ -53,13 +54,13 @@ def target_config(src: SwinConfig, res: int | None = None, window: int | None = 
     return src.replace(**changes)
 
 
-def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: int | None = None,
+def read_transferred(src: str | os.PathLike | Source, *, res: int | None = None, window: int | None = None,
                      num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
                      trust_checkpoint: bool = False, allow_nonfinite: bool = False,
                      keep_simmim: bool = False, ema: bool | None = None) -> tuple[Checkpoint, TransferReport]:
     """`src` read and moved to the target the arguments describe. Provenance records the surgery. A SimMIM
     pretraining checkpoint becomes a classifier by the official SimMIM fine-tune load, unless `keep_simmim`."""
-    src = os.fspath(src)
+    name = source_name(src)
     source = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint,
                              allow_nonfinite=allow_nonfinite, ema=ema)
     if keep_simmim and is_simmim(source.state_dict):
@@ -73,14 +74,14 @@ def read_transferred(src: str | os.PathLike, *, res: int | None = None, window: 
     else:
         dst = target_config(source.config, res, window, num_classes)
         state_dict, dst, report = transfer(source.state_dict, source.config, dst)
-    verify_state_dict(parameter_shapes(dst), state_dict, src)
+    verify_state_dict(parameter_shapes(dst), state_dict, name)
     report.notes[:0] = source.notes  # e.g. which of a training checkpoint's weights were read
     if source.provenance.get("dropped"):
         report.notes.insert(0, f"kept the backbone ({source.provenance.get('layout', 'OpenMMLab')} layout, outputs "
                                f"{list(dst.out_indices or ())}); dropped {len(source.provenance['dropped'])} other "
                                f"keys: {dropped_summary(source.provenance['dropped'])}")
     provenance = dict(source.provenance)
-    provenance.setdefault("source", src)
+    provenance.setdefault("source", name)
     if report.changed:
         record_transfer(provenance, {"from": source.config.to_dict(), **report.to_dict()})
     return Checkpoint(state_dict, dst, provenance), report
@@ -99,13 +100,14 @@ def backbone_transfer(source: Checkpoint, res: int | None, window: int | None, n
 
 
 @python_api()
-def convert(src: str | os.PathLike, output: str | os.PathLike, *, res: int | None = None, window: int | None = None,
-            num_classes: int | None = None, from_format: str = "auto", arch: str | None = None,
-            trust_checkpoint: bool = False, allow_nonfinite: bool = False, features: bool = False,
-            out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False,
+def convert(src: str | os.PathLike | Source, output: str | os.PathLike, *, res: int | None = None,
+            window: int | None = None, num_classes: int | None = None, from_format: str = "auto",
+            arch: str | None = None, trust_checkpoint: bool = False, allow_nonfinite: bool = False,
+            features: bool = False, out_indices: int | tuple[int, ...] | None = None, overwrite: bool = False,
             ema: bool | None = None) -> Converted:
-    """Any supported checkpoint -> a swinzoo .safetensors file (config and provenance inside); `features`: its
-    detection backbone (see `export`); `overwrite`: replace `output` when it exists; `ema`: see `export`."""
+    """Any supported checkpoint or model in memory (see `export`) -> a swinzoo .safetensors file (config and
+    provenance inside); `features`: its detection backbone (see `export`); `overwrite`: replace `output` when it
+    exists; `ema`: see `export`."""
     return export(src, "swinzoo", output, res=res, window=window, num_classes=num_classes, from_format=from_format,
                   arch=arch, trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite, features=features,
                   out_indices=out_indices, overwrite=overwrite, ema=ema)
@@ -141,13 +143,15 @@ def check_output_suffix(to: str, output: Path) -> None:
 
 
 @python_api()
-def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: int | None = None,
+def export(src: str | os.PathLike | Source, to: str, output: str | os.PathLike, *, res: int | None = None,
            window: int | None = None, num_classes: int | None = None, from_format: str = "auto",
            arch: str | None = None, trust_checkpoint: bool = False, allow_nonfinite: bool = False,
            allow_numeric_change: bool = False, overwrite: bool = False, features: bool = False,
            out_indices: int | tuple[int, ...] | None = None, ema: bool | None = None) -> Converted:
-    """Any supported checkpoint -> format `to`: a weight format (official, timm, hf, torchvision, mmdet; see
-    `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see `converters.graph`).
+    """Any supported checkpoint, or a model in memory as `read_checkpoint` takes one (its provenance says so; the
+    weights are written in the dtype it holds) -> format `to`: a weight format (official, timm, hf, torchvision,
+    mmdet; see `swinzoo.converters`) or a graph with dynamic batch, height and width (`onnx`, `pt2`; see
+    `converters.graph`).
 
     `allow_numeric_change`: torchvision only, export a V2 model with pretrained windows anyway (its biases change).
     `overwrite`: replace an existing output file, or write a folder format into a folder that holds other files or
@@ -156,7 +160,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
     `ema`: a training checkpoint's EMA weights (True) or trained ones (False); by default the EMA where there is one.
     """
     # as given, not Path(...): a trailing slash says the user named a folder, which a file format refuses
-    src, output = os.fspath(src), os.fspath(output)
+    name, output = source_name(src), os.fspath(output)
     if not output.strip():  # an unset shell variable: else '.', a folder format's files written into it
         example = f"out_{to}" if to in FOLDER_FORMATS else FILE_EXAMPLES.get(to, "model.pth")
         raise SwinzooError(f"the output path (-o) is empty; give the path to write, e.g. -o {example}")
@@ -176,7 +180,7 @@ def export(src: str | os.PathLike, to: str, output: str | os.PathLike, *, res: i
                                           trust_checkpoint=trust_checkpoint, allow_nonfinite=allow_nonfinite,
                                           keep_simmim=to in ("simmim", "hf"), ema=ema)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
-    if check_features_only(checkpoint.config, features or None, out_indices, src) and (
+    if check_features_only(checkpoint.config, features or None, out_indices, name) and (
             not checkpoint.config.is_backbone or out_indices is not None or backbone_window is not None):
         checkpoint, notes = to_backbone(checkpoint, out_indices, backbone_window)
         report.notes.extend(notes)

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from swinzoo.conversion import read_transferred
+from swinzoo.converters import Checkpoint
+from swinzoo.converters.objects import source_name, unwrap
 from swinzoo.errors import SwinzooError, for_caller, python_api
 from swinzoo.eval_precision import PRECISIONS, run_precision, runtime
 from swinzoo.hardware import keep_freed_memory
@@ -37,6 +39,9 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
     """`model` itself (a classifier object, left in its mode: run it under `eval_mode`), or the source it names
     moved to `res` / `window` when they differ from its own (official window choice), in eval mode. The model
     carries `.provenance`."""
+    found = unwrap(model)  # a Lightning module's .model, torch.compile's or DataParallel's model: the one inside
+    if found is not None and isinstance(found[0], SwinTransformer):
+        model = found[0]
     if isinstance(model, SwinTransformer):
         if (res and res != model.config.img_size) or (window and window != model.config.window_size):
             raise SwinzooError("res/window apply to a source that is read; convert the model first (swinzoo.convert)")
@@ -44,14 +49,16 @@ def prepare_model(model: str | SwinTransformer, *, res: int | None = None, windo
             raise SwinzooError("the model has no classifier head (0 classes; a headless encoder): fine-tune it first "
                                "(swinzoo.save_model it, then swinzoo.finetune the file), or give a classifier")
         return model
-    if not isinstance(model, (str, os.PathLike)):  # str() of a module is its repr, "File name too long" as a path
+    if not isinstance(model, (str, os.PathLike, Checkpoint)):  # str() of a module: its repr, as a path too long
+        held = type(found[0] if found else model)
         what = {SwinBackbone: "a detection backbone: stage features", SimMIM: "a SimMIM pretraining model"}.get(
-            type(model), "not a swinzoo classifier")
-        raise SwinzooError(f"a {type(model).__name__} object ({what}, no classifier head) cannot classify: give a "
+            held, "not a swinzoo classifier")
+        raise SwinzooError(f"a {held.__name__} object ({what}, no classifier head) cannot classify: give a "
                            "SwinTransformer classifier (swinzoo.load_model) or a source: a zoo name, file, folder or "
                            "hf-hub: reference")
-    checkpoint, report = read_transferred(str(model), res=res, window=window, from_format=from_format, arch=arch,
+    checkpoint, report = read_transferred(model, res=res, window=window, from_format=from_format, arch=arch,
                                           trust_checkpoint=trust_checkpoint, ema=ema)
+    model = source_name(model)
     if checkpoint.config.is_backbone:  # stage features for a detector: no pooling, no head
         raise SwinzooError(f"{model} is a detection backbone (stage features, no classifier head): classify with "
                            "the classifier it came from, or fine-tune one from it (swinzoo finetune --from "

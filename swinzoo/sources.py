@@ -23,6 +23,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters import Checkpoint
 from swinzoo.converters.dense import check_features_only, check_window, to_backbone
 from swinzoo.converters.native import PROVENANCE_KEY
+from swinzoo.converters.objects import Source, is_path, source_name
 from swinzoo.converters.simmim import DECODER_KEYS, MASK_TOKEN, is_simmim
 from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import safetensors_metadata
@@ -35,10 +36,13 @@ FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
 
 @python_api()
-def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
+def read_checkpoint(src: str | os.PathLike | Source, *, from_format: str = "auto", arch: str | None = None,
                     trust_checkpoint: bool = False, allow_nonfinite: bool = False,
                     ema: bool | None = None) -> Checkpoint:
-    """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name.
+    """(canonical state dict, config, provenance) of a file, folder, `hf-hub:` reference or zoo name, or a copy of the
+    weights of a model in memory (on the CPU, in the dtype it holds; provenance `in_memory` names the object): a
+    SwinTransformer, SwinBackbone or SimMIM, also inside `torch.compile`, `DataParallel` or a Lightning module's
+    `.model`; a `Checkpoint`; a timm or transformers Swin model, or a state dict, read by its keys as a weight file.
 
     `from_format` names the format instead of detecting it; `arch` (a zoo name) gives the architecture where the
     file cannot; `trust_checkpoint` allows a full (unsafe) torch.load of files holding Python objects. Weights
@@ -46,6 +50,13 @@ def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: 
     training checkpoint's EMA weights (True) or trained ones (False); by default the EMA where there is one, as
     timm's load_checkpoint (provenance["checkpoint_entry"] says which).
     """
+    if not is_path(src):  # a model in memory: a copy of its weights (converters.objects)
+        if ema:
+            raise SwinzooError("--ema reads the EMA weights of a local training checkpoint; a model in memory holds "
+                               "its own weights: pass the EMA model itself")
+        checkpoint = converters.read_object(src, from_format, arch)
+        check_weights(checkpoint.state_dict, source_name(src), allow_nonfinite)
+        return checkpoint
     src = os.fspath(src)
     checkpoint = _read(src, from_format, arch, trust_checkpoint, ema)
     check_weights(checkpoint.state_dict, src, allow_nonfinite)
@@ -54,13 +65,15 @@ def read_checkpoint(src: str | os.PathLike, *, from_format: str = "auto", arch: 
 
 def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) -> None:
     """Corrupt weights fail here, not as chance accuracy or `nan` probabilities later."""
+    corrupt = ("the model's weights are broken (a diverged step or an edit)" if source.startswith("the in-memory ")
+               else "the file is corrupt (download or convert it again)")
     for key, value in state_dict.items():
         if not value.is_floating_point():
             raise SwinzooError(f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values where weights "
                                "are floating point; the file is corrupt or not a Swin checkpoint")
         if not allow_nonfinite and not bool(torch.isfinite(value).all()):
-            raise SwinzooError(f"{source}: {key} holds NaN or Inf values; the file is corrupt (download or convert "
-                               "it again), or pass --allow-nonfinite to read it anyway")
+            raise SwinzooError(f"{source}: {key} holds NaN or Inf values; {corrupt}, or pass --allow-nonfinite to "
+                               "read it anyway")
 
 
 def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool, ema: bool | None = None
@@ -103,32 +116,34 @@ def with_zoo_class_names(checkpoint: Checkpoint, weights: Weights) -> Checkpoint
 # what `features_only` builds, for type checkers. By default a classifier file gives a SwinTransformer, a detector a
 # SwinBackbone: `SwinTransformer | Any` (typeshed's idiom) checks the common case without making every caller narrow
 @overload
-def load_model(src: str | os.PathLike, *, features_only: Literal[True],
+def load_model(src: str | os.PathLike | Source, *, features_only: Literal[True],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
                from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinBackbone: ...
 @overload
-def load_model(src: str | os.PathLike, *, features_only: Literal[False],
+def load_model(src: str | os.PathLike | Source, *, features_only: Literal[False],
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
                from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinTransformer: ...
 @overload
-def load_model(src: str | os.PathLike, *, features_only: None = ..., out_indices: None = ..., frozen_stages: int = ...,
-               window: int | None = ..., from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ...,
-               ema: bool | None = ..., **config_overrides: Any) -> SwinTransformer | Any: ...
+def load_model(src: str | os.PathLike | Source, *, features_only: None = ..., out_indices: None = ...,
+               frozen_stages: int = ..., window: int | None = ..., from_format: str = ..., arch: str | None = ...,
+               trust_checkpoint: bool = ..., ema: bool | None = ...,
+               **config_overrides: Any) -> SwinTransformer | Any: ...
 @overload
-def load_model(src: str | os.PathLike, *, features_only: bool | None = ...,
+def load_model(src: str | os.PathLike | Source, *, features_only: bool | None = ...,
                out_indices: int | tuple[int, ...] | None = ..., frozen_stages: int = ..., window: int | None = ...,
                from_format: str = ..., arch: str | None = ..., trust_checkpoint: bool = ..., ema: bool | None = ...,
                **config_overrides: Any) -> SwinTransformer | SwinBackbone: ...
 @python_api()
-def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
+def load_model(src: str | os.PathLike | Source, *, features_only: bool | None = None,
                out_indices: int | tuple[int, ...] | None = None, frozen_stages: int = -1, window: int | None = None,
                from_format: str = "auto", arch: str | None = None, trust_checkpoint: bool = False,
                ema: bool | None = None, **config_overrides: Any) -> SwinTransformer | SwinBackbone:
     """A model from anything `read_checkpoint` reads: a swinzoo .safetensors file, an official .pth, a timm /
     transformers / torchvision checkpoint or folder, an OpenMMLab detector / segmentor, `hf-hub:ORG/NAME`, or a
-    zoo name. The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields that do not
+    zoo name, or a model in memory (a new model holding a float32 copy of its weights; see `read_checkpoint`).
+    The model carries `.config` and `.provenance`; `config_overrides` are `SwinConfig` fields that do not
     change what the weights mean (e.g. `drop_path_rate=0.2`): a new resolution, window or head is a transfer
     (`swinzoo.convert`, `create_model(name, pretrained=True, ...)`), and is refused here.
 
@@ -140,23 +155,23 @@ def load_model(src: str | os.PathLike, *, features_only: bool | None = None,
     loader does from a classifier: V1 bias tables resized bicubically, V2 CPB MLPs kept as they are.
     `from_format`, `arch`, `trust_checkpoint` and `ema` read `src` as `read_checkpoint` does.
     """
-    src = os.fspath(src)
+    name = source_name(src)
     check_window(window, features_only)  # before anything is fetched
     check_override_names(config_overrides, "load_model", ("features_only", "out_indices", "frozen_stages", "window",
                                                           "from_format", "arch", "trust_checkpoint", "ema"))
     checkpoint = read_checkpoint(src, from_format=from_format, arch=arch, trust_checkpoint=trust_checkpoint, ema=ema)
     out_indices = stage_indices(out_indices, checkpoint.config.num_stages)
     if is_simmim(checkpoint.state_dict):
-        raise SwinzooError(f"{src} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
+        raise SwinzooError(f"{name} is a SimMIM pretraining checkpoint: load it with swinzoo.load_simmim, or "
                            "fine-tune/convert it (the encoder moves to the classifier)")
-    if check_features_only(checkpoint.config, features_only, out_indices, src, window):
+    if check_features_only(checkpoint.config, features_only, out_indices, name, window):
         checkpoint, _ = to_backbone(checkpoint, out_indices, window)
     elif frozen_stages != -1:
         raise SwinzooError("frozen_stages applies to backbones only: pass features_only=True as well")
     check_weight_overrides(config_overrides, checkpoint.config, "load_model")
     config = checkpoint.config.replace(**config_overrides) if config_overrides else checkpoint.config
     model = SwinBackbone(config, frozen_stages) if config.is_backbone else SwinTransformer(config)
-    load_strict(model, checkpoint.state_dict, src)
+    load_strict(model, checkpoint.state_dict, name)
     model.provenance = checkpoint.provenance
     return model
 
@@ -233,7 +248,7 @@ def stage_indices(value, num_stages: int) -> tuple[int, ...] | None:
 
 
 @python_api()
-def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
+def load_simmim(src: str | os.PathLike | Source, *, norm_targets: bool | None = None,
                 norm_target_kernel: int = NORM_TARGET_KERNEL, mask_patch_size: int | None = None,
                 mask_ratio: float | None = None, from_format: str = "auto", arch: str | None = None,
                 trust_checkpoint: bool = False, ema: bool | None = None, **config_overrides: Any) -> SimMIM:
@@ -249,7 +264,7 @@ def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
     are `SwinConfig` fields that do not change the weights (e.g. `drop_path_rate=0.1`). `from_format`, `arch`,
     `trust_checkpoint` and `ema` read `src` as `read_checkpoint` does.
     """
-    src = os.fspath(src)
+    name = source_name(src)
     check_override_names(config_overrides, "load_simmim", ("norm_targets", "norm_target_kernel", "mask_patch_size",
                                                            "mask_ratio", "from_format", "arch", "trust_checkpoint",
                                                            "ema"))
@@ -257,12 +272,12 @@ def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
     check_weight_overrides(config_overrides, checkpoint.config, "load_simmim")
     config, provenance = checkpoint.config, dict(checkpoint.provenance)
     if config.is_backbone:
-        raise SwinzooError(f"{src} is a detection backbone (no final norm): SimMIM pretrains a classification "
+        raise SwinzooError(f"{name} is a detection backbone (no final norm): SimMIM pretrains a classification "
                            "encoder; give a classifier or a SimMIM checkpoint")
     fresh = not is_simmim(checkpoint.state_dict)
     if fresh:
         dropped = [k for k in checkpoint.state_dict if k.startswith("head.")]
-        provenance["simmim"] = {"encoder_from": src, "dropped": dropped,
+        provenance["simmim"] = {"encoder_from": name, "dropped": dropped,
                                 "initialised": [f"{MASK_TOKEN} (truncated normal, std 0.02, as the official)",
                                                 "decoder.0 (PyTorch's default Conv2d init, as the official)"]}
     config = config.replace(**config_overrides) if config_overrides else config  # SimMIM drops the head
@@ -276,7 +291,7 @@ def load_simmim(src: str | os.PathLike, *, norm_targets: bool | None = None,
         own = model.state_dict()
         state_dict = {MASK_TOKEN: own[MASK_TOKEN], **{k: own[k] for k in DECODER_KEYS},
                       **{"encoder." + k: v for k, v in state_dict.items() if not k.startswith("head.")}}
-    load_strict(model, state_dict, src)
+    load_strict(model, state_dict, name)
     model.provenance = provenance
     return model
 
@@ -314,12 +329,13 @@ def looks_like_name(src: str | os.PathLike) -> bool:
 
 
 @python_api()
-def model_info(src: str | os.PathLike, *, from_format: str = "auto", arch: str | None = None,
+def model_info(src: str | os.PathLike | Source, *, from_format: str = "auto", arch: str | None = None,
                trust_checkpoint: bool = False, ema: bool | None = None) -> dict:
     """`swinzoo info`: {name, config, params, gmacs, ...} of a zoo name (paper numbers, weights) or a checkpoint
     (its provenance); `from_format`, `arch`, `trust_checkpoint` and `ema` read it as `read_checkpoint` does."""
-    src = os.fspath(src)
-    if is_zoo_name(src):
+    name = source_name(src)
+    if is_path(src) and is_zoo_name(name):
+        src = name
         entry, tag = get_entry(src)
         cfg = entry.config(tag)
         w = entry.weights_for(tag)
@@ -330,5 +346,5 @@ def model_info(src: str | os.PathLike, *, from_format: str = "auto", arch: str |
                                      ema=ema)
         cfg = checkpoint.config
         extra = {"provenance": checkpoint.provenance}
-    return {"name": src, "config": cfg.to_dict(), "params": count_params(cfg), "gmacs": count_macs(cfg) / 1e9,
+    return {"name": name, "config": cfg.to_dict(), "params": count_params(cfg), "gmacs": count_macs(cfg) / 1e9,
             **extra}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swinzoo.config import SwinConfig
+from swinzoo.converters.objects import Source, is_path, source_name
 from swinzoo.converters.simmim import is_simmim
 from swinzoo.converters.timm import write_timm_folder
 from swinzoo.errors import NetworkError, SwinzooError, printable, python_api
@@ -46,20 +48,22 @@ class PushSource:
     config: SwinConfig
     provenance: dict
     metrics: dict | None
-    path: Path
+    path: Path | None  # None: a model in memory
     curves: Path | None = None
 
 
-def read_push_source(src: str, trust_checkpoint: bool = False, **reading: Any) -> PushSource:
-    """A fine-tuning output folder (model.safetensors + metrics.json) or a model file of any supported format;
-    `reading`: `read_checkpoint`'s from_format, arch and ema."""
-    path = Path(src)
-    if not path.exists():
+def read_push_source(src: str | object, trust_checkpoint: bool = False, **reading: Any) -> PushSource:
+    """A fine-tuning output folder (model.safetensors + metrics.json), a model file of any supported format, or a
+    model in memory (`converters.objects`: no metrics, which measured other weights or none); `reading`:
+    `read_checkpoint`'s from_format, arch and ema."""
+    path = Path(src) if is_path(src) else None
+    if path is not None and not path.exists():
         raise SwinzooError(f"{src} does not exist; give a fine-tuning output folder or a model file")
     try:
-        source = read_checkpoint(path, trust_checkpoint=trust_checkpoint, **reading)
-    except SwinzooError as e:
-        raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") from None
+        source = read_checkpoint(src if path is None else path, trust_checkpoint=trust_checkpoint, **reading)
+    except SwinzooError as e:  # a model in memory: its own message names it
+        raise SwinzooError(f"{src} is not a model swinzoo can push ({e})") if path is not None else e from None
+    src = source_name(src)
     # the pushed folder is timm's classifier layout, which holds neither of these
     if source.config.is_backbone:
         raise SwinzooError(f"{src} is a detection backbone (no head), which the pushed timm layout cannot hold: push "
@@ -67,6 +71,8 @@ def read_push_source(src: str, trust_checkpoint: bool = False, **reading: Any) -
     if is_simmim(source.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
+    if path is None:
+        return PushSource(source.state_dict, source.config, source.provenance, None, None)
     metrics = run_metrics(path, source.provenance)
     curves = (path if path.is_dir() else path.parent) / CURVES_FILE
     curves = curves if metrics is not None and curves.is_file() else None
@@ -270,7 +276,7 @@ def write_push_folder(source: PushSource, repo_id: str, out_dir: Path, revision:
         shutil.copyfile(source.curves, out_dir / CURVES_FILE)
 
 
-def write_dry_run(src: str, repo_id: str, out: str | Path, trust_checkpoint: bool = False,
+def write_dry_run(src: str | object, repo_id: str, out: str | Path, trust_checkpoint: bool = False,
                   revision: str | None = None, **reading: Any) -> Path:
     """Write exactly the folder that would be uploaded to `out` (atomically) and upload nothing."""
     check_repo_id(repo_id)
@@ -332,11 +338,12 @@ STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json",
 
 
 @python_api()
-def push(src: str | Path, repo: str, *, private: bool = False, revision: str | None = None,
+def push(src: str | Path | Source, repo: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, overwrite_card: bool = False, dry_run: str | Path | None = None,
          trust_checkpoint: bool = False, from_format: str = "auto", arch: str | None = None, ema: bool | None = None,
          console: Console | None = None) -> str:
-    """Upload `src` (a fine-tuning output folder or a model file) to the Hub repo `repo` in one commit, which also
+    """Upload `src` (a fine-tuning output folder, a model file, or a model in memory as `read_checkpoint` takes one,
+    written in the dtype it holds, as timm's push_to_hub) to the Hub repo `repo` in one commit, which also
     removes an earlier model's weight files and preprocessor config (`STALE_PATTERNS`); returns the commit URL.
     `dry_run`: write the folder that would be uploaded there instead, upload nothing, return its path.
     `trust_checkpoint`, `from_format`, `arch`, `ema`: read `src` as `read_checkpoint` does. `console`: where to say
@@ -345,8 +352,8 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
                                  or any(c.isspace() for c in revision)):
         raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
     if dry_run is not None:
-        return str(write_dry_run(str(src), repo, dry_run, trust_checkpoint, revision, from_format=from_format,
-                                 arch=arch, ema=ema))
+        return str(write_dry_run(os.fspath(src) if is_path(src) else src, repo, dry_run, trust_checkpoint, revision,
+                                 from_format=from_format, arch=arch, ema=ema))
     repo_id = check_repo_id(repo)
     if offline():
         raise SwinzooError(f"pushing to {repo_id} needs the Hub, and HF_HUB_OFFLINE is set: unset it and push again "
@@ -355,7 +362,8 @@ def push(src: str | Path, repo: str, *, private: bool = False, revision: str | N
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    source = read_push_source(str(src), trust_checkpoint, from_format=from_format, arch=arch, ema=ema)
+    source = read_push_source(os.fspath(src) if is_path(src) else src, trust_checkpoint, from_format=from_format,
+                              arch=arch, ema=ema)
     token = get_token()
     if not token:
         raise SwinzooError(f"no Hugging Face token: run `{login_command()}` or set HF_TOKEN, then push again")
