@@ -247,3 +247,47 @@ def test_any_other_object_is_one_line_naming_what_is_accepted(thing, tmp_path):
         assert "\n" not in message and type(thing).__name__ in message, (name, message)
         assert "SwinTransformer" in message and "path" in message, (name, message)
     assert list(tmp_path.iterdir()) == []
+
+
+PUSH_AND_LOAD = """
+import torch, swinzoo
+from tests.conftest import randomized
+model = randomized(swinzoo.create_model("swin_n_64", num_classes=3)).eval()
+module = torch.compile(model)
+print(swinzoo.push(module, repo="acme/obj"))
+again = swinzoo.load_model("hf-hub:acme/obj").eval()
+x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+with torch.no_grad():
+    assert (again.double()(x) - model.double()(x)).abs().max() <= 1e-6
+assert again.provenance["in_memory"]["object"] == "torch.compile(SwinTransformer)", again.provenance
+print("ok")
+"""
+
+
+def test_a_model_object_pushes_to_the_loopback_hub_and_loads_back(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .hub_emulator import HubEmulator
+
+    with HubEmulator(token="hf_test") as hub:
+        env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HOME=str(tmp_path / "home"),
+                   HF_HUB_DISABLE_TELEMETRY="1")
+        env.pop("HF_HUB_OFFLINE", None)
+        run = subprocess.run([sys.executable, "-c", PUSH_AND_LOAD], env=env, capture_output=True, text=True,
+                             timeout=300, cwd=Path(__file__).parents[1])
+        assert run.returncode == 0 and run.stdout.endswith("ok\n"), run.stderr[-3000:]
+        assert hub.calls.count("commit") == 1
+        assert {"README.md", "config.json", "model.safetensors"} <= set(hub.files("acme/obj"))
+
+
+def test_a_checkpoint_object_predicts_and_a_bf16_model_loads_as_float32(tmp_path):
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(tmp_path / "green.png")
+    model = classifier()
+    rows = swinzoo.predict(swinzoo.read_checkpoint(model), tmp_path / "green.png", topk=2)
+    assert rows == swinzoo.predict(model, tmp_path / "green.png", topk=2)
+    copy = swinzoo.load_model(model.to(torch.bfloat16))
+    assert next(copy.parameters()).dtype == torch.float32
+    assert copy.provenance["in_memory"]["dtype"] == "bfloat16"
