@@ -113,7 +113,7 @@ def test_a_simmim_object_keeps_its_decoder_and_mask_settings(tmp_path):
     swinzoo.export(simmim, to="simmim", output=tmp_path / "s.pth")
     swinzoo.save_model(simmim, tmp_path / "s.safetensors")
     again = swinzoo.load_simmim(tmp_path / "s.safetensors")
-    assert again.mask_ratio == 0.5
+    assert again.mask_ratio == 0.5 and swinzoo.load_simmim(simmim).mask_ratio == 0.5
     assert torch.equal(again.decoder[0].weight, simmim.decoder[0].weight)
     with pytest.raises(SwinzooError, match="SimMIM pretraining model"):
         swinzoo.push(simmim, repo="me/x", dry_run=tmp_path / "pp")
