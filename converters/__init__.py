@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from swinzoo.config import SwinConfig
 from swinzoo.converters import hf, hf_mim, mmdet, native, objects, official, simmim, timm, torchvision
 from swinzoo.converters.common import Checkpoint, Format, read_weights, unwrap
@@ -136,12 +134,11 @@ def read_object(obj: object, fmt: str = "auto", arch: str | None = None) -> Chec
     checkpoint = objects.swinzoo_checkpoint(obj)
     if checkpoint is not None:
         return checkpoint
-    while isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) or isinstance(
-            getattr(obj, "_orig_mod", None), torch.nn.Module):  # torch.compile's: the prefixes would go, not the type
-        obj = getattr(obj, "_orig_mod", None) or obj.module
-    library = type(obj).__module__.split(".")[0]
-    if isinstance(obj, torch.nn.Module) and library in ("timm", "transformers"):
-        what, raw = f"{type(obj).__name__} ({library})", obj.state_dict()
+    found = objects.unwrap(obj, foreign=True)  # inside torch.compile, DataParallel, a LightningModule's .model
+    library = objects.foreign_library(found[0]) if found else None
+    if found and library:
+        obj, what = found
+        raw = obj.state_dict()
     elif isinstance(obj, dict) and obj and is_tensor_dict(obj):
         what, raw = "state dict", obj
     else:

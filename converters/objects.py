@@ -37,27 +37,35 @@ def source_name(src: object) -> str:
     """How messages and provenance name a source: the path as given, or the object it is."""
     if is_path(src):
         return os.fspath(src)
-    found = unwrap(src)
+    found = unwrap(src, foreign=True)
     return f"the in-memory {found[1] if found else type(src).__name__}"
 
 
-def unwrap(obj: object) -> tuple[nn.Module, str] | None:
-    """(the swinzoo model inside `obj`, how it was found, e.g. `SwinClassifier.model`), or None. Duck-typed: the
-    Lightning modules live in swinzoo.train, above this layer, and any module holding a swinzoo model as `.model`
-    is read as they are."""
+def foreign_library(obj: object) -> str | None:
+    """'timm' or 'transformers' for a model of theirs (read by its keys), else None."""
+    library = type(obj).__module__.split(".")[0]
+    return library if isinstance(obj, nn.Module) and library in ("timm", "transformers") else None
+
+
+def unwrap(obj: object, foreign: bool = False) -> tuple[nn.Module, str] | None:
+    """(the swinzoo model inside `obj`, how it was found, e.g. `SwinClassifier.model`), or None; `foreign`: a timm
+    or transformers model is found too. Duck-typed: the Lightning modules live in swinzoo.train, above this layer,
+    and any module holding a model as `.model` (the user's own LightningModule) is read as they are."""
     if isinstance(obj, SWINZOO_MODELS):
         return obj, type(obj).__name__
+    if foreign and foreign_library(obj):
+        return obj, f"{type(obj).__name__} ({foreign_library(obj)})"
     if not isinstance(obj, nn.Module):
         return None
     compiled = getattr(obj, "_orig_mod", None)  # torch.compile's OptimizedModule: its keys carry `_orig_mod.`
     if isinstance(compiled, nn.Module):
-        found = unwrap(compiled)
+        found = unwrap(compiled, foreign)
         return (found[0], f"torch.compile({found[1]})") if found else None
     if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        found = unwrap(obj.module)
+        found = unwrap(obj.module, foreign)
         return (found[0], f"{type(obj).__name__}({found[1]})") if found else None
     inner = getattr(obj, "model", None)
-    found = unwrap(inner) if isinstance(inner, nn.Module) else None
+    found = unwrap(inner, foreign) if isinstance(inner, nn.Module) else None
     if found is None:
         return None
     held = f"{type(obj).__name__}.model"

@@ -159,6 +159,8 @@ def test_torch_compile_and_data_parallel_wrappers_are_unwrapped(tmp_path):
         (tmp_path / "w.safetensors").unlink()
     provenance = swinzoo.read_checkpoint(torch.compile(model)).provenance
     assert "torch.compile" in provenance["in_memory"]["object"]
+    state_dict = torch.compile(model).state_dict()  # a compiled model's state dict reads as a bare weight file does
+    assert swinzoo.read_checkpoint(state_dict).config.num_classes == 3
 
 
 def test_save_model_refuses_what_is_not_a_swinzoo_model(tmp_path):
@@ -291,3 +293,20 @@ def test_a_checkpoint_object_predicts_and_a_bf16_model_loads_as_float32(tmp_path
     copy = swinzoo.load_model(model.to(torch.bfloat16))
     assert next(copy.parameters()).dtype == torch.float32
     assert copy.provenance["in_memory"]["dtype"] == "bfloat16"
+
+
+def test_a_lightning_module_around_a_timm_model_gives_the_timm_model(tmp_path):
+    timm = pytest.importorskip("timm")
+    import lightning as L
+
+    class TimmClassifier(L.LightningModule):  # the usual timm + Lightning script
+        def __init__(self):
+            super().__init__()
+            self.model = randomize(timm.create_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+                                                     num_classes=5, **SMALL)).eval()
+
+    module = TimmClassifier()
+    swinzoo.convert(torch.compile(module), tmp_path / "t.safetensors")
+    assert (logits64(swinzoo.load_model(tmp_path / "t.safetensors")) - logits64(module.model)).abs().max() <= 1e-6
+    assert file_provenance(tmp_path / "t.safetensors")["in_memory"]["object"] == (
+        "torch.compile(TimmClassifier.model = SwinTransformer (timm))")
