@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -71,11 +70,9 @@ def read_push_source(src: str | object, trust_checkpoint: bool = False, **readin
     if is_simmim(source.state_dict):
         raise SwinzooError(f"{src} is a SimMIM pretraining model (encoder + decoder), which the pushed timm layout "
                            "cannot hold: fine-tune it first (swinzoo finetune --from SRC), or export --to simmim or hf")
-    if path is None:
-        return PushSource(source.state_dict, source.config, source.provenance, None, None)
-    metrics = run_metrics(path, source.provenance)
-    curves = (path if path.is_dir() else path.parent) / CURVES_FILE
-    curves = curves if metrics is not None and curves.is_file() else None
+    metrics = run_metrics(path, source.provenance) if path is not None else None  # an object's: none measured it
+    curves = (path if path.is_dir() else path.parent) / CURVES_FILE if metrics is not None else None
+    curves = curves if curves is not None and curves.is_file() else None
     if curves is not None:
         check_curves(curves)
     return PushSource(source.state_dict, source.config, source.provenance, metrics, path, curves)
@@ -232,6 +229,10 @@ def model_card(repo_id: str, cfg: SwinConfig, provenance: dict, metrics: dict | 
         made.append(f"- command: {code(provenance['finetune']['command'])}")
     if dataset:
         made.append(f"- data: {code(dataset)}")
+    held = provenance.get("in_memory")
+    if isinstance(held, dict):  # pushed from an object: what it was loaded from is not all that it is
+        made.append(f"- weights: those an in-memory {code(held.get('object'))} held ({plain(held.get('dtype'))}), "
+                    "maybe trained or edited since it was made as above")
     body = [f"# {name}", "", "Made with [swinzoo](https://pypi.org/project/swinzoo/).", "", "## How it was made", "",
             *made, ""]
     if metrics:
@@ -352,8 +353,8 @@ def push(src: str | Path | Source, repo: str, *, private: bool = False, revision
                                  or any(c.isspace() for c in revision)):
         raise SwinzooError(f"--revision {revision!r} is not a branch name; use e.g. --revision v2")
     if dry_run is not None:
-        return str(write_dry_run(os.fspath(src) if is_path(src) else src, repo, dry_run, trust_checkpoint, revision,
-                                 from_format=from_format, arch=arch, ema=ema))
+        return str(write_dry_run(src, repo, dry_run, trust_checkpoint, revision, from_format=from_format, arch=arch,
+                                 ema=ema))
     repo_id = check_repo_id(repo)
     if offline():
         raise SwinzooError(f"pushing to {repo_id} needs the Hub, and HF_HUB_OFFLINE is set: unset it and push again "
@@ -362,8 +363,7 @@ def push(src: str | Path | Source, repo: str, *, private: bool = False, revision
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    source = read_push_source(os.fspath(src) if is_path(src) else src, trust_checkpoint, from_format=from_format,
-                              arch=arch, ema=ema)
+    source = read_push_source(src, trust_checkpoint, from_format=from_format, arch=arch, ema=ema)
     token = get_token()
     if not token:
         raise SwinzooError(f"no Hugging Face token: run `{login_command()}` or set HF_TOKEN, then push again")

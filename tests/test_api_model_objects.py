@@ -52,6 +52,9 @@ def test_push_dry_run_of_a_model_object_writes_the_timm_folder(tmp_path):
     assert block["provenance"]["zoo"] == "swin_n_64"  # where the model came from stays on record
     again = swinzoo.load_model(folder)
     assert torch.allclose(logits64(again), logits64(model), atol=1e-6)
+    card = " ".join((folder / "README.md").read_text().split())
+    # the card says the weights are the object's, maybe trained since it was made
+    assert "- weights: those an in-memory `SwinTransformer` held (float32), maybe trained or edited since" in card
 
 
 def test_export_of_a_model_object_to_timm_matches_its_logits_in_float64(tmp_path):
