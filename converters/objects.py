@@ -119,4 +119,4 @@ def swinzoo_checkpoint(obj: object) -> Checkpoint | None:
 
 
 def not_a_source(obj: object) -> SwinzooError:
-    return SwinzooError(f"a {type(obj).__name__} object is not a model swinzoo reads; give {ACCEPTED}")
+    return SwinzooError(f"this {type(obj).__name__} object is not a model swinzoo reads; give {ACCEPTED}")
