@@ -169,8 +169,15 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
 
     def on_fit_start(self) -> None:
         fresh_metrics(self)
-        if self.step_seed is None:  # from the global RNG: the seed given to seed_everything picks it
+        self.run_seed()
+
+    def run_seed(self) -> int:
+        """What each training step's draws are seeded from: drawn once from the global RNG (the seed given to
+        seed_everything picks it) when the fit starts, or at the first training step where a callback trains
+        before the module's on_fit_start (Lightning's LearningRateFinder and BatchSizeFinder, `Tuner`)."""
+        if self.step_seed is None:
             self.step_seed = int(torch.randint(2**62, ()))
+        return self.step_seed
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["step_seed"] = self.step_seed
@@ -181,7 +188,7 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        with seeded(step_seed(self, self.step_seed, batch_idx), self.device):  # see swinzoo.train.rng
+        with seeded(step_seed(self, self.run_seed(), batch_idx), self.device):  # see swinzoo.train.rng
             if self.mixer is not None:
                 images, soft = self.mixer(images, labels)
                 loss = soft_target_loss(self(images), soft, self.recipe.label_smoothing)
