@@ -77,9 +77,13 @@ class RecipeLrs:
         self.peak_lr, self.warmup_lr, self.min_lr = peak, warm, low
 
     def fit_lrs(self) -> tuple[float, float, float]:
-        """(peak, warmup, min) for `configure_optimizers`."""
-        if self.peak_lr is None:
-            self.scale_lrs(trainer_total_batch(self.trainer))
+        """(peak, warmup, min) for `configure_optimizers`, from `hparams` as they are at this fit, not at
+        construction: `Tuner.lr_find(update_attr=True)` writes `hparams.lr`, and `Tuner.scale_batch_size` changes
+        the loader's batch after its trial fits configured the optimizer."""
+        total_batch = self.hparams.total_batch
+        if total_batch is None and self.hparams.lr is None:
+            total_batch = trainer_total_batch(self.trainer)
+        self.scale_lrs(total_batch)
         return self.peak_lr, self.warmup_lr, self.min_lr
 
 
