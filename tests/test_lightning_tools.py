@@ -65,3 +65,49 @@ def test_an_lr_set_in_hparams_is_the_next_fits_peak_lr(tmp_path):
     assert (module.peak_lr, module.warmup_lr, module.min_lr) == pytest.approx(
         (1e-3, 1e-3 * r.warmup_lr / r.base_lr, 1e-3 * r.min_lr / r.base_lr))
     assert t.optimizers[0].param_groups[-1]["initial_lr"] == pytest.approx(1e-3)
+
+
+def test_lightning_cli_builds_the_classifier_from_a_zoo_name(tmp_path):
+    """LightningCLI takes a callable returning a LightningModule: `SwinClassifier.from_pretrained`'s arguments
+    become `--model.*` / YAML keys, and the checkpoint it writes holds the constructor's hparams, so
+    `load_from_checkpoint` and swinzoo read it as any other."""
+    from lightning.pytorch.cli import _JSONARGPARSE_SIGNATURES_AVAILABLE, LightningCLI
+
+    if not _JSONARGPARSE_SIGNATURES_AVAILABLE:
+        pytest.skip("LightningCLI needs jsonargparse[signatures] (the test extra)")
+    import swinzoo
+
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  source: swin_n_64\n  num_classes: 10\n  recipe: nano_finetune\n"
+                      f"trainer:\n  max_steps: 1\n  limit_val_batches: 1\n  default_root_dir: {tmp_path}\n")
+    cli = LightningCLI(SwinClassifier.from_pretrained, FakeImages, seed_everything_default=0,
+                       args=["fit", "--config", str(config), "--model.lr", "0.001", "--trainer.accelerator", "cpu",
+                             "--trainer.enable_progress_bar", "false", "--trainer.gradient_clip_val", "5"])
+    assert isinstance(cli.model, SwinClassifier) and cli.trainer.global_step == 1
+    assert cli.model.recipe.name == "nano_finetune" and cli.model.peak_lr == pytest.approx(1e-3)
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    reloaded = SwinClassifier.load_from_checkpoint(ckpt)
+    assert reloaded.hparams.lr == 1e-3 and reloaded.model.config == cli.model.model.config
+    assert swinzoo.load_model(ckpt).config == cli.model.model.config
+
+
+def test_checkpoint_and_early_stopping_on_the_documented_metric_and_a_resume(tmp_path):
+    """ModelCheckpoint / EarlyStopping monitor `val/top1` (max) as docs/config.md says, the filename pattern it gives
+    for a metric name holding a `/` stays one file, and `fit(ckpt_path="last")` continues the run."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    def callbacks():
+        best = ModelCheckpoint(tmp_path / "ckpt", monitor="val/top1", mode="max", save_last=True,
+                               auto_insert_metric_name=False, filename="epoch{epoch}-top1{val/top1:.3f}")
+        return [best, EarlyStopping(monitor="val/top1", mode="max", patience=5)]
+
+    t = trainer(tmp_path, max_steps=-1, max_epochs=1, callbacks=callbacks())
+    t.fit(SwinClassifier.from_pretrained("swin_n_64", num_classes=10), datamodule=FakeImages())
+    best = t.checkpoint_callback
+    assert best.best_model_score == t.callback_metrics["val/top1"]
+    named = f"epoch0-top1{best.best_model_score:.3f}.ckpt"
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"last.ckpt", named}
+    resumed = trainer(tmp_path, max_steps=-1, max_epochs=2, callbacks=callbacks())
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10)
+    resumed.fit(module, datamodule=FakeImages(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed.global_step == 4 and module.step_seed == torch.load(best.last_model_path)["step_seed"]
