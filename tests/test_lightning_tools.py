@@ -18,7 +18,7 @@ class FakeMaskedImages(L.LightningDataModule):
     def __init__(self, batch_size: int = 8) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.images = torch.rand(32, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        self.images = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def train_dataloader(self):
         return DataLoader(self.images, batch_size=self.batch_size)
@@ -111,3 +111,19 @@ def test_checkpoint_and_early_stopping_on_the_documented_metric_and_a_resume(tmp
     module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10)
     resumed.fit(module, datamodule=FakeImages(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert resumed.global_step == 4 and module.step_seed == torch.load(best.last_model_path)["step_seed"]
+
+
+@pytest.mark.parametrize("cls", [SwinClassifier, SimMIMPretrainer])
+def test_batch_size_finder_validates_after_a_baseline_validation(tmp_path, cls):
+    """After `trainer.validate` (inference mode) the metrics' reset states are inference tensors; a fit resets
+    them in its on_fit_start, but Tuner.scale_batch_size's trial fits validate (under no_grad) from its callback's
+    on_fit_start, before the module's: "Inplace update to inference tensor outside InferenceMode"."""
+    if cls is SwinClassifier:
+        module, data = cls.from_pretrained("swin_n_64", num_classes=10), FakeImages(n=16)
+    else:
+        module, data = cls.from_pretrained("swin_n_64.simmim"), FakeMaskedImages()
+    t = trainer(tmp_path, max_steps=4)
+    t.validate(module, datamodule=data, verbose=False)
+    # one trial of 16 images: a batch an epoch, each step ends an epoch and validates
+    size = Tuner(t).scale_batch_size(module, datamodule=data, init_val=16, max_trials=1, steps_per_trial=2)
+    assert size == data.batch_size == 16

@@ -172,8 +172,10 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         return self.model(x)
 
     def on_fit_start(self) -> None:
-        fresh_metrics(self)
         self.run_seed()
+
+    def on_validation_epoch_start(self) -> None:
+        fresh_metrics(self)
 
     def run_seed(self) -> int:
         """What each training step's draws are seeded from: drawn once from the global RNG (the seed given to
@@ -260,8 +262,9 @@ def finetune_weights(state_dict: dict | None, src: SwinConfig, res: int, window:
 
 
 def fresh_metrics(module: L.LightningModule) -> None:
-    """Reset `module`'s torchmetrics. A `trainer.validate` / `test` before the fit ran in inference mode, whose
-    reset left the states inference tensors; the fit validates under no_grad, where updating those in place fails."""
+    """Reset `module`'s torchmetrics, at the start of each validation epoch. A `trainer.validate` / `test` runs in
+    inference mode, whose reset leaves the states inference tensors; a fit validates under no_grad, where updating
+    those in place fails. Not in on_fit_start: the Tuner's callbacks train and validate before the module's runs."""
     for metric in module.modules():
         if isinstance(metric, Metric):
             metric.reset()

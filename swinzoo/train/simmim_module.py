@@ -99,7 +99,7 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
         """(B, 3, R, R) images, (B, R/p, R/p) mask -> (loss, reconstruction)."""
         return self.model(images, mask)
 
-    def on_fit_start(self) -> None:
+    def on_validation_epoch_start(self) -> None:
         fresh_metrics(self)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
