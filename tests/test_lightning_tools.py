@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
+from swinzoo.errors import SwinzooError
 from swinzoo.train.module import SwinClassifier
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from tests.test_lightning_api import FakeImages, trainer
@@ -127,3 +128,20 @@ def test_batch_size_finder_validates_after_a_baseline_validation(tmp_path, cls):
     # one trial of 16 images: a batch an epoch, each step ends an epoch and validates
     size = Tuner(t).scale_batch_size(module, datamodule=data, init_val=16, max_trials=1, steps_per_trial=2)
     assert size == data.batch_size == 16
+
+
+def test_from_pretrained_sets_a_mapping_of_some_keys_over_the_recipe_it_picks():
+    """`recipe={"mixup": 0.8}` (LightningCLI: `--model.recipe '{"mixup": 0.8}'` or YAML keys under model.recipe)
+    changes the recipe `from_pretrained` picks, as `swinzoo finetune --recipe.mixup 0.8` and
+    `SimMIMPretrainer.from_pretrained` do; it used to fill the rest from Recipe's defaults, swapping the nano
+    recipe for the official 30-epoch ImageNet one (lr 2e-5, RandAugment, drop path 0.2). A full mapping (a run's
+    recorded recipe) is taken as it is."""
+    from swinzoo.train.recipes import load_recipe
+
+    nano = load_recipe("nano_finetune")
+    module = SwinClassifier.from_pretrained("swin_n_64", num_classes=10, recipe={"mixup": 0.8}, total_batch=64)
+    assert module.recipe == nano.replace(mixup=0.8)
+    full = load_recipe("finetune").to_dict()
+    assert SwinClassifier.from_pretrained("swin_n_64", recipe=full).recipe == load_recipe("finetune")
+    with pytest.raises(SwinzooError, match="unknown recipe key 'mixp'"):
+        SwinClassifier.from_pretrained("swin_n_64", recipe={"mixp": 0.8})

@@ -31,7 +31,7 @@ from swinzoo.models import SwinTransformer
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
-from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict
+from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict, split_recipe
 from swinzoo.train.rng import seeded, step_seed
 from swinzoo.train.sampling import unpadded
 from swinzoo.train.sharded import ShardedClipping, built_ndims
@@ -129,8 +129,9 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         num_classes=..., img_size=...)` moves them: a new class count re-initialises the head, V1 bias tables are
         resized, V2 windows recorded; a SimMIM encoder gets a fresh head (give `num_classes`).
 
-        `recipe`: a packaged recipe name (`swinzoo recipes`), a YAML path, a mapping or a `Recipe`; default: the one
-        `swinzoo finetune` would choose for this source and move. Its drop path and test crop go into the model's
+        `recipe`: a packaged recipe name (`swinzoo recipes`), a YAML path, a `Recipe` or a mapping (of every key, as
+        a run records it; of some keys, e.g. `{"mixup": 0.8}`: set over the default); default: the one `swinzoo
+        finetune` would choose for this source and move. Its drop path and test crop go into the model's
         config, as in `swinzoo finetune`. `class_names` names the classes (and sets `num_classes`); a kept head's
         rows are matched to them by name. `total_batch`, `lr`: as in the constructor.
 
@@ -147,7 +148,8 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
             if num_classes not in (None, len(class_names)):
                 raise SwinzooError(f"num_classes={num_classes} but {len(class_names)} class_names; give one of them")
             num_classes = len(class_names)
-        recipe, res, _ = finetune_recipe(recipe, {}, src.version, src.img_size, src.num_classes, res,
+        named, changes = split_recipe(recipe, None)  # a mapping of some keys: set over the recipe picked
+        recipe, res, _ = finetune_recipe(named, changes, src.version, src.img_size, src.num_classes, res,
                                          checkpoint.provenance.get("finetune_recipe"))
         check_task(recipe, "finetune", PLAIN_RECIPE)
         window = window or (recipe.window if recipe.res in (None, res) else None)
