@@ -142,3 +142,15 @@ def test_every_verb_reading_a_model_has_the_reading_flags(verb, capsys):
     assert code == 0
     for flag in ("--from-format", "--arch", "--ema", "--no-ema", "--trust-checkpoint"):
         assert flag in out, (verb, flag)
+
+
+def test_the_lightning_modules_read_their_source_as_every_verb_does(bare_v2, timm_ema_checkpoint):
+    from swinzoo.train.module import SwinClassifier
+    from swinzoo.train.simmim_module import SimMIMPretrainer
+
+    module = SwinClassifier.from_pretrained(bare_v2, arch=NANO_V2, from_format="timm")
+    assert module.model.config.window_size == 4
+    assert SimMIMPretrainer.from_pretrained(bare_v2, arch=NANO_V2).model.config.window_size == 4
+    src, model, _ = timm_ema_checkpoint
+    trained = SwinClassifier.from_pretrained(src, ema=False).model
+    assert torch.allclose(logits(trained), logits(model), atol=1e-6, rtol=0)

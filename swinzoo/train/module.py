@@ -123,7 +123,9 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
     def from_pretrained(cls, source: str | os.PathLike, *, num_classes: int | None = None, res: int | None = None,
                         window: int | None = None, recipe: str | dict | Recipe | None = None,
                         total_batch: int | None = None, lr: float | None = None,
-                        class_names: list[str] | None = None, trust_checkpoint: bool = False) -> SwinClassifier:
+                        class_names: list[str] | None = None, trust_checkpoint: bool = False,
+                        from_format: str = "auto", arch: str | None = None,
+                        ema: bool | None = None) -> SwinClassifier:
         """A SwinClassifier holding `source`'s weights (a zoo name such as `swin_n_64`, a file, a run folder or
         `hf-hub:ORG/NAME`), moved to `num_classes` / `res` / `window` as `swinzoo.create_model(name, pretrained=True,
         num_classes=..., img_size=...)` moves them: a new class count re-initialises the head, V1 bias tables are
@@ -133,12 +135,14 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
         a run records it; of some keys, e.g. `{"mixup": 0.8}`: set over the default); default: the one `swinzoo
         finetune` would choose for this source and move. Its drop path and test crop go into the model's
         config, as in `swinzoo finetune`. `class_names` names the classes (and sets `num_classes`); a kept head's
-        rows are matched to them by name. `total_batch`, `lr`: as in the constructor.
+        rows are matched to them by name. `total_batch`, `lr`: as in the constructor. `trust_checkpoint`,
+        `from_format`, `arch`, `ema`: read `source` as `swinzoo.read_checkpoint` does.
 
         Returns the module; `module.model` is the moved `SwinTransformer` ((B, 3, res, res) -> (B, num_classes)),
         its `.provenance` naming the source and recipe (what `swinzoo.save_model(module.model, path)` records).
         """
-        checkpoint = read_checkpoint(source, trust_checkpoint=trust_checkpoint)
+        checkpoint = read_checkpoint(source, trust_checkpoint=trust_checkpoint, from_format=from_format, arch=arch,
+                                     ema=ema)
         src = checkpoint.config
         if src.is_backbone:
             raise SwinzooError(f"{source} is a detection backbone (no head or final norm): SwinClassifier fine-tunes a "

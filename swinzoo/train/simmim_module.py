@@ -68,7 +68,8 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
     @python_api()
     def from_pretrained(cls, source: str | os.PathLike, *, res: int | None = None, window: int | None = None,
                         recipe: str | dict | Recipe | None = None, total_batch: int | None = None,
-                        lr: float | None = None, trust_checkpoint: bool = False) -> SimMIMPretrainer:
+                        lr: float | None = None, trust_checkpoint: bool = False, from_format: str = "auto",
+                        arch: str | None = None, ema: bool | None = None) -> SimMIMPretrainer:
         """A SimMIMPretrainer starting where `swinzoo pretrain --from source` starts: a SimMIM model (e.g.
         `swin_n_64.simmim`, a `swinzoo pretrain` output, an official pretraining .pth) continues with its encoder,
         mask token and decoder; a classifier (a zoo name, file, run folder or `hf-hub:ORG/NAME`) gives its encoder,
@@ -77,12 +78,14 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
 
         `recipe`: a recipe name, YAML path, `Recipe` or mapping (a mapping of some keys, e.g. `{"mask_ratio":
         0.5}`, is set over the default); default `simmim_pretrain` with, from a SimMIM model, the mask settings its
-        run recorded. `total_batch`, `lr`: as in the constructor.
+        run recorded. `total_batch`, `lr`: as in the constructor. `trust_checkpoint`, `from_format`, `arch`, `ema`:
+        read `source` as `swinzoo.read_checkpoint` does.
 
         Returns the module; `module.model` is the `SimMIM` ((B, 3, R, R) images, (B, R/4, R/4) mask -> (loss,
         reconstruction)), its `.provenance` what a `swinzoo pretrain` output records but the data
         (`swinzoo.save_model(module.model, path)` writes it; `swinzoo.load_simmim(path)` reads it back)."""
-        start = simmim_start(source, res=res, window=window, recipe=recipe, trust_checkpoint=trust_checkpoint)
+        start = simmim_start(source, res=res, window=window, recipe=recipe, trust_checkpoint=trust_checkpoint,
+                             from_format=from_format, arch=arch, ema=ema)
         module = cls(start.config.to_dict(), start.recipe.to_dict(), total_batch, lr)
         load_weights(module.model, start.state_dict)
         module.model.provenance = start.provenance
