@@ -122,7 +122,7 @@ def test_the_pushed_provenance_holds_no_local_paths(finetune_dir, tmp_path, caps
 
 
 def test_card_names_hub_datasets_only():
-    from swinzoo.upload import model_card
+    from swinzoo.model_card import model_card
 
     cfg = SwinConfig(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
                      pretrained_window_sizes=(0, 0), num_classes=2)
@@ -139,7 +139,7 @@ def test_the_card_loads_from_the_pushed_branch_and_claims_no_empty_transfer(fine
     assert code == 0, err
     card = (out / "README.md").read_text()
     assert 'load_model("hf-hub:acme/x@dev")' in card and 'create_model("hf-hub:acme/x@dev"' in card
-    from swinzoo.upload import model_card
+    from swinzoo.model_card import model_card
 
     cfg = swinzoo.load_model(finetune_dir).config
     same = {"transfer": {"from": {"img_size": 128, "window_size": 8}, "interpolated": [], "mapped": [],
