@@ -19,6 +19,7 @@ from swinzoo.errors import SwinzooError, python_api
 from swinzoo.io import check_new_file, check_writable_folder
 from swinzoo.models import SwinBackbone, SwinTransformer, parameter_shapes
 from swinzoo.models.resize import record_transfer
+from swinzoo.models.timm_api import check_pool
 from swinzoo.sources import check_override_names, check_weight_overrides, read_checkpoint, stage_indices
 from swinzoo.state_dicts import load_strict, verify_state_dict
 from swinzoo.weight_transfer import TransferReport, transfer
@@ -201,10 +202,8 @@ def timm_keywords(overrides: dict) -> dict:
     """Take timm's keywords out of `overrides` (in place) and check them: a one-line error for what swinzoo cannot
     do (other pooling, a strict input size)."""
     given = {k: overrides.pop(k) for k in TIMM_KEYWORDS if k in overrides}
-    pool = given.get("global_pool")
-    if pool is not None and pool not in ("avg", ""):
-        raise SwinzooError(f"global_pool {pool!r}: Swin's head averages the tokens (\"avg\") or, with \"\", leaves "
-                           "them unpooled; for other pooling, pool model.forward_features(x) yourself")
+    if given.get("global_pool") is not None:
+        check_pool(given["global_pool"])  # before any weights are read
     if given.get("strict_img_size") or given.get("dynamic_img_size", True) is False:
         raise SwinzooError("swinzoo models take any input size (masked padding; an absolute position embedding only "
                            "its img_size): drop strict_img_size / dynamic_img_size")

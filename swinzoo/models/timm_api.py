@@ -31,6 +31,15 @@ POOLS = ("avg", "")
 OUTPUT_FORMATS = ("NCHW", "NHWC")
 
 
+def check_pool(pool: str) -> str:
+    """`pool` if it is one of timm's pooling names a swinzoo classifier takes (`POOLS`), else a one-line error."""
+    if pool not in POOLS:
+        raise SwinzooError(f"global_pool {pool!r}: Swin's head averages the tokens (\"avg\") or, with \"\", "
+                           "leaves them unpooled; for other pooling, pool model.forward_features(x), the "
+                           "(B, H/32, W/32, C) tokens, yourself")
+    return pool
+
+
 def take_indices(num_stages: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
     """timm's `feature_take_indices`: (stage indices, the largest) for None (all), n (the last n) or a list of
     indices (negative from the end)."""
@@ -177,11 +186,7 @@ class ClassifierAPI(TimmAPI):
 
     @global_pool.setter
     def global_pool(self, pool: str) -> None:
-        if pool not in POOLS:
-            raise SwinzooError(f"global_pool {pool!r}: Swin's head averages the tokens (\"avg\") or, with \"\", "
-                               "leaves them unpooled; for other pooling, pool model.forward_features(x), the "
-                               "(B, H/32, W/32, C) tokens, yourself")
-        self.__dict__["_global_pool"] = pool
+        self.__dict__["_global_pool"] = check_pool(pool)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh head for `num_classes` (0: none, the model returns the (B, num_features) pooled tokens), the
