@@ -47,9 +47,14 @@ def table_console(width: int):
     return console if console.is_terminal else Console(width=width)
 
 
+# the reading flags' help, the same under argparse (`add_reading_flags`) and jsonargparse (finetune, pretrain)
+TRUST_HELP = "trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects"
+EMA_HELP = ("a training checkpoint's EMA weights (timm's state_dict_ema, torchvision's model_ema) or, --no-ema, its "
+            "trained weights (default: the EMA where there is one, as timm's load_checkpoint)")
+
+
 def add_trust_flag(p) -> None:
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="trust the file: allow a full (unsafe) torch.load of checkpoints holding Python objects")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
 
 
 def add_reading_flags(p, what: str = "MODEL") -> None:
@@ -58,9 +63,7 @@ def add_reading_flags(p, what: str = "MODEL") -> None:
     p.add_argument("--from-format", default="auto", choices=FORMAT_CHOICES, help=f"format of {what} (auto: detected)")
     p.add_argument("--arch", metavar="NAME", help=f"zoo name giving {what}'s architecture where the file cannot "
                    "(e.g. bare V2 weights, which do not tell their window)")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="a training checkpoint's EMA "
-                   "weights (timm's state_dict_ema, torchvision's model_ema) or, --no-ema, its trained weights "
-                   "(default: the EMA where there is one, as timm's load_checkpoint)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help=EMA_HELP)
     add_trust_flag(p)
 
 

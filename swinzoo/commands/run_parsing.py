@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from swinzoo.commands import FORMAT_CHOICES
+from swinzoo.commands import EMA_HELP, FORMAT_CHOICES, TRUST_HELP
 from swinzoo.commands.run_config import given_trainer, print_request, printed_config
 from swinzoo.errors import SwinzooError
 from swinzoo.run_folder import CONFIG_FILE
@@ -195,11 +195,8 @@ def add_reading_arguments(group) -> None:
     group.add_argument("--arch", type=str | None, metavar="NAME",
                        help="zoo name giving the source architecture where the file cannot")
     group.add_argument("--trust-checkpoint", dest="trust_checkpoint", action=ActionYesNo(no_prefix="no-"),
-                       default=False, help="trust the file: allow a full (unsafe) torch.load of checkpoints "
-                       "holding Python objects")
-    group.add_argument("--ema", action=ActionYesNo(no_prefix="no-"), default=None, help="a training checkpoint's EMA "
-                       "weights or, --no-ema, its trained ones (default: the EMA where there is one, as timm's "
-                       "load_checkpoint)")
+                       default=False, help=TRUST_HELP)
+    group.add_argument("--ema", action=ActionYesNo(no_prefix="no-"), default=None, help=EMA_HELP)
 
 
 def add_schedule_arguments(group, max_steps_help: str, seed_help: str) -> None:
