@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 
-from swinzoo.errors import OneLineParser, SwinzooError, exit_code, note_signal
+from swinzoo import hard_stop
+from swinzoo.errors import OneLineParser, SwinzooError, exit_code, note_signal, signals_taken
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -161,6 +162,7 @@ def main() -> None:
     MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
+    hard_stop.arm(taken=signals_taken)  # for a main thread waiting in C++, where `_terminated` never runs
     try:
         code = cli_main()
     except KeyboardInterrupt:  # a second signal of the group, after the first was reported (`exit_code`)

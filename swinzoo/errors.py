@@ -38,6 +38,7 @@ WORKER_STOPPED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) is kille
 # set by the CLI's SIGTERM / SIGINT handler: whatever fails after it (a loader read in Lightning's shutdown finding its
 # workers gone, "exited unexpectedly") is the interruption, not a failure to report
 SIGNALLED = False
+SIGNALS_TAKEN = 0
 
 
 # true while a CLI command runs (`exit_code`: its messages name flags, what a shell user typed) or a `python_api`
@@ -130,8 +131,14 @@ def for_caller(note: str) -> str:
 
 
 def note_signal() -> None:
-    global SIGNALLED
+    global SIGNALLED, SIGNALS_TAKEN
     SIGNALLED = True
+    SIGNALS_TAKEN += 1
+
+
+def signals_taken() -> int:
+    """How many SIGTERM / SIGINT the CLI's handler has run for in this process (what `hard_stop` watches)."""
+    return SIGNALS_TAKEN
 
 
 def exit_code(command: Callable[[], int | None]) -> int:

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
+from swinzoo.hard_stop import on_hard_stop
 from swinzoo.pickled_configs import objects_needing_trust, torch_load
 
 # ---------------------------------------------------------------------------------------------- atomic writes
@@ -186,7 +187,8 @@ def atomic_path(path: str | Path, overwrite: bool = True):
             raise type(e)(e.errno, e.strerror, str(path)) from None
         tmp = folder / path.name
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies, like any new file
-        yield tmp
+        with on_hard_stop(lambda: shutil.rmtree(folder, ignore_errors=True)):  # a write the signal finds in C++
+            yield tmp
         _as_new_file(tmp)
         _publish(tmp, path, overwrite)
         created = []

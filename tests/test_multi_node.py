@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -175,3 +176,25 @@ def test_pretrain_under_slurm_on_two_nodes_without_out(tmp_path):
     assert_all_ended(results)
     assert "wrote runs/swin_n_64-simmim-64/model.safetensors" in results[0][1] and results[1][1].strip() == ""
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["swin_n_64-simmim-64"]
+
+
+@pytest.mark.parametrize("verb, sig, to", [("finetune", signal.SIGTERM, "the process"),
+                                           ("pretrain", signal.SIGINT, "its process group")])
+def test_a_node_whose_peer_never_joins_stops_on_a_signal(verb, sig, to, tmp_path):
+    """Node 0 alone waits in torch's rendezvous, in C++, where Python never runs the CLI's handler: SIGTERM and
+    Ctrl-C did nothing for the 30 minutes of the process group's timeout, and SIGKILL left the run folder."""
+    out = tmp_path / "run"
+    proc = node(0, free_port(), tmp_path, verb, "--from", "swin_n_64", "--data", "shapes", *QUICK, "--out", out)
+    deadline = time.monotonic() + WAIT
+    while not locked(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # from the folder made to the wait for the peer
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    if to == "the process":
+        proc.send_signal(sig)
+    else:
+        os.killpg(proc.pid, sig)
+    [(code, _, err)] = finish([proc], timeout=30)
+    assert code == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    assert not out.exists()  # the run had not begun: nothing to resume, nothing left

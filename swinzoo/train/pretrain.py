@@ -114,7 +114,7 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
             print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        with interruptible(trainer):
+        with interruptible(trainer, folder):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
             results = validate_after_fit(trainer, module, dm)

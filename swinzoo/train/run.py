@@ -214,7 +214,7 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
             print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)
         if folder is not None:
             folder.create(plan, config_text)
-        with interruptible(trainer):
+        with interruptible(trainer, folder):
             trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
                         weights_only=not args.trust_checkpoint)
             results = validate_after_fit(trainer, module, dm)

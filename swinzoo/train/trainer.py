@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.optim.lr_scheduler import LambdaLR
 
 from swinzoo.errors import SwinzooError
+from swinzoo.hard_stop import on_hard_stop
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.live_display import redraws_in_place
@@ -280,11 +281,14 @@ class LatestValidation(Callback):
 
 
 @contextlib.contextmanager
-def interruptible(trainer):
+def interruptible(trainer, folder=None):
     """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
-    `SystemExit(1)` after its own shutdown; the CLI gets its KeyboardInterrupt back (exit 130, `error: interrupted`)."""
+    `SystemExit(1)` after its own shutdown; the CLI gets its KeyboardInterrupt back (exit 130, `error: interrupted`).
+    A new run's `folder` (a `RunFolder`) is discarded too when the signal finds the main thread waiting in C++ (a
+    peer node that never joins) and the CLI's watchdog ends the process (`hard_stop`)."""
     try:
-        yield
+        with on_hard_stop(folder.discard if folder is not None else None):
+            yield
     except SystemExit:
         if trainer.interrupted:
             raise KeyboardInterrupt from None
