@@ -113,6 +113,8 @@ def read(path: str | Path, fmt: str = "auto", arch: str | None = None, trust_che
     if arch is not None:
         get_entry(arch)  # unknown names fail here, with suggestions
     checkpoint = format_.read(path, zoo_config(arch) if arch else None, arch or "", trust_checkpoint, raw)
+    if arch is not None:  # a file carrying its own config (swinzoo's, a transformers folder) takes that over --arch
+        check_arch_agrees(checkpoint.config, arch, str(path))
     if format_ is native.FORMAT:
         return checkpoint
     checkpoint.provenance = {"source": str(path), "format": format_.name, **checkpoint.provenance}
@@ -133,6 +135,8 @@ def read_object(obj: object, fmt: str = "auto", arch: str | None = None) -> Chec
     tell the geometry, `arch` does. Anything else is one line naming what is accepted."""
     checkpoint = objects.swinzoo_checkpoint(obj)
     if checkpoint is not None:
+        if arch is not None:
+            check_arch_agrees(checkpoint.config, arch, "the in-memory model")
         return checkpoint
     found = objects.unwrap(obj, foreign=True)  # inside torch.compile, DataParallel, a LightningModule's .model
     library = objects.foreign_library(found[0]) if found else None
@@ -194,3 +198,20 @@ def write(checkpoint: Checkpoint, fmt: str, out: str | Path, allow_numeric_chang
         raise SwinzooError(f"this is a detection backbone (no head), which {fmt} cannot hold: write it as official, "
                            "mmdet or swinzoo, or as a graph (onnx, pt2)")
     return format_.write(checkpoint, out, allow_numeric_change=allow_numeric_change, overwrite=overwrite)
+
+
+# what `--arch` names; the geometry (img_size, window_size) is left out: a fine-tune at another resolution keeps
+# its architecture, and weights that do not tell their geometry are checked against --arch key by key instead
+ARCH_FIELDS = ("version", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "mlp_ratio", "qkv_bias", "ape",
+               "patch_norm")
+
+
+def check_arch_agrees(config: SwinConfig, arch: str, source: str) -> None:
+    """One line when `source` names an architecture of its own other than `--arch`'s, where --arch went unheard."""
+    expected = zoo_config(arch)
+    differ = [f"{key} {getattr(config, key)!r}, not {getattr(expected, key)!r}" for key in ARCH_FIELDS
+              if getattr(config, key) != getattr(expected, key)]
+    if differ:
+        raise SwinzooError(f"--arch {arch} contradicts {source}, which gives its own architecture "
+                           f"({'; '.join(differ[:3])}); drop --arch: it is for weights that do not tell their "
+                           "architecture (bare V2 weights, official .pth files)")

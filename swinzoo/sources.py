@@ -30,7 +30,7 @@ from swinzoo.io import safetensors_metadata
 from swinzoo.models import SimMIM, SwinBackbone, SwinTransformer, count_macs, count_params
 from swinzoo.models.simmim import NORM_TARGET_KERNEL
 from swinzoo.state_dicts import load_strict
-from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name
+from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name, zoo_config
 
 FORMAT_CHOICES = ("auto", *converters.FORMATS)
 
@@ -88,6 +88,8 @@ def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool, 
     if not path.exists():
         if looks_like_name(src):
             get_entry(src)  # an unknown name fails here, with the closest names
+            if arch is not None:
+                converters.check_arch_agrees(zoo_config(src), arch, src)
             checkpoint = _read_hub(hub.zoo_repo(src), "auto", src, trust_checkpoint)
             checkpoint.provenance["zoo"] = src
             return checkpoint
@@ -338,6 +340,8 @@ def model_info(src: str | os.PathLike | Source, *, from_format: str = "auto", ar
         src = name
         entry, tag = get_entry(src)
         cfg = entry.config(tag)
+        if arch is not None:
+            converters.check_arch_agrees(cfg, arch, src)
         w = entry.weights_for(tag)
         extra = {"tag": w.tag, "top1": w.top1, "hub_repo": w.hub_repo, "official_url": w.official_url,
                  "paper_params_m": entry.params_m, "paper_gmacs": entry.gmacs}

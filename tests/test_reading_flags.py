@@ -154,3 +154,21 @@ def test_the_lightning_modules_read_their_source_as_every_verb_does(bare_v2, tim
     src, model, _ = timm_ema_checkpoint
     trained = SwinClassifier.from_pretrained(src, ema=False).model
     assert torch.allclose(logits(trained), logits(model), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("source", ["zoo name", "file with its config"])
+def test_arch_that_contradicts_what_the_source_says_is_refused(source, tmp_path, capsys):
+    """`--arch` was ignored where the source names its own architecture (a zoo name, a file carrying its config):
+    the user believed they had read one model and got another."""
+    src = "swin_n_64"
+    if source != "zoo name":
+        src = tmp_path / "n64.safetensors"
+        swinzoo.convert("swin_n_64", src)
+    code, _, err = run_cli(["info", src, "--arch", "swin_t_224"], capsys)
+    assert code == 2
+    line = one_error_line(err, "--arch swin_t_224")
+    assert "embed_dim" in line and "drop --arch" in line
+    code, _, err = run_cli(["info", src, "--arch", "swin_n_64"], capsys)  # agreeing: redundant, not wrong
+    assert code == 0, err
+    with pytest.raises(swinzoo.SwinzooError, match="--arch swin_t_224 contradicts.*arch="):
+        swinzoo.load_model(src, arch="swin_t_224")
