@@ -19,13 +19,13 @@ from swinzoo.converters import hf, hf_mim, mmdet, native, objects, official, sim
 from swinzoo.converters.common import Checkpoint, Format, read_weights, unwrap
 from swinzoo.converters.folders import read_config_json
 from swinzoo.converters.foreign import is_module_checkpoint
-from swinzoo.converters.training import is_tensor_dict
+from swinzoo.converters.training import TrainingWeights, is_tensor_dict
 from swinzoo.errors import SwinzooError
 from swinzoo.io import read_small_text
 from swinzoo.models import parameter_shapes
 from swinzoo.run_folder import CKPT_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.state_dicts import verify_state_dict
-from swinzoo.zoo import get_entry, zoo_config
+from swinzoo.zoo import get_entry, timm_archs, zoo_config
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     native.FORMAT,
@@ -154,7 +154,11 @@ def read_object(obj: object, fmt: str = "auto", arch: str | None = None) -> Chec
     if format_ is None or format_ is native.FORMAT:
         raise SwinzooError(f"{name} holds no Swin weights swinzoo recognises (first keys: {', '.join(list(raw)[:4])})"
                            f"; give {objects.ACCEPTED}")
-    if arch is not None:
+    stated = objects.timm_model_config(obj) if library == "timm" and arch is None else None
+    if stated is not None and stated["architecture"] in timm_archs():
+        raw = TrainingWeights(raw)  # read as a train.py checkpoint stating its arch and model_kwargs is
+        raw.timm_config = stated
+    elif arch is not None:
         get_entry(arch)
     elif format_ is timm.FORMAT and any(k.endswith("attn.logit_scale") for k in raw):
         raise SwinzooError(f"{name}: V2 weights do not reveal the window, nor does a timm model object; pass arch=NAME "

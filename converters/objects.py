@@ -47,6 +47,27 @@ def foreign_library(obj: object) -> str | None:
     return library if isinstance(obj, nn.Module) and library in ("timm", "transformers") else None
 
 
+def timm_model_config(model: nn.Module) -> dict | None:
+    """The timm config.json a timm Swin model object amounts to (architecture, model_args, pretrained_cfg), its
+    geometry read from its modules: V2 weights do not tell the window, nor the resolution after `set_input_size`.
+    None for a model of another shape."""
+    try:
+        attns = [layer.blocks[0].attn for layer in model.layers]
+        args = {"img_size": tuple(model.patch_embed.img_size), "window_size": tuple(attns[0].window_size),
+                "embed_dim": int(model.patch_embed.proj.out_channels),
+                "depths": tuple(len(layer.blocks) for layer in model.layers),
+                "num_heads": tuple(int(a.num_heads) for a in attns)}
+        if hasattr(attns[0], "pretrained_window_size"):  # V2: the window each stage's position bias was trained at
+            args["pretrained_window_sizes"] = tuple(int(a.pretrained_window_size[0]) for a in attns)
+    except (AttributeError, TypeError, IndexError):
+        return None
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    v2 = "pretrained_window_sizes" in args
+    architecture = pretrained_cfg.get("architecture") or (
+        "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224")  # a class built by hand: args say all
+    return {"architecture": architecture, "model_args": args, "pretrained_cfg": pretrained_cfg}
+
+
 def unwrap(obj: object, foreign: bool = False) -> tuple[nn.Module, str] | None:
     """(the swinzoo model inside `obj`, how it was found, e.g. `SwinClassifier.model`), or None; `foreign`: a timm
     or transformers model is found too. Duck-typed: the Lightning modules live in swinzoo.train, above this layer,
