@@ -194,7 +194,8 @@ def test_a_node_whose_peer_never_joins_stops_on_a_signal(verb, sig, to, tmp_path
         proc.send_signal(sig)
     else:
         os.killpg(proc.pid, sig)
-    [(code, _, err)] = finish([proc], timeout=30)
+    [(code, out_text, err)] = finish([proc], timeout=30)
     assert code == 130, err[-2000:]
+    assert "node 0 of 2 waits at 127.0.0.1:" in out_text  # said, not a silent wait of up to 30 minutes
     assert err.strip().splitlines()[-1] == "error: interrupted"
     assert not out.exists()  # the run had not begun: nothing to resume, nothing left

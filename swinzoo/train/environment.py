@@ -16,6 +16,7 @@ import lightning
 import torch
 import torchmetrics
 import torchvision
+from rich.markup import escape
 
 from swinzoo.hardware import describe_cpu
 
@@ -48,3 +49,17 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return describe_cpu() if device.type == "cpu" else device.type
+
+
+def print_rendezvous(console, trainer) -> None:
+    """Where this node waits for the others: torch's rendezvous prints nothing while a node that was never started
+    keeps the others waiting (for the process group's timeout, 30 minutes)."""
+    env = trainer.strategy.cluster_environment
+    try:
+        where = f"{env.main_address}:{env.main_port}"
+        node = env.node_rank()
+    except (AttributeError, KeyError, ValueError, TypeError):  # an environment that resolves these only at launch
+        return
+    console.print(f"[bold]nodes[/bold] node {node} of {trainer.num_nodes} waits at {escape(where)} until every node "
+                  "has started this run (Ctrl-C stops it)", soft_wrap=True, highlight=False)
+

@@ -25,7 +25,7 @@ from swinzoo.models import cpu_gemm
 from swinzoo.run_folder import BEST_FILE, CKPT_FILE, CURVES_FILE
 from swinzoo.train.checks import check_launcher, check_logger, check_no_forked_devices
 from swinzoo.train.curves import VAL_KEYS, TrainingCurves
-from swinzoo.train.environment import run_environment
+from swinzoo.train.environment import print_rendezvous, run_environment
 from swinzoo.train.module import (
     AtomicCheckpointIO,
     ema_callback,
@@ -57,6 +57,8 @@ def start_trainer(plan: Plan, recipe: Recipe, args, console, point: ResumePoint 
         trainer.callbacks.insert(0, ResumeStart(plan, point, args.command))  # epochs checked, run.json rewritten
     else:  # a resume records its own environment in run.json (ResumeStart)
         plan.provenance["environment"] = run_environment(trainer)
+    if trainer.num_nodes > 1:
+        print_rendezvous(console, trainer)
     return trainer, total_batch
 
 
