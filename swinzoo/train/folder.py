@@ -20,6 +20,7 @@ except ImportError:  # no flock (Windows): runs are not guarded against a second
     fcntl = None
 
 from swinzoo.errors import SwinzooError
+from swinzoo.hard_stop import on_hard_stop
 from swinzoo.io import atomic_path
 from swinzoo.run_folder import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE
 from swinzoo.train.options import OUT_ENV, Plan, is_plain
@@ -286,3 +287,39 @@ def launch_node_rank() -> int:
         return int(raw)
     except ValueError:  # Lightning refuses it when it builds the Trainer
         return 0
+
+
+@contextmanager
+def run_in_folder(plan: Plan, resuming: bool, lock: RunLock, trainer, config_text: str,
+                  print_plan: Callable[[], None]):
+    """Around a run's fit and the writing of its results: rank zero prints the plan and (a new run) creates OUT
+    with run.json; whatever fails or interrupts the block (Ctrl-C, SIGTERM) discards the new run's folder unless it
+    got as far as a checkpoint (`RunFolder.discard`)."""
+    folder = RunFolder(Path(plan.out), lock) if not resuming and is_rank_zero() else None
+    try:
+        if is_rank_zero():
+            print_plan()
+        if folder is not None:
+            folder.create(plan, config_text)
+        with interruptible(trainer, folder):
+            yield
+    except BaseException:  # incl. Ctrl+C: no half-made run left behind
+        if folder is not None:
+            folder.discard()
+        raise
+
+
+@contextmanager
+def interruptible(trainer, folder=None):
+    """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
+    `SystemExit(1)` after its own shutdown; the CLI gets its KeyboardInterrupt back (exit 130, `error: interrupted`).
+    A new run's `folder` (a `RunFolder`) is discarded too when the signal finds the main thread waiting in C++ (a
+    peer node that never joins) and the CLI's watchdog ends the process (`hard_stop`)."""
+    try:
+        with on_hard_stop(folder.discard if folder is not None else None):
+            yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+

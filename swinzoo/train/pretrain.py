@@ -30,7 +30,7 @@ from swinzoo.train.checks import (
     with_checked_run_options,
 )
 from swinzoo.train.data import BUILTIN, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
+from swinzoo.train.folder import RunLock, default_out, is_rank_zero, planned_out, run_in_folder, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.options import (
     DATA_OPTION_KEYS,
@@ -56,7 +56,7 @@ from swinzoo.train.sharded import model_weights
 from swinzoo.train.simmim_data import SimMIMDataModule
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.train.simmim_start import load_weights, simmim_start
-from swinzoo.train.trainer import interruptible, start_trainer, third_party_quiet, validate_after_fit
+from swinzoo.train.trainer import start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 
 
@@ -108,25 +108,16 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)
-    folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
-    try:
-        if is_rank_zero():
-            print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)
-        if folder is not None:
-            folder.create(plan, config_text)
-        with interruptible(trainer, folder):
-            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
-                        weights_only=not args.trust_checkpoint)
-            results = validate_after_fit(trainer, module, dm)
+    with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
+                       lambda: print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)):
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                    weights_only=not args.trust_checkpoint)
+        results = validate_after_fit(trainer, module, dm)
         weights = model_weights(trainer, module)  # every rank: under FSDP the shards are gathered onto rank zero
         if not trainer.is_global_zero:
             return None
         metrics = write_outputs(plan, weights, results, trainer.global_step, time.monotonic() - start, console,
                                 str(trainer.precision))
-    except BaseException:  # incl. Ctrl+C: no half-made run left behind
-        if folder is not None:
-            folder.discard()
-        raise
     return PretrainResult(Path(plan.out), metrics)
 
 

@@ -25,7 +25,7 @@ from swinzoo.run_folder import CURVES_FILE, PRETRAIN_TASK, RUN_FILE
 from swinzoo.sources import read_checkpoint, shipped_provenance
 from swinzoo.train.checks import validate_options, weights_to_save
 from swinzoo.train.data import BUILTIN, SwinDataModule, run_data, run_source
-from swinzoo.train.folder import RunFolder, RunLock, default_out, is_rank_zero, planned_out, write_results
+from swinzoo.train.folder import RunLock, default_out, is_rank_zero, planned_out, run_in_folder, write_results
 from swinzoo.train.hf_data import DataOptions
 from swinzoo.train.module import SwinClassifier, finetune_weights
 from swinzoo.train.options import (
@@ -51,7 +51,7 @@ from swinzoo.train.recipes import (
 from swinzoo.train.resume import resume_plan
 from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
-from swinzoo.train.trainer import interruptible, keep_weights, start_trainer, third_party_quiet, validate_after_fit
+from swinzoo.train.trainer import keep_weights, start_trainer, third_party_quiet, validate_after_fit
 from swinzoo.train.trainer_options import check_step_bound
 from swinzoo.upload import check_push_access, check_repo_id, push
 from swinzoo.zoo import is_zoo_name, zoo_config
@@ -208,25 +208,16 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
-    folder = RunFolder(Path(plan.out), lock) if ckpt is None and is_rank_zero() else None
-    try:
-        if is_rank_zero():
-            print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)
-        if folder is not None:
-            folder.create(plan, config_text)
-        with interruptible(trainer, folder):
-            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
-                        weights_only=not args.trust_checkpoint)
-            results = validate_after_fit(trainer, module, dm)
-            results, kept = keep_weights(trainer, module, dm, results)
+    with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
+                       lambda: print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)):
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                    weights_only=not args.trust_checkpoint)
+        results = validate_after_fit(trainer, module, dm)
+        results, kept = keep_weights(trainer, module, dm, results)
         weights = model_weights(trainer, module)  # every rank: under FSDP the shards are gathered onto rank zero
         if not trainer.is_global_zero:
             return None
         metrics = write_outputs(plan, weights, results, trainer.global_step, kept, console, str(trainer.precision))
-    except BaseException:  # incl. Ctrl+C: no half-made run left behind
-        if folder is not None:
-            folder.discard()
-        raise
     if push_to:
         try:
             url = push(str(plan.out), push_to)

@@ -17,7 +17,6 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.optim.lr_scheduler import LambdaLR
 
 from swinzoo.errors import SwinzooError
-from swinzoo.hard_stop import on_hard_stop
 from swinzoo.hardware import keep_freed_memory
 from swinzoo.io import load_torch
 from swinzoo.live_display import redraws_in_place
@@ -280,21 +279,6 @@ class LatestValidation(Callback):
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self.step = trainer.global_step
             self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-
-
-@contextlib.contextmanager
-def interruptible(trainer, folder=None):
-    """Around `trainer.fit` / `validate`: Lightning turns Ctrl+C (and SIGTERM, which swinzoo raises as one) into
-    `SystemExit(1)` after its own shutdown; the CLI gets its KeyboardInterrupt back (exit 130, `error: interrupted`).
-    A new run's `folder` (a `RunFolder`) is discarded too when the signal finds the main thread waiting in C++ (a
-    peer node that never joins) and the CLI's watchdog ends the process (`hard_stop`)."""
-    try:
-        with on_hard_stop(folder.discard if folder is not None else None):
-            yield
-    except SystemExit:
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
 
 
 def log_version(out: Path, resumed_at: int) -> str:
