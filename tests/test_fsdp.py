@@ -138,3 +138,14 @@ def test_weight_averaging_is_refused_under_fsdp(tmp_path, monkeypatch, capsys):
                             "--accelerator", "cpu", "--strategy", "fsdp_cpu"], capsys)
     assert code == 2 and not out.exists()
     one_error_line(err, "--strategy fsdp_cpu", "EMA", "--strategy ddp")
+
+
+@needs_cpu_fsdp
+def test_fsdp_run_prints_lightnings_model_summary(tmp_path):
+    """The summary's forward of the modules' example input would meet the shards outside FSDP's own forward: under
+    FSDP the modules give no example, and the summary lists the layers without sizes."""
+    proc = fsdp("finetune", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "1", "--batch-size", "4",
+                "--precision", "32-true", "--out", tmp_path / "run", "--trainer.limit_val_batches", "1",
+                "--trainer.enable_model_summary", "true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SwinTransformer" in proc.stdout + proc.stderr

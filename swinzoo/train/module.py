@@ -30,6 +30,7 @@ from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
 from swinzoo.preprocess import Preprocess
 from swinzoo.sources import read_checkpoint
+from swinzoo.train.module_tools import ExampleInput
 from swinzoo.train.optim import adamw_warmup_cosine, scaled_lrs
 from swinzoo.train.recipes import PLAIN_RECIPE, Recipe, check_task, finetune_recipe, recipe_from_dict, split_recipe
 from swinzoo.train.rng import seeded, step_seed
@@ -87,7 +88,7 @@ class RecipeLrs:
         return self.peak_lr, self.warmup_lr, self.min_lr
 
 
-class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
+class SwinClassifier(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModule):
     """Fine-tunes `SwinTransformer(config)` with `recipe` (a `Recipe.to_dict()`); `total_batch` (batch x devices x
     nodes x accumulation) scales the recipe's lr, which is per 512 images; None: the batch the Trainer runs, read
     from its training loader when the fit starts. `lr` overrides the scaled peak rate (warmup and min rates keep
@@ -175,7 +176,12 @@ class SwinClassifier(ShardedClipping, RecipeLrs, L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) -> (B, num_classes) logits."""
+        if self._jit_is_scripting:
+            return self.traced_forward(x)
         return self.model(x)
+
+    def example_input(self) -> torch.Tensor:
+        return self.example_images(self.model)
 
     def on_fit_start(self) -> None:
         self.run_seed()

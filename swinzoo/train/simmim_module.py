@@ -25,6 +25,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.errors import python_api
 from swinzoo.models import MaskGenerator, SimMIM
 from swinzoo.train.module import RecipeLrs, fresh_metrics, run_steps
+from swinzoo.train.module_tools import ExampleInput
 from swinzoo.train.optim import adamw_warmup_cosine
 from swinzoo.train.recipes import Recipe, recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
@@ -36,7 +37,7 @@ from swinzoo.train.simmim_start import load_weights, simmim_start
 SHOWN = 8  # validation images drawn in the reconstruction grid
 
 
-class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
+class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModule):
     """Pretrains `SimMIM(config)` (the encoder's config) with `recipe` (a `Recipe.to_dict()`) and its mask
     settings; `total_batch` (batch x devices x nodes x accumulation) scales the recipe's lr, which is per 512
     images; None: the batch the Trainer runs, read from its training loader when the fit starts. `lr` overrides
@@ -100,7 +101,13 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, L.LightningModule):
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, R, R) images, (B, R/p, R/p) mask -> (loss, reconstruction)."""
+        if self._jit_is_scripting:
+            return self.traced_forward(images, mask)
         return self.model(images, mask)
+
+    def example_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.example_images(self.model)
+        return images, self.masks(images, self.recipe.seed)
 
     def on_validation_epoch_start(self) -> None:
         fresh_metrics(self)
