@@ -1,5 +1,6 @@
 """What a Lightning user calls on swinzoo's LightningModules directly, beyond fitting: ModelSummary's sizes,
-`to_onnx` / `to_torchscript`, TensorBoard's graph, hparams and freeze (CPU, nano model)."""
+`to_onnx` / `to_torchscript`, TensorBoard's graph, SimMIMPretrainer under `trainer.test` / `trainer.predict`, hparams
+and freeze (CPU, nano model)."""
 
 import lightning as L
 import pytest
@@ -85,6 +86,36 @@ def test_to_torchscript_is_refused_naming_what_works(make):
     with pytest.raises(SwinzooError, match=r"to_onnx.*torch\.export") as refused:
         make().to_torchscript()
     assert "\n" not in str(refused.value)
+
+
+def test_pretrainer_test_mirrors_validation(tmp_path):
+    module = pretrainer()
+    images = DataLoader(torch.rand(6, 3, 64, 64), batch_size=4)
+    t = trainer(tmp_path)
+    tested = t.test(module, images, verbose=False)[0]
+    assert not (tmp_path / "reconstructions").exists()  # the picture is validation's
+    validated = t.validate(module, images, verbose=False)[0]
+    assert set(tested) == {"test/loss", "test/n"} and tested["test/n"] == 6
+    assert tested["test/loss"] == pytest.approx(validated["val/loss"])  # the same fixed masks, image by image
+
+
+def test_pretrainer_predicts_reconstructions_with_the_validation_masks(tmp_path):
+    module = pretrainer(mask_ratio=0.5)
+    data = torch.rand(6, 3, 64, 64)
+    t = trainer(tmp_path)
+    out = t.predict(module, DataLoader(data, batch_size=4))
+    assert [sorted(batch) for batch in out] == [["loss", "mask", "reconstruction"]] * 2
+    assert [tuple(batch["reconstruction"].shape) for batch in out] == [(4, 3, 64, 64), (2, 3, 64, 64)]
+    masks = torch.cat([batch["mask"] for batch in out])
+    assert masks.shape == (6, 16, 16) and masks.float().mean() == 0.5
+    # each image's mask is its place in the set's, at any batch size: what validation and test score
+    again = torch.cat([batch["mask"] for batch in t.predict(module, DataLoader(data, batch_size=3))])
+    assert torch.equal(again, masks)
+    module.eval()
+    with torch.no_grad():
+        loss, reconstruction = module(data[4:], masks[4:])
+    assert torch.allclose(out[1]["reconstruction"], reconstruction, atol=1e-6)
+    assert out[1]["loss"] == pytest.approx(loss.item())
 
 
 @pytest.mark.parametrize("make", [classifier, pretrainer])

@@ -87,8 +87,11 @@ class ResumableLoader(DataLoader):
 
 
 def evaluated_loader(trainer: L.Trainer):
-    """The loader of the evaluation running: the test set's under `trainer.test`, else the validation set's."""
-    return trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+    """The loader of the evaluation running: the test set's under `trainer.test`, the predicted set's under
+    `trainer.predict` (Lightning deals it out unpadded), else the validation set's."""
+    if trainer.testing:
+        return trainer.test_dataloaders
+    return trainer.predict_dataloaders if trainer.predicting else trainer.val_dataloaders
 
 
 def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: torch.device) -> torch.Tensor:
@@ -96,6 +99,9 @@ def validation_indices(trainer: L.Trainer, batch_idx: int, size: int, device: to
     order; under DDP, Lightning's DistributedSampler deals it out round-robin (rank r takes r, r + world, ...) and
     pads the deal with copies of the first images, so positions from the set's length on are copies."""
     loader = evaluated_loader(trainer)
+    seen = getattr(getattr(loader, "batch_sampler", None), "seen_batch_indices", None)
+    if seen is not None:  # Lightning's predict loader (batch_size None) records each batch's places in the set
+        return torch.tensor(seen[batch_idx], device=device)
     sampler = getattr(loader, "sampler", None)
     position = batch_idx * loader.batch_size + torch.arange(size, device=device)
     if isinstance(sampler, DistributedSampler) and not sampler.shuffle:

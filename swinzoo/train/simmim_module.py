@@ -30,7 +30,7 @@ from swinzoo.train.optim import adamw_warmup_cosine
 from swinzoo.train.recipes import Recipe, recipe_from_dict
 from swinzoo.train.recon_grid import write_reconstructions
 from swinzoo.train.rng import TRAIN_MASK_STREAM, VAL_MASK_STREAM, seeded, step_seed, stream_seed
-from swinzoo.train.sampling import unpadded, validation_indices
+from swinzoo.train.sampling import evaluated_loader, unpadded, validation_indices
 from swinzoo.train.sharded import ShardedClipping, built_ndims
 from swinzoo.train.simmim_start import load_weights, simmim_start
 
@@ -46,6 +46,9 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
 
     Batches are images (B, 3, R, R); the module draws the masks. The lr schedule spans the Trainer's run;
     clipping, accumulation and precision are Trainer settings (`trainer_kwargs(module.recipe)` gives the recipe's).
+    `trainer.test` scores as validation does (`test/loss`, `test/n`); `trainer.predict` returns per batch a dict of
+    the batch's "loss", the "reconstruction" (B, 3, R, R) and the "mask" (B, R/4, R/4), 1 = masked, int64: each
+    image's mask is validation's for its place in the set.
     """
 
     METRICS = ("val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
@@ -112,6 +115,9 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
     def on_validation_epoch_start(self) -> None:
         fresh_metrics(self)
 
+    def on_test_epoch_start(self) -> None:
+        fresh_metrics(self)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         seed = step_seed(self, self.recipe.seed, batch_idx, TRAIN_MASK_STREAM)  # accumulated batches differ too
         with seeded(step_seed(self, self.recipe.seed, batch_idx), self.device):  # drop path: see swinzoo.train.rng
@@ -120,12 +126,32 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
         self.log("lr", self.optimizers().param_groups[-1]["lr"], prog_bar=False)
         return loss
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # one mask per image, drawn from its place in the set: the same at any batch size or device count
-        length = len(self.trainer.val_dataloaders.dataset)
+    def fixed_masks(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """One mask per image of a validation, test or predict batch, drawn from its place in the set: the same at
+        any batch size or device count."""
+        length = len(evaluated_loader(self.trainer).dataset)
         indices = validation_indices(self.trainer, batch_idx, batch.shape[0], torch.device("cpu"))
-        mask = torch.cat([self.masks(batch[:1], stream_seed(self.recipe.seed, VAL_MASK_STREAM, int(i) % length))
+        return torch.cat([self.masks(batch[:1], stream_seed(self.recipe.seed, VAL_MASK_STREAM, int(i) % length))
                           for i in indices])
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.score(batch, batch_idx, "val")
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.score(batch, batch_idx, "test")
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """images (B, 3, R, R), or (images, ...) -> {"loss": the batch's masked-pixel L1, "reconstruction": (B, 3,
+        R, R) (of the normalised targets with `norm_targets`), "mask": (B, R/4, R/4), 1 = masked}."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        mask = self.fixed_masks(images, batch_idx)
+        loss, reconstruction = self(images, mask)
+        return {"loss": loss, "reconstruction": reconstruction, "mask": mask}
+
+    def score(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
+        """The masked-pixel L1 and image count of a validation or test batch, logged as `{stage}/...` per epoch;
+        validation's first batch is kept for the picture."""
+        mask = self.fixed_masks(batch, batch_idx)
         real = unpadded(self.trainer, batch_idx, batch.shape[0], self.device)
         if real is not None:
             batch, mask = batch[real], mask[real]
@@ -136,9 +162,9 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
             loss, reconstruction = batch.new_zeros(()), batch
         self.val_loss.update(loss.detach().float(), n)
         self.val_n.update(torch.tensor(float(n), device=self.device))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/n", self.val_n, on_step=False, on_epoch=True)
-        if batch_idx == 0 and self.trainer.is_global_zero and n:
+        self.log(f"{stage}/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/n", self.val_n, on_step=False, on_epoch=True)
+        if stage == "val" and batch_idx == 0 and self.trainer.is_global_zero and n:
             self.shown = tuple(t[:SHOWN].detach().float().cpu() for t in (batch, mask, reconstruction))
 
     def on_validation_end(self) -> None:
