@@ -4,10 +4,9 @@ matmul-peak share, optionally against timm), printed as a table, JSON or a plot.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 
-from swinzoo.commands import examples, non_negative_int, positive_int, table_console
+from swinzoo.commands import examples, non_negative_int, positive_int, print_json, table_console
 
 EPILOG = examples(
         "swinzoo bench swin_t_224 swinv2_t_256_w8 --vs-timm --eval-and-train",
@@ -93,12 +92,12 @@ def measure_and_report(args) -> int:
             raise
     # the results first: a plot that cannot be drawn must not cost the measurements
     if args.json:
-        print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
+        print_json({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "cpu_class": cpu_class(), "native_bf16_matmul": native_bf16_matmul(),
                           "device": machine_name(args.device), "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
                           "weight_packing": args.weight_packing, "reps": args.reps, "warmup": args.warmup,
                           "compile": args.compile, "grad_ckpt": args.grad_ckpt,
-                          "results": [asdict(r) for r in results]}, indent=1))
+                          "results": [asdict(r) for r in results]}, indent=1)
     else:
         print_table(results, args)
     if args.plot:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from swinzoo.commands import SOURCE_HELP, add_reading_flags, examples, non_negative_int, positive_int, reading_kwargs
+from swinzoo.commands import (
+    SOURCE_HELP,
+    add_reading_flags,
+    examples,
+    non_negative_int,
+    positive_int,
+    print_json,
+    reading_kwargs,
+)
 from swinzoo.errors import SwinzooError, printable
 
 DATA_FLAGS = ("train_split", "val_split", "val_fraction", "split_seed", "image_column", "label_column")
@@ -90,7 +97,7 @@ def run_eval(args) -> int:
         result = evaluate(args.models[0], args.data, res=(args.res or [None])[0], per_class=args.per_class,
                           **options)
         if args.json:
-            print(json.dumps({k: result[k] for k in ("top1", "top5", "n", "per_class") if k in result}))
+            print_json({k: result[k] for k in ("top1", "top5", "n", "per_class") if k in result})
         else:
             split = f" {result['split']}" if result["split"] else ""
             sys.stdout.write(f"{args.models[0]} on {result['data']}{split} at {result['img_size']} px: top1 "
@@ -110,7 +117,7 @@ def run_eval(args) -> int:
     rows = sweep(args.models, args.res, args.data, **options)
     # the results first: a plot that cannot be written must not cost the evaluation
     if args.json:
-        print(json.dumps(rows), flush=True)
+        print_json(rows)
     else:
         sys.stdout.write("model                            res  window   top1    top5      n\n")
         for r in rows:
@@ -140,5 +147,5 @@ def run_predict(args) -> int:
     rows = predict(args.model, args.images, topk=args.topk, batch_size=args.batch_size, device=args.device,
                    precision=args.precision, on_batch=None if args.json else print_rows, **reading_kwargs(args))
     if args.json:  # one JSON document: written whole at the end
-        print(json.dumps(rows))
+        print_json(rows)
     return 0

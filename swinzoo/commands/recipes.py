@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from swinzoo.commands import examples
+from swinzoo.commands import examples, print_json
 
 
 def register(subparsers) -> None:
@@ -26,11 +24,14 @@ def run(args) -> int:
     if args.name:
         recipe = load_recipe(args.name)
         values = recipe.to_dict()
-        print((json.dumps(values, indent=1) if args.json else yaml.safe_dump(values, sort_keys=False)).rstrip())
+        if args.json:
+            print_json(values, indent=1)
+        else:
+            print(yaml.safe_dump(values, sort_keys=False).rstrip())
         return 0
     rows = describe_recipes()
     if args.json:
-        print(json.dumps([load_recipe(name).to_dict() for name, _ in rows], indent=1))
+        print_json([load_recipe(name).to_dict() for name, _ in rows], indent=1)
         return 0
     console = Console()
     soft = not console.is_terminal  # piped (`| grep NAME`): a line each, not wrapped at 80 or $COLUMNS

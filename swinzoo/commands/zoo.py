@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from swinzoo.commands import SOURCE_HELP, add_reading_flags, examples, reading_kwargs, table_console
+from swinzoo.commands import SOURCE_HELP, add_reading_flags, examples, print_json, reading_kwargs, table_console
 from swinzoo.errors import SwinzooError, printable
 
 
@@ -43,7 +41,7 @@ def run_list(args) -> int:
                              classes=w.num_classes,
                              hub=w.hub_repo or w.official_url or f"swinzoo/data/{w.package_file}", local=local(w)))
     if args.json:  # for scripts: an empty list is an answer, as list_models gives it
-        print(json.dumps(rows, indent=1))
+        print_json(rows, indent=1)
         return 0
     if not rows:  # an empty table reads like a zoo without such models, not a typo
         raise SwinzooError(f"no model matches {args.pattern!r}; {close_names(args.pattern)}")
@@ -103,7 +101,7 @@ def run_info(args) -> int:
 
     info = model_info(args.model, **reading_kwargs(args))
     if args.json:
-        print(json.dumps(info, indent=1))
+        print_json(info, indent=1)
         return 0
     console = Console()
     table = Table(title=Text(args.model), show_header=False)  # names, paths and values are text, not rich markup
