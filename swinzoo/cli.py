@@ -21,6 +21,7 @@ import sys
 
 from swinzoo import hard_stop
 from swinzoo.errors import OneLineParser, SwinzooError, exit_code, note_signal, signals_taken
+from swinzoo.settings import check_environment
 
 COMMAND_MODULES = (
     "swinzoo.commands.zoo",  # list, info
@@ -122,6 +123,7 @@ def cli_main(args: list[str] | None = None) -> int:
     argv = [from_home(a) for a in (sys.argv[1:] if args is None else [str(a) for a in args])]
 
     def run() -> int:
+        check_environment()  # a mistyped SWINZOO_* value: one error line, not the default run without a word
         if argv[:1] in (["finetune"], ["pretrain"]):  # own parsers: YAML configs, the Trainer's arguments
             verb = importlib.import_module(f"swinzoo.commands.{argv[0]}")
             return verb.main(argv[1:])

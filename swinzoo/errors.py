@@ -32,6 +32,8 @@ class OneLineParser(argparse.ArgumentParser):
         raise SwinzooError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
+DEBUG_ENV = "SWINZOO_DEBUG"
+DEBUG_ON, DEBUG_OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 # what torch raises in the main process when a data loader worker was stopped by SIGTERM or SIGINT; with the whole
 # process group signalled, it can come before the main process's own KeyboardInterrupt
 WORKER_STOPPED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) is killed by signal: (Terminated|Interrupt)")
@@ -141,6 +143,12 @@ def signals_taken() -> int:
     return SIGNALS_TAKEN
 
 
+def debug_enabled() -> bool:
+    """SWINZOO_DEBUG on: tracebacks instead of one-line errors, huggingface_hub's messages kept (a value that is
+    neither on nor off counts as off, so the CLI's error about it is one line: `swinzoo.settings`)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in DEBUG_ON
+
+
 def exit_code(command: Callable[[], int | None]) -> int:
     """Run `command` and return its exit code, every exception as one line on stderr: a `SwinzooError` (bad input:
     the message names the problem and the fix) 2, a failed memory allocation 2 (a resolution, batch or class count
@@ -154,7 +162,7 @@ def exit_code(command: Callable[[], int | None]) -> int:
 def _exit_code(command: Callable[[], int | None]) -> int:
     global SIGNALLED
     SIGNALLED = False  # a signal to an earlier command run in this process (tests, a notebook) is not this one's
-    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    debug = debug_enabled()
     in_cli = _SPELLED_ABOVE.set(True)
     try:
         return int(command() or 0)

@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from swinzoo.errors import NetworkError, SwinzooError
+from swinzoo.errors import NetworkError, SwinzooError, debug_enabled
+from swinzoo.settings import HUB_TIMEOUT_ENV as TIMEOUT_ENV
+from swinzoo.settings import hub_timeout
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-TIMEOUT_ENV = "SWINZOO_HUB_TIMEOUT"
-DEFAULT_TIMEOUT = 10.0
 WRITE_TIMEOUT_FACTOR = 3  # a commit or an upload (PUT) may take longer to be answered
 
 
@@ -63,21 +63,6 @@ def endpoint() -> str:
     from huggingface_hub import constants
 
     return str(getattr(constants, "ENDPOINT", None) or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def hub_timeout() -> float:
-    """Seconds to wait to connect and for each answer: `SWINZOO_HUB_TIMEOUT`, default 10."""
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise SwinzooError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds; unset it for the default "
-                           f"({DEFAULT_TIMEOUT:g})")
-    return value
 
 
 def cache_dir() -> Path:
@@ -251,7 +236,7 @@ def hub_calls():
     installation, undone when the last one exits."""
     global _active, _undo
     guard = _Guard(hub_timeout())
-    debug = os.environ.get("SWINZOO_DEBUG", "").strip() not in ("", "0")
+    debug = debug_enabled()
     with _state_lock:
         if _active == 0:
             _undo = _install(guard, quiet=not debug)
