@@ -44,7 +44,8 @@ EXAMPLES = """examples:
   swinzoo pretrain --from swin_n_64 --data shapes       # SimMIM self-supervised pretraining
   swinzoo eval runs/swin_n_64-128                       # top-1 / top-5 on the validation split
 
-`swinzoo COMMAND --help` describes each command; SWINZOO_DEBUG=1 shows tracebacks."""
+`swinzoo COMMAND --help` describes each command; SWINZOO_DEBUG=1 shows tracebacks; --json documents, exit
+codes and environment variables: docs/scripting.md."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--max-steps", "2", "--batch-size", "4", "--num-workers", "0", "--trainer", "limit_val_batches=2"]
 # what a launcher around pytest may have set, which would make these processes part of its world instead
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
-                      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SWINZOO_RUN_OUT",
-                      "SWINZOO_IMAGES_CHECKED", "JSM_NAMESPACE_RANK", "LSB_JOBID")
+                      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "_SWINZOO_RUN_OUT",
+                      "_SWINZOO_IMAGES_CHECKED", "JSM_NAMESPACE_RANK", "LSB_JOBID")
 WAIT = 150  # seconds a two-node run of 2 steps may take on a busy 2-core machine
 
 

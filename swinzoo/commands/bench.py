@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--plot", metavar="FILE.png", help="draw ms/image against resolution (use several --res)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--json", action="store_true", help="print JSON: the machine, the settings and "
+                   "results, one per model and implementation (keys: docs/scripting.md)")
     p.set_defaults(func=run)
 
 

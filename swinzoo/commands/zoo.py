@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         "swinzoo list swinv2                    # names containing swinv2",
         "swinzoo list 'swin_*_384*' --json"))
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="only names matching it (a glob, else a substring)")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of {name, default, version, res, "
+                   "window, params_m, gmacs, top1, classes, hub, local} ([] when nothing matches; docs/scripting.md)")
     p.set_defaults(func=run_list)
     p = subparsers.add_parser("info", help="config, parameters and GMACs of a zoo name or a checkpoint",
                               epilog=examples(

@@ -25,7 +25,7 @@ CHECK_CHUNK = 64  # images per thread-pool task
 PROGRESS_FROM = 2000  # show a progress bar when checking at least this many images
 # the checks global rank zero passed, for the DDP processes it starts: Lightning's launcher runs the command again in
 # each of them, which would decode every image again, N-1 more times on the same CPUs (`checked_by_rank_zero`)
-CHECKED_ENV = "SWINZOO_IMAGES_CHECKED"
+CHECKED_ENV = "_SWINZOO_IMAGES_CHECKED"
 # bump when `image_problem` finds new kinds of problems, so files that passed an older check are decoded again
 CHECK_VERSION = 1
 # a record of a passed check not read for this long is removed when another is written

@@ -12,7 +12,7 @@ from pathlib import Path
 from swinzoo.errors import SwinzooError, printable
 from swinzoo.run_folder import CONFIG_FILE
 
-OUT_ENV = "SWINZOO_RUN_OUT"
+OUT_ENV = "_SWINZOO_RUN_OUT"  # swinzoo's own (the leading _): rank zero passes the run folder to its DDP processes
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
 KEEP_CHOICES = ("best", "last")  # which weights OUT/model.safetensors holds
 LOGGER_CHOICES = ("csv", "tensorboard", "wandb")  # csv is always written; the others are added to it
