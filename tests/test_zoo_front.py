@@ -135,6 +135,16 @@ def test_info_shows_a_missing_value_as_a_dash_as_list_does(capsys):
     assert "None" not in out
     assert re.search(r"top1\s*│\s*-\s", out) and re.search(r"hub_repo\s*│\s*-\s", out)
 
+def test_info_piped_keeps_every_key_whole_whatever_columns(monkeypatch, capsys):
+    """Piped with COLUMNS=40 (a narrow CI log, or a terminal's COLUMNS inherited by `| grep`), the table was cut to
+    40 columns: `pretrained_windo…`, so `swinzoo info M | grep pretrained_window_sizes` found nothing. Piped, it
+    is as wide as `list`'s, whatever COLUMNS says."""
+    monkeypatch.setenv("COLUMNS", "40")
+    code, out, err = run_cli(["info", "swin_n_64"], capsys)
+    assert code == 0, err
+    assert re.search(r"pretrained_window_sizes\s*│\s*\[0, 0, 0, 0\]", out) and "…" not in out, out
+
+
 # ---------------------------------------------------------------------------------------------- list_models
 def test_list_models_pretrained_lists_loadable_weights_by_tag():
     everything = list_models()

@@ -94,7 +94,6 @@ def local(weights) -> str | None:
 
 
 def run_info(args) -> int:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -104,7 +103,7 @@ def run_info(args) -> int:
     if args.json:
         print_json(info, indent=1)
         return 0
-    console = Console()
+    console = table_console(120)  # piped: whole keys and lines for grep, not cut to COLUMNS
     table = Table(title=Text(args.model), show_header=False)  # names, paths and values are text, not rich markup
     for key, value in info["config"].items():
         if key != "class_names":
