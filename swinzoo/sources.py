@@ -72,8 +72,9 @@ def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) 
             raise SwinzooError(f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values where weights "
                                "are floating point; the file is corrupt or not a Swin checkpoint")
         if not allow_nonfinite and not bool(torch.isfinite(value).all()):
-            raise SwinzooError(f"{source}: {key} holds NaN or Inf values; {corrupt}, or pass --allow-nonfinite to "
-                               "read it anyway")
+            # only convert / export take the flag: the other verbs have no use for weights that compute NaN
+            raise SwinzooError(f"{source}: {key} holds NaN or Inf values; {corrupt}, or copy it as it is with "
+                               "`swinzoo convert SRC -o OUT --allow-nonfinite` (e.g. to inspect it)")
 
 
 def _read(src: str, from_format: str, arch: str | None, trust_checkpoint: bool, ema: bool | None = None

@@ -172,3 +172,29 @@ def test_arch_that_contradicts_what_the_source_says_is_refused(source, tmp_path,
     assert code == 0, err
     with pytest.raises(swinzoo.SwinzooError, match="--arch swin_t_224 contradicts.*arch="):
         swinzoo.load_model(src, arch="swin_t_224")
+
+
+def test_non_finite_weights_error_names_a_way_the_verb_has(images, tmp_path, capsys):
+    """The NaN / Inf error said "pass --allow-nonfinite", which only convert and export have: info and predict
+    answered "unrecognized argument" to the advice."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = tmp_path / "good.safetensors"
+    swinzoo.convert("swin_n_64", good)
+    with safe_open(str(good), "pt") as f:
+        metadata = f.metadata()
+    weights = load_file(good)
+    weights["head.bias"][0] = float("nan")
+    bad = tmp_path / "bad.safetensors"
+    save_file(weights, bad, metadata=metadata)
+    for verb, extra in (("info", []), ("predict", [images])):
+        code, _, err = run_cli([verb, bad, *extra], capsys)
+        assert code == 2
+        line = one_error_line(err, "head.bias holds NaN")
+        if "--allow-nonfinite" in line:
+            assert "swinzoo convert" in line, line
+    code, _, err = run_cli(["convert", bad, "-o", tmp_path / "kept.safetensors"], capsys)
+    one_error_line(err, "--allow-nonfinite")
+    code, _, err = run_cli(["convert", bad, "-o", tmp_path / "kept.safetensors", "--allow-nonfinite"], capsys)
+    assert code == 0, err
