@@ -166,12 +166,30 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
     hard_stop.arm(taken=signals_taken)  # for a main thread waiting in C++, where `_terminated` never runs
+    quiet_forks()
     try:
         code = cli_main()
     except KeyboardInterrupt:  # a second signal of the group, after the first was reported (`exit_code`)
         code = 130
     _workers_may_end()
     sys.exit(code)
+
+
+def quiet_forks() -> None:
+    """In each forked loader worker: a thread that finds the main process gone (multiprocessing's fd-sharing thread,
+    whose handshake the interrupted main process hangs up) ends without a traceback under the one line."""
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_quiet_disconnects)
+
+
+def _quiet_disconnects() -> None:
+    shown = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if not issubclass(kind, (EOFError, ConnectionError)):
+            shown(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def _workers_may_end() -> None:

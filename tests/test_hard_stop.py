@@ -123,3 +123,33 @@ def test_a_forked_workers_signal_is_not_the_parents(tmp_path):
         """, tmp_path)
     code, err = ended(proc)
     assert code == 0, err
+
+
+def test_a_forked_worker_says_nothing_of_its_parent_hanging_up(tmp_path):
+    """A loader worker's fd-sharing thread (multiprocessing.resource_sharer) printed a traceback when the main process,
+    interrupted by Ctrl-C to the group, hung up mid-handshake: under the one `error: interrupted` line. The CLI's
+    forks stay quiet about a peer gone (EOFError, ConnectionError); any other error still prints."""
+    script = textwrap.dedent("""
+        import os, sys
+        from swinzoo import cli
+        cli.quiet_forks()
+        child = os.fork()
+        if child == 0:
+            for error in (EOFError("peer gone"), ConnectionResetError("reset"), ValueError("a real bug")):
+                try:
+                    raise error
+                except Exception:
+                    sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+            os._exit(0)
+        os.waitpid(child, 0)
+        try:
+            raise EOFError("in the main process")
+        except EOFError:
+            sys.excepthook(*sys.exc_info())
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, text=True, capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "a real bug" in proc.stderr and "in the main process" in proc.stderr
+    assert "peer gone" not in proc.stderr and "reset" not in proc.stderr
