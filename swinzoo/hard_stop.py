@@ -61,8 +61,10 @@ def arm(taken: Callable[[], int], grace_s: float = GRACE_S) -> None:
 
 
 def _disarm_in_child(read_fd: int, write_fd: int) -> None:
+    global _armed_pid
     if _armed_pid is None or _armed_pid == os.getpid():
         return
+    _armed_pid = None  # a fork of this child runs the hook too: by then these numbers may be the child's own files
     try:
         signal.set_wakeup_fd(-1)
     except ValueError:  # forked from a thread other than the main one: that thread is the child's main thread

@@ -153,3 +153,25 @@ def test_a_forked_worker_says_nothing_of_its_parent_hanging_up(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "a real bug" in proc.stderr and "in the main process" in proc.stderr
     assert "peer gone" not in proc.stderr and "reset" not in proc.stderr
+
+
+def test_a_fork_of_a_forked_worker_keeps_its_own_files(tmp_path):
+    """The disarm closed the parent's pipe in every fork, a fork of a worker too, where those numbers were by then
+    the worker's own files (a dataset's multiprocessing pool forked from a worker lost them)."""
+    proc, marker = start("""
+        print("ready", flush=True)
+        child = os.fork()
+        if child == 0:
+            read_end, write_end = os.pipe()  # the lowest free numbers: those the disarm closed here
+            grandchild = os.fork()
+            if grandchild == 0:
+                try:
+                    os.fstat(read_end), os.fstat(write_end)
+                    os._exit(0)
+                except OSError:
+                    os._exit(1)
+            os._exit(os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1]))
+        sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+        """, tmp_path)
+    code, err = ended(proc)
+    assert code == 0, err
