@@ -55,7 +55,7 @@ def read_checkpoint(src: str | os.PathLike | Source, *, from_format: str = "auto
             raise SwinzooError("--ema reads the EMA weights of a local training checkpoint; a model in memory holds "
                                "its own weights: pass the EMA model itself")
         checkpoint = converters.read_object(src, from_format, arch)
-        check_weights(checkpoint.state_dict, source_name(src), allow_nonfinite)
+        check_weights(checkpoint.state_dict, source_name(src), allow_nonfinite, in_memory=True)
         return checkpoint
     src = os.fspath(src)
     checkpoint = _read(src, from_format, arch, trust_checkpoint, ema)
@@ -63,9 +63,10 @@ def read_checkpoint(src: str | os.PathLike | Source, *, from_format: str = "auto
     return checkpoint
 
 
-def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False) -> None:
-    """Corrupt weights fail here, not as chance accuracy or `nan` probabilities later."""
-    corrupt = ("the model's weights are broken (a diverged step or an edit)" if source.startswith("the in-memory ")
+def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False, in_memory: bool = False) -> None:
+    """Corrupt weights fail here, not as chance accuracy or `nan` probabilities later; `in_memory`: they are a
+    model object's, not a file's."""
+    corrupt = ("the model's weights are broken (a diverged step or an edit)" if in_memory
                else "the file is corrupt (download or convert it again)")
     for key, value in state_dict.items():
         if not value.is_floating_point():
