@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from swinzoo.config import SwinConfig
 from swinzoo.converters.common import Checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path
+from swinzoo.json_text import strict_dumps
 from swinzoo.models import SwinBackbone, SwinTransformer
 from swinzoo.models.traceable import traceable
 from swinzoo.preprocess import Preprocess
@@ -107,7 +107,7 @@ def sample_input(config: SwinConfig) -> torch.Tensor:
 def metadata(checkpoint: Checkpoint, fmt: str) -> str:
     """What the exported file carries about itself: config, provenance, input and output names."""
     config = checkpoint.config
-    return json.dumps({"format": fmt, "config": config.to_dict(), "provenance": checkpoint.provenance,
+    return strict_dumps({"format": fmt, "config": config.to_dict(), "provenance": checkpoint.provenance,
                        "input": INPUT_NAME, "outputs": output_names(config),
                        # resolved, for a deployment without swinzoo (timm's data_config keys)
                        "preprocess": Preprocess.of(config).data_config(config.img_size, config.in_chans),

@@ -22,6 +22,7 @@ from swinzoo.converters.foreign import is_module_checkpoint
 from swinzoo.converters.objects import swinzoo_checkpoint
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata, safetensors_write_errors
+from swinzoo.json_text import strict_dumps
 from swinzoo.models import parameter_shapes
 
 CONFIG_KEY = "swinzoo_config"
@@ -37,7 +38,7 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, pat
                     provenance: dict | None = None, overwrite: bool = True) -> Path:
     """Write a swinzoo safetensors checkpoint atomically (`overwrite`: see `io.atomic_path`)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: json.dumps(provenance or {})}
+    metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: strict_dumps(provenance or {})}
     with atomic_path(path, overwrite) as tmp, safetensors_write_errors(path):
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)

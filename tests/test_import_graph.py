@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # (layer, module prefixes); a module belongs to the first layer with a prefix that is it or one of its packages
 LAYERS = [
     (0, ("swinzoo.errors", "swinzoo.settings", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess",
-         "swinzoo.hardware", "swinzoo.run_folder", "swinzoo.live_display", "swinzoo.hard_stop")),
+         "swinzoo.hardware", "swinzoo.run_folder", "swinzoo.live_display", "swinzoo.hard_stop",
+         "swinzoo.json_text")),
     (1, ("swinzoo.models",)),
     (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io", "swinzoo.state_dicts",
          "swinzoo.pickled_configs")),

@@ -151,3 +151,42 @@ def test_every_json_document_key_is_documented(tmp_path, capsys):
     keys |= {f.name for f in dataclasses.fields(Result)}
     missing = sorted(k for k in keys if f"`{k}`" not in section)
     assert not missing, missing
+
+
+def test_the_files_a_run_writes_are_strict_json_when_a_metric_is_not_finite(tmp_path):
+    """An fp16 run whose loss overflowed has val_loss = inf or NaN. metrics.json, run.json and the provenance inside
+    model.safetensors were written by Python's json as bare NaN / Infinity, which pandas.read_json, jq and the Hub's
+    metadata readers refuse; the values are null there, the finite ones unchanged."""
+    from safetensors import safe_open
+
+    from swinzoo.config import SwinConfig
+    from swinzoo.converters.native import PROVENANCE_KEY
+    from swinzoo.train.folder import write_plan, write_results
+    from swinzoo.train.options import Plan
+
+    model = swinzoo.load_model("swin_n_64")
+    config = SwinConfig.from_dict(json.loads(model.config.to_json()))
+    plan = Plan(out=str(tmp_path), source="swin_n_64", config=config.to_dict(), recipe={"label_smoothing": 0.1},
+                data="cifar10", lr=float("nan"), provenance={"source": "swin_n_64", "loss_scale": float("inf")})
+    write_plan(plan, tmp_path / "run.json")
+    written = write_results(plan, model.state_dict(), "finetune", {"top1": 0.5, "val_loss": float("nan")})
+
+    assert strict_json((tmp_path / "metrics.json").read_text()) == {"top1": 0.5, "val_loss": None}
+    run = strict_json((tmp_path / "run.json").read_text())
+    assert run["lr"] is None and run["provenance"]["loss_scale"] is None and run["recipe"]["label_smoothing"] == 0.1
+    with safe_open(str(written), "pt") as f:
+        provenance = strict_json(f.metadata()[PROVENANCE_KEY])
+    assert provenance["finetune"]["val_loss"] is None and provenance["finetune"]["top1"] == 0.5
+    assert provenance["loss_scale"] is None
+
+
+def test_an_exported_graphs_metadata_is_strict_json_when_its_provenance_holds_nan():
+    """ONNX metadata_props and a .pt2's extra file carry the source's provenance, which may come from another tool
+    with a NaN in it; a deployment reading it with JSON.parse or Go's encoding/json would fail."""
+    from swinzoo.converters import graph
+    from swinzoo.converters.common import Checkpoint
+
+    model = swinzoo.load_model("swin_n_64")
+    checkpoint = Checkpoint(model.state_dict(), model.config, provenance={"pretrain": {"val_loss": float("nan")}})
+    document = strict_json(graph.metadata(checkpoint, "onnx"))
+    assert document["provenance"] == {"pretrain": {"val_loss": None}} and document["format"] == "onnx"

@@ -6,8 +6,8 @@ same reason; a test holds them equal to `swinzoo.converters.FORMATS`.
 """
 
 import argparse
-import json
-import math
+
+from swinzoo.json_text import strict_dumps
 
 FORMAT_CHOICES = ("auto", "swinzoo", "official", "timm", "hf", "torchvision", "mmdet", "simmim")
 EXPORT_CHOICES = ("official", "timm", "hf", "torchvision", "mmdet", "simmim", "onnx", "pt2")
@@ -52,17 +52,7 @@ def table_console(width: int):
 def print_json(document, indent: int | None = None) -> None:
     """`document` on stdout as one strict JSON document (RFC 8259): a NaN or infinite float, which Python's json
     writes as bare NaN / Infinity and JSON.parse, Go, Rust and `jq --strict`-style readers refuse, is null."""
-    print(json.dumps(_finite(document), indent=indent, allow_nan=False), flush=True)
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    print(strict_dumps(document, indent=indent), flush=True)
 
 
 # the reading flags' help, the same under argparse (`add_reading_flags`) and jsonargparse (finetune, pretrain)

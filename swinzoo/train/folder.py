@@ -22,6 +22,7 @@ except ImportError:  # no flock (Windows): runs are not guarded against a second
 from swinzoo.errors import SwinzooError
 from swinzoo.hard_stop import on_hard_stop
 from swinzoo.io import atomic_path
+from swinzoo.json_text import strict_dumps
 from swinzoo.run_folder import CKPT_FILE, CONFIG_FILE, METRICS_FILE, RUN_FILE
 from swinzoo.train.options import OUT_ENV, Plan, is_plain
 
@@ -50,7 +51,7 @@ def write_results(plan: Plan, state_dict: dict, task: str, metrics: dict) -> Pat
     provenance = {**plan.provenance, task: {**metrics, "command": plan.command}}
     save_state_dict(state_dict, SwinConfig.from_dict(plan.config), model, provenance)
     with atomic_path(Path(plan.out) / METRICS_FILE) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1))
+        tmp.write_text(strict_dumps(metrics, indent=1))
     return model
 
 
@@ -259,7 +260,7 @@ def write_plan(plan: Plan, path: Path) -> None:
     its caller)."""
     plain_trainer = {k: v for k, v in plan.trainer.items() if is_plain(v)}
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({**plan.__dict__, "trainer": plain_trainer}, indent=1))
+        tmp.write_text(strict_dumps({**plan.__dict__, "trainer": plain_trainer}, indent=1))
 
 
 def remove_entry(path: Path) -> None:
