@@ -120,11 +120,18 @@ def from_home(arg: str) -> str:
     return os.path.expanduser(arg) if arg.startswith("~") else arg
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    """Whether `argv` asks only for a help page or the version (before a `--`, after which words are values)."""
+    flags = argv[:argv.index("--")] if "--" in argv else argv
+    return any(a in ("-h", "--help", "--version") for a in flags)
+
+
 def cli_main(args: list[str] | None = None) -> int:
     argv = [from_home(a) for a in (sys.argv[1:] if args is None else [str(a) for a in args])]
 
     def run() -> int:
-        check_environment()  # a mistyped SWINZOO_* value: one error line, not the default run without a word
+        if not asks_for_help(argv):  # the help documents the variables, so a typo in one must not hide it
+            check_environment()  # a mistyped SWINZOO_* value: one error line, not the default run without a word
         if argv[:1] in (["finetune"], ["pretrain"]):  # own parsers: YAML configs, the Trainer's arguments
             verb = importlib.import_module(f"swinzoo.commands.{argv[0]}")
             return verb.main(argv[1:])

@@ -60,6 +60,15 @@ def test_a_bad_environment_value_is_one_error_line_naming_the_variable_and_its_v
     one_error_line(err, f"{name}={value!r}", values)
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["info", "-h"], ["finetune", "--help"]])
+def test_help_and_version_answer_under_a_bad_environment_value(argv, monkeypatch, capsys):
+    """A mistyped SWINZOO_CPU_GEMM also refused `swinzoo --help`, the page that documents the variables: the check
+    waits for a command that does something."""
+    monkeypatch.setenv("SWINZOO_CPU_GEMM", "mkl")
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0 and out.strip() and "error" not in err, (code, err)
+
+
 @pytest.mark.parametrize("value", ["0", "false", "No", "off", ""])
 def test_swinzoo_debug_off_spelled_any_common_way_keeps_the_one_line_error(value, monkeypatch, capsys):
     """SWINZOO_DEBUG=false (a CI template's false) showed the traceback: anything but "" and "0" counted as on."""
