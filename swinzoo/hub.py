@@ -3,13 +3,16 @@
 Downloads go through huggingface_hub into its own cache, so a repo is fetched once and shared with timm and
 transformers. The environment is read at call time: `HF_HOME` / `HF_HUB_CACHE` (where the cache is),
 `HF_HUB_OFFLINE` (use the cache only), `HF_ENDPOINT` (the Hub's URL) and `HF_TOKEN` (private or gated repos, read
-by huggingface_hub itself). Only config.json and one weight file are fetched (model.safetensors, else
-pytorch_model.bin).
+by huggingface_hub itself). Only config.json and the weights are fetched, looked for as transformers'
+from_pretrained does (`WEIGHT_CHOICES`): model.safetensors, else the index of its shards
+(model.safetensors.index.json, as `push_to_hub(max_shard_size=...)` uploads) and every shard it names (at the
+index's commit; each a plain file name, never a path), else pytorch_model.bin, else its shards.
 Every call to the Hub runs inside `swinzoo.hub_http.hub_calls()` (timeouts, no retries on an unreachable Hub, quiet).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -28,6 +31,11 @@ from swinzoo.zoo import get_entry
 
 PREFIXES = ("hf-hub:", "hf_hub:")  # timm accepts the legacy underscore spelling too
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# transformers' save_pretrained above max_shard_size: an index json naming the shard files
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# what transformers' from_pretrained fetches, first found: each single file, else its shards
+WEIGHT_CHOICES = (WEIGHT_FILES[0], SHARD_INDEXES[0], WEIGHT_FILES[1], SHARD_INDEXES[1])
+MAX_INDEX_BYTES = 64 * 2**20  # far above any real index (a 100-billion-parameter model's: a few MiB)
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REPO_ID_MAX = 96  # the Hub's limit on a repo id
 
@@ -78,9 +86,11 @@ def parse_ref(src: str) -> tuple[str, str | None]:
 # ---------------------------------------------------------------------------------------------- environment
 
 
-def _download(repo: str, filename: str, revision: str | None, local_only: bool) -> Path | None:
+def _download(repo: str, filename: str, revision: str | None, local_only: bool, commit: str | None = None
+              ) -> Path | None:
     """The cached path of one file, downloading it unless offline; None when the repo has no such file. A Hub that
-    cannot be reached raises `HubNetworkError` (the caller looks in the cache)."""
+    cannot be reached raises `HubNetworkError` (the caller looks in the cache). `commit`: fetch it at that commit
+    instead of `revision` (which the messages still name)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -94,7 +104,7 @@ def _download(repo: str, filename: str, revision: str | None, local_only: bool) 
     ref = f"hf-hub:{repo}" + (f"@{revision}" if revision else "")
     try:
         with hub_calls():
-            return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
+            return Path(hf_hub_download(repo, filename, revision=commit or revision, cache_dir=cache_dir(),
                                         local_files_only=local_only, endpoint=endpoint(),
                                         etag_timeout=hub_timeout()))
     except LocalEntryNotFoundError as e:  # (an EntryNotFoundError, so first)
@@ -136,73 +146,137 @@ def download(ref: str) -> Path:
     return fetch(ref, downloading=True)
 
 
-def fetch(src: str, downloading: bool = False) -> Path:
-    """Download (or find in the cache) config.json and the weights of `hf-hub:ORG/NAME[@REV]`; their folder."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
+class _Fetch:
+    """The files of one `fetch`, each from the Hub or, once the Hub failed to answer (or offline), from the cache."""
 
-    repo, revision = parse_ref(src)
-    hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything else
-    found: list[Path] = []
-    missing_locally = False
-    network: HubNetworkError | str | None = None
-    busy = False  # the Hub answered 429 or 5xx: the network is fine, the Hub is not (now)
-    local_only = offline()
-    for name in ("config.json", *WEIGHT_FILES):
-        if name in WEIGHT_FILES and any(p.name in WEIGHT_FILES for p in found):
-            break
+    def __init__(self, src: str, downloading: bool) -> None:
+        self.src, self.downloading = src, downloading
+        self.repo, self.revision = parse_ref(src)
+        self.local_only = offline()
+        self.missing_locally = False
+        self.network: HubNetworkError | str | None = None
+        self.busy = False  # the Hub answered 429 or 5xx: the network is fine, the Hub is not (now)
+
+    def get(self, name: str, commit: str | None = None) -> Path | None:
+        """The cached path of `name`, or None: the Hub has no such file, or (`missing_locally`) the cache has not."""
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        self.missing_locally = False
         try:
             try:
-                path = _download(repo, name, revision, local_only)
+                return _download(self.repo, name, self.revision, self.local_only, commit)
             except HubNetworkError as e:
                 # the Hub did not answer: use the cache for this and the other files instead of retrying
-                network, missing_locally, local_only = e, True, True
-                path = _download(repo, name, revision, True)
+                self.network, self.local_only = e, True
+                return _download(self.repo, name, self.revision, True, commit)
         except LocalEntryNotFoundError as e:
             # online, this means the Hub did not answer: use the cache for the other files instead of retrying
-            answer = None if local_only else http_error(e)
-            busy = busy or bool(answer and (answer[0] == 429 or answer[0] >= 500))
-            network = network or (f"the Hugging Face Hub at {endpoint()} answered {answer[0]} {answer[1]}".rstrip()
-                                  if answer else None)
-            missing_locally = local_only = True
-            continue
-        if path is not None:
-            found.append(path)
-    if not any(p.name in WEIGHT_FILES for p in found):
-        if missing_locally:
-            where = f"{repo} is not in the Hugging Face cache ({cache_dir()})"
-            if isinstance(network, HubNetworkError) and not offline():
-                raise NetworkError(f"{src}: {network.what()} and {where}; {network.hint()}, or set HF_HOME to a "
-                                   "cache that has it")
-            if offline():
-                how = "HF_HUB_OFFLINE is set"
-            elif network is not None:
-                how = f"{network} (HF_HUB_OFFLINE=1 skips the Hub)"
-            else:
-                how = "the Hub could not be reached (set HF_HUB_OFFLINE=1 to skip trying)"
-            if busy and not offline():
-                fix = "try again later" + ("" if downloading else f" (`swinzoo download {src}`)")
-            elif downloading:  # the user is already running `swinzoo download`: say what else to change
-                fix = "unset HF_HUB_OFFLINE to download it" if offline() else "run it again with network access"
-            else:
-                fix = (("unset HF_HUB_OFFLINE and " if offline() else "")
-                       + f"run `swinzoo download {src}` with network access")
-            error = NetworkError if network is not None and not offline() else SwinzooError
-            raise error(f"{src}: {where} and {how}; {fix}, or set HF_HOME to a cache that has it")
-        raise SwinzooError(f"{src}: {repo} has no {' or '.join(WEIGHT_FILES)}; it is not a timm or transformers "
-                           "model repo")
-    return found[-1].parent
+            answer = None if self.local_only else http_error(e)
+            self.busy = self.busy or bool(answer and (answer[0] == 429 or answer[0] >= 500))
+            self.network = self.network or (f"the Hugging Face Hub at {endpoint()} answered {answer[0]} "
+                                            f"{answer[1]}".rstrip() if answer else None)
+            self.missing_locally = self.local_only = True
+            return None
+
+    def not_cached(self, what: str) -> SwinzooError:
+        """`what` (the repo, or one of its files) is needed, not in the cache, and the Hub did not give it."""
+        src, network = self.src, self.network
+        where = f"{what} is not in the Hugging Face cache ({cache_dir()})"
+        if isinstance(network, HubNetworkError) and not offline():
+            return NetworkError(f"{src}: {network.what()} and {where}; {network.hint()}, or set HF_HOME to a cache "
+                                "that has it")
+        if offline():
+            how = "HF_HUB_OFFLINE is set"
+        elif network is not None:
+            how = f"{network} (HF_HUB_OFFLINE=1 skips the Hub)"
+        else:
+            how = "the Hub could not be reached (set HF_HUB_OFFLINE=1 to skip trying)"
+        if self.busy and not offline():
+            fix = "try again later" + ("" if self.downloading else f" (`swinzoo download {src}`)")
+        elif self.downloading:  # the user is already running `swinzoo download`: say what else to change
+            fix = "unset HF_HUB_OFFLINE to download it" if offline() else "run it again with network access"
+        else:
+            fix = (("unset HF_HUB_OFFLINE and " if offline() else "")
+                   + f"run `swinzoo download {src}` with network access")
+        error = NetworkError if network is not None and not offline() else SwinzooError
+        return error(f"{src}: {where} and {how}; {fix}, or set HF_HOME to a cache that has it")
+
+
+def fetch(src: str, downloading: bool = False) -> Path:
+    """Download (or find in the cache) config.json and the weights of `hf-hub:ORG/NAME[@REV]`; their folder. The
+    weights as transformers' from_pretrained looks for them (`WEIGHT_CHOICES`): a sharded model's index, then each
+    shard it names, at the index's own commit."""
+    files = _Fetch(src, downloading)
+    hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything else
+    files.get("config.json")
+    uncached = files.missing_locally  # a file the cache lacks, which the Hub did not give either
+    for name in WEIGHT_CHOICES:
+        weights = files.get(name)
+        uncached = uncached or files.missing_locally
+        if weights is not None:
+            break
+    else:
+        if uncached:
+            raise files.not_cached(files.repo)
+        raise SwinzooError(f"{src}: {files.repo} has no {' or '.join(WEIGHT_FILES)} (nor a sharded model's "
+                           f"{SHARD_INDEXES[0]}); it is not a timm or transformers model repo")
+    if weights.name in SHARD_INDEXES:
+        # the shards of the index's own commit, whatever its branch does meanwhile: the folder holds them all
+        commit = weights.parent.name if weights.parent.parent.name == "snapshots" else None
+        for shard in shard_names(weights, src):
+            if files.get(shard, commit) is None:
+                if files.missing_locally:
+                    raise files.not_cached(f"{files.repo}'s shard {shard}")
+                raise SwinzooError(f"{src}: shard {shard} is missing from {files.repo}, whose {weights.name} names "
+                                   "it; the upload is incomplete: ask its owner to push the model again, or give "
+                                   "another revision")
+    return weights.parent
+
+
+def shard_names(index: Path, src: str) -> list[str]:
+    """The shard files a sharded model's index names, each once. The index is someone else's upload: each shard
+    must be a plain file name beside it (as transformers writes), never a path to follow."""
+    weight_map = None
+    try:
+        if index.stat().st_size <= MAX_INDEX_BYTES:
+            weight_map = json.loads(index.read_bytes()).get("weight_map")
+    except (ValueError, AttributeError, RecursionError):  # not JSON, or not an object
+        pass
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SwinzooError(f"{src}: its {index.name} has no weight_map of tensor names to shard files; the index is "
+                           "damaged: ask the repo's owner to push the model again")
+    names = list(dict.fromkeys(weight_map.values()))
+    for name in names:
+        if (not isinstance(name, str) or not name.isprintable() or "/" in name or "\\" in name
+                or name in ("", ".", "..")):
+            raise SwinzooError(f"{src}: its {index.name} names shard {name!r}, which is not a file name beside the "
+                               "index; the index is damaged or crafted: nothing was fetched from it")
+    return names
 
 
 def in_cache(repo: str, revision: str | None = None) -> bool:
     """Whether `fetch` finds everything it needs of `repo` in the Hugging Face cache, so loading or downloading it
-    needs no network: config.json and a weight file. Reads the cache folder only (works with HF_HUB_OFFLINE)."""
+    needs no network: config.json and a weight file (a sharded model: its index and every shard). Reads the cache
+    folder only (works with HF_HUB_OFFLINE)."""
     from huggingface_hub import try_to_load_from_cache
 
-    def cached(filename: str) -> bool:
+    def cached(filename: str, at: str | None = revision) -> Path | None:
         # a path when the file is there; None, or a marker that the Hub has no such file, otherwise
-        return isinstance(try_to_load_from_cache(repo, filename, cache_dir=cache_dir(), revision=revision), str)
+        path = try_to_load_from_cache(repo, filename, cache_dir=cache_dir(), revision=at)
+        return Path(path) if isinstance(path, str) else None
 
-    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+    if cached("config.json") is None:
+        return False
+    for name in WEIGHT_CHOICES:
+        weights = cached(name)
+        if weights is not None and name in SHARD_INDEXES:
+            try:
+                return all(cached(shard, weights.parent.name) for shard in shard_names(weights, f"hf-hub:{repo}"))
+            except SwinzooError:
+                return False
+        if weights is not None:
+            return True
+    return False
 
 
 def zoo_repo(name: str) -> str:

@@ -2,7 +2,8 @@
 read repo info and download files, answered from memory on 127.0.0.1.
 
 Every file is declared "regular" at pre-upload, so commits carry their content inline (base64) and no LFS or Xet
-storage is needed. `refuse` makes chosen endpoints answer with an error status, to test failure handling.
+storage is needed. `refuse` makes chosen endpoints answer with an error status, to test failure handling;
+`after_download` changes the repo between two downloads (a push landing meanwhile).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class HubEmulator:
         self.repos: dict[str, Repo] = {}
         self.refuse: dict[str, int] = {}  # endpoint name ("create", "preupload", "commit", ...) -> status
         self.calls: list[str] = []
+        self.after_download = None  # called with (repo_id, filename) once a file's content was sent
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -47,6 +49,13 @@ class HubEmulator:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def add(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
+        """Put `files` on `branch` of `repo_id` as one commit (the repo made if new); the commit's sha."""
+        repo = self.repos.setdefault(repo_id, Repo())
+        sha = _sha(files)
+        repo.commits[sha], repo.branches[branch], repo.messages[sha] = dict(files), sha, f"test files on {branch}"
+        return sha
 
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         repo = self.repos[repo_id]
@@ -200,7 +209,9 @@ class HubEmulator:
                 content = files[filename]
                 sha = hub.repos[repo_id].branches.get(revision, revision)
                 etag = hashlib.sha256(content).hexdigest()
-                return self._send(200, content, {"ETag": f'"{etag}"', "X-Repo-Commit": sha})
+                self._send(200, content, {"ETag": f'"{etag}"', "X-Repo-Commit": sha})
+                if self.command == "GET" and hub.after_download is not None:
+                    hub.after_download(repo_id, filename)
 
             def _files(self, repo_id: str, revision: str) -> dict[str, bytes] | None:
                 repo = hub.repos.get(repo_id)
