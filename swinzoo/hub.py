@@ -5,8 +5,8 @@ transformers. The environment is read at call time: `HF_HOME` / `HF_HUB_CACHE` (
 `HF_HUB_OFFLINE` (use the cache only), `HF_ENDPOINT` (the Hub's URL) and `HF_TOKEN` (private or gated repos, read
 by huggingface_hub itself). Only config.json and the weights are fetched, looked for as transformers'
 from_pretrained does (`WEIGHT_CHOICES`): model.safetensors, else the index of its shards
-(model.safetensors.index.json, as `push_to_hub(max_shard_size=...)` uploads) and every shard it names (at the
-index's commit; each a plain file name, never a path), else pytorch_model.bin, else its shards.
+(model.safetensors.index.json, as `push_to_hub(max_shard_size=...)` uploads) and every shard it names (each a
+plain file name, never a path), else pytorch_model.bin, else its shards; all at config.json's commit.
 Every call to the Hub runs inside `swinzoo.hub_http.hub_calls()` (timeouts, no retries on an unreachable Hub, quiet).
 """
 
@@ -204,14 +204,15 @@ class _Fetch:
 
 def fetch(src: str, downloading: bool = False) -> Path:
     """Download (or find in the cache) config.json and the weights of `hf-hub:ORG/NAME[@REV]`; their folder. The
-    weights as transformers' from_pretrained looks for them (`WEIGHT_CHOICES`): a sharded model's index, then each
-    shard it names, at the index's own commit."""
+    weights as transformers' from_pretrained looks for them (`WEIGHT_CHOICES`), a sharded model's index then each
+    shard it names; every file at config.json's commit, so a push landing meanwhile mixes nothing."""
     files = _Fetch(src, downloading)
     hub_timeout()  # a bad SWINZOO_HUB_TIMEOUT fails before anything else
-    files.get("config.json")
+    # every file at config.json's commit, whatever its branch does meanwhile: the folder read holds them all
+    commit = snapshot_commit(files.get("config.json"))
     uncached = files.missing_locally  # a file the cache lacks, which the Hub did not give either
     for name in WEIGHT_CHOICES:
-        weights = files.get(name)
+        weights = files.get(name, commit)
         uncached = uncached or files.missing_locally
         if weights is not None:
             break
@@ -221,16 +222,19 @@ def fetch(src: str, downloading: bool = False) -> Path:
         raise SwinzooError(f"{src}: {files.repo} has no {' or '.join(WEIGHT_FILES)} (nor a sharded model's "
                            f"{SHARD_INDEXES[0]}); it is not a timm or transformers model repo")
     if weights.name in SHARD_INDEXES:
-        # the shards of the index's own commit, whatever its branch does meanwhile: the folder holds them all
-        commit = weights.parent.name if weights.parent.parent.name == "snapshots" else None
         for shard in shard_names(weights, src):
-            if files.get(shard, commit) is None:
+            if files.get(shard, snapshot_commit(weights)) is None:
                 if files.missing_locally:
                     raise files.not_cached(f"{files.repo}'s shard {shard}")
                 raise SwinzooError(f"{src}: shard {shard} is missing from {files.repo}, whose {weights.name} names "
                                    "it; the upload is incomplete: ask its owner to push the model again, or give "
                                    "another revision")
     return weights.parent
+
+
+def snapshot_commit(path: Path | None) -> str | None:
+    """The commit of a file in the cache's snapshots/COMMIT/ folder (None: no file)."""
+    return path.parent.name if path is not None and path.parent.parent.name == "snapshots" else None
 
 
 def shard_names(index: Path, src: str) -> list[str]:
@@ -271,7 +275,8 @@ def in_cache(repo: str, revision: str | None = None) -> bool:
         weights = cached(name)
         if weights is not None and name in SHARD_INDEXES:
             try:
-                return all(cached(shard, weights.parent.name) for shard in shard_names(weights, f"hf-hub:{repo}"))
+                shards = shard_names(weights, f"hf-hub:{repo}")
+                return all(cached(shard, snapshot_commit(weights)) for shard in shards)
             except SwinzooError:
                 return False
         if weights is not None:

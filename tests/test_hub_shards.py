@@ -101,14 +101,22 @@ def test_the_revision_names_whose_index_and_shards(hub, tmp_path):
         torch.testing.assert_close(logits(ours, x), logits(theirs, x), rtol=0, atol=1e-5, msg=ref)
 
 
-def test_the_shards_come_from_the_commit_of_their_index(hub, tmp_path):
-    """A push landing on the branch between the index and its shards: the shards are still the index's own."""
+@pytest.mark.parametrize("between, single", [("config.json", True), ("config.json", False), (".index.json", False)],
+                         ids=["config-single-file", "config-sharded", "index-shards"])
+def test_the_files_come_from_one_commit(between, single, hub, tmp_path):
+    """A push landing on the branch between config.json and the weights, or between the index and its shards:
+    every file still comes from the commit of the first (the folder read holds them all)."""
     before, after = tiny_swin(0), tiny_swin(1)
-    hub.add(REPO, saved(before, tmp_path / "before"))
-    newer = saved(after, tmp_path / "after")
+    for model, folder in ((before, tmp_path / "before"), (after, tmp_path / "after")):
+        if single:
+            model.save_pretrained(folder)
+        else:
+            saved(model, folder)
+    hub.add(REPO, {p.name: p.read_bytes() for p in (tmp_path / "before").iterdir()})
+    newer = {p.name: p.read_bytes() for p in (tmp_path / "after").iterdir()}
 
     def push_meanwhile(repo_id: str, filename: str) -> None:
-        if filename.endswith(".index.json") and hub.files(REPO) != newer:
+        if filename.endswith(between) and hub.files(REPO) != newer:
             hub.add(REPO, newer)
 
     hub.after_download = push_meanwhile
