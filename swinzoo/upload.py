@@ -12,6 +12,7 @@ Nothing local is changed.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
 import shutil
 import tempfile
@@ -188,10 +189,16 @@ def check_push_access(repo_id: str) -> None:
                            "again later, or drop --push-to and push the run later") from None
 
 
-# files of an earlier model the same commit removes: timm and transformers would load or read them instead of, or
-# beside, the new model.safetensors and config.json (a card, notes and other files stay)
+# top-level files of an earlier model the same commit removes: timm and transformers would load or read them instead
+# of, or beside, the new model.safetensors and config.json (a card, notes, other files and subfolders stay)
 STALE_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.safetensors.index.json", "*.bin.index.json",
                   "preprocessor_config.json")
+
+
+def stale_files(repo_files: list[str], uploaded: set[str]) -> list[str]:
+    """The files of `repo_files` a push of `uploaded` removes (`STALE_PATTERNS`, at the top level only)."""
+    return sorted(f for f in repo_files if "/" not in f and f not in uploaded
+                  and any(fnmatch.fnmatchcase(f, p) for p in STALE_PATTERNS))
 
 
 @python_api()
@@ -238,11 +245,11 @@ def push(src: str | Path | Source, repo: str, *, private: bool = False, revision
                 if not overwrite_card and api.file_exists(repo_id, "README.md", revision=revision):
                     (folder / "README.md").unlink()  # keep the card already on the Hub
                 uploaded = {p.name for p in folder.iterdir()}
-                stale = sorted(f for f in api.list_repo_files(repo_id, revision=revision)
-                               if f not in uploaded and any(fnmatch.fnmatch(f, p) for p in STALE_PATTERNS))
+                stale = stale_files(api.list_repo_files(repo_id, revision=revision), uploaded)
+                # by name: huggingface_hub's patterns match in subfolders too ('*' spans '/')
                 info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
                                          commit_message=commit_message or f"Add {source.config.img_size} px Swin model",
-                                         delete_patterns=list(STALE_PATTERNS))
+                                         delete_patterns=[glob.escape(f) for f in stale] or None)
         except HubNetworkError as e:
             raise NetworkError(f"push to {repo_id} failed: {e}") from None
         except HfHubHTTPError as e:

@@ -218,3 +218,20 @@ def test_a_push_replaces_a_sharded_model(hub, tmp_path, monkeypatch):
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert sorted(hub.files(REPO)) == ["README.md", "config.json", "model.safetensors", "notes.txt"]
     assert "model.safetensors.index.json" in " ".join(pushed.stdout.split())  # the removed files are named
+
+
+def test_a_push_keeps_weights_in_subfolders(hub, tmp_path, monkeypatch):
+    """Only the top-level files are what timm and transformers load: an `original/` checkpoint or a Trainer's
+    `checkpoint-500/` in the repo is the owner's, and stays."""
+    from .test_push import _cli, _env
+
+    hub.token = "hf_test"
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    kept = {"original/swin_base.pth": b"official", "checkpoint-500/model.safetensors": b"trainer",
+            "checkpoint-500/pytorch_model.bin": b"trainer", "onnx/model.safetensors.index.json": b"{}"}
+    hub.add(REPO, {**saved(tiny_swin(0), tmp_path / "saved"), **kept})
+    swinzoo.convert(f"hf-hub:{REPO}", tmp_path / "m.safetensors")
+    pushed = _cli(["push", tmp_path / "m.safetensors", "--repo", REPO], _env(hub, tmp_path))
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert sorted(hub.files(REPO)) == sorted(["README.md", "config.json", "model.safetensors", *kept])
+    assert "original/" not in pushed.stdout and "checkpoint-500" not in pushed.stdout
