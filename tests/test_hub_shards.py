@@ -16,11 +16,11 @@ from tests.hub_emulator import HubEmulator
 
 from .conftest import run_cli
 
-transformers = pytest.importorskip("transformers")
 REPO = "acme/sharded"
 
 
 def tiny_swin(seed: int):
+    transformers = pytest.importorskip("transformers")  # the Hub pass of CI runs without it: see the timm layout test
     torch.manual_seed(seed)
     model = transformers.SwinForImageClassification(transformers.SwinConfig(
         image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3))
@@ -89,6 +89,30 @@ def test_a_sharded_repo_downloads_and_loads_then_works_offline(safe, hub, tmp_pa
     code, _, err = run_cli(["convert", f"hf-hub:{REPO}", "-o", tmp_path / "c.safetensors"], capsys)
     assert code == 0, err
     assert len(hub.calls) == calls  # offline: the cache only
+
+
+def test_a_timm_layout_sharded_repo_without_transformers(hub, tmp_path, monkeypatch, capsys):
+    """timm's layout (its config.json) sharded by huggingface_hub's own `save_torch_state_dict`: no transformers
+    needed, so CI's Hub pass checks the fetch on the newest huggingface_hub too."""
+    from huggingface_hub import save_torch_state_dict
+    from safetensors.torch import load_file
+
+    ours = swinzoo.load_model("swin_n_64").eval()
+    swinzoo.export(ours, "timm", tmp_path / "timm")
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tmp_path / "timm" / "config.json").read_bytes())
+    save_torch_state_dict(load_file(str(tmp_path / "timm" / "model.safetensors")), folder, max_shard_size="100KB")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "model.safetensors.index.json" in files and "model.safetensors" not in files and len(files) > 3
+    hub.add(REPO, files)
+    code, _, err = run_cli(["download", f"hf-hub:{REPO}"], capsys)
+    assert code == 0, err
+    assert snapshot_files(tmp_path) == set(files) and in_cache(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(logits(swinzoo.load_model(f"hf-hub:{REPO}").eval(), x), logits(ours, x), rtol=0,
+                               atol=0)
 
 
 def test_the_revision_names_whose_index_and_shards(hub, tmp_path):
