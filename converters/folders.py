@@ -64,8 +64,10 @@ def folder_kind(config) -> str | None:
 
 
 def weights_in_folder(folder: Path) -> Path:
-    """The weight file of a Hub-style folder: model.safetensors first, as timm and transformers do."""
-    for name in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth", *SHARD_INDEXES):
+    """The weight file of a Hub-style folder, in transformers' order: model.safetensors, its shards' index, then
+    pytorch_model.bin and its index (then the .pth names some uploads use)."""
+    for name in ("model.safetensors", SHARD_INDEXES[0], "pytorch_model.bin", SHARD_INDEXES[1], "pytorch_model.pth",
+                 "model.pth"):
         if (folder / name).exists():
             return folder / name
     raise SwinzooError(f"{folder} has no model.safetensors or pytorch_model.bin (nor a sharded model's "

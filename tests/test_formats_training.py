@@ -242,6 +242,20 @@ def test_sharded_hf_folder(safe, tmp_path, capsys):
     assert code == 0, err
 
 
+def test_a_folder_with_safetensors_shards_and_a_bin_reads_the_shards_as_transformers_does(tmp_path):
+    """transformers' from_pretrained takes model.safetensors, then its shards' index, and only then
+    pytorch_model.bin; swinzoo took the .bin first (another model's weights in a folder holding both, and a
+    pickle read where safetensors was at hand)."""
+    model, other = hf_model(), hf_model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    model.save_pretrained(tmp_path / "both", max_shard_size="200KB")
+    other.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    (tmp_path / "bin" / "pytorch_model.bin").rename(tmp_path / "both" / "pytorch_model.bin")
+    assert_logits_close(logits(swinzoo.load_model(tmp_path / "both"), 128), hf_logits(model))
+
+
 def test_a_shard_missing_or_outside_the_folder_is_refused(tmp_path, capsys):
     import json
 
