@@ -6,7 +6,6 @@ renamed onto it only when complete, so a failed or interrupted write never leave
 
 from __future__ import annotations
 
-import codecs
 import errno
 import glob
 import os
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from swinzoo.errors import SwinzooError
+from swinzoo.file_kinds import GENERIC_FIX, not_a_checkpoint, read_head
 from swinzoo.hard_stop import on_hard_stop
 from swinzoo.pickled_configs import objects_needing_trust, torch_load
 
@@ -326,11 +326,15 @@ def is_safetensors(path: str | Path) -> bool:
 
 
 def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file, behind a one-line error."""
+    """(tensors, metadata) of a safetensors file, behind a one-line error: what the file is, where it is recognisably
+    something else (a Git LFS pointer, a web page, an archive), else safetensors' own complaint."""
     try:
         with native_path(path) as name, safe_open(name, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
+        other = not_a_checkpoint(path) if Path(path).is_file() else None
+        if other is not None and other[1] is not None:  # recognisably something else, with a fix of its own
+            raise SwinzooError(f"{path} is not a safetensors file ({other[0]}); {other[1]}") from None
         raise SwinzooError(f"{path} is not a readable safetensors file ({e}){hint}") from None
 
 
@@ -352,14 +356,16 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
         raise SwinzooError(f"{path} does not exist; check the path")
     if path.is_dir():
         raise SwinzooError(f"{path} is a folder; give the .pth file inside it")
-    with open(path, "rb") as f:
-        head = f.read(512)
+    head = read_head(path)
     magic = head[:4]
     is_zip = magic == b"PK\x03\x04"  # torch.save's format since 1.6
     then = f"; {fix}" if fix else ""
-    if not is_zip and not magic.startswith(b"\x80"):  # nor the legacy pickle format
-        then = then or "; give a model file (.safetensors, .pth, .ckpt), a zoo name or hf-hub:ORG/NAME"
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_what_it_is(head)}){then}")
+    other = not_a_checkpoint(path, head) if not magic.startswith(b"\x80") else None  # \x80: a pickle (legacy)
+    if other is not None:  # a zip too, when it is no torch.save archive (a TorchScript program, a plain .zip)
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({other[0]}); {other[1] or fix or GENERIC_FIX}")
+    if not is_zip and not magic.startswith(b"\x80"):
+        raise SwinzooError(f"{path} is not a PyTorch checkpoint (it is neither a zip archive nor a pickle); "
+                           f"{fix or GENERIC_FIX}")
     try:
         with native_path(path) as name:
             return torch_load(name, trust_checkpoint, mmap=mmap and is_zip)
@@ -377,26 +383,6 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
             msg = f"{path} is truncated or corrupt (an incomplete zip archive); {fix or 'download it again'}"
             raise SwinzooError(msg) from None
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
-
-
-# the first bytes of files that get given where a checkpoint belongs
-KNOWN_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-               (b"RIFF", "a RIFF file (WebP, WAV, ...)"), (b"\x1f\x8b", "a gzip archive"), (b"%PDF", "a PDF"))
-
-
-def _what_it_is(head: bytes) -> str:
-    """What a file that is no checkpoint looks like, from its first bytes: said in the error, it tells the user which
-    argument got the wrong file."""
-    if not head:
-        return "it is empty"
-    for magic, kind in KNOWN_MAGIC:
-        if head.startswith(magic):
-            return f"it is {kind}"
-    try:  # incremental: the 512 bytes may end inside a character
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return "it is neither a zip archive nor a pickle"
-    return "it is a text file"
 
 
 def _first_line(e: Exception) -> str:

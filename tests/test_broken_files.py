@@ -1,0 +1,169 @@
+"""Weight files that are broken, wrong or hostile, as users come by them (a clone without git-lfs, a saved web page,
+an archive, a TorchScript program, float8 or tied tensors, weights nested under a script's own keys), through every
+verb that reads weights and the Python API: one line naming what the file is and the fix, exit 2, nothing written,
+no pickle run; or, where the file does hold usable weights, a read that works."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import swinzoo
+from swinzoo import SwinzooError
+from tests.bad_inputs.harness import fails_cleanly
+
+NANO = Path(__file__).resolve().parents[1] / "swinzoo" / "data" / "swin_n_64.safetensors"
+LFS = (b"version https://git-lfs.github.com/spec/v1\n"
+       b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 113322332\n")
+HTML = (b'<!DOCTYPE html>\n<html class="" lang="en">\n<head><meta charset="utf-8" />\n<title>model.safetensors '
+        b'\xc2\xb7 timm/swin_tiny_patch4_window7_224.ms_in1k at main</title></head><body></body></html>\n')
+
+
+def nano_weights() -> dict[str, torch.Tensor]:
+    return load_file(NANO)
+
+
+def saved(path: Path, obj, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path, **kwargs)
+    return path
+
+
+def written(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def image(tmp: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp / "x.png")
+    return tmp / "x.png"
+
+
+# every verb that reads weights, with `{m}` the model and `{o}` an output beside it
+VERBS = {
+    "info": ["info", "{m}"],
+    "convert": ["convert", "{m}", "-o", "{o}/o.safetensors"],
+    "export": ["export", "{m}", "--to", "timm", "-o", "{o}/t"],
+    "eval": ["eval", "{m}", "--data", "shapes"],
+    "predict": ["predict", "{m}", "{o}/x.png"],
+    "finetune": ["finetune", "--from", "{m}", "--data", "shapes", "--out", "{o}/run"],
+    "push": ["push", "{m}", "--repo", "acme/x", "--dry-run", "{o}/p"],
+}
+
+
+def refused(verb: str, model: Path, tmp: Path, capsys, *expect: str) -> str:
+    image(tmp)
+    args = [a.format(m=model, o=tmp) for a in VERBS[verb]]
+    return fails_cleanly(args, capsys, tmp, *expect)
+
+
+# ---------------------------------------------------------------------------------------------- Git LFS pointers
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_a_git_lfs_pointer_is_named_with_its_fix_by_every_verb(verb, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = written(tmp_path / "model.safetensors", LFS)
+    refused(verb, model, tmp_path, capsys, "model.safetensors is not", "a Git LFS pointer to a 113.3 MB file",
+            "git lfs pull", "swinzoo download hf-hub:ORG/NAME")
+
+
+@pytest.mark.parametrize("name", ["swin.pth", "pytorch_model.bin", "last.ckpt"])
+def test_a_git_lfs_pointer_named_as_a_torch_file(name, tmp_path, capsys):
+    refused("info", written(tmp_path / name, LFS), tmp_path, capsys, f"{name} is not", "Git LFS pointer",
+            "git lfs pull")
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_hub_clone_without_lfs_names_its_repo(weights, tmp_path, capsys):
+    """A folder cloned from the Hub: the pointer is found through config.json's folder, and the repo in .git/config."""
+    clone = tmp_path / "swin_tiny"
+    written(clone / ".git" / "config", b'[remote "origin"]\n\turl = https://huggingface.co/timm/'
+                                       b'swin_tiny_patch4_window7_224.ms_in1k\n')
+    written(clone / "config.json", b'{"architecture": "swin_tiny_patch4_window7_224", "num_classes": 1000}')
+    written(clone / weights, LFS)
+    refused("convert", clone, tmp_path, capsys, f"{weights} is not", "Git LFS pointer",
+            "swinzoo download hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k")
+
+
+def test_the_python_api_names_a_git_lfs_pointer(tmp_path):
+    model = written(tmp_path / "model.safetensors", LFS)
+    for call in (lambda: swinzoo.load_model(model), lambda: swinzoo.convert(model, tmp_path / "o.safetensors")):
+        with pytest.raises(SwinzooError, match="Git LFS pointer.*git lfs pull"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------- other files
+@pytest.mark.parametrize("name", ["model.safetensors", "swin.pth", "pytorch_model.bin"])
+def test_a_saved_web_page_is_named_with_the_resolve_link(name, tmp_path, capsys):
+    refused("convert", written(tmp_path / name, HTML), tmp_path, capsys, f"{name} is not", "an HTML page",
+            "/resolve/", "swinzoo download")
+
+
+def checkpoint_bytes(tmp: Path) -> bytes:
+    return saved(tmp / "src" / "swin.pth", nano_weights()).read_bytes()
+
+
+def tar_of(tmp: Path, name: str, mode: str) -> Path:
+    checkpoint_bytes(tmp)
+    with tarfile.open(tmp / name, mode) as archive:
+        archive.add(tmp / "src" / "swin.pth", "swin.pth")
+    return tmp / name
+
+
+def zip_of(tmp: Path, name: str) -> Path:
+    checkpoint_bytes(tmp)
+    with zipfile.ZipFile(tmp / name, "w") as archive:
+        archive.write(tmp / "src" / "swin.pth", "swin/swin.pth")
+        archive.writestr("swin/README.md", "weights")
+    return tmp / name
+
+
+ARCHIVES = {
+    "tar": (lambda t: tar_of(t, "swin.tar", "w"), ["is not a PyTorch checkpoint (it is a tar archive)", "tar xf"]),
+    "tar.gz": (lambda t: tar_of(t, "swin.tar.gz", "w:gz"), ["(it is a gzip archive)", "tar xzf"]),
+    "tar.gz as .pth": (lambda t: tar_of(t, "swin.pth", "w:gz"), ["(it is a gzip archive)", "tar xzf"]),
+    "gz": (lambda t: written(t / "swin.pth.gz", gzip.compress(checkpoint_bytes(t))), ["gzip archive", "gunzip"]),
+    "xz": (lambda t: written(t / "swin.pth.xz", b"\xfd7zXZ\x00" + bytes(64)), ["an xz archive", "extract it"]),
+    "7z": (lambda t: written(t / "swin.7z", b"7z\xbc\xaf\x27\x1c" + bytes(64)), ["a 7-Zip archive", "extract it"]),
+    "zip": (lambda t: zip_of(t, "swin.zip"), ["a zip archive holding swin/swin.pth, not a torch.save file",
+                                              "unzip it and give the checkpoint inside"]),
+    "zip as .pth": (lambda t: zip_of(t, "swin.pth"), ["a zip archive holding swin/swin.pth", "unzip it"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(ARCHIVES))
+def test_an_archive_of_a_checkpoint_says_to_extract_it(kind, tmp_path, capsys):
+    build, expect = ARCHIVES[kind]
+    line = refused("info", build(tmp_path), tmp_path, capsys, *expect)
+    assert "truncated" not in line and "text file" not in line
+
+
+def test_a_numpy_archive_and_a_torchscript_program_are_named(tmp_path, capsys):
+    import numpy as np
+
+    np.savez(tmp_path / "w.npz", a=np.zeros(3))
+    refused("info", tmp_path / "w.npz", tmp_path, capsys, "a NumPy .npz archive")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)), tmp_path / "s.pt")
+    for verb in ("info", "convert"):
+        line = refused(verb, tmp_path / "s.pt", tmp_path, capsys, "a TorchScript program (torch.jit.save)",
+                       "torch.jit.load(PATH).state_dict()")
+        assert "truncated" not in line
+    assert capsys.readouterr().err == ""  # torch's "dispatching to torch.jit.load" warning is not shown
+
+
+def test_a_truncated_zip_checkpoint_is_still_called_truncated(tmp_path, capsys):
+    data = checkpoint_bytes(tmp_path)
+    refused("info", written(tmp_path / "cut.pth", data[: len(data) // 2]), tmp_path, capsys, "truncated or corrupt")
