@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_dir, read_small_text, safetensors_write_errors
+from swinzoo.state_dicts import for_safetensors
 
 # the files each kind of folder export writes (timm: config.json and weights; transformers also its preprocessing)
 EXPORT_FILES = {"timm": {"config.json", "model.safetensors"},
@@ -21,7 +22,7 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], js
                        overwrite: bool = False) -> Path:
     """A Hub-style folder, written atomically: `model.safetensors` (contiguous CPU tensors) and the JSON files.
     An existing folder is refused unless it holds only such files (see `io.atomic_dir`) or `overwrite`."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    tensors = for_safetensors(tensors)
     earlier = folder_kind(Path(out_dir) / "config.json")
     if not overwrite and earlier not in (None, folder_kind(json_files.get("config.json"))):
         what = {"other": "a config.json that is neither timm's nor transformers'",

@@ -24,6 +24,7 @@ from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_path, is_safetensors, read_safetensors, safetensors_metadata, safetensors_write_errors
 from swinzoo.json_text import strict_dumps
 from swinzoo.models import parameter_shapes
+from swinzoo.state_dicts import for_safetensors
 
 CONFIG_KEY = "swinzoo_config"
 PROVENANCE_KEY = "swinzoo_provenance"
@@ -37,7 +38,7 @@ def has_metadata(path: Path) -> bool:
 def save_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig, path: str | Path,
                     provenance: dict | None = None, overwrite: bool = True) -> Path:
     """Write a swinzoo safetensors checkpoint atomically (`overwrite`: see `io.atomic_path`)."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    tensors = for_safetensors(state_dict)
     metadata = {"format": "pt", CONFIG_KEY: config.to_json(), PROVENANCE_KEY: strict_dumps(provenance or {})}
     with atomic_path(path, overwrite) as tmp, safetensors_write_errors(path):
         save_file(tensors, str(tmp), metadata=metadata)

@@ -69,9 +69,13 @@ def check_weights(state_dict: dict, source: str, allow_nonfinite: bool = False, 
     corrupt = ("the model's weights are broken (a diverged step or an edit)" if in_memory
                else "the file is corrupt (download or convert it again)")
     for key, value in state_dict.items():
+        dtype = str(value.dtype).replace("torch.", "")
         if not value.is_floating_point():
-            raise SwinzooError(f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values where weights "
-                               "are floating point; the file is corrupt or not a Swin checkpoint")
+            raise SwinzooError(f"{source}: {key} holds {dtype} values where weights are floating point; the file is "
+                               "corrupt or not a Swin checkpoint")
+        if value.element_size() == 1:  # float8: torch cannot even test it for NaN, and its scales are not weights
+            raise SwinzooError(f"{source}: {key} holds {dtype} values, quantised weights whose scales (if any) swinzoo "
+                               "does not read; give the weights in float32, float16 or bfloat16")
         if not allow_nonfinite and not bool(torch.isfinite(value).all()):
             # only convert / export take the flag: the other verbs have no use for weights that compute NaN
             raise SwinzooError(f"{source}: {key} holds NaN or Inf values; {corrupt}, or copy it as it is with "

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import swinzoo
 from swinzoo import SwinzooError
 from tests.bad_inputs.harness import fails_cleanly
+from tests.conftest import run_cli
 
 NANO = Path(__file__).resolve().parents[1] / "swinzoo" / "data" / "swin_n_64.safetensors"
 LFS = (b"version https://git-lfs.github.com/spec/v1\n"
@@ -167,3 +168,73 @@ def test_a_numpy_archive_and_a_torchscript_program_are_named(tmp_path, capsys):
 def test_a_truncated_zip_checkpoint_is_still_called_truncated(tmp_path, capsys):
     data = checkpoint_bytes(tmp_path)
     refused("info", written(tmp_path / "cut.pth", data[: len(data) // 2]), tmp_path, capsys, "truncated or corrupt")
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def nano_with(tmp: Path, name: str, change) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(NANO), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = nano_weights()
+    change(tensors)
+    save_file(tensors, str(tmp / name), metadata=metadata)
+    return tmp / name
+
+
+@pytest.mark.parametrize("verb", ["info", "convert", "predict"])
+def test_float8_weights_are_refused_by_name(verb, tmp_path, capsys):
+    """float8 is floating point to torch, but holds quantised values (their scales, if any, elsewhere), and torch
+    cannot even test it for NaN: it stopped every verb as an unexpected NotImplementedError (exit 1)."""
+    model = nano_with(tmp_path, "f8.safetensors", lambda t: t.update({"norm.weight": t["norm.weight"].to(
+        torch.float8_e4m3fn)}))
+    refused(verb, model, tmp_path, capsys, "norm.weight holds float8_e4m3fn values", "quantised",
+            "float32, float16 or bfloat16")
+    with pytest.raises(SwinzooError, match="float8_e4m3fn"):
+        swinzoo.load_model(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_and_double_weights_load_and_convert(dtype, tmp_path, capsys):
+    official = saved(tmp_path / "swin.pth", {"model": {k: v.to(dtype) for k, v in nano_weights().items()}})
+    code, _, err = run_cli(["convert", official, "-o", tmp_path / "o.safetensors"], capsys)
+    assert code == 0, err
+    assert {t.dtype for t in load_file(tmp_path / "o.safetensors").values()} == {dtype}
+    model = swinzoo.load_model(tmp_path / "o.safetensors")
+    assert model(torch.zeros(1, 3, 64, 64)).isfinite().all()
+
+
+def tied(tmp: Path) -> Path:
+    """A state dict two of whose keys are one tensor (tied weights: what a model sharing a parameter saves)."""
+    weights = nano_weights()
+    weights["norm.bias"] = weights["norm.weight"]
+    return saved(tmp / "tied.pth", {"model": weights})
+
+
+@pytest.mark.parametrize("verb", [["convert", "{m}", "-o", "{o}/o.safetensors"],
+                                  ["export", "{m}", "--to", "timm", "-o", "{o}/t"],
+                                  ["push", "{m}", "--repo", "acme/x", "--dry-run", "{o}/p"]])
+def test_tensors_sharing_memory_are_written_each_on_its_own(verb, tmp_path, capsys):
+    """safetensors refuses to write tensors that share memory ("Some tensors share memory"), which stopped convert,
+    export and push on such a file as an unexpected RuntimeError (exit 1)."""
+    model = tied(tmp_path)
+    code, _, err = run_cli([a.format(m=model, o=tmp_path) for a in verb], capsys)
+    assert code == 0, err
+    written_model = swinzoo.load_model(next(p for p in tmp_path.iterdir() if p.name in ("o.safetensors", "t", "p")))
+    assert torch.equal(written_model.norm.weight, written_model.norm.bias)
+
+
+def test_views_of_one_storage_keep_their_own_values(tmp_path):
+    """Non-contiguous views and slices of one big storage (what a flat-parameter save leaves) read as the values
+    they show, not the storage around them."""
+    weights = nano_weights()
+    flat = torch.cat([v.flatten() for v in weights.values()])
+    views, start = {}, 0
+    for key, value in weights.items():
+        views[key] = flat[start:start + value.numel()].view(value.shape)
+        start += value.numel()
+    views["head.weight"] = weights["head.weight"].t().contiguous().t()  # column-major
+    swinzoo.convert(saved(tmp_path / "flat.pth", {"model": views}), tmp_path / "o.safetensors")
+    back = load_file(tmp_path / "o.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in weights.items())
