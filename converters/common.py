@@ -24,7 +24,7 @@ import torch
 from swinzoo.config import SwinConfig
 from swinzoo.converters.folders import is_shard_index, shards_of
 from swinzoo.converters.foreign import LIGHTNING_KEY, check_not_a_program, is_module_checkpoint
-from swinzoo.converters.training import is_tensor_dict, lightning_model, take_weights
+from swinzoo.converters.training import is_tensor_dict, lightning_model, nested_weights, take_weights
 from swinzoo.errors import SwinzooError
 from swinzoo.io import is_safetensors, load_torch, read_safetensors
 from swinzoo.models import parameter_shapes
@@ -167,11 +167,10 @@ class Format:
 # ---------------------------------------------------------------------------------------------- files
 def unwrap(obj: object, source: str = "checkpoint", ema: bool | None = None) -> dict[str, torch.Tensor]:
     """The state dict inside a torch file: a training checkpoint's model or EMA entry (`training.take_weights`),
-    `{'model': sd}`, `{'state_dict': sd}`, or sd itself, without DDP / torch.compile prefixes."""
+    `{'model': sd}`, `{'state_dict': sd}`, sd itself, or the one Swin state dict under other keys
+    (`training.nested_weights`), without DDP / torch.compile prefixes."""
     sd = take_weights(obj, source, ema)
-    if not is_tensor_dict(sd):
-        raise SwinzooError(f"{source} holds no state dict of tensors; expected a Swin checkpoint")
-    return sd
+    return sd if is_tensor_dict(sd) else nested_weights(obj, source)
 
 
 def read_weights(path: str | Path, trust_checkpoint: bool = False, *, module_checkpoint: bool = False,

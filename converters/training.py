@@ -118,3 +118,52 @@ def timm_config(obj: dict) -> dict | None:
 
 def is_tensor_dict(obj: object) -> bool:
     return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+# a Swin state dict's first key in each layout (MODEL_MARKERS, and OpenMMLab's), by which one is found nested
+NESTED_MARKERS = (*MODEL_MARKERS, "patch_embed.projection.weight")
+NESTING_DEPTH = 4
+
+
+def nested_weights(obj: object, source: str) -> TrainingWeights:
+    """The one Swin state dict inside `obj` under keys of the training script's own (`model_state_dict`, as the
+    PyTorch tutorial saves, or `['checkpoint']['net']`), remembering where; a one-line error where there are several
+    (a teacher and a student) or none, saying what the file holds instead."""
+    found = list(_swin_dicts(obj, ()))
+    if len(found) > 1:
+        where = [spelled(path) for path, _ in found]
+        raise SwinzooError(f"{source} holds {len(found)} Swin state dicts (under {', '.join(where[:4])}); save the "
+                           f"one you want on its own and read that: torch.save(torch.load('{source}', "
+                           f"weights_only=True){where[0]}, 'model.pth')")
+    if not found:
+        raise SwinzooError(f"{source} holds no state dict of tensors ({described(obj)}); expected a Swin checkpoint")
+    path, sd = found[0]
+    weights = TrainingWeights(without_wrappers(sd))
+    weights.taken = f"the Swin state dict under {spelled(path)}"
+    return weights
+
+
+def _swin_dicts(obj: object, path: tuple):
+    if not isinstance(obj, dict) or len(path) > NESTING_DEPTH:
+        return
+    if path and obj and is_tensor_dict(obj) and any(str(k).endswith(NESTED_MARKERS) for k in obj):
+        yield path, obj
+        return
+    for key, value in obj.items():
+        yield from _swin_dicts(value, (*path, key))
+
+
+def spelled(path: tuple) -> str:
+    return "".join(f"[{key!r}]" for key in path)
+
+
+def described(obj: object) -> str:
+    """What a torch file holds, in a few words."""
+    if isinstance(obj, torch.Tensor):
+        return f"a single tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, dict):
+        keys = [str(k) for k in obj]
+        return f"a dict of {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}" if keys else "an empty dict"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} item{'s' if len(obj) != 1 else ''}"
+    return f"a {type(obj).__name__}"

@@ -238,3 +238,37 @@ def test_views_of_one_storage_keep_their_own_values(tmp_path):
     swinzoo.convert(saved(tmp_path / "flat.pth", {"model": views}), tmp_path / "o.safetensors")
     back = load_file(tmp_path / "o.safetensors")
     assert all(torch.equal(back[k], v) for k, v in weights.items())
+
+
+# ---------------------------------------------------------------------------------------------- where the weights sit
+@pytest.mark.parametrize("layout", [
+    lambda sd: {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+    lambda sd: {"checkpoint": {"net": sd}, "step": 10},
+    lambda sd: {"model": {"state_dict": sd}},
+    lambda sd: {"ema": {"module": {f"module.{k}": v for k, v in sd.items()}}},
+], ids=["pytorch tutorial", "two deep", "model.state_dict", "wrapped"])
+def test_weights_nested_under_a_scripts_own_keys_are_found(layout, tmp_path, capsys):
+    """The one Swin state dict in a checkpoint, under whatever keys the training script chose (the PyTorch tutorial's
+    model_state_dict, say): read, and the report says where it was (it was "holds no state dict of tensors")."""
+    src = saved(tmp_path / "ckpt.pth", layout(nano_weights()))
+    code, out, err = run_cli(["convert", src, "-o", tmp_path / "o.safetensors"], capsys)
+    assert code == 0, err
+    assert "the Swin state dict under [" in out
+    back = load_file(tmp_path / "o.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in nano_weights().items())
+
+
+def test_two_nested_state_dicts_are_named_not_guessed(tmp_path, capsys):
+    sd = nano_weights()
+    src = saved(tmp_path / "dino.pth", {"teacher": sd, "student": {k: v + 1 for k, v in sd.items()}, "epoch": 1})
+    refused("info", src, tmp_path, capsys, "holds 2 Swin state dicts", "['teacher']", "['student']",
+            "torch.save(torch.load('", "weights_only=True)['teacher'], 'model.pth')")
+
+
+@pytest.mark.parametrize("content, expect", [
+    ({"epoch": 3, "optimizer": {"state": {}}, "lr": 0.1}, "a dict of epoch, optimizer, lr"),
+    ([torch.zeros(2)], "a list of 1 item"),
+    (torch.zeros(2, 3), "a single tensor of shape (2, 3)"),
+])
+def test_a_checkpoint_without_weights_says_what_it_holds(content, expect, tmp_path, capsys):
+    refused("info", saved(tmp_path / "x.pth", content), tmp_path, capsys, "holds no state dict of tensors", expect)
