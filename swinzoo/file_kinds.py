@@ -7,6 +7,8 @@ of a Hub "blob" link, an archive to extract, a TorchScript program. The readers 
 from __future__ import annotations
 
 import codecs
+import io
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -46,6 +48,10 @@ def not_a_checkpoint(path: str | Path, head: bytes | None = None) -> tuple[str, 
         return "it is empty", MISTAKEN
     if head[8:9] == b"{":  # a safetensors header: a damaged one is for its reader to describe
         return None
+    if head.startswith(b"\x80"):
+        return None if _torch_magic_first(head) else (
+            "it is a Python pickle, not a torch.save file",
+            "if it holds weights, load it where you trust it and save them with torch.save(state_dict, 'model.pth')")
     if head.startswith(LFS_POINTER):
         return lfs_pointer(Path(path), head)
     for magic, kind, fix in MAGIC:
@@ -113,6 +119,17 @@ def zip_kind(path: str | Path) -> tuple[str, str] | None:
     shown = [n for n in files if n.lower().endswith(CHECKPOINT_SUFFIXES)] or files  # the checkpoints, first
     listed = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "") if shown else "nothing"
     return f"it is a zip archive holding {listed}, not a torch.save file", "unzip it and give the checkpoint inside"
+
+
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch.save's format before 1.6: torch.serialization's
+
+
+def _torch_magic_first(head: bytes) -> bool:
+    """Whether a pickle's first object is torch's magic number, read by opcode: nothing of it is run."""
+    try:
+        return any(arg == TORCH_MAGIC for _, arg, _ in pickletools.genops(io.BytesIO(head)))
+    except Exception:  # genops fails on bytes that are no pickle, or one longer than `head`: not torch's
+        return False
 
 
 def _text(head: bytes) -> str | None:

@@ -360,7 +360,7 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
     magic = head[:4]
     is_zip = magic == b"PK\x03\x04"  # torch.save's format since 1.6
     then = f"; {fix}" if fix else ""
-    other = not_a_checkpoint(path, head) if not magic.startswith(b"\x80") else None  # \x80: a pickle (legacy)
+    other = not_a_checkpoint(path, head)
     if other is not None:  # a zip too, when it is no torch.save archive (a TorchScript program, a plain .zip)
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({other[0]}); {other[1] or fix or GENERIC_FIX}")
     if not is_zip and not magic.startswith(b"\x80"):
@@ -373,16 +373,21 @@ def load_torch(path: str | Path, trust_checkpoint: bool = False, *, fix: str | N
         raise SwinzooError(f"{path} holds objects of {e.name}, which is not installed: install it first") from None
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
-            what = f" ({', '.join(names[:3])})" if (names := objects_needing_trust(path)) else ""
+            names = objects_needing_trust(path)
+            if not names and "unsupported operand" in str(e).lower():  # opcodes of a protocol above 2
+                raise SwinzooError(f"{path} was saved with a pickle protocol above 2, which torch's weights-only "
+                                   "loader cannot read; if you trust where it came from, pass --trust-checkpoint, or "
+                                   "save it again with torch.save's default protocol") from None
+            what = f" ({', '.join(names[:3])})" if names else ""
             raise SwinzooError(f"{path} holds Python objects besides tensors and known training configs{what}, which "
                                "loading would run code of; if you trust where it came from, pass --trust-checkpoint "
                                "to load it fully") from None
         raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        if is_zip:
-            msg = f"{path} is truncated or corrupt (an incomplete zip archive); {fix or 'download it again'}"
-            raise SwinzooError(msg) from None
-        raise SwinzooError(f"{path} is not a PyTorch checkpoint ({_first_line(e)}){then}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        # a torch.save file by its first bytes (the zip, or torch's magic number): a failure now is damage (a cut,
+        # a storage longer than its bytes)
+        what = "an incomplete zip archive" if is_zip else "a torch.save file of the format before torch 1.6"
+        raise SwinzooError(f"{path} is truncated or corrupt ({what}); {fix or 'download it again'}") from None
 
 
 def _first_line(e: Exception) -> str:

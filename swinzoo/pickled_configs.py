@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import warnings
+import zipfile
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -31,7 +33,9 @@ def config_globals() -> AbstractContextManager:
 def torch_load(name: str, trust_checkpoint: bool = False, mmap: bool = False) -> object:
     """torch.load weights-only, the config objects above included; with `trust_checkpoint`, a full load only where
     that fails, so a trusted file whose only objects are such configs needs neither their packages nor their code."""
-    with config_globals():
+    with config_globals(), warnings.catch_warnings():
+        # "Detected pickle protocol 4": the refusal that follows says it in the error's own line
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
         try:
             return torch.load(name, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as e:
@@ -43,9 +47,17 @@ def torch_load(name: str, trust_checkpoint: bool = False, mmap: bool = False) ->
 
 def objects_needing_trust(path: str | Path) -> list[str]:
     """The names of the classes and functions a checkpoint's pickle refers to that a weights-only load refuses (the
-    error says which); empty where torch cannot list them (the legacy, non-zip format)."""
+    error says which), read by opcode (nothing is run); empty where torch cannot list them."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        if zipfile.is_zipfile(path):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        else:  # the format before torch 1.6: its pickles one after another, the object fourth
+            from torch import _weights_only_unpickler as unpickler
+
+            allowed = {*unpickler._get_allowed_globals(), *unpickler._get_user_allowed_globals()}
+            with open(path, "rb") as f:
+                found = set().union(*(unpickler.get_globals_in_pkl(f) for _ in range(4)))
+            names = sorted(found - allowed)
     except Exception:  # a listing that fails only leaves the names out of the message
         return []
     return [name for name in names if name not in CONFIG_NAMES]

@@ -272,3 +272,71 @@ def test_two_nested_state_dicts_are_named_not_guessed(tmp_path, capsys):
 ])
 def test_a_checkpoint_without_weights_says_what_it_holds(content, expect, tmp_path, capsys):
     refused("info", saved(tmp_path / "x.pth", content), tmp_path, capsys, "holds no state dict of tensors", expect)
+
+
+# ---------------------------------------------------------------------------------------------- pickles
+class Payload:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_an_old_format_torch_file_reads_and_one_needing_code_names_it(tmp_path, capsys):
+    """torch.save's format before 1.6 (no zip): weights alone load; a pickled object is refused, named as for a zip
+    checkpoint (it was refused without the names)."""
+    legacy = saved(tmp_path / "old.pth", {"model": nano_weights()}, _use_new_zipfile_serialization=False)
+    assert swinzoo.load_model(legacy).config.img_size == 64
+    evil = saved(tmp_path / "evil.pth", {"model": nano_weights(), "hook": Payload(tmp_path / "pwned")},
+                 _use_new_zipfile_serialization=False)
+    refused("info", evil, tmp_path, capsys, "holds Python objects", "(posix.system)", "--trust-checkpoint")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_plain_pickle_is_not_taken_for_a_checkpoint_needing_trust(protocol, tmp_path, capsys):
+    """pickle.dump of weights is no torch.save file (torch.load reads neither a plain nor a malicious one): said so, in
+    one line (torch's protocol warning came first), and no --trust-checkpoint offered for what it could not load."""
+    import pickle
+
+    for name, content in (("plain.pkl", {"a": 1}), ("evil.pkl", Payload(tmp_path / "pwned"))):
+        written(tmp_path / name, pickle.dumps(content, protocol=protocol))
+        line = refused("info", tmp_path / name, tmp_path, capsys, f"{name} is not a PyTorch checkpoint (it is a "
+                       "Python pickle, not a torch.save file)", "torch.save(")
+        assert "--trust-checkpoint" not in line
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut", "tensor larger than its data"])
+def test_a_damaged_old_format_file_is_called_corrupt(damage, tmp_path, capsys):
+    import io
+    import pickletools
+
+    if damage == "cut":
+        src = saved(tmp_path / "old.pth", {"model": nano_weights()}, _use_new_zipfile_serialization=False)
+        src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    else:  # one storage, whose element count (8 bytes after the five pickles) claims far more than follows
+        src = saved(tmp_path / "old.pth", {"model": {"a": torch.zeros(6)}}, _use_new_zipfile_serialization=False)
+        data = io.BytesIO(src.read_bytes())
+        for _ in range(5):  # magic number, protocol, system info, the object, the storage keys
+            for _ in pickletools.genops(data):
+                pass
+        raw = bytearray(data.getvalue())
+        raw[data.tell():data.tell() + 8] = (2**31).to_bytes(8, "little")
+        src.write_bytes(bytes(raw))
+    line = refused("info", src, tmp_path, capsys, "old.pth is truncated or corrupt", "download it again")
+    assert "%ld" not in line
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_pickle_protocol_torch_cannot_read_safely_is_named(zip_format, tmp_path, capsys):
+    """torch.save(..., pickle_protocol=4) of plain tensors: torch's weights-only loader knows protocol 2 only, so
+    it is refused, but for what it is (it was "holds Python objects" under torch's protocol warning)."""
+    src = saved(tmp_path / "p4.pth", {"model": nano_weights()}, pickle_protocol=4,
+                _use_new_zipfile_serialization=zip_format)
+    line = refused("info", src, tmp_path, capsys, "pickle protocol", "weights-only", "--trust-checkpoint",
+                   "torch.save's default protocol")
+    assert "Python objects" not in line
+    code, _, err = run_cli(["convert", src, "-o", tmp_path / "o.safetensors", "--trust-checkpoint"], capsys)
+    assert code == 0 and err == "", err
