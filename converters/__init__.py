@@ -63,6 +63,18 @@ def unfinished_run(folder: Path) -> SwinzooError:
                         f"with `swinzoo {verb} --resume {folder}`{latest}")
 
 
+def unknown_folder(folder: Path) -> SwinzooError:
+    """The error for a folder no format claims: named for what it is where that is recognisable."""
+    if not any(folder.iterdir()):
+        return SwinzooError(f"{folder} is an empty folder, not a checkpoint file; give the model file or folder itself")
+    if (folder / ".metadata").is_file() and any(folder.glob("*.distcp")):  # FSDP's sharded save, Lightning's too
+        return SwinzooError(f"{folder} is a sharded torch.distributed.checkpoint folder; consolidate it into one "
+                            "file first: python -m torch.distributed.checkpoint.format_utils dcp_to_torch "
+                            f"{folder} model.pth")
+    return SwinzooError(f"{folder} has no config.json, so its format and geometry are unknown; give a timm or "
+                        "transformers model folder, or the weight file inside with --from-format and --arch")
+
+
 def detect(path: Path, trust_checkpoint: bool = False, ema: bool | None = None) -> tuple[Format, dict | None]:
     """(format of a local file or folder, the raw state dict when reading the file was needed to tell; `ema`: which
     weights of a training checkpoint, see `training.take_weights`)."""
@@ -76,8 +88,7 @@ def detect(path: Path, trust_checkpoint: bool = False, ema: bool | None = None) 
                                "transformers config (no 'model_type'); pass --from-format")
         if (path / RUN_FILE).is_file():
             raise unfinished_run(path)
-        raise SwinzooError(f"{path} has no config.json, so its format and geometry are unknown; give a timm or "
-                           "transformers model folder, or the weight file inside with --from-format and --arch")
+        raise unknown_folder(path)
     if native.has_metadata(path):
         return native.FORMAT, None
     raw = read_weights(path, trust_checkpoint, module_checkpoint=True, ema=ema)

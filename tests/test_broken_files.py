@@ -340,3 +340,19 @@ def test_a_pickle_protocol_torch_cannot_read_safely_is_named(zip_format, tmp_pat
     assert "Python objects" not in line
     code, _, err = run_cli(["convert", src, "-o", tmp_path / "o.safetensors", "--trust-checkpoint"], capsys)
     assert code == 0 and err == "", err
+
+
+# ---------------------------------------------------------------------------------------------- folders
+def test_a_folder_named_as_a_file_says_it_is_a_folder(tmp_path, capsys):
+    (tmp_path / "swin.pth").mkdir()
+    refused("info", tmp_path / "swin.pth", tmp_path, capsys, "swin.pth is an empty folder, not a checkpoint file")
+
+
+def test_a_sharded_distributed_checkpoint_says_how_to_consolidate_it(tmp_path, capsys):
+    """What FSDP saves with torch.distributed.checkpoint (Lightning's sharded `epoch=N.ckpt/`): a folder of
+    .distcp shards, which torch's own tool turns into one file."""
+    folder = tmp_path / "epoch=3.ckpt"
+    written(folder / ".metadata", b"\x80\x02}q\x00.")
+    written(folder / "__0_0.distcp", bytes(16))
+    refused("convert", folder, tmp_path, capsys, "is a sharded torch.distributed.checkpoint folder",
+            "python -m torch.distributed.checkpoint.format_utils dcp_to_torch")
