@@ -82,20 +82,20 @@ def lfs_pointer(path: Path, head: bytes) -> tuple[str, str]:
     return what, f"run `git lfs install && git lfs pull` in the clone, or use `{fetch}`"
 
 
-HUB_REMOTE = re.compile(r"^\s*url\s*=\s*(?:https?://|git@)(?:[\w.-]+@)?(?:www\.)?huggingface\.co[/:]"
+HUB_REMOTE = re.compile(r"^\s*url\s*=\s*(?:https?://|git@)(?:[\w.-]+@)?(?:www\.)?(?:huggingface|hf)\.co[/:]"
                         r"(?!datasets/|spaces/)(?:models/)?([\w.-]+/[\w.-]+?)(?:\.git)?/?\s*$", re.MULTILINE)
 
 
 def hub_clone_of(path: Path) -> str | None:
     """ORG/NAME of the Hugging Face Hub model repo whose git clone holds `path`, or None."""
     for folder in list(path.resolve().parents)[:8]:
-        config = folder / ".git" / "config"
-        if config.is_file():
-            try:
-                found = HUB_REMOTE.search(config.read_text(errors="replace")[:65536])
-            except OSError:
-                return None
-            return found.group(1) if found else None
+        if not (folder / ".git").exists():
+            continue
+        try:  # the nearest clone only (a `.git` file, a worktree's, has no config of its own: no name)
+            found = HUB_REMOTE.search((folder / ".git" / "config").read_text(errors="replace")[:65536])
+        except OSError:
+            return None
+        return found.group(1) if found else None
     return None
 
 
