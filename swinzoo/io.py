@@ -332,9 +332,13 @@ def read_safetensors(path: str | Path, hint: str = "") -> tuple[dict[str, torch.
         with native_path(path) as name, safe_open(name, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        other = not_a_checkpoint(path) if Path(path).is_file() else None
+        head = read_head(path) if Path(path).is_file() else b""
+        other = not_a_checkpoint(path, head) if head else None
         if other is not None and other[1] is not None:  # recognisably something else, with a fix of its own
             raise SwinzooError(f"{path} is not a safetensors file ({other[0]}); {other[1]}") from None
+        if other is None and head.startswith((b"PK\x03\x04", b"\x80")):  # what not_a_checkpoint leaves: torch's
+            raise SwinzooError(f"{path} is not a safetensors file (it is a torch.save file); rename it to "
+                               ".pth") from None
         raise SwinzooError(f"{path} is not a readable safetensors file ({e}){hint}") from None
 
 

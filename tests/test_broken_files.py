@@ -356,3 +356,13 @@ def test_a_sharded_distributed_checkpoint_says_how_to_consolidate_it(tmp_path, c
     written(folder / "__0_0.distcp", bytes(16))
     refused("convert", folder, tmp_path, capsys, "is a sharded torch.distributed.checkpoint folder",
             "python -m torch.distributed.checkpoint.format_utils dcp_to_torch")
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_torch_file_named_safetensors_says_to_rename_it(zip_format, tmp_path, capsys):
+    """torch.save(model.state_dict(), "model.safetensors"): it was "not a readable safetensors file (header too
+    large); it is damaged or incomplete", which sends the user to download it again."""
+    src = saved(tmp_path / "model.safetensors", nano_weights(), _use_new_zipfile_serialization=zip_format)
+    line = refused("info", src, tmp_path, capsys, "model.safetensors is not a safetensors file (it is a torch.save "
+                   "file)", "rename it to .pth")
+    assert "damaged" not in line
