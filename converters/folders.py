@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from swinzoo.errors import SwinzooError
 from swinzoo.io import atomic_dir, read_small_text, safetensors_write_errors
 from swinzoo.state_dicts import for_safetensors
+from swinzoo.weight_files import SHARD_INDEXES, WEIGHT_CHOICES, weight_map
 
 # the files each kind of folder export writes (timm: config.json and weights; transformers also its preprocessing)
 EXPORT_FILES = {"timm": {"config.json", "model.safetensors"},
@@ -67,16 +68,11 @@ def folder_kind(config) -> str | None:
 def weights_in_folder(folder: Path) -> Path:
     """The weight file of a Hub-style folder, in transformers' order: model.safetensors, its shards' index, then
     pytorch_model.bin and its index (then the .pth names some uploads use)."""
-    for name in ("model.safetensors", SHARD_INDEXES[0], "pytorch_model.bin", SHARD_INDEXES[1], "pytorch_model.pth",
-                 "model.pth"):
+    for name in (*WEIGHT_CHOICES, "pytorch_model.pth", "model.pth"):
         if (folder / name).exists():
             return folder / name
     raise SwinzooError(f"{folder} has no model.safetensors or pytorch_model.bin (nor a sharded model's "
                        f"{SHARD_INDEXES[0]}); give the folder holding the weights")
-
-
-# transformers' save_pretrained above max_shard_size: shards named by an index's weight_map (tensor -> file)
-SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def is_shard_index(path: str | Path) -> bool:
@@ -87,22 +83,17 @@ def shards_of(index: Path) -> tuple[list[Path], list[str]]:
     """(the shard files a sharded model's index names, the tensor names it maps). The index comes with someone
     else's folder: each shard must be a file name beside it, never a path to follow."""
     try:
-        weight_map = json.loads(read_small_text(index)).get("weight_map")
-    except (ValueError, AttributeError):
-        weight_map = None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise SwinzooError(f"{index} has no weight_map of tensor names to shard files; the index is damaged: "
-                           "download or save the model again")
+        text = read_small_text(index)
+    except UnicodeDecodeError:  # not JSON either: said as such below
+        text = ""
+    tensors = weight_map(text, str(index), "download or save the model again")
     shards = []
-    for name in dict.fromkeys(weight_map.values()):
-        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
-            raise SwinzooError(f"{index}: shard {name!r} is not a file name beside the index; the index is damaged "
-                               "or crafted: download or save the model again")
+    for name in dict.fromkeys(tensors.values()):
         if not (index.parent / name).is_file():
             raise SwinzooError(f"{index.parent}: shard {name} is missing (the index names it); the download or copy "
                                "is incomplete: fetch the whole folder again")
         shards.append(index.parent / name)
-    return shards, list(weight_map)
+    return shards, list(tensors)
 
 
 def read_config_json(folder: Path) -> dict:

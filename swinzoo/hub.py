@@ -12,7 +12,6 @@ Every call to the Hub runs inside `swinzoo.hub_http.hub_calls()` (timeouts, no r
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -27,14 +26,11 @@ from swinzoo.hub_http import (
     offline,
     refused,
 )
+from swinzoo.weight_files import SHARD_INDEXES, WEIGHT_CHOICES, weight_map
 from swinzoo.zoo import get_entry
 
 PREFIXES = ("hf-hub:", "hf_hub:")  # timm accepts the legacy underscore spelling too
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# transformers' save_pretrained above max_shard_size: an index json naming the shard files
-SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-# what transformers' from_pretrained fetches, first found: each single file, else its shards
-WEIGHT_CHOICES = (WEIGHT_FILES[0], SHARD_INDEXES[0], WEIGHT_FILES[1], SHARD_INDEXES[1])
+WEIGHT_FILES = (WEIGHT_CHOICES[0], WEIGHT_CHOICES[2])  # the single files
 MAX_INDEX_BYTES = 64 * 2**20  # far above any real index (a 100-billion-parameter model's: a few MiB)
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REPO_ID_MAX = 96  # the Hub's limit on a repo id
@@ -240,22 +236,9 @@ def snapshot_commit(path: Path | None) -> str | None:
 def shard_names(index: Path, src: str) -> list[str]:
     """The shard files a sharded model's index names, each once. The index is someone else's upload: each shard
     must be a plain file name beside it (as transformers writes), never a path to follow."""
-    weight_map = None
-    try:
-        if index.stat().st_size <= MAX_INDEX_BYTES:
-            weight_map = json.loads(index.read_bytes()).get("weight_map")
-    except (ValueError, AttributeError, RecursionError):  # not JSON, or not an object
-        pass
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise SwinzooError(f"{src}: its {index.name} has no weight_map of tensor names to shard files; the index is "
-                           "damaged: ask the repo's owner to push the model again")
-    names = list(dict.fromkeys(weight_map.values()))
-    for name in names:
-        if (not isinstance(name, str) or not name.isprintable() or "/" in name or "\\" in name
-                or name in ("", ".", "..")):
-            raise SwinzooError(f"{src}: its {index.name} names shard {name!r}, which is not a file name beside the "
-                               "index; the index is damaged or crafted: nothing was fetched from it")
-    return names
+    text = index.read_bytes() if index.stat().st_size <= MAX_INDEX_BYTES else b""
+    return list(dict.fromkeys(weight_map(text, f"{src}: its {index.name}", "nothing was fetched from it; ask the "
+                                         "repo's owner to push the model again").values()))
 
 
 def in_cache(repo: str, revision: str | None = None) -> bool:

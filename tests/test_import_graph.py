@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     (0, ("swinzoo.errors", "swinzoo.settings", "swinzoo.config", "swinzoo.zoo", "swinzoo.preprocess",
          "swinzoo.hardware", "swinzoo.run_folder", "swinzoo.live_display", "swinzoo.hard_stop",
-         "swinzoo.json_text")),
+         "swinzoo.json_text", "swinzoo.weight_files")),
     (1, ("swinzoo.models",)),
     (2, ("swinzoo.weight_transfer", "swinzoo.geometric_interp", "swinzoo.io", "swinzoo.file_kinds",
          "swinzoo.state_dicts", "swinzoo.pickled_configs")),
