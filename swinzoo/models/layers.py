@@ -187,11 +187,12 @@ class MlpGeluRecompute(torch.autograd.Function):
         chunks = max(1, -(-rows.shape[0] // step))
         step = max(1, -(-rows.shape[0] // chunks))  # chunks of equal size: no small ragged last GEMM
         out = rows.new_empty(rows.shape[0], w2.shape[0], dtype=dtype)
-        hidden = []
+        hidden, act = [], None
         for start in range(0, rows.shape[0], step):
             h = cpu_gemm.linear(rows[start : start + step], w1c, b1c)
             hidden.append(h)
-            cpu_gemm.linear_into(out[start : start + step], F.gelu(h), w2c, b2c)
+            act = gelu_into(h, act)
+            cpu_gemm.linear_into(out[start : start + step], act[: h.shape[0]], w2c, b2c)
         ctx.step, ctx.weight_dtype, ctx.x_shape, ctx.x_dtype = step, w1.dtype, x.shape, x.dtype
         # the compute-dtype weights, not the parameters: backward would otherwise cast them again
         ctx.save_for_backward(rows, w1c, w2c, *hidden)
@@ -210,12 +211,16 @@ class MlpGeluRecompute(torch.autograd.Function):
         # sum(dtype=...) would first copy the whole tensor to that dtype; the bf16 sum accumulates in fp32 anyway
         grad_b2 = g_out.sum(0).to(weight_dtype) if need_b2 else None
         grad_x = rows.new_empty(rows.shape, dtype=dtype) if need_x else None
+        act = None
         for h, start in zip(hidden, range(0, rows.shape[0], ctx.step)):
             stop = start + h.shape[0]
             g = g_out[start:stop]
             if need_w2:
-                grad_w2 = accumulate_weight_grad(grad_w2, g, F.gelu(h), weight_dtype)
-            g_h = torch.ops.aten.gelu_backward(cpu_gemm.mm(g, w2c), h)
+                act = gelu_into(h, act)
+                grad_w2 = accumulate_weight_grad(grad_w2, g, act[: h.shape[0]], weight_dtype)
+            # in place into the product just made: no fresh hidden-sized tensor (see gelu_into)
+            g_h = cpu_gemm.mm(g, w2c)
+            torch.ops.aten.gelu_backward.grad_input(g_h, h, grad_input=g_h)
             if need_w1:
                 grad_w1 = accumulate_weight_grad(grad_w1, g_h, rows[start:stop], weight_dtype)
             if need_b1:
@@ -229,6 +234,16 @@ class MlpGeluRecompute(torch.autograd.Function):
             grad_b1 = w1c.new_zeros(w1c.shape[0], dtype=weight_dtype) if need_b1 else None
         grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype) if need_x else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
+
+
+def gelu_into(h: torch.Tensor, scratch: torch.Tensor | None) -> torch.Tensor:
+    """GELU of a hidden chunk into `scratch` (made on the first chunk, reused by the later ones, which are never
+    longer): rows [0, len(h)) hold the result. A fresh hidden-sized tensor per chunk is a cache-cold write, and
+    under glibc as it is often new pages for the kernel to map and zero."""
+    if scratch is None:
+        scratch = torch.empty_like(h)
+    torch.ops.aten.gelu.out(h, out=scratch[: h.shape[0]])
+    return scratch
 
 
 def accumulate_weight_grad(total: torch.Tensor | None, grad: torch.Tensor, x: torch.Tensor, dtype: torch.dtype
