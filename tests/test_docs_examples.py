@@ -1,7 +1,8 @@
 """The Python examples of the README and docs/ as written: every call names public API with a signature that takes
 its arguments, and the README's blocks run offline (the nano models, `shapes`), where a zoo model that needs a
 download fails with the one offline error naming its Hub repo. Shortened only by `max_steps` (and one validation
-batch), so the docs cannot drift from the code."""
+batch), so the docs cannot drift from the code. The recipes, SWINZOO_* variables and extras the docs name exist (the
+shell commands: tests/test_docs_commands.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import torch
 from PIL import Image
 
 import swinzoo
+from swinzoo import settings
 from swinzoo.hub import zoo_repo
 from swinzoo.models.simmim import SimMIM
 from swinzoo.train.module import SwinClassifier
 from swinzoo.train.options import FinetuneOptions
 from swinzoo.train.pretrain_options import PretrainOptions
+from swinzoo.train.recipes import packaged_recipes
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.zoo import get_entry, is_zoo_name
 from tests.conftest import fixture_pth
@@ -33,6 +36,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 INSTANCES = {"model": swinzoo.SwinTransformer, "backbone": swinzoo.SwinBackbone, "simmim": SimMIM,
              "module": SwinClassifier, "pretrainer": SimMIMPretrainer}
 OPTIONS = {"finetune": FinetuneOptions, "pretrain": PretrainOptions}  # their **options are these fields
+RECIPE_NAME = re.compile(r"^(nano|finetune|nano_\w+|simmim_\w+|swin(v2)?_\d+k?to\d+)$")  # spans naming a recipe
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -186,3 +190,54 @@ def test_the_readme_lightning_example_runs(tmp_path, monkeypatch):
     exec(code.replace("max_steps=1000", "max_steps=2"), ns)
     assert [tuple(b.shape) for b in ns["logits"]] == [(8, 10)]  # (B, 10) per batch
     assert {"test/top1", "test/top5", "test/loss"} <= set(tested[0][0])  # logs test/top1, test/top5, test/loss
+
+
+def test_every_recipe_the_docs_name_is_packaged():
+    """`--recipe nano`, `recipe="nano_finetune"`, recipes/X.yaml and a span shaped like a recipe name (`swin_224to384`)
+    name a recipe swinzoo ships."""
+    packaged = set(packaged_recipes())
+    named = []
+    for path in DOCS:
+        text = path.read_text()
+        named += [(path.name, m) for m in re.findall(r"`([a-z0-9_]+)`", text) if RECIPE_NAME.match(m)]
+        named += [(path.name, m) for m in re.findall(r"--recipe[ =]([^\s`\]\"]+)", text) if not re.search(r"[./]", m)]
+        named += [(path.name, m) for m in re.findall(r"recipe=\"(\w+)\"", text)]
+        named += [(path.name, m) for m in re.findall(r"recipes/(\w+)\.yaml", text)]
+    assert named
+    missing = [f"{where}: {name}" for where, name in named if name not in packaged and name.upper() != name]
+    assert not missing, missing
+
+
+def test_every_environment_variable_the_docs_name_is_read():
+    """Each SWINZOO_* a user may set is one `settings` knows; each NAME=VALUE shown takes that value; swinzoo's own
+    (`_SWINZOO_*`) are set somewhere in the code."""
+    code = "\n".join(p.read_text() for p in (ROOT / "swinzoo").rglob("*.py"))
+    problems = []
+    for path in DOCS:
+        text = path.read_text()
+        for m in re.finditer(r"(?<![\w$])(_?SWINZOO_[A-Z0-9_]*[A-Z0-9])(?:=([\w.-]+))?", text):
+            name, value = m.groups()
+            if name.startswith("_"):
+                if f'"{name}"' not in code:
+                    problems.append(f"{path.name}: {name} is not in the code")
+            elif name not in settings.DOCUMENTED:
+                problems.append(f"{path.name}: {name} is not one of {settings.DOCUMENTED}")
+            elif value and name in settings.CHOICES and value.lower() not in settings.CHOICES[name]:
+                problems.append(f"{path.name}: {name}={value} not among {settings.CHOICES[name]}")
+    assert not problems, problems
+
+
+
+def test_every_extra_the_docs_and_errors_name_exists():
+    """`pip install "swinzoo[onnx]"`, `pip install -e ".[hf]"`, and the extras the error messages tell users to
+    install, are extras of pyproject.toml."""
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    texts = [(p.name, p.read_text()) for p in DOCS]
+    texts += [(str(p.relative_to(ROOT)), p.read_text()) for folder in ("swinzoo", "converters", "benchmarks")
+              for p in sorted((ROOT / folder).rglob("*.py"))]
+    named = [(where, extra) for where, text in texts
+             for group in re.findall(r"(?:swinzoo|\.)\[([a-z][\w,-]*)\]", text) for extra in group.split(",")]
+    assert {extra for _, extra in named} >= {"hf", "onnx", "bench", "test"}
+    assert not [f"{where}: [{extra}]" for where, extra in named if extra not in extras]
