@@ -280,7 +280,7 @@ def read_plan(run_file: Path) -> Plan:
         if isinstance(value, bool) or not isinstance(value, PLAN_TYPES[key]):
             raise SwinzooError(f"{run_file}: {key}={value!r} has the wrong type; restore the file, or start a new "
                                "run with another --out")
-    plan = Plan(**data)
+    plan = Plan(**as_it_ran(data))
     check_values({k: getattr(plan, k) for k in ("devices", "accelerator", "strategy", "num_nodes", "lr",
                                                   "num_workers", "ckpt_every", "save_dtype", "keep", "logger")},
                  lambda name, value: f"{run_file}: {name}={value!r}")
@@ -290,6 +290,21 @@ def read_plan(run_file: Path) -> Plan:
         raise SwinzooError(f"{run_file}: config is not a valid model config ({str(e).strip().splitlines()[0]})"
                            ) from None
     return plan
+
+
+def as_it_ran(data: dict) -> dict:
+    """A run.json from before --keep (swinzoo of 2026-12-02 and earlier) with the settings that run trained under:
+    its model.safetensors held the last weights, and its precision 'auto' was fp32 on every CPU (bf16 autocast on
+    CPUs with native bf16 matmul came after). Today's defaults would resume it in bf16 keeping the best weights."""
+    if "keep" in data:
+        return data
+    import torch
+
+    data = {**data, "keep": "last"}
+    on_cuda = str(data.get("accelerator", "auto")) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if data["recipe"].get("precision", "auto") == "auto" and not on_cuda:  # on CUDA 'auto' was and is fp16 AMP
+        data["recipe"] = {**data["recipe"], "precision": "32-true"}
+    return data
 
 
 def check_finite(state_dict: dict, what: str, fix: str, problem: str = "are not finite") -> None:
