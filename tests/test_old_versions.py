@@ -12,10 +12,11 @@ from safetensors.torch import load_file
 
 import swinzoo
 
-from .conftest import FIXTURES, run_cli
+from .conftest import FIXTURES, one_error_line, run_cli
 
 OLD = FIXTURES / "old_versions"
 V_2026_11_29 = OLD / "9074496"  # before --keep (its runs kept the last weights) and bf16 'auto' precision on CPUs
+V_2026_12_02 = OLD / "fe79df5"  # SimMIM runs before the official weight-decay groups (ddf2fba)
 V_2026_12_04 = OLD / "9a87026"
 
 
@@ -81,3 +82,15 @@ def test_a_run_with_keep_recorded_resumes_at_its_step_as_recorded(tmp_path, caps
     assert [r["step"] for r in plan["provenance"]["resumed"]] == [2] and metrics["global_step"] == 4
     assert plan["keep"] == "best" and plan["recipe"]["precision"] == "auto"
     assert plan["provenance"]["resumed"][0]["environment"]["precision"] == "bf16-mixed"
+
+
+def test_a_simmim_run_from_before_the_official_decay_groups_is_refused_in_one_line_naming_the_fix(tmp_path, capsys):
+    """Its last.ckpt's AdamW state is grouped as the bias tables were then (no decay): Lightning's restore
+    stopped the resume with an unexpected ValueError ('a parameter group that doesn't match')."""
+    out = tmp_path / "run"
+    shutil.copytree(V_2026_12_02 / "pretrain_killed", out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, _, err = run_cli(["pretrain", "--resume", out], capsys)
+    assert code == 2
+    one_error_line(err, "weight-decay groups", f"swinzoo pretrain --from {out / 'last.ckpt'} --data shapes")
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.name != ".swinzoo-run.lock") == before

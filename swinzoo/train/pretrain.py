@@ -50,7 +50,7 @@ from swinzoo.train.recipes import (
     changes_text,
     recipe_from_dict,
 )
-from swinzoo.train.resume import resume_plan
+from swinzoo.train.resume import check_optimizer_groups, resume_plan
 from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
 from swinzoo.train.simmim_data import SimMIMDataModule
@@ -108,6 +108,8 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
     module = SimMIMPretrainer(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         load_weights(module.model, state_dict)
+    if point is not None:
+        check_optimizer_groups(point, module.model, module.LAYER_DECAY, module.param_ndims, plan, "pretrain")
     with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
                        lambda: print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)):
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,

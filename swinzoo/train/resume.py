@@ -21,6 +21,7 @@ from swinzoo.train.checks import flag_name, read_plan
 from swinzoo.train.data import BUILTIN
 from swinzoo.train.environment import run_environment
 from swinzoo.train.folder import RunLock, check_not_running, is_rank_zero, write_plan
+from swinzoo.train.optim import param_groups
 from swinzoo.train.options import DATA_OPTION_KEYS, Plan
 from swinzoo.train.recipes import recipe_from_dict
 from swinzoo.train.trainer_options import check_trainer_options
@@ -31,12 +32,13 @@ RESUME_CHANGES = {"resume", "max_steps", "epochs", "trainer", "trust_checkpoint"
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where last.ckpt stands: the optimizer steps taken, the training epochs done, and the total batch its lr was
-    scaled for (None in a checkpoint without it)."""
+    """Where last.ckpt stands: the optimizer steps taken, the training epochs done, the total batch its lr was
+    scaled for (None in a checkpoint without it), and how many parameters each of its AdamW groups holds."""
 
     step: int
     epoch: int
     total_batch: int | None = None
+    optimizer_groups: tuple[int, ...] | None = None
 
 
 def resume_plan(args, command: str, check_task: Callable[[Plan, Path], None],
@@ -102,7 +104,32 @@ def check_checkpoint(ckpt: Path, trust_checkpoint: bool = False) -> ResumePoint:
         raise SwinzooError(f"{ckpt} is not a training checkpoint written by `swinzoo finetune` (no state_dict and "
                            f"global_step); {fix}")
     total_batch = (state.get("hyper_parameters") or {}).get("total_batch")
-    return ResumePoint(state["global_step"], epochs_done(state), total_batch if isinstance(total_batch, int) else None)
+    return ResumePoint(state["global_step"], epochs_done(state), total_batch if isinstance(total_batch, int) else None,
+                       optimizer_group_sizes(state))
+
+
+def optimizer_group_sizes(state: dict) -> tuple[int, ...] | None:
+    """The parameter count of each group of a Lightning checkpoint's (first) optimizer; None where it has none."""
+    try:
+        return tuple(len(g["params"]) for g in state["optimizer_states"][0]["param_groups"])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def check_optimizer_groups(point: ResumePoint, model, layer_decay: float, ndims: dict, plan: Plan,
+                           command: str) -> None:
+    """Refuse, before training, a last.ckpt whose AdamW state is grouped otherwise than this swinzoo groups the
+    model's parameters (Lightning's restore stops with "a parameter group that doesn't match"): a run written before
+    the weight-decay groups changed (SimMIM's follow the official pretraining since 2026-12-04: bias tables, cpb_mlp
+    and logit_scale decayed). Its weights go on in a new run."""
+    groups = tuple(len(g["params"]) for g in param_groups(model, 0.0, 0.0, layer_decay, ndims))
+    if point.optimizer_groups is None or point.optimizer_groups == groups:
+        return
+    ckpt = Path(plan.out) / CKPT_FILE
+    raise SwinzooError(f"--resume {plan.out}: {ckpt} holds AdamW state for parameter groups of "
+                       f"{list(point.optimizer_groups)} tensors, this swinzoo forms {list(groups)} (an earlier "
+                       f"swinzoo's weight-decay groups); continue from its weights in a new run: swinzoo {command} "
+                       f"--from {shlex.quote(str(ckpt))} --data {shlex.quote(plan.data)} --out NEW")
 
 
 def check_total_batch(point: ResumePoint, total_batch: int, out: Path) -> None:

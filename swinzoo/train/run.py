@@ -48,7 +48,7 @@ from swinzoo.train.recipes import (
     recipe_from_dict,
     split_recipe,
 )
-from swinzoo.train.resume import resume_plan
+from swinzoo.train.resume import check_optimizer_groups, resume_plan
 from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
 from swinzoo.train.trainer import keep_weights, start_trainer, third_party_quiet, validate_after_fit
@@ -208,6 +208,8 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     module = SwinClassifier(plan.config, plan.recipe, total_batch, plan.lr)
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
+    if point is not None:
+        check_optimizer_groups(point, module.model, recipe.layer_decay, module.param_ndims, plan, "finetune")
     with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
                        lambda: print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)):
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
