@@ -73,3 +73,28 @@ def test_the_checkpoints_total_batch_is_read_and_another_refused(run):
         check_total_batch(point, 4, run)
     assert "\n" not in str(e.value) and "total batch 2" in str(e.value) and "with 4" in str(e.value)
     assert "--from run/model.safetensors" in str(e.value)
+
+
+def test_a_refused_resume_of_a_killed_run_points_new_runs_at_its_checkpoint(run, capsys):
+    """A run killed before its first save has no model.safetensors: the fix a refusal names (a new run --from the
+    run's weights) must name a file that exists, its last.ckpt."""
+    (run / "model.safetensors").unlink()
+    assert (run / "last.ckpt").is_file()
+    code, _, err = run_cli(["finetune", "--resume", run, "--from", "swin_n_64", "--max-steps", "2"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"--from {run / 'last.ckpt'}"), err
+
+
+def test_finetune_resume_of_a_killed_pretraining_run_names_its_checkpoint(tmp_path, capsys):
+    """`finetune --resume` of a SimMIM run is refused with the two ways on; for a run killed before its first save
+    the fine-tune one names its last.ckpt (which `finetune --from` reads), not a model.safetensors it lacks."""
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    run = tmp_path / "pre"
+    shutil.copytree(FIXTURES / "old_versions" / "fe79df5" / "pretrain_killed", run)
+    assert not (run / "model.safetensors").exists()
+    code, _, err = run_cli(["finetune", "--resume", run], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is a SimMIM pretraining run" in err and f"swinzoo finetune --from {run / 'last.ckpt'}`" in err, err

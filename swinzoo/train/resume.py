@@ -140,7 +140,14 @@ def check_total_batch(point: ResumePoint, total_batch: int, out: Path) -> None:
         raise SwinzooError(f"--resume {out}: the run trained with total batch {point.total_batch} (batch x devices x "
                            f"nodes x accumulation), this resume would train with {total_batch}; resume with as many "
                            f"devices visible (CUDA_VISIBLE_DEVICES), or start a new run with --from "
-                           f"{out / 'model.safetensors'}")
+                           f"{run_weights(out)}")
+
+
+def run_weights(out: Path) -> Path:
+    """What a new run takes --from to go on from run folder `out`: its model.safetensors, or where a run killed
+    before its first save has none, its last.ckpt."""
+    weights = out / "model.safetensors"
+    return weights if weights.is_file() or not (out / CKPT_FILE).is_file() else out / CKPT_FILE
 
 
 def epochs_done(state: dict) -> int:
@@ -169,7 +176,7 @@ def check_resume_flags(args, run_file: Path, plan: Plan | None = None) -> None:
         ran = f"; it ran with {', '.join(was)}" if was else ""
         raise SwinzooError(f"{', '.join(map(flag_name, fixed))} cannot change a resumed run ({run_file} fixes it{ran}; "
                            f"--max-steps, --epochs and --trainer.* can): drop them, or start a new run with --from "
-                           f"{run_file.parent / 'model.safetensors'}")
+                           f"{run_weights(run_file.parent)}")
 
 
 def check_same_accumulation(was: dict, now: dict, recipe_value: int, run_file: Path) -> None:
@@ -182,7 +189,7 @@ def check_same_accumulation(was: dict, now: dict, recipe_value: int, run_file: P
         raise SwinzooError(f"--trainer.{key} {new} cannot change a resumed run ({run_file} fixes it: it ran with "
                            f"{old}, and its total batch set the lr that last.ckpt holds): resume with "
                            f"--trainer.{key} {old} or without it, or start a new run with --from "
-                           f"{run_file.parent / 'model.safetensors'}")
+                           f"{run_weights(run_file.parent)}")
 
 
 _UNRECORDED = object()

@@ -48,7 +48,7 @@ from swinzoo.train.recipes import (
     recipe_from_dict,
     split_recipe,
 )
-from swinzoo.train.resume import check_optimizer_groups, resume_plan
+from swinzoo.train.resume import check_optimizer_groups, resume_plan, run_weights
 from swinzoo.train.rng import caller_state_kept
 from swinzoo.train.sharded import model_weights
 from swinzoo.train.trainer import keep_weights, start_trainer, third_party_quiet, validate_after_fit
@@ -150,7 +150,7 @@ def apply_overrides(recipe: Recipe, args: FinetuneOptions) -> Recipe:
 def check_finetune_run(plan: Plan, out: Path) -> None:
     if plan.provenance.get("task") == PRETRAIN_TASK:
         raise SwinzooError(f"--resume {out} is a SimMIM pretraining run: continue it with `swinzoo pretrain --resume "
-                           f"{out}`, or fine-tune its weights with `swinzoo finetune --from {out}/model.safetensors`")
+                           f"{out}`, or fine-tune its weights with `swinzoo finetune --from {run_weights(out)}`")
 
 
 @python_api(FinetuneOptions)
