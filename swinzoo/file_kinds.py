@@ -61,6 +61,10 @@ def not_a_checkpoint(path: str | Path, head: bytes | None = None) -> tuple[str, 
         return "it is a tar archive", "extract it (`tar xf`) and give the checkpoint inside"
     if head.startswith(b"PK\x03\x04"):
         return zip_kind(path)
+    # an ONNX ModelProto opens with its ir_version field (tag 0x08); the suffix keeps other protobufs out
+    if head.startswith(b"\x08") and Path(path).suffix.lower() == ".onnx":
+        return ("it is an ONNX graph, not weights", "run it with onnxruntime.InferenceSession(path), or give the "
+                "weights it was exported from")
     text = _text(head)
     if text is None:
         return None

@@ -33,3 +33,20 @@ def test_a_lightning_checkpoint_of_the_user_s_module_reads_its_swin(tmp_path, ca
     model = swinzoo.load_model(tmp_path / "last.ckpt")
     assert model.config == swinzoo.create_model("swin_n_64").config.replace(class_names=None)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_an_onnx_graph_is_named_as_such(tmp_path, capsys):
+    """`export --to onnx` writes a graph for onnxruntime; given back as weights it was 'neither a zip archive nor a
+    pickle', now named, with what runs it."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, producer_name="pytorch"), tmp_path / "m.onnx")
+    for verb in ("info", "eval"):
+        code, _, err = run_cli([verb, tmp_path / "m.onnx"], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "is not a PyTorch checkpoint (it is an ONNX graph, not weights)" in err
+        assert "onnxruntime.InferenceSession" in err
