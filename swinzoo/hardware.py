@@ -107,6 +107,14 @@ def _usable(dev) -> bool:
         return False
 
 
+def trains_on_cuda(accelerator: str = "auto") -> bool:
+    """Whether a run given Lightning's `accelerator` trains on CUDA ('auto' does where a GPU is visible): where
+    precision 'auto' means fp16 AMP."""
+    import torch
+
+    return str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def auto_precision(on_cuda: bool) -> tuple[str, str]:
     """(Lightning precision, why) for a recipe whose precision is 'auto'; fp16 AMP on CUDA is the official
     recipes' choice."""

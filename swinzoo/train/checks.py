@@ -15,6 +15,7 @@ from pathlib import Path
 
 from swinzoo.config import SwinConfig
 from swinzoo.errors import SwinzooError
+from swinzoo.hardware import trains_on_cuda
 from swinzoo.io import read_small_text
 from swinzoo.train.folder import check_out, is_rank_zero
 from swinzoo.train.options import KEEP_CHOICES, LOGGER_CHOICES, SAVE_DTYPES, FinetuneOptions, Plan
@@ -298,11 +299,9 @@ def as_it_ran(data: dict) -> dict:
     CPUs with native bf16 matmul came after). Today's defaults would resume it in bf16 keeping the best weights."""
     if "keep" in data:
         return data
-    import torch
-
     data = {**data, "keep": "last"}
-    on_cuda = str(data.get("accelerator", "auto")) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if data["recipe"].get("precision", "auto") == "auto" and not on_cuda:  # on CUDA 'auto' was and is fp16 AMP
+    # on CUDA 'auto' was and is fp16 AMP
+    if data["recipe"].get("precision", "auto") == "auto" and not trains_on_cuda(data.get("accelerator", "auto")):
         data["recipe"] = {**data["recipe"], "precision": "32-true"}
     return data
 

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from swinzoo.config import SwinConfig
 from swinzoo.conversion import target_config
 from swinzoo.errors import SwinzooError, python_api
-from swinzoo.hardware import auto_precision
+from swinzoo.hardware import auto_precision, trains_on_cuda
 from swinzoo.io import atomic_path
 from swinzoo.models import SwinTransformer
 from swinzoo.preprocess import Preprocess
@@ -248,10 +248,13 @@ class SwinClassifier(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModule
         self.val_n.update(torch.tensor(float(labels.numel()), device=self.device))
         self.log(f"{stage}/n", self.val_n, on_step=False, on_epoch=True)
 
+    @property
+    def layer_decay(self) -> float:
+        return self.recipe.layer_decay
+
     def configure_optimizers(self):
         steps = run_steps(self.trainer)
-        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.recipe.layer_decay,
-                                   self.param_ndims)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.layer_decay, self.param_ndims)
 
 
 def finetune_weights(state_dict: dict | None, src: SwinConfig, res: int, window: int | None, recipe: Recipe,
@@ -308,8 +311,7 @@ def resolve_precision(recipe: Recipe, accelerator: str = "auto") -> tuple[str, s
     native bf16 matmul (AMX, AVX512-BF16), fp32 on other CPUs (`hardware.auto_precision`)."""
     if recipe.precision != "auto":
         return recipe.precision, "set by the recipe or --precision"
-    on_cuda = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return auto_precision(on_cuda)
+    return auto_precision(trains_on_cuda(accelerator))
 
 
 def trainer_kwargs(recipe: Recipe, accelerator: str = "auto") -> dict:

@@ -109,7 +109,7 @@ def _run(args: PretrainOptions, console, lock: RunLock) -> PretrainResult | None
     if state_dict is not None:
         load_weights(module.model, state_dict)
     if point is not None:
-        check_optimizer_groups(point, module.model, module.LAYER_DECAY, module.param_ndims, plan, "pretrain")
+        check_optimizer_groups(point, module, plan, "pretrain")
     with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
                        lambda: print_pretrain_plan(console, plan, module, total_batch, recipe, ckpt, step)):
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,

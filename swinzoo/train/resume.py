@@ -116,13 +116,14 @@ def optimizer_group_sizes(state: dict) -> tuple[int, ...] | None:
         return None
 
 
-def check_optimizer_groups(point: ResumePoint, model, layer_decay: float, ndims: dict, plan: Plan,
-                           command: str) -> None:
+def check_optimizer_groups(point: ResumePoint, module, plan: Plan, command: str) -> None:
     """Refuse, before training, a last.ckpt whose AdamW state is grouped otherwise than this swinzoo groups the
     model's parameters (Lightning's restore stops with "a parameter group that doesn't match"): a run written before
     the weight-decay groups changed (SimMIM's follow the official pretraining since 2026-12-04: bias tables, cpb_mlp
-    and logit_scale decayed). Its weights go on in a new run."""
-    groups = tuple(len(g["params"]) for g in param_groups(model, 0.0, 0.0, layer_decay, ndims))
+    and logit_scale decayed). Its weights go on in a new run. `module`: the SwinClassifier or SimMIMPretrainer
+    about to fit, grouped as its configure_optimizers will."""
+    grouped = param_groups(module.model, 0.0, 0.0, module.layer_decay, module.param_ndims)
+    groups = tuple(len(g["params"]) for g in grouped)
     if point.optimizer_groups is None or point.optimizer_groups == groups:
         return
     ckpt = Path(plan.out) / CKPT_FILE

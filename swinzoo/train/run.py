@@ -209,7 +209,7 @@ def _run_finetune(args: FinetuneOptions, console, lock: RunLock) -> FinetuneResu
     if state_dict is not None:
         module.model.load_state_dict(state_dict, strict=True)
     if point is not None:
-        check_optimizer_groups(point, module.model, recipe.layer_decay, module.param_ndims, plan, "finetune")
+        check_optimizer_groups(point, module, plan, "finetune")
     with run_in_folder(plan, ckpt is not None, lock, trainer, config_text,
                        lambda: print_finetune_plan(console, plan, module, total_batch, recipe, ckpt, step)):
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,

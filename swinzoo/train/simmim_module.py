@@ -52,7 +52,7 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
     """
 
     METRICS = ("val/loss", "val/n", "train/loss", "lr")  # what a callback may monitor
-    LAYER_DECAY = 1.0  # the official get_pretrain_param_groups: decay / no decay only, every layer in one
+    layer_decay = 1.0  # the official get_pretrain_param_groups: decay / no decay only, every layer in one
 
     def __init__(self, config: dict, recipe: dict, total_batch: int | None = None, lr: float | None = None) -> None:
         super().__init__()
@@ -184,5 +184,4 @@ class SimMIMPretrainer(ShardedClipping, RecipeLrs, ExampleInput, L.LightningModu
 
     def configure_optimizers(self):
         steps = run_steps(self.trainer)
-        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.LAYER_DECAY,
-                                   self.param_ndims)
+        return adamw_warmup_cosine(self.model, self.recipe, self.fit_lrs(), steps, self.layer_decay, self.param_ndims)
