@@ -271,7 +271,7 @@ def test_eval_term_cache_follows_weights():
 
 def test_edits_through_param_data_are_seen_after_train_then_eval():
     """torch does not count in-place edits through `param.data`, so the eval caches (term, packed weights) cannot
-    see them; the README's remedy, train() then eval(), must give the edited model's logits."""
+    see them; docs/performance.md's remedy, train() then eval(), must give the edited model's logits."""
     cfg = tiny(2).replace(embed_dim=64)  # wide enough for packed Linear weights
     model = randomized(SwinTransformer(cfg).eval())
     x = torch.randn(2, 3, 56, 56)
@@ -282,7 +282,7 @@ def test_edits_through_param_data_are_seen_after_train_then_eval():
             p.data.mul_(0.9)
         fresh.load_state_dict(model.state_dict())
         expected = fresh(x)
-        assert not torch.allclose(model(x), expected)  # unseen: what the README warns of
+        assert not torch.allclose(model(x), expected)  # unseen: what docs/performance.md warns of
         model.train()
         model.eval()
         torch.testing.assert_close(model(x), expected)

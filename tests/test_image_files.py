@@ -134,7 +134,7 @@ def test_a_broken_symlink_stops_the_run_with_its_name(tmp_path):
 
 
 def test_what_macos_and_notebooks_leave_behind(tmp_path):
-    """A `.ipynb_checkpoints` folder is not a class (ImageFolder would make it one; the README says it is
+    """A `.ipynb_checkpoints` folder is not a class (ImageFolder would make it one; docs/finetune.md says it is
     skipped); `.DS_Store` has no image suffix and is not listed; an AppleDouble `._x.jpg` has one and is not an
     image: it stops the run, named as what it is, with the command removing them all (ImageFolder fails on it
     mid-run)."""
