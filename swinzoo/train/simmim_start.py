@@ -30,7 +30,6 @@ class SimMIMStart:
     path; `changes`: the recipe keys set over the recipe named; `inherited`: the mask settings taken from the
     SimMIM source's run; `defaults`: the provenance whose dataset and fine-tune recipe the run falls back on."""
 
-    source_config: SwinConfig
     config: SwinConfig
     state_dict: dict | None
     recipe: Recipe
@@ -81,7 +80,7 @@ def simmim_start(source, *, scratch: bool = False, from_format: str = "auto", ar
         provenance["recipe_overrides"] = changes
     if report is not None and report.changed:
         provenance["transfer"] = {"from": src_cfg.to_dict(), **report.to_dict()}
-    return SimMIMStart(src_cfg, dst, state_dict, chosen, provenance, how, changes, inherited, report, defaults)
+    return SimMIMStart(dst, state_dict, chosen, provenance, how, changes, inherited, report, defaults)
 
 
 def read_source(source: str, scratch: bool, from_format: str, arch: str | None,
