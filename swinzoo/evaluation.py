@@ -79,10 +79,11 @@ _sweep_said: set[str] | None = None  # within `sweep`: the run-log lines already
 _sweep_data: dict[tuple, object] | None = None
 
 
-def check_counts(minimum: int = 1, **values) -> None:
-    """Counts given from Python (the CLI's parser types its flags): a str or float would fail deep in torch."""
+def check_counts(**values) -> None:
+    """Counts (each at least 1) given from Python (the CLI's parser types its flags): a str or float would fail deep
+    in torch."""
     for name, value in values.items():
-        check_whole(value, minimum, f"{name}={value!r}")
+        check_whole(value, 1, f"{name}={value!r}")
 
 
 def run_model(net: SwinTransformer, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None):
