@@ -373,14 +373,13 @@ def _row_problem(feature, value: dict | None) -> str | None:
     return None
 
 
-def check_rows(parts: list[tuple[str, str, object, str, np.ndarray | None]], console=None) -> None:
+def check_rows(parts: list[tuple[str, str, object, str, np.ndarray | None]]) -> None:
     """Decode the image of every row of `parts`, (data, split, dataset, image column, rows or None for all), in one
     pass; raise one error naming the first unreadable row and how many others there are."""
     bad = []
     for data, split, ds, key, rows in parts:
         count = len(ds) if rows is None else len(rows)
-        bad += [(split, row, why) for row, why in scan(count, row_problems(ds, key, rows), f"{data} split {split!r}",
-                                                       console)]
+        bad += [(split, row, why) for row, why in scan(count, row_problems(ds, key, rows), f"{data} split {split!r}")]
     if bad:
         (split, row, why), data = bad[0], parts[0][0]
         others = [f"row {r}" if s == split else f"split {s!r} row {r}" for s, r, _ in bad[1:]]

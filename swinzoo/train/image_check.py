@@ -62,7 +62,7 @@ def check_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", console=None) -> list:
+def scan(count: int, problems_in: Callable[[int, int], list], where: str = "") -> list:
     """The problems `problems_in(start, stop)` finds in items start..stop-1 of `count`, for every chunk of
     CHECK_CHUNK items, concatenated in item order: chunks run in a thread pool, with a transient progress bar on a
     terminal's stderr from PROGRESS_FROM items. `problems_in` reads its own items, so only the chunks in flight are
@@ -71,13 +71,13 @@ def scan(count: int, problems_in: Callable[[int, int], list], where: str = "", c
     key = hashlib.sha256(f"{os.getcwd()}\0{where}\0{count}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
     if checked_by_rank_zero(key):
         return []
-    found = _scan(count, problems_in, where, console)
+    found = _scan(count, problems_in, where)
     if not found:
         record_checked(key)
     return found
 
 
-def _scan(count: int, problems_in: Callable[[int, int], list], where: str, console) -> list:
+def _scan(count: int, problems_in: Callable[[int, int], list], where: str, console=None) -> list:
     bounds = [(i, min(i + CHECK_CHUNK, count)) for i in range(0, count, CHECK_CHUNK)]
     if len(bounds) <= 1:
         return [p for a, b in bounds for p in problems_in(a, b)]
@@ -125,7 +125,7 @@ def more_unreadable(names: list[str]) -> str:
     return f" ({len(names)} more unreadable: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
 
 
-def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
+def check_images(paths: Sequence[Path], where: str = "") -> None:
     """Decode every image in `paths` (`scan`); raise one error naming the first unreadable one (in the order given)
     and how many others there are. A set of files that passed before, unchanged since (`passed_record`), is not
     decoded again.
@@ -142,7 +142,7 @@ def check_images(paths: Sequence[Path], where: str = "", console=None) -> None:
             pass
         return
     bad = scan(len(paths), lambda a, b: [(p, why) for p in paths[a:b] if (why := image_problem(p)) is not None],
-               where, console)
+               where)
     if bad:
         (path, why), others = bad[0], [p.name for p, _ in bad[1:]]
         if path.name.startswith("._"):
