@@ -241,13 +241,13 @@ def shard_names(index: Path, src: str) -> list[str]:
                                          "repo's owner to push the model again").values()))
 
 
-def in_cache(repo: str, revision: str | None = None) -> bool:
-    """Whether `fetch` finds everything it needs of `repo` in the Hugging Face cache, so loading or downloading it
-    needs no network: config.json and a weight file (a sharded model: its index and every shard). Reads the cache
-    folder only (works with HF_HUB_OFFLINE)."""
+def in_cache(repo: str) -> bool:
+    """Whether `fetch` finds everything it needs of `repo` (at main) in the Hugging Face cache, so loading or
+    downloading it needs no network: config.json and a weight file (a sharded model: its index and every shard).
+    Reads the cache folder only (works with HF_HUB_OFFLINE)."""
     from huggingface_hub import try_to_load_from_cache
 
-    def cached(filename: str, at: str | None = revision) -> Path | None:
+    def cached(filename: str, at: str | None = None) -> Path | None:
         # a path when the file is there; None, or a marker that the Hub has no such file, otherwise
         path = try_to_load_from_cache(repo, filename, cache_dir=cache_dir(), revision=at)
         return Path(path) if isinstance(path, str) else None
