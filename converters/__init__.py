@@ -1,12 +1,12 @@
 """Checkpoint formats, installed as `swinzoo.converters`: one module per format, registered in one table.
 
 Every weight takes one path: file -> format module -> `Checkpoint` (canonical state dict with official key
-names and no buffers, its `SwinConfig`, provenance) -> transfer -> model. Each module (official, native, timm,
-hf, torchvision) ends with `FORMAT = Format(...)`: how to recognise the format, `read` and `write`. Adding a
-format is adding one module and one row to `FORMATS`; `swinzoo convert`, `export`, `push`, `download` and every
-loader go through `detect`, `read` and `write` below. A SimMIM pretraining checkpoint (`simmim`, transformers'
-`...ForMaskedImageModeling` folder in `hf`, and swinzoo's own file holding one) keeps its `encoder.` / `decoder.0.`
-keys: `simmim.is_simmim` tells it apart.
+names and no buffers, its `SwinConfig`, provenance) -> transfer -> model. Each format module (official, native,
+timm, hf, torchvision, mmdet, simmim) ends with `FORMAT = Format(...)`: how to recognise the format, `read` and
+`write`. Adding a format is adding one module and one row to `FORMATS`; `swinzoo convert`, `export`, `push`,
+`download` and every loader go through `detect`, `read` and `write` below. A SimMIM pretraining checkpoint
+(`simmim`, transformers' `...ForMaskedImageModeling` folder in `hf`, and swinzoo's own file holding one) keeps its
+`encoder.` / `decoder.0.` keys: `simmim.is_simmim` tells it apart.
 """
 
 from __future__ import annotations
