@@ -4,10 +4,9 @@ Each command module has `register(subparsers)`, which adds its parser and sets `
 parse their own arguments with jsonargparse (config files, Lightning objects) and are handed everything after
 their name.
 `cli_main(args)` runs in process (tests call it directly); `errors.exit_code` turns exceptions into one line on
-stderr: a `SwinzooError` (bad input: the message names the problem and the fix) and a path this user may not read
-or write exit 2, a `NetworkError` (the Hub unreachable or failing) and another OS error (disk full, I/O) 1, anything
-else 1 with its type;
-`SWINZOO_DEBUG=1` shows the traceback instead.
+stderr and the exit code its docstring lists: 2 for what the input must change (a `SwinzooError`, a path this user
+may not read or write, an allocation too large for the machine), 1 for the network, the disk and anything
+unexpected, 130 interrupted; `SWINZOO_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
