@@ -5,7 +5,7 @@ from a generator seeded by (run seed, rank, global step, micro-batch): a run, it
 --seed draw the same masks, and DDP ranks draw different ones (the official seeds numpy per rank). The loss is
 SimMIM's own (L1 on the masked pixels). AdamW over the official pretraining groups (no weight decay on 1-D
 tensors, biases, `mask_token` and `absolute_pos_embed`; no layer decay), lr per optimizer step: linear
-warmup then cosine. Gradient clipping and precision are Trainer settings (`module.trainer_kwargs`).
+warmup then cosine. Gradient clipping and precision are Trainer settings (`train.module.trainer_kwargs`).
 
 Validation uses fixed masks (one per image, seeded by the run seed and the image's place in the set: the same
 every validation, at any batch size or device count), logs the masked-pixel L1 as `val/loss` (without the copies
