@@ -238,7 +238,7 @@ class ResumeStart(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         try:
-            check_epoch_budget(trainer, Path(self.plan.out), self.point)
+            check_epoch_budget(trainer, Path(self.plan.out))
         except SwinzooError:
             if trainer.is_global_zero:
                 discard_resume_log(trainer)
@@ -256,7 +256,7 @@ class ResumeStart(Callback):
         self.recorded = True
 
 
-def check_epoch_budget(trainer, out: Path, point: ResumePoint) -> None:
+def check_epoch_budget(trainer, out: Path) -> None:
     """Refuse what `check_resume_target` cannot see before the Trainer has its loader: an epoch-bound resume whose
     epochs end at or before the step the run stands at (finished) or before it, and one stopped further into an epoch
     than an epoch's batches are now. Lightning trains on there (to the end of the loader's pass, then any epochs
