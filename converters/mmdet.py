@@ -122,8 +122,8 @@ def to_openmmlab(sd: dict[str, torch.Tensor], version: int = 1) -> dict[str, tor
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def from_mmdet(raw: dict[str, torch.Tensor], arch: SwinConfig | None = None, arch_name: str = "",
-               source: str = "checkpoint") -> Checkpoint:
+def from_mmdet(raw: dict[str, torch.Tensor], arch: SwinConfig | None = None, source: str = "checkpoint"
+               ) -> Checkpoint:
     """(canonical backbone state dict, backbone config, provenance listing the dropped detector parts)."""
     sd, dropped = _backbone_part(raw)
     layout = "OpenMMLab 3.x" if is_openmmlab3(sd) else "mmdet 2.x (official detection backbone)"
@@ -156,7 +156,7 @@ def read(path: Path, arch: SwinConfig | None = None, arch_name: str = "", trust_
     if not claims_keys(sd):
         raise SwinzooError(f"{path} is not an OpenMMLab Swin checkpoint (expected backbone.patch_embed.* and "
                            f"backbone.layers.* or backbone.stages.*; first keys seen: {', '.join(list(sd)[:4])})")
-    return from_mmdet(sd, arch, arch_name, str(path))
+    return from_mmdet(sd, arch, str(path))
 
 
 # ---------------------------------------------------------------------------------------------- writing
