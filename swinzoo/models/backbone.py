@@ -135,11 +135,6 @@ class SwinBackbone(BackboneAPI, nn.Module):
         return {"absolute_pos_embed", "relative_position_bias_table", "cpb_mlp", "logit_scale", "norm"}
 
 
-def build_model(config: SwinConfig, **kwargs) -> nn.Module:
-    """A `SwinBackbone` for a config with `out_indices`, else a `SwinTransformer` classifier."""
-    return SwinBackbone(config, **kwargs) if config.is_backbone else SwinTransformer(config)
-
-
 # config JSON -> its shapes: a command checks a file's weights against its config when reading it and again as the
 # target of its transfer or export (the same config when nothing moves); a meta build is 20-200 ms (nano to V2-L)
 _SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}

@@ -7,8 +7,6 @@ as it is once its buffers are dropped; buffers here are non-persistent and rebui
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -253,11 +251,6 @@ def count_macs(cfg: SwinConfig) -> int:
             macs += merge + (res * res * dim // 2 if cfg.version == 2 else res * res * dim)
     macs += cfg.num_features * g * g // 2**cfg.num_stages + cfg.num_features * cfg.num_classes
     return int(macs)
-
-
-def count_params(cfg: SwinConfig) -> int:
-    """Parameters of a model of `cfg` (its state dict: the model keeps no persistent buffers), without building it."""
-    return sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
 
 
 def parameter_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
