@@ -32,8 +32,6 @@ from swinzoo.models.simmim import NORM_TARGET_KERNEL
 from swinzoo.state_dicts import load_strict
 from swinzoo.zoo import ZOO, Weights, get_entry, hub_weights, is_zoo_name, split_name, zoo_config
 
-FORMAT_CHOICES = ("auto", *converters.FORMATS)
-
 
 @python_api()
 def read_checkpoint(src: str | os.PathLike | Source, *, from_format: str = "auto", arch: str | None = None,
