@@ -5,6 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # the user documentation the docs tests read
 V1 = "swin_v1_tiny_w7_224"
 V2 = "swin_v2_tiny_w8_256"
 

@@ -27,9 +27,8 @@ from swinzoo.commands.run_parsing import normalise_argv
 from swinzoo.errors import SwinzooError
 from swinzoo.train.recipes import valid_keys
 from swinzoo.train.trainer_options import trainer_hints
+from tests.conftest import DOCS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
 SHELLS = ("", "bash", "sh", "shell", "console")
 # the docs' placeholders, where a full parse needs a value of the flag's type; ARM is what docs/simmim.md's comment

@@ -28,10 +28,8 @@ from swinzoo.train.pretrain_options import PretrainOptions
 from swinzoo.train.recipes import packaged_recipes
 from swinzoo.train.simmim_module import SimMIMPretrainer
 from swinzoo.zoo import get_entry, is_zoo_name
-from tests.conftest import fixture_pth
+from tests.conftest import DOCS, ROOT, fixture_pth
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # the variables the examples call methods on, and what they hold
 INSTANCES = {"model": swinzoo.SwinTransformer, "backbone": swinzoo.SwinBackbone, "simmim": SimMIM,
              "module": SwinClassifier, "pretrainer": SimMIMPretrainer}
