@@ -95,14 +95,18 @@ def test_fsdp_run_resumes(runs, tmp_path):
 
 
 @needs_cpu_fsdp
-def test_fsdp_keeps_the_best_weights(tmp_path):
-    """--keep best under FSDP: best.ckpt's weights loaded into the sharded model, validated and exported."""
+def test_fsdp_keeps_the_best_weights_and_prints_lightnings_model_summary(tmp_path):
+    """--keep best under FSDP: best.ckpt's weights loaded into the sharded model, validated and exported.
+
+    And Lightning's model summary: its forward of the modules' example input would meet the shards outside FSDP's
+    own forward, so under FSDP the modules give no example, and the summary lists the layers without sizes."""
     out = tmp_path / "best"
     proc = fsdp("finetune", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "2", "--batch-size", "4",
                 "--precision", "32-true", "--out", out, "--trainer.val_check_interval", "1",
                 "--trainer.limit_val_batches", "2", "--trainer.callbacks+=benchmarks.gpu_fsdp.SpoilHeadAt",
-                "--trainer.callbacks.step=2", cwd=tmp_path)
+                "--trainer.callbacks.step=2", "--trainer.enable_model_summary", "true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SwinTransformer" in proc.stdout + proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["weights"], metrics["weights_step"], metrics["global_step"]) == ("best", 1, 2)
     best = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
@@ -138,14 +142,3 @@ def test_weight_averaging_is_refused_under_fsdp(tmp_path, monkeypatch, capsys):
                             "--accelerator", "cpu", "--strategy", "fsdp_cpu"], capsys)
     assert code == 2 and not out.exists()
     one_error_line(err, "--strategy fsdp_cpu", "EMA", "--strategy ddp")
-
-
-@needs_cpu_fsdp
-def test_fsdp_run_prints_lightnings_model_summary(tmp_path):
-    """The summary's forward of the modules' example input would meet the shards outside FSDP's own forward: under
-    FSDP the modules give no example, and the summary lists the layers without sizes."""
-    proc = fsdp("finetune", "--from", "swin_n_64", "--data", "shapes", "--max-steps", "1", "--batch-size", "4",
-                "--precision", "32-true", "--out", tmp_path / "run", "--trainer.limit_val_batches", "1",
-                "--trainer.enable_model_summary", "true", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "SwinTransformer" in proc.stdout + proc.stderr
