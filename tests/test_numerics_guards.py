@@ -10,19 +10,13 @@ Each runs on the inference fast path (no autograd) and on the reference blocks (
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from swinzoo import SwinTransformer
 from swinzoo.converters.official import from_official, read_official
 
-from .conftest import FIXTURES, V1, V2, fixture_pth
+from .conftest import V1, V2, expected, fixture_pth
 
-GUARDS = FIXTURES / "numerics_guards.expected.safetensors"
 PATHS = ["fast-path", "reference-autograd"]
-
-
-def guards() -> dict[str, torch.Tensor]:
-    return load_file(GUARDS)
 
 
 def logits(model: SwinTransformer, x: torch.Tensor, path: str) -> torch.Tensor:
@@ -33,7 +27,7 @@ def logits(model: SwinTransformer, x: torch.Tensor, path: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_absolute_position_embedding_matches_official(path):
-    exp = guards()
+    exp = expected("numerics_guards")
     sd, cfg = from_official(read_official(fixture_pth(V1)))
     model = SwinTransformer(cfg.replace(ape=True))
     model.load_state_dict({**sd, "absolute_pos_embed": exp["ape_absolute_pos_embed"]}, strict=True)
@@ -42,7 +36,7 @@ def test_absolute_position_embedding_matches_official(path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_logit_scale_clamp_matches_official(path):
-    exp = guards()
+    exp = expected("numerics_guards")
     sd, cfg = from_official(read_official(fixture_pth(V2)))
     scales = {k: torch.full_like(v, 6.0) for k, v in sd.items() if k.endswith("logit_scale")}
     assert len(scales) == sum(cfg.depths) and 6.0 > torch.log(torch.tensor(100.0))  # all above the clamp
