@@ -1,8 +1,9 @@
 """swinzoo's environment variables, the values each takes, and the check the CLI runs before any command.
 
-Where each is read stays where it acts (`swinzoo.models.cpu_gemm` reads SWINZOO_CPU_GEMM and SWINZOO_PACK_WEIGHTS
-at import, with a warning for a bad value, as a library must not exit its caller); the CLI refuses a bad value up
-front (`check_environment`), so a typo is one `error:` line, exit 2, instead of the default run silently.
+Where each is read stays where it acts (`swinzoo.models.cpu_gemm` reads SWINZOO_CPU_GEMM and SWINZOO_PACK_WEIGHTS,
+`swinzoo.models.fast_path` SWINZOO_CPU_ATTENTION, at import, with a warning for a bad value, as a library must not
+exit its caller); the CLI refuses a bad value up front (`check_environment`), so a typo is one `error:` line, exit 2,
+instead of the default run silently.
 The table users read is docs/scripting.md#environment-variables; a test holds it to `DOCUMENTED` here.
 """
 
@@ -21,14 +22,17 @@ CACHE_ENV = "SWINZOO_CACHE"
 CHOICES: dict[str, tuple[str, ...]] = {
     "SWINZOO_CPU_GEMM": ("auto", "onednn", "aten"),
     "SWINZOO_PACK_WEIGHTS": ("0", "1"),
+    "SWINZOO_CPU_ATTENTION": ("auto", "eager", "sdpa"),
     "SWINZOO_MALLOC": ("keep", "default"),
 }
 MEANING = {
     "SWINZOO_CPU_GEMM": "the library of fp32 products on the CPU",
     "SWINZOO_PACK_WEIGHTS": "0 keeps one copy of eval-mode Linear weights",
+    "SWINZOO_CPU_ATTENTION": "how inference computes attention on the CPU",
     "SWINZOO_MALLOC": "default leaves glibc's malloc as it is",
 }
-DEFAULTS = {"SWINZOO_CPU_GEMM": "auto", "SWINZOO_PACK_WEIGHTS": "1", "SWINZOO_MALLOC": "keep"}
+DEFAULTS = {"SWINZOO_CPU_GEMM": "auto", "SWINZOO_PACK_WEIGHTS": "1", "SWINZOO_CPU_ATTENTION": "auto",
+            "SWINZOO_MALLOC": "keep"}
 # every variable a user may set; swinzoo sets others for the processes it starts (named _SWINZOO_*)
 DOCUMENTED = (DEBUG_ENV, HUB_TIMEOUT_ENV, CACHE_ENV, *CHOICES)
 

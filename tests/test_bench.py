@@ -10,7 +10,7 @@ from PIL import Image
 from swinzoo.bench import Result, Spec, add_ratios, measure_memory, memory_probe, timm_arch
 from swinzoo.bench_plot import draw_sweep, global_attention_macs
 from swinzoo.hardware import cpu_class, cpu_model, describe_cpu, native_bf16_matmul
-from swinzoo.models import count_macs, cpu_gemm
+from swinzoo.models import count_macs, cpu_gemm, fast_path
 from swinzoo.zoo import zoo_config
 
 from .conftest import run_cli
@@ -31,6 +31,7 @@ def test_bench_json_vs_timm(capsys):
     assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
     assert data["cpu_gemm"] == cpu_gemm.backend()  # what "auto" chose on this CPU
     assert data["weight_packing"] == cpu_gemm.weight_packing()
+    assert data["cpu_attention"] == fast_path.cpu_attention(torch.float32)  # what "auto" chose for fp32 here
     assert (data["reps"], data["warmup"], data["compile"], data["grad_ckpt"]) == (2, 0, False, False)
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:
@@ -89,17 +90,18 @@ def test_gpu_title_leaves_out_cpu_settings_and_the_peak_is_a_big_product(capsys)
 
     row = Result("swin_t_224", "swinzoo", 224, 8, "eval", "bf16", 28, 4.5, 1000.0, 8.0, 9.0, 7e5, 0.1, 8.0)
     args = argparse.Namespace(device="cuda", precision="bf16", batch_size=8, malloc="default", cpu_gemm="auto",
-                              weight_packing=True, memory=False, vs_timm=False, runtime=None, plot=None, reps=10,
-                              warmup=2, compile=False, grad_ckpt=False)
+                              cpu_attention="sdpa", weight_packing=True, memory=False, vs_timm=False, runtime=None,
+                              plot=None, reps=10, warmup=2, compile=False, grad_ckpt=False)
     print_table([row], args)
     flat = " ".join(capsys.readouterr().out.split())
     assert "measured bf16 matmul peak 700000 GFLOP/s" in flat
-    assert "threads" not in flat and "malloc" not in flat and "weight packing" not in flat
+    assert "threads" not in flat and "malloc" not in flat and "weight packing" not in flat and "sdpa" not in flat
     assert matmul_step("meta", torch.bfloat16)[1] == 2 * 8192**3 and matmul_step("cpu")[1] == 2 * 2048**3
     assert matmul_step("cpu:0")[1] == 2 * 2048**3  # a CPU named with an index is still the CPU
     args.device = "cpu:0"
     print_table([row], args)
-    assert "threads" in " ".join(capsys.readouterr().out.split())
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "threads" in flat and "inference attention sdpa" in flat
 
 
 def test_timm_names():

@@ -3,6 +3,9 @@ reference, any input size, the eval term cache,
 torch.compile without graph breaks, bf16 autocast."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -343,17 +346,91 @@ def test_float16_with_padded_windows_stays_finite(version, fast):
     assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.fixture
+def cpu_attention():
+    """`fast_path.set_cpu_attention`, put back as it was after the test."""
+    before = fast_path.requested_cpu_attention()
+    yield fast_path.set_cpu_attention
+    fast_path.set_cpu_attention(before)
+
+
+@pytest.mark.parametrize("choice", ["eager", "sdpa"])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_eval_attention_on_cpu_is_products_and_one_softmax(autocast):
+def test_eval_attention_on_cpu_is_the_chosen_kernel(autocast, choice, cpu_attention):
+    """'eager': two products and one softmax per run; 'sdpa': torch's fused CPU kernel, no softmax of its own."""
+    cpu_attention(choice)
     model = SwinTransformer(tiny(1)).eval()
     x = torch.randn(1, 3, 56, 56)
     with (torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
           torch.profiler.profile() as prof):
         model(x)
     names = {e.key for e in prof.key_averages()}
-    assert "aten::_softmax" in names and "aten::matmul" in names
-    assert not any("scaled_dot_product" in name for name in names)
+    fused = any("scaled_dot_product" in name for name in names)
+    if choice == "eager":
+        assert "aten::_softmax" in names and "aten::matmul" in names and not fused
+    else:
+        assert fused and "aten::_softmax" not in names
     assert "aten::roll" not in names
+
+
+@pytest.mark.parametrize(("vendor", "flags", "fp32"), [("GenuineIntel", "avx512f amx_bf16", "sdpa"),
+                                                      ("GenuineIntel", "avx2", "eager"),
+                                                      ("AuthenticAMD", "avx512f avx512_bf16", "eager")])
+def test_auto_cpu_attention_takes_sdpa_for_fp32_on_intel_avx512_only(vendor, flags, fp32, cpu_attention,
+                                                                     monkeypatch):
+    monkeypatch.setattr(fast_path, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(fast_path, "cpu_flags", lambda: frozenset(flags.split()))
+    cpu_attention("auto")
+    assert fast_path.cpu_attention(torch.float32) == fp32
+    assert fast_path.cpu_attention(torch.bfloat16) == "eager"  # bf16 lands on the reference's rounding
+    assert fast_path.eager_attention(torch.zeros(1, 1, 4, 2, dtype=torch.float64))
+    cpu_attention("sdpa")
+    assert fast_path.cpu_attention(torch.bfloat16) == fast_path.cpu_attention(torch.float32) == "sdpa"
+    cpu_attention("eager")
+    assert fast_path.cpu_attention(torch.float32) == "eager"
+    with pytest.raises(ValueError, match="use one of auto, eager, sdpa"):
+        cpu_attention("flash")
+
+
+@pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("", "auto"), ("flash", "auto")])
+def test_cpu_attention_environment_variable(value, chosen):
+    code = "from swinzoo.models import fast_path; print(fast_path.requested_cpu_attention())"
+    env = {**os.environ, fast_path.ATTENTION_ENV: value}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [chosen]
+    assert (fast_path.ATTENTION_ENV in done.stderr) == (value == "flash")  # a warning, then the default
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_sdpa_inference_matches_the_reference(version, cpu_attention):
+    """SDPA on the CPU: fp32 as the reference up to the order of the sums; under bf16 autocast with the fp32 term
+    (the kernel keeps its logits in fp32), as near the fp32 output as the reference's bf16. An empty batch (no runs
+    of windows) and FlopCounterMode (which does not count the fused kernel: the products run instead) work too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cpu_attention("sdpa")
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    x = torch.randn(2, 3, 60, 90)  # padded windows: the fused kernel sees the -100 mask of padding too
+    counters = [FlopCounterMode(display=False) for _ in range(2)]
+    with torch.inference_mode():
+        assert model(x[:0]).shape == (0, 5)
+        fused = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused_bf16 = model(x).float()
+        model(x[..., :56, :56])  # V2's CPB table made and cached for this grid, outside the counters
+        with counters[0]:
+            model(x[..., :56, :56])
+        cpu_attention("eager")
+        with counters[1]:
+            model(x[..., :56, :56])
+        model.set_fast_path(False)
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference_bf16 = model(x).float()
+    assert counters[0].get_total_flops() == counters[1].get_total_flops()
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5 * reference.abs().max().item())
+    bf16_error = (reference_bf16 - reference).abs().max()
+    assert 0 < (fused_bf16 - reference).abs().max() <= 2 * bf16_error
 
 
 @pytest.mark.parametrize("version", [1, 2])

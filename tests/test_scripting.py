@@ -45,6 +45,7 @@ def test_predict_json_with_non_finite_probabilities_stays_strict_json(tmp_path, 
 @pytest.mark.parametrize(("name", "value", "values"), [
     ("SWINZOO_CPU_GEMM", "mkl", "auto, onednn, aten"),
     ("SWINZOO_PACK_WEIGHTS", "no", "0, 1"),
+    ("SWINZOO_CPU_ATTENTION", "flash", "auto, eager, sdpa"),
     ("SWINZOO_MALLOC", "off", "keep, default"),
     ("SWINZOO_DEBUG", "maybe", "0, 1"),
     ("SWINZOO_HUB_TIMEOUT", "ten", "seconds"),
@@ -92,9 +93,10 @@ def test_the_settings_name_the_values_the_code_takes():
     from swinzoo import settings
     from swinzoo.hardware import MALLOC_ENV
     from swinzoo.hub_http import TIMEOUT_ENV
-    from swinzoo.models import cpu_gemm
+    from swinzoo.models import cpu_gemm, fast_path
 
     assert settings.CHOICES[cpu_gemm.BACKEND_ENV] == cpu_gemm.BACKENDS
+    assert settings.CHOICES[fast_path.ATTENTION_ENV] == fast_path.ATTENTION_CHOICES
     assert settings.CHOICES[cpu_gemm.PACK_ENV] == ("0", "1")
     assert MALLOC_ENV in settings.CHOICES and TIMEOUT_ENV == settings.HUB_TIMEOUT_ENV
 

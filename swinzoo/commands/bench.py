@@ -51,14 +51,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from swinzoo.hardware import keep_freed_memory
-    from swinzoo.models import cpu_gemm
+    from swinzoo.models import cpu_gemm, fast_path
 
     if args.malloc == "keep" and keep_freed_memory() is None:
         args.malloc = "default"  # not glibc, or SWINZOO_MALLOC=default: the title and JSON say what ran
     with cpu_gemm.using(args.cpu_gemm or cpu_gemm.requested()):
         args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
         args.weight_packing = cpu_gemm.weight_packing()  # SWINZOO_PACK_WEIGHTS: eval-mode packed weights or not
+        # SWINZOO_CPU_ATTENTION and the CPU: inference attention as eager products or SDPA, in this run's dtype
+        args.cpu_attention = fast_path.cpu_attention(torch.bfloat16 if args.precision == "bf16" else torch.float32)
         return measure_and_report(args)
 
 
@@ -96,9 +100,9 @@ def measure_and_report(args) -> int:
         print_json({"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_model(),
                           "cpu_class": cpu_class(), "native_bf16_matmul": native_bf16_matmul(),
                           "device": machine_name(args.device), "malloc": args.malloc, "cpu_gemm": args.cpu_gemm,
-                          "weight_packing": args.weight_packing, "reps": args.reps, "warmup": args.warmup,
-                          "compile": args.compile, "grad_ckpt": args.grad_ckpt,
-                          "results": [asdict(r) for r in results]}, indent=1)
+                          "cpu_attention": args.cpu_attention, "weight_packing": args.weight_packing,
+                          "reps": args.reps, "warmup": args.warmup, "compile": args.compile,
+                          "grad_ckpt": args.grad_ckpt, "results": [asdict(r) for r in results]}, indent=1)
     else:
         print_table(results, args)
     if args.plot:
@@ -134,7 +138,8 @@ def print_table(results, args) -> None:
     cpu_settings = ""
     if device_type(args.device) == "cpu":
         cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
-                        f"weight packing {'on' if args.weight_packing else 'off'}; ")
+                        f"weight packing {'on' if args.weight_packing else 'off'}, "
+                        f"inference attention {args.cpu_attention}; ")
     options = "".join((", torch.compile" if args.compile else "",
                        ", swinzoo checkpointed (timm not)" if args.grad_ckpt and args.vs_timm
                        else ", checkpointed" if args.grad_ckpt else ""))

@@ -7,9 +7,9 @@ This module is the only place the fast path lives. It computes exactly what `Swi
   permutations composed), instead of partition -> attention -> reverse back to the grid for every block; the
   stage returns to grid order once, at its end, in the same gather that does patch merging's 2x2 regrouping;
 - windows are laid out by mask group (see `windows.WindowPlan`), so each run of windows sharing a mask takes one
-  (1, heads, N, N) term broadcast over it: one add on CPU, where attention is the two products and one in-place
-  softmax (the fused CPU flash kernel takes ~1.6-2x as long on 49-token windows), one SDPA call per run
-  elsewhere;
+  (1, heads, N, N) term broadcast over it: one SDPA call per run, or on the CPU (`cpu_attention`: AMD CPUs,
+  where the fused kernel takes ~1.6-2x as long on 49-token windows, and bf16) one add, the two products and one
+  in-place softmax;
 - on CPU, a batch whose patch tokens exceed `CPU_GROUP_BYTES` runs through the model in groups of images, and a
   block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
   rows of the output: attention, both residuals and the MLP while the run is hot.
@@ -22,10 +22,14 @@ reference's tensors). The float64 tests in `tests/test_fast_path.py` hold it equ
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swinzoo.hardware import cpu_flags, cpu_vendor
 from swinzoo.models.attention import attention_term, softmax_rows
 from swinzoo.models.layers import PatchMerging, hooked
 from swinzoo.models.windows import WindowPlan
@@ -42,6 +46,37 @@ CPU_CHUNK_BYTES = 8 << 20
 # MiB, mapped and page-faulted afresh at every call. Swin-T 224 / SwinV2-T 256 at batch 100, groups of 4-16 images
 # (4.8-25 MiB): 1.05-1.10x; a nano model's whole batch is a few MiB and is not split (docs/performance.md).
 CPU_GROUP_BYTES = 12 << 20
+
+# How inference computes attention on the CPU: "eager" (two products and a softmax), "sdpa" (torch's fused kernel,
+# once per mask group) or "auto". The fused kernel multiplies with torch's BLAS: MKL, which runs AVX-512 on Intel
+# and AVX2 kernels on AMD. On an AMX Xeon whole-model inference took 0.73x / 0.82x the eager path's time in fp32
+# (Swin-T / SwinV2-T) and 0.84x / 0.87x in bf16; on AMD Zen 3-5 the fused kernel took 1.6-2x as long on 49-token
+# windows (docs/performance.md). "auto": SDPA for fp32 on Intel CPUs with AVX-512, eager elsewhere and for bf16,
+# where the fused kernel keeps the logits in fp32 and so lands beside the reference's bf16 output, not on it.
+ATTENTION_ENV = "SWINZOO_CPU_ATTENTION"
+ATTENTION_CHOICES = ("auto", "eager", "sdpa")
+# replaced whole, never changed in place: a thread running inference sees one choice or the other
+_attention: dict = {"requested": "auto", "sdpa": frozenset()}
+
+
+def set_cpu_attention(choice: str) -> None:
+    """'eager', 'sdpa' (fp32 and bf16) or 'auto' (SDPA for fp32 on Intel CPUs with AVX-512): how CPU inference
+    computes attention, for the whole process. float64 always takes the eager products."""
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"unknown CPU attention {choice!r}: use one of {', '.join(ATTENTION_CHOICES)}")
+    intel_avx512 = cpu_vendor() == "GenuineIntel" and "avx512f" in cpu_flags()
+    sdpa = {"sdpa": {torch.float32, torch.bfloat16}, "auto": {torch.float32} if intel_avx512 else set()}
+    _attention.update(requested=choice, sdpa=frozenset(sdpa.get(choice, ())))
+
+
+def requested_cpu_attention() -> str:
+    """What was asked for: 'auto', 'eager' or 'sdpa' (`cpu_attention` says what it resolved to)."""
+    return _attention["requested"]
+
+
+def cpu_attention(dtype: torch.dtype = torch.float32) -> str:
+    """What CPU inference uses for attention in `dtype` now: 'eager' or 'sdpa'."""
+    return "sdpa" if dtype in _attention["sdpa"] else "eager"
 
 
 def applies(stage: nn.Module) -> bool:
@@ -143,17 +178,21 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
     if eager_attention(q):
         out = softmax_attention(q, k, v, term, segments, scale)
     else:  # SDPA's output comes back in (windows, N, heads, d) memory order: the head merge below copies nothing
-        term = term.to(q.dtype)  # SDPA takes a float mask in the query's dtype
+        if q.device.type != "cpu":
+            term = term.to(q.dtype)  # CUDA's kernels take a float mask in the query's dtype; the CPU's an fp32 one too
         outs = [F.scaled_dot_product_attention(q[a:b], k[a:b], v[a:b], attn_mask=term[g : g + 1], scale=scale)
                 for a, b, g in segments]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs) if outs else q  # no runs: an empty batch, q is empty
     return attn.proj(out.transpose(1, 2).reshape(-1, x.shape[-1]))
 
 
 def eager_attention(q: torch.Tensor) -> bool:
-    """Products and softmax on the CPU (fp32, float64, bf16); SDPA's fused kernels elsewhere. On the CPU SDPA's
-    flash kernel takes ~1.6-2x as long on 49-token windows, in bf16 too (docs/performance.md)."""
-    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16)
+    """Products and softmax on the CPU (float64 always, fp32 and bf16 unless `cpu_attention` says 'sdpa'); SDPA's
+    fused kernels elsewhere, and for float16 on the CPU. Under a TorchDispatchMode the products too: FlopCounterMode
+    (Lightning's ModelSummary) does not count the CPU's fused kernel."""
+    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        return False
+    return q.dtype not in _attention["sdpa"] or torch._C._len_torch_dispatch_stack() > 0
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor,
@@ -191,3 +230,10 @@ def keys_major(q: torch.Tensor) -> bool:
     rounds its bf16 logits differently from the reference's q k^T, by as much as bf16 itself is off fp32."""
     n = q.shape[-2]
     return (n <= 16 or n % 16 != 0) and q.dtype != torch.bfloat16
+
+
+_env = os.environ.get(ATTENTION_ENV, "").lower() or "auto"
+if _env not in ATTENTION_CHOICES:
+    warnings.warn(f"{ATTENTION_ENV}={_env!r} is not one of {', '.join(ATTENTION_CHOICES)}: using 'auto'", stacklevel=1)
+    _env = "auto"
+set_cpu_attention(_env)
