@@ -137,3 +137,16 @@ def test_an_empty_batch_gives_empty_logits():
     model = nano().eval()
     with torch.no_grad():
         assert model(torch.randn(0, 3, 32, 32)).shape == (0, 5)
+
+
+def test_training_after_inference_mode_at_a_new_input_size():
+    """Lightning validates under torch.inference_mode(): the window plans and gather indices it builds for a new
+    input size (here padded: 30 x 45 on 4-token windows) are cached, and a training step at that size saved them
+    for backward, which an inference tensor cannot be ("Inference tensors cannot be saved for backward")."""
+    for version in (1, 2):
+        model = nano(version)
+        x = torch.randn(2, 3, 30, 45)
+        with torch.inference_mode():
+            model.eval()(x)
+        model.train()(x).square().sum().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

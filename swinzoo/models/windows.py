@@ -27,6 +27,7 @@ axes even when the padded grid is a single window.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
@@ -106,6 +107,13 @@ class WindowPlan:
         key = (batch, device, grouped)
         if not torch.compiler.is_compiling() and key in self._batch_cache:
             return self._batch_cache[key]
+        with outside_inference_mode():
+            out = self._build_indices(batch, device, grouped)
+        if not torch.compiler.is_compiling():
+            self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
+        return out
+
+    def _build_indices(self, batch: int, device: torch.device, grouped: bool) -> tuple[torch.Tensor, ...]:
         lp = self.hp * self.wp
         b = torch.arange(batch)
         if grouped:
@@ -123,10 +131,7 @@ class WindowPlan:
         back = into_inverse.view(batch, lp)[:, real].reshape(-1)
         back_inverse = torch.full((batch * lp,), back.numel(), dtype=torch.long)
         back_inverse[back] = torch.arange(back.numel())
-        out = tuple(t.to(device) for t in (into, into_inverse, back, back_inverse))
-        if not torch.compiler.is_compiling():
-            self._batch_cache = {key: out}  # one layout at a time: indices are cheap to rebuild
-        return out
+        return tuple(t.to(device) for t in (into, into_inverse, back, back_inverse))
 
     def chunks(self, batch: int, max_windows: int) -> list[tuple[int, int, tuple[tuple[int, int, int], ...]]]:
         """Runs of at most `max_windows` consecutive windows of the grouped layout (`indices(..., grouped=True)`),
@@ -223,5 +228,14 @@ def _build_plan(h: int, w: int, window: int, shift: int, dense: bool = False) ->
 
 
 def _plan_on_cpu(h: int, w: int, window: int, shift: int, dense: bool) -> WindowPlan:
-    with torch.device("cpu"):  # index arithmetic, even for a model built on the meta device
+    with torch.device("cpu"), outside_inference_mode():  # index arithmetic, even for a model built on the meta device
         return WindowPlan(h, w, window, shift, dense)
+
+
+def outside_inference_mode():
+    """Plans and their indices outlive the call that builds them: made as normal tensors also in a call under
+    `torch.inference_mode()` (Lightning's validation), as a later training step saves them for backward, which
+    an inference tensor cannot be."""
+    if torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
