@@ -236,6 +236,7 @@ def outside_inference_mode():
     """Plans and their indices outlive the call that builds them: made as normal tensors also in a call under
     `torch.inference_mode()` (Lightning's validation), as a later training step saves them for backward, which
     an inference tensor cannot be."""
-    if torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
+    # is_compiling() first: dynamo breaks the graph on is_inference_mode_enabled()
+    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
         return torch.inference_mode(False)
     return contextlib.nullcontext()
