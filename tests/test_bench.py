@@ -31,7 +31,7 @@ def test_bench_json_vs_timm(capsys):
     assert data["malloc"] == "default"  # glibc as it is unless --malloc keep
     assert data["cpu_gemm"] == cpu_gemm.backend()  # what "auto" chose on this CPU
     assert data["weight_packing"] == cpu_gemm.weight_packing()
-    assert data["cpu_attention"] == fast_path.cpu_attention(torch.float32)  # what "auto" chose for fp32 here
+    assert data["cpu_attention"] == fast_path.cpu_attention()
     assert (data["reps"], data["warmup"], data["compile"], data["grad_ckpt"]) == (2, 0, False, False)
     assert [r["impl"] for r in rows] == ["swinzoo", "timm"]
     for r in rows:

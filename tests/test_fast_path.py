@@ -12,7 +12,7 @@ import torch
 
 from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
-from swinzoo.models import fast_path, layers
+from swinzoo.models import attention, fast_path, layers
 from swinzoo.models.attention import (
     ScaledUnitRows,
     SoftmaxAttention,
@@ -349,7 +349,7 @@ def test_float16_with_padded_windows_stays_finite(version, fast):
 @pytest.fixture
 def cpu_attention():
     """`fast_path.set_cpu_attention`, put back as it was after the test."""
-    before = fast_path.requested_cpu_attention()
+    before = fast_path.cpu_attention()
     yield fast_path.set_cpu_attention
     fast_path.set_cpu_attention(before)
 
@@ -373,32 +373,15 @@ def test_eval_attention_on_cpu_is_the_chosen_kernel(autocast, choice, cpu_attent
     assert "aten::roll" not in names
 
 
-@pytest.mark.parametrize(("vendor", "flags", "fp32"), [("GenuineIntel", "avx512f amx_bf16", "sdpa"),
-                                                      ("GenuineIntel", "avx2", "eager"),
-                                                      ("AuthenticAMD", "avx512f avx512_bf16", "eager")])
-def test_auto_cpu_attention_takes_sdpa_for_fp32_on_intel_avx512_only(vendor, flags, fp32, cpu_attention,
-                                                                     monkeypatch):
-    monkeypatch.setattr(fast_path, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(fast_path, "cpu_flags", lambda: frozenset(flags.split()))
-    cpu_attention("auto")
-    assert fast_path.cpu_attention(torch.float32) == fp32
-    assert fast_path.cpu_attention(torch.bfloat16) == "eager"  # bf16 lands on the reference's rounding
-    assert fast_path.eager_attention(torch.zeros(1, 1, 4, 2, dtype=torch.float64))
-    cpu_attention("sdpa")
-    assert fast_path.cpu_attention(torch.bfloat16) == fast_path.cpu_attention(torch.float32) == "sdpa"
-    cpu_attention("eager")
-    assert fast_path.cpu_attention(torch.float32) == "eager"
-    with pytest.raises(ValueError, match="use one of auto, eager, sdpa"):
-        cpu_attention("flash")
-
-
-@pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("", "auto"), ("flash", "auto")])
+@pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("", "eager"), ("flash", "eager")])
 def test_cpu_attention_environment_variable(value, chosen):
-    code = "from swinzoo.models import fast_path; print(fast_path.requested_cpu_attention())"
+    code = "from swinzoo.models import fast_path; print(fast_path.cpu_attention())"
     env = {**os.environ, fast_path.ATTENTION_ENV: value}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == [chosen]
     assert (fast_path.ATTENTION_ENV in done.stderr) == (value == "flash")  # a warning, then the default
+    with pytest.raises(ValueError, match="use one of eager, sdpa"):
+        fast_path.set_cpu_attention("flash")
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -661,6 +644,47 @@ def test_softmax_attention_node_matches_autograd(groups, scale, frozen_term, n):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
     for a, b in zip(torch.autograd.grad(ours, wrt, g), torch.autograd.grad(ref, wrt, g), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+
+
+def test_floored_logits_make_no_denormal_probabilities():
+    """Under the official -100 mask fp32 softmax makes probabilities of ~e^-100, denormal floats (below 2^-126);
+    with each logit floored at its row's max - 80 the smallest is ~e^-80 / N, a normal float."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, 49, 49)
+    logits[..., 20:] -= 100.0
+    tiny = torch.finfo(torch.float32).tiny
+
+    def denormals(p):
+        return int(((p > 0) & (p < tiny)).sum())
+
+    assert denormals(logits.softmax(-1)) > 0  # the check below would hold trivially otherwise
+    floored = attention.floor_logits_(logits.clone(), -1)
+    assert denormals(floored.softmax(-1)) == 0 and (floored.softmax(-1) > 0).all()
+    assert denormals(attention.floor_logits_(logits.transpose(-2, -1).clone(), -2).softmax(-2)) == 0
+    assert torch.equal(floored.softmax(-1)[..., :20], logits.softmax(-1)[..., :20])
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_logit_floor_keeps_every_bit_of_outputs_and_gradients(version, monkeypatch):
+    """The floor (fp32 on the CPU, `attention.FLOOR_LOGITS`) changes probabilities below e^-80 of their row's
+    largest only: shifted and padded windows, eval outputs, training outputs and every gradient are the same bits.
+    The training node's probabilities below 1e-30 are 0 (no denormals in its backward either)."""
+    model = randomized(SwinTransformer(tiny(version, depths=(2, 2), num_heads=(2, 4))))
+    x = torch.randn(2, 3, 60, 90)
+    runs = {}
+    for floor in (False, True):
+        monkeypatch.setattr(attention, "FLOOR_LOGITS", floor)
+        with torch.inference_mode():
+            runs[floor] = [model.eval()(x)]
+        model.train()
+        out = model(x)
+        runs[floor] += [out.detach(), *torch.autograd.grad(out.square().sum(), list(model.parameters()))]
+    assert all(torch.equal(a, b) for a, b in zip(runs[False], runs[True], strict=True))
+    q, k, v = (torch.randn(2, 2, 49, 8, requires_grad=True) for _ in range(3))
+    term = torch.zeros(1, 2, 49, 49)
+    term[..., 25:] = -100.0
+    SoftmaxAttention.apply(q, k, v, term, 0.3).sum().backward()
+    assert v.grad[..., 25:, :].abs().max() == 0  # no key past the mask got any probability
 
 
 @pytest.mark.parametrize("n, in_place", [(49, False), (64, True), (144, True)])

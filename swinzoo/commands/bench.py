@@ -51,8 +51,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from swinzoo.hardware import keep_freed_memory
     from swinzoo.models import cpu_gemm, fast_path
 
@@ -61,8 +59,7 @@ def run(args) -> int:
     with cpu_gemm.using(args.cpu_gemm or cpu_gemm.requested()):
         args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
         args.weight_packing = cpu_gemm.weight_packing()  # SWINZOO_PACK_WEIGHTS: eval-mode packed weights or not
-        # SWINZOO_CPU_ATTENTION and the CPU: inference attention as eager products or SDPA, in this run's dtype
-        args.cpu_attention = fast_path.cpu_attention(torch.bfloat16 if args.precision == "bf16" else torch.float32)
+        args.cpu_attention = fast_path.cpu_attention()  # SWINZOO_CPU_ATTENTION: eager products or SDPA
         return measure_and_report(args)
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from swinzoo.hardware import cpu_vendor
 from swinzoo.models.cache_keys import param_key, with_newest
 from swinzoo.models.cpu_gemm import Linear
 from swinzoo.models.layers import built_on_cpu, relative_position_index
@@ -22,6 +23,18 @@ from swinzoo.models.windows import WindowPlan
 # The official clamp is `torch.log(torch.tensor(1. / 0.01))`: log(100) rounded to float32, which differs from
 # math.log(100) in the 8th digit and so moves float64 logits by ~1e-6 when a logit scale sits at the clamp.
 LOGIT_SCALE_MAX = float(torch.log(torch.tensor(1.0 / 0.01)))
+
+# The official -100 mask makes probabilities of ~e^-100 = 4e-44: denormal in fp32 (and bf16), which Intel CPUs
+# compute and multiply through microcode assists. On an AMX Xeon a softmax over masked 49-token windows took 5x as
+# long, the products with its probabilities 9-10x (docs/performance.md). Where `FLOOR_LOGITS`, the CPU path raises
+# each fp32 logit to at least its row's max - 80 before the softmax: e^-80 = 1.8e-35 is a normal float, and a
+# probability that small, in a row summing to 1, changes no fp32 or bf16 sum it enters (outputs and gradients came
+# out the same bits). Training also sets probabilities below 1e-30 to zero after the softmax, so the backward's
+# products of tiny probabilities and gradients make no denormals either. Intel CPUs only: measured there; what the
+# two extra passes cost on AMD is unmeasured.
+LOGIT_FLOOR = 80.0
+PROBABILITY_FLOOR = 1e-30
+FLOOR_LOGITS = cpu_vendor() == "GenuineIntel"
 
 
 @built_on_cpu
@@ -245,7 +258,13 @@ class SoftmaxAttention(torch.autograd.Function):
         else:  # bf16 logits + the fp32 term: softmax in fp32 (CPU's bf16 softmax is ~2x slower on 49-wide rows)
             probs = torch.add(logits.view(-1, groups, *logits.shape[1:]), term).view(logits.shape)
             del logits
-        probs = softmax_rows(probs).to(q.dtype)
+        floors = floors_logits(probs)
+        if floors:
+            floor_logits_(probs, -1)
+        probs = softmax_rows(probs)
+        if floors:
+            torch.threshold_(probs, PROBABILITY_FLOOR, 0.0)
+        probs = probs.to(q.dtype)
         ctx.save_for_backward(q, k, v, probs)
         ctx.scale, ctx.groups = scale, groups
         return torch.matmul(probs, v)
@@ -266,6 +285,16 @@ class SoftmaxAttention(torch.autograd.Function):
             grad_q.mul_(ctx.scale)
         grad_k = torch.matmul(grad_logits.transpose(-2, -1), q)  # q is the scaled one
         return grad_q, grad_k, grad_v, grad_term, None
+
+
+def floors_logits(logits: torch.Tensor) -> bool:
+    """Whether the softmax of these logits goes through `floor_logits_` first: fp32 on the CPU, `FLOOR_LOGITS`."""
+    return FLOOR_LOGITS and logits.dtype == torch.float32 and logits.device.type == "cpu"
+
+
+def floor_logits_(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each logit raised to at least the max of its softmax slice (along `dim`) - `LOGIT_FLOOR`, in place."""
+    return torch.maximum(logits, logits.amax(dim, keepdim=True).sub_(LOGIT_FLOOR), out=logits)
 
 
 def softmax_rows(x: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,8 @@ This module is the only place the fast path lives. It computes exactly what `Swi
   permutations composed), instead of partition -> attention -> reverse back to the grid for every block; the
   stage returns to grid order once, at its end, in the same gather that does patch merging's 2x2 regrouping;
 - windows are laid out by mask group (see `windows.WindowPlan`), so each run of windows sharing a mask takes one
-  (1, heads, N, N) term broadcast over it: one SDPA call per run, or on the CPU (`cpu_attention`: AMD CPUs,
-  where the fused kernel takes ~1.6-2x as long on 49-token windows, and bf16) one add, the two products and one
-  in-place softmax;
+  (1, heads, N, N) term broadcast over it: on the CPU one add, the two products and one in-place softmax (unless
+  `cpu_attention()` is 'sdpa'), one SDPA call per run elsewhere;
 - on CPU, a batch whose patch tokens exceed `CPU_GROUP_BYTES` runs through the model in groups of images, and a
   block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
   rows of the output: attention, both residuals and the MLP while the run is hot.
@@ -29,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swinzoo.hardware import cpu_flags, cpu_vendor
-from swinzoo.models.attention import attention_term, softmax_rows
+from swinzoo.models.attention import attention_term, floor_logits_, floors_logits, softmax_rows
 from swinzoo.models.layers import PatchMerging, hooked
 from swinzoo.models.windows import WindowPlan
 
@@ -47,36 +45,27 @@ CPU_CHUNK_BYTES = 8 << 20
 # (4.8-25 MiB): 1.05-1.10x; a nano model's whole batch is a few MiB and is not split (docs/performance.md).
 CPU_GROUP_BYTES = 12 << 20
 
-# How inference computes attention on the CPU: "eager" (two products and a softmax), "sdpa" (torch's fused kernel,
-# once per mask group) or "auto". The fused kernel multiplies with torch's BLAS: MKL, which runs AVX-512 on Intel
-# and AVX2 kernels on AMD. On an AMX Xeon whole-model inference took 0.73x / 0.82x the eager path's time in fp32
-# (Swin-T / SwinV2-T) and 0.84x / 0.87x in bf16; on AMD Zen 3-5 the fused kernel took 1.6-2x as long on 49-token
-# windows (docs/performance.md). "auto": SDPA for fp32 on Intel CPUs with AVX-512, eager elsewhere and for bf16,
-# where the fused kernel keeps the logits in fp32 and so lands beside the reference's bf16 output, not on it.
+# How inference computes attention on the CPU: "eager" (two products and a softmax, the default) or "sdpa"
+# (torch's fused kernel, once per mask group). Eager lands on the reference's bits in fp32 and its rounding in bf16.
+# The fused kernel keeps its logits in fp32, so in bf16 it lands beside the reference's output, as near fp32; on an
+# AMX Xeon it took 0.98x / 0.99x eager's time in fp32 (Swin-T / SwinV2-T inference) and 0.91x / 0.93x in bf16, on
+# AMD Zen 1.6-2x as long on 49-token windows (docs/performance.md).
 ATTENTION_ENV = "SWINZOO_CPU_ATTENTION"
-ATTENTION_CHOICES = ("auto", "eager", "sdpa")
-# replaced whole, never changed in place: a thread running inference sees one choice or the other
-_attention: dict = {"requested": "auto", "sdpa": frozenset()}
+ATTENTION_CHOICES = ("eager", "sdpa")
+_attention = {"choice": "eager"}
 
 
 def set_cpu_attention(choice: str) -> None:
-    """'eager', 'sdpa' (fp32 and bf16) or 'auto' (SDPA for fp32 on Intel CPUs with AVX-512): how CPU inference
-    computes attention, for the whole process. float64 always takes the eager products."""
+    """'eager' or 'sdpa': how CPU inference computes fp32 and bf16 attention, for the whole process. float64 always
+    takes the eager products."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"unknown CPU attention {choice!r}: use one of {', '.join(ATTENTION_CHOICES)}")
-    intel_avx512 = cpu_vendor() == "GenuineIntel" and "avx512f" in cpu_flags()
-    sdpa = {"sdpa": {torch.float32, torch.bfloat16}, "auto": {torch.float32} if intel_avx512 else set()}
-    _attention.update(requested=choice, sdpa=frozenset(sdpa.get(choice, ())))
+    _attention["choice"] = choice
 
 
-def requested_cpu_attention() -> str:
-    """What was asked for: 'auto', 'eager' or 'sdpa' (`cpu_attention` says what it resolved to)."""
-    return _attention["requested"]
-
-
-def cpu_attention(dtype: torch.dtype = torch.float32) -> str:
-    """What CPU inference uses for attention in `dtype` now: 'eager' or 'sdpa'."""
-    return "sdpa" if dtype in _attention["sdpa"] else "eager"
+def cpu_attention() -> str:
+    """How CPU inference computes fp32 and bf16 attention now: 'eager' or 'sdpa'."""
+    return _attention["choice"]
 
 
 def applies(stage: nn.Module) -> bool:
@@ -187,12 +176,12 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
 
 
 def eager_attention(q: torch.Tensor) -> bool:
-    """Products and softmax on the CPU (float64 always, fp32 and bf16 unless `cpu_attention` says 'sdpa'); SDPA's
+    """Products and softmax on the CPU (float64 always, fp32 and bf16 unless `cpu_attention()` is 'sdpa'); SDPA's
     fused kernels elsewhere, and for float16 on the CPU. Under a TorchDispatchMode the products too: FlopCounterMode
     (Lightning's ModelSummary) does not count the CPU's fused kernel."""
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return False
-    return q.dtype not in _attention["sdpa"] or torch._C._len_torch_dispatch_stack() > 0
+    return q.dtype == torch.float64 or _attention["choice"] == "eager" or torch._C._len_torch_dispatch_stack() > 0
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor,
@@ -217,6 +206,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: t
     probs = logits.to(term.dtype)
     for a, b, g in segments:
         probs[a:b].add_(term[g])
+    if floors_logits(probs):  # no denormal probabilities (`attention.FLOOR_LOGITS`)
+        floor_logits_(probs, -2 if transposed else -1)
     # down the columns in place; along the rows in place where that pays (`softmax_rows`)
     probs = (torch.softmax(probs, -2, out=probs) if transposed else softmax_rows(probs)).to(v.dtype)
     return torch.matmul(probs.transpose(-2, -1) if transposed else probs, v)
@@ -232,8 +223,9 @@ def keys_major(q: torch.Tensor) -> bool:
     return (n <= 16 or n % 16 != 0) and q.dtype != torch.bfloat16
 
 
-_env = os.environ.get(ATTENTION_ENV, "").lower() or "auto"
+_env = os.environ.get(ATTENTION_ENV, "").lower() or "eager"
 if _env not in ATTENTION_CHOICES:
-    warnings.warn(f"{ATTENTION_ENV}={_env!r} is not one of {', '.join(ATTENTION_CHOICES)}: using 'auto'", stacklevel=1)
-    _env = "auto"
+    warnings.warn(f"{ATTENTION_ENV}={_env!r} is not one of {', '.join(ATTENTION_CHOICES)}: using 'eager'",
+                  stacklevel=1)
+    _env = "eager"
 set_cpu_attention(_env)
