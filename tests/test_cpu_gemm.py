@@ -38,12 +38,14 @@ def fp32_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @needs_onednn
-@pytest.mark.parametrize("vendor, family, flags, chosen, weight_grads", [
-    ("AuthenticAMD", 26, "avx2 avx512f", "onednn", "onednn"),  # Zen 5
-    ("AuthenticAMD", 25, "avx2 avx512f", "onednn", "aten"),  # Zen 4: AVX-512 on 256-bit units
-    ("AuthenticAMD", 25, "avx2", "aten", "aten"),  # Zen 3
-    ("GenuineIntel", 6, "avx2 avx512f amx_bf16", "aten", "aten")])
-def test_auto_takes_onednn_on_amd_with_avx512(vendor, family, flags, chosen, weight_grads, backend, monkeypatch):
+@pytest.mark.parametrize("vendor, family, flags, chosen, weight_grads, packs", [
+    ("AuthenticAMD", 26, "avx2 avx512f", "onednn", "onednn", True),  # Zen 5
+    ("AuthenticAMD", 25, "avx2 avx512f", "onednn", "aten", True),  # Zen 4: AVX-512 on 256-bit units
+    ("AuthenticAMD", 25, "avx2", "aten", "aten", False),  # Zen 3
+    ("GenuineIntel", 6, "avx2 avx512f amx_bf16", "aten", "aten", True),  # MKL, but packed eval products by oneDNN
+    ("GenuineIntel", 6, "avx2", "aten", "aten", False)])
+def test_auto_takes_onednn_on_amd_with_avx512(vendor, family, flags, chosen, weight_grads, packs, backend,
+                                              monkeypatch):
     monkeypatch.setattr(cpu_gemm, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(cpu_gemm, "cpu_family", lambda: family)
     monkeypatch.setattr(cpu_gemm, "cpu_flags", lambda: frozenset(flags.split()))
@@ -53,7 +55,8 @@ def test_auto_takes_onednn_on_amd_with_avx512(vendor, family, flags, chosen, wei
     grad, x = torch.randn(512, 256), torch.randn(512, 384)  # 50M multiply-adds: above either class's threshold
     small = torch.randn(64, 256)  # 4M: oneDNN's call pays on Zen 5, not on Zen 4
     backend("auto")
-    assert (cpu_gemm.backend(), cpu_gemm.weight_grad_backend()) == (chosen, weight_grads)
+    assert (cpu_gemm.backend(), cpu_gemm.weight_grad_backend(), cpu_gemm.packs_fp32()) == (chosen, weight_grads, packs)
+    assert ("packed weights" in cpu_gemm.describe()) == (packs and chosen == "aten")
     assert cpu_gemm.applies(small, grad, small.numel() * 256) == (chosen == "onednn" and weight_grads == "onednn")
     cpu_gemm.linear(x, torch.randn(256, 384))
     assert bool(onednn_calls) == (chosen == "onednn")
@@ -63,6 +66,7 @@ def test_auto_takes_onednn_on_amd_with_avx512(vendor, family, flags, chosen, wei
     for asked in ("onednn", "aten"):  # as set, every product
         backend(asked)
         assert cpu_gemm.backend() == cpu_gemm.weight_grad_backend() == asked
+        assert cpu_gemm.packs_fp32() == (asked == "onednn")
         onednn_calls.clear()
         cpu_gemm.weight_grad(grad, x)
         assert bool(onednn_calls) == (asked == "onednn")

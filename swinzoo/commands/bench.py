@@ -39,8 +39,9 @@ def register(subparsers) -> None:
                    "to the whole process, timm's models too (default: glibc as it is)")
     p.add_argument("--cpu-gemm", choices=("auto", "onednn", "aten"),
                    help="library for swinzoo's fp32 products on the CPU: oneDNN, or aten's BLAS (MKL); auto: oneDNN "
-                   "on AMD CPUs with AVX-512, where MKL runs AVX2 kernels, but for Zen 4's weight gradients "
-                   "(default: SWINZOO_CPU_GEMM, else auto; timm always runs aten's)")
+                   "on AMD CPUs with AVX-512, where MKL runs AVX2 kernels, but for Zen 4's weight gradients, and "
+                   "for eval-mode products on packed weights on Intel CPUs with AVX-512 (default: SWINZOO_CPU_GEMM, "
+                   "else auto; timm always runs aten's)")
     p.add_argument("--reps", type=positive_int, default=10, help="timed rounds per model")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when a GPU is visible, else cpu)")

@@ -7,23 +7,24 @@ patch merging and the head, forward and backward, run their fp32 products throug
 (`torch.ops.mkldnn._linear_pointwise`, the op inductor itself emits) where that is the faster library.
 
 In eval mode without autograd a `Linear` keeps its weight in oneDNN's blocked layout between calls (`PackedWeight`):
-fp32 on the oneDNN backend, and bf16 (CPU autocast or a `.bfloat16()` model) on any CPU where oneDNN multiplies bf16
-(torch's own bf16 products are oneDNN's whichever library multiplies fp32, so Intel AMX CPUs pack too; under
-autocast the weight is cast once, as autocast would cast it at every call). The same products, bit for bit, without
-oneDNN copying (and autocast casting) the plain weight inside every call (speed-ups in docs/performance.md), for one
-more copy of the Linear weights, in the product's dtype, held while the model is in eval mode.
+fp32 on the oneDNN backend and on Intel CPUs with AVX-512 (MKL multiplies their training products), and bf16 (CPU
+autocast or a `.bfloat16()` model) on any CPU where oneDNN multiplies bf16 (torch's own bf16 products are oneDNN's
+whichever library multiplies fp32, so Intel AMX CPUs pack too; under autocast the weight is cast once, as autocast
+would cast it at every call). The same products, bit for bit, without oneDNN copying (and autocast casting) the
+plain weight inside every call (speed-ups in docs/performance.md), for one more copy of the Linear weights, in the
+product's dtype, held while the model is in eval mode.
 
 Switches: `set_backend("onednn" | "aten" | "auto")`, or the environment variable `SWINZOO_CPU_GEMM` read at import;
 `set_weight_packing(False)`, or `SWINZOO_PACK_WEIGHTS=0`, keeps a single copy of the weights (inference at the
 plain-weight speed).
 "auto" (the default) takes oneDNN on AMD CPUs with AVX-512, the classes measured faster: Zen 5 (family 26 on,
-AVX-512 on full-width units) for every product; Zen 4 (family 25 with AVX-512, run on 256-bit units) for the
-forward and input-gradient products, which oneDNN runs 1.1-1.5x faster there, while weight gradients stay on MKL,
-as fast or faster at most of Swin-T's shapes on Zen 4. Intel CPUs keep MKL, which runs AVX-512 there, and so does
-Zen 3 (no AVX-512); `benchmarks/cpu_gemm.py` tells for any CPU. Either way the values are the same products summed
-in another order (fp32 tests in `tests/test_cpu_gemm.py` hold the two equal); float64, other devices,
-`torch.compile`, `torch.export` and tracing always take aten, and so does bf16 / autocast except for the packed
-inference products above.
+AVX-512 on full-width units) for every product; Zen 4 (family 25 with AVX-512, run on 256-bit units) for the forward
+and input-gradient products, which oneDNN runs 1.1-1.5x faster there, while weight gradients stay on MKL, as fast or
+faster at most of Swin-T's shapes on Zen 4. Intel CPUs keep MKL, which runs AVX-512 there, except for the products
+on packed weights in eval mode, and so does Zen 3 (no AVX-512); `benchmarks/cpu_gemm.py` tells for any CPU. Either
+way the values are the same products summed in another order (fp32 tests in `tests/test_cpu_gemm.py` hold the two
+equal); float64, other devices, `torch.compile`, `torch.export` and tracing always take aten, and so does bf16 /
+autocast except for the packed inference products above.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ PACK_ENV = "SWINZOO_PACK_WEIGHTS"
 BACKENDS = ("auto", "onednn", "aten")
 ZEN5_FAMILY = 26
 # "onednn": fp32 forward and input-gradient products by oneDNN; "onednn_weight_grad": weight gradients too;
-# "min_macs": the smallest fp32 product worth oneDNN's call overhead on this CPU class
-_state = {"backend": "auto", "onednn": False, "onednn_weight_grad": False, "min_macs": 1 << 21, "pack": True}
+# "pack_fp32": eval-mode fp32 products by oneDNN on packed weights; "min_macs": the smallest fp32 product worth
+# oneDNN's call overhead on this CPU class
+_state = {"backend": "auto", "onednn": False, "onednn_weight_grad": False, "pack_fp32": False, "min_macs": 1 << 21,
+          "pack": True}
 # oneDNN spends ~10 us a call before multiplying, MKL ~2 us: with MKL at half oneDNN's rate (AVX2 against
 # AVX-512) they break even near 2M multiply-adds (measured on Zen 5: 0.45M MACs 11 us MKL / 19 us oneDNN,
 # 19M MACs 196 / 97 us). Also the smallest product worth packing a weight for.
@@ -64,13 +67,17 @@ def set_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown CPU GEMM backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        onednn = onednn_available() and cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+        avx512 = onednn_available() and "avx512f" in cpu_flags()
+        onednn = avx512 and cpu_vendor() == "AuthenticAMD"
         full_width = (cpu_family() or 0) >= ZEN5_FAMILY
-        _state.update(onednn=onednn, onednn_weight_grad=onednn and full_width,
+        # Intel with AVX-512: MKL for training, whose products oneDNN ran 1.16x slower (Swin-T step, AMX Xeon), but
+        # eval-mode products on packed weights, bias fused, as on AMD: inference took 0.96x / 0.95x MKL's time
+        intel = avx512 and cpu_vendor() == "GenuineIntel"
+        _state.update(onednn=onednn, onednn_weight_grad=onednn and full_width, pack_fp32=onednn or intel,
                       min_macs=MIN_MACS if full_width else ZEN4_MIN_MACS)
     else:
         onednn = backend == "onednn" and onednn_available()
-        _state.update(onednn=onednn, onednn_weight_grad=onednn, min_macs=MIN_MACS)
+        _state.update(onednn=onednn, onednn_weight_grad=onednn, pack_fp32=onednn, min_macs=MIN_MACS)
     _state.update(backend=backend)
 
 
@@ -101,6 +108,12 @@ def weight_packing() -> bool:
     return _state["pack"]
 
 
+def packs_fp32() -> bool:
+    """Whether eval-mode fp32 products go through oneDNN on packed weights (with packing on): the oneDNN backend,
+    and Intel CPUs with AVX-512 under auto."""
+    return _state["pack_fp32"]
+
+
 def describe() -> str:
     """One line for a run log: which library multiplies fp32 matrices on the CPU, and why."""
     if _state["onednn"] and _state["onednn_weight_grad"]:
@@ -109,6 +122,9 @@ def describe() -> str:
     if _state["onednn"]:
         return (f"fp32 products through oneDNN, weight gradients through MKL (AMD Zen 4, AVX-512 on 256-bit units; "
                 f"{BACKEND_ENV}=onednn or aten for one library)")
+    if _state["pack_fp32"]:
+        return (f"fp32 products through aten's BLAS (MKL), eval-mode ones through oneDNN on packed weights (Intel "
+                f"with AVX-512; {BACKEND_ENV}=aten for MKL alone)")
     why = "auto: oneDNN only on AMD CPUs with AVX-512" if _state["backend"] == "auto" else "as set"
     return f"fp32 products through aten's BLAS (MKL; {why})"
 
@@ -240,7 +256,7 @@ def onednn_bf16_supported() -> bool:
 def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype of an eval-mode product of x with a packed `weight`, or None for the plain product: packing on, no
     autograd, not traced, an fp32 or bf16 weight on the CPU (not an inference tensor, which has no version counter
-    to key the cache on), at least `MIN_MACS`; fp32 on the oneDNN backend, bf16 (autocast, or bf16 weights and
+    to key the cache on), at least `MIN_MACS`; fp32 where `packs_fp32()`, bf16 (autocast, or bf16 weights and
     input) on either backend wherever oneDNN multiplies bf16, as aten's bf16 products are oneDNN's too."""
     if (not _state["pack"] or torch.is_grad_enabled() or weight.dtype not in (torch.float32, torch.bfloat16)
             or not _worth_onednn(x, x.numel() * weight.shape[0])):
@@ -248,7 +264,7 @@ def packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     if weight.dtype == torch.bfloat16:  # a bf16 model (`.bfloat16()`), with or without autocast
         dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else None
     elif not torch.is_autocast_enabled("cpu"):
-        dtype = torch.float32 if x.dtype == torch.float32 and _state["onednn"] else None
+        dtype = torch.float32 if x.dtype == torch.float32 and _state["pack_fp32"] else None
     else:  # the cast autocast would make at every call, made once
         dtype = (torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16
                  and x.dtype in (torch.float32, torch.bfloat16) else None)
@@ -341,5 +357,5 @@ set_weight_packing(_pack_env != "0")
 
 __all__ = ["BACKEND_ENV", "MIN_MACS", "PACK_ENV", "Linear", "OneDnnLinear", "PackedWeight", "applies", "backend",
            "describe", "linear", "linear_into", "mm", "onednn_available", "onednn_bf16_supported", "onednn_mm",
-           "packed_dtype", "requested", "set_backend", "set_weight_packing", "using", "weight_grad",
+           "packed_dtype", "packs_fp32", "requested", "set_backend", "set_weight_packing", "using", "weight_grad",
            "weight_grad_backend", "weight_packing"]
