@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,14 @@ def randomized(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
         for name, p in model.named_parameters():
             p.copy_(torch.randn_like(p) * scale + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
     return model
+
+
+def read_at_import(code: str, variable: str, value: str) -> tuple[list[str], str]:
+    """`python -c code` in a fresh process with the environment variable set (swinzoo's modules read theirs at
+    import): the words it printed, and its stderr."""
+    env = {**os.environ, variable: value}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.split(), done.stderr
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

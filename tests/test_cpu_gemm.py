@@ -1,9 +1,6 @@
 """fp32 products through oneDNN (`models/cpu_gemm.py`): the switch, and the same values and gradients as aten's
 products (against float64 autograd), from one Linear up to a training step of a whole model."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ from swinzoo import SwinTransformer
 from swinzoo.config import SwinConfig
 from swinzoo.models import cpu_gemm
 
-from .conftest import randomized
+from .conftest import randomized, read_at_import
 
 needs_onednn = pytest.mark.skipif(not cpu_gemm.onednn_available(), reason="this torch has no oneDNN")
 
@@ -80,21 +77,19 @@ def test_unknown_backend_is_refused(backend):
 @pytest.mark.parametrize("value, chosen", [("aten", "aten"), ("bogus", None)])
 def test_environment_variable(value, chosen):
     code = "from swinzoo.models import cpu_gemm; print(cpu_gemm.requested(), cpu_gemm.backend())"
-    env = {**os.environ, cpu_gemm.BACKEND_ENV: value}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    printed, err = read_at_import(code, cpu_gemm.BACKEND_ENV, value)
     if chosen:
-        assert done.stdout.split() == ["aten", chosen]
+        assert printed == ["aten", chosen]
     else:  # a value it does not know: a warning naming the variable, and "auto"
-        assert done.stdout.split()[0] == "auto" and cpu_gemm.BACKEND_ENV in done.stderr
+        assert printed[0] == "auto" and cpu_gemm.BACKEND_ENV in err
 
 
 @pytest.mark.parametrize("value, packing", [("0", "False"), ("1", "True"), ("", "True"), ("bogus", "True")])
 def test_weight_packing_environment_variable(value, packing):
     code = "from swinzoo.models import cpu_gemm; print(cpu_gemm.weight_packing())"
-    env = {**os.environ, cpu_gemm.PACK_ENV: value}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == [packing]
-    assert (cpu_gemm.PACK_ENV in done.stderr) == (value == "bogus")
+    printed, err = read_at_import(code, cpu_gemm.PACK_ENV, value)
+    assert printed == [packing]
+    assert (cpu_gemm.PACK_ENV in err) == (value == "bogus")
 
 
 @needs_onednn

@@ -3,9 +3,6 @@ reference, any input size, the eval term cache,
 torch.compile without graph breaks, bf16 autocast."""
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,7 +20,7 @@ from swinzoo.models.attention import (
 from swinzoo.models.layers import Mlp
 from swinzoo.models.windows import WindowPlan
 
-from .conftest import randomized
+from .conftest import randomized, read_at_import
 
 
 def tiny(version: int = 1, img_size: int = 56, window: int = 7, **kw) -> SwinConfig:
@@ -376,10 +373,9 @@ def test_eval_attention_on_cpu_is_the_chosen_kernel(autocast, choice, cpu_attent
 @pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("", "eager"), ("flash", "eager")])
 def test_cpu_attention_environment_variable(value, chosen):
     code = "from swinzoo.models import fast_path; print(fast_path.cpu_attention())"
-    env = {**os.environ, fast_path.ATTENTION_ENV: value}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == [chosen]
-    assert (fast_path.ATTENTION_ENV in done.stderr) == (value == "flash")  # a warning, then the default
+    printed, err = read_at_import(code, fast_path.ATTENTION_ENV, value)
+    assert printed == [chosen]
+    assert (fast_path.ATTENTION_ENV in err) == (value == "flash")  # a warning, then the default
     with pytest.raises(ValueError, match="use one of eager, sdpa"):
         fast_path.set_cpu_attention("flash")
 
