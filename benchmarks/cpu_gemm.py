@@ -2,9 +2,9 @@
 training step, forward and both backward products, as `swinzoo.models.cpu_gemm` runs them.
 
 `cpu_gemm`'s "auto" takes oneDNN on AMD CPUs with AVX-512, where it was measured faster (MKL runs its AVX2 kernels
-there): every product on Zen 5, all but the weight gradients on Zen 4. On any other CPU this script says whether
-oneDNN would pay: `SWINZOO_CPU_GEMM=onednn` then switches it on (and with it the packed fp32 weights of eval mode, the
-forward column's third figure).
+there): every product on Zen 5, all but the weight gradients on Zen 4; on Intel CPUs with AVX-512 only the eval-mode
+products on packed weights (the forward column's third figure). On any other CPU this script says whether oneDNN
+would pay: `SWINZOO_CPU_GEMM=onednn` then switches it on (and with it the packed fp32 weights of eval mode).
 
     python benchmarks/cpu_gemm.py [--batch 8] [--reps 10] [--json out.json]
 """
