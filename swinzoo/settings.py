@@ -10,6 +10,7 @@ The table users read is docs/scripting.md#environment-variables; a test holds it
 from __future__ import annotations
 
 import os
+import warnings
 
 from swinzoo.errors import DEBUG_ENV, DEBUG_OFF, DEBUG_ON, SwinzooError
 
@@ -35,6 +36,18 @@ DEFAULTS = {"SWINZOO_CPU_GEMM": "auto", "SWINZOO_PACK_WEIGHTS": "1", "SWINZOO_CP
             "SWINZOO_MALLOC": "keep"}
 # every variable a user may set; swinzoo sets others for the processes it starts (named _SWINZOO_*)
 DOCUMENTED = (DEBUG_ENV, HUB_TIMEOUT_ENV, CACHE_ENV, *CHOICES)
+
+
+def environment_choice(name: str) -> str:
+    """A library module's reading of one of `CHOICES` at import: the value lower-cased, else its default (unset or
+    empty, or not one of the values: then with a warning naming the variable, as a library must not exit its
+    caller)."""
+    raw = os.environ.get(name, "").lower()
+    if raw and raw not in CHOICES[name]:
+        warnings.warn(f"{name}={raw!r} is not one of {', '.join(CHOICES[name])}: using {DEFAULTS[name]!r}",
+                      stacklevel=2)
+        return DEFAULTS[name]
+    return raw or DEFAULTS[name]
 
 
 def hub_timeout() -> float:

@@ -42,6 +42,7 @@ from torch.autograd.function import once_differentiable
 
 from swinzoo.hardware import cpu_family, cpu_flags, cpu_vendor
 from swinzoo.models.cache_keys import param_key
+from swinzoo.settings import environment_choice
 
 BACKEND_ENV = "SWINZOO_CPU_GEMM"
 PACK_ENV = "SWINZOO_PACK_WEIGHTS"
@@ -345,11 +346,7 @@ class Linear(nn.Linear):
         return super()._apply(fn, recurse)
 
 
-_env = os.environ.get(BACKEND_ENV, "").lower() or "auto"
-if _env not in BACKENDS:
-    warnings.warn(f"{BACKEND_ENV}={_env!r} is not one of {', '.join(BACKENDS)}: using 'auto'", stacklevel=1)
-    _env = "auto"
-set_backend(_env)
+set_backend(environment_choice(BACKEND_ENV))
 _pack_env = os.environ.get(PACK_ENV, "").strip() or "1"
 if _pack_env not in ("0", "1"):
     warnings.warn(f"{PACK_ENV}={_pack_env!r} is not 0 or 1: packing weights", stacklevel=1)

@@ -21,9 +21,6 @@ reference's tensors). The float64 tests in `tests/test_fast_path.py` hold it equ
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +28,7 @@ from torch import nn
 from swinzoo.models.attention import attention_term, floor_logits_, floors_logits, softmax_rows
 from swinzoo.models.layers import PatchMerging, hooked
 from swinzoo.models.windows import WindowPlan
+from swinzoo.settings import environment_choice
 
 # CPU only: a block runs over runs of windows whose widest activation (the MLP hidden) stays under this size.
 # glibc hands allocations over 32 MiB straight to mmap, so whole-batch activations of the first stages are
@@ -223,9 +221,4 @@ def keys_major(q: torch.Tensor) -> bool:
     return (n <= 16 or n % 16 != 0) and q.dtype != torch.bfloat16
 
 
-_env = os.environ.get(ATTENTION_ENV, "").lower() or "eager"
-if _env not in ATTENTION_CHOICES:
-    warnings.warn(f"{ATTENTION_ENV}={_env!r} is not one of {', '.join(ATTENTION_CHOICES)}: using 'eager'",
-                  stacklevel=1)
-    _env = "eager"
-set_cpu_attention(_env)
+set_cpu_attention(environment_choice(ATTENTION_ENV))
