@@ -23,7 +23,7 @@ CACHE_ENV = "SWINZOO_CACHE"
 CHOICES: dict[str, tuple[str, ...]] = {
     "SWINZOO_CPU_GEMM": ("auto", "onednn", "aten"),
     "SWINZOO_PACK_WEIGHTS": ("0", "1"),
-    "SWINZOO_CPU_ATTENTION": ("eager", "sdpa"),
+    "SWINZOO_CPU_ATTENTION": ("auto", "eager", "sdpa"),
     "SWINZOO_MALLOC": ("keep", "default"),
 }
 MEANING = {
@@ -32,7 +32,7 @@ MEANING = {
     "SWINZOO_CPU_ATTENTION": "how inference computes attention on the CPU",
     "SWINZOO_MALLOC": "default leaves glibc's malloc as it is",
 }
-DEFAULTS = {"SWINZOO_CPU_GEMM": "auto", "SWINZOO_PACK_WEIGHTS": "1", "SWINZOO_CPU_ATTENTION": "eager",
+DEFAULTS = {"SWINZOO_CPU_GEMM": "auto", "SWINZOO_PACK_WEIGHTS": "1", "SWINZOO_CPU_ATTENTION": "auto",
             "SWINZOO_MALLOC": "keep"}
 # every variable a user may set; swinzoo sets others for the processes it starts (named _SWINZOO_*)
 DOCUMENTED = (DEBUG_ENV, HUB_TIMEOUT_ENV, CACHE_ENV, *CHOICES)

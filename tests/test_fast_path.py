@@ -370,13 +370,14 @@ def test_eval_attention_on_cpu_is_the_chosen_kernel(autocast, choice, cpu_attent
     assert "aten::roll" not in names
 
 
-@pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("", "eager"), ("flash", "eager")])
+@pytest.mark.parametrize("value, chosen", [("eager", "eager"), ("SDPA", "sdpa"), ("auto", "auto"), ("", "auto"),
+                                           ("flash", "auto")])
 def test_cpu_attention_environment_variable(value, chosen):
     code = "from swinzoo.models import fast_path; print(fast_path.cpu_attention())"
     printed, err = read_at_import(code, fast_path.ATTENTION_ENV, value)
     assert printed == [chosen]
     assert (fast_path.ATTENTION_ENV in err) == (value == "flash")  # a warning, then the default
-    with pytest.raises(ValueError, match="use one of eager, sdpa"):
+    with pytest.raises(ValueError, match="use one of auto, eager, sdpa"):
         fast_path.set_cpu_attention("flash")
 
 
@@ -413,10 +414,11 @@ def test_cpu_sdpa_inference_matches_the_reference(version, cpu_attention):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_bf16_autocast_fast_path_computes_what_the_reference_computes(version):
+def test_bf16_autocast_fast_path_computes_what_the_reference_computes(version, cpu_attention):
     """Under bf16 autocast the reference makes bf16 logits, adds the fp32 term, takes the softmax in fp32 and
-    multiplies v in bf16; the fast path does the same (an fp32 term, not the bf16 residual stream's dtype), so
-    it lands on the reference's bf16 output, not merely near fp32."""
+    multiplies v in bf16; the fast path's eager attention does the same (an fp32 term, not the bf16 residual
+    stream's dtype), so it lands on the reference's bf16 output, not merely near fp32."""
+    cpu_attention("eager")
     model = randomized(SwinTransformer(tiny(version)).eval())
     x = torch.randn(2, 3, 56, 56)
     with torch.inference_mode():
@@ -446,11 +448,36 @@ def test_softmax_attention_either_layout_is_the_formula(n):
     assert not fast_path.keys_major(q.to(torch.bfloat16))  # bf16 keeps the reference's q k^T
 
 
-def test_cpu_runs_of_windows_count_bf16_activations_as_fp32():
-    """The logits and softmax of a run stay fp32 under autocast: a bf16 run holds as many windows as an fp32 one."""
+@pytest.mark.parametrize("choice", ["eager", "sdpa"])
+def test_cpu_runs_of_windows_count_bf16_activations_as_fp32_where_eager_attention_holds_fp32_logits(
+        choice, cpu_attention):
+    """Eager attention keeps a run's logits and softmax in fp32 under autocast: a bf16 run holds as many windows as an
+    fp32 one. SDPA holds no logits: a bf16 run is counted in bf16 bytes, twice the windows (under autocast the
+    activations the MLP makes are bf16 whatever the residual stream's dtype)."""
+    cpu_attention(choice)
     hidden = 384 * 49
-    fp32, bf16 = (fast_path._max_windows(torch.empty(1, dtype=d), hidden) for d in (torch.float32, torch.bfloat16))
-    assert bf16 == fp32 == fast_path.CPU_CHUNK_BYTES // (4 * hidden)
+    fp32 = fast_path._max_windows(torch.empty(1), hidden)
+    bf16 = fast_path._max_windows(torch.empty(1, dtype=torch.bfloat16), hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = [fast_path._max_windows(torch.empty(1, dtype=d), hidden) for d in (torch.float32, torch.bfloat16)]
+    double = fast_path._max_windows(torch.empty(1, dtype=torch.float64), hidden)
+    assert fp32 == fast_path.CPU_CHUNK_BYTES // (4 * hidden) and double == fp32 // 2
+    assert bf16 == autocast[0] == autocast[1] == (fp32 if choice == "eager" else 2 * fp32)
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_auto_cpu_attention_is_sdpa_for_bf16_on_amx_only(amx, cpu_attention, monkeypatch):
+    """'auto' (the default): SDPA for bf16 on CPUs with AMX, where it took 0.90x the eager time and lands as near
+    fp32 as the reference's bf16 (test above); eager for fp32 and float64 everywhere, and for bf16 elsewhere."""
+    monkeypatch.setattr(fast_path, "SDPA_FOR_BF16", amx)
+    cpu_attention("auto")
+    q = torch.empty(1, 1, 49, 32)
+    assert fast_path.eager_attention(q) and fast_path.eager_attention(q.double())
+    assert fast_path.eager_attention(q.bfloat16()) == (not amx)
+    assert fast_path.describe_cpu_attention() == ("auto: sdpa for bf16, eager for fp32" if amx else "auto: eager")
+    cpu_attention("sdpa")
+    assert not fast_path.eager_attention(q) and not fast_path.eager_attention(q.bfloat16())
+    assert fast_path.eager_attention(q.double()) and fast_path.describe_cpu_attention() == "sdpa"
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -45,7 +45,7 @@ def test_predict_json_with_non_finite_probabilities_stays_strict_json(tmp_path, 
 @pytest.mark.parametrize(("name", "value", "values"), [
     ("SWINZOO_CPU_GEMM", "mkl", "auto, onednn, aten"),
     ("SWINZOO_PACK_WEIGHTS", "no", "0, 1"),
-    ("SWINZOO_CPU_ATTENTION", "flash", "eager, sdpa"),
+    ("SWINZOO_CPU_ATTENTION", "flash", "auto, eager, sdpa"),
     ("SWINZOO_MALLOC", "off", "keep, default"),
     ("SWINZOO_DEBUG", "maybe", "0, 1"),
     ("SWINZOO_HUB_TIMEOUT", "ten", "seconds"),

@@ -60,7 +60,8 @@ def run(args) -> int:
     with cpu_gemm.using(args.cpu_gemm or cpu_gemm.requested()):
         args.cpu_gemm = cpu_gemm.backend()  # what "auto" chose, for the title and the JSON
         args.weight_packing = cpu_gemm.weight_packing()  # SWINZOO_PACK_WEIGHTS: eval-mode packed weights or not
-        args.cpu_attention = fast_path.cpu_attention()  # SWINZOO_CPU_ATTENTION: eager products or SDPA
+        args.cpu_attention = fast_path.cpu_attention()  # SWINZOO_CPU_ATTENTION: auto, eager products or SDPA
+        args.cpu_attention_line = fast_path.describe_cpu_attention()  # what auto takes here, for the title
         return measure_and_report(args)
 
 
@@ -137,7 +138,7 @@ def print_table(results, args) -> None:
     if device_type(args.device) == "cpu":
         cpu_settings = (f"{torch.get_num_threads()} threads, malloc {args.malloc}, fp32 products {args.cpu_gemm}, "
                         f"weight packing {'on' if args.weight_packing else 'off'}, "
-                        f"inference attention {args.cpu_attention}; ")
+                        f"inference attention {args.cpu_attention_line}; ")
     options = "".join((", torch.compile" if args.compile else "",
                        ", swinzoo checkpointed (timm not)" if args.grad_ckpt and args.vs_timm
                        else ", checkpointed" if args.grad_ckpt else ""))

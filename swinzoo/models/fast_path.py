@@ -7,8 +7,8 @@ This module is the only place the fast path lives. It computes exactly what `Swi
   permutations composed), instead of partition -> attention -> reverse back to the grid for every block; the
   stage returns to grid order once, at its end, in the same gather that does patch merging's 2x2 regrouping;
 - windows are laid out by mask group (see `windows.WindowPlan`), so each run of windows sharing a mask takes one
-  (1, heads, N, N) term broadcast over it: on the CPU one add, the two products and one in-place softmax (unless
-  `cpu_attention()` is 'sdpa'), one SDPA call per run elsewhere;
+  (1, heads, N, N) term broadcast over it: on the CPU one add, the two products and one in-place softmax (or one
+  SDPA call per run, as `cpu_attention()` chooses), one SDPA call per run elsewhere;
 - on CPU, a batch whose patch tokens exceed `CPU_GROUP_BYTES` runs through the model in groups of images, and a
   block runs over runs of windows small enough to stay in cache (`CPU_CHUNK_BYTES`), in place in their
   rows of the output: attention, both residuals and the MLP while the run is hot.
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swinzoo.hardware import native_bf16_matmul
 from swinzoo.models.attention import attention_term, floor_logits_, floors_logits, softmax_rows
 from swinzoo.models.layers import PatchMerging, hooked
 from swinzoo.models.windows import WindowPlan
@@ -43,27 +44,38 @@ CPU_CHUNK_BYTES = 8 << 20
 # (4.8-25 MiB): 1.05-1.10x; a nano model's whole batch is a few MiB and is not split (docs/performance.md).
 CPU_GROUP_BYTES = 12 << 20
 
-# How inference computes attention on the CPU: "eager" (two products and a softmax, the default) or "sdpa"
-# (torch's fused kernel, once per mask group). Eager lands on the reference's bits in fp32 and its rounding in bf16.
-# The fused kernel keeps its logits in fp32, so in bf16 it lands beside the reference's output, as near fp32; on an
-# AMX Xeon it took 0.98x / 0.99x eager's time in fp32 (Swin-T / SwinV2-T inference) and 0.91x / 0.93x in bf16, on
+# How inference computes attention on the CPU: "eager" (two products and a softmax), "sdpa" (torch's fused kernel,
+# once per mask group) or "auto" (the default): SDPA for bf16 on CPUs with AMX, eager otherwise. Eager lands on the
+# reference's bits in fp32 and its rounding in bf16. The fused kernel keeps its logits in fp32, so in bf16 it lands
+# beside the reference's output, as near fp32 (Swin-T's and SwinV2-T's relative error to fp32 0.0060 / 0.0071
+# against eager's 0.0061 / 0.0072). On an AMX Xeon it took 0.98x / 0.99x eager's time in fp32 (Swin-T / SwinV2-T
+# inference) and 0.91x / 0.93x in bf16, where its runs of windows may also be twice as long (`_max_windows`); on
 # AMD Zen 1.6-2x as long on 49-token windows (docs/performance.md).
 ATTENTION_ENV = "SWINZOO_CPU_ATTENTION"
-ATTENTION_CHOICES = ("eager", "sdpa")
-_attention = {"choice": "eager"}
+ATTENTION_CHOICES = ("auto", "eager", "sdpa")
+SDPA_FOR_BF16 = native_bf16_matmul() == "AMX"  # what "auto" takes for bf16
+_attention = {"choice": "auto"}
 
 
 def set_cpu_attention(choice: str) -> None:
-    """'eager' or 'sdpa': how CPU inference computes fp32 and bf16 attention, for the whole process. float64 always
-    takes the eager products."""
+    """'auto', 'eager' or 'sdpa': how CPU inference computes fp32 and bf16 attention, for the whole process. float64
+    always takes the eager products."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"unknown CPU attention {choice!r}: use one of {', '.join(ATTENTION_CHOICES)}")
     _attention["choice"] = choice
 
 
 def cpu_attention() -> str:
-    """How CPU inference computes fp32 and bf16 attention now: 'eager' or 'sdpa'."""
+    """How CPU inference computes fp32 and bf16 attention now: 'auto', 'eager' or 'sdpa'."""
     return _attention["choice"]
+
+
+def describe_cpu_attention() -> str:
+    """The choice and, for 'auto', what it takes on this CPU: for benchmark titles and logs."""
+    choice = _attention["choice"]
+    if choice != "auto":
+        return choice
+    return "auto: sdpa for bf16, eager for fp32" if SDPA_FOR_BF16 else "auto: eager"
 
 
 def applies(stage: nn.Module) -> bool:
@@ -149,9 +161,14 @@ def block_forward(block: nn.Module, src: torch.Tensor, gather: torch.Tensor, pla
 def _max_windows(src: torch.Tensor, hidden_per_window: int) -> int:
     if src.device.type != "cpu":
         return 1 << 62  # one run: the whole batch
-    # counted in fp32 bytes also for bf16 activations: the attention's logits and softmax stay fp32 (bf16 runs
-    # twice as many windows long took 1.2x as long, docs/performance.md)
-    return max(1, CPU_CHUNK_BYTES // (max(src.element_size(), 4) * hidden_per_window))
+    # under autocast the MLP's hidden is in its dtype (bf16), whatever the residual stream's
+    dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") and src.dtype != torch.float64
+             else src.dtype)
+    # eager attention keeps a run's logits and softmax in fp32 also for bf16 activations: such a run is counted in
+    # fp32 bytes (bf16 runs twice as many windows long took 1.2x as long, on AMD Zen). SDPA holds no logits: its
+    # bf16 runs are counted in bf16 bytes, and the longer products ran faster on AMX (docs/performance.md)
+    size = dtype.itemsize if dtype == torch.bfloat16 and not _eager_for(dtype) else max(dtype.itemsize, 4)
+    return max(1, CPU_CHUNK_BYTES // (size * hidden_per_window))
 
 
 def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
@@ -174,12 +191,20 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
 
 
 def eager_attention(q: torch.Tensor) -> bool:
-    """Products and softmax on the CPU (float64 always, fp32 and bf16 unless `cpu_attention()` is 'sdpa'); SDPA's
-    fused kernels elsewhere, and for float16 on the CPU. Under a TorchDispatchMode the products too: FlopCounterMode
+    """Products and softmax on the CPU (float64 always, fp32 and bf16 as `cpu_attention()` chooses); SDPA's fused
+    kernels elsewhere, and for float16 on the CPU. Under a TorchDispatchMode the products too: FlopCounterMode
     (Lightning's ModelSummary) does not count the CPU's fused kernel."""
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return False
-    return q.dtype == torch.float64 or _attention["choice"] == "eager" or torch._C._len_torch_dispatch_stack() > 0
+    return _eager_for(q.dtype) or torch._C._len_torch_dispatch_stack() > 0
+
+
+def _eager_for(dtype: torch.dtype) -> bool:
+    """Whether the CPU's choice for `dtype` (float32, float64 or bf16) is the eager products."""
+    choice = _attention["choice"]
+    if choice == "auto":
+        choice = "sdpa" if dtype == torch.bfloat16 and SDPA_FOR_BF16 else "eager"
+    return dtype == torch.float64 or choice == "eager"
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor,
