@@ -465,6 +465,32 @@ def test_cpu_runs_of_windows_count_bf16_activations_as_fp32_where_eager_attentio
     assert bf16 == autocast[0] == autocast[1] == (fp32 if choice == "eager" else 2 * fp32)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_sdpa_reads_unpacked_heads_for_the_same_bits(version, cpu_attention, monkeypatch):
+    """The CPU's SDPA takes q, k, v as strided views of the qkv output (no packing copy); the eager products and
+    other devices take them packed. The same logits either way, in fp32 and under bf16 autocast."""
+    model = randomized(SwinTransformer(tiny(version)).eval())
+    x = torch.randn(2, 3, 60, 90)
+    windows = torch.empty(4, 49, 8)
+    cpu_attention("eager")
+    assert fast_path.packs_heads(windows) and fast_path.packs_heads(windows.to("meta"))
+    cpu_attention("sdpa")
+    assert not fast_path.packs_heads(windows) and fast_path.packs_heads(windows.to("meta"))
+    assert fast_path.packs_heads(windows.double())  # float64 is always eager
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast_path.packs_heads(windows)  # the products are bf16 whatever the stream's dtype
+    outs = []
+    for packed in (False, True):
+        if packed:
+            monkeypatch.setattr(fast_path, "packs_heads", lambda x: True)
+        with torch.inference_mode():
+            fp32 = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs.append((fp32, model(x)))
+    for strided, packed in zip(*outs):
+        assert torch.equal(strided, packed)
+
+
 @pytest.mark.parametrize("amx", [False, True])
 def test_auto_cpu_attention_is_sdpa_for_bf16_on_amx_only(amx, cpu_attention, monkeypatch):
     """'auto' (the default): SDPA for bf16 on CPUs with AMX, where it took 0.90x the eager time and lands as near

@@ -82,8 +82,8 @@ class WindowAttentionV1(nn.Module):
     def qkv_heads(self, x: torch.Tensor, contiguous: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         """(B, N, C) -> q, k, v (B, heads, N, d) and the logit scale (None: SDPA's default 1/sqrt(d), the official
-        qk_scale). `contiguous` packs the three in one copy for the inference path: batched products would copy
-        each strided view, and SDPA runs ~25% faster on packed heads."""
+        qk_scale). `contiguous` packs the three in one copy for the inference path (`fast_path.packs_heads`):
+        batched products would copy each strided view."""
         q, k, v = split_heads(self.qkv(x), self.num_heads, contiguous)
         return q, k, v, None
 

@@ -161,14 +161,20 @@ def block_forward(block: nn.Module, src: torch.Tensor, gather: torch.Tensor, pla
 def _max_windows(src: torch.Tensor, hidden_per_window: int) -> int:
     if src.device.type != "cpu":
         return 1 << 62  # one run: the whole batch
-    # under autocast the MLP's hidden is in its dtype (bf16), whatever the residual stream's
-    dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") and src.dtype != torch.float64
-             else src.dtype)
+    dtype = _compute_dtype(src)
     # eager attention keeps a run's logits and softmax in fp32 also for bf16 activations: such a run is counted in
     # fp32 bytes (bf16 runs twice as many windows long took 1.2x as long, on AMD Zen). SDPA holds no logits: its
     # bf16 runs are counted in bf16 bytes, and the longer products ran faster on AMX (docs/performance.md)
     size = dtype.itemsize if dtype == torch.bfloat16 and not _eager_for(dtype) else max(dtype.itemsize, 4)
     return max(1, CPU_CHUNK_BYTES // (size * hidden_per_window))
+
+
+def _compute_dtype(src: torch.Tensor) -> torch.dtype:
+    """The dtype of the products a CPU block makes from `src`: under autocast its dtype (bf16), whatever the residual
+    stream's (float64 is not autocast)."""
+    if torch.is_autocast_enabled("cpu") and src.dtype != torch.float64:
+        return torch.get_autocast_dtype("cpu")
+    return src.dtype
 
 
 def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
@@ -178,7 +184,7 @@ def group_attention(attn: nn.Module, x: torch.Tensor, term: torch.Tensor,
     `segments` are (first window, end window, group) runs that share one mask, the (1, heads, N, N) term of their
     group broadcast over their windows. qkv and proj run once over all the windows.
     """
-    q, k, v, scale = attn.qkv_heads(x, contiguous=True)
+    q, k, v, scale = attn.qkv_heads(x, contiguous=packs_heads(x))
     if eager_attention(q):
         out = softmax_attention(q, k, v, term, segments, scale)
     else:  # SDPA's output comes back in (windows, N, heads, d) memory order: the head merge below copies nothing
@@ -194,9 +200,21 @@ def eager_attention(q: torch.Tensor) -> bool:
     """Products and softmax on the CPU (float64 always, fp32 and bf16 as `cpu_attention()` chooses); SDPA's fused
     kernels elsewhere, and for float16 on the CPU. Under a TorchDispatchMode the products too: FlopCounterMode
     (Lightning's ModelSummary) does not count the CPU's fused kernel."""
-    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64, torch.bfloat16):
+    return q.device.type == "cpu" and _eager_on_cpu(q.dtype)
+
+
+def packs_heads(x: torch.Tensor) -> bool:
+    """Whether the attention over the windows x (windows, N, C) takes q, k, v packed in one copy of the qkv output:
+    for the eager products (a batched product would copy each strided view) and for SDPA off the CPU. The CPU's
+    SDPA reads the strided views as they are, for the same bits: 0.93x / 0.96x the time of packed heads (Swin-T
+    inference in bf16 / fp32 on an AMX Xeon, docs/performance.md)."""
+    return x.device.type != "cpu" or _eager_on_cpu(_compute_dtype(x))
+
+
+def _eager_on_cpu(dtype: torch.dtype) -> bool:
+    if dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return False
-    return _eager_for(q.dtype) or torch._C._len_torch_dispatch_stack() > 0
+    return _eager_for(dtype) or torch._C._len_torch_dispatch_stack() > 0
 
 
 def _eager_for(dtype: torch.dtype) -> bool:
