@@ -49,8 +49,8 @@ CPU_GROUP_BYTES = 12 << 20
 # reference's bits in fp32 and its rounding in bf16. The fused kernel keeps its logits in fp32, so in bf16 it lands
 # beside the reference's output, as near fp32 (Swin-T's and SwinV2-T's relative error to fp32 0.0060 / 0.0071
 # against eager's 0.0061 / 0.0072). On an AMX Xeon it took 0.98x / 0.99x eager's time in fp32 (Swin-T / SwinV2-T
-# inference) and 0.91x / 0.93x in bf16, where its runs of windows may also be twice as long (`_max_windows`); on
-# AMD Zen 1.6-2x as long on 49-token windows (docs/performance.md).
+# inference) and 0.91x / 0.94x in bf16, 0.79x / 0.86x with runs of windows twice as long (`_max_windows`: it holds
+# no fp32 logits); on AMD Zen 1.6-2x as long on 49-token windows (docs/performance.md).
 ATTENTION_ENV = "SWINZOO_CPU_ATTENTION"
 ATTENTION_CHOICES = ("auto", "eager", "sdpa")
 SDPA_FOR_BF16 = native_bf16_matmul() == "AMX"  # what "auto" takes for bf16
