@@ -91,8 +91,8 @@ def test_gpu_title_leaves_out_cpu_settings_and_the_peak_is_a_big_product(capsys)
     row = Result("swin_t_224", "swinzoo", 224, 8, "eval", "bf16", 28, 4.5, 1000.0, 8.0, 9.0, 7e5, 0.1, 8.0)
     args = argparse.Namespace(device="cuda", precision="bf16", batch_size=8, malloc="default", cpu_gemm="auto",
                               cpu_attention="sdpa", cpu_attention_line="sdpa", weight_packing=True, memory=False,
-                              vs_timm=False, runtime=None,
-                              plot=None, reps=10, warmup=2, compile=False, grad_ckpt=False)
+                              vs_timm=False, runtime=None, plot=None, reps=10, warmup=2, compile=False,
+                              grad_ckpt=False)
     print_table([row], args)
     flat = " ".join(capsys.readouterr().out.split())
     assert "measured bf16 matmul peak 700000 GFLOP/s" in flat

@@ -165,7 +165,7 @@ def _max_windows(src: torch.Tensor, hidden_per_window: int) -> int:
     # eager attention keeps a run's logits and softmax in fp32 also for bf16 activations: such a run is counted in
     # fp32 bytes (bf16 runs twice as many windows long took 1.2x as long, on AMD Zen). SDPA holds no logits: its
     # bf16 runs are counted in bf16 bytes, and the longer products ran faster on AMX (docs/performance.md)
-    size = dtype.itemsize if dtype == torch.bfloat16 and not _eager_for(dtype) else max(dtype.itemsize, 4)
+    size = dtype.itemsize if dtype == torch.bfloat16 and not _eager_on_cpu(dtype) else max(dtype.itemsize, 4)
     return max(1, CPU_CHUNK_BYTES // (size * hidden_per_window))
 
 
@@ -212,17 +212,14 @@ def packs_heads(x: torch.Tensor) -> bool:
 
 
 def _eager_on_cpu(dtype: torch.dtype) -> bool:
+    """Whether CPU attention in `dtype` takes the eager products: float64 always, fp32 and bf16 as the choice (and
+    'auto') says, and under a dispatch mode; float16 never."""
     if dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return False
-    return _eager_for(dtype) or torch._C._len_torch_dispatch_stack() > 0
-
-
-def _eager_for(dtype: torch.dtype) -> bool:
-    """Whether the CPU's choice for `dtype` (float32, float64 or bf16) is the eager products."""
     choice = _attention["choice"]
     if choice == "auto":
         choice = "sdpa" if dtype == torch.bfloat16 and SDPA_FOR_BF16 else "eager"
-    return dtype == torch.float64 or choice == "eager"
+    return dtype == torch.float64 or choice == "eager" or torch._C._len_torch_dispatch_stack() > 0
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, term: torch.Tensor,
