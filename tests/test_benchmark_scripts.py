@@ -1,6 +1,6 @@
 """The scripts in benchmarks/ stay runnable: gpu.py between GPU loans (its CPU smoke mode runs every part on the nano
-model), cpu_targets.py's verdicts and its smoke run, profile_steps.py's op kinds and its smoke run, cpu_gemm.py,
-simmim_label_efficiency.py's table and plot from run folders."""
+model), cpu_targets.py's verdicts and its smoke run, profile_steps.py's op kinds and its smoke run, product_floor.py's
+recording, replay, budget and smoke run, cpu_gemm.py, simmim_label_efficiency.py's table and plot from run folders."""
 
 import importlib.util
 import json
@@ -207,6 +207,56 @@ def test_profile_script_kinds_and_smoke(tmp_path):
         assert r["ms_per_pass"]["Linear products, patch conv"] > 0 and r["ms_per_pass"]["attention products"] > 0
     (choice,) = report["attention_choice"]
     assert min(choice["ms"].values()) > 0 and choice["sdpa_over_products"] > 0
+
+
+def test_product_floor_records_and_replays_each_product():
+    """product_floor.py records each product call of a step once, with its shapes, strides and dtypes (the
+    transposed layout kept), and replays it on fresh inputs laid out alike: the output shape of the call itself."""
+    floor = load_script("product_floor")
+    x, w = torch.randn(64, 48), torch.randn(32, 48)
+    q, k, v = torch.randn(3, 2, 3, 16, 8).unbind(0)  # (windows, heads, N, d) views of one tensor: strided
+    mask = torch.randn(1, 3, 16, 16)
+    packed = torch.ops.mkldnn._reorder_linear_weight(w, 64) if torch.backends.mkldnn.is_available() else None
+    ops = {
+        "aten::mm": lambda: torch.mm(x.t(), x),
+        "aten::addmm": lambda: torch.addmm(torch.randn(32), x, w.t(), beta=0.5),
+        "aten::bmm": lambda: torch.matmul(q[:, 0], k[:, 0].transpose(-2, -1)),
+        floor.SDPA: lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+    }
+    if packed is not None:
+        ops["mkldnn::_linear_pointwise"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    for name, op in ops.items():
+        calls, in_step = floor.recorded_products(op)
+        assert [c["name"] for c in calls] == [name], name
+        assert in_step > 0
+        replayed = floor.replay(calls[0])()
+        assert (replayed[0] if name == floor.SDPA else replayed).shape == op().shape  # the kernel's (out, lse)
+    (call,) = floor.recorded_products(ops["aten::mm"])[0]
+    assert call["shapes"][0] == [48, 64] and call["strides"][0] == [1, 48]  # the transposed layout, kept
+    assert floor.products_alone([call], reps=2)["linear"] > 0
+
+
+def test_product_floor_budget():
+    """timm at 600 ms and a 1.5x goal allow a 400 ms step; with 250 ms of products alone that is 150 ms for the
+    rest, which takes 300 now: half of it to go."""
+    floor = load_script("product_floor")
+    rows = [{"model": "m", "impl": "swinzoo", "step_ms": 550.0, "products_alone_ms": 250.0, "rest_ms": 300.0},
+            {"model": "m", "impl": "timm", "step_ms": 600.0, "products_alone_ms": 240.0, "rest_ms": 360.0}]
+    b = floor.budget(rows, 1.5)
+    assert b["allowed_step_ms"] == pytest.approx(400.0) and b["allowed_rest_ms"] == pytest.approx(150.0)
+    assert b["rest_cut"] == pytest.approx(0.5) and b["ratio_now"] == pytest.approx(600 / 550)
+    assert floor.budget(rows[:1], 1.5) is None
+
+
+def test_product_floor_script_smoke(tmp_path):
+    floor = load_script("product_floor")
+    assert floor.main(["--smoke", "--mode", "train", "--out", str(tmp_path / "f.json")]) == 0
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert report["cpu"] and report["date"] and report["budgets"] == []
+    (row,) = report["rows"]
+    assert row["impl"] == "swinzoo" and row["products"] > 0
+    assert row["linear_alone_ms"] > 0 and row["attention_alone_ms"] > 0
+    assert row["rest_ms"] == pytest.approx(row["step_ms"] - row["linear_alone_ms"] - row["attention_alone_ms"])
 
 
 @pytest.mark.skipif(not RUNS_HERE, reason="torch's FSDP on CPU processes crashes before 2.14")
