@@ -45,15 +45,16 @@ CPU_CHUNK_BYTES = 8 << 20
 CPU_GROUP_BYTES = 12 << 20
 
 # How inference computes attention on the CPU: "eager" (two products and a softmax), "sdpa" (torch's fused kernel,
-# once per mask group) or "auto" (the default): SDPA for bf16 on CPUs with AMX, eager otherwise. Eager lands on the
-# reference's bits in fp32 and its rounding in bf16. The fused kernel keeps its logits in fp32, so in bf16 it lands
-# beside the reference's output, as near fp32 (Swin-T's and SwinV2-T's relative error to fp32 0.0060 / 0.0071
-# against eager's 0.0061 / 0.0072). On an AMX Xeon it took 0.98x / 0.99x eager's time in fp32 (Swin-T / SwinV2-T
-# inference) and 0.91x / 0.94x in bf16, 0.79x / 0.86x with runs of windows twice as long (`_max_windows`: it holds
-# no fp32 logits); on AMD Zen 1.6-2x as long on 49-token windows (docs/performance.md).
+# once per mask group) or "auto" (the default): SDPA for fp32 and bf16 on CPUs with AMX, eager otherwise. On an AMX
+# Xeon SDPA took 0.87-0.99x eager's time in fp32 (Swin-T 0.92x, SwinV2-T 0.99x, window 12-24 models 0.87-0.91x) and
+# 0.79x / 0.86x in bf16 (with runs of windows twice as long, `_max_windows`: it holds no fp32 logits); on AMD Zen
+# 1.6-2x as long on 49-token windows. Neither lands on the reference's fp32 bits where weights are packed (both
+# 5e-7 off float64 on Swin-T). In bf16 the fused kernel keeps its logits in fp32, so it lands beside the reference's
+# rounding, as near fp32 (relative error to fp32 0.0060 / 0.0071 against eager's 0.0061 / 0.0072), where eager lands
+# on it (docs/performance.md).
 ATTENTION_ENV = "SWINZOO_CPU_ATTENTION"
 ATTENTION_CHOICES = ("auto", "eager", "sdpa")
-SDPA_FOR_BF16 = native_bf16_matmul() == "AMX"  # what "auto" takes for bf16
+SDPA_ON_CPU = native_bf16_matmul() == "AMX"  # what "auto" takes for fp32 and bf16
 _attention = {"choice": "auto"}
 
 
@@ -75,7 +76,7 @@ def describe_cpu_attention() -> str:
     choice = _attention["choice"]
     if choice != "auto":
         return choice
-    return "auto: sdpa for bf16, eager for fp32" if SDPA_FOR_BF16 else "auto: eager"
+    return "auto: sdpa for fp32 and bf16" if SDPA_ON_CPU else "auto: eager"
 
 
 def applies(stage: nn.Module) -> bool:
@@ -218,7 +219,7 @@ def _eager_on_cpu(dtype: torch.dtype) -> bool:
         return False
     choice = _attention["choice"]
     if choice == "auto":
-        choice = "sdpa" if dtype == torch.bfloat16 and SDPA_FOR_BF16 else "eager"
+        choice = "sdpa" if SDPA_ON_CPU else "eager"
     return dtype == torch.float64 or choice == "eager" or torch._C._len_torch_dispatch_stack() > 0
 
 
