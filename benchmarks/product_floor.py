@@ -24,7 +24,6 @@ import datetime
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -94,53 +93,33 @@ def products_alone(calls: list[dict], reps: int) -> dict[str, float]:
     by kind: Linear products, attention products (with SDPA's fused kernel)."""
     total = {"linear": 0.0, "attention": 0.0}
     for call in calls:
-        run = replay(call)
-        run()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        total["attention" if call["name"] in ATTENTION else "linear"] += statistics.median(times) * 1e3
+        (seconds,) = bench.time_interleaved([replay(call)], "cpu", reps, warmup=1)
+        total["attention" if call["name"] in ATTENTION else "linear"] += statistics.median(seconds) * 1e3
     return total
 
 
-def step_times(steps: dict, reps: int) -> dict[str, list[float]]:
-    """ms of each step over `reps` rounds, the implementations interleaved within each round."""
-    for step in steps.values():
-        step()
-        step()
-    times = {impl: [] for impl in steps}
-    for r in range(reps):
-        for impl in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-            start = time.perf_counter()
-            steps[impl]()
-            times[impl].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def measure(name: str, precision: str, mode: str, batch: int, reps: int, impls) -> list[dict]:
-    built = {impl: bench.build(bench.Spec(name, impl=impl, batch=batch, train=mode == "train",
-                                          precision=precision)) for impl in impls}
-    steps = {impl: bench.make_step(model, bench.Spec(name, impl=impl, batch=batch, train=mode == "train",
-                                                     precision=precision), res)
-             for impl, (model, res, _) in built.items()}
-    times = step_times(steps, reps)
+    specs = {impl: bench.Spec(name, impl=impl, batch=batch, train=mode == "train", precision=precision)
+             for impl in impls}
+    steps = {}
+    for impl, spec in specs.items():
+        model, res, _ = bench.build(spec)
+        steps[impl] = bench.make_step(model, spec, res)
+    # the steps interleaved round by round, as `swinzoo bench` times them
+    seconds = bench.time_interleaved(list(steps.values()), "cpu", reps, warmup=2)
     rows = []
-    for impl, step in steps.items():
+    for (impl, step), per_round in zip(steps.items(), seconds):
+        times = [t * 1e3 for t in per_round]
         calls, in_step = recorded_products(step)
-        ms = statistics.median(times[impl])
+        ms = statistics.median(times)
         alone = products_alone(calls, reps)
         total = sum(alone.values())
         rows.append({"model": name, "impl": impl, "precision": precision, "mode": mode, "step_ms": ms,
-                     "step_quartiles": _quartiles(times[impl]), "products": len(calls), "products_in_step_ms": in_step,
+                     "step_quartiles": [bench.percentile(times, 0.25), bench.percentile(times, 0.75)],
+                     "products": len(calls), "products_in_step_ms": in_step,
                      "linear_alone_ms": alone["linear"], "attention_alone_ms": alone["attention"],
                      "products_alone_ms": total, "rest_ms": ms - total})
     return rows
-
-
-def _quartiles(values: list[float]) -> list[float]:
-    return statistics.quantiles(values, n=4)[::2] if len(values) > 1 else [values[0], values[0]]
 
 
 def budget(rows: list[dict], goal: float) -> dict | None:
